@@ -1,0 +1,18 @@
+//! Herd's domain model: identifiers, validated values (email, slug, password policy),
+//! organization roles and their rules, and the plan catalogue.
+//!
+//! This crate does no IO. CI checks that it never depends on sqlx, axum, kube or stripe.
+
+pub mod email;
+pub mod ids;
+pub mod password;
+pub mod plan;
+pub mod role;
+pub mod slug;
+
+pub use email::{Email, EmailError};
+pub use ids::{AuditId, InvitationId, OrgId, PlanId, UserId};
+pub use password::{check_password, PasswordError, PASSWORD_MAX_LEN, PASSWORD_MIN_LEN, PASSWORD_RULES};
+pub use plan::{default_catalogue, BillingInterval, ComputeSize, Money, PlanLimits, PlanSeed};
+pub use role::{check_change, check_invite, MembershipError, Role};
+pub use slug::{Slug, SlugError};

@@ -1,0 +1,54 @@
+//! Herd's storage: every SQL statement, as free functions over a sqlx executor, checked at
+//! compile time against the migrations in `migrations/` (offline data in `.sqlx/`).
+//!
+//! Functions that change state take a `&mut PgConnection` so the caller decides the
+//! transaction; the audit entry of a change is written in the same one.
+
+pub mod audit;
+pub mod error;
+pub mod invitations;
+pub mod login_attempts;
+pub mod orgs;
+pub mod page;
+pub mod plans;
+pub mod tokens;
+pub mod users;
+
+pub use error::StoreError;
+pub use page::{Page, Paged};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The migrations under the workspace's `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// How long a request waits for a database connection before giving up. Short, so that
+/// pages answer 503 quickly while PostgreSQL is away.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Opens a pool without connecting yet: the server starts (and answers `/readyz` with 503)
+/// even when the database is down, and connects once it is back.
+pub fn connect_lazy(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let opts = PgConnectOptions::from_str(url)?.application_name("herd");
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(true)
+        .connect_lazy_with(opts))
+}
+
+/// Applies pending migrations.
+#[tracing::instrument(skip_all)]
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// `SELECT 1`: is the database reachable?
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(pool).await?;
+    Ok(())
+}

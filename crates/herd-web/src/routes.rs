@@ -1,0 +1,91 @@
+//! The route table. Every portal route is added through [`Routes`] with a declared
+//! [`Access`] level, which wraps it in the matching middleware; the same table is exported
+//! so tests can enumerate every route and check it refuses whom it must.
+
+use crate::auth;
+use crate::pages;
+use crate::state::AppState;
+use axum::routing::{get, post, MethodRouter};
+use axum::Router;
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, logged in or not.
+    Public,
+    /// Any logged-in user.
+    User,
+    /// Members of the organization in the `{slug}` path segment; others get 404.
+    Org,
+    /// Operators with two-factor authentication.
+    Operator,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Collects routes with their access levels; [`Routes::into_router`] wraps each in the
+/// middleware its level asks for.
+pub struct Routes {
+    routes: Vec<(RouteInfo, MethodRouter<AppState>)>,
+}
+
+impl Routes {
+    fn new() -> Self {
+        Self { routes: Vec::new() }
+    }
+
+    fn add(mut self, method: &'static str, path: &'static str, access: Access, mr: MethodRouter<AppState>) -> Self {
+        self.routes.push((RouteInfo { method, path, access }, mr));
+        self
+    }
+
+    pub fn get<H, T>(self, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add("GET", path, access, get(handler))
+    }
+
+    pub fn post<H, T>(self, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: axum::handler::Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add("POST", path, access, post(handler))
+    }
+
+    pub fn table(&self) -> Vec<RouteInfo> {
+        self.routes.iter().map(|(info, _)| info.clone()).collect()
+    }
+
+    pub fn into_router(self, state: &AppState) -> Router<AppState> {
+        use axum::middleware::from_fn_with_state;
+        self.routes.into_iter().fold(Router::new(), |router, (info, mr)| {
+            let mr = match info.access {
+                Access::Public => mr,
+                Access::User => mr.route_layer(from_fn_with_state(state.clone(), auth::require_user)),
+                Access::Org => mr.route_layer(from_fn_with_state(state.clone(), auth::require_org)),
+                Access::Operator => mr.route_layer(from_fn_with_state(state.clone(), auth::require_operator)),
+            };
+            router.route(info.path, mr)
+        })
+    }
+}
+
+/// Every page and form of the portal and the operator console.
+pub fn portal() -> Routes {
+    let r = Routes::new();
+    let r = pages::public::routes(r);
+    let r = pages::auth::routes(r);
+    let r = pages::account::routes(r);
+    let r = pages::orgs::routes(r);
+    let r = pages::members::routes(r);
+    let r = pages::invitations::routes(r);
+    pages::operator::routes(r)
+}

@@ -1,0 +1,64 @@
+//! Application state shared by every handler.
+
+use herd_mail::Mailer;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use std::sync::Arc;
+use time::Duration;
+use url::Url;
+
+/// Settings of the web front.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Where users reach Herd; links in emails start with it.
+    pub public_url: Url,
+    /// Take the client address from `X-Forwarded-For` (behind a trusted reverse proxy).
+    pub trust_proxy: bool,
+    /// Failed logins per account within `login_window` before the account is throttled.
+    pub login_max_per_account: i64,
+    /// Failed logins per source address within `login_window`.
+    pub login_max_per_ip: i64,
+    pub login_window: Duration,
+    pub verify_email_ttl: Duration,
+    pub reset_password_ttl: Duration,
+    pub invitation_ttl: Duration,
+}
+
+impl WebConfig {
+    pub fn new(public_url: Url) -> Self {
+        Self {
+            public_url,
+            trust_proxy: false,
+            login_max_per_account: 5,
+            login_max_per_ip: 20,
+            login_window: Duration::minutes(15),
+            verify_email_ttl: Duration::hours(48),
+            reset_password_ttl: Duration::hours(1),
+            invitation_ttl: Duration::days(7),
+        }
+    }
+
+    /// Cookies get `Secure` when Herd is served over https.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// An absolute link to `path` (which starts with `/`).
+    pub fn link(&self, path: &str) -> String {
+        format!("{}{}", self.public_url.as_str().trim_end_matches('/'), path)
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub config: Arc<WebConfig>,
+    pub mailer: Mailer,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, config: WebConfig, mailer: Mailer) -> Self {
+        Self { pool, config: Arc::new(config), mailer, metrics: crate::metrics::handle() }
+    }
+}

@@ -1,0 +1,153 @@
+//! Command-line interface: every option can also be set from the environment variable
+//! shown in `--help`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Herd: the control plane for managed fediverse hosting.
+///
+/// Organizations sign up and order hosted servers on Herd's portal; operators run the
+/// fleet from its console. All state lives in PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "herd", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, env = "HERD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the web server: portal, operator console, /healthz, /readyz and /metrics.
+    ///
+    /// Applies pending migrations and seeds the plan catalogue into an empty database
+    /// first, unless --no-migrate is given.
+    Serve(ServeArgs),
+    /// Apply pending database migrations, then exit.
+    Migrate(DbArgs),
+    /// Administrative tasks.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// PostgreSQL connection URL, e.g. postgres://herd:secret@db.internal/herd.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: SecretString,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// Address and port to listen on.
+    #[arg(long, env = "HERD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// The address users reach Herd at; links in emails start with it. With https,
+    /// cookies are marked Secure.
+    #[arg(long, env = "HERD_PUBLIC_URL", default_value = "http://localhost:8080")]
+    pub public_url: url::Url,
+
+    /// Do not apply migrations or seed plans at start-up (run `herd migrate` instead).
+    #[arg(long, env = "HERD_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    /// Maximum number of database connections.
+    #[arg(long, env = "HERD_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
+
+    /// SMTP server for outgoing email, e.g. smtps://user:pass@mail.example.org:465 or
+    /// smtp://mail.example.org:587?tls=required. Without it, email goes to the outbox.
+    #[arg(long, env = "HERD_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<SecretString>,
+
+    /// Directory where each email is written as an .eml file when no SMTP server is set.
+    #[arg(long, env = "HERD_MAIL_OUTBOX", default_value = "var/mail")]
+    pub mail_outbox: PathBuf,
+
+    /// Sender of Herd's emails.
+    #[arg(long, env = "HERD_MAIL_FROM", default_value = "Herd <noreply@localhost>")]
+    pub mail_from: String,
+
+    /// Trust the X-Forwarded-For header for the client address (only behind a reverse
+    /// proxy that sets it).
+    #[arg(long, env = "HERD_TRUST_PROXY")]
+    pub trust_proxy: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an operator account (the provider's staff) and print its one-time password.
+    ///
+    /// The operator must enrol two-factor authentication at first login before the
+    /// console opens.
+    CreateOperator(CreateOperatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateOperatorArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// The operator's email address (their login).
+    #[arg(long)]
+    pub email: String,
+
+    /// The operator's display name (defaults to the email's local part).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+pub fn init_tracing(format: &LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HERD_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_sessions=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_option_documents_itself() {
+        fn walk(cmd: &clap::Command) {
+            for arg in cmd.get_arguments() {
+                if arg.get_id() == "help" || arg.get_id() == "version" {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{} --{} has no help", cmd.get_name(), arg.get_id());
+            }
+            for sub in cmd.get_subcommands() {
+                assert!(sub.get_about().is_some(), "{} has no about", sub.get_name());
+                walk(sub);
+            }
+        }
+        walk(&Cli::command());
+    }
+}

@@ -1,0 +1,19 @@
+//! The `herd` binary. `main` stays thin: it parses the command line and hands over to the
+//! libraries.
+
+mod admin;
+mod cli;
+mod serve;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    cli::init_tracing(&cli.log_format);
+    match cli.command {
+        cli::Command::Serve(args) => serve::run(args).await,
+        cli::Command::Migrate(args) => serve::migrate_only(args).await,
+        cli::Command::Admin(cmd) => admin::run(cmd).await,
+    }
+}

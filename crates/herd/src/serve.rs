@@ -1,0 +1,107 @@
+//! `herd serve` and `herd migrate`.
+
+use crate::cli::{DbArgs, ServeArgs};
+use anyhow::Context;
+use herd_mail::Mailer;
+use herd_web::{AppState, WebConfig};
+use secrecy::ExposeSecret;
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tower_sessions::ExpiredDeletion;
+use tower_sessions_sqlx_store::PostgresStore;
+
+/// Migrates, retrying for a while when the database is not up yet (containers starting
+/// together), then seeds the plan catalogue into an empty database.
+pub async fn prepare_database(pool: &PgPool) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(500);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match herd_store::migrate(pool).await {
+            Ok(()) => break,
+            Err(herd_store::StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)))
+                if is_connect_error(&e) && tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(error = %e, "database not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e).context("applying migrations"),
+        }
+    }
+    let mut conn = pool.begin().await.context("opening a transaction")?;
+    let seeded = herd_store::plans::seed_if_empty(&mut conn, &herd_domain::plan::default_catalogue())
+        .await
+        .context("seeding plans")?;
+    conn.commit().await.context("committing the plan seed")?;
+    if seeded > 0 {
+        tracing::info!(plans = seeded, "seeded the plan catalogue");
+    }
+    Ok(())
+}
+
+fn is_connect_error(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+}
+
+pub fn pool(db: &DbArgs, max: u32) -> anyhow::Result<PgPool> {
+    herd_store::connect_lazy(db.database_url.expose_secret(), max).context("reading DATABASE_URL")
+}
+
+pub async fn migrate_only(db: DbArgs) -> anyhow::Result<()> {
+    let pool = pool(&db, 2)?;
+    prepare_database(&pool).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let pool = pool(&args.db, args.db_max_connections)?;
+    if !args.no_migrate {
+        prepare_database(&pool).await?;
+    }
+    let mailer = match &args.smtp_url {
+        Some(url) => Mailer::smtp(url.expose_secret(), &args.mail_from).context("HERD_SMTP_URL")?,
+        None => {
+            tracing::info!(dir = %args.mail_outbox.display(), "no SMTP server set: emails are written to the outbox");
+            Mailer::outbox(&args.mail_outbox, &args.mail_from).context("HERD_MAIL_OUTBOX")?
+        }
+    };
+    let mut config = WebConfig::new(args.public_url.clone());
+    config.trust_proxy = args.trust_proxy;
+    let state = AppState::new(pool.clone(), config, mailer);
+
+    // Expired sessions are deleted hourly.
+    let store = PostgresStore::new(pool.clone());
+    tokio::spawn(async move {
+        if let Err(e) = store.continuously_delete_expired(Duration::from_secs(3600)).await {
+            tracing::warn!(error = %e, "session clean-up stopped");
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, public_url = %args.public_url, "Herd is serving");
+    axum::serve(listener, herd_web::app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving")?;
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}
