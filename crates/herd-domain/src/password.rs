@@ -14,21 +14,56 @@ Passwords seen in data breaches, keyboard or number runs, and your email name ar
 
 /// Passwords of 12 characters or more that top the public breach corpora.
 const BREACHED: &[&str] = &[
-    "123456789012", "1234567890123", "12345678901234", "123456789000", "111111111111",
-    "000000000000", "123123123123", "123412341234", "password1234", "password12345",
-    "password123456", "passwordpassword", "qwertyuiopas", "qwerty123456", "qwertyuiop123",
-    "1q2w3e4r5t6y", "1qaz2wsx3edc", "zaq12wsxcde3", "iloveyou1234", "administrator",
-    "abcdefghijkl", "abcdefghijklm", "abc123abc123", "letmein12345", "welcome12345",
-    "welcome123456", "changeme1234", "trustno1trustno1", "football1234", "baseball1234",
-    "superman1234", "sunshine1234", "princess1234", "starwars1234", "monkey123456",
-    "dragon123456", "master123456", "whatever1234", "mastodon1234", "fediverse123",
-    "correcthorsebatterystaple", "p@ssw0rd1234", "passw0rd1234", "aaaaaaaaaaaa",
+    "123456789012",
+    "1234567890123",
+    "12345678901234",
+    "123456789000",
+    "111111111111",
+    "000000000000",
+    "123123123123",
+    "123412341234",
+    "password1234",
+    "password12345",
+    "password123456",
+    "passwordpassword",
+    "qwertyuiopas",
+    "qwerty123456",
+    "qwertyuiop123",
+    "1q2w3e4r5t6y",
+    "1qaz2wsx3edc",
+    "zaq12wsxcde3",
+    "iloveyou1234",
+    "administrator",
+    "abcdefghijkl",
+    "abcdefghijklm",
+    "abc123abc123",
+    "letmein12345",
+    "welcome12345",
+    "welcome123456",
+    "changeme1234",
+    "trustno1trustno1",
+    "football1234",
+    "baseball1234",
+    "superman1234",
+    "sunshine1234",
+    "princess1234",
+    "starwars1234",
+    "monkey123456",
+    "dragon123456",
+    "master123456",
+    "whatever1234",
+    "mastodon1234",
+    "fediverse123",
+    "correcthorsebatterystaple",
+    "p@ssw0rd1234",
+    "passw0rd1234",
+    "aaaaaaaaaaaa",
 ];
 
 /// Fragments that make a short password easy to guess.
 const WEAK_PATTERNS: &[&str] = &[
-    "password", "passw0rd", "p@ssw0rd", "qwerty", "azerty", "qwertz", "123456", "654321",
-    "abcdef", "letmein", "iloveyou", "welcome", "admin", "111111", "000000",
+    "password", "passw0rd", "p@ssw0rd", "qwerty", "azerty", "qwertz", "123456", "654321", "abcdef",
+    "letmein", "iloveyou", "welcome", "admin", "111111", "000000",
 ];
 
 /// Below this length a password built around a weak pattern is refused.
@@ -89,22 +124,43 @@ mod tests {
         assert_eq!(check_password("violet tram harbour 42", "alice"), Ok(()));
         assert_eq!(check_password("Zx8#kq!mW2pL", "alice"), Ok(()));
         // A long passphrase may contain a weak fragment.
-        assert_eq!(check_password("my admin password is long enough", "alice"), Ok(()));
+        assert_eq!(
+            check_password("my admin password is long enough", "alice"),
+            Ok(())
+        );
     }
 
     #[test]
     fn refuses_each_rule() {
         assert_eq!(check_password("short", "a"), Err(PasswordError::TooShort));
-        assert_eq!(check_password(&"x".repeat(129), "a"), Err(PasswordError::TooLong));
-        assert_eq!(check_password("Password1234", "a"), Err(PasswordError::Breached));
-        assert_eq!(check_password("MyPassword!9x", "a"), Err(PasswordError::Pattern));
-        assert_eq!(check_password("xx-alice-horse-9", "alice"), Err(PasswordError::ContainsEmail));
-        assert_eq!(check_password("abababababab", "z"), Err(PasswordError::TooRepetitive));
+        assert_eq!(
+            check_password(&"x".repeat(129), "a"),
+            Err(PasswordError::TooLong)
+        );
+        assert_eq!(
+            check_password("Password1234", "a"),
+            Err(PasswordError::Breached)
+        );
+        assert_eq!(
+            check_password("MyPassword!9x", "a"),
+            Err(PasswordError::Pattern)
+        );
+        assert_eq!(
+            check_password("xx-alice-horse-9", "alice"),
+            Err(PasswordError::ContainsEmail)
+        );
+        assert_eq!(
+            check_password("abababababab", "z"),
+            Err(PasswordError::TooRepetitive)
+        );
     }
 
     #[test]
     fn counts_characters_not_bytes() {
         // 11 characters, 22 bytes: still too short.
-        assert_eq!(check_password("ééééééééééé", "a"), Err(PasswordError::TooShort));
+        assert_eq!(
+            check_password("ééééééééééé", "a"),
+            Err(PasswordError::TooShort)
+        );
     }
 }

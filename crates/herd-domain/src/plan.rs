@@ -94,7 +94,10 @@ pub struct PlanSeed {
 
 /// The catalogue a new installation starts with; operators edit it afterwards.
 pub fn default_catalogue() -> Vec<PlanSeed> {
-    let eur = |minor| Money { minor, currency: "EUR".into() };
+    let eur = |minor| Money {
+        minor,
+        currency: "EUR".into(),
+    };
     vec![
         PlanSeed {
             code: "community",
@@ -150,7 +153,13 @@ mod tests {
 
     #[test]
     fn money_formats_with_two_decimals() {
-        let m = |minor| Money { minor, currency: "EUR".into() }.to_string();
+        let m = |minor| {
+            Money {
+                minor,
+                currency: "EUR".into(),
+            }
+            .to_string()
+        };
         assert_eq!(m(4_900), "49.00 EUR");
         assert_eq!(m(5), "0.05 EUR");
         assert_eq!(m(-1_250), "-12.50 EUR");
@@ -166,6 +175,9 @@ mod tests {
             assert!(pair[0].limits.support_response_hours >= pair[1].limits.support_response_hours);
         }
         assert_eq!(BillingInterval::parse("year"), Some(BillingInterval::Year));
-        assert_eq!(ComputeSize::parse(ComputeSize::Large.as_str()), Some(ComputeSize::Large));
+        assert_eq!(
+            ComputeSize::parse(ComputeSize::Large.as_str()),
+            Some(ComputeSize::Large)
+        );
     }
 }

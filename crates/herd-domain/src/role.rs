@@ -128,16 +128,28 @@ mod tests {
 
     #[test]
     fn last_owner_cannot_leave_or_be_demoted() {
-        assert_eq!(check_change(Owner, true, Owner, None, 1), Err(MembershipError::LastOwner));
-        assert_eq!(check_change(Owner, true, Owner, Some(Admin), 1), Err(MembershipError::LastOwner));
+        assert_eq!(
+            check_change(Owner, true, Owner, None, 1),
+            Err(MembershipError::LastOwner)
+        );
+        assert_eq!(
+            check_change(Owner, true, Owner, Some(Admin), 1),
+            Err(MembershipError::LastOwner)
+        );
         assert_eq!(check_change(Owner, true, Owner, None, 2), Ok(()));
         assert_eq!(check_change(Owner, false, Owner, Some(Member), 2), Ok(()));
     }
 
     #[test]
     fn only_owners_touch_owners() {
-        assert_eq!(check_change(Admin, false, Owner, Some(Member), 3), Err(MembershipError::OwnerOnly));
-        assert_eq!(check_change(Admin, false, Member, Some(Owner), 3), Err(MembershipError::OwnerOnly));
+        assert_eq!(
+            check_change(Admin, false, Owner, Some(Member), 3),
+            Err(MembershipError::OwnerOnly)
+        );
+        assert_eq!(
+            check_change(Admin, false, Member, Some(Owner), 3),
+            Err(MembershipError::OwnerOnly)
+        );
         assert_eq!(check_change(Admin, false, Member, Some(Billing), 1), Ok(()));
         assert_eq!(check_invite(Admin, Owner), Err(MembershipError::OwnerOnly));
         assert_eq!(check_invite(Owner, Owner), Ok(()));
@@ -145,11 +157,23 @@ mod tests {
 
     #[test]
     fn members_and_billing_cannot_manage_but_can_leave() {
-        assert_eq!(check_change(Member, false, Member, None, 1), Err(MembershipError::NotAllowed));
-        assert_eq!(check_change(Billing, false, Member, Some(Admin), 1), Err(MembershipError::NotAllowed));
-        assert_eq!(check_invite(Billing, Member), Err(MembershipError::NotAllowed));
+        assert_eq!(
+            check_change(Member, false, Member, None, 1),
+            Err(MembershipError::NotAllowed)
+        );
+        assert_eq!(
+            check_change(Billing, false, Member, Some(Admin), 1),
+            Err(MembershipError::NotAllowed)
+        );
+        assert_eq!(
+            check_invite(Billing, Member),
+            Err(MembershipError::NotAllowed)
+        );
         assert_eq!(check_change(Member, true, Member, None, 1), Ok(()));
         // Leaving as an owner still needs another owner.
-        assert_eq!(check_change(Owner, true, Owner, None, 1), Err(MembershipError::LastOwner));
+        assert_eq!(
+            check_change(Owner, true, Owner, None, 1),
+            Err(MembershipError::LastOwner)
+        );
     }
 }

@@ -119,7 +119,10 @@ mod tests {
 
     #[test]
     fn accepts_dns_label_like_slugs() {
-        assert_eq!(Slug::parse("ville-de-lyon").expect("ok").as_str(), "ville-de-lyon");
+        assert_eq!(
+            Slug::parse("ville-de-lyon").expect("ok").as_str(),
+            "ville-de-lyon"
+        );
         assert_eq!(Slug::parse("eu2").expect("ok").as_str(), "eu2");
     }
 
@@ -138,7 +141,10 @@ mod tests {
     fn suggests_from_names() {
         let s = |n: &str| Slug::suggest(n).map(|s| s.0);
         assert_eq!(s("Ville de Lyon").as_deref(), Some("ville-de-lyon"));
-        assert_eq!(s("Région Île-de-France").as_deref(), Some("region-ile-de-france"));
+        assert_eq!(
+            s("Région Île-de-France").as_deref(),
+            Some("region-ile-de-france")
+        );
         assert_eq!(s("  42 Newsroom!! ").as_deref(), Some("newsroom"));
         assert_eq!(s("EU").as_deref(), Some("eu-org"));
         assert_eq!(s("Admin").as_deref(), Some("admin-org"));

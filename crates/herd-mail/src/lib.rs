@@ -17,7 +17,10 @@ pub enum MailError {
     #[error("outbox: {0}")]
     File(#[from] lettre::transport::file::Error),
     #[error("outbox directory {path}: {source}")]
-    Outbox { path: PathBuf, source: std::io::Error },
+    Outbox {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A plain-text email to one recipient.
@@ -47,7 +50,10 @@ impl std::fmt::Debug for Mailer {
             Transport::Smtp(_) => "smtp".to_owned(),
             Transport::Outbox(_, p) => format!("outbox {}", p.display()),
         };
-        f.debug_struct("Mailer").field("from", &self.from.to_string()).field("transport", &kind).finish()
+        f.debug_struct("Mailer")
+            .field("from", &self.from.to_string())
+            .field("transport", &kind)
+            .finish()
     }
 }
 
@@ -56,13 +62,18 @@ impl Mailer {
     /// `smtp://mail.example.org:587?tls=required` (lettre's URL format).
     pub fn smtp(url: &str, from: &str) -> Result<Self, MailError> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)?.build();
-        Ok(Self { from: from.parse()?, transport: Transport::Smtp(transport) })
+        Ok(Self {
+            from: from.parse()?,
+            transport: Transport::Smtp(transport),
+        })
     }
 
     /// Writes each message as `<uuid>.eml` into `dir`, creating it if needed.
     pub fn outbox(dir: &Path, from: &str) -> Result<Self, MailError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| MailError::Outbox { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| MailError::Outbox {
+            path: dir.to_owned(),
+            source,
+        })?;
         Ok(Self {
             from: from.parse()?,
             transport: Transport::Outbox(AsyncFileTransport::new(dir), dir.to_owned()),
@@ -143,7 +154,10 @@ impl OutboxMessage {
 
     /// The first `http(s)://` link in the body.
     pub fn first_link(&self) -> Option<&str> {
-        let start = self.body.find("http://").or_else(|| self.body.find("https://"))?;
+        let start = self
+            .body
+            .find("http://")
+            .or_else(|| self.body.find("https://"))?;
         let rest = &self.body[start..];
         let end = rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len());
         Some(&rest[..end])
@@ -190,7 +204,11 @@ mod tests {
         let mailer = Mailer::outbox(&dir, "Herd <noreply@herd.test>").expect("mailer");
         let body = "Hello Élise,\n\nopen https://herd.test/verify/abc=def?x=1 to continue. A long line follows so that the encoder has to wrap it somewhere along the way, which it does at 76.\n";
         mailer
-            .send(&Email { to: "elise@example.org".into(), subject: "Verify".into(), body: body.into() })
+            .send(&Email {
+                to: "elise@example.org".into(),
+                subject: "Verify".into(),
+                body: body.into(),
+            })
             .await
             .expect("send");
         let msgs = read_outbox(&dir).expect("read");
@@ -198,7 +216,10 @@ mod tests {
         assert_eq!(msgs[0].to, "elise@example.org");
         assert_eq!(msgs[0].subject, "Verify");
         assert_eq!(msgs[0].body.trim_end(), body.trim_end());
-        assert_eq!(msgs[0].first_link(), Some("https://herd.test/verify/abc=def?x=1"));
+        assert_eq!(
+            msgs[0].first_link(),
+            Some("https://herd.test/verify/abc=def?x=1")
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

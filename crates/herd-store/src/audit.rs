@@ -63,7 +63,11 @@ pub struct Filter {
 }
 
 #[tracing::instrument(skip(ex))]
-pub async fn list(ex: impl PgExecutor<'_>, filter: &Filter, page: Page) -> Result<Paged<Entry>, StoreError> {
+pub async fn list(
+    ex: impl PgExecutor<'_>,
+    filter: &Filter,
+    page: Page,
+) -> Result<Paged<Entry>, StoreError> {
     let action_pattern = if filter.action.is_empty() {
         "%".to_owned()
     } else if filter.action.ends_with('.') {
@@ -95,7 +99,11 @@ pub async fn list(ex: impl PgExecutor<'_>, filter: &Filter, page: Page) -> Resul
 
 /// Entries about one organization, newest first (for its owners).
 #[tracing::instrument(skip(ex))]
-pub async fn for_org(ex: impl PgExecutor<'_>, org: OrgId, page: Page) -> Result<Paged<Entry>, StoreError> {
+pub async fn for_org(
+    ex: impl PgExecutor<'_>,
+    org: OrgId,
+    page: Page,
+) -> Result<Paged<Entry>, StoreError> {
     let rows = sqlx::query_as!(
         Entry,
         r#"SELECT a.id, a.at, a.actor_id, a.actor_email, a.org_id, o.slug AS "org_slug?",

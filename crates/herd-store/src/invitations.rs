@@ -113,7 +113,11 @@ pub async fn mark_accepted(
 
 /// Revokes an open invitation of `org`; false when there was none.
 #[tracing::instrument(skip(conn))]
-pub async fn revoke(conn: &mut PgConnection, org: OrgId, id: InvitationId) -> Result<Option<String>, StoreError> {
+pub async fn revoke(
+    conn: &mut PgConnection,
+    org: OrgId,
+    id: InvitationId,
+) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar!(
         "UPDATE invitations SET revoked_at = now()
          WHERE id = $1 AND org_id = $2 AND accepted_at IS NULL AND revoked_at IS NULL
@@ -143,7 +147,11 @@ pub async fn pending(ex: impl PgExecutor<'_>, org: OrgId) -> Result<Vec<Invitati
 
 /// Revokes an expired open invitation so the address can be invited again.
 #[tracing::instrument(skip(conn))]
-pub async fn revoke_expired_for(conn: &mut PgConnection, org: OrgId, email: &Email) -> Result<(), StoreError> {
+pub async fn revoke_expired_for(
+    conn: &mut PgConnection,
+    org: OrgId,
+    email: &Email,
+) -> Result<(), StoreError> {
     sqlx::query!(
         "UPDATE invitations SET revoked_at = now()
          WHERE org_id = $1 AND email = $2 AND accepted_at IS NULL AND revoked_at IS NULL

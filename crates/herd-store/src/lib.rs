@@ -49,6 +49,8 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 
 /// `SELECT 1`: is the database reachable?
 pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
-    sqlx::query_scalar!("SELECT 1 AS \"one!\"").fetch_one(pool).await?;
+    sqlx::query_scalar!("SELECT 1 AS \"one!\"")
+        .fetch_one(pool)
+        .await?;
     Ok(())
 }

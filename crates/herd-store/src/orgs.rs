@@ -86,7 +86,10 @@ pub async fn add_member(
 
 /// The organizations `user` belongs to, by name.
 #[tracing::instrument(skip(ex))]
-pub async fn for_user(ex: impl PgExecutor<'_>, user: UserId) -> Result<Vec<OrgMembership>, StoreError> {
+pub async fn for_user(
+    ex: impl PgExecutor<'_>,
+    user: UserId,
+) -> Result<Vec<OrgMembership>, StoreError> {
     let rows = sqlx::query!(
         "SELECT o.id, o.slug, o.name, o.created_at, m.role
          FROM organizations o JOIN memberships m ON m.org_id = o.id
@@ -98,7 +101,12 @@ pub async fn for_user(ex: impl PgExecutor<'_>, user: UserId) -> Result<Vec<OrgMe
     rows.into_iter()
         .map(|r| {
             Ok(OrgMembership {
-                org: Org { id: r.id, slug: r.slug, name: r.name, created_at: r.created_at },
+                org: Org {
+                    id: r.id,
+                    slug: r.slug,
+                    name: r.name,
+                    created_at: r.created_at,
+                },
                 role: role(&r.role)?,
             })
         })
@@ -124,7 +132,12 @@ pub async fn membership(
     .await?;
     row.map(|r| {
         Ok(OrgMembership {
-            org: Org { id: r.id, slug: r.slug, name: r.name, created_at: r.created_at },
+            org: Org {
+                id: r.id,
+                slug: r.slug,
+                name: r.name,
+                created_at: r.created_at,
+            },
             role: role(&r.role)?,
         })
     })
@@ -176,9 +189,12 @@ pub async fn lock_for_change(
     org: OrgId,
     user: UserId,
 ) -> Result<(Option<Role>, i64), StoreError> {
-    sqlx::query!("SELECT id FROM organizations WHERE id = $1 FOR UPDATE", org.0)
-        .fetch_optional(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "SELECT id FROM organizations WHERE id = $1 FOR UPDATE",
+        org.0
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
     let row = sqlx::query!(
         r#"SELECT (SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2) AS role,
                   (SELECT count(*) FROM memberships WHERE org_id = $1 AND role = 'owner') AS "owners!""#,

@@ -32,7 +32,11 @@ impl Page {
     pub fn finish<T>(self, mut rows: Vec<T>) -> Paged<T> {
         let has_next = rows.len() > self.per_page as usize;
         rows.truncate(self.per_page as usize);
-        Paged { items: rows, page: self, has_next }
+        Paged {
+            items: rows,
+            page: self,
+            has_next,
+        }
     }
 }
 
@@ -51,7 +55,13 @@ mod tests {
     #[test]
     fn clamps_and_detects_next_page() {
         let p = Page::new(Some(0), Some(1000));
-        assert_eq!(p, Page { number: 1, per_page: 100 });
+        assert_eq!(
+            p,
+            Page {
+                number: 1,
+                per_page: 100
+            }
+        );
         let p = Page::new(Some(3), Some(2));
         assert_eq!(p.offset(), 4);
         assert_eq!(p.fetch_limit(), 3);

@@ -27,7 +27,10 @@ pub struct Plan {
 
 impl Plan {
     pub fn price(&self) -> Money {
-        Money { minor: self.price_minor, currency: self.currency.clone() }
+        Money {
+            minor: self.price_minor,
+            currency: self.currency.clone(),
+        }
     }
     pub fn interval(&self) -> BillingInterval {
         BillingInterval::parse(&self.billing_interval).unwrap_or(BillingInterval::Month)
@@ -47,7 +50,10 @@ impl Plan {
 /// Writes `catalogue` when the plans table is empty; returns how many plans were written.
 /// Safe to call from several processes at once (the table is locked while checking).
 #[tracing::instrument(skip_all)]
-pub async fn seed_if_empty(conn: &mut PgConnection, catalogue: &[PlanSeed]) -> Result<usize, StoreError> {
+pub async fn seed_if_empty(
+    conn: &mut PgConnection,
+    catalogue: &[PlanSeed],
+) -> Result<usize, StoreError> {
     sqlx::query!("LOCK TABLE plans IN SHARE ROW EXCLUSIVE MODE")
         .execute(&mut *conn)
         .await?;

@@ -251,7 +251,11 @@ pub fn like_escape(s: &str) -> String {
 /// Records the TOTP time step just accepted; false if that step (or a later one) was
 /// already used, which means the code is being replayed.
 #[tracing::instrument(skip(conn))]
-pub async fn claim_totp_step(conn: &mut PgConnection, id: UserId, step: i64) -> Result<bool, StoreError> {
+pub async fn claim_totp_step(
+    conn: &mut PgConnection,
+    id: UserId,
+    step: i64,
+) -> Result<bool, StoreError> {
     let r = sqlx::query!(
         "UPDATE users SET totp_last_step = $2
          WHERE id = $1 AND (totp_last_step IS NULL OR totp_last_step < $2)",

@@ -1,1 +1,158 @@
-//! placeholder
+//! Test helpers for Herd (dev only): [`TestApp`] runs the real router on a real socket
+//! against a real PostgreSQL database, [`Client`] is a browser-like HTTP client that keeps
+//! cookies and fills in CSRF tokens, and [`TempPostgres`] is a private PostgreSQL server a
+//! test may stop and start.
+#![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
+
+mod client;
+mod pg;
+
+pub use client::{Client, Resp};
+pub use pg::TempPostgres;
+
+use herd_mail::{read_outbox, Mailer, OutboxMessage};
+use herd_web::{AppState, WebConfig};
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// A password every test user has; it passes the password policy.
+pub const PASSWORD: &str = "violet tram harbour 42";
+
+/// Logs to stderr when `TEST_LOG` is set.
+pub fn init_test_log() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,sqlx=warn")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// Herd's portal running on 127.0.0.1 on a free port.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub pool: PgPool,
+    pub outbox: PathBuf,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+        let _ = std::fs::remove_dir_all(&self.outbox);
+    }
+}
+
+impl TestApp {
+    /// Starts the app on a migrated database (as `#[sqlx::test]` hands out) and seeds plans.
+    pub async fn spawn(pool: PgPool) -> Self {
+        Self::spawn_with(pool, |_| {}).await
+    }
+
+    /// Like [`spawn`](Self::spawn), adjusting the configuration first.
+    pub async fn spawn_with(pool: PgPool, adjust: impl FnOnce(&mut WebConfig)) -> Self {
+        init_test_log();
+        let mut tx = pool.begin().await.unwrap();
+        herd_store::plans::seed_if_empty(&mut tx, &herd_domain::plan::default_catalogue())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        Self::spawn_unseeded(pool, adjust).await
+    }
+
+    /// Starts the app without touching the database first.
+    pub async fn spawn_unseeded(pool: PgPool, adjust: impl FnOnce(&mut WebConfig)) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        let outbox = std::env::temp_dir().join(format!(
+            "herd-outbox-{}-{}",
+            std::process::id(),
+            addr.port()
+        ));
+        let _ = std::fs::remove_dir_all(&outbox);
+        let mailer = Mailer::outbox(&outbox, "Herd <noreply@herd.test>").unwrap();
+        let mut config = WebConfig::new(url::Url::parse(&base).unwrap());
+        adjust(&mut config);
+        let state = AppState::new(pool.clone(), config, mailer);
+        let app = herd_web::app(state).into_make_service_with_connect_info::<SocketAddr>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            addr,
+            base,
+            pool,
+            outbox,
+            server,
+        }
+    }
+
+    /// A fresh client, like a new browser profile.
+    pub fn client(&self) -> Client {
+        Client::new(&self.base)
+    }
+
+    /// Every email sent so far, oldest first.
+    pub fn mails(&self) -> Vec<OutboxMessage> {
+        read_outbox(&self.outbox).unwrap_or_default()
+    }
+
+    /// The newest email to `to`; panics when there is none.
+    pub fn last_mail_to(&self, to: &str) -> OutboxMessage {
+        self.mails()
+            .into_iter()
+            .rev()
+            .find(|m| m.to.contains(to))
+            .unwrap_or_else(|| panic!("no email to {to}; outbox: {:?}", self.mails()))
+    }
+
+    /// The path of the first link in the newest email to `to`.
+    pub fn link_in_last_mail_to(&self, to: &str) -> String {
+        let mail = self.last_mail_to(to);
+        let link = mail
+            .first_link()
+            .unwrap_or_else(|| panic!("no link in {mail:?}"));
+        link.strip_prefix(&self.base).unwrap_or(link).to_owned()
+    }
+
+    /// Signs up (with an organization when `org` is given), confirms the email from the
+    /// outbox and logs in. Returns the logged-in client.
+    pub async fn signed_up(&self, name: &str, email: &str, org: Option<&str>) -> Client {
+        let c = self.client();
+        c.get("/signup").await.assert_status(200);
+        c.post(
+            "/signup",
+            &[
+                ("name", name),
+                ("email", email),
+                ("password", PASSWORD),
+                ("org_name", org.unwrap_or("")),
+            ],
+        )
+        .await
+        .assert_status(200);
+        let link = self.link_in_last_mail_to(email);
+        c.get(&link).await.assert_status(200);
+        c.post(&link, &[]).await.assert_status(200);
+        c.get("/login").await.assert_status(200);
+        let r = c
+            .post("/login", &[("email", email), ("password", PASSWORD)])
+            .await;
+        assert_eq!(r.status, 303, "login failed: {}", r.body);
+        c
+    }
+}
+
+/// Runs a closure with the outbox's messages; handy for assertions on email content.
+pub fn find_mail<'a>(
+    mails: &'a [OutboxMessage],
+    subject_contains: &str,
+) -> Option<&'a OutboxMessage> {
+    mails
+        .iter()
+        .rev()
+        .find(|m| m.subject.contains(subject_contains))
+}

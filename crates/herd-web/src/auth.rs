@@ -77,7 +77,9 @@ impl FromRequestParts<AppState> for CurrentUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         match load_user(parts, state).await? {
             Some(u) => Ok(CurrentUser(u)),
-            None => Err(AppError::LoginRequired { next: path_and_query(parts) }),
+            None => Err(AppError::LoginRequired {
+                next: path_and_query(parts),
+            }),
         }
     }
 }
@@ -96,7 +98,11 @@ impl FromRequestParts<AppState> for OrgCtx {
         let m = orgs::membership(&state.pool, slug, user.id())
             .await?
             .ok_or(AppError::NotFound)?;
-        let ctx = OrgCtx { user, org: m.org, role: m.role };
+        let ctx = OrgCtx {
+            user,
+            org: m.org,
+            role: m.role,
+        };
         parts.extensions.insert(ctx.clone());
         Ok(ctx)
     }
@@ -108,7 +114,9 @@ impl OrgCtx {
         if self.role.can_manage_members() {
             Ok(())
         } else {
-            Err(AppError::Forbidden("Only owners and admins can manage members.".into()))
+            Err(AppError::Forbidden(
+                "Only owners and admins can manage members.".into(),
+            ))
         }
     }
 }
@@ -131,7 +139,11 @@ impl FromRequestParts<AppState> for Operator {
 }
 
 /// Route middleware for [`Access::User`](crate::routes::Access::User).
-pub async fn require_user(user: Result<CurrentUser, AppError>, req: Request, next: Next) -> Response {
+pub async fn require_user(
+    user: Result<CurrentUser, AppError>,
+    req: Request,
+    next: Next,
+) -> Response {
     match user {
         Ok(_) => next.run(req).await,
         Err(e) => e.into_response(),
@@ -150,7 +162,11 @@ pub async fn require_org(ctx: Result<OrgCtx, AppError>, mut req: Request, next: 
 }
 
 /// Route middleware for [`Access::Operator`](crate::routes::Access::Operator).
-pub async fn require_operator(op: Result<Operator, AppError>, req: Request, next: Next) -> Response {
+pub async fn require_operator(
+    op: Result<Operator, AppError>,
+    req: Request,
+    next: Next,
+) -> Response {
     match op {
         Ok(_) => next.run(req).await,
         Err(e) => e.into_response(),

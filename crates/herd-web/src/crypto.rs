@@ -1,6 +1,8 @@
 //! Random tokens, their hashes, and password hashing (argon2id).
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -37,7 +39,11 @@ pub async fn hash_password(password: String) -> Result<String, String> {
 pub async fn verify_password(password: String, hash: String) -> bool {
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
-            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
             .unwrap_or(false)
     })
     .await
@@ -63,7 +69,9 @@ mod tests {
 
     #[tokio::test]
     async fn password_hash_round_trip() {
-        let h = hash_password("violet tram harbour".into()).await.expect("hash");
+        let h = hash_password("violet tram harbour".into())
+            .await
+            .expect("hash");
         assert!(h.starts_with("$argon2id$"));
         assert!(verify_password("violet tram harbour".into(), h.clone()).await);
         assert!(!verify_password("violet tram harbor".into(), h).await);

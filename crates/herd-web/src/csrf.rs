@@ -30,14 +30,18 @@ pub async fn verify(session: Session, req: Request, next: Next) -> Response {
 }
 
 async fn check(session: &Session, req: Request) -> Result<Request, AppError> {
-    let expected = session::expected_csrf(session).await?.ok_or(AppError::Csrf)?;
+    let expected = session::expected_csrf(session)
+        .await?
+        .ok_or(AppError::Csrf)?;
     let header = req
         .headers()
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, MAX_FORM_BYTES).await.map_err(|_| AppError::Csrf)?;
+    let bytes = to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| AppError::Csrf)?;
     let presented = header.or_else(|| {
         url::form_urlencoded::parse(&bytes)
             .find(|(k, _)| k == FIELD)

@@ -47,8 +47,9 @@ impl From<sqlx::Error> for AppError {
 
 impl From<tower_sessions::session::Error> for AppError {
     fn from(e: tower_sessions::session::Error) -> Self {
-        // The session store is PostgreSQL: a store failure is almost always the database.
-        AppError::Internal(format!("session: {e}"))
+        // The session store is PostgreSQL: a failing store means the database is away.
+        tracing::warn!(error = %e, "session store failed");
+        AppError::Unavailable
     }
 }
 
@@ -87,11 +88,21 @@ impl IntoResponse for AppError {
                 "An unexpected error occurred; it has been logged. Please try again.".to_owned(),
             ),
         };
-        let page = ErrorPage { title, message: &message, status: status.as_u16() };
+        let page = ErrorPage {
+            title,
+            message: &message,
+            status: status.as_u16(),
+        };
         let body = page.render().unwrap_or_else(|_| message.clone());
-        let mut resp = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
+        let mut resp = (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            body,
+        )
+            .into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
         }
         if let AppError::Internal(detail) = self {
             resp.extensions_mut().insert(ErrorDetail(detail));
@@ -105,7 +116,9 @@ pub async fn log_server_errors(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     if resp.status().is_server_error() {
         match resp.extensions().get::<ErrorDetail>() {
-            Some(ErrorDetail(detail)) => tracing::error!(status = resp.status().as_u16(), error = %detail, "request failed"),
+            Some(ErrorDetail(detail)) => {
+                tracing::error!(status = resp.status().as_u16(), error = %detail, "request failed")
+            }
             None => tracing::warn!(status = resp.status().as_u16(), "request failed"),
         }
     }

@@ -25,8 +25,14 @@ async fn healthz() -> &'static str {
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match tokio::time::timeout(Duration::from_secs(2), herd_store::ping(&state.pool)).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: database unreachable: {e}\n")),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: database did not answer within 2s\n".to_owned()),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: database unreachable: {e}\n"),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: database did not answer within 2s\n".to_owned(),
+        ),
     }
 }
 
@@ -35,9 +41,13 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let idle = u32::try_from(state.pool.num_idle()).unwrap_or(u32::MAX);
     metrics::gauge!("herd_db_pool_connections").set(f64::from(size));
     metrics::gauge!("herd_db_pool_idle_connections").set(f64::from(idle));
-    metrics::gauge!("herd_db_pool_max_connections").set(f64::from(state.pool.options().get_max_connections()));
+    metrics::gauge!("herd_db_pool_max_connections")
+        .set(f64::from(state.pool.options().get_max_connections()));
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
 }

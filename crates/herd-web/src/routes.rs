@@ -39,8 +39,21 @@ impl Routes {
         Self { routes: Vec::new() }
     }
 
-    fn add(mut self, method: &'static str, path: &'static str, access: Access, mr: MethodRouter<AppState>) -> Self {
-        self.routes.push((RouteInfo { method, path, access }, mr));
+    fn add(
+        mut self,
+        method: &'static str,
+        path: &'static str,
+        access: Access,
+        mr: MethodRouter<AppState>,
+    ) -> Self {
+        self.routes.push((
+            RouteInfo {
+                method,
+                path,
+                access,
+            },
+            mr,
+        ));
         self
     }
 
@@ -66,15 +79,23 @@ impl Routes {
 
     pub fn into_router(self, state: &AppState) -> Router<AppState> {
         use axum::middleware::from_fn_with_state;
-        self.routes.into_iter().fold(Router::new(), |router, (info, mr)| {
-            let mr = match info.access {
-                Access::Public => mr,
-                Access::User => mr.route_layer(from_fn_with_state(state.clone(), auth::require_user)),
-                Access::Org => mr.route_layer(from_fn_with_state(state.clone(), auth::require_org)),
-                Access::Operator => mr.route_layer(from_fn_with_state(state.clone(), auth::require_operator)),
-            };
-            router.route(info.path, mr)
-        })
+        self.routes
+            .into_iter()
+            .fold(Router::new(), |router, (info, mr)| {
+                let mr = match info.access {
+                    Access::Public => mr,
+                    Access::User => {
+                        mr.route_layer(from_fn_with_state(state.clone(), auth::require_user))
+                    }
+                    Access::Org => {
+                        mr.route_layer(from_fn_with_state(state.clone(), auth::require_org))
+                    }
+                    Access::Operator => {
+                        mr.route_layer(from_fn_with_state(state.clone(), auth::require_operator))
+                    }
+                };
+                router.route(info.path, mr)
+            })
     }
 }
 

@@ -1,8 +1,8 @@
 //! What Herd keeps in a browser session: the logged-in user, a login waiting for its
 //! second factor, the CSRF token and a one-shot flash message.
 
-use crate::error::AppError;
 use crate::crypto;
+use crate::error::AppError;
 use herd_domain::UserId;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
@@ -62,9 +62,19 @@ pub async fn expected_csrf(session: &Session) -> Result<Option<String>, AppError
     Ok(session.get::<String>(CSRF).await?)
 }
 
-pub async fn flash(session: &Session, kind: &str, message: impl Into<String>) -> Result<(), AppError> {
+pub async fn flash(
+    session: &Session,
+    kind: &str,
+    message: impl Into<String>,
+) -> Result<(), AppError> {
     session
-        .insert(FLASH, Flash { kind: kind.to_owned(), message: message.into() })
+        .insert(
+            FLASH,
+            Flash {
+                kind: kind.to_owned(),
+                message: message.into(),
+            },
+        )
         .await?;
     Ok(())
 }

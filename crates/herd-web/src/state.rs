@@ -59,6 +59,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(pool: PgPool, config: WebConfig, mailer: Mailer) -> Self {
-        Self { pool, config: Arc::new(config), mailer, metrics: crate::metrics::handle() }
+        Self {
+            pool,
+            config: Arc::new(config),
+            mailer,
+            metrics: crate::metrics::handle(),
+        }
     }
 }

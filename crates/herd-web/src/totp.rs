@@ -42,7 +42,9 @@ pub fn base32_decode(s: &str) -> Option<Vec<u8>> {
     let mut buffer: u32 = 0;
     let mut bits = 0;
     for c in s.chars().filter(|c| !c.is_whitespace() && *c != '=') {
-        let v = B32.iter().position(|&b| b as char == c.to_ascii_uppercase())? as u32;
+        let v = B32
+            .iter()
+            .position(|&b| b as char == c.to_ascii_uppercase())? as u32;
         buffer = (buffer << 5) | v;
         bits += 5;
         if bits >= 8 {
@@ -65,7 +67,11 @@ pub fn code_at(secret: &[u8], step: i64) -> String {
         | (u32::from(h[offset + 1]) << 16)
         | (u32::from(h[offset + 2]) << 8)
         | u32::from(h[offset + 3]);
-    format!("{:0width$}", bin % 10u32.pow(DIGITS), width = DIGITS as usize)
+    format!(
+        "{:0width$}",
+        bin % 10u32.pow(DIGITS),
+        width = DIGITS as usize
+    )
 }
 
 /// The step of a Unix time.
@@ -125,7 +131,10 @@ pub fn recovery_codes() -> Vec<String> {
 
 /// Recovery codes are compared without dashes, spaces or case.
 pub fn normalize_recovery_code(code: &str) -> String {
-    code.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 #[cfg(test)]
@@ -174,7 +183,9 @@ mod tests {
     #[test]
     fn enrolment_material() {
         let uri = otpauth_uri("Herd", "ops@example.org", "MZXW6YTBOI");
-        assert!(uri.starts_with("otpauth://totp/Herd:ops%40example.org?secret=MZXW6YTBOI&issuer=Herd"));
+        assert!(
+            uri.starts_with("otpauth://totp/Herd:ops%40example.org?secret=MZXW6YTBOI&issuer=Herd")
+        );
         assert!(qr_svg(&uri).contains("<svg"));
         let codes = recovery_codes();
         assert_eq!(codes.len(), 10);

@@ -25,7 +25,9 @@ async fn create_operator(args: CreateOperatorArgs) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
     let user = match users::create(&mut tx, &email, &name, &hash, true).await {
         Ok(u) => u,
-        Err(e) if e.is_conflict_on(users::EMAIL_TAKEN) => bail!("an account with the email {email} already exists"),
+        Err(e) if e.is_conflict_on(users::EMAIL_TAKEN) => {
+            bail!("an account with the email {email} already exists")
+        }
         Err(e) => return Err(e).context("creating the operator"),
     };
     users::mark_email_verified(&mut tx, user.id()).await?;

@@ -80,7 +80,11 @@ pub struct ServeArgs {
     pub mail_outbox: PathBuf,
 
     /// Sender of Herd's emails.
-    #[arg(long, env = "HERD_MAIL_FROM", default_value = "Herd <noreply@localhost>")]
+    #[arg(
+        long,
+        env = "HERD_MAIL_FROM",
+        default_value = "Herd <noreply@localhost>"
+    )]
     pub mail_from: String,
 
     /// Trust the X-Forwarded-For header for the client address (only behind a reverse
@@ -117,9 +121,16 @@ pub fn init_tracing(format: &LogFormat) {
     let filter = EnvFilter::try_from_env("HERD_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_sessions=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -141,7 +152,12 @@ mod tests {
                 if arg.get_id() == "help" || arg.get_id() == "version" {
                     continue;
                 }
-                assert!(arg.get_help().is_some(), "{} --{} has no help", cmd.get_name(), arg.get_id());
+                assert!(
+                    arg.get_help().is_some(),
+                    "{} --{} has no help",
+                    cmd.get_name(),
+                    arg.get_id()
+                );
             }
             for sub in cmd.get_subcommands() {
                 assert!(sub.get_about().is_some(), "{} has no about", sub.get_name());

@@ -30,9 +30,10 @@ pub async fn prepare_database(pool: &PgPool) -> anyhow::Result<()> {
         }
     }
     let mut conn = pool.begin().await.context("opening a transaction")?;
-    let seeded = herd_store::plans::seed_if_empty(&mut conn, &herd_domain::plan::default_catalogue())
-        .await
-        .context("seeding plans")?;
+    let seeded =
+        herd_store::plans::seed_if_empty(&mut conn, &herd_domain::plan::default_catalogue())
+            .await
+            .context("seeding plans")?;
     conn.commit().await.context("committing the plan seed")?;
     if seeded > 0 {
         tracing::info!(plans = seeded, "seeded the plan catalogue");
@@ -74,7 +75,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Expired sessions are deleted hourly.
     let store = PostgresStore::new(pool.clone());
     tokio::spawn(async move {
-        if let Err(e) = store.continuously_delete_expired(Duration::from_secs(3600)).await {
+        if let Err(e) = store
+            .continuously_delete_expired(Duration::from_secs(3600))
+            .await
+        {
             tracing::warn!(error = %e, "session clean-up stopped");
         }
     });
@@ -83,10 +87,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(listen = %args.listen, public_url = %args.public_url, "Herd is serving");
-    axum::serve(listener, herd_web::app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving")?;
+    axum::serve(
+        listener,
+        herd_web::app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown())
+    .await
+    .context("serving")?;
     Ok(())
 }
 
@@ -96,7 +103,8 @@ async fn shutdown() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -37,9 +37,17 @@ struct AccountPage {
     recovery_left: i64,
 }
 
-async fn overview(State(state): State<AppState>, session: Session, CurrentUser(user): CurrentUser) -> Result<Response, AppError> {
+async fn overview(
+    State(state): State<AppState>,
+    session: Session,
+    CurrentUser(user): CurrentUser,
+) -> Result<Response, AppError> {
     let recovery_left = users::unused_recovery_codes(&state.pool, user.id()).await?;
-    render(&AccountPage { l: Layout::new(&session, Some(&user)).await?, user, recovery_left })
+    render(&AccountPage {
+        l: Layout::new(&session, Some(&user)).await?,
+        user,
+        recovery_left,
+    })
 }
 
 #[derive(Template)]
@@ -53,21 +61,45 @@ struct EnrolPage {
     error: Option<String>,
 }
 
-async fn enrol_page(session: &Session, user: &User, error: Option<String>) -> Result<Response, AppError> {
+async fn enrol_page(
+    session: &Session,
+    user: &User,
+    error: Option<String>,
+) -> Result<Response, AppError> {
     let pending = user.totp_secret.clone().filter(|_| !user.totp_enabled());
     let qr_svg = pending
         .as_deref()
         .map(|s| totp::qr_svg(&totp::otpauth_uri("Herd", &user.email, s)))
         .unwrap_or_default();
-    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
-    render_status(status, &EnrolPage { l: Layout::new(session, Some(user)).await?, enabled: user.totp_enabled(), secret: pending, qr_svg, error })
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    render_status(
+        status,
+        &EnrolPage {
+            l: Layout::new(session, Some(user)).await?,
+            enabled: user.totp_enabled(),
+            secret: pending,
+            qr_svg,
+            error,
+        },
+    )
 }
 
-async fn enrol_form(session: Session, CurrentUser(user): CurrentUser) -> Result<Response, AppError> {
+async fn enrol_form(
+    session: Session,
+    CurrentUser(user): CurrentUser,
+) -> Result<Response, AppError> {
     enrol_page(&session, &user, None).await
 }
 
-async fn enrol_start(State(state): State<AppState>, session: Session, CurrentUser(mut user): CurrentUser) -> Result<Response, AppError> {
+async fn enrol_start(
+    State(state): State<AppState>,
+    session: Session,
+    CurrentUser(mut user): CurrentUser,
+) -> Result<Response, AppError> {
     if user.totp_enabled() {
         return Ok(Redirect::to("/account/2fa").into_response());
     }
@@ -106,18 +138,38 @@ async fn enrol_confirm(
         return enrol_page(&session, &user, Some("That code does not match. Check your app's clock and enter the current 6-digit code.".into())).await;
     };
     let codes = totp::recovery_codes();
-    let hashes: Vec<Vec<u8>> = codes.iter().map(|c| crypto::token_hash(&totp::normalize_recovery_code(c))).collect();
+    let hashes: Vec<Vec<u8>> = codes
+        .iter()
+        .map(|c| crypto::token_hash(&totp::normalize_recovery_code(c)))
+        .collect();
     let mut tx = state.pool.begin().await?;
     users::enable_totp(&mut tx, user.id(), &hashes).await?;
     users::claim_totp_step(&mut tx, user.id(), step).await?;
-    audit::record(&mut tx, Actor { user: Some(&user), ip: &ip }, None, "user.2fa_enabled", user.email.clone(), json!({})).await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&user),
+            ip: &ip,
+        },
+        None,
+        "user.2fa_enabled",
+        user.email.clone(),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
     // A new session id now that the account's protection changed.
     session::log_in(&session, user.id()).await?;
-    render(&RecoveryCodesPage { l: Layout::new(&session, Some(&user)).await?, codes })
+    render(&RecoveryCodesPage {
+        l: Layout::new(&session, Some(&user)).await?,
+        codes,
+    })
 }
 
-async fn disable_confirm(session: Session, CurrentUser(user): CurrentUser) -> Result<Response, AppError> {
+async fn disable_confirm(
+    session: Session,
+    CurrentUser(user): CurrentUser,
+) -> Result<Response, AppError> {
     render(&ConfirmPage {
         l: Layout::new(&session, Some(&user)).await?,
         title: "Turn off two-factor authentication?".into(),
@@ -132,10 +184,26 @@ async fn disable_confirm(session: Session, CurrentUser(user): CurrentUser) -> Re
     })
 }
 
-async fn disable(State(state): State<AppState>, session: Session, ClientIp(ip): ClientIp, CurrentUser(user): CurrentUser) -> Result<Response, AppError> {
+async fn disable(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    CurrentUser(user): CurrentUser,
+) -> Result<Response, AppError> {
     let mut tx = state.pool.begin().await?;
     users::disable_totp(&mut tx, user.id()).await?;
-    audit::record(&mut tx, Actor { user: Some(&user), ip: &ip }, None, "user.2fa_disabled", user.email.clone(), json!({})).await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&user),
+            ip: &ip,
+        },
+        None,
+        "user.2fa_disabled",
+        user.email.clone(),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
     session::flash(&session, "ok", "Two-factor authentication is off.").await?;
     Ok(Redirect::to("/account").into_response())

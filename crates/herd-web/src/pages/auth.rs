@@ -77,8 +77,16 @@ async fn signup_form(
     MaybeUser(user): MaybeUser,
     Query(q): Query<NextQuery>,
 ) -> Result<Response, AppError> {
-    let form = SignupForm { next: q.next, ..Default::default() };
-    render(&SignupPage { l: Layout::new(&session, user.as_ref()).await?, form, errors: FieldErrors::default(), rules: PASSWORD_RULES })
+    let form = SignupForm {
+        next: q.next,
+        ..Default::default()
+    };
+    render(&SignupPage {
+        l: Layout::new(&session, user.as_ref()).await?,
+        form,
+        errors: FieldErrors::default(),
+        rules: PASSWORD_RULES,
+    })
 }
 
 #[derive(Template)]
@@ -100,7 +108,9 @@ async fn signup(
     if name.is_empty() || name.chars().count() > 100 {
         errors.add("name", "Enter your name (at most 100 characters).");
     }
-    let email = Email::parse(&form.email).map_err(|e| errors.add("email", e)).ok();
+    let email = Email::parse(&form.email)
+        .map_err(|e| errors.add("email", e))
+        .ok();
     if let Some(email) = &email {
         if let Err(e) = check_password(&form.password, email.local_part()) {
             errors.add("password", e);
@@ -127,11 +137,18 @@ async fn signup(
         form.password.clear();
         return render_status(
             StatusCode::UNPROCESSABLE_ENTITY,
-            &SignupPage { l: Layout::new(&session, None).await?, form, errors, rules: PASSWORD_RULES },
+            &SignupPage {
+                l: Layout::new(&session, None).await?,
+                form,
+                errors,
+                rules: PASSWORD_RULES,
+            },
         );
     };
 
-    let hash = crypto::hash_password(form.password.clone()).await.map_err(AppError::Internal)?;
+    let hash = crypto::hash_password(form.password.clone())
+        .await
+        .map_err(AppError::Internal)?;
     let mut tx = state.pool.begin().await?;
     let user = match users::create(&mut tx, &email, &name, &hash, false).await {
         Ok(u) => u,
@@ -141,22 +158,54 @@ async fn signup(
             form.password.clear();
             return render_status(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &SignupPage { l: Layout::new(&session, None).await?, form, errors, rules: PASSWORD_RULES },
+                &SignupPage {
+                    l: Layout::new(&session, None).await?,
+                    form,
+                    errors,
+                    rules: PASSWORD_RULES,
+                },
             );
         }
         Err(e) => return Err(e.into()),
     };
-    let actor = Actor { user: Some(&user), ip: &ip };
-    audit::record(&mut tx, actor, None, "user.signed_up", user.email.clone(), json!({})).await?;
+    let actor = Actor {
+        user: Some(&user),
+        ip: &ip,
+    };
+    audit::record(
+        &mut tx,
+        actor,
+        None,
+        "user.signed_up",
+        user.email.clone(),
+        json!({}),
+    )
+    .await?;
     if let Some(slug) = slug {
         let org = create_org_unique_slug(&mut tx, &slug, &org_name, &user).await?;
-        audit::record(&mut tx, actor, Some(org.id()), "org.created", org.slug.clone(), json!({ "name": org.name })).await?;
+        audit::record(
+            &mut tx,
+            actor,
+            Some(org.id()),
+            "org.created",
+            org.slug.clone(),
+            json!({ "name": org.name }),
+        )
+        .await?;
     }
     let link = issue_verification(&mut tx, &state, &user, form.next.as_deref()).await?;
     tx.commit().await?;
 
-    let mail_failed = send_or_log(&state, emails::verify_email(&user.email, &user.display_name, &link)).await;
-    render(&SignupDonePage { l: Layout::new(&session, None).await?, email: user.email, mail_failed })
+    let mail_failed = send_or_log(
+        &state,
+        emails::verify_email(&user.email, &user.display_name, &link),
+    )
+    .await;
+    render(&SignupDonePage {
+        l: Layout::new(&session, None).await?,
+        email: user.email,
+        mail_failed,
+    })
 }
 
 /// Creates an organization, adding `-2`, `-3`… to the slug while it is taken.
@@ -172,7 +221,8 @@ pub async fn create_org_unique_slug(
         } else {
             let base = slug.as_str();
             let base = &base[..base.len().min(herd_domain::slug::SLUG_MAX_LEN - 4)];
-            Slug::parse(&format!("{}-{n}", base.trim_end_matches('-'))).map_err(|e| AppError::Internal(e.to_string()))?
+            Slug::parse(&format!("{}-{n}", base.trim_end_matches('-')))
+                .map_err(|e| AppError::Internal(e.to_string()))?
         };
         let mut sp = sqlx::Connection::begin(&mut *conn).await?;
         match orgs::create(&mut sp, &candidate, name, owner.id()).await {
@@ -197,7 +247,14 @@ async fn issue_verification(
 ) -> Result<String, AppError> {
     let token = crypto::random_token();
     let expires = OffsetDateTime::now_utc() + state.config.verify_email_ttl;
-    tokens::issue(conn, user.id(), Purpose::VerifyEmail, &crypto::token_hash(&token), expires).await?;
+    tokens::issue(
+        conn,
+        user.id(),
+        Purpose::VerifyEmail,
+        &crypto::token_hash(&token),
+        expires,
+    )
+    .await?;
     let mut path = format!("/verify-email/{token}");
     if let Some(next) = next.filter(|n| session::safe_next(Some(n)) == *n) {
         path.push_str("?next=");
@@ -238,7 +295,10 @@ async fn verify_form(
         action.push_str("?next=");
         action.extend(url::form_urlencoded::byte_serialize(next.as_bytes()));
     }
-    render(&VerifyPage { l: Layout::new(&session, user.as_ref()).await?, action })
+    render(&VerifyPage {
+        l: Layout::new(&session, user.as_ref()).await?,
+        action,
+    })
 }
 
 async fn verify(
@@ -252,7 +312,10 @@ async fn verify(
     let check = tokens::consume(&mut tx, Purpose::VerifyEmail, &crypto::token_hash(&token)).await?;
     let l = Layout::new(&session, None).await?;
     let next = session::safe_next(q.next.as_deref());
-    let login = format!("/login?next={}", url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>());
+    let login = format!(
+        "/login?next={}",
+        url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+    );
     let (status, title, message, link) = match check {
         TokenCheck::Consumed(uid) => {
             users::mark_email_verified(&mut tx, uid).await?;
@@ -265,7 +328,15 @@ async fn verify(
         TokenCheck::AlreadyUsed => (StatusCode::GONE, "Link already used", "This link was already used. If your email is confirmed, just log in.", (login, "Log in")),
         TokenCheck::Unknown => (StatusCode::NOT_FOUND, "Unknown link", "This confirmation link is not valid. Check that you copied all of it, or ask for a new one.", ("/verify-email/resend".to_owned(), "Send a new link")),
     };
-    render_status(status, &MessagePage { l, title: title.into(), message: message.into(), link: Some((link.0, link.1.into())) })
+    render_status(
+        status,
+        &MessagePage {
+            l,
+            title: title.into(),
+            message: message.into(),
+            link: Some((link.0, link.1.into())),
+        },
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,10 +377,22 @@ async fn email_form_page(
     email: String,
     error: Option<String>,
 ) -> Result<Response, AppError> {
-    let status = if error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
     render_status(
         status,
-        &EmailFormPage { l: Layout::new(session, user).await?, title: which.0, intro: which.1, action: which.2, button: which.3, email, error },
+        &EmailFormPage {
+            l: Layout::new(session, user).await?,
+            title: which.0,
+            intro: which.1,
+            action: which.2,
+            button: which.3,
+            email,
+            error,
+        },
     )
 }
 
@@ -324,18 +407,29 @@ async fn resend(
 ) -> Result<Response, AppError> {
     let email = match Email::parse(&form.email) {
         Ok(e) => e,
-        Err(e) => return email_form_page(&session, None, RESEND, form.email, Some(e.to_string())).await,
+        Err(e) => {
+            return email_form_page(&session, None, RESEND, form.email, Some(e.to_string())).await
+        }
     };
     if let Some(user) = users::by_email(&state.pool, &email).await? {
         if user.email_verified_at.is_none() {
             let mut tx = state.pool.begin().await?;
             let link = issue_verification(&mut tx, &state, &user, None).await?;
             tx.commit().await?;
-            send_or_log(&state, emails::verify_email(&user.email, &user.display_name, &link)).await;
+            send_or_log(
+                &state,
+                emails::verify_email(&user.email, &user.display_name, &link),
+            )
+            .await;
         }
     }
     // The same answer whether or not the account exists.
-    session::flash(&session, "ok", format!("If {email} has an unconfirmed account, a new confirmation link is on its way.")).await?;
+    session::flash(
+        &session,
+        "ok",
+        format!("If {email} has an unconfirmed account, a new confirmation link is on its way."),
+    )
+    .await?;
     Ok(Redirect::to("/login").into_response())
 }
 
@@ -380,7 +474,8 @@ async fn login_form(
 /// Is this account or address throttled? Returns the message to show.
 async fn throttled(state: &AppState, email: &str, ip: &str) -> Result<Option<String>, AppError> {
     let cfg = &state.config;
-    let (by_email, by_ip) = login_attempts::recent_failures(&state.pool, email, ip, cfg.login_window).await?;
+    let (by_email, by_ip) =
+        login_attempts::recent_failures(&state.pool, email, ip, cfg.login_window).await?;
     let minutes = cfg.login_window.whole_minutes();
     Ok(if by_email >= cfg.login_max_per_account {
         Some(format!("Too many failed attempts for this account. Wait {minutes} minutes, or reset your password."))
@@ -415,7 +510,9 @@ async fn login(
         Ok(e) => users::by_email(&state.pool, &e).await?,
         Err(_) => None,
     };
-    let hash = user.as_ref().map_or(crypto::DUMMY_HASH.to_owned(), |u| u.password_hash.clone());
+    let hash = user
+        .as_ref()
+        .map_or(crypto::DUMMY_HASH.to_owned(), |u| u.password_hash.clone());
     let ok = crypto::verify_password(form.password.clone(), hash).await && user.is_some();
     login_attempts::record(&state.pool, &typed, &ip, ok).await?;
     let (Some(user), true) = (user, ok) else {
@@ -424,7 +521,10 @@ async fn login(
         return render_status(StatusCode::UNAUTHORIZED, &p);
     };
     if user.email_verified_at.is_none() {
-        let mut p = page("Confirm your email address first: open the link we sent you.".into(), true);
+        let mut p = page(
+            "Confirm your email address first: open the link we sent you.".into(),
+            true,
+        );
         p.l = Layout::new(&session, None).await?;
         return render_status(StatusCode::FORBIDDEN, &p);
     }
@@ -444,11 +544,27 @@ async fn complete_login(
     method: &str,
 ) -> Result<Response, AppError> {
     let mut tx = state.pool.begin().await?;
-    audit::record(&mut tx, Actor { user: Some(user), ip }, None, "user.logged_in", user.email.clone(), json!({ "method": method })).await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(user),
+            ip,
+        },
+        None,
+        "user.logged_in",
+        user.email.clone(),
+        json!({ "method": method }),
+    )
+    .await?;
     tx.commit().await?;
     session::log_in(session, user.id()).await?;
     if user.is_operator && !user.totp_enabled() {
-        session::flash(session, "error", "Operators must enable two-factor authentication before using the console.").await?;
+        session::flash(
+            session,
+            "error",
+            "Operators must enable two-factor authentication before using the console.",
+        )
+        .await?;
         return Ok(Redirect::to("/account/2fa").into_response());
     }
     Ok(Redirect::to(next).into_response())
@@ -465,7 +581,10 @@ async fn second_factor_form(session: Session) -> Result<Response, AppError> {
     if session::pending_2fa(&session).await?.is_none() {
         return Ok(Redirect::to("/login").into_response());
     }
-    render(&SecondFactorPage { l: Layout::new(&session, None).await?, error: None })
+    render(&SecondFactorPage {
+        l: Layout::new(&session, None).await?,
+        error: None,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -483,9 +602,17 @@ async fn second_factor(
     let Some((uid, next)) = session::pending_2fa(&session).await? else {
         return Ok(Redirect::to("/login").into_response());
     };
-    let user = users::by_id(&state.pool, uid).await?.ok_or(AppError::NotFound)?;
+    let user = users::by_id(&state.pool, uid)
+        .await?
+        .ok_or(AppError::NotFound)?;
     if let Some(msg) = throttled(&state, &user.email, &ip).await? {
-        return render_status(StatusCode::TOO_MANY_REQUESTS, &SecondFactorPage { l: Layout::new(&session, None).await?, error: Some(msg) });
+        return render_status(
+            StatusCode::TOO_MANY_REQUESTS,
+            &SecondFactorPage {
+                l: Layout::new(&session, None).await?,
+                error: Some(msg),
+            },
+        );
     }
     let ok = check_second_factor(&state, &user, &form.code).await?;
     login_attempts::record(&state.pool, &user.email, &ip, ok.is_some()).await?;
@@ -499,12 +626,20 @@ async fn second_factor(
 }
 
 /// A TOTP code (not replayed) or an unused recovery code: which one matched.
-pub async fn check_second_factor(state: &AppState, user: &User, code: &str) -> Result<Option<&'static str>, AppError> {
-    let Some(secret) = &user.totp_secret else { return Ok(None) };
+pub async fn check_second_factor(
+    state: &AppState,
+    user: &User,
+    code: &str,
+) -> Result<Option<&'static str>, AppError> {
+    let Some(secret) = &user.totp_secret else {
+        return Ok(None);
+    };
     let now = OffsetDateTime::now_utc().unix_timestamp();
     if let Some(step) = totp::verify(secret, code, now) {
         let mut conn = state.pool.acquire().await?;
-        return Ok(users::claim_totp_step(&mut conn, user.id(), step).await?.then_some("totp"));
+        return Ok(users::claim_totp_step(&mut conn, user.id(), step)
+            .await?
+            .then_some("totp"));
     }
     let normalized = totp::normalize_recovery_code(code);
     if normalized.len() == 12 {
@@ -516,10 +651,26 @@ pub async fn check_second_factor(state: &AppState, user: &User, code: &str) -> R
     Ok(None)
 }
 
-async fn logout(State(state): State<AppState>, session: Session, ClientIp(ip): ClientIp, MaybeUser(user): MaybeUser) -> Result<Response, AppError> {
+async fn logout(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    MaybeUser(user): MaybeUser,
+) -> Result<Response, AppError> {
     if let Some(user) = &user {
         let mut tx = state.pool.begin().await?;
-        audit::record(&mut tx, Actor { user: Some(user), ip: &ip }, None, "user.logged_out", user.email.clone(), json!({})).await?;
+        audit::record(
+            &mut tx,
+            Actor {
+                user: Some(user),
+                ip: &ip,
+            },
+            None,
+            "user.logged_out",
+            user.email.clone(),
+            json!({}),
+        )
+        .await?;
         tx.commit().await?;
     }
     session::log_out(&session).await?;
@@ -540,14 +691,34 @@ async fn forgot(
 ) -> Result<Response, AppError> {
     let email = match Email::parse(&form.email) {
         Ok(e) => e,
-        Err(e) => return email_form_page(&session, None, FORGOT, form.email, Some(e.to_string())).await,
+        Err(e) => {
+            return email_form_page(&session, None, FORGOT, form.email, Some(e.to_string())).await
+        }
     };
     if let Some(user) = users::by_email(&state.pool, &email).await? {
         let token = crypto::random_token();
         let mut tx = state.pool.begin().await?;
         let expires = OffsetDateTime::now_utc() + state.config.reset_password_ttl;
-        tokens::issue(&mut tx, user.id(), Purpose::ResetPassword, &crypto::token_hash(&token), expires).await?;
-        audit::record(&mut tx, Actor { user: None, ip: &ip }, None, "user.password_reset_requested", user.email.clone(), json!({})).await?;
+        tokens::issue(
+            &mut tx,
+            user.id(),
+            Purpose::ResetPassword,
+            &crypto::token_hash(&token),
+            expires,
+        )
+        .await?;
+        audit::record(
+            &mut tx,
+            Actor {
+                user: None,
+                ip: &ip,
+            },
+            None,
+            "user.password_reset_requested",
+            user.email.clone(),
+            json!({}),
+        )
+        .await?;
         tx.commit().await?;
         let link = state.config.link(&format!("/password/reset/{token}"));
         send_or_log(&state, emails::reset_password(&user.email, &link)).await;
@@ -568,13 +739,28 @@ struct ResetPage {
 fn token_problem(check: TokenCheck) -> Option<(StatusCode, &'static str, &'static str)> {
     match check {
         TokenCheck::Consumed(_) => None,
-        TokenCheck::Expired => Some((StatusCode::GONE, "Link expired", "This reset link has expired. Ask for a new one.")),
-        TokenCheck::AlreadyUsed => Some((StatusCode::GONE, "Link already used", "This reset link was already used. Ask for a new one if you still need it.")),
-        TokenCheck::Unknown => Some((StatusCode::NOT_FOUND, "Unknown link", "This reset link is not valid. Ask for a new one.")),
+        TokenCheck::Expired => Some((
+            StatusCode::GONE,
+            "Link expired",
+            "This reset link has expired. Ask for a new one.",
+        )),
+        TokenCheck::AlreadyUsed => Some((
+            StatusCode::GONE,
+            "Link already used",
+            "This reset link was already used. Ask for a new one if you still need it.",
+        )),
+        TokenCheck::Unknown => Some((
+            StatusCode::NOT_FOUND,
+            "Unknown link",
+            "This reset link is not valid. Ask for a new one.",
+        )),
     }
 }
 
-async fn token_problem_page(session: &Session, p: (StatusCode, &str, &str)) -> Result<Response, AppError> {
+async fn token_problem_page(
+    session: &Session,
+    p: (StatusCode, &str, &str),
+) -> Result<Response, AppError> {
     render_status(
         p.0,
         &MessagePage {
@@ -586,12 +772,26 @@ async fn token_problem_page(session: &Session, p: (StatusCode, &str, &str)) -> R
     )
 }
 
-async fn reset_form(State(state): State<AppState>, session: Session, Path(token): Path<String>) -> Result<Response, AppError> {
-    let check = tokens::peek(&state.pool, Purpose::ResetPassword, &crypto::token_hash(&token)).await?;
+async fn reset_form(
+    State(state): State<AppState>,
+    session: Session,
+    Path(token): Path<String>,
+) -> Result<Response, AppError> {
+    let check = tokens::peek(
+        &state.pool,
+        Purpose::ResetPassword,
+        &crypto::token_hash(&token),
+    )
+    .await?;
     if let Some(p) = token_problem(check) {
         return token_problem_page(&session, p).await;
     }
-    render(&ResetPage { l: Layout::new(&session, None).await?, action: format!("/password/reset/{token}"), error: None, rules: PASSWORD_RULES })
+    render(&ResetPage {
+        l: Layout::new(&session, None).await?,
+        action: format!("/password/reset/{token}"),
+        error: None,
+        rules: PASSWORD_RULES,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -610,17 +810,30 @@ async fn reset(
     let hash = crypto::token_hash(&token);
     let check = tokens::peek(&state.pool, Purpose::ResetPassword, &hash).await?;
     let TokenCheck::Consumed(uid) = check else {
-        return token_problem_page(&session, token_problem(check).unwrap_or((StatusCode::NOT_FOUND, "Unknown link", ""))).await;
+        return token_problem_page(
+            &session,
+            token_problem(check).unwrap_or((StatusCode::NOT_FOUND, "Unknown link", "")),
+        )
+        .await;
     };
-    let user = users::by_id(&state.pool, uid).await?.ok_or(AppError::NotFound)?;
+    let user = users::by_id(&state.pool, uid)
+        .await?
+        .ok_or(AppError::NotFound)?;
     let local = user.email.split('@').next().unwrap_or_default().to_owned();
     if let Err(e) = check_password(&form.password, &local) {
         return render_status(
             StatusCode::UNPROCESSABLE_ENTITY,
-            &ResetPage { l: Layout::new(&session, None).await?, action: format!("/password/reset/{token}"), error: Some(e.to_string()), rules: PASSWORD_RULES },
+            &ResetPage {
+                l: Layout::new(&session, None).await?,
+                action: format!("/password/reset/{token}"),
+                error: Some(e.to_string()),
+                rules: PASSWORD_RULES,
+            },
         );
     }
-    let new_hash = crypto::hash_password(form.password).await.map_err(AppError::Internal)?;
+    let new_hash = crypto::hash_password(form.password)
+        .await
+        .map_err(AppError::Internal)?;
     let mut tx = state.pool.begin().await?;
     // Consumed under a row lock: of two concurrent submissions only one gets through.
     let check = tokens::consume(&mut tx, Purpose::ResetPassword, &hash).await?;
@@ -632,8 +845,24 @@ async fn reset(
     tokens::revoke_all(&mut tx, uid, Purpose::ResetPassword).await?;
     // Following the emailed link proves the address too.
     users::mark_email_verified(&mut tx, uid).await?;
-    audit::record(&mut tx, Actor { user: Some(&user), ip: &ip }, None, "user.password_reset", user.email.clone(), json!({})).await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&user),
+            ip: &ip,
+        },
+        None,
+        "user.password_reset",
+        user.email.clone(),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
-    session::flash(&session, "ok", "Your password was changed. Log in with the new one.").await?;
+    session::flash(
+        &session,
+        "ok",
+        "Your password was changed. Log in with the new one.",
+    )
+    .await?;
     Ok(Redirect::to("/login").into_response())
 }

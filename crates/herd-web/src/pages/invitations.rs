@@ -20,8 +20,11 @@ use time::OffsetDateTime;
 use tower_sessions::Session;
 
 pub fn routes(r: Routes) -> Routes {
-    r.get("/invitations/{token}", Access::Public, show)
-        .post("/invitations/{token}/accept", Access::User, accept)
+    r.get("/invitations/{token}", Access::Public, show).post(
+        "/invitations/{token}/accept",
+        Access::User,
+        accept,
+    )
 }
 
 #[derive(Template)]
@@ -41,16 +44,44 @@ struct InvitationPage {
 fn problem(inv: Option<&Invitation>) -> Option<(StatusCode, &'static str, &'static str)> {
     let now = OffsetDateTime::now_utc();
     match inv {
-        None => Some((StatusCode::NOT_FOUND, "Unknown invitation", "This invitation link is not valid. Ask the person who invited you to send a new one.")),
-        Some(i) if i.accepted_at.is_some() => Some((StatusCode::GONE, "Invitation already used", "This invitation was already accepted.")),
-        Some(i) if i.revoked_at.is_some() => Some((StatusCode::GONE, "Invitation revoked", "This invitation was withdrawn. Ask for a new one if you still need access.")),
-        Some(i) if i.expires_at <= now => Some((StatusCode::GONE, "Invitation expired", "This invitation has expired. Ask the person who invited you to send a new one.")),
+        None => Some((
+            StatusCode::NOT_FOUND,
+            "Unknown invitation",
+            "This invitation link is not valid. Ask the person who invited you to send a new one.",
+        )),
+        Some(i) if i.accepted_at.is_some() => Some((
+            StatusCode::GONE,
+            "Invitation already used",
+            "This invitation was already accepted.",
+        )),
+        Some(i) if i.revoked_at.is_some() => Some((
+            StatusCode::GONE,
+            "Invitation revoked",
+            "This invitation was withdrawn. Ask for a new one if you still need access.",
+        )),
+        Some(i) if i.expires_at <= now => Some((
+            StatusCode::GONE,
+            "Invitation expired",
+            "This invitation has expired. Ask the person who invited you to send a new one.",
+        )),
         Some(_) => None,
     }
 }
 
-async fn problem_page(session: &Session, user: Option<&herd_store::users::User>, p: (StatusCode, &str, &str)) -> Result<Response, AppError> {
-    render_status(p.0, &MessagePage { l: Layout::new(session, user).await?, title: p.1.into(), message: p.2.into(), link: Some(("/orgs".into(), "Your organizations".into())) })
+async fn problem_page(
+    session: &Session,
+    user: Option<&herd_store::users::User>,
+    p: (StatusCode, &str, &str),
+) -> Result<Response, AppError> {
+    render_status(
+        p.0,
+        &MessagePage {
+            l: Layout::new(session, user).await?,
+            title: p.1.into(),
+            message: p.2.into(),
+            link: Some(("/orgs".into(), "Your organizations".into())),
+        },
+    )
 }
 
 async fn show(
@@ -63,7 +94,9 @@ async fn show(
     if let Some(p) = problem(inv.as_ref()) {
         return problem_page(&session, user.as_ref(), p).await;
     }
-    let Some(inv) = inv else { return Err(AppError::NotFound) };
+    let Some(inv) = inv else {
+        return Err(AppError::NotFound);
+    };
     let next = format!("/invitations/{token}");
     render(&InvitationPage {
         l: Layout::new(&session, user.as_ref()).await?,
@@ -90,7 +123,9 @@ async fn accept(
         drop(tx);
         return problem_page(&session, Some(&user), p).await;
     }
-    let Some(inv) = inv else { return Err(AppError::NotFound) };
+    let Some(inv) = inv else {
+        return Err(AppError::NotFound);
+    };
     if inv.email != user.email {
         drop(tx);
         return problem_page(
@@ -101,12 +136,25 @@ async fn accept(
         .await;
     }
     let org = OrgId(inv.org_id);
-    let already = orgs::membership(&mut *tx, &inv.org_slug, user.id()).await?.is_some();
+    let already = orgs::membership(&mut *tx, &inv.org_slug, user.id())
+        .await?
+        .is_some();
     if !already {
         orgs::add_member(&mut tx, org, user.id(), inv.role()).await?;
     }
     invitations::mark_accepted(&mut tx, InvitationId(inv.id), user.id()).await?;
-    audit::record(&mut tx, Actor { user: Some(&user), ip: &ip }, Some(org), "org.member.joined", user.email.clone(), json!({ "role": inv.role, "invitation": inv.id })).await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&user),
+            ip: &ip,
+        },
+        Some(org),
+        "org.member.joined",
+        user.email.clone(),
+        json!({ "role": inv.role, "invitation": inv.id }),
+    )
+    .await?;
     tx.commit().await?;
     session::flash(&session, "ok", format!("Welcome to {}.", inv.org_name)).await?;
     Ok(Redirect::to(&format!("/o/{}", inv.org_slug)).into_response())

@@ -77,12 +77,22 @@ async fn page(
         invitations::pending(&state.pool, ctx.org.id())
             .await?
             .into_iter()
-            .map(|i: Invitation| InvitationView { id: i.id, role: i.role(), expires: datetime(i.expires_at), expired: i.expires_at <= now, email: i.email })
+            .map(|i: Invitation| InvitationView {
+                id: i.id,
+                role: i.role(),
+                expires: datetime(i.expires_at),
+                expired: i.expires_at <= now,
+                email: i.email,
+            })
             .collect()
     } else {
         Vec::new()
     };
-    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
     render_status(
         status,
         &MembersPage {
@@ -98,8 +108,22 @@ async fn page(
     )
 }
 
-async fn list(State(state): State<AppState>, session: Session, ctx: OrgCtx) -> Result<Response, AppError> {
-    page(&state, &session, ctx, InviteForm { role: "member".into(), ..Default::default() }, FieldErrors::default()).await
+async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+) -> Result<Response, AppError> {
+    page(
+        &state,
+        &session,
+        ctx,
+        InviteForm {
+            role: "member".into(),
+            ..Default::default()
+        },
+        FieldErrors::default(),
+    )
+    .await
 }
 
 fn back(ctx: &OrgCtx) -> Response {
@@ -115,7 +139,9 @@ async fn invite(
 ) -> Result<Response, AppError> {
     ctx.require_member_manager()?;
     let mut errors = FieldErrors::default();
-    let email = Email::parse(&form.email).map_err(|e| errors.add("email", e)).ok();
+    let email = Email::parse(&form.email)
+        .map_err(|e| errors.add("email", e))
+        .ok();
     let role = match Role::parse(&form.role) {
         Ok(r) => match check_invite(ctx.role, r) {
             Ok(()) => Some(r),
@@ -141,19 +167,53 @@ async fn invite(
     let expires = OffsetDateTime::now_utc() + state.config.invitation_ttl;
     let mut tx = state.pool.begin().await?;
     invitations::revoke_expired_for(&mut tx, ctx.org.id(), &email).await?;
-    match invitations::create(&mut tx, ctx.org.id(), &email, role, &crypto::token_hash(&token), ctx.user.id(), expires).await {
+    match invitations::create(
+        &mut tx,
+        ctx.org.id(),
+        &email,
+        role,
+        &crypto::token_hash(&token),
+        ctx.user.id(),
+        expires,
+    )
+    .await
+    {
         Ok(_) => {}
         Err(e) if e.is_conflict_on(invitations::ALREADY_INVITED) => {
             drop(tx);
-            errors.add("email", "This address already has an open invitation. Revoke it first to send a new one.");
+            errors.add(
+                "email",
+                "This address already has an open invitation. Revoke it first to send a new one.",
+            );
             return page(&state, &session, ctx, form, errors).await;
         }
         Err(e) => return Err(e.into()),
     }
-    audit::record(&mut tx, Actor { user: Some(&ctx.user), ip: &ip }, Some(ctx.org.id()), "org.member.invited", email.to_string(), json!({ "role": role.as_str() })).await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&ctx.user),
+            ip: &ip,
+        },
+        Some(ctx.org.id()),
+        "org.member.invited",
+        email.to_string(),
+        json!({ "role": role.as_str() }),
+    )
+    .await?;
     tx.commit().await?;
     let link = state.config.link(&format!("/invitations/{token}"));
-    let failed = send_or_log(&state, emails::invitation(email.as_str(), &ctx.user.display_name, &ctx.org.name, role.label(), &link)).await;
+    let failed = send_or_log(
+        &state,
+        emails::invitation(
+            email.as_str(),
+            &ctx.user.display_name,
+            &ctx.org.name,
+            role.label(),
+            &link,
+        ),
+    )
+    .await;
     if failed {
         session::flash(&session, "error", format!("The invitation for {email} was saved but the email could not be sent. Revoke it and try again later.")).await?;
     } else {
@@ -171,10 +231,28 @@ async fn revoke(
 ) -> Result<Response, AppError> {
     ctx.require_member_manager()?;
     let mut tx = state.pool.begin().await?;
-    let email = invitations::revoke(&mut tx, ctx.org.id(), InvitationId(id)).await?.ok_or(AppError::NotFound)?;
-    audit::record(&mut tx, Actor { user: Some(&ctx.user), ip: &ip }, Some(ctx.org.id()), "org.invitation.revoked", email.clone(), json!({})).await?;
+    let email = invitations::revoke(&mut tx, ctx.org.id(), InvitationId(id))
+        .await?
+        .ok_or(AppError::NotFound)?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&ctx.user),
+            ip: &ip,
+        },
+        Some(ctx.org.id()),
+        "org.invitation.revoked",
+        email.clone(),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
-    session::flash(&session, "ok", format!("The invitation for {email} was revoked.")).await?;
+    session::flash(
+        &session,
+        "ok",
+        format!("The invitation for {email} was revoked."),
+    )
+    .await?;
     Ok(back(&ctx))
 }
 
@@ -208,16 +286,35 @@ async fn change(
         .find(|m| m.user_id == target.0)
         .map(|m| m.email)
         .unwrap_or_default();
-    let actor = Actor { user: Some(&ctx.user), ip };
+    let actor = Actor {
+        user: Some(&ctx.user),
+        ip,
+    };
     let message = match to {
         Some(to) => {
             orgs::set_role(&mut tx, ctx.org.id(), target, to).await?;
-            audit::record(&mut tx, actor, Some(ctx.org.id()), "org.member.role_changed", target_email.clone(), json!({ "from": from.as_str(), "to": to.as_str() })).await?;
+            audit::record(
+                &mut tx,
+                actor,
+                Some(ctx.org.id()),
+                "org.member.role_changed",
+                target_email.clone(),
+                json!({ "from": from.as_str(), "to": to.as_str() }),
+            )
+            .await?;
             format!("{target_email} is now {}.", to.label())
         }
         None => {
             orgs::remove_member(&mut tx, ctx.org.id(), target).await?;
-            audit::record(&mut tx, actor, Some(ctx.org.id()), "org.member.removed", target_email.clone(), json!({ "role": from.as_str() })).await?;
+            audit::record(
+                &mut tx,
+                actor,
+                Some(ctx.org.id()),
+                "org.member.removed",
+                target_email.clone(),
+                json!({ "role": from.as_str() }),
+            )
+            .await?;
             format!("{target_email} was removed from {}.", ctx.org.name)
         }
     };
@@ -260,7 +357,10 @@ async fn remove_confirm(
     render(&ConfirmPage {
         l: Layout::new(&session, Some(&ctx.user)).await?,
         title: format!("Remove {}?", member.display_name),
-        message: format!("{} ({}) will lose access to {} at once.", member.display_name, member.email, ctx.org.name),
+        message: format!(
+            "{} ({}) will lose access to {} at once.",
+            member.display_name, member.email, ctx.org.name
+        ),
         action: format!("/o/{}/members/{}/remove", ctx.org.slug, user_id),
         button: "Remove member".into(),
         cancel: format!("/o/{}/members", ctx.org.slug),

@@ -54,7 +54,14 @@ async fn org_list(
     let pager = Pager::new("/operator/orgs", &[("q", q.q.as_str())], &paged);
     render(&OrgsPage {
         l: Layout::new(&session, Some(&op)).await?,
-        rows: paged.items.into_iter().map(|o| { let d = datetime(o.created_at); (o, d) }).collect(),
+        rows: paged
+            .items
+            .into_iter()
+            .map(|o| {
+                let d = datetime(o.created_at);
+                (o, d)
+            })
+            .collect(),
         q: q.q,
         pager,
     })
@@ -79,7 +86,14 @@ async fn user_list(
     let pager = Pager::new("/operator/users", &[("q", q.q.as_str())], &paged);
     render(&UsersPage {
         l: Layout::new(&session, Some(&op)).await?,
-        rows: paged.items.into_iter().map(|u| { let d = datetime(u.created_at); (u, d) }).collect(),
+        rows: paged
+            .items
+            .into_iter()
+            .map(|u| {
+                let d = datetime(u.created_at);
+                (u, d)
+            })
+            .collect(),
         q: q.q,
         pager,
     })
@@ -111,16 +125,31 @@ async fn audit_log(
     Operator(op): Operator,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, AppError> {
-    let filter = Filter { action: q.action.trim().to_owned(), actor: q.actor.trim().to_owned(), org: q.org.trim().to_owned() };
+    let filter = Filter {
+        action: q.action.trim().to_owned(),
+        actor: q.actor.trim().to_owned(),
+        org: q.org.trim().to_owned(),
+    };
     let paged = audit::list(&state.pool, &filter, Page::new(q.page, None)).await?;
     let pager = Pager::new(
         "/operator/audit",
-        &[("action", q.action.as_str()), ("actor", q.actor.as_str()), ("org", q.org.as_str())],
+        &[
+            ("action", q.action.as_str()),
+            ("actor", q.actor.as_str()),
+            ("org", q.org.as_str()),
+        ],
         &paged,
     );
     render(&AuditPage {
         l: Layout::new(&session, Some(&op)).await?,
-        rows: paged.items.into_iter().map(|e| { let d = datetime(e.at); (e, d) }).collect(),
+        rows: paged
+            .items
+            .into_iter()
+            .map(|e| {
+                let d = datetime(e.at);
+                (e, d)
+            })
+            .collect(),
         q,
         pager,
     })

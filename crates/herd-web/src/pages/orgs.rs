@@ -7,9 +7,9 @@ use crate::auth::{CurrentUser, OrgCtx};
 use crate::client_ip::ClientIp;
 use crate::error::AppError;
 use crate::routes::{Access, Routes};
+use crate::session;
 use crate::state::AppState;
 use crate::views::{render, render_status, ConfirmPage, Layout};
-use crate::session;
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -38,9 +38,16 @@ struct OrgsPage {
     orgs: Vec<OrgMembership>,
 }
 
-async fn list(State(state): State<AppState>, session: Session, CurrentUser(user): CurrentUser) -> Result<Response, AppError> {
+async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    CurrentUser(user): CurrentUser,
+) -> Result<Response, AppError> {
     let orgs = orgs::for_user(&state.pool, user.id()).await?;
-    render(&OrgsPage { l: Layout::new(&session, Some(&user)).await?, orgs })
+    render(&OrgsPage {
+        l: Layout::new(&session, Some(&user)).await?,
+        orgs,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,7 +67,11 @@ struct NewOrgPage {
 }
 
 async fn new_form(session: Session, CurrentUser(user): CurrentUser) -> Result<Response, AppError> {
-    render(&NewOrgPage { l: Layout::new(&session, Some(&user)).await?, form: NewOrgForm::default(), errors: FieldErrors::default() })
+    render(&NewOrgPage {
+        l: Layout::new(&session, Some(&user)).await?,
+        form: NewOrgForm::default(),
+        errors: FieldErrors::default(),
+    })
 }
 
 async fn create(
@@ -73,22 +84,37 @@ async fn create(
     let mut errors = FieldErrors::default();
     let name = form.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 100 {
-        errors.add("name", "Enter the organization's name (at most 100 characters).");
+        errors.add(
+            "name",
+            "Enter the organization's name (at most 100 characters).",
+        );
     }
     // An explicit short name must be free; a suggested one gets a number when taken.
     let explicit = !form.slug.trim().is_empty();
     let slug = if explicit {
-        Slug::parse(&form.slug).map_err(|e| errors.add("slug", e)).ok()
+        Slug::parse(&form.slug)
+            .map_err(|e| errors.add("slug", e))
+            .ok()
     } else {
         Slug::suggest(&name).or_else(|| {
             if errors.get("name").is_none() {
-                errors.add("slug", "Choose a short name: lower-case letters, digits and hyphens.");
+                errors.add(
+                    "slug",
+                    "Choose a short name: lower-case letters, digits and hyphens.",
+                );
             }
             None
         })
     };
     let rerender = |errors| async {
-        render_status(StatusCode::UNPROCESSABLE_ENTITY, &NewOrgPage { l: Layout::new(&session, Some(&user)).await?, form, errors })
+        render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &NewOrgPage {
+                l: Layout::new(&session, Some(&user)).await?,
+                form,
+                errors,
+            },
+        )
     };
     let (Some(slug), true) = (slug, errors.is_empty()) else {
         return rerender(errors).await;
@@ -107,9 +133,25 @@ async fn create(
     } else {
         create_org_unique_slug(&mut tx, &slug, &name, &user).await?
     };
-    audit::record(&mut tx, Actor { user: Some(&user), ip: &ip }, Some(org.id()), "org.created", org.slug.clone(), json!({ "name": org.name })).await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&user),
+            ip: &ip,
+        },
+        Some(org.id()),
+        "org.created",
+        org.slug.clone(),
+        json!({ "name": org.name }),
+    )
+    .await?;
     tx.commit().await?;
-    session::flash(&session, "ok", format!("{} was created. You are its owner.", org.name)).await?;
+    session::flash(
+        &session,
+        "ok",
+        format!("{} was created. You are its owner.", org.name),
+    )
+    .await?;
     Ok(Redirect::to(&format!("/o/{}", org.slug)).into_response())
 }
 
@@ -122,7 +164,11 @@ struct DashboardPage {
     can_manage: bool,
 }
 
-async fn dashboard(State(state): State<AppState>, session: Session, ctx: OrgCtx) -> Result<Response, AppError> {
+async fn dashboard(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+) -> Result<Response, AppError> {
     let members = orgs::members(&state.pool, ctx.org.id()).await?;
     render(&DashboardPage {
         l: Layout::new(&session, Some(&ctx.user)).await?,
@@ -136,14 +182,20 @@ async fn leave_confirm(session: Session, ctx: OrgCtx) -> Result<Response, AppErr
     render(&ConfirmPage {
         l: Layout::new(&session, Some(&ctx.user)).await?,
         title: format!("Leave {}?", ctx.org.name),
-        message: "You will lose access to this organization until someone invites you again.".into(),
+        message: "You will lose access to this organization until someone invites you again."
+            .into(),
         action: format!("/o/{}/leave", ctx.org.slug),
         button: "Leave organization".into(),
         cancel: format!("/o/{}", ctx.org.slug),
     })
 }
 
-async fn leave(State(state): State<AppState>, session: Session, ClientIp(ip): ClientIp, ctx: OrgCtx) -> Result<Response, AppError> {
+async fn leave(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ctx: OrgCtx,
+) -> Result<Response, AppError> {
     let mut tx = state.pool.begin().await?;
     let (role, owners) = orgs::lock_for_change(&mut tx, ctx.org.id(), ctx.user.id()).await?;
     let role = role.ok_or(AppError::NotFound)?;
@@ -153,7 +205,18 @@ async fn leave(State(state): State<AppState>, session: Session, ClientIp(ip): Cl
         return Ok(Redirect::to(&format!("/o/{}", ctx.org.slug)).into_response());
     }
     orgs::remove_member(&mut tx, ctx.org.id(), ctx.user.id()).await?;
-    audit::record(&mut tx, Actor { user: Some(&ctx.user), ip: &ip }, Some(ctx.org.id()), "org.member.left", ctx.user.email.clone(), json!({ "role": role.as_str() })).await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&ctx.user),
+            ip: &ip,
+        },
+        Some(ctx.org.id()),
+        "org.member.left",
+        ctx.user.email.clone(),
+        json!({ "role": role.as_str() }),
+    )
+    .await?;
     tx.commit().await?;
     session::flash(&session, "ok", format!("You left {}.", ctx.org.name)).await?;
     Ok(Redirect::to("/orgs").into_response())

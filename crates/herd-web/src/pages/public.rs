@@ -11,7 +11,8 @@ use axum::response::Response;
 use tower_sessions::Session;
 
 pub fn routes(r: Routes) -> Routes {
-    r.get("/", Access::Public, home).get("/pricing", Access::Public, pricing)
+    r.get("/", Access::Public, home)
+        .get("/pricing", Access::Public, pricing)
 }
 
 #[derive(Template)]
@@ -21,7 +22,9 @@ struct HomePage {
 }
 
 async fn home(session: Session, MaybeUser(user): MaybeUser) -> Result<Response, AppError> {
-    render(&HomePage { l: Layout::new(&session, user.as_ref()).await? })
+    render(&HomePage {
+        l: Layout::new(&session, user.as_ref()).await?,
+    })
 }
 
 /// A plan as the pricing page shows it.

@@ -1,0 +1,164 @@
+//! A browser-like HTTP client: cookies kept, redirects not followed (tests look at them),
+//! the CSRF token of the last page put into every form it posts.
+
+use reqwest::redirect::Policy;
+use std::sync::Mutex;
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    csrf: Mutex<Option<String>>,
+}
+
+/// A response, read whole.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub location: Option<String>,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl Resp {
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) -> &Self {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body:\n{}",
+            self.body
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_redirect(&self, to_prefix: &str) -> &Self {
+        assert!(
+            (300..400).contains(&self.status)
+                && self
+                    .location
+                    .as_deref()
+                    .is_some_and(|l| l.starts_with(to_prefix)),
+            "expected a redirect to {to_prefix}, got {} {:?}\n{}",
+            self.status,
+            self.location,
+            self.body
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_contains(&self, text: &str) -> &Self {
+        assert!(
+            self.body.contains(text),
+            "expected {text:?} in:\n{}",
+            self.body
+        );
+        self
+    }
+
+    /// Text of the elements matching a CSS selector.
+    pub fn select_text(&self, selector: &str) -> Vec<String> {
+        let doc = scraper::Html::parse_document(&self.body);
+        let Ok(sel) = scraper::Selector::parse(selector) else {
+            return Vec::new();
+        };
+        doc.select(&sel)
+            .map(|e| e.text().collect::<String>().trim().to_owned())
+            .collect()
+    }
+
+    /// The first form field named `name`'s value.
+    pub fn field_value(&self, name: &str) -> Option<String> {
+        let doc = scraper::Html::parse_document(&self.body);
+        let sel = scraper::Selector::parse(&format!("input[name=\"{name}\"]")).ok()?;
+        doc.select(&sel)
+            .next()
+            .and_then(|e| e.value().attr("value"))
+            .map(str::to_owned)
+    }
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            base: base.to_owned(),
+            csrf: Mutex::new(None),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{}", self.base, path)
+        }
+    }
+
+    async fn read(&self, resp: reqwest::Result<reqwest::Response>) -> Resp {
+        let resp = resp.unwrap_or_else(|e| panic!("request failed: {e}"));
+        let status = resp.status().as_u16();
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let location = header(reqwest::header::LOCATION);
+        let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
+        let body = resp.text().await.unwrap_or_default();
+        let r = Resp {
+            status,
+            location,
+            content_type,
+            body,
+        };
+        if let Some(t) = r.field_value(herd_web::csrf::FIELD) {
+            *self.csrf.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+        }
+        r
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.read(self.http.get(self.url(path)).send().await).await
+    }
+
+    /// GET, following redirects within the site.
+    pub async fn get_follow(&self, path: &str) -> Resp {
+        let mut r = self.get(path).await;
+        for _ in 0..10 {
+            match (&r.status, &r.location) {
+                (300..=399, Some(loc)) => {
+                    let loc = loc.clone();
+                    r = self.get(&loc).await;
+                }
+                _ => break,
+            }
+        }
+        r
+    }
+
+    /// The CSRF token seen on the last page.
+    pub fn csrf(&self) -> Option<String> {
+        self.csrf.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// POSTs a form with the CSRF token of the last page added.
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Resp {
+        let token = self.csrf().unwrap_or_default();
+        let mut fields: Vec<(&str, &str)> = form.to_vec();
+        fields.push((herd_web::csrf::FIELD, &token));
+        self.post_raw(path, &fields).await
+    }
+
+    /// POSTs exactly the given fields (no CSRF token added).
+    pub async fn post_raw(&self, path: &str, form: &[(&str, &str)]) -> Resp {
+        self.read(self.http.post(self.url(path)).form(form).send().await)
+            .await
+    }
+}

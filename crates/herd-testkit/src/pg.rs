@@ -1,0 +1,138 @@
+//! A private PostgreSQL server in a temporary directory, for tests that stop and start the
+//! database (readiness, recovery). Uses Debian's server binaries; runs them as the
+//! `postgres` user when the tests run as root.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct TempPostgres {
+    bindir: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+fn bindir() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("pg_ctl").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.pop()
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql (apt-get install postgresql)")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn run(bin: &Path, args: &[&str]) {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    let out = cmd
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    assert!(
+        out.status.success(),
+        "{} {args:?} failed: {}{}",
+        bin.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TempPostgres {
+    /// Creates a cluster on a free port and starts it.
+    pub fn start_new() -> Self {
+        let bindir = bindir();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let dir = std::env::temp_dir().join(format!("herd-test-pg-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .map(|s| s.success());
+            assert!(matches!(ok, Ok(true)), "chown postgres {}", dir.display());
+        }
+        let d = dir.to_string_lossy().into_owned();
+        run(
+            &bindir.join("initdb"),
+            &[
+                "-D",
+                &d,
+                "-U",
+                "herd",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+        );
+        let pg = Self { bindir, dir, port };
+        pg.start();
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://herd@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn start(&self) {
+        let d = self.dir.to_string_lossy().into_owned();
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port, d
+        );
+        let log = self.dir.join("server.log").to_string_lossy().into_owned();
+        run(
+            &self.bindir.join("pg_ctl"),
+            &["-D", &d, "-o", &opts, "-l", &log, "-w", "start"],
+        );
+    }
+
+    pub fn stop(&self) {
+        let d = self.dir.to_string_lossy().into_owned();
+        run(
+            &self.bindir.join("pg_ctl"),
+            &["-D", &d, "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        let d = self.dir.to_string_lossy().into_owned();
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"])
+                .arg(self.bindir.join("pg_ctl"));
+            c
+        } else {
+            Command::new(self.bindir.join("pg_ctl"))
+        };
+        let _ = cmd
+            .args(["-D", &d, "-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
