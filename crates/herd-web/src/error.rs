@@ -47,9 +47,14 @@ impl From<sqlx::Error> for AppError {
 
 impl From<tower_sessions::session::Error> for AppError {
     fn from(e: tower_sessions::session::Error) -> Self {
-        // The session store is PostgreSQL: a failing store means the database is away.
-        tracing::warn!(error = %e, "session store failed");
-        AppError::Unavailable
+        match e {
+            // The session store is PostgreSQL: a failing store means the database is away.
+            tower_sessions::session::Error::Store(e) => {
+                tracing::warn!(error = %e, "session store failed");
+                AppError::Unavailable
+            }
+            other => AppError::Internal(format!("session: {other}")),
+        }
     }
 }
 

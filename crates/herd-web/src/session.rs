@@ -26,7 +26,7 @@ pub async fn user_id(session: &Session) -> Result<Option<UserId>, AppError> {
 /// Logs `user` in: a new session id (against fixation), a new CSRF token.
 pub async fn log_in(session: &Session, user: UserId) -> Result<(), AppError> {
     session.cycle_id().await?;
-    session.remove::<UserId>(PENDING_2FA).await?;
+    session.remove_value(PENDING_2FA).await?;
     session.insert(USER, user).await?;
     session.insert(CSRF, crypto::random_token()).await?;
     Ok(())

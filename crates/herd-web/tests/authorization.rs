@@ -1,0 +1,170 @@
+//! Every route of the route table is called by people who must be refused: anonymous
+//! visitors, members of another organization, customers on the operator console. The
+//! table is the router's own, so a new route cannot escape this test.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use herd_testkit::{Client, TestApp};
+use herd_web::{route_table, Access};
+use sqlx::PgPool;
+
+async fn counts(pool: &PgPool) -> (i64, i64, i64, i64) {
+    let q = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    (
+        q("SELECT count(*) FROM memberships").await,
+        q("SELECT count(*) FROM invitations WHERE revoked_at IS NULL").await,
+        q("SELECT count(*) FROM organizations").await,
+        q("SELECT count(*) FROM users WHERE totp_secret IS NOT NULL").await,
+    )
+}
+
+async fn call(c: &Client, method: &str, path: &str) -> herd_testkit::Resp {
+    if method == "GET" {
+        c.get(path).await
+    } else {
+        // A real CSRF token, so that the refusal we see is the authorization check.
+        c.get("/signup").await;
+        c.post(
+            path,
+            &[
+                ("role", "member"),
+                ("email", "x@example.org"),
+                ("name", "X"),
+                ("code", "123456"),
+            ],
+        )
+        .await
+    }
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn every_route_refuses_outsiders(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let victim = app
+        .signed_up("Victor", "victor@victim.example", Some("Victim"))
+        .await;
+    victim.get("/o/victim/members").await;
+    victim
+        .post(
+            "/o/victim/invitations",
+            &[("email", "pending@victim.example"), ("role", "admin")],
+        )
+        .await
+        .assert_redirect("/o/victim/members");
+    let outsider = app
+        .signed_up("Olive", "olive@outsider.example", Some("Outsider"))
+        .await;
+    let anonymous = app.client();
+
+    let victor_id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM users WHERE email = 'victor@victim.example'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let invitation_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM invitations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let fill = |path: &str| {
+        path.replace("{slug}", "victim")
+            .replace("{user_id}", &victor_id.to_string())
+            .replace("{id}", &invitation_id.to_string())
+            .replace("{token}", "some-token")
+    };
+
+    let table = route_table();
+    assert!(
+        table.len() >= 30,
+        "the table lists the whole portal ({} routes)",
+        table.len()
+    );
+    let before = counts(&pool).await;
+    let mut checked = 0;
+    for route in &table {
+        // Layout rules: where a route lives says who may call it.
+        if route.path.starts_with("/o/") {
+            assert_eq!(
+                route.access,
+                Access::Org,
+                "{} {} must be Access::Org",
+                route.method,
+                route.path
+            );
+        }
+        if route.path.starts_with("/operator") {
+            assert_eq!(
+                route.access,
+                Access::Operator,
+                "{} {} must be Access::Operator",
+                route.method,
+                route.path
+            );
+        }
+        if route.path.starts_with("/account") {
+            assert_eq!(
+                route.access,
+                Access::User,
+                "{} {} must be Access::User",
+                route.method,
+                route.path
+            );
+        }
+        if route.access == Access::Public {
+            assert!(
+                !route.path.contains("{slug}"),
+                "{} is public but names an organization",
+                route.path
+            );
+            continue;
+        }
+        let path = fill(route.path);
+        let r = call(&anonymous, route.method, &path).await;
+        assert_eq!(
+            r.status, 303,
+            "anonymous {} {path}: {}",
+            route.method, r.status
+        );
+        assert!(
+            r.location
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("/login?next="),
+            "anonymous {} {path} → {:?}",
+            route.method,
+            r.location
+        );
+        match route.access {
+            Access::Org => {
+                let r = call(&outsider, route.method, &path).await;
+                assert_eq!(
+                    r.status, 404,
+                    "outsider {} {path} got {}",
+                    route.method, r.status
+                );
+                if route.method == "GET" {
+                    // The owner does get the page: the 404 above is not a broken route.
+                    let r = victim.get(&path).await;
+                    assert_eq!(r.status, 200, "owner GET {path}");
+                }
+            }
+            Access::Operator => {
+                let r = call(&outsider, route.method, &path).await;
+                assert_eq!(
+                    r.status, 404,
+                    "customer {} {path} got {}",
+                    route.method, r.status
+                );
+            }
+            Access::User | Access::Public => {}
+        }
+        checked += 1;
+    }
+    assert!(checked >= 20, "checked {checked} protected routes");
+    assert_eq!(counts(&pool).await, before, "refused calls changed nothing");
+    // The outsider's own organization still works for them.
+    outsider.get("/o/outsider").await.assert_status(200);
+}

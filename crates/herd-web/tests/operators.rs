@@ -1,0 +1,184 @@
+//! Operators: two-factor authentication is required, the console lists and searches with
+//! pagination, and the audit log can be filtered.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use herd_testkit::{Client, TestApp, PASSWORD};
+use herd_web::totp;
+use sqlx::PgPool;
+
+async fn make_operator(app: &TestApp, email: &str) -> Client {
+    let c = app.signed_up("Operator", email, None).await;
+    sqlx::query("UPDATE users SET is_operator = true WHERE email = $1")
+        .bind(email)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    c
+}
+
+fn current_code(secret: &str, offset_steps: i64) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    totp::code_at(
+        &totp::base32_decode(secret).unwrap(),
+        totp::step_of(now) + offset_steps,
+    )
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn operators_need_two_factor_and_see_the_console(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = make_operator(&app, "ops@provider.example").await;
+    op.get("/operator/orgs")
+        .await
+        .assert_status(403)
+        .assert_contains("two-factor");
+
+    // Enrol.
+    op.get("/account/2fa").await.assert_status(200);
+    let r = op.post("/account/2fa/start", &[]).await;
+    r.assert_status(200).assert_contains("<svg");
+    let secret = r.select_text("#totp-secret").pop().unwrap();
+    op.post("/account/2fa/confirm", &[("code", "000000")])
+        .await
+        .assert_status(422);
+    let r = op
+        .post(
+            "/account/2fa/confirm",
+            &[("code", &current_code(&secret, 0))],
+        )
+        .await;
+    r.assert_status(200);
+    let recovery = r.select_text("#recovery-codes li");
+    assert_eq!(recovery.len(), 10);
+
+    // The console opens.
+    op.get("/operator/orgs").await.assert_status(200);
+
+    // A new login asks for the second factor; a replayed code is refused.
+    let c = app.client();
+    c.get("/login").await;
+    c.post(
+        "/login",
+        &[("email", "ops@provider.example"), ("password", PASSWORD)],
+    )
+    .await
+    .assert_redirect("/login/2fa");
+    c.get("/operator/orgs").await.assert_redirect("/login");
+    c.get("/login/2fa").await.assert_status(200);
+    c.post("/login/2fa", &[("code", &current_code(&secret, 0))])
+        .await
+        .assert_status(401);
+    c.post("/login/2fa", &[("code", &recovery[0])])
+        .await
+        .assert_redirect("/orgs");
+    c.get("/operator/orgs").await.assert_status(200);
+
+    // A recovery code works once.
+    let d = app.client();
+    d.get("/login").await;
+    d.post(
+        "/login",
+        &[("email", "ops@provider.example"), ("password", PASSWORD)],
+    )
+    .await
+    .assert_redirect("/login/2fa");
+    d.get("/login/2fa").await;
+    d.post("/login/2fa", &[("code", &recovery[0])])
+        .await
+        .assert_status(401);
+    d.post("/login/2fa", &[("code", &current_code(&secret, 1))])
+        .await
+        .assert_redirect("/orgs");
+
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE actor_email = 'ops@provider.example'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        actions.contains(&"user.2fa_enabled".to_owned()),
+        "{actions:?}"
+    );
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn console_lists_search_and_paginate(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = make_operator(&app, "ops@provider.example").await;
+    op.get("/account/2fa").await;
+    let r = op.post("/account/2fa/start", &[]).await;
+    let secret = r.select_text("#totp-secret").pop().unwrap();
+    op.post(
+        "/account/2fa/confirm",
+        &[("code", &current_code(&secret, 0))],
+    )
+    .await
+    .assert_status(200);
+
+    // 30 organizations of one owner, plus one to search for.
+    let owner = app
+        .signed_up("Owner", "owner@city.example", Some("Needle Town"))
+        .await;
+    for i in 0..30 {
+        owner.get("/orgs/new").await;
+        owner
+            .post("/orgs", &[("name", &format!("Hay {i:02}"))])
+            .await
+            .assert_redirect("/o/hay-");
+    }
+    let page1 = op.get("/operator/orgs").await;
+    page1.assert_status(200);
+    let rows1 = page1.select_text("table tbody tr");
+    assert_eq!(rows1.len(), 25);
+    assert!(rows1[0].contains("Hay 29"), "newest first: {}", rows1[0]);
+    let next = page1.select_text("a[rel=next]");
+    assert_eq!(next.len(), 1);
+    let page2 = op.get("/operator/orgs?page=2").await;
+    let rows2 = page2.select_text("table tbody tr");
+    assert_eq!(rows2.len(), 6);
+    assert!(page2.select_text("a[rel=next]").is_empty());
+    assert_eq!(page2.select_text("a[rel=prev]").len(), 1);
+
+    let found = op
+        .get("/operator/orgs?q=needle")
+        .await
+        .select_text("table tbody tr");
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].contains("needle-town") && found[0].contains("owner@city.example"),
+        "{found:?}"
+    );
+    // LIKE wildcards are taken literally.
+    let none = op
+        .get("/operator/orgs?q=%25")
+        .await
+        .select_text("table tbody tr");
+    assert_eq!(none, vec!["No organization matches."]);
+
+    let users = op
+        .get("/operator/users?q=owner%40city")
+        .await
+        .select_text("table tbody tr");
+    assert_eq!(users.len(), 1);
+    assert!(
+        users[0].contains("31"),
+        "member of 31 organizations: {users:?}"
+    );
+
+    let audit = op
+        .get("/operator/audit?action=org.created&org=needle-town")
+        .await;
+    let entries = audit.select_text("tr.audit-entry");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].contains("owner@city.example"));
+    let logins = op
+        .get("/operator/audit?action=user.&actor=owner%40city")
+        .await
+        .select_text("tr.audit-entry");
+    assert!(
+        logins.iter().any(|e| e.contains("user.logged_in"))
+            && logins.iter().all(|e| e.contains("user.")),
+        "{logins:?}"
+    );
+}
