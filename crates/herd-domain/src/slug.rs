@@ -58,10 +58,11 @@ impl Slug {
                 out.push('-');
             }
         }
-        let mut out = out.trim_matches('-').to_owned();
-        while out.starts_with(|c: char| c.is_ascii_digit()) {
-            out.remove(0);
-        }
+        // A slug starts with a letter: drop leading digits and the hyphens they leave.
+        let mut out = out
+            .trim_start_matches(|c: char| c.is_ascii_digit() || c == '-')
+            .trim_end_matches('-')
+            .to_owned();
         out.truncate(SLUG_MAX_LEN);
         let out = out.trim_end_matches('-');
         match Self::parse(out) {

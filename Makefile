@@ -1,0 +1,28 @@
+# The two commands of the README, and a few helpers. Everything is in scripts/.
+.PHONY: run test check sqlx-prepare sqlx-check db db-stop
+
+## Run Herd locally (starts PostgreSQL when DATABASE_URL is not set).
+run:
+	scripts/run.sh
+
+## Run every test (starts the PostgreSQL the tests need).
+test:
+	scripts/test.sh
+
+## Formatting, lints, offline query data and layering checks, as CI runs them.
+check:
+	scripts/check.sh
+
+## Regenerate .sqlx/ after changing a query or a migration.
+sqlx-prepare:
+	scripts/sqlx.sh prepare
+
+## Fail when .sqlx/ is stale.
+sqlx-check:
+	scripts/sqlx.sh check
+
+db:
+	scripts/pg.sh start
+
+db-stop:
+	scripts/pg.sh stop

@@ -1,0 +1,195 @@
+//! The `herd` binary as an operator runs it: help texts, `serve` migrating and seeding an
+//! empty database, JSON logs carrying the request id, and `admin create-operator`.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use sqlx::PgPool;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HERD: &str = env!("CARGO_BIN_EXE_herd");
+
+fn help(args: &[&str]) -> String {
+    let out = Command::new(HERD)
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn help_explains_every_command_and_its_environment() {
+    let top = help(&[]);
+    for cmd in ["serve", "migrate", "admin"] {
+        assert!(top.contains(cmd), "{top}");
+    }
+    let serve = help(&["serve"]);
+    for env in [
+        "DATABASE_URL",
+        "HERD_LISTEN",
+        "HERD_PUBLIC_URL",
+        "HERD_NO_MIGRATE",
+        "HERD_SMTP_URL",
+        "HERD_MAIL_OUTBOX",
+        "HERD_MAIL_FROM",
+        "HERD_TRUST_PROXY",
+        "HERD_LOG_FORMAT",
+        "HERD_DB_MAX_CONNECTIONS",
+    ] {
+        assert!(serve.contains(env), "serve --help lacks {env}:\n{serve}");
+    }
+    assert!(
+        serve.contains("127.0.0.1:8080"),
+        "default listen address shown"
+    );
+    let admin = help(&["admin", "create-operator"]);
+    assert!(
+        admin.contains("--email") && admin.contains("two-factor"),
+        "{admin}"
+    );
+}
+
+/// The URL of the database `#[sqlx::test]` made for this test.
+fn url_of(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let db = pool.connect_options().get_database().unwrap().to_owned();
+    let (server, _) = base.rsplit_once('/').unwrap();
+    format!("{server}/{db}")
+}
+
+#[sqlx::test(migrations = false)]
+async fn serve_migrates_seeds_and_logs_json_with_request_ids(pool: PgPool) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let outbox = std::env::temp_dir().join(format!("herd-bin-outbox-{port}"));
+    let mut child = Command::new(HERD)
+        .arg("serve")
+        .env("DATABASE_URL", url_of(&pool))
+        .env("HERD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HERD_LOG_FORMAT", "json")
+        .env("HERD_MAIL_OUTBOX", &outbox)
+        .env_remove("RUST_LOG")
+        .env_remove("HERD_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        if let Ok(r) = reqwest::get(format!("{base}/readyz")).await {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "herd serve did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ready.status(), 200);
+    let plans: i64 = sqlx::query_scalar("SELECT count(*) FROM plans")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(plans, 3, "an empty database gets the plan catalogue");
+    let pricing = reqwest::get(format!("{base}/pricing")).await.unwrap();
+    let request_id = pricing
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(pricing.text().await.unwrap().contains("Organization"));
+
+    // Every log line is JSON; the request's lines carry its id.
+    let mut seen = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if v.pointer("/span/request_id").and_then(|x| x.as_str()) == Some(request_id.as_str()) {
+                seen = true;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&outbox);
+    assert!(seen, "no log line carried request id {request_id}");
+}
+
+#[sqlx::test(migrations = false)]
+async fn create_operator_prints_a_one_time_password(pool: PgPool) {
+    let url = url_of(&pool);
+    let out = Command::new(HERD)
+        .args([
+            "admin",
+            "create-operator",
+            "--email",
+            "Ops@Provider.example",
+        ])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let password = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("One-time password: "))
+        .unwrap();
+    assert_eq!(password.len(), 20);
+    let (is_op, verified): (bool, bool) = sqlx::query_as("SELECT is_operator, email_verified_at IS NOT NULL FROM users WHERE email = 'ops@provider.example'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(is_op && verified);
+    let audit: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'operator.created'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(audit, 1);
+    // The password is not stored in clear.
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM users")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$") && !hash.contains(password));
+
+    // A second operator with the same email is refused clearly.
+    let again = Command::new(HERD)
+        .args([
+            "admin",
+            "create-operator",
+            "--email",
+            "ops@provider.example",
+        ])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    // A bad email is refused before touching the database.
+    let bad = Command::new(HERD)
+        .args(["admin", "create-operator", "--email", "nope"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}

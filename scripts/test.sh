@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test of Herd: starts the PostgreSQL the tests need (installing Debian's
+# package if needed), installs Debian's Chromium and chromedriver for the browser test when
+# they are missing, then runs the whole workspace's tests.
+#
+# Extra arguments go to `cargo test` (e.g. scripts/test.sh -p herd-web).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+[ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_apt[*]} for the browser test" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >&2
+fi
+
+# #[sqlx::test] creates a database per test on this server.
+url=$(scripts/pg.sh start)
+export DATABASE_URL=${url%/*}/postgres
+# Queries are checked against the committed .sqlx data, not the live database.
+export SQLX_OFFLINE=true
+
+exec cargo test --workspace --all-targets --no-fail-fast "$@"

@@ -1,0 +1,172 @@
+//! A person's first visit, in a real browser: Debian's Chromium, headless, driven over
+//! WebDriver (chromedriver) from Rust. Signs up, confirms the email from the outbox, logs
+//! in and reaches the organization's dashboard. On failure a screenshot is saved under
+//! `target/e2e-screenshots/`.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use herd_testkit::{TestApp, PASSWORD};
+use sqlx::PgPool;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+struct Driver {
+    child: Child,
+    port: u16,
+    profile: PathBuf,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+fn start_driver() -> Driver {
+    assert!(
+        std::path::Path::new(CHROMIUM).exists() && std::path::Path::new(CHROMEDRIVER).exists(),
+        "Chromium and chromedriver are needed: apt-get install chromium chromium-driver (make test installs them)"
+    );
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let profile = std::env::temp_dir().join(format!("herd-e2e-chromium-{port}"));
+    Driver {
+        child,
+        port,
+        profile,
+    }
+}
+
+async fn connect(driver: &Driver) -> Client {
+    let caps = serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,900",
+                format!("--user-data-dir={}", driver.profile.display()),
+            ]
+        }
+    });
+    let caps = match caps {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!(),
+    };
+    let url = format!("http://127.0.0.1:{}", driver.port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("could not start Chromium through chromedriver: {e}"),
+        }
+    }
+}
+
+async fn fill(c: &Client, css: &str, text: &str) -> Result<(), fantoccini::error::CmdError> {
+    c.find(Locator::Css(css)).await?.send_keys(text).await
+}
+
+async fn journey(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Error>> {
+    c.goto(&format!("{}/", app.base)).await?;
+    c.find(Locator::LinkText("Sign up")).await?.click().await?;
+    fill(c, "#name", "Camille Laurent").await?;
+    fill(c, "#email", "camille@strasbourg.example").await?;
+    fill(c, "#password", PASSWORD).await?;
+    fill(c, "#org_name", "Ville de Strasbourg").await?;
+    c.find(Locator::Css("form[action='/signup'] button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    let h1 = c
+        .wait()
+        .for_element(Locator::Css("h1"))
+        .await?
+        .text()
+        .await?;
+    assert_eq!(h1, "Check your inbox");
+
+    let link = app
+        .last_mail_to("camille@strasbourg.example")
+        .first_link()
+        .map(str::to_owned)
+        .ok_or("no link in the email")?;
+    c.goto(&link).await?;
+    c.find(Locator::Css("button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    let h1 = c
+        .wait()
+        .for_element(Locator::Css("h1"))
+        .await?
+        .text()
+        .await?;
+    assert_eq!(h1, "Email confirmed");
+    c.find(Locator::LinkText("Log in")).await?.click().await?;
+
+    fill(c, "#email", "camille@strasbourg.example").await?;
+    fill(c, "#password", PASSWORD).await?;
+    c.find(Locator::Css("form[action='/login'] button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    c.wait()
+        .for_element(Locator::LinkText("Ville de Strasbourg"))
+        .await?
+        .click()
+        .await?;
+    let name = c
+        .wait()
+        .for_element(Locator::Css("#org-name"))
+        .await?
+        .text()
+        .await?;
+    assert_eq!(name, "Ville de Strasbourg");
+    let url = c.current_url().await?;
+    assert_eq!(url.path(), "/o/ville-de-strasbourg");
+    Ok(())
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn sign_up_and_reach_the_dashboard_in_chromium(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let driver = start_driver();
+    let c = connect(&driver).await;
+    let outcome = journey(&c, &app).await;
+    if let Err(e) = &outcome {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-screenshots");
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join("sign_up_and_reach_the_dashboard.png");
+        if let Ok(png) = c.screenshot().await {
+            let _ = std::fs::write(&file, png);
+        }
+        eprintln!("screenshot: {} (error: {e})", file.display());
+    }
+    let _ = c.close().await;
+    outcome.unwrap();
+}
