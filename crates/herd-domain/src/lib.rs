@@ -15,6 +15,8 @@ pub use ids::{AuditId, InvitationId, OrgId, PlanId, UserId};
 pub use password::{
     check_password, PasswordError, PASSWORD_MAX_LEN, PASSWORD_MIN_LEN, PASSWORD_RULES,
 };
-pub use plan::{default_catalogue, BillingInterval, ComputeSize, Money, PlanLimits, PlanSeed};
+pub use plan::{
+    default_catalogue, BillingInterval, ComputeSize, Money, MoneyError, PlanLimits, PlanSeed,
+};
 pub use role::{check_change, check_invite, MembershipError, Role};
 pub use slug::{Slug, SlugError};

@@ -11,6 +11,53 @@ pub struct Money {
     pub currency: String,
 }
 
+/// Why a price could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("Enter a price like 49 or 49.90.")]
+    Format,
+    #[error("The currency is a three-letter ISO code such as EUR.")]
+    Currency,
+    #[error("The price is too large.")]
+    TooLarge,
+}
+
+impl Money {
+    /// Reads a price in major units with at most two decimals ("49", "49.9", "49.90").
+    /// Negative prices are refused.
+    pub fn parse(amount: &str, currency: &str) -> Result<Self, MoneyError> {
+        let currency = currency.trim().to_ascii_uppercase();
+        if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(MoneyError::Currency);
+        }
+        let amount = amount.trim();
+        let (whole, frac) = amount.split_once('.').unwrap_or((amount, ""));
+        let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+        if !digits(whole)
+            || (!frac.is_empty() && !digits(frac))
+            || frac.len() > 2
+            || amount.ends_with('.')
+        {
+            return Err(MoneyError::Format);
+        }
+        let whole: i64 = whole.parse().map_err(|_| MoneyError::TooLarge)?;
+        let cents: i64 = format!("{frac:0<2}")
+            .parse()
+            .map_err(|_| MoneyError::Format)?;
+        let minor = whole
+            .checked_mul(100)
+            .and_then(|w| w.checked_add(cents))
+            .ok_or(MoneyError::TooLarge)?;
+        Ok(Self { minor, currency })
+    }
+
+    /// The amount in major units without the currency ("49.00"), as forms show it.
+    pub fn major(&self) -> String {
+        let s = self.to_string();
+        s.rsplit_once(' ').map(|(a, _)| a.to_owned()).unwrap_or(s)
+    }
+}
+
 impl fmt::Display for Money {
     /// `49.00 EUR`: two decimals, the currency code after.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -163,6 +210,35 @@ mod tests {
         assert_eq!(m(4_900), "49.00 EUR");
         assert_eq!(m(5), "0.05 EUR");
         assert_eq!(m(-1_250), "-12.50 EUR");
+    }
+
+    #[test]
+    fn money_parses_major_units() {
+        let p = |a, c| Money::parse(a, c);
+        assert_eq!(
+            p("49", "eur"),
+            Ok(Money {
+                minor: 4_900,
+                currency: "EUR".into()
+            })
+        );
+        assert_eq!(p(" 49.9 ", "EUR").map(|m| m.minor), Ok(4_990));
+        assert_eq!(p("0.05", "EUR").map(|m| m.minor), Ok(5));
+        assert_eq!(p("49.999", "EUR"), Err(MoneyError::Format));
+        assert_eq!(p("-1", "EUR"), Err(MoneyError::Format));
+        assert_eq!(p("4,90", "EUR"), Err(MoneyError::Format));
+        assert_eq!(p("49.", "EUR"), Err(MoneyError::Format));
+        assert_eq!(p("", "EUR"), Err(MoneyError::Format));
+        assert_eq!(p("49", "EURO"), Err(MoneyError::Currency));
+        assert_eq!(p("99999999999999999999", "EUR"), Err(MoneyError::TooLarge));
+        assert_eq!(
+            Money {
+                minor: 4_900,
+                currency: "EUR".into()
+            }
+            .major(),
+            "49.00"
+        );
     }
 
     #[test]

@@ -118,3 +118,78 @@ pub async fn all(ex: impl PgExecutor<'_>) -> Result<Vec<Plan>, StoreError> {
     .fetch_all(ex)
     .await?)
 }
+
+#[tracing::instrument(skip(ex))]
+pub async fn by_code(ex: impl PgExecutor<'_>, code: &str) -> Result<Option<Plan>, StoreError> {
+    Ok(sqlx::query_as!(
+        Plan,
+        "SELECT id, code, name, description, price_minor, currency, billing_interval,
+                max_active_users, media_storage_gb, custom_domain, support_response_hours,
+                moderation_hours_per_month, compute_size, provider_price_id, active, sort_order
+         FROM plans WHERE code = $1",
+        code
+    )
+    .fetch_optional(ex)
+    .await?)
+}
+
+/// New values for a plan's editable fields.
+#[derive(Debug, Clone)]
+pub struct PlanUpdate {
+    pub name: String,
+    pub description: String,
+    pub price: Money,
+    pub interval: BillingInterval,
+    pub limits: PlanLimits,
+    pub active: bool,
+}
+
+/// Updates the plan `code`, locking it first; returns the plan before and after.
+#[tracing::instrument(skip(conn, update))]
+pub async fn update(
+    conn: &mut PgConnection,
+    code: &str,
+    update: &PlanUpdate,
+) -> Result<Option<(Plan, Plan)>, StoreError> {
+    let before = sqlx::query_as!(
+        Plan,
+        "SELECT id, code, name, description, price_minor, currency, billing_interval,
+                max_active_users, media_storage_gb, custom_domain, support_response_hours,
+                moderation_hours_per_month, compute_size, provider_price_id, active, sort_order
+         FROM plans WHERE code = $1 FOR UPDATE",
+        code
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(before) = before else {
+        return Ok(None);
+    };
+    let after = sqlx::query_as!(
+        Plan,
+        "UPDATE plans SET name = $2, description = $3, price_minor = $4, currency = $5,
+                billing_interval = $6, max_active_users = $7, media_storage_gb = $8,
+                custom_domain = $9, support_response_hours = $10,
+                moderation_hours_per_month = $11, compute_size = $12, active = $13,
+                updated_at = now()
+         WHERE code = $1
+         RETURNING id, code, name, description, price_minor, currency, billing_interval,
+                   max_active_users, media_storage_gb, custom_domain, support_response_hours,
+                   moderation_hours_per_month, compute_size, provider_price_id, active, sort_order",
+        code,
+        update.name,
+        update.description,
+        update.price.minor,
+        update.price.currency,
+        update.interval.as_str(),
+        update.limits.max_active_users,
+        update.limits.media_storage_gb,
+        update.limits.custom_domain,
+        update.limits.support_response_hours,
+        update.limits.moderation_hours_per_month,
+        update.limits.compute.as_str(),
+        update.active
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some((before, after)))
+}

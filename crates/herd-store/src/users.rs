@@ -19,6 +19,7 @@ pub struct User {
     pub is_operator: bool,
     pub totp_secret: Option<String>,
     pub totp_enabled_at: Option<OffsetDateTime>,
+    pub password_must_change: bool,
     pub created_at: OffsetDateTime,
 }
 
@@ -44,7 +45,7 @@ pub async fn create(
         r#"INSERT INTO users (id, email, display_name, password_hash, is_operator)
            VALUES ($1, $2, $3, $4, $5)
            RETURNING id, email, display_name, password_hash, email_verified_at, is_operator,
-                     totp_secret, totp_enabled_at, created_at"#,
+                     totp_secret, totp_enabled_at, password_must_change, created_at"#,
         UserId::new().0,
         email.as_str(),
         display_name,
@@ -61,7 +62,7 @@ pub async fn by_email(ex: impl PgExecutor<'_>, email: &Email) -> Result<Option<U
     Ok(sqlx::query_as!(
         User,
         r#"SELECT id, email, display_name, password_hash, email_verified_at, is_operator,
-                  totp_secret, totp_enabled_at, created_at
+                  totp_secret, totp_enabled_at, password_must_change, created_at
            FROM users WHERE email = $1"#,
         email.as_str()
     )
@@ -74,7 +75,7 @@ pub async fn by_id(ex: impl PgExecutor<'_>, id: UserId) -> Result<Option<User>, 
     Ok(sqlx::query_as!(
         User,
         r#"SELECT id, email, display_name, password_hash, email_verified_at, is_operator,
-                  totp_secret, totp_enabled_at, created_at
+                  totp_secret, totp_enabled_at, password_must_change, created_at
            FROM users WHERE id = $1"#,
         id.0
     )
@@ -101,9 +102,25 @@ pub async fn set_password(
     password_hash: &str,
 ) -> Result<(), StoreError> {
     sqlx::query!(
-        "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
+        "UPDATE users SET password_hash = $2, password_must_change = false, updated_at = now()
+         WHERE id = $1",
         id.0,
         password_hash
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks the password as one-time: the user must choose a new one at first login.
+#[tracing::instrument(skip(conn))]
+pub async fn require_password_change(
+    conn: &mut PgConnection,
+    id: UserId,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "UPDATE users SET password_must_change = true, updated_at = now() WHERE id = $1",
+        id.0
     )
     .execute(conn)
     .await?;

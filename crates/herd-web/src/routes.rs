@@ -108,5 +108,6 @@ pub fn portal() -> Routes {
     let r = pages::orgs::routes(r);
     let r = pages::members::routes(r);
     let r = pages::invitations::routes(r);
-    pages::operator::routes(r)
+    let r = pages::operator::routes(r);
+    pages::plans::routes(r)
 }

@@ -182,3 +182,164 @@ async fn console_lists_search_and_paginate(pool: PgPool) {
         "{logins:?}"
     );
 }
+
+async fn enrolled_operator(app: &TestApp, email: &str) -> Client {
+    let op = make_operator(app, email).await;
+    op.get("/account/2fa").await;
+    let r = op.post("/account/2fa/start", &[]).await;
+    let secret = r.select_text("#totp-secret").pop().unwrap();
+    op.post(
+        "/account/2fa/confirm",
+        &[("code", &current_code(&secret, 0))],
+    )
+    .await
+    .assert_status(200);
+    op
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn operators_edit_plans_with_validation_and_audit(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = enrolled_operator(&app, "ops@provider.example").await;
+    let list = op.get("/operator/plans").await;
+    list.assert_status(200);
+    assert_eq!(list.select_text("tr.plan-row").len(), 3);
+    let form = op.get("/operator/plans/community/edit").await;
+    form.assert_status(200);
+    assert_eq!(form.field_value("price").as_deref(), Some("49.00"));
+
+    let good = [
+        ("name", "Community+"),
+        ("description", "More room."),
+        ("price", "59.50"),
+        ("currency", "eur"),
+        ("interval", "month"),
+        ("max_active_users", "80"),
+        ("media_storage_gb", "30"),
+        ("support_response_hours", "48"),
+        ("moderation_hours_per_month", "0"),
+        ("compute", "small"),
+        ("active", "on"),
+    ];
+    // Bad input: every problem shown, nothing changed.
+    let mut bad = good.to_vec();
+    bad[2] = ("price", "59,50");
+    bad[5] = ("max_active_users", "0");
+    bad[9] = ("compute", "huge");
+    let r = op.post("/operator/plans/community", &bad).await;
+    r.assert_status(422)
+        .assert_contains("Enter a price like")
+        .assert_contains("at least 1")
+        .assert_contains("Choose small, medium or large");
+    assert_eq!(
+        r.field_value("name").as_deref(),
+        Some("Community+"),
+        "the form keeps what was typed"
+    );
+    let price: i64 = sqlx::query_scalar("SELECT price_minor FROM plans WHERE code = 'community'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(price, 4_900);
+
+    op.post("/operator/plans/community", &good)
+        .await
+        .assert_redirect("/operator/plans");
+    app.client()
+        .get("/pricing")
+        .await
+        .assert_contains("Community+")
+        .assert_contains("59.50 EUR");
+    let details: serde_json::Value =
+        sqlx::query_scalar("SELECT details FROM audit_log WHERE action = 'plan.updated'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        details["changes"]["price_minor"],
+        serde_json::json!([4_900, 5_950])
+    );
+    assert_eq!(
+        details["changes"]["custom_domain"],
+        serde_json::Value::Null,
+        "unchanged fields are not listed"
+    );
+
+    // Unticking "on sale" takes the plan off the pricing page.
+    let retired: Vec<_> = good
+        .iter()
+        .filter(|(k, _)| *k != "active")
+        .copied()
+        .collect();
+    op.post("/operator/plans/community", &retired)
+        .await
+        .assert_redirect("/operator/plans");
+    assert!(!app
+        .client()
+        .get("/pricing")
+        .await
+        .body
+        .contains("Community+"));
+    op.get("/operator/plans/nope/edit").await.assert_status(404);
+    op.post("/operator/plans/nope", &good)
+        .await
+        .assert_status(404);
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_one_time_password_must_be_replaced_at_first_login(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let email = herd_domain::Email::parse("new-op@provider.example").unwrap();
+    let hash = herd_web::crypto::hash_password("generated-once-9Kq2".into())
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let user = herd_store::users::create(&mut tx, &email, "New Op", &hash, true)
+        .await
+        .unwrap();
+    herd_store::users::mark_email_verified(&mut tx, user.id())
+        .await
+        .unwrap();
+    herd_store::users::require_password_change(&mut tx, user.id())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let c = app.client();
+    c.get("/login").await;
+    let r = c
+        .post(
+            "/login",
+            &[
+                ("email", "new-op@provider.example"),
+                ("password", "generated-once-9Kq2"),
+            ],
+        )
+        .await;
+    r.assert_redirect("/password/reset/");
+    let reset = r.location.clone().unwrap();
+    c.get("/orgs").await.assert_redirect("/login");
+    c.get(&reset)
+        .await
+        .assert_status(200)
+        .assert_contains("one-time password");
+    c.post(&reset, &[("password", PASSWORD)])
+        .await
+        .assert_redirect("/login");
+    c.get("/login").await;
+    c.post(
+        "/login",
+        &[
+            ("email", "new-op@provider.example"),
+            ("password", "generated-once-9Kq2"),
+        ],
+    )
+    .await
+    .assert_status(401);
+    c.post(
+        "/login",
+        &[("email", "new-op@provider.example"), ("password", PASSWORD)],
+    )
+    .await
+    .assert_redirect("/account/2fa");
+}

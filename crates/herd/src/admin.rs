@@ -31,6 +31,7 @@ async fn create_operator(args: CreateOperatorArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e).context("creating the operator"),
     };
     users::mark_email_verified(&mut tx, user.id()).await?;
+    users::require_password_change(&mut tx, user.id()).await?;
     audit::record(
         &mut tx,
         audit::NewEntry {
@@ -46,6 +47,7 @@ async fn create_operator(args: CreateOperatorArgs) -> anyhow::Result<()> {
     tx.commit().await?;
     println!("Operator {email} created.");
     println!("One-time password: {password}");
-    println!("Log in, then set up two-factor authentication; the console opens after that.");
+    println!("It works once: at first login you choose your own password, then set up");
+    println!("two-factor authentication; the console opens after that.");
     Ok(())
 }

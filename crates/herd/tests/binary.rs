@@ -154,11 +154,12 @@ async fn create_operator_prints_a_one_time_password(pool: PgPool) {
         .find_map(|l| l.strip_prefix("One-time password: "))
         .unwrap();
     assert_eq!(password.len(), 20);
-    let (is_op, verified): (bool, bool) = sqlx::query_as("SELECT is_operator, email_verified_at IS NOT NULL FROM users WHERE email = 'ops@provider.example'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert!(is_op && verified);
+    let (is_op, verified, must_change): (bool, bool, bool) =
+        sqlx::query_as("SELECT is_operator, email_verified_at IS NOT NULL, password_must_change FROM users WHERE email = 'ops@provider.example'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(is_op && verified && must_change);
     let audit: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'operator.created'")
             .fetch_one(&pool)

@@ -528,11 +528,55 @@ async fn login(
         p.l = Layout::new(&session, None).await?;
         return render_status(StatusCode::FORBIDDEN, &p);
     }
+    if user.password_must_change {
+        return replace_one_time_password(&state, &session, &user, &ip).await;
+    }
     if user.totp_enabled() {
         session::set_pending_2fa(&session, user.id(), &next).await?;
         return Ok(Redirect::to("/login/2fa").into_response());
     }
     complete_login(&state, &session, &user, &ip, &next, "password").await
+}
+
+/// A one-time password was right: instead of logging in, send the user to choose their
+/// own password through the reset flow (a fresh single-use token).
+async fn replace_one_time_password(
+    state: &AppState,
+    session: &Session,
+    user: &User,
+    ip: &str,
+) -> Result<Response, AppError> {
+    let token = crypto::random_token();
+    let mut tx = state.pool.begin().await?;
+    let expires = OffsetDateTime::now_utc() + state.config.reset_password_ttl;
+    tokens::issue(
+        &mut tx,
+        user.id(),
+        Purpose::ResetPassword,
+        &crypto::token_hash(&token),
+        expires,
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(user),
+            ip,
+        },
+        None,
+        "user.one_time_password_used",
+        user.email.clone(),
+        json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    session::flash(
+        session,
+        "ok",
+        "That was a one-time password. Choose your own password now, then log in with it.",
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/password/reset/{token}")).into_response())
 }
 
 async fn complete_login(

@@ -6,6 +6,7 @@ pub mod invitations;
 pub mod members;
 pub mod operator;
 pub mod orgs;
+pub mod plans;
 pub mod public;
 
 use crate::error::AppError;
