@@ -1,5 +1,6 @@
 //! The emails Herd sends from the portal.
 
+use crate::state::AppState;
 use herd_mail::Email;
 
 pub fn verify_email(to: &str, name: &str, link: &str) -> Email {
@@ -29,5 +30,16 @@ pub fn invitation(to: &str, inviter: &str, org: &str, role: &str, link: &str) ->
         body: format!(
             "Hello,\n\n{inviter} invited you to join {org} on Herd as {role}. Open this link within 7 days to accept; it works once:\n\n{link}\n\nIf you do not have a Herd account yet, sign up with this email address first.\n"
         ),
+    }
+}
+
+/// Sends an email; on failure logs it and returns true (the page then says so).
+pub async fn send_or_log(state: &AppState, email: herd_mail::Email) -> bool {
+    match state.mailer.send(&email).await {
+        Ok(()) => false,
+        Err(e) => {
+            tracing::error!(error = %e, subject = %email.subject, "could not send email");
+            true
+        }
     }
 }

@@ -1,6 +1,5 @@
 //! Members of an organization: the list, invitations, role changes and removals.
 
-use super::auth::send_or_log;
 use super::FieldErrors;
 use crate::audit::{self, Actor};
 use crate::auth::OrgCtx;
@@ -203,7 +202,7 @@ async fn invite(
     .await?;
     tx.commit().await?;
     let link = state.config.link(&format!("/invitations/{token}"));
-    let failed = send_or_log(
+    let failed = emails::send_or_log(
         &state,
         emails::invitation(
             email.as_str(),

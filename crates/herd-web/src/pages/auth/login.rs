@@ -1,0 +1,252 @@
+//! Logging in (with the second factor when enrolled) and out.
+
+use super::*;
+
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct LoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    next: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub(super) struct LoginPage {
+    l: Layout,
+    email: String,
+    next: String,
+    error: Option<String>,
+    unverified: bool,
+}
+
+pub(super) async fn login_form(
+    session: Session,
+    MaybeUser(user): MaybeUser,
+    Query(q): Query<NextQuery>,
+) -> Result<Response, AppError> {
+    if user.is_some() {
+        return Ok(Redirect::to(&session::safe_next(q.next.as_deref())).into_response());
+    }
+    render(&LoginPage {
+        l: Layout::new(&session, None).await?,
+        email: String::new(),
+        next: q.next.unwrap_or_default(),
+        error: None,
+        unverified: false,
+    })
+}
+
+/// Is this account or address throttled? Returns the message to show.
+pub(super) async fn throttled(
+    state: &AppState,
+    email: &str,
+    ip: &str,
+) -> Result<Option<String>, AppError> {
+    let cfg = &state.config;
+    let (by_email, by_ip) =
+        login_attempts::recent_failures(&state.pool, email, ip, cfg.login_window).await?;
+    let minutes = cfg.login_window.whole_minutes();
+    Ok(if by_email >= cfg.login_max_per_account {
+        Some(format!("Too many failed attempts for this account. Wait {minutes} minutes, or reset your password."))
+    } else if by_ip >= cfg.login_max_per_ip {
+        Some(format!("Too many failed sign-in attempts from your network. Wait {minutes} minutes and try again."))
+    } else {
+        None
+    })
+}
+
+pub(super) async fn login(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, AppError> {
+    let next = session::safe_next(form.next.as_deref());
+    let typed = form.email.trim().to_lowercase();
+    let page = |error: String, unverified: bool| LoginPage {
+        l: Layout::default(),
+        email: form.email.clone(),
+        next: form.next.clone().unwrap_or_default(),
+        error: Some(error),
+        unverified,
+    };
+    if let Some(msg) = throttled(&state, &typed, &ip).await? {
+        let mut p = page(msg, false);
+        p.l = Layout::new(&session, None).await?;
+        return render_status(StatusCode::TOO_MANY_REQUESTS, &p);
+    }
+    let user = match Email::parse(&form.email) {
+        Ok(e) => users::by_email(&state.pool, &e).await?,
+        Err(_) => None,
+    };
+    let hash = user
+        .as_ref()
+        .map_or(crypto::DUMMY_HASH.to_owned(), |u| u.password_hash.clone());
+    let ok = crypto::verify_password(form.password.clone(), hash).await && user.is_some();
+    login_attempts::record(&state.pool, &typed, &ip, ok).await?;
+    let (Some(user), true) = (user, ok) else {
+        let mut p = page("Wrong email or password.".into(), false);
+        p.l = Layout::new(&session, None).await?;
+        return render_status(StatusCode::UNAUTHORIZED, &p);
+    };
+    if user.email_verified_at.is_none() {
+        let mut p = page(
+            "Confirm your email address first: open the link we sent you.".into(),
+            true,
+        );
+        p.l = Layout::new(&session, None).await?;
+        return render_status(StatusCode::FORBIDDEN, &p);
+    }
+    if user.password_must_change {
+        return replace_one_time_password(&state, &session, &user, &ip).await;
+    }
+    if user.totp_enabled() {
+        session::set_pending_2fa(&session, user.id(), &next).await?;
+        return Ok(Redirect::to("/login/2fa").into_response());
+    }
+    complete_login(&state, &session, &user, &ip, &next, "password").await
+}
+
+pub(super) async fn complete_login(
+    state: &AppState,
+    session: &Session,
+    user: &User,
+    ip: &str,
+    next: &str,
+    method: &str,
+) -> Result<Response, AppError> {
+    let mut tx = state.pool.begin().await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(user),
+            ip,
+        },
+        None,
+        "user.logged_in",
+        user.email.clone(),
+        json!({ "method": method }),
+    )
+    .await?;
+    tx.commit().await?;
+    session::log_in(session, user.id()).await?;
+    if user.is_operator && !user.totp_enabled() {
+        session::flash(
+            session,
+            "error",
+            "Operators must enable two-factor authentication before using the console.",
+        )
+        .await?;
+        return Ok(Redirect::to("/account/2fa").into_response());
+    }
+    Ok(Redirect::to(next).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "login_2fa.html")]
+pub(super) struct SecondFactorPage {
+    l: Layout,
+    error: Option<String>,
+}
+
+pub(super) async fn second_factor_form(session: Session) -> Result<Response, AppError> {
+    if session::pending_2fa(&session).await?.is_none() {
+        return Ok(Redirect::to("/login").into_response());
+    }
+    render(&SecondFactorPage {
+        l: Layout::new(&session, None).await?,
+        error: None,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct CodeForm {
+    #[serde(default)]
+    code: String,
+}
+
+pub(super) async fn second_factor(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Form(form): Form<CodeForm>,
+) -> Result<Response, AppError> {
+    let Some((uid, next)) = session::pending_2fa(&session).await? else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let user = users::by_id(&state.pool, uid)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if let Some(msg) = throttled(&state, &user.email, &ip).await? {
+        return render_status(
+            StatusCode::TOO_MANY_REQUESTS,
+            &SecondFactorPage {
+                l: Layout::new(&session, None).await?,
+                error: Some(msg),
+            },
+        );
+    }
+    let ok = check_second_factor(&state, &user, &form.code).await?;
+    login_attempts::record(&state.pool, &user.email, &ip, ok.is_some()).await?;
+    match ok {
+        Some(method) => complete_login(&state, &session, &user, &ip, &next, method).await,
+        None => render_status(
+            StatusCode::UNAUTHORIZED,
+            &SecondFactorPage { l: Layout::new(&session, None).await?, error: Some("That code is not valid. Enter the current code from your app, or a recovery code.".into()) },
+        ),
+    }
+}
+
+/// A TOTP code (not replayed) or an unused recovery code: which one matched.
+pub async fn check_second_factor(
+    state: &AppState,
+    user: &User,
+    code: &str,
+) -> Result<Option<&'static str>, AppError> {
+    let Some(secret) = &user.totp_secret else {
+        return Ok(None);
+    };
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    if let Some(step) = totp::verify(secret, code, now) {
+        let mut conn = state.pool.acquire().await?;
+        return Ok(users::claim_totp_step(&mut conn, user.id(), step)
+            .await?
+            .then_some("totp"));
+    }
+    let normalized = totp::normalize_recovery_code(code);
+    if normalized.len() == 12 {
+        let mut conn = state.pool.acquire().await?;
+        if users::use_recovery_code(&mut conn, user.id(), &crypto::token_hash(&normalized)).await? {
+            return Ok(Some("recovery_code"));
+        }
+    }
+    Ok(None)
+}
+
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    MaybeUser(user): MaybeUser,
+) -> Result<Response, AppError> {
+    if let Some(user) = &user {
+        let mut tx = state.pool.begin().await?;
+        audit::record(
+            &mut tx,
+            Actor {
+                user: Some(user),
+                ip: &ip,
+            },
+            None,
+            "user.logged_out",
+            user.email.clone(),
+            json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    session::log_out(&session).await?;
+    Ok(Redirect::to("/").into_response())
+}

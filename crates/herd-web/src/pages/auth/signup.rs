@@ -1,0 +1,213 @@
+//! Signing up, with an optional first organization.
+
+use super::*;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SignupForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    org_name: String,
+    next: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "signup.html")]
+pub(super) struct SignupPage {
+    l: Layout,
+    form: SignupForm,
+    errors: FieldErrors,
+    rules: &'static str,
+}
+
+pub(super) async fn signup_form(
+    session: Session,
+    MaybeUser(user): MaybeUser,
+    Query(q): Query<NextQuery>,
+) -> Result<Response, AppError> {
+    let form = SignupForm {
+        next: q.next,
+        ..Default::default()
+    };
+    render(&SignupPage {
+        l: Layout::new(&session, user.as_ref()).await?,
+        form,
+        errors: FieldErrors::default(),
+        rules: PASSWORD_RULES,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "signup_done.html")]
+pub(super) struct SignupDonePage {
+    l: Layout,
+    email: String,
+    mail_failed: bool,
+}
+
+pub(super) async fn signup(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Form(mut form): Form<SignupForm>,
+) -> Result<Response, AppError> {
+    let mut errors = FieldErrors::default();
+    let name = form.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 100 {
+        errors.add("name", "Enter your name (at most 100 characters).");
+    }
+    let email = Email::parse(&form.email)
+        .map_err(|e| errors.add("email", e))
+        .ok();
+    if let Some(email) = &email {
+        if let Err(e) = check_password(&form.password, email.local_part()) {
+            errors.add("password", e);
+        }
+    } else if form.password.is_empty() {
+        errors.add("password", "Choose a password.");
+    }
+    let org_name = form.org_name.trim().to_owned();
+    let slug = if org_name.is_empty() {
+        None
+    } else if org_name.chars().count() > 100 {
+        errors.add("org_name", "At most 100 characters.");
+        None
+    } else {
+        match Slug::suggest(&org_name) {
+            Some(s) => Some(s),
+            None => {
+                errors.add("org_name", "Use a name with some letters in it.");
+                None
+            }
+        }
+    };
+    let (Some(email), true) = (email, errors.is_empty()) else {
+        form.password.clear();
+        return render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &SignupPage {
+                l: Layout::new(&session, None).await?,
+                form,
+                errors,
+                rules: PASSWORD_RULES,
+            },
+        );
+    };
+
+    let hash = crypto::hash_password(form.password.clone())
+        .await
+        .map_err(AppError::Internal)?;
+    let mut tx = state.pool.begin().await?;
+    let user = match users::create(&mut tx, &email, &name, &hash, false).await {
+        Ok(u) => u,
+        Err(e) if e.is_conflict_on(users::EMAIL_TAKEN) => {
+            drop(tx);
+            errors.add("email", "An account with this email already exists. Log in, or reset your password if you forgot it.");
+            form.password.clear();
+            return render_status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &SignupPage {
+                    l: Layout::new(&session, None).await?,
+                    form,
+                    errors,
+                    rules: PASSWORD_RULES,
+                },
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let actor = Actor {
+        user: Some(&user),
+        ip: &ip,
+    };
+    audit::record(
+        &mut tx,
+        actor,
+        None,
+        "user.signed_up",
+        user.email.clone(),
+        json!({}),
+    )
+    .await?;
+    if let Some(slug) = slug {
+        let org = create_org_unique_slug(&mut tx, &slug, &org_name, &user).await?;
+        audit::record(
+            &mut tx,
+            actor,
+            Some(org.id()),
+            "org.created",
+            org.slug.clone(),
+            json!({ "name": org.name }),
+        )
+        .await?;
+    }
+    let link = issue_verification(&mut tx, &state, &user, form.next.as_deref()).await?;
+    tx.commit().await?;
+
+    let mail_failed = emails::send_or_log(
+        &state,
+        emails::verify_email(&user.email, &user.display_name, &link),
+    )
+    .await;
+    render(&SignupDonePage {
+        l: Layout::new(&session, None).await?,
+        email: user.email,
+        mail_failed,
+    })
+}
+
+/// Creates an organization, adding `-2`, `-3`… to the slug while it is taken.
+pub async fn create_org_unique_slug(
+    conn: &mut sqlx::PgConnection,
+    slug: &Slug,
+    name: &str,
+    owner: &User,
+) -> Result<orgs::Org, AppError> {
+    for n in 1..=20 {
+        let candidate = if n == 1 {
+            slug.clone()
+        } else {
+            let base = slug.as_str();
+            let base = &base[..base.len().min(herd_domain::slug::SLUG_MAX_LEN - 4)];
+            Slug::parse(&format!("{}-{n}", base.trim_end_matches('-')))
+                .map_err(|e| AppError::Internal(e.to_string()))?
+        };
+        let mut sp = sqlx::Connection::begin(&mut *conn).await?;
+        match orgs::create(&mut sp, &candidate, name, owner.id()).await {
+            Ok(org) => {
+                sp.commit().await?;
+                return Ok(org);
+            }
+            Err(e) if e.is_conflict_on(orgs::SLUG_TAKEN) => {
+                sp.rollback().await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AppError::Internal("no free slug after 20 tries".into()))
+}
+
+pub(super) async fn issue_verification(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    user: &User,
+    next: Option<&str>,
+) -> Result<String, AppError> {
+    let token = issue_token(
+        conn,
+        user,
+        Purpose::VerifyEmail,
+        state.config.verify_email_ttl,
+    )
+    .await?;
+    let mut path = format!("/verify-email/{token}");
+    if let Some(next) = next.filter(|n| session::safe_next(Some(n)) == *n) {
+        path.push_str("?next=");
+        path.extend(url::form_urlencoded::byte_serialize(next.as_bytes()));
+    }
+    Ok(state.config.link(&path))
+}
