@@ -91,6 +91,15 @@ async fn fill(c: &Client, css: &str, text: &str) -> Result<(), fantoccini::error
     c.find(Locator::Css(css)).await?.send_keys(text).await
 }
 
+/// Like `assert_eq!`, but returns the mismatch so the caller can take a screenshot first.
+fn expect_eq(what: &str, got: &str, want: &str) -> Result<(), Box<dyn std::error::Error>> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what}: expected {want:?}, got {got:?}").into())
+    }
+}
+
 async fn journey(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Error>> {
     c.goto(&format!("{}/", app.base)).await?;
     c.find(Locator::LinkText("Sign up")).await?.click().await?;
@@ -108,7 +117,7 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
         .await?
         .text()
         .await?;
-    assert_eq!(h1, "Check your inbox");
+    expect_eq("page after sign-up", &h1, "Check your inbox")?;
 
     let link = app
         .last_mail_to("camille@strasbourg.example")
@@ -126,7 +135,7 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
         .await?
         .text()
         .await?;
-    assert_eq!(h1, "Email confirmed");
+    expect_eq("page after confirming", &h1, "Email confirmed")?;
     c.find(Locator::LinkText("Log in")).await?.click().await?;
 
     fill(c, "#email", "camille@strasbourg.example").await?;
@@ -146,9 +155,9 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
         .await?
         .text()
         .await?;
-    assert_eq!(name, "Ville de Strasbourg");
+    expect_eq("dashboard heading", &name, "Ville de Strasbourg")?;
     let url = c.current_url().await?;
-    assert_eq!(url.path(), "/o/ville-de-strasbourg");
+    expect_eq("dashboard address", url.path(), "/o/ville-de-strasbourg")?;
     Ok(())
 }
 
