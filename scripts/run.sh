@@ -12,13 +12,13 @@ export HERD_LISTEN=${HERD_LISTEN:-127.0.0.1:8080}
 export HERD_PUBLIC_URL=${HERD_PUBLIC_URL:-http://${HERD_LISTEN/127.0.0.1/localhost}}
 export HERD_MAIL_OUTBOX=${HERD_MAIL_OUTBOX:-var/mail}
 
-cargo build --release -p herd
+cargo build -p herd
 cat <<MSG
 
   Herd is starting on $HERD_PUBLIC_URL
   - sign up at $HERD_PUBLIC_URL/signup; confirmation emails land in $HERD_MAIL_OUTBOX/ as .eml files
-  - create an operator: DATABASE_URL=$DATABASE_URL target/release/herd admin create-operator --email you@example.org
+  - create an operator: DATABASE_URL=$DATABASE_URL target/debug/herd admin create-operator --email you@example.org
   - stop with Ctrl-C; the database keeps running (scripts/pg.sh stop)
 
 MSG
-exec target/release/herd serve "$@"
+exec target/debug/herd serve "$@"
