@@ -39,6 +39,11 @@ pub enum Command {
     /// Administrative tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Print the Instance custom resource definition (instances.herd.dev) as YAML.
+    ///
+    /// The same YAML is committed under deploy/crd/; apply it with
+    /// `herd crd | kubectl apply -f -`.
+    Crd,
 }
 
 #[derive(Debug, Args)]

@@ -15,5 +15,9 @@ async fn main() -> anyhow::Result<()> {
         cli::Command::Serve(args) => serve::run(args).await,
         cli::Command::Migrate(args) => serve::migrate_only(args).await,
         cli::Command::Admin(cmd) => admin::run(cmd).await,
+        cli::Command::Crd => {
+            print!("{}", herd_k8s::crd::crd_yaml()?);
+            Ok(())
+        }
     }
 }

@@ -1,0 +1,221 @@
+//! The `Instance` custom resource: one per tenant, in the operator's namespace. The spec
+//! says what the tenant bought; the status says what is true.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A tenant's fediverse server.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "herd.dev",
+    version = "v1alpha1",
+    kind = "Instance",
+    namespaced,
+    status = "InstanceStatus",
+    shortname = "inst",
+    category = "herd",
+    printcolumn = r#"{"name":"App","type":"string","jsonPath":".spec.app"}"#,
+    printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".spec.localDomain"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceSpec {
+    /// The application: `mastodon` or `gotosocial`.
+    pub app: App,
+    /// The application's version, e.g. `v4.7.6` for Mastodon or `0.20.2` for GoToSocial.
+    pub version: String,
+    /// The tenant's short name; its objects live in the namespace `herd-<slug>`.
+    pub slug: String,
+    /// The domain in users' handles (`LOCAL_DOMAIN`). Never changes after the first start.
+    pub local_domain: String,
+    /// Where the web interface is served when it differs from the local domain
+    /// (`WEB_DOMAIN`). Never changes after the first start either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_domain: Option<String>,
+    /// The plan this instance runs on (its code in Herd's catalogue).
+    pub plan: String,
+    /// Replicas, requests, limits and storage sizes, from the plan.
+    pub sizing: Sizing,
+    /// Scaled to zero with data kept; the ingress shows a "suspended" page.
+    #[serde(default)]
+    pub suspended: bool,
+    #[serde(default)]
+    pub database: DatabaseSpec,
+    /// Object storage for media; without it, media go to a volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_s3: Option<S3Spec>,
+    /// A Secret in the tenant namespace with keys `server`, `port`, `login`, `password`,
+    /// `from`; without it the instance sends no email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_secret_ref: Option<String>,
+    /// The first owner account created on the server.
+    pub owner: OwnerSpec,
+    /// Extra environment for plan features (e.g. `SINGLE_USER_MODE`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_env: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum App {
+    Mastodon,
+    Gotosocial,
+}
+
+/// CPU and memory of one container, in Kubernetes quantities (`250m`, `768Mi`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub cpu_limit: String,
+    pub memory_limit: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Sizing {
+    pub web_replicas: i32,
+    pub streaming_replicas: i32,
+    /// Sidekiq threads (`-c`).
+    pub sidekiq_concurrency: i32,
+    pub web: Resources,
+    pub streaming: Resources,
+    pub sidekiq: Resources,
+    /// Size of the database volume (`20Gi`).
+    pub database_storage: String,
+    /// Size of the media volume when media are not in object storage.
+    pub media_storage: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DatabaseMode {
+    /// A CloudNativePG `Cluster` when that CRD exists in the cluster, otherwise a StatefulSet.
+    #[default]
+    Auto,
+    CloudNativePg,
+    StatefulSet,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    #[serde(default)]
+    pub mode: DatabaseMode,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Spec {
+    pub bucket: String,
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Public host serving the bucket's files (`S3_ALIAS_HOST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias_host: Option<String>,
+    /// A Secret in the tenant namespace with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    pub secret_ref: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerSpec {
+    pub username: String,
+    pub email: String,
+}
+
+/// Where an instance is in its life.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Provisioning,
+    Running,
+    Upgrading,
+    Suspended,
+    Deleting,
+    Failed,
+}
+
+/// The state of one component (Database, Redis, Migrations, Web, Streaming, Sidekiq,
+/// Ingress).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    #[serde(default)]
+    pub phase: Phase,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The version actually running (differs from the spec during an upgrade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The last error, in words an operator can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The CRD as YAML, as `herd crd` prints it and `deploy/crd/` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&Instance::crd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn crd_has_status_subresource_and_columns() {
+        let crd = Instance::crd();
+        assert_eq!(crd.metadata.name.as_deref(), Some("instances.herd.dev"));
+        assert_eq!(crd.spec.scope, "Namespaced");
+        let v = &crd.spec.versions[0];
+        assert_eq!(v.name, "v1alpha1");
+        assert!(v
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some());
+        let cols: Vec<_> = v
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(cols, ["App", "Domain", "Version", "Phase", "Age"]);
+    }
+
+    #[test]
+    fn committed_crd_matches_the_types() {
+        let committed = include_str!("../../../deploy/crd/instances.herd.dev.yaml");
+        let generated = crd_yaml().expect("yaml");
+        assert!(
+            committed == generated,
+            "deploy/crd/instances.herd.dev.yaml is stale: run `cargo run -p herd -- crd > deploy/crd/instances.herd.dev.yaml`"
+        );
+    }
+}
