@@ -1,8 +1,10 @@
 //! Herd on Kubernetes: the `Instance` custom resource (`instances.herd.dev/v1alpha1`) that
 //! says what a tenant bought, and the generation of a tenant's app secrets in the formats
-//! Mastodon expects.
+//! Mastodon expects, and the pure renderer from an Instance to the tenant's objects.
 
 pub mod crd;
+pub mod render;
 pub mod secrets;
+pub mod sizing;
 
 pub use crd::{App, Instance, InstanceSpec, InstanceStatus, Phase};

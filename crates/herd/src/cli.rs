@@ -44,6 +44,67 @@ pub enum Command {
     /// The same YAML is committed under deploy/crd/; apply it with
     /// `herd crd | kubectl apply -f -`.
     Crd,
+    /// Print every Kubernetes object of a tenant as multi-document YAML, to review or to
+    /// apply by hand (`herd render … | kubectl apply -f -`).
+    ///
+    /// The plan is read from the database when DATABASE_URL is set, otherwise from the
+    /// built-in catalogue. App secrets are generated anew on every run: for an existing
+    /// tenant, the ones in its cluster Secret stay authoritative.
+    #[command(disable_version_flag = true)]
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The application to render.
+    #[arg(long, value_enum, default_value_t = AppArg::Mastodon)]
+    pub app: AppArg,
+
+    /// The local domain (the one in users' handles), e.g. social.example.org.
+    #[arg(long)]
+    pub domain: String,
+
+    /// A separate web domain, when handles use a different one (WEB_DOMAIN).
+    #[arg(long)]
+    pub web_domain: Option<String>,
+
+    /// The plan's code, e.g. community.
+    #[arg(long)]
+    pub plan: String,
+
+    /// The application version.
+    #[arg(long, default_value = "v4.7.6")]
+    pub version: String,
+
+    /// The tenant's short name (namespace herd-<slug>); derived from the domain by default.
+    #[arg(long)]
+    pub slug: Option<String>,
+
+    /// Username of the first owner account.
+    #[arg(long, default_value = "admin")]
+    pub owner_username: String,
+
+    /// Email of the first owner account (default: admin@<domain>).
+    #[arg(long)]
+    pub owner_email: Option<String>,
+
+    /// Render the tenant as suspended.
+    #[arg(long)]
+    pub suspended: bool,
+
+    /// Render a CloudNativePG Cluster instead of a PostgreSQL StatefulSet.
+    #[arg(long)]
+    pub cloudnative_pg: bool,
+
+    /// PostgreSQL URL to read the plan from (optional).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AppArg {
+    Mastodon,
+    Gotosocial,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod render;
 mod serve;
 
 use clap::Parser;
@@ -15,6 +16,7 @@ async fn main() -> anyhow::Result<()> {
         cli::Command::Serve(args) => serve::run(args).await,
         cli::Command::Migrate(args) => serve::migrate_only(args).await,
         cli::Command::Admin(cmd) => admin::run(cmd).await,
+        cli::Command::Render(args) => render::run(args).await,
         cli::Command::Crd => {
             print!("{}", herd_k8s::crd::crd_yaml()?);
             Ok(())

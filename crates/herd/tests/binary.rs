@@ -23,7 +23,7 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn help_explains_every_command_and_its_environment() {
     let top = help(&[]);
-    for cmd in ["serve", "migrate", "admin"] {
+    for cmd in ["serve", "migrate", "admin", "crd", "render"] {
         assert!(top.contains(cmd), "{top}");
     }
     let serve = help(&["serve"]);
@@ -193,4 +193,63 @@ async fn create_operator_prints_a_one_time_password(pool: PgPool) {
         .output()
         .unwrap();
     assert!(!bad.status.success());
+}
+
+#[test]
+fn crd_prints_the_committed_definition() {
+    let out = Command::new(HERD).arg("crd").output().unwrap();
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/crd/instances.herd.dev.yaml"
+    ))
+    .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), committed);
+}
+
+#[test]
+fn render_prints_a_tenant_offline_and_refuses_unknown_plans() {
+    let out = Command::new(HERD)
+        .args([
+            "render",
+            "--app",
+            "mastodon",
+            "--domain",
+            "social.example.org",
+            "--plan",
+            "organization",
+            "--version",
+            "v4.7.6",
+        ])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<&str> = yaml
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .collect();
+    assert!(docs.len() >= 20, "{} documents", docs.len());
+    assert!(
+        docs[0].contains("kind: Namespace") && docs[0].contains("name: herd-social-example-org")
+    );
+    assert!(yaml.contains("image: ghcr.io/mastodon/mastodon:v4.7.6"));
+    assert!(
+        yaml.contains("kind: PodDisruptionBudget"),
+        "the organization plan runs two web replicas"
+    );
+
+    let bad = Command::new(HERD)
+        .args(["render", "--domain", "social.example.org", "--plan", "nope"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr)
+        .contains("known: community, organization, institution"));
 }

@@ -1,0 +1,184 @@
+//! The tenant's PostgreSQL (a CloudNativePG `Cluster`, or a StatefulSet where that
+//! operator is absent) and Redis.
+
+use super::tenancy::{APP_SECRET, SERVICE_ACCOUNT};
+use super::{build, Child, RenderError, Tenant};
+use crate::secrets::{DB_PASS, REDIS_PASSWORD};
+use serde_json::{json, Value};
+
+pub const POSTGRES_IMAGE: &str = "postgres:16-alpine";
+pub const REDIS_IMAGE: &str = "redis:7-alpine";
+/// The alpine images' service users.
+const POSTGRES_UID: i64 = 70;
+const REDIS_UID: i64 = 999;
+
+/// The host name of the tenant's database service.
+pub fn database_host(t: &Tenant<'_>) -> String {
+    if t.uses_cloudnative_pg() {
+        "postgres-rw".into()
+    } else {
+        "postgres".into()
+    }
+}
+
+/// A container security context that passes the `restricted` Pod Security Standard.
+pub fn container_security(read_only_root: bool) -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": read_only_root,
+        "capabilities": { "drop": ["ALL"] },
+    })
+}
+
+pub fn pod_security(uid: i64) -> Value {
+    json!({
+        "runAsNonRoot": true,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": { "type": "RuntimeDefault" },
+    })
+}
+
+fn secret_env(name: &str, key: &str) -> Value {
+    json!({ "name": name, "valueFrom": { "secretKeyRef": { "name": APP_SECRET, "key": key } } })
+}
+
+pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    let mut out = if t.uses_cloudnative_pg() {
+        cloudnative_pg(t)?
+    } else {
+        postgres_statefulset(t)?
+    };
+    out.extend(redis(t)?);
+    Ok(out)
+}
+
+fn service(t: &Tenant<'_>, name: &str, component: &str, port: i64) -> Result<Child, RenderError> {
+    Ok(Child::Service(build(
+        "Service",
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": name, "namespace": t.namespace(), "labels": t.labels(component) },
+            "spec": { "selector": t.selector(component), "ports": [{ "name": name, "port": port, "targetPort": port }] },
+        }),
+    )?))
+}
+
+fn volume_claim(size: &str) -> Value {
+    json!({
+        "metadata": { "name": "data" },
+        "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": size } } },
+    })
+}
+
+fn postgres_statefulset(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    let ns = t.namespace();
+    let sts = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": { "name": "postgres", "namespace": ns, "labels": t.labels("database") },
+        "spec": {
+            "serviceName": "postgres",
+            "replicas": 1,
+            "selector": { "matchLabels": t.selector("database") },
+            "template": {
+                "metadata": { "labels": t.labels("database") },
+                "spec": {
+                    "serviceAccountName": SERVICE_ACCOUNT,
+                    "automountServiceAccountToken": false,
+                    "securityContext": pod_security(POSTGRES_UID),
+                    "containers": [{
+                        "name": "postgres",
+                        "image": POSTGRES_IMAGE,
+                        "env": [
+                            { "name": "POSTGRES_USER", "value": "mastodon" },
+                            { "name": "POSTGRES_DB", "value": "mastodon" },
+                            { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
+                            secret_env("POSTGRES_PASSWORD", DB_PASS),
+                        ],
+                        "ports": [{ "name": "postgres", "containerPort": 5432 }],
+                        "readinessProbe": { "exec": { "command": ["pg_isready", "-U", "mastodon", "-d", "mastodon"] }, "periodSeconds": 10 },
+                        "livenessProbe": { "exec": { "command": ["pg_isready", "-U", "mastodon", "-d", "mastodon"] }, "periodSeconds": 30, "failureThreshold": 6 },
+                        "resources": { "requests": { "cpu": "250m", "memory": "512Mi" }, "limits": { "cpu": "2", "memory": "2Gi" } },
+                        "securityContext": container_security(false),
+                        "volumeMounts": [
+                            { "name": "data", "mountPath": "/var/lib/postgresql/data" },
+                            { "name": "run", "mountPath": "/var/run/postgresql" },
+                        ],
+                    }],
+                    "volumes": [{ "name": "run", "emptyDir": {} }],
+                },
+            },
+            "volumeClaimTemplates": [volume_claim(&t.instance.spec.sizing.database_storage)],
+        },
+    });
+    Ok(vec![
+        Child::StatefulSet(build("StatefulSet postgres", sts)?),
+        service(t, "postgres", "database", 5432)?,
+    ])
+}
+
+fn cloudnative_pg(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    let ns = t.namespace();
+    let password = t.secrets.get(DB_PASS).unwrap_or_default();
+    let auth = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "postgres-app", "namespace": ns, "labels": t.labels("database") },
+        "type": "kubernetes.io/basic-auth",
+        "stringData": { "username": "mastodon", "password": password },
+    });
+    let large = t.instance.spec.sizing.web_replicas > 2;
+    let cluster = json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": { "name": "postgres", "namespace": ns, "labels": t.labels("database") },
+        "spec": {
+            "instances": if large { 2 } else { 1 },
+            "imageName": "ghcr.io/cloudnative-pg/postgresql:16",
+            "storage": { "size": t.instance.spec.sizing.database_storage },
+            "bootstrap": { "initdb": { "database": "mastodon", "owner": "mastodon", "secret": { "name": "postgres-app" } } },
+            "inheritedMetadata": { "labels": t.selector("database") },
+        },
+    });
+    Ok(vec![
+        Child::Secret(build("Secret postgres-app", auth)?),
+        Child::Dynamic(build("Cluster postgres", cluster)?),
+    ])
+}
+
+fn redis(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    let ns = t.namespace();
+    let sts = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": { "name": "redis", "namespace": ns, "labels": t.labels("redis") },
+        "spec": {
+            "serviceName": "redis",
+            "replicas": 1,
+            "selector": { "matchLabels": t.selector("redis") },
+            "template": {
+                "metadata": { "labels": t.labels("redis") },
+                "spec": {
+                    "serviceAccountName": SERVICE_ACCOUNT,
+                    "automountServiceAccountToken": false,
+                    "securityContext": pod_security(REDIS_UID),
+                    "containers": [{
+                        "name": "redis",
+                        "image": REDIS_IMAGE,
+                        "command": ["redis-server", "--requirepass", "$(REDIS_PASSWORD)", "--appendonly", "yes", "--dir", "/data"],
+                        "env": [secret_env("REDIS_PASSWORD", REDIS_PASSWORD)],
+                        "ports": [{ "name": "redis", "containerPort": 6379 }],
+                        "readinessProbe": { "tcpSocket": { "port": 6379 }, "periodSeconds": 10 },
+                        "livenessProbe": { "tcpSocket": { "port": 6379 }, "periodSeconds": 30 },
+                        "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "cpu": "500m", "memory": "512Mi" } },
+                        "securityContext": container_security(true),
+                        "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
+                    }],
+                },
+            },
+            "volumeClaimTemplates": [volume_claim("2Gi")],
+        },
+    });
+    Ok(vec![
+        Child::StatefulSet(build("StatefulSet redis", sts)?),
+        service(t, "redis", "redis", 6379)?,
+    ])
+}

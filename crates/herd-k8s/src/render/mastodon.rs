@@ -1,0 +1,498 @@
+//! Mastodon's processes: web, streaming and sidekiq Deployments, their Services, the
+//! Ingress, the media volume, maintenance CronJobs, first-install Jobs, and the page shown
+//! while a tenant is suspended.
+
+use super::data::{container_security, pod_security};
+use super::tenancy::{env, APP_CONFIG, APP_SECRET, SERVICE_ACCOUNT};
+use super::{build, config_hash, Child, RenderError, Tenant};
+use crate::crd::Resources;
+use crate::secrets::{DB_PASS, REDIS_PASSWORD};
+use serde_json::{json, Value};
+
+/// Mastodon's images run as this user.
+pub const MASTODON_UID: i64 = 991;
+pub const SUSPENDED_IMAGE: &str = "nginxinc/nginx-unprivileged:1.27-alpine";
+const SIDEKIQ_QUEUES: [&str; 7] = [
+    "default,8",
+    "push,6",
+    "ingress,4",
+    "mailers,2",
+    "pull",
+    "scheduler",
+    "fasp",
+];
+
+pub fn web_image(version: &str) -> String {
+    format!("ghcr.io/mastodon/mastodon:{version}")
+}
+
+pub fn streaming_image(version: &str) -> String {
+    format!("ghcr.io/mastodon/mastodon-streaming:{version}")
+}
+
+/// A name part from a version (`v4.7.6` → `v4-7-6`).
+pub fn version_slug(version: &str) -> String {
+    version
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+fn resources(r: &Resources) -> Value {
+    json!({
+        "requests": { "cpu": r.cpu_request, "memory": r.memory_request },
+        "limits": { "cpu": r.cpu_limit, "memory": r.memory_limit },
+    })
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> Value {
+    json!({ "name": name, "valueFrom": { "secretKeyRef": { "name": secret, "key": key } } })
+}
+
+/// The environment sources of web, sidekiq and jobs: the ConfigMap, the app Secret, and
+/// the object-storage credentials when media go to S3.
+fn rails_env_from(t: &Tenant<'_>) -> Vec<Value> {
+    let mut v = vec![
+        json!({ "configMapRef": { "name": APP_CONFIG } }),
+        json!({ "secretRef": { "name": APP_SECRET } }),
+    ];
+    if let Some(s3) = &t.instance.spec.media_s3 {
+        v.push(json!({ "secretRef": { "name": s3.secret_ref } }));
+    }
+    v
+}
+
+fn smtp_env(t: &Tenant<'_>) -> Vec<Value> {
+    let Some(secret) = &t.instance.spec.smtp_secret_ref else {
+        return Vec::new();
+    };
+    [
+        ("SMTP_SERVER", "server"),
+        ("SMTP_PORT", "port"),
+        ("SMTP_LOGIN", "login"),
+        ("SMTP_PASSWORD", "password"),
+        ("SMTP_FROM_ADDRESS", "from"),
+    ]
+    .iter()
+    .map(|(name, key)| secret_env(name, secret, key))
+    .collect()
+}
+
+fn rails_volumes(t: &Tenant<'_>) -> (Vec<Value>, Vec<Value>) {
+    let mut volumes = vec![
+        json!({ "name": "tmp", "emptyDir": {} }),
+        json!({ "name": "system-tmp", "emptyDir": {} }),
+    ];
+    let mut mounts = vec![
+        json!({ "name": "tmp", "mountPath": "/opt/mastodon/tmp" }),
+        json!({ "name": "system-tmp", "mountPath": "/tmp" }),
+    ];
+    if t.instance.spec.media_s3.is_none() {
+        volumes.push(json!({ "name": "media", "persistentVolumeClaim": { "claimName": "media" } }));
+        mounts.push(json!({ "name": "media", "mountPath": "/opt/mastodon/public/system" }));
+    }
+    (volumes, mounts)
+}
+
+fn pod_spec(containers: Value, volumes: Vec<Value>, restart_never: bool) -> Value {
+    let mut spec = json!({
+        "serviceAccountName": SERVICE_ACCOUNT,
+        "automountServiceAccountToken": false,
+        "securityContext": pod_security(MASTODON_UID),
+        "containers": containers,
+        "volumes": volumes,
+    });
+    if restart_never {
+        spec["restartPolicy"] = json!("Never");
+    }
+    spec
+}
+
+pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    let spec = &t.instance.spec;
+    let ns = t.namespace();
+    // Pods restart when their settings or secrets change.
+    let hash = config_hash(&[
+        &json!(env(t)),
+        &json!(t.secrets.data()),
+        &json!(spec.smtp_secret_ref),
+        &json!(spec.media_s3),
+    ]);
+    let replicas = |n: i32| if spec.suspended { 0 } else { n };
+    let (volumes, mounts) = rails_volumes(t);
+
+    let deployment = |name: &str,
+                      n: i32,
+                      recreate: bool,
+                      container: Value,
+                      volumes: Vec<Value>|
+     -> Result<Child, RenderError> {
+        let strategy = if recreate {
+            json!({ "type": "Recreate" })
+        } else {
+            json!({ "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } })
+        };
+        Ok(Child::Deployment(build(
+            "Deployment",
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": { "name": name, "namespace": ns, "labels": t.labels(name) },
+                "spec": {
+                    "replicas": replicas(n),
+                    "selector": { "matchLabels": t.selector(name) },
+                    "strategy": strategy,
+                    "template": {
+                        "metadata": { "labels": t.labels(name), "annotations": { "herd.dev/config-hash": hash } },
+                        "spec": pod_spec(json!([container]), volumes, false),
+                    },
+                },
+            }),
+        )?))
+    };
+
+    let web = json!({
+        "name": "web",
+        "image": web_image(&spec.version),
+        "command": ["bundle", "exec", "puma", "-C", "config/puma.rb"],
+        "envFrom": rails_env_from(t),
+        "env": [{ "name": "PORT", "value": "3000" }],
+        "ports": [{ "name": "http", "containerPort": 3000 }],
+        "startupProbe": { "httpGet": { "path": "/health", "port": "http" }, "periodSeconds": 5, "failureThreshold": 60 },
+        "readinessProbe": { "httpGet": { "path": "/health", "port": "http" }, "periodSeconds": 10 },
+        "livenessProbe": { "tcpSocket": { "port": "http" }, "periodSeconds": 30, "failureThreshold": 3 },
+        "resources": resources(&spec.sizing.web),
+        // Rails writes under tmp/ and public/system: those are volumes; the image itself is
+        // not made read-only, as Mastodon's own charts do not either.
+        "securityContext": container_security(false),
+        "volumeMounts": mounts,
+    });
+    let streaming = json!({
+        "name": "streaming",
+        "image": streaming_image(&spec.version),
+        "command": ["node", "./streaming"],
+        "envFrom": [{ "configMapRef": { "name": APP_CONFIG } }],
+        "env": [
+            { "name": "PORT", "value": "4000" },
+            { "name": "BIND", "value": "0.0.0.0" },
+            secret_env("DB_PASS", APP_SECRET, DB_PASS),
+            secret_env("REDIS_PASSWORD", APP_SECRET, REDIS_PASSWORD),
+        ],
+        "ports": [{ "name": "streaming", "containerPort": 4000 }],
+        "readinessProbe": { "httpGet": { "path": "/api/v1/streaming/health", "port": "streaming" }, "periodSeconds": 10 },
+        "livenessProbe": { "httpGet": { "path": "/api/v1/streaming/health", "port": "streaming" }, "periodSeconds": 30 },
+        "resources": resources(&spec.sizing.streaming),
+        "securityContext": container_security(true),
+        "volumeMounts": [{ "name": "system-tmp", "mountPath": "/tmp" }],
+    });
+    let mut sidekiq_cmd = vec![
+        "bundle".to_owned(),
+        "exec".into(),
+        "sidekiq".into(),
+        "-c".into(),
+        spec.sizing.sidekiq_concurrency.to_string(),
+    ];
+    for q in SIDEKIQ_QUEUES {
+        sidekiq_cmd.push("-q".into());
+        sidekiq_cmd.push(q.into());
+    }
+    let sidekiq = json!({
+        "name": "sidekiq",
+        "image": web_image(&spec.version),
+        "command": sidekiq_cmd,
+        "envFrom": rails_env_from(t),
+        "env": smtp_env(t),
+        "resources": resources(&spec.sizing.sidekiq),
+        "securityContext": container_security(false),
+        "volumeMounts": rails_volumes(t).1,
+    });
+
+    let mut out = Vec::new();
+    if spec.media_s3.is_none() {
+        out.push(Child::PersistentVolumeClaim(build("PersistentVolumeClaim media", json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": { "name": "media", "namespace": ns, "labels": t.labels("media") },
+            "spec": { "accessModes": ["ReadWriteMany"], "resources": { "requests": { "storage": spec.sizing.media_storage } } },
+        }))?));
+    }
+    out.push(deployment(
+        "web",
+        spec.sizing.web_replicas,
+        false,
+        web,
+        volumes.clone(),
+    )?);
+    out.push(deployment(
+        "streaming",
+        spec.sizing.streaming_replicas,
+        false,
+        streaming,
+        vec![json!({ "name": "system-tmp", "emptyDir": {} })],
+    )?);
+    // One sidekiq only: it serves the scheduler queue, which must never run twice.
+    out.push(deployment("sidekiq", 1, true, sidekiq, volumes)?);
+    for (name, port) in [("web", 3000), ("streaming", 4000)] {
+        out.push(Child::Service(build("Service", json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": { "name": name, "namespace": ns, "labels": t.labels(name) },
+            "spec": { "selector": t.selector(name), "ports": [{ "name": name, "port": port, "targetPort": port }] },
+        }))?));
+    }
+    if spec.sizing.web_replicas > 1 {
+        out.push(Child::PodDisruptionBudget(build(
+            "PodDisruptionBudget",
+            json!({
+                "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                "metadata": { "name": "web", "namespace": ns, "labels": t.labels("web") },
+                "spec": { "minAvailable": 1, "selector": { "matchLabels": t.selector("web") } },
+            }),
+        )?));
+    }
+    if spec.suspended {
+        out.extend(suspended_page(t)?);
+    }
+    out.extend(ingress(t)?);
+    out.extend(cron_jobs(t)?);
+    if t.instance
+        .status
+        .as_ref()
+        .and_then(|s| s.running_version.as_ref())
+        .is_none()
+    {
+        out.extend(install_jobs(t)?);
+    }
+    Ok(out)
+}
+
+fn ingress(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    let spec = &t.instance.spec;
+    let ns = t.namespace();
+    let backend = |service: &str, port: i64| json!({ "service": { "name": service, "port": { "number": port } } });
+    let paths = if spec.suspended {
+        vec![json!({ "path": "/", "pathType": "Prefix", "backend": backend("suspended", 8080) })]
+    } else {
+        vec![
+            json!({ "path": "/api/v1/streaming", "pathType": "Prefix", "backend": backend("streaming", 4000) }),
+            json!({ "path": "/", "pathType": "Prefix", "backend": backend("web", 3000) }),
+        ]
+    };
+    let annotations = json!({
+        "cert-manager.io/cluster-issuer": t.cluster.cluster_issuer,
+        // Video uploads reach 99 MB.
+        "nginx.ingress.kubernetes.io/proxy-body-size": "100m",
+        // Long-lived WebSocket connections of the streaming API.
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
+    });
+    let web_domain = t.web_domain().to_owned();
+    let mut out = vec![Child::Ingress(build(
+        "Ingress",
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": { "name": "app", "namespace": ns, "labels": t.labels("ingress"), "annotations": annotations },
+            "spec": {
+                "ingressClassName": t.cluster.ingress_class,
+                "tls": [{ "hosts": [web_domain], "secretName": "app-tls" }],
+                "rules": [{ "host": web_domain, "http": { "paths": paths } }],
+            },
+        }),
+    )?)];
+    if web_domain != spec.local_domain {
+        // Handles on the local domain must find the web domain (webfinger, host-meta).
+        out.push(Child::Ingress(build("Ingress redirect", json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {
+                "name": "local-domain-redirect", "namespace": ns, "labels": t.labels("ingress"),
+                "annotations": {
+                    "cert-manager.io/cluster-issuer": t.cluster.cluster_issuer,
+                    "nginx.ingress.kubernetes.io/permanent-redirect": format!("https://{web_domain}$request_uri"),
+                },
+            },
+            "spec": {
+                "ingressClassName": t.cluster.ingress_class,
+                "tls": [{ "hosts": [spec.local_domain], "secretName": "local-domain-tls" }],
+                "rules": [{ "host": spec.local_domain, "http": { "paths": [
+                    { "path": "/", "pathType": "Prefix", "backend": backend("web", 3000) },
+                ]}}],
+            },
+        }))?));
+    }
+    Ok(out)
+}
+
+fn suspended_page(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    let ns = t.namespace();
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{d} is suspended</title></head>\
+         <body style=\"font-family:sans-serif;max-width:40rem;margin:4rem auto\"><h1>{d} is suspended</h1>\
+         <p>This server is temporarily unavailable. Its data is kept. If you run it, see your hosting portal.</p></body></html>\n",
+        d = t.web_domain()
+    );
+    Ok(vec![
+        Child::ConfigMap(build(
+            "ConfigMap suspended",
+            json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": { "name": "suspended-page", "namespace": ns, "labels": t.labels("suspended") },
+                "data": { "index.html": html },
+            }),
+        )?),
+        Child::Deployment(build(
+            "Deployment suspended",
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": { "name": "suspended", "namespace": ns, "labels": t.labels("suspended") },
+                "spec": {
+                    "replicas": 1,
+                    "selector": { "matchLabels": t.selector("suspended") },
+                    "template": {
+                        "metadata": { "labels": t.labels("suspended") },
+                        "spec": {
+                            "serviceAccountName": SERVICE_ACCOUNT,
+                            "automountServiceAccountToken": false,
+                            "securityContext": pod_security(101),
+                            "containers": [{
+                                "name": "page",
+                                "image": SUSPENDED_IMAGE,
+                                "ports": [{ "name": "http", "containerPort": 8080 }],
+                                "readinessProbe": { "httpGet": { "path": "/", "port": "http" } },
+                                "resources": { "requests": { "cpu": "10m", "memory": "16Mi" }, "limits": { "cpu": "100m", "memory": "64Mi" } },
+                                "securityContext": container_security(true),
+                                "volumeMounts": [
+                                    { "name": "page", "mountPath": "/usr/share/nginx/html" },
+                                    { "name": "tmp", "mountPath": "/tmp" },
+                                ],
+                            }],
+                            "volumes": [{ "name": "page", "configMap": { "name": "suspended-page" } }, { "name": "tmp", "emptyDir": {} }],
+                        },
+                    },
+                },
+            }),
+        )?),
+        Child::Service(build(
+            "Service suspended",
+            json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": { "name": "suspended", "namespace": ns, "labels": t.labels("suspended") },
+                "spec": { "selector": t.selector("suspended"), "ports": [{ "name": "http", "port": 8080, "targetPort": 8080 }] },
+            }),
+        )?),
+    ])
+}
+
+/// A Job running a Rails or tootctl command with the app's configuration.
+pub fn rails_job(
+    t: &Tenant<'_>,
+    name: &str,
+    command: Vec<String>,
+    extra_env: Vec<Value>,
+) -> Result<Child, RenderError> {
+    let (volumes, mounts) = rails_volumes(t);
+    let container = json!({
+        "name": "job",
+        "image": web_image(&t.instance.spec.version),
+        "command": command,
+        "envFrom": rails_env_from(t),
+        "env": extra_env,
+        "resources": resources(&t.instance.spec.sizing.sidekiq),
+        "securityContext": container_security(false),
+        "volumeMounts": mounts,
+    });
+    Ok(Child::Job(build(
+        "Job",
+        json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": { "name": name, "namespace": t.namespace(), "labels": t.labels("jobs") },
+            "spec": {
+                "backoffLimit": 2,
+                "ttlSecondsAfterFinished": 604800,
+                "template": { "metadata": { "labels": t.labels("jobs") }, "spec": pod_spec(json!([container]), volumes, true) },
+            },
+        }),
+    )?))
+}
+
+fn cmd(parts: &[&str]) -> Vec<String> {
+    parts.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// First install: prepare the database, then create the owner account.
+pub fn install_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    let v = version_slug(&t.instance.spec.version);
+    let owner = &t.instance.spec.owner;
+    Ok(vec![
+        rails_job(
+            t,
+            &format!("db-prepare-{v}"),
+            cmd(&["bundle", "exec", "rails", "db:prepare"]),
+            Vec::new(),
+        )?,
+        rails_job(
+            t,
+            "create-owner",
+            cmd(&[
+                "bin/tootctl",
+                "accounts",
+                "create",
+                &owner.username,
+                "--email",
+                &owner.email,
+                "--confirmed",
+                "--role",
+                "Owner",
+            ]),
+            Vec::new(),
+        )?,
+    ])
+}
+
+/// An upgrade's two migration Jobs: before the Deployments roll (post-deployment
+/// migrations skipped) and after.
+pub fn upgrade_jobs(t: &Tenant<'_>) -> Result<(Child, Child), RenderError> {
+    let v = version_slug(&t.instance.spec.version);
+    let migrate = cmd(&["bundle", "exec", "rails", "db:migrate"]);
+    Ok((
+        rails_job(
+            t,
+            &format!("migrate-pre-{v}"),
+            migrate.clone(),
+            vec![json!({ "name": "SKIP_POST_DEPLOYMENT_MIGRATIONS", "value": "true" })],
+        )?,
+        rails_job(t, &format!("migrate-post-{v}"), migrate, Vec::new())?,
+    ))
+}
+
+fn cron_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    let mut out = Vec::new();
+    for (name, schedule, command) in [
+        (
+            "media-remove",
+            "0 3 * * 0",
+            cmd(&["bin/tootctl", "media", "remove", "--days", "7"]),
+        ),
+        (
+            "preview-cards-remove",
+            "30 3 * * 0",
+            cmd(&["bin/tootctl", "preview_cards", "remove", "--days", "180"]),
+        ),
+    ] {
+        let Child::Job(job) = rails_job(t, name, command, Vec::new())? else {
+            continue;
+        };
+        let job_spec = job
+            .spec
+            .map(|s| serde_json::to_value(s).unwrap_or_default())
+            .unwrap_or_default();
+        out.push(Child::CronJob(build("CronJob", json!({
+            "apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": { "name": name, "namespace": t.namespace(), "labels": t.labels("jobs") },
+            "spec": {
+                "schedule": schedule,
+                "concurrencyPolicy": "Forbid",
+                "suspend": t.instance.spec.suspended,
+                "jobTemplate": { "spec": job_spec },
+            },
+        }))?));
+    }
+    Ok(out)
+}

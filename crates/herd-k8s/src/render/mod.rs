@@ -1,0 +1,251 @@
+//! The pure renderer: from an `Instance` and its secrets to every Kubernetes object of the
+//! tenant, in the namespace `herd-<slug>`. No cluster is needed; `herd render` prints the
+//! result and snapshot tests pin it.
+
+mod data;
+pub mod mastodon;
+mod network;
+pub mod tenancy;
+
+pub use mastodon::{install_jobs, upgrade_jobs};
+
+use crate::crd::{App, Instance};
+use crate::secrets::AppSecrets;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
+    ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::DynamicObject;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Settings of the cluster the tenant lands on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// The IngressClass to use.
+    pub ingress_class: String,
+    /// The namespace of the ingress controller (allowed to reach web and streaming).
+    pub ingress_namespace: String,
+    /// The cert-manager ClusterIssuer for TLS certificates.
+    pub cluster_issuer: String,
+    /// Whether the CloudNativePG `Cluster` CRD exists (for `database.mode: Auto`).
+    pub has_cloudnative_pg: bool,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            ingress_class: "nginx".into(),
+            ingress_namespace: "ingress-nginx".into(),
+            cluster_issuer: "letsencrypt".into(),
+            has_cloudnative_pg: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("the instance has no name")]
+    Unnamed,
+    #[error("{app} is not rendered yet")]
+    UnsupportedApp { app: &'static str },
+    #[error("could not build {what}: {source}")]
+    Build {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+/// One object of a tenant.
+#[derive(Debug, Clone, PartialEq)]
+#[expect(clippy::large_enum_variant, reason = "a few dozen children per tenant, built once per render")]
+pub enum Child {
+    Namespace(Namespace),
+    ResourceQuota(ResourceQuota),
+    LimitRange(LimitRange),
+    NetworkPolicy(NetworkPolicy),
+    ServiceAccount(ServiceAccount),
+    Secret(Secret),
+    ConfigMap(ConfigMap),
+    PersistentVolumeClaim(PersistentVolumeClaim),
+    StatefulSet(StatefulSet),
+    Service(Service),
+    Deployment(Deployment),
+    Ingress(Ingress),
+    Job(Job),
+    CronJob(CronJob),
+    PodDisruptionBudget(PodDisruptionBudget),
+    /// Custom resources of other operators (CloudNativePG's `Cluster`).
+    Dynamic(DynamicObject),
+}
+
+impl Child {
+    /// The object as JSON, with apiVersion and kind.
+    pub fn to_value(&self) -> Result<serde_json::Value, serde_json::Error> {
+        match self {
+            Child::Namespace(o) => serde_json::to_value(o),
+            Child::ResourceQuota(o) => serde_json::to_value(o),
+            Child::LimitRange(o) => serde_json::to_value(o),
+            Child::NetworkPolicy(o) => serde_json::to_value(o),
+            Child::ServiceAccount(o) => serde_json::to_value(o),
+            Child::Secret(o) => serde_json::to_value(o),
+            Child::ConfigMap(o) => serde_json::to_value(o),
+            Child::PersistentVolumeClaim(o) => serde_json::to_value(o),
+            Child::StatefulSet(o) => serde_json::to_value(o),
+            Child::Service(o) => serde_json::to_value(o),
+            Child::Deployment(o) => serde_json::to_value(o),
+            Child::Ingress(o) => serde_json::to_value(o),
+            Child::Job(o) => serde_json::to_value(o),
+            Child::CronJob(o) => serde_json::to_value(o),
+            Child::PodDisruptionBudget(o) => serde_json::to_value(o),
+            Child::Dynamic(o) => serde_json::to_value(o),
+        }
+    }
+
+    /// `Kind/name`, for messages.
+    pub fn describe(&self) -> String {
+        let v = self.to_value().unwrap_or_default();
+        format!(
+            "{}/{}",
+            v["kind"].as_str().unwrap_or("?"),
+            v["metadata"]["name"].as_str().unwrap_or("?")
+        )
+    }
+}
+
+/// Everything about one tenant the renderer needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Tenant<'a> {
+    pub instance: &'a Instance,
+    pub secrets: &'a AppSecrets,
+    pub cluster: &'a ClusterSettings,
+}
+
+impl Tenant<'_> {
+    pub fn namespace(&self) -> String {
+        namespace_name(&self.instance.spec.slug)
+    }
+
+    pub fn name(&self) -> Result<String, RenderError> {
+        self.instance
+            .metadata
+            .name
+            .clone()
+            .ok_or(RenderError::Unnamed)
+    }
+
+    /// The labels every child carries; `herd.dev/instance` ties it to its Instance.
+    pub fn labels(&self, component: &str) -> BTreeMap<String, String> {
+        let app = match self.instance.spec.app {
+            App::Mastodon => "mastodon",
+            App::Gotosocial => "gotosocial",
+        };
+        let mut l = BTreeMap::new();
+        l.insert("app.kubernetes.io/name".into(), app.into());
+        l.insert(
+            "app.kubernetes.io/instance".into(),
+            self.instance.spec.slug.clone(),
+        );
+        l.insert("app.kubernetes.io/managed-by".into(), "herd".into());
+        l.insert("herd.dev/tenant".into(), self.instance.spec.slug.clone());
+        l.insert(
+            "herd.dev/instance".into(),
+            self.instance.metadata.name.clone().unwrap_or_default(),
+        );
+        if !component.is_empty() {
+            l.insert("app.kubernetes.io/component".into(), component.into());
+        }
+        l
+    }
+
+    /// Pod selector labels of a component.
+    pub fn selector(&self, component: &str) -> BTreeMap<String, String> {
+        let mut l = BTreeMap::new();
+        l.insert(
+            "app.kubernetes.io/instance".into(),
+            self.instance.spec.slug.clone(),
+        );
+        l.insert("app.kubernetes.io/component".into(), component.into());
+        l
+    }
+
+    /// The domain the web interface is served at.
+    pub fn web_domain(&self) -> &str {
+        self.instance
+            .spec
+            .web_domain
+            .as_deref()
+            .unwrap_or(&self.instance.spec.local_domain)
+    }
+
+    pub fn uses_cloudnative_pg(&self) -> bool {
+        use crate::crd::DatabaseMode;
+        match self.instance.spec.database.mode {
+            DatabaseMode::CloudNativePg => true,
+            DatabaseMode::StatefulSet => false,
+            DatabaseMode::Auto => self.cluster.has_cloudnative_pg,
+        }
+    }
+}
+
+/// The namespace of a tenant.
+pub fn namespace_name(slug: &str) -> String {
+    format!("herd-{slug}")
+}
+
+/// Builds a typed object from JSON, naming it in the error.
+pub(crate) fn build<T: DeserializeOwned>(
+    what: &'static str,
+    v: serde_json::Value,
+) -> Result<T, RenderError> {
+    serde_json::from_value(v).map_err(|source| RenderError::Build { what, source })
+}
+
+/// A short, stable hash of configuration, for the pod-template annotation that makes pods
+/// restart when their configuration or secrets change.
+pub(crate) fn config_hash(parts: &[&serde_json::Value]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.to_string().as_bytes());
+        h.update(b"\0");
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// Every object of the tenant, in an order that can be applied as it stands (namespace
+/// first, workloads after what they use).
+pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    t.name()?;
+    match t.instance.spec.app {
+        App::Mastodon => {
+            let mut out = tenancy::render(t)?;
+            out.extend(network::render(t)?);
+            out.extend(data::render(t)?);
+            out.extend(mastodon::render(t)?);
+            Ok(out)
+        }
+        App::Gotosocial => Err(RenderError::UnsupportedApp { app: "gotosocial" }),
+    }
+}
+
+/// The objects as one multi-document YAML stream.
+pub fn to_yaml(children: &[Child]) -> Result<String, RenderError> {
+    let mut out = String::new();
+    for c in children {
+        let v = c.to_value().map_err(|source| RenderError::Build {
+            what: "yaml",
+            source,
+        })?;
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&v).map_err(|e| RenderError::Build {
+            what: "yaml",
+            source: serde_json::Error::io(std::io::Error::other(e.to_string())),
+        })?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,405 @@
+//! The renderer's output for small and large plans: pinned by snapshots, and checked for
+//! what must hold in every tenant (pod security, namespacing, labels, ingress wiring).
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use herd_domain::plan::default_catalogue;
+use herd_k8s::crd::{App, DatabaseMode, Instance, InstanceSpec, InstanceStatus, OwnerSpec, S3Spec};
+use herd_k8s::render::{self, Child, ClusterSettings, Tenant};
+use herd_k8s::secrets::{self, AppSecrets};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Fixed secrets, so snapshots are stable (the VAPID pair is a real one).
+fn fixed_secrets() -> AppSecrets {
+    let private = "dGhpcyBpcyBhIHRlc3Qga2V5IGZvciBoZXJkIHZhcGk=";
+    let mut data = BTreeMap::new();
+    data.insert(secrets::SECRET_KEY_BASE.to_owned(), "ab".repeat(64));
+    data.insert(secrets::VAPID_PRIVATE_KEY.to_owned(), private.to_owned());
+    data.insert(
+        secrets::VAPID_PUBLIC_KEY.to_owned(),
+        secrets::vapid_public_from_private(private).unwrap(),
+    );
+    for k in [
+        secrets::AR_PRIMARY_KEY,
+        secrets::AR_DETERMINISTIC_KEY,
+        secrets::AR_KEY_DERIVATION_SALT,
+    ] {
+        data.insert(k.to_owned(), "A".repeat(32));
+    }
+    data.insert(
+        secrets::DB_PASS.to_owned(),
+        "dbpassword0123456789abcdefgh".to_owned(),
+    );
+    data.insert(
+        secrets::REDIS_PASSWORD.to_owned(),
+        "redispassword0123456789abcd".to_owned(),
+    );
+    AppSecrets::from_data(&data).unwrap()
+}
+
+fn instance(plan: &str) -> Instance {
+    let p = default_catalogue()
+        .into_iter()
+        .find(|p| p.code == plan)
+        .unwrap();
+    let mut i = Instance::new(
+        "lyon",
+        InstanceSpec {
+            app: App::Mastodon,
+            version: "v4.7.6".into(),
+            slug: "lyon".into(),
+            local_domain: "lyon.social".into(),
+            web_domain: None,
+            plan: plan.into(),
+            sizing: herd_k8s::sizing::for_plan(&p.limits),
+            suspended: false,
+            database: Default::default(),
+            media_s3: None,
+            smtp_secret_ref: Some("smtp".into()),
+            owner: OwnerSpec {
+                username: "admin".into(),
+                email: "admin@lyon.example".into(),
+            },
+            extra_env: BTreeMap::new(),
+        },
+    );
+    i.metadata.namespace = Some("herd-system".into());
+    i
+}
+
+fn rendered(i: &Instance) -> Vec<Value> {
+    let s = fixed_secrets();
+    let cluster = ClusterSettings::default();
+    render::render(&Tenant {
+        instance: i,
+        secrets: &s,
+        cluster: &cluster,
+    })
+    .unwrap()
+    .iter()
+    .map(|c| c.to_value().unwrap())
+    .collect()
+}
+
+fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objs.iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+fn pod_specs(objs: &[Value]) -> Vec<(String, &Value)> {
+    objs.iter()
+        .filter_map(|o| {
+            let spec = match o["kind"].as_str()? {
+                "Deployment" | "StatefulSet" | "Job" => &o["spec"]["template"]["spec"],
+                "CronJob" => &o["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+                _ => return None,
+            };
+            Some((
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str()?,
+                    o["metadata"]["name"].as_str()?
+                ),
+                spec,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn snapshot_small_plan() {
+    insta::assert_yaml_snapshot!("mastodon_community", rendered(&instance("community")));
+}
+
+#[test]
+fn snapshot_large_plan_with_s3_and_cloudnative_pg() {
+    let mut i = instance("institution");
+    i.spec.web_domain = Some("social.region.example".into());
+    i.spec.local_domain = "region.example".into();
+    i.spec.database.mode = DatabaseMode::CloudNativePg;
+    i.spec.media_s3 = Some(S3Spec {
+        bucket: "lyon-media".into(),
+        endpoint: "https://s3.example".into(),
+        region: Some("eu-west-3".into()),
+        alias_host: Some("media.region.example".into()),
+        secret_ref: "s3".into(),
+    });
+    insta::assert_yaml_snapshot!("mastodon_institution", rendered(&i));
+}
+
+#[test]
+fn every_pod_meets_the_restricted_pod_security_standard() {
+    for plan in ["community", "institution"] {
+        let mut i = instance(plan);
+        i.spec.suspended = plan == "institution";
+        let objs = rendered(&i);
+        let pods = pod_specs(&objs);
+        assert!(pods.len() >= 8, "{plan}: {} pod templates", pods.len());
+        for (what, spec) in pods {
+            assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{what}");
+            assert_eq!(
+                spec["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+                "{what}"
+            );
+            assert_eq!(spec["automountServiceAccountToken"], false, "{what}");
+            for c in spec["containers"].as_array().unwrap() {
+                let sc = &c["securityContext"];
+                assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
+                assert_eq!(
+                    sc["capabilities"]["drop"],
+                    serde_json::json!(["ALL"]),
+                    "{what}"
+                );
+                assert!(
+                    c["resources"]["limits"]["memory"].is_string(),
+                    "{what} has memory limits"
+                );
+            }
+        }
+        let ns = find(&objs, "Namespace", "herd-lyon").unwrap();
+        assert_eq!(
+            ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+            "restricted"
+        );
+    }
+}
+
+#[test]
+fn everything_lives_in_the_tenant_namespace_with_owner_labels() {
+    let objs = rendered(&instance("community"));
+    for o in &objs {
+        let what = format!("{}/{}", o["kind"], o["metadata"]["name"]);
+        if o["kind"] != "Namespace" {
+            assert_eq!(o["metadata"]["namespace"], "herd-lyon", "{what}");
+        }
+        assert_eq!(
+            o["metadata"]["labels"]["herd.dev/instance"], "lyon",
+            "{what}"
+        );
+        assert_eq!(
+            o["metadata"]["labels"]["app.kubernetes.io/managed-by"], "herd",
+            "{what}"
+        );
+    }
+    assert_eq!(objs[0]["kind"], "Namespace", "the namespace comes first");
+}
+
+#[test]
+fn mastodon_processes_are_wired_as_documented() {
+    let objs = rendered(&instance("community"));
+    let web = find(&objs, "Deployment", "web").unwrap();
+    let c = &web["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "ghcr.io/mastodon/mastodon:v4.7.6");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/health");
+    assert_eq!(
+        web["spec"]["template"]["spec"]["securityContext"]["runAsUser"],
+        991
+    );
+    let streaming = find(&objs, "Deployment", "streaming").unwrap();
+    let s = &streaming["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(s["image"], "ghcr.io/mastodon/mastodon-streaming:v4.7.6");
+    assert_eq!(
+        s["readinessProbe"]["httpGet"]["path"],
+        "/api/v1/streaming/health"
+    );
+    // Streaming gets the database and Redis passwords, not the app secrets.
+    assert!(s["envFrom"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e.get("secretRef").is_none()));
+    let sidekiq = find(&objs, "Deployment", "sidekiq").unwrap();
+    assert_eq!(sidekiq["spec"]["replicas"], 1);
+    assert_eq!(sidekiq["spec"]["strategy"]["type"], "Recreate");
+    let cmd: Vec<&str> = sidekiq["spec"]["template"]["spec"]["containers"][0]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(cmd.windows(2).any(|w| w == ["-q", "scheduler"]));
+    let env = &find(&objs, "ConfigMap", "app-env").unwrap()["data"];
+    assert_eq!(env["LOCAL_DOMAIN"], "lyon.social");
+    assert_eq!(env["RAILS_ENV"], "production");
+    assert_eq!(env["MALLOC_ARENA_MAX"], "2");
+    let secret = find(&objs, "Secret", "app-secrets").unwrap();
+    assert_eq!(secret["stringData"]["SECRET_KEY_BASE"], "ab".repeat(64));
+
+    let ingress = find(&objs, "Ingress", "app").unwrap();
+    let paths = &ingress["spec"]["rules"][0]["http"]["paths"];
+    assert_eq!(paths[0]["path"], "/api/v1/streaming");
+    assert_eq!(paths[0]["backend"]["service"]["name"], "streaming");
+    assert_eq!(paths[1]["backend"]["service"]["port"]["number"], 3000);
+    assert_eq!(
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"],
+        "100m"
+    );
+    assert!(ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"].is_string());
+    assert!(
+        find(&objs, "PodDisruptionBudget", "web").is_none(),
+        "one web replica: no PDB"
+    );
+    assert!(
+        find(&objs, "Job", "db-prepare-v4-7-6").is_some()
+            && find(&objs, "Job", "create-owner").is_some()
+    );
+    assert!(find(&objs, "CronJob", "media-remove").is_some());
+}
+
+#[test]
+fn plans_and_states_change_what_they_should() {
+    let large = rendered(&instance("institution"));
+    assert!(find(&large, "PodDisruptionBudget", "web").is_some());
+    assert_eq!(
+        find(&large, "Deployment", "web").unwrap()["spec"]["replicas"],
+        3
+    );
+
+    let mut suspended = instance("institution");
+    suspended.spec.suspended = true;
+    let objs = rendered(&suspended);
+    for name in ["web", "streaming", "sidekiq"] {
+        assert_eq!(
+            find(&objs, "Deployment", name).unwrap()["spec"]["replicas"],
+            0,
+            "{name}"
+        );
+    }
+    let ingress = find(&objs, "Ingress", "app").unwrap();
+    assert_eq!(
+        ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"],
+        "suspended"
+    );
+    assert!(find(&objs, "Deployment", "suspended").is_some());
+    assert_eq!(
+        find(&objs, "CronJob", "media-remove").unwrap()["spec"]["suspend"],
+        true
+    );
+    assert!(
+        find(&objs, "StatefulSet", "postgres").is_some(),
+        "data is kept"
+    );
+
+    // Once installed, the install jobs are no longer rendered.
+    let mut running = instance("community");
+    running.status = Some(InstanceStatus {
+        running_version: Some("v4.7.6".into()),
+        ..Default::default()
+    });
+    assert!(find(&rendered(&running), "Job", "create-owner").is_none());
+}
+
+#[test]
+fn pods_restart_when_settings_change_and_only_then() {
+    let hash = |i: &Instance| {
+        rendered(i)
+            .iter()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "web")
+            .unwrap()["spec"]["template"]["metadata"]["annotations"]["herd.dev/config-hash"]
+            .clone()
+    };
+    let a = instance("community");
+    assert_eq!(hash(&a), hash(&a.clone()));
+    let mut b = a.clone();
+    b.spec
+        .extra_env
+        .insert("SINGLE_USER_MODE".into(), "true".into());
+    assert_ne!(hash(&a), hash(&b));
+}
+
+#[test]
+fn upgrade_jobs_skip_post_deployment_migrations_first() {
+    let i = instance("community");
+    let s = fixed_secrets();
+    let cluster = ClusterSettings::default();
+    let (pre, post) = render::upgrade_jobs(&Tenant {
+        instance: &i,
+        secrets: &s,
+        cluster: &cluster,
+    })
+    .unwrap();
+    let (Child::Job(pre), Child::Job(post)) = (pre, post) else {
+        panic!("jobs")
+    };
+    let env = |j: &k8s_openapi::api::batch::v1::Job| {
+        serde_json::to_value(
+            &j.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0]
+                .env,
+        )
+        .unwrap()
+    };
+    assert_eq!(pre.metadata.name.as_deref(), Some("migrate-pre-v4-7-6"));
+    assert!(env(&pre)
+        .to_string()
+        .contains("SKIP_POST_DEPLOYMENT_MIGRATIONS"));
+    assert!(!env(&post)
+        .to_string()
+        .contains("SKIP_POST_DEPLOYMENT_MIGRATIONS"));
+}
+
+#[test]
+fn gotosocial_is_refused_clearly_until_rendered() {
+    let mut i = instance("community");
+    i.spec.app = App::Gotosocial;
+    let s = fixed_secrets();
+    let cluster = ClusterSettings::default();
+    let err = render::render(&Tenant {
+        instance: &i,
+        secrets: &s,
+        cluster: &cluster,
+    })
+    .unwrap_err();
+    assert_eq!(err.to_string(), "gotosocial is not rendered yet");
+}
+
+#[test]
+fn the_quota_fits_every_pod_at_its_limits_during_a_rolling_update() {
+    use herd_k8s::render::tenancy::{cpu_millis, memory_mi};
+    for plan in ["community", "organization", "institution"] {
+        let objs = rendered(&instance(plan));
+        let hard = &find(&objs, "ResourceQuota", "tenant-quota").unwrap()["spec"]["hard"];
+        let quota_cpu = cpu_millis(hard["limits.cpu"].as_str().unwrap());
+        let quota_mem = memory_mi(hard["limits.memory"].as_str().unwrap());
+        let (mut cpu, mut mem) = (0, 0);
+        for (what, spec) in pod_specs(&objs) {
+            let obj = objs
+                .iter()
+                .find(|o| {
+                    format!(
+                        "{}/{}",
+                        o["kind"].as_str().unwrap(),
+                        o["metadata"]["name"].as_str().unwrap()
+                    ) == what
+                })
+                .unwrap();
+            // Rolling Deployments surge by one pod; cron jobs do not run at steady state.
+            let n = match obj["kind"].as_str().unwrap() {
+                "Deployment" if obj["spec"]["strategy"]["type"] == "RollingUpdate" => {
+                    obj["spec"]["replicas"].as_i64().unwrap() + 1
+                }
+                "Deployment" => obj["spec"]["replicas"].as_i64().unwrap(),
+                "CronJob" => 0,
+                _ => 1,
+            };
+            for c in spec["containers"].as_array().unwrap() {
+                cpu += n * cpu_millis(c["resources"]["limits"]["cpu"].as_str().unwrap());
+                mem += n * memory_mi(c["resources"]["limits"]["memory"].as_str().unwrap());
+            }
+        }
+        assert!(
+            cpu <= quota_cpu,
+            "{plan}: pods need {cpu}m CPU, quota {quota_cpu}m"
+        );
+        assert!(
+            mem <= quota_mem,
+            "{plan}: pods need {mem}Mi, quota {quota_mem}Mi"
+        );
+    }
+}
