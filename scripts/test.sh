@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Herd: starts the PostgreSQL the tests need (installing Debian's
 # package if needed), installs Debian's Chromium and chromedriver for the browser test when
-# they are missing, then runs the whole workspace's tests.
+# they are missing, fetches Kubernetes' OpenAPI definitions (scripts/k8s-openapi.sh), then
+# runs the whole workspace's tests.
 #
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh -p herd-web).
 set -euo pipefail
@@ -10,8 +11,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "test.sh: installing ${need_apt[*]} for the browser test" >&2
+  echo "test.sh: installing ${need_apt[*]}" >&2
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq >&2
@@ -21,6 +23,9 @@ fi
 # #[sqlx::test] creates a database per test on this server.
 url=$(scripts/pg.sh start)
 export DATABASE_URL=${url%/*}/postgres
+# Kubernetes' OpenAPI definitions, for validating rendered manifests.
+HERD_K8S_OPENAPI=$(scripts/k8s-openapi.sh)
+export HERD_K8S_OPENAPI
 # Queries are checked against the committed .sqlx data, not the live database.
 export SQLX_OFFLINE=true
 

@@ -63,7 +63,10 @@ pub enum RenderError {
 
 /// One object of a tenant.
 #[derive(Debug, Clone, PartialEq)]
-#[expect(clippy::large_enum_variant, reason = "a few dozen children per tenant, built once per render")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a few dozen children per tenant, built once per render"
+)]
 pub enum Child {
     Namespace(Namespace),
     ResourceQuota(ResourceQuota),
