@@ -3,6 +3,7 @@
 //! Mastodon expects, and the pure renderer from an Instance to the tenant's objects.
 
 pub mod crd;
+pub mod diff;
 pub mod render;
 pub mod secrets;
 pub mod sizing;
