@@ -4,6 +4,7 @@
 
 pub mod crd;
 pub mod diff;
+pub mod reconcile;
 pub mod render;
 pub mod secrets;
 pub mod sizing;

@@ -1,0 +1,149 @@
+//! An in-memory Kubernetes API for reconcile tests: kube-fake-client (server-side apply,
+//! resource versions, selectors), with two additions:
+//!
+//! - Namespaces: kube-fake-client 0.3 cannot parse the paths of the `namespaces` resource
+//!   itself (`/api/v1/namespaces/{name}`), so those requests are served here from a small
+//!   store with the same semantics (create on apply, resource version bumped per write).
+//! - A count of API writes (every request that is not a GET, LIST or WATCH), the number a
+//!   no-op reconcile must keep at zero.
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A fake cluster and its write counter.
+#[derive(Clone)]
+pub struct FakeCluster {
+    pub client: kube::Client,
+    writes: Arc<AtomicU64>,
+    namespaces: Arc<Mutex<BTreeMap<String, Value>>>,
+}
+
+impl FakeCluster {
+    /// API writes so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// The stored namespaces, by name.
+    pub fn namespaces(&self) -> BTreeMap<String, Value> {
+        self.namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Body::from(serde_json::to_vec(v).unwrap_or_default()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn not_found(name: &str) -> Response<Body> {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+                 "message": format!("namespaces \"{name}\" not found") }),
+    )
+}
+
+fn merge(into: &mut Value, patch: &Value) {
+    match (into, patch) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b.clone(),
+    }
+}
+
+async fn namespace_request(
+    store: &Mutex<BTreeMap<String, Value>>,
+    version: &AtomicU64,
+    method: &Method,
+    name: &str,
+    body: &[u8],
+) -> Response<Body> {
+    let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+    match *method {
+        Method::GET => match store.get(name) {
+            Some(ns) => json_response(StatusCode::OK, ns),
+            None => not_found(name),
+        },
+        Method::PATCH | Method::PUT => {
+            let patch: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let entry = store.entry(name.to_owned()).or_insert_with(|| {
+                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name, "uid": format!("ns-{name}") } })
+            });
+            merge(entry, &patch);
+            let rv = version.fetch_add(1, Ordering::SeqCst) + 1;
+            entry["metadata"]["resourceVersion"] = json!(format!("ns-{rv}"));
+            json_response(StatusCode::OK, entry)
+        }
+        Method::DELETE => match store.remove(name) {
+            Some(ns) => json_response(StatusCode::OK, &ns),
+            None => not_found(name),
+        },
+        _ => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({ "kind": "Status", "code": 405 }),
+        ),
+    }
+}
+
+/// A fresh, empty fake cluster.
+pub async fn start() -> FakeCluster {
+    let fake = kube_fake_client::ClientBuilder::new()
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("kube-fake-client: {e}"));
+    let writes = Arc::new(AtomicU64::new(0));
+    let namespaces: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+    let ns_versions = Arc::new(AtomicU64::new(0));
+    let (w, store) = (writes.clone(), namespaces.clone());
+    let service = tower::service_fn(move |req: Request<Body>| {
+        let (fake, w, store, ns_versions) =
+            (fake.clone(), w.clone(), store.clone(), ns_versions.clone());
+        async move {
+            if req.method() != Method::GET {
+                w.fetch_add(1, Ordering::SeqCst);
+            }
+            let parts: Vec<String> = req
+                .uri()
+                .path()
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if parts.len() == 4 && parts[0] == "api" && parts[1] == "v1" && parts[2] == "namespaces"
+            {
+                let method = req.method().clone();
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes().to_vec())
+                    .unwrap_or_default();
+                return Ok::<_, kube::Error>(
+                    namespace_request(&store, &ns_versions, &method, &parts[3], &body).await,
+                );
+            }
+            fake.send(req).await
+        }
+    });
+    FakeCluster {
+        client: kube::Client::new(service, "default"),
+        writes,
+        namespaces,
+    }
+}
