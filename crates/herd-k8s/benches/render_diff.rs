@@ -33,7 +33,10 @@ fn instances(n: usize) -> Vec<Instance> {
                     database: Default::default(),
                     media_s3: None,
                     smtp_secret_ref: None,
-                    owner: OwnerSpec { username: "admin".into(), email: "admin@example.org".into() },
+                    owner: OwnerSpec {
+                        username: "admin".into(),
+                        email: "admin@example.org".into(),
+                    },
                     extra_env: BTreeMap::new(),
                 },
             )
@@ -46,7 +49,10 @@ fn main() {
     // smoke test on a few instances.
     let benching = std::env::args().any(|a| a == "--bench");
     let default = if benching { 1000 } else { 20 };
-    let n: usize = std::env::var("HERD_BENCH_INSTANCES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let n: usize = std::env::var("HERD_BENCH_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
     let all = instances(n);
     let cluster_settings = ClusterSettings::default();
     let secrets = AppSecrets::generate();
@@ -55,7 +61,12 @@ fn main() {
     let start = Instant::now();
     let mut objects = 0;
     for inst in &all {
-        let children = render::render(&Tenant { instance: inst, secrets: &secrets, cluster: &cluster_settings }).unwrap();
+        let children = render::render(&Tenant {
+            instance: inst,
+            secrets: &secrets,
+            cluster: &cluster_settings,
+        })
+        .unwrap();
         for c in &children {
             std::hint::black_box(diff::normalize(c.to_value().unwrap()));
         }
@@ -63,27 +74,51 @@ fn main() {
     }
     let render_time = start.elapsed();
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (first_time, first_writes, noop_time, noop_writes, noop_written) = rt.block_on(async {
         let cluster = herd_testkit::fake_cluster::start().await;
         let start = Instant::now();
         for inst in &all {
-            apply_children(&cluster.client, inst, &cluster_settings).await.unwrap();
+            apply_children(&cluster.client, inst, &cluster_settings)
+                .await
+                .unwrap();
         }
         let first_time = start.elapsed();
         let first_writes = cluster.writes();
         let start = Instant::now();
         let mut written = 0;
         for inst in &all {
-            written += apply_children(&cluster.client, inst, &cluster_settings).await.unwrap().written.len();
+            written += apply_children(&cluster.client, inst, &cluster_settings)
+                .await
+                .unwrap()
+                .written
+                .len();
         }
-        (first_time, first_writes, start.elapsed(), cluster.writes() - first_writes, written)
+        (
+            first_time,
+            first_writes,
+            start.elapsed(),
+            cluster.writes() - first_writes,
+            written,
+        )
     });
 
     let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / n as f64;
-    println!("instances: {n}, objects rendered: {objects} ({:.1} per instance)", objects as f64 / n as f64);
-    println!("render + normalize:              {:>10.1} µs per instance", per(render_time));
-    println!("first reconcile (create all):    {:>10.1} µs per instance, {first_writes} API writes", per(first_time));
+    println!(
+        "instances: {n}, objects rendered: {objects} ({:.1} per instance)",
+        objects as f64 / n as f64
+    );
+    println!(
+        "render + normalize:              {:>10.1} µs per instance",
+        per(render_time)
+    );
+    println!(
+        "first reconcile (create all):    {:>10.1} µs per instance, {first_writes} API writes",
+        per(first_time)
+    );
     println!("no-op reconcile (render + diff): {:>10.1} µs per instance, {noop_writes} API writes, {noop_written} children written", per(noop_time));
     assert_eq!(noop_writes, 0, "a no-op reconcile must not write");
 }

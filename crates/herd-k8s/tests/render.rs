@@ -344,19 +344,49 @@ fn upgrade_jobs_skip_post_deployment_migrations_first() {
         .contains("SKIP_POST_DEPLOYMENT_MIGRATIONS"));
 }
 
-#[test]
-fn gotosocial_is_refused_clearly_until_rendered() {
-    let mut i = instance("community");
+fn gotosocial(plan: &str) -> Instance {
+    let mut i = instance(plan);
     i.spec.app = App::Gotosocial;
-    let s = fixed_secrets();
-    let cluster = ClusterSettings::default();
-    let err = render::render(&Tenant {
-        instance: &i,
-        secrets: &s,
-        cluster: &cluster,
-    })
-    .unwrap_err();
-    assert_eq!(err.to_string(), "gotosocial is not rendered yet");
+    i.spec.version = "0.20.2".into();
+    i
+}
+
+#[test]
+fn snapshot_gotosocial() {
+    insta::assert_yaml_snapshot!("gotosocial_community", rendered(&gotosocial("community")));
+}
+
+#[test]
+fn gotosocial_is_one_process_without_redis() {
+    let objs = rendered(&gotosocial("community"));
+    assert!(find(&objs, "StatefulSet", "redis").is_none());
+    assert!(
+        find(&objs, "Deployment", "sidekiq").is_none()
+            && find(&objs, "Deployment", "streaming").is_none()
+    );
+    let web = find(&objs, "Deployment", "web").unwrap();
+    let c = &web["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "superseriousbusiness/gotosocial:0.20.2");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(
+        web["spec"]["template"]["spec"]["securityContext"]["runAsUser"],
+        1000
+    );
+    let env = &find(&objs, "ConfigMap", "app-env").unwrap()["data"];
+    assert_eq!(env["GTS_HOST"], "lyon.social");
+    assert_eq!(env["GTS_DB_TYPE"], "postgres");
+    assert_eq!(env["GTS_DB_DATABASE"], "gotosocial");
+    let ingress = find(&objs, "Ingress", "app").unwrap();
+    assert_eq!(
+        ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"],
+        8080
+    );
+    let pg = find(&objs, "StatefulSet", "postgres").unwrap();
+    assert!(
+        pg.to_string()
+            .contains("\"POSTGRES_DB\",\"value\":\"gotosocial\""),
+        "{pg}"
+    );
 }
 
 #[test]

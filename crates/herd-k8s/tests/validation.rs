@@ -76,6 +76,11 @@ fn instance(plan: &str, variant: u8) -> Instance {
         },
         extra_env: BTreeMap::new(),
     };
+    if variant >= 4 {
+        // The largest plan's tenants run GoToSocial.
+        spec.app = App::Gotosocial;
+        spec.version = "0.20.2".into();
+    }
     if variant % 2 == 1 {
         spec.suspended = true;
         spec.web_domain = Some(format!("social.t{variant}.example"));

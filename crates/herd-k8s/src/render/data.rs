@@ -50,7 +50,10 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     } else {
         postgres_statefulset(t)?
     };
-    out.extend(redis(t)?);
+    // GoToSocial needs no Redis.
+    if t.instance.spec.app == crate::crd::App::Mastodon {
+        out.extend(redis(t)?);
+    }
     Ok(out)
 }
 
@@ -74,6 +77,7 @@ fn volume_claim(size: &str) -> Value {
 
 fn postgres_statefulset(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     let ns = t.namespace();
+    let db = t.database_name();
     let sts = json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": { "name": "postgres", "namespace": ns, "labels": t.labels("database") },
@@ -91,14 +95,14 @@ fn postgres_statefulset(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
                         "name": "postgres",
                         "image": POSTGRES_IMAGE,
                         "env": [
-                            { "name": "POSTGRES_USER", "value": "mastodon" },
-                            { "name": "POSTGRES_DB", "value": "mastodon" },
+                            { "name": "POSTGRES_USER", "value": db },
+                            { "name": "POSTGRES_DB", "value": db },
                             { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
                             secret_env("POSTGRES_PASSWORD", DB_PASS),
                         ],
                         "ports": [{ "name": "postgres", "containerPort": 5432 }],
-                        "readinessProbe": { "exec": { "command": ["pg_isready", "-U", "mastodon", "-d", "mastodon"] }, "periodSeconds": 10 },
-                        "livenessProbe": { "exec": { "command": ["pg_isready", "-U", "mastodon", "-d", "mastodon"] }, "periodSeconds": 30, "failureThreshold": 6 },
+                        "readinessProbe": { "exec": { "command": ["pg_isready", "-U", db, "-d", db] }, "periodSeconds": 10 },
+                        "livenessProbe": { "exec": { "command": ["pg_isready", "-U", db, "-d", db] }, "periodSeconds": 30, "failureThreshold": 6 },
                         "resources": { "requests": { "cpu": "250m", "memory": "512Mi" }, "limits": { "cpu": "2", "memory": "2Gi" } },
                         "securityContext": container_security(false),
                         "volumeMounts": [
@@ -125,7 +129,7 @@ fn cloudnative_pg(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         "apiVersion": "v1", "kind": "Secret",
         "metadata": { "name": "postgres-app", "namespace": ns, "labels": t.labels("database") },
         "type": "kubernetes.io/basic-auth",
-        "stringData": { "username": "mastodon", "password": password },
+        "stringData": { "username": t.database_name(), "password": password },
     });
     let large = t.instance.spec.sizing.web_replicas > 2;
     let cluster = json!({
@@ -135,7 +139,7 @@ fn cloudnative_pg(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
             "instances": if large { 2 } else { 1 },
             "imageName": "ghcr.io/cloudnative-pg/postgresql:16",
             "storage": { "size": t.instance.spec.sizing.database_storage },
-            "bootstrap": { "initdb": { "database": "mastodon", "owner": "mastodon", "secret": { "name": "postgres-app" } } },
+            "bootstrap": { "initdb": { "database": t.database_name(), "owner": t.database_name(), "secret": { "name": "postgres-app" } } },
             "inheritedMetadata": { "labels": t.selector("database") },
         },
     });

@@ -39,14 +39,14 @@ pub fn version_slug(version: &str) -> String {
         .collect()
 }
 
-fn resources(r: &Resources) -> Value {
+pub(super) fn resources(r: &Resources) -> Value {
     json!({
         "requests": { "cpu": r.cpu_request, "memory": r.memory_request },
         "limits": { "cpu": r.cpu_limit, "memory": r.memory_limit },
     })
 }
 
-fn secret_env(name: &str, secret: &str, key: &str) -> Value {
+pub(super) fn secret_env(name: &str, secret: &str, key: &str) -> Value {
     json!({ "name": name, "valueFrom": { "secretKeyRef": { "name": secret, "key": key } } })
 }
 
@@ -96,10 +96,19 @@ fn rails_volumes(t: &Tenant<'_>) -> (Vec<Value>, Vec<Value>) {
 }
 
 fn pod_spec(containers: Value, volumes: Vec<Value>, restart_never: bool) -> Value {
+    pod_spec_for(MASTODON_UID, containers, volumes, restart_never)
+}
+
+pub(super) fn pod_spec_for(
+    uid: i64,
+    containers: Value,
+    volumes: Vec<Value>,
+    restart_never: bool,
+) -> Value {
     let mut spec = json!({
         "serviceAccountName": SERVICE_ACCOUNT,
         "automountServiceAccountToken": false,
-        "securityContext": pod_security(MASTODON_UID),
+        "securityContext": pod_security(uid),
         "containers": containers,
         "volumes": volumes,
     });
@@ -251,7 +260,11 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     if spec.suspended {
         out.extend(suspended_page(t)?);
     }
-    out.extend(ingress(t)?);
+    out.extend(ingress(
+        t,
+        &[("/api/v1/streaming", "streaming", 4000), ("/", "web", 3000)],
+        ("web", 3000),
+    )?);
     out.extend(cron_jobs(t)?);
     if t.instance
         .status
@@ -264,17 +277,20 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     Ok(out)
 }
 
-fn ingress(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+/// The Ingress of the web domain: `routes` (path, service, port) while running, the
+/// suspended page while suspended; and a redirect from the local domain when it differs.
+pub(super) fn ingress(
+    t: &Tenant<'_>,
+    routes: &[(&str, &str, i64)],
+    main_backend: (&str, i64),
+) -> Result<Vec<Child>, RenderError> {
     let spec = &t.instance.spec;
     let ns = t.namespace();
     let backend = |service: &str, port: i64| json!({ "service": { "name": service, "port": { "number": port } } });
-    let paths = if spec.suspended {
+    let paths: Vec<Value> = if spec.suspended {
         vec![json!({ "path": "/", "pathType": "Prefix", "backend": backend("suspended", 8080) })]
     } else {
-        vec![
-            json!({ "path": "/api/v1/streaming", "pathType": "Prefix", "backend": backend("streaming", 4000) }),
-            json!({ "path": "/", "pathType": "Prefix", "backend": backend("web", 3000) }),
-        ]
+        routes.iter().map(|(path, service, port)| json!({ "path": path, "pathType": "Prefix", "backend": backend(service, *port) })).collect()
     };
     let annotations = json!({
         "cert-manager.io/cluster-issuer": t.cluster.cluster_issuer,
@@ -312,7 +328,7 @@ fn ingress(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
                 "ingressClassName": t.cluster.ingress_class,
                 "tls": [{ "hosts": [spec.local_domain], "secretName": "local-domain-tls" }],
                 "rules": [{ "host": spec.local_domain, "http": { "paths": [
-                    { "path": "/", "pathType": "Prefix", "backend": backend("web", 3000) },
+                    { "path": "/", "pathType": "Prefix", "backend": backend(main_backend.0, main_backend.1) },
                 ]}}],
             },
         }))?));
@@ -320,7 +336,7 @@ fn ingress(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     Ok(out)
 }
 
-fn suspended_page(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+pub(super) fn suspended_page(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     let ns = t.namespace();
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{d} is suspended</title></head>\

@@ -3,6 +3,7 @@
 //! result and snapshot tests pin it.
 
 mod data;
+mod gotosocial;
 pub mod mastodon;
 mod network;
 pub mod tenancy;
@@ -52,8 +53,6 @@ impl Default for ClusterSettings {
 pub enum RenderError {
     #[error("the instance has no name")]
     Unnamed,
-    #[error("{app} is not rendered yet")]
-    UnsupportedApp { app: &'static str },
     #[error("could not build {what}: {source}")]
     Build {
         what: &'static str,
@@ -177,6 +176,14 @@ impl Tenant<'_> {
         l
     }
 
+    /// The application's database and database user.
+    pub fn database_name(&self) -> &'static str {
+        match self.instance.spec.app {
+            App::Mastodon => "mastodon",
+            App::Gotosocial => "gotosocial",
+        }
+    }
+
     /// The domain the web interface is served at.
     pub fn web_domain(&self) -> &str {
         self.instance
@@ -224,16 +231,14 @@ pub(crate) fn config_hash(parts: &[&serde_json::Value]) -> String {
 /// first, workloads after what they use).
 pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     t.name()?;
-    match t.instance.spec.app {
-        App::Mastodon => {
-            let mut out = tenancy::render(t)?;
-            out.extend(network::render(t)?);
-            out.extend(data::render(t)?);
-            out.extend(mastodon::render(t)?);
-            Ok(out)
-        }
-        App::Gotosocial => Err(RenderError::UnsupportedApp { app: "gotosocial" }),
-    }
+    let mut out = tenancy::render(t)?;
+    out.extend(network::render(t)?);
+    out.extend(data::render(t)?);
+    out.extend(match t.instance.spec.app {
+        App::Mastodon => mastodon::render(t)?,
+        App::Gotosocial => gotosocial::render(t)?,
+    });
+    Ok(out)
 }
 
 /// The objects as one multi-document YAML stream.

@@ -82,8 +82,15 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     ])
 }
 
-/// Non-secret settings of the Mastodon processes.
+/// Non-secret settings of the app's processes.
 pub fn env(t: &Tenant<'_>) -> BTreeMap<String, String> {
+    match t.instance.spec.app {
+        crate::crd::App::Mastodon => mastodon_env(t),
+        crate::crd::App::Gotosocial => super::gotosocial::env(t),
+    }
+}
+
+fn mastodon_env(t: &Tenant<'_>) -> BTreeMap<String, String> {
     let spec = &t.instance.spec;
     let mut e = BTreeMap::new();
     let mut set = |k: &str, v: &str| {
@@ -98,8 +105,8 @@ pub fn env(t: &Tenant<'_>) -> BTreeMap<String, String> {
     set("RAILS_LOG_TO_STDOUT", "enabled");
     set("DB_HOST", &super::data::database_host(t));
     set("DB_PORT", "5432");
-    set("DB_NAME", "mastodon");
-    set("DB_USER", "mastodon");
+    set("DB_NAME", t.database_name());
+    set("DB_USER", t.database_name());
     set("REDIS_HOST", "redis");
     set("REDIS_PORT", "6379");
     set("STREAMING_CLUSTER_NUM", "1");
@@ -120,8 +127,12 @@ pub fn env(t: &Tenant<'_>) -> BTreeMap<String, String> {
     if spec.smtp_secret_ref.is_none() {
         set("SMTP_DELIVERY_METHOD", "file");
     }
-    for (k, v) in &spec.extra_env {
-        // Extra environment cannot override identity or wiring.
+    with_extra_env(t, e)
+}
+
+/// Adds the plan's extra environment; it cannot override identity or wiring.
+pub fn with_extra_env(t: &Tenant<'_>, mut e: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    for (k, v) in &t.instance.spec.extra_env {
         if !e.contains_key(k) && k != DB_PASS && k != REDIS_PASSWORD {
             e.insert(k.clone(), v.clone());
         }
