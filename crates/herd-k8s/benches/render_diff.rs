@@ -11,7 +11,6 @@ use herd_k8s::diff;
 use herd_k8s::reconcile::apply_children;
 use herd_k8s::render::{self, ClusterSettings, Tenant};
 use herd_k8s::secrets::AppSecrets;
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 fn instances(n: usize) -> Vec<Instance> {
@@ -22,22 +21,19 @@ fn instances(n: usize) -> Vec<Instance> {
             Instance::new(
                 &format!("t{i}"),
                 InstanceSpec {
-                    app: App::Mastodon,
-                    version: "v4.7.6".into(),
-                    slug: format!("t{i}"),
-                    local_domain: format!("t{i}.example"),
-                    web_domain: None,
-                    plan: plan.code.into(),
-                    sizing: herd_k8s::sizing::for_plan(&plan.limits),
                     suspended: i % 10 == 0,
-                    database: Default::default(),
-                    media_s3: None,
-                    smtp_secret_ref: None,
-                    owner: OwnerSpec {
-                        username: "admin".into(),
-                        email: "admin@example.org".into(),
-                    },
-                    extra_env: BTreeMap::new(),
+                    ..InstanceSpec::new(
+                        App::Mastodon,
+                        "v4.7.6",
+                        &format!("t{i}"),
+                        &format!("t{i}.example"),
+                        plan.code,
+                        &plan.limits,
+                        OwnerSpec {
+                            username: "admin".into(),
+                            email: "admin@example.org".into(),
+                        },
+                    )
                 },
             )
         })

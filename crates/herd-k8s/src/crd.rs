@@ -59,6 +59,36 @@ pub struct InstanceSpec {
     pub extra_env: BTreeMap<String, String>,
 }
 
+impl InstanceSpec {
+    /// A spec for a new tenant on a plan, with the defaults of a fresh order: not suspended,
+    /// database mode `Auto`, media on a volume, no SMTP, no extra environment.
+    pub fn new(
+        app: App,
+        version: &str,
+        slug: &str,
+        local_domain: &str,
+        plan_code: &str,
+        limits: &herd_domain::PlanLimits,
+        owner: OwnerSpec,
+    ) -> Self {
+        Self {
+            app,
+            version: version.to_owned(),
+            slug: slug.to_owned(),
+            local_domain: local_domain.to_owned(),
+            web_domain: None,
+            plan: plan_code.to_owned(),
+            sizing: crate::sizing::for_plan(limits),
+            suspended: false,
+            database: DatabaseSpec::default(),
+            media_s3: None,
+            smtp_secret_ref: None,
+            owner,
+            extra_env: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum App {

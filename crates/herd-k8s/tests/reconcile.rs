@@ -19,24 +19,18 @@ fn instance(plan: &str) -> Instance {
         .unwrap();
     let mut i = Instance::new(
         "lyon",
-        InstanceSpec {
-            app: App::Mastodon,
-            version: "v4.7.6".into(),
-            slug: "lyon".into(),
-            local_domain: "lyon.social".into(),
-            web_domain: None,
-            plan: plan.into(),
-            sizing: herd_k8s::sizing::for_plan(&p.limits),
-            suspended: false,
-            database: Default::default(),
-            media_s3: None,
-            smtp_secret_ref: None,
-            owner: OwnerSpec {
+        InstanceSpec::new(
+            App::Mastodon,
+            "v4.7.6",
+            "lyon",
+            "lyon.social",
+            plan,
+            &p.limits,
+            OwnerSpec {
                 username: "admin".into(),
                 email: "admin@lyon.example".into(),
             },
-            extra_env: BTreeMap::new(),
-        },
+        ),
     );
     i.metadata.namespace = Some("herd-system".into());
     i

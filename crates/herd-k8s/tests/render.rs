@@ -42,27 +42,20 @@ fn instance(plan: &str) -> Instance {
         .into_iter()
         .find(|p| p.code == plan)
         .unwrap();
-    let mut i = Instance::new(
+    let mut spec = InstanceSpec::new(
+        App::Mastodon,
+        "v4.7.6",
         "lyon",
-        InstanceSpec {
-            app: App::Mastodon,
-            version: "v4.7.6".into(),
-            slug: "lyon".into(),
-            local_domain: "lyon.social".into(),
-            web_domain: None,
-            plan: plan.into(),
-            sizing: herd_k8s::sizing::for_plan(&p.limits),
-            suspended: false,
-            database: Default::default(),
-            media_s3: None,
-            smtp_secret_ref: Some("smtp".into()),
-            owner: OwnerSpec {
-                username: "admin".into(),
-                email: "admin@lyon.example".into(),
-            },
-            extra_env: BTreeMap::new(),
+        "lyon.social",
+        plan,
+        &p.limits,
+        OwnerSpec {
+            username: "admin".into(),
+            email: "admin@lyon.example".into(),
         },
     );
+    spec.smtp_secret_ref = Some("smtp".into());
+    let mut i = Instance::new("lyon", spec);
     i.metadata.namespace = Some("herd-system".into());
     i
 }

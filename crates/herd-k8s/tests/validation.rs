@@ -10,7 +10,6 @@ use herd_k8s::crd::{App, DatabaseMode, Instance, InstanceSpec, OwnerSpec, S3Spec
 use herd_k8s::render::{self, Child, ClusterSettings, Tenant};
 use herd_k8s::secrets::AppSecrets;
 use kube_fake_client::validator::{RuntimeOpenAPIValidator, SchemaValidator};
-use std::collections::BTreeMap;
 
 const VALIDATED: [&str; 15] = [
     "/v1/Namespace",
@@ -58,24 +57,18 @@ fn instance(plan: &str, variant: u8) -> Instance {
         .into_iter()
         .find(|p| p.code == plan)
         .unwrap();
-    let mut spec = InstanceSpec {
-        app: App::Mastodon,
-        version: "v4.7.6".into(),
-        slug: format!("t{variant}"),
-        local_domain: format!("t{variant}.example"),
-        web_domain: None,
-        plan: plan.into(),
-        sizing: herd_k8s::sizing::for_plan(&p.limits),
-        suspended: false,
-        database: Default::default(),
-        media_s3: None,
-        smtp_secret_ref: None,
-        owner: OwnerSpec {
+    let mut spec = InstanceSpec::new(
+        App::Mastodon,
+        "v4.7.6",
+        &format!("t{variant}"),
+        &format!("t{variant}.example"),
+        plan,
+        &p.limits,
+        OwnerSpec {
             username: "admin".into(),
             email: "admin@example.org".into(),
         },
-        extra_env: BTreeMap::new(),
-    };
+    );
     if variant >= 4 {
         // The largest plan's tenants run GoToSocial.
         spec.app = App::Gotosocial;

@@ -7,7 +7,6 @@ use herd_k8s::crd::{App, DatabaseMode, Instance, InstanceSpec, OwnerSpec};
 use herd_k8s::render::{self, ClusterSettings, Tenant};
 use herd_k8s::secrets::AppSecrets;
 use secrecy::ExposeSecret;
-use std::collections::BTreeMap;
 
 async fn plan_limits(args: &RenderArgs) -> anyhow::Result<PlanLimits> {
     if let Some(url) = &args.database_url {
@@ -54,16 +53,7 @@ pub async fn run(args: RenderArgs) -> anyhow::Result<()> {
     let mut instance = Instance::new(
         slug.as_str(),
         InstanceSpec {
-            app: match args.app {
-                AppArg::Mastodon => App::Mastodon,
-                AppArg::Gotosocial => App::Gotosocial,
-            },
-            version: args.version.clone(),
-            slug: slug.to_string(),
-            local_domain: args.domain.clone(),
             web_domain: args.web_domain.clone(),
-            plan: args.plan.clone(),
-            sizing: herd_k8s::sizing::for_plan(&limits),
             suspended: args.suspended,
             database: herd_k8s::crd::DatabaseSpec {
                 mode: if args.cloudnative_pg {
@@ -72,13 +62,21 @@ pub async fn run(args: RenderArgs) -> anyhow::Result<()> {
                     DatabaseMode::StatefulSet
                 },
             },
-            media_s3: None,
-            smtp_secret_ref: None,
-            owner: OwnerSpec {
-                username: args.owner_username.clone(),
-                email: owner_email.to_string(),
-            },
-            extra_env: BTreeMap::new(),
+            ..InstanceSpec::new(
+                match args.app {
+                    AppArg::Mastodon => App::Mastodon,
+                    AppArg::Gotosocial => App::Gotosocial,
+                },
+                &args.version,
+                slug.as_str(),
+                &args.domain,
+                &args.plan,
+                &limits,
+                OwnerSpec {
+                    username: args.owner_username.clone(),
+                    email: owner_email.to_string(),
+                },
+            )
         },
     );
     instance.metadata.namespace = Some("herd-system".into());
