@@ -83,6 +83,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     });
 
+    // Login attempts only matter for the throttling window: keep a day of them.
+    let prune_pool = pool.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match herd_store::login_attempts::prune(&prune_pool, time::Duration::days(1)).await {
+                Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned old login attempts"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not prune login attempts"),
+            }
+        }
+    });
+
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
