@@ -8,5 +8,6 @@ pub mod reconcile;
 pub mod render;
 pub mod secrets;
 pub mod sizing;
+pub mod status;
 
 pub use crd::{App, Instance, InstanceSpec, InstanceStatus, Phase};

@@ -1,0 +1,373 @@
+//! From what the operator observed of a tenant's children to the Instance's status: a
+//! phase, a condition per component, and the last error in words an operator can act on.
+//! Pure, so every transition is tested without a cluster.
+
+use crate::crd::{App, Condition, Instance, InstanceStatus, Phase};
+use crate::render::namespace_name;
+use std::collections::BTreeMap;
+
+/// The state of a Job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed(String),
+}
+
+/// What the operator read back from the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub database_ready: bool,
+    pub redis_ready: bool,
+    /// Deployment name → (desired replicas, ready replicas).
+    pub deployments: BTreeMap<String, (i32, i32)>,
+    /// Job name → state.
+    pub jobs: BTreeMap<String, JobState>,
+    /// The ingress has an address (the controller picked it up).
+    pub ingress_ready: bool,
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: if ok { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: None,
+    }
+}
+
+fn deployment_condition(
+    name: &str,
+    type_: &str,
+    observed: &Observed,
+    suspended: bool,
+) -> Condition {
+    match observed.deployments.get(name) {
+        _ if suspended => condition(
+            type_,
+            true,
+            "Suspended",
+            format!("{name} is scaled to zero while suspended"),
+        ),
+        Some((desired, ready)) if ready >= desired => condition(
+            type_,
+            true,
+            "Ready",
+            format!("{ready}/{desired} replicas ready"),
+        ),
+        Some((desired, ready)) => condition(
+            type_,
+            false,
+            "Starting",
+            format!("{ready}/{desired} replicas ready"),
+        ),
+        None => condition(
+            type_,
+            false,
+            "Missing",
+            format!("the {name} Deployment does not exist yet"),
+        ),
+    }
+}
+
+/// The failed Job, if any, as (name, message).
+fn failed_job(observed: &Observed) -> Option<(&str, &str)> {
+    observed.jobs.iter().find_map(|(name, s)| match s {
+        JobState::Failed(m) => Some((name.as_str(), m.as_str())),
+        _ => None,
+    })
+}
+
+/// Computes the status. `now` is the RFC 3339 time stamped on conditions that change;
+/// conditions whose status did not change keep their previous transition time.
+pub fn compute(instance: &Instance, observed: &Observed, now: &str) -> InstanceStatus {
+    let spec = &instance.spec;
+    let previous = instance.status.clone().unwrap_or_default();
+    let ns = namespace_name(&spec.slug);
+
+    let migrations = match failed_job(observed) {
+        Some((name, msg)) => condition(
+            "Migrations",
+            false,
+            "JobFailed",
+            format!("Job {name} failed: {msg}"),
+        ),
+        None if observed.jobs.values().any(|s| *s == JobState::Running) => condition(
+            "Migrations",
+            false,
+            "Running",
+            "a migration or set-up Job is running".into(),
+        ),
+        None => condition("Migrations", true, "Done", "no migration pending".into()),
+    };
+    let mut conditions = vec![
+        condition(
+            "Database",
+            observed.database_ready,
+            if observed.database_ready {
+                "Ready"
+            } else {
+                "Starting"
+            },
+            if observed.database_ready {
+                "PostgreSQL accepts connections".into()
+            } else {
+                "PostgreSQL is not ready yet".into()
+            },
+        ),
+        migrations,
+    ];
+    match spec.app {
+        App::Mastodon => {
+            conditions.insert(
+                1,
+                condition(
+                    "Redis",
+                    observed.redis_ready,
+                    if observed.redis_ready {
+                        "Ready"
+                    } else {
+                        "Starting"
+                    },
+                    if observed.redis_ready {
+                        "Redis is ready".into()
+                    } else {
+                        "Redis is not ready yet".into()
+                    },
+                ),
+            );
+            conditions.push(deployment_condition("web", "Web", observed, spec.suspended));
+            conditions.push(deployment_condition(
+                "streaming",
+                "Streaming",
+                observed,
+                spec.suspended,
+            ));
+            conditions.push(deployment_condition(
+                "sidekiq",
+                "Sidekiq",
+                observed,
+                spec.suspended,
+            ));
+        }
+        App::Gotosocial => {
+            conditions.push(deployment_condition("web", "Web", observed, spec.suspended))
+        }
+    }
+    conditions.push(condition(
+        "Ingress",
+        observed.ingress_ready,
+        if observed.ingress_ready {
+            "Ready"
+        } else {
+            "Pending"
+        },
+        if observed.ingress_ready {
+            "the ingress has an address".into()
+        } else {
+            "waiting for the ingress controller".into()
+        },
+    ));
+    for c in &mut conditions {
+        let unchanged = previous
+            .conditions
+            .iter()
+            .find(|p| p.type_ == c.type_)
+            .filter(|p| p.status == c.status);
+        c.last_transition_time = Some(
+            unchanged
+                .and_then(|p| p.last_transition_time.clone())
+                .unwrap_or_else(|| now.to_owned()),
+        );
+    }
+
+    let all_ready = conditions.iter().all(|c| c.status == "True");
+    let mut running_version = previous.running_version.clone();
+    let (phase, last_error) = if let Some((name, msg)) = failed_job(observed) {
+        (
+            Phase::Failed,
+            Some(format!(
+                "Job {name} failed ({msg}). The running version is unchanged. Read its logs with `kubectl logs -n {ns} job/{name}`, fix the cause, then delete the Job to retry."
+            )),
+        )
+    } else if spec.suspended {
+        (Phase::Suspended, None)
+    } else if all_ready {
+        running_version = Some(spec.version.clone());
+        (Phase::Running, None)
+    } else if running_version
+        .as_deref()
+        .is_some_and(|v| v != spec.version)
+    {
+        (Phase::Upgrading, None)
+    } else if running_version.is_none() {
+        (Phase::Provisioning, None)
+    } else {
+        // Installed and on the right version, but something is not ready (a pod restarting).
+        (Phase::Running, None)
+    };
+
+    InstanceStatus {
+        phase,
+        conditions,
+        observed_generation: instance.metadata.generation,
+        running_version,
+        url: Some(format!(
+            "https://{}",
+            spec.web_domain.as_deref().unwrap_or(&spec.local_domain)
+        )),
+        last_error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{InstanceSpec, OwnerSpec};
+    use herd_domain::plan::default_catalogue;
+
+    fn instance() -> Instance {
+        let limits = default_catalogue()[0].limits.clone();
+        let owner = OwnerSpec {
+            username: "admin".into(),
+            email: "a@example.org".into(),
+        };
+        let mut i = Instance::new(
+            "lyon",
+            InstanceSpec::new(
+                App::Mastodon,
+                "v4.7.6",
+                "lyon",
+                "lyon.social",
+                "community",
+                &limits,
+                owner,
+            ),
+        );
+        i.metadata.generation = Some(3);
+        i
+    }
+
+    fn healthy() -> Observed {
+        Observed {
+            database_ready: true,
+            redis_ready: true,
+            deployments: [("web", (1, 1)), ("streaming", (1, 1)), ("sidekiq", (1, 1))]
+                .into_iter()
+                .map(|(n, r)| (n.to_owned(), r))
+                .collect(),
+            jobs: [("db-prepare-v4-7-6".to_owned(), JobState::Succeeded)]
+                .into_iter()
+                .collect(),
+            ingress_ready: true,
+        }
+    }
+
+    fn cond<'a>(s: &'a InstanceStatus, t: &str) -> &'a Condition {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .expect("condition")
+    }
+
+    #[test]
+    fn a_new_instance_provisions_then_runs() {
+        let mut i = instance();
+        let s = compute(&i, &Observed::default(), "t1");
+        assert_eq!(s.phase, Phase::Provisioning);
+        assert_eq!(s.running_version, None);
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(cond(&s, "Web").reason, "Missing");
+        let types: Vec<_> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "Database",
+                "Redis",
+                "Migrations",
+                "Web",
+                "Streaming",
+                "Sidekiq",
+                "Ingress"
+            ]
+        );
+        i.status = Some(s);
+        let s = compute(&i, &healthy(), "t2");
+        assert_eq!(s.phase, Phase::Running);
+        assert_eq!(s.running_version.as_deref(), Some("v4.7.6"));
+        assert_eq!(s.url.as_deref(), Some("https://lyon.social"));
+        assert_eq!(cond(&s, "Web").last_transition_time.as_deref(), Some("t2"));
+        // Nothing changed: transition times are kept.
+        i.status = Some(s);
+        let s = compute(&i, &healthy(), "t3");
+        assert_eq!(cond(&s, "Web").last_transition_time.as_deref(), Some("t2"));
+    }
+
+    #[test]
+    fn an_upgrade_keeps_the_running_version_until_ready() {
+        let mut i = instance();
+        i.status = Some(compute(&i, &healthy(), "t1"));
+        i.spec.version = "v4.8.0".into();
+        let mut o = healthy();
+        o.deployments.insert("web".into(), (1, 0));
+        o.jobs
+            .insert("migrate-pre-v4-8-0".into(), JobState::Running);
+        let s = compute(&i, &o, "t2");
+        assert_eq!(s.phase, Phase::Upgrading);
+        assert_eq!(s.running_version.as_deref(), Some("v4.7.6"));
+        assert_eq!(cond(&s, "Migrations").reason, "Running");
+    }
+
+    #[test]
+    fn a_failed_job_fails_the_instance_with_an_actionable_error() {
+        let mut i = instance();
+        i.status = Some(compute(&i, &healthy(), "t1"));
+        i.spec.version = "v4.8.0".into();
+        let mut o = healthy();
+        o.jobs.insert(
+            "migrate-pre-v4-8-0".into(),
+            JobState::Failed("BackoffLimitExceeded".into()),
+        );
+        let s = compute(&i, &o, "t2");
+        assert_eq!(s.phase, Phase::Failed);
+        assert_eq!(
+            s.running_version.as_deref(),
+            Some("v4.7.6"),
+            "the running version is untouched"
+        );
+        assert_eq!(cond(&s, "Migrations").reason, "JobFailed");
+        let err = s.last_error.expect("error");
+        assert!(
+            err.contains("kubectl logs -n herd-lyon job/migrate-pre-v4-8-0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn suspension_is_its_own_phase() {
+        let mut i = instance();
+        i.spec.suspended = true;
+        let mut o = healthy();
+        for d in o.deployments.values_mut() {
+            *d = (0, 0);
+        }
+        let s = compute(&i, &o, "t1");
+        assert_eq!(s.phase, Phase::Suspended);
+        assert_eq!(cond(&s, "Web").reason, "Suspended");
+        assert_eq!(s.last_error, None);
+    }
+
+    #[test]
+    fn gotosocial_has_no_redis_streaming_or_sidekiq() {
+        let mut i = instance();
+        i.spec.app = App::Gotosocial;
+        let mut o = healthy();
+        o.deployments.retain(|k, _| k == "web");
+        o.redis_ready = false;
+        let s = compute(&i, &o, "t1");
+        let types: Vec<_> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Database", "Migrations", "Web", "Ingress"]);
+        assert_eq!(s.phase, Phase::Running);
+    }
+}
