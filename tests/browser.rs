@@ -100,9 +100,30 @@ fn expect_eq(what: &str, got: &str, want: &str) -> Result<(), Box<dyn std::error
     }
 }
 
+/// Waits until the page's first heading reads `want`. Polling the text (instead of
+/// waiting for any `h1`) avoids reading the previous page's heading while the browser is
+/// still navigating, which fails with a stale element.
+async fn wait_for_heading(c: &Client, want: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        if let Ok(h1) = c.find(Locator::Css("h1")).await {
+            if let Ok(text) = h1.text().await {
+                if text == want {
+                    return Ok(());
+                }
+                seen = text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    expect_eq("page heading", &seen, want)
+}
+
 async fn journey(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Error>> {
     c.goto(&format!("{}/", app.base)).await?;
     c.find(Locator::LinkText("Sign up")).await?.click().await?;
+    wait_for_heading(c, "Create your account").await?;
     fill(c, "#name", "Camille Laurent").await?;
     fill(c, "#email", "camille@strasbourg.example").await?;
     fill(c, "#password", PASSWORD).await?;
@@ -137,6 +158,7 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
         .await?;
     expect_eq("page after confirming", &h1, "Email confirmed")?;
     c.find(Locator::LinkText("Log in")).await?.click().await?;
+    wait_for_heading(c, "Log in").await?;
 
     fill(c, "#email", "camille@strasbourg.example").await?;
     fill(c, "#password", PASSWORD).await?;
