@@ -88,7 +88,33 @@ async fn connect(driver: &Driver) -> Client {
 }
 
 async fn fill(c: &Client, css: &str, text: &str) -> Result<(), fantoccini::error::CmdError> {
-    c.find(Locator::Css(css)).await?.send_keys(text).await
+    retry_stale(|| async { c.find(Locator::Css(css)).await?.send_keys(text).await }).await
+}
+
+/// Finds and clicks an element, again if the page replaced it in between (a stale
+/// element while a navigation settles).
+async fn click(c: &Client, locator: Locator<'_>) -> Result<(), fantoccini::error::CmdError> {
+    retry_stale(|| async { c.find(locator).await?.click().await }).await
+}
+
+async fn retry_stale<F, Fut>(mut f: F) -> Result<(), fantoccini::error::CmdError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), fantoccini::error::CmdError>>,
+{
+    let mut attempts = 0;
+    loop {
+        match f().await {
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                    && attempts < 20 =>
+            {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Like `assert_eq!`, but returns the mismatch so the caller can take a screenshot first.
@@ -122,23 +148,18 @@ async fn wait_for_heading(c: &Client, want: &str) -> Result<(), Box<dyn std::err
 
 async fn journey(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Error>> {
     c.goto(&format!("{}/", app.base)).await?;
-    c.find(Locator::LinkText("Sign up")).await?.click().await?;
+    click(c, Locator::LinkText("Sign up")).await?;
     wait_for_heading(c, "Create your account").await?;
     fill(c, "#name", "Camille Laurent").await?;
     fill(c, "#email", "camille@strasbourg.example").await?;
     fill(c, "#password", PASSWORD).await?;
     fill(c, "#org_name", "Ville de Strasbourg").await?;
-    c.find(Locator::Css("form[action='/signup'] button[type=submit]"))
-        .await?
-        .click()
-        .await?;
-    let h1 = c
-        .wait()
-        .for_element(Locator::Css("h1"))
-        .await?
-        .text()
-        .await?;
-    expect_eq("page after sign-up", &h1, "Check your inbox")?;
+    click(
+        c,
+        Locator::Css("form[action='/signup'] button[type=submit]"),
+    )
+    .await?;
+    wait_for_heading(c, "Check your inbox").await?;
 
     let link = app
         .last_mail_to("camille@strasbourg.example")
@@ -146,38 +167,18 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
         .map(str::to_owned)
         .ok_or("no link in the email")?;
     c.goto(&link).await?;
-    c.find(Locator::Css("button[type=submit]"))
-        .await?
-        .click()
-        .await?;
-    let h1 = c
-        .wait()
-        .for_element(Locator::Css("h1"))
-        .await?
-        .text()
-        .await?;
-    expect_eq("page after confirming", &h1, "Email confirmed")?;
-    c.find(Locator::LinkText("Log in")).await?.click().await?;
+    wait_for_heading(c, "Confirm your email").await?;
+    click(c, Locator::Css("main button[type=submit]")).await?;
+    wait_for_heading(c, "Email confirmed").await?;
+    click(c, Locator::Css("main a.button")).await?;
     wait_for_heading(c, "Log in").await?;
 
     fill(c, "#email", "camille@strasbourg.example").await?;
     fill(c, "#password", PASSWORD).await?;
-    c.find(Locator::Css("form[action='/login'] button[type=submit]"))
-        .await?
-        .click()
-        .await?;
-    c.wait()
-        .for_element(Locator::LinkText("Ville de Strasbourg"))
-        .await?
-        .click()
-        .await?;
-    let name = c
-        .wait()
-        .for_element(Locator::Css("#org-name"))
-        .await?
-        .text()
-        .await?;
-    expect_eq("dashboard heading", &name, "Ville de Strasbourg")?;
+    click(c, Locator::Css("form[action='/login'] button[type=submit]")).await?;
+    wait_for_heading(c, "Your organizations").await?;
+    click(c, Locator::LinkText("Ville de Strasbourg")).await?;
+    wait_for_heading(c, "Ville de Strasbourg").await?;
     let url = c.current_url().await?;
     expect_eq("dashboard address", url.path(), "/o/ville-de-strasbourg")?;
     Ok(())
