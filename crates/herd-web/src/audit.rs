@@ -37,3 +37,25 @@ pub async fn record(
     .await?;
     Ok(())
 }
+
+/// Records an action a user took on their own account (target: their email).
+pub async fn record_own(
+    conn: &mut PgConnection,
+    user: &User,
+    ip: &str,
+    action: &str,
+    details: serde_json::Value,
+) -> Result<(), AppError> {
+    record(
+        conn,
+        Actor {
+            user: Some(user),
+            ip,
+        },
+        None,
+        action,
+        user.email.clone(),
+        details,
+    )
+    .await
+}

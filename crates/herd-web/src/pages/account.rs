@@ -1,6 +1,6 @@
 //! The user's own account: profile overview and two-factor authentication.
 
-use crate::audit::{self, Actor};
+use crate::audit;
 use crate::auth::CurrentUser;
 use crate::client_ip::ClientIp;
 use crate::error::AppError;
@@ -145,18 +145,7 @@ async fn enrol_confirm(
     let mut tx = state.pool.begin().await?;
     users::enable_totp(&mut tx, user.id(), &hashes).await?;
     users::claim_totp_step(&mut tx, user.id(), step).await?;
-    audit::record(
-        &mut tx,
-        Actor {
-            user: Some(&user),
-            ip: &ip,
-        },
-        None,
-        "user.2fa_enabled",
-        user.email.clone(),
-        json!({}),
-    )
-    .await?;
+    audit::record_own(&mut tx, &user, &ip, "user.2fa_enabled", json!({})).await?;
     tx.commit().await?;
     // A new session id now that the account's protection changed.
     session::log_in(&session, user.id()).await?;
@@ -192,18 +181,7 @@ async fn disable(
 ) -> Result<Response, AppError> {
     let mut tx = state.pool.begin().await?;
     users::disable_totp(&mut tx, user.id()).await?;
-    audit::record(
-        &mut tx,
-        Actor {
-            user: Some(&user),
-            ip: &ip,
-        },
-        None,
-        "user.2fa_disabled",
-        user.email.clone(),
-        json!({}),
-    )
-    .await?;
+    audit::record_own(&mut tx, &user, &ip, "user.2fa_disabled", json!({})).await?;
     tx.commit().await?;
     session::flash(&session, "ok", "Two-factor authentication is off.").await?;
     Ok(Redirect::to("/account").into_response())

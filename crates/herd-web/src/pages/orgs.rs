@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use herd_domain::role::check_change;
-use herd_domain::{Role, Slug};
+use herd_domain::Slug;
 use herd_store::orgs::{self, OrgMembership};
 use serde::Deserialize;
 use serde_json::json;
@@ -220,9 +220,4 @@ async fn leave(
     tx.commit().await?;
     session::flash(&session, "ok", format!("You left {}.", ctx.org.name)).await?;
     Ok(Redirect::to("/orgs").into_response())
-}
-
-/// Role labels for templates.
-pub fn roles() -> [Role; 4] {
-    Role::ALL
 }

@@ -65,17 +65,22 @@ pub(super) async fn login(
 ) -> Result<Response, AppError> {
     let next = session::safe_next(form.next.as_deref());
     let typed = form.email.trim().to_lowercase();
-    let page = |error: String, unverified: bool| LoginPage {
-        l: Layout::default(),
-        email: form.email.clone(),
-        next: form.next.clone().unwrap_or_default(),
-        error: Some(error),
-        unverified,
+    // The form again, with what was typed (never the password) and the reason.
+    let refuse = |status: StatusCode, error: String, unverified: bool| {
+        let (session, form) = (&session, &form);
+        async move {
+            let page = LoginPage {
+                l: Layout::new(session, None).await?,
+                email: form.email.clone(),
+                next: form.next.clone().unwrap_or_default(),
+                error: Some(error),
+                unverified,
+            };
+            render_status(status, &page)
+        }
     };
     if let Some(msg) = throttled(&state, &typed, &ip).await? {
-        let mut p = page(msg, false);
-        p.l = Layout::new(&session, None).await?;
-        return render_status(StatusCode::TOO_MANY_REQUESTS, &p);
+        return refuse(StatusCode::TOO_MANY_REQUESTS, msg, false).await;
     }
     let user = match Email::parse(&form.email) {
         Ok(e) => users::by_email(&state.pool, &e).await?,
@@ -87,17 +92,16 @@ pub(super) async fn login(
     let ok = crypto::verify_password(form.password.clone(), hash).await && user.is_some();
     login_attempts::record(&state.pool, &typed, &ip, ok).await?;
     let (Some(user), true) = (user, ok) else {
-        let mut p = page("Wrong email or password.".into(), false);
-        p.l = Layout::new(&session, None).await?;
-        return render_status(StatusCode::UNAUTHORIZED, &p);
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "Wrong email or password.".into(),
+            false,
+        )
+        .await;
     };
     if user.email_verified_at.is_none() {
-        let mut p = page(
-            "Confirm your email address first: open the link we sent you.".into(),
-            true,
-        );
-        p.l = Layout::new(&session, None).await?;
-        return render_status(StatusCode::FORBIDDEN, &p);
+        let msg = "Confirm your email address first: open the link we sent you.";
+        return refuse(StatusCode::FORBIDDEN, msg.into(), true).await;
     }
     if user.password_must_change {
         return replace_one_time_password(&state, &session, &user, &ip).await;
@@ -118,15 +122,11 @@ pub(super) async fn complete_login(
     method: &str,
 ) -> Result<Response, AppError> {
     let mut tx = state.pool.begin().await?;
-    audit::record(
+    audit::record_own(
         &mut tx,
-        Actor {
-            user: Some(user),
-            ip,
-        },
-        None,
+        user,
+        ip,
         "user.logged_in",
-        user.email.clone(),
         json!({ "method": method }),
     )
     .await?;
@@ -233,18 +233,7 @@ pub(super) async fn logout(
 ) -> Result<Response, AppError> {
     if let Some(user) = &user {
         let mut tx = state.pool.begin().await?;
-        audit::record(
-            &mut tx,
-            Actor {
-                user: Some(user),
-                ip: &ip,
-            },
-            None,
-            "user.logged_out",
-            user.email.clone(),
-            json!({}),
-        )
-        .await?;
+        audit::record_own(&mut tx, user, &ip, "user.logged_out", json!({})).await?;
         tx.commit().await?;
     }
     session::log_out(&session).await?;

@@ -195,18 +195,7 @@ pub(super) async fn reset(
     tokens::revoke_all(&mut tx, uid, Purpose::ResetPassword).await?;
     // Following the emailed link proves the address too.
     users::mark_email_verified(&mut tx, uid).await?;
-    audit::record(
-        &mut tx,
-        Actor {
-            user: Some(&user),
-            ip: &ip,
-        },
-        None,
-        "user.password_reset",
-        user.email.clone(),
-        json!({}),
-    )
-    .await?;
+    audit::record_own(&mut tx, &user, &ip, "user.password_reset", json!({})).await?;
     tx.commit().await?;
     session::flash(
         &session,
