@@ -75,51 +75,80 @@ fn volume_claim(size: &str) -> Value {
     })
 }
 
-fn postgres_statefulset(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
-    let ns = t.namespace();
-    let db = t.database_name();
+/// A one-replica StatefulSet running `container` with a `data` volume claim of `storage`,
+/// and its Service on `port`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each argument is one field of the manifest"
+)]
+fn single_replica(
+    t: &Tenant<'_>,
+    name: &str,
+    component: &str,
+    uid: i64,
+    container: Value,
+    volumes: Option<Value>,
+    storage: &str,
+    port: i64,
+) -> Result<Vec<Child>, RenderError> {
+    let mut pod = json!({
+        "serviceAccountName": SERVICE_ACCOUNT,
+        "automountServiceAccountToken": false,
+        "securityContext": pod_security(uid),
+        "containers": [container],
+    });
+    if let Some(v) = volumes {
+        pod["volumes"] = v;
+    }
     let sts = json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": { "name": "postgres", "namespace": ns, "labels": t.labels("database") },
+        "metadata": { "name": name, "namespace": t.namespace(), "labels": t.labels(component) },
         "spec": {
-            "serviceName": "postgres",
+            "serviceName": name,
             "replicas": 1,
-            "selector": { "matchLabels": t.selector("database") },
-            "template": {
-                "metadata": { "labels": t.labels("database") },
-                "spec": {
-                    "serviceAccountName": SERVICE_ACCOUNT,
-                    "automountServiceAccountToken": false,
-                    "securityContext": pod_security(POSTGRES_UID),
-                    "containers": [{
-                        "name": "postgres",
-                        "image": POSTGRES_IMAGE,
-                        "env": [
-                            { "name": "POSTGRES_USER", "value": db },
-                            { "name": "POSTGRES_DB", "value": db },
-                            { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
-                            secret_env("POSTGRES_PASSWORD", DB_PASS),
-                        ],
-                        "ports": [{ "name": "postgres", "containerPort": 5432 }],
-                        "readinessProbe": { "exec": { "command": ["pg_isready", "-U", db, "-d", db] }, "periodSeconds": 10 },
-                        "livenessProbe": { "exec": { "command": ["pg_isready", "-U", db, "-d", db] }, "periodSeconds": 30, "failureThreshold": 6 },
-                        "resources": { "requests": { "cpu": "250m", "memory": "512Mi" }, "limits": { "cpu": "2", "memory": "2Gi" } },
-                        "securityContext": container_security(false),
-                        "volumeMounts": [
-                            { "name": "data", "mountPath": "/var/lib/postgresql/data" },
-                            { "name": "run", "mountPath": "/var/run/postgresql" },
-                        ],
-                    }],
-                    "volumes": [{ "name": "run", "emptyDir": {} }],
-                },
-            },
-            "volumeClaimTemplates": [volume_claim(&t.instance.spec.sizing.database_storage)],
+            "selector": { "matchLabels": t.selector(component) },
+            "template": { "metadata": { "labels": t.labels(component) }, "spec": pod },
+            "volumeClaimTemplates": [volume_claim(storage)],
         },
     });
     Ok(vec![
-        Child::StatefulSet(build("StatefulSet postgres", sts)?),
-        service(t, "postgres", "database", 5432)?,
+        Child::StatefulSet(build("StatefulSet", sts)?),
+        service(t, name, component, port)?,
     ])
+}
+
+fn postgres_statefulset(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    let db = t.database_name();
+    let container = json!({
+        "name": "postgres",
+        "image": POSTGRES_IMAGE,
+        "env": [
+            { "name": "POSTGRES_USER", "value": db },
+            { "name": "POSTGRES_DB", "value": db },
+            { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
+            secret_env("POSTGRES_PASSWORD", DB_PASS),
+        ],
+        "ports": [{ "name": "postgres", "containerPort": 5432 }],
+        "readinessProbe": { "exec": { "command": ["pg_isready", "-U", db, "-d", db] }, "periodSeconds": 10 },
+        "livenessProbe": { "exec": { "command": ["pg_isready", "-U", db, "-d", db] }, "periodSeconds": 30, "failureThreshold": 6 },
+        "resources": { "requests": { "cpu": "250m", "memory": "512Mi" }, "limits": { "cpu": "2", "memory": "2Gi" } },
+        "securityContext": container_security(false),
+        "volumeMounts": [
+            { "name": "data", "mountPath": "/var/lib/postgresql/data" },
+            { "name": "run", "mountPath": "/var/run/postgresql" },
+        ],
+    });
+    let volumes = json!([{ "name": "run", "emptyDir": {} }]);
+    single_replica(
+        t,
+        "postgres",
+        "database",
+        POSTGRES_UID,
+        container,
+        Some(volumes),
+        &t.instance.spec.sizing.database_storage,
+        5432,
+    )
 }
 
 fn cloudnative_pg(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
@@ -150,39 +179,17 @@ fn cloudnative_pg(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
 }
 
 fn redis(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
-    let ns = t.namespace();
-    let sts = json!({
-        "apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": { "name": "redis", "namespace": ns, "labels": t.labels("redis") },
-        "spec": {
-            "serviceName": "redis",
-            "replicas": 1,
-            "selector": { "matchLabels": t.selector("redis") },
-            "template": {
-                "metadata": { "labels": t.labels("redis") },
-                "spec": {
-                    "serviceAccountName": SERVICE_ACCOUNT,
-                    "automountServiceAccountToken": false,
-                    "securityContext": pod_security(REDIS_UID),
-                    "containers": [{
-                        "name": "redis",
-                        "image": REDIS_IMAGE,
-                        "command": ["redis-server", "--requirepass", "$(REDIS_PASSWORD)", "--appendonly", "yes", "--dir", "/data"],
-                        "env": [secret_env("REDIS_PASSWORD", REDIS_PASSWORD)],
-                        "ports": [{ "name": "redis", "containerPort": 6379 }],
-                        "readinessProbe": { "tcpSocket": { "port": 6379 }, "periodSeconds": 10 },
-                        "livenessProbe": { "tcpSocket": { "port": 6379 }, "periodSeconds": 30 },
-                        "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "cpu": "500m", "memory": "512Mi" } },
-                        "securityContext": container_security(true),
-                        "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
-                    }],
-                },
-            },
-            "volumeClaimTemplates": [volume_claim("2Gi")],
-        },
+    let container = json!({
+        "name": "redis",
+        "image": REDIS_IMAGE,
+        "command": ["redis-server", "--requirepass", "$(REDIS_PASSWORD)", "--appendonly", "yes", "--dir", "/data"],
+        "env": [secret_env("REDIS_PASSWORD", REDIS_PASSWORD)],
+        "ports": [{ "name": "redis", "containerPort": 6379 }],
+        "readinessProbe": { "tcpSocket": { "port": 6379 }, "periodSeconds": 10 },
+        "livenessProbe": { "tcpSocket": { "port": 6379 }, "periodSeconds": 30 },
+        "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "cpu": "500m", "memory": "512Mi" } },
+        "securityContext": container_security(true),
+        "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
     });
-    Ok(vec![
-        Child::StatefulSet(build("StatefulSet redis", sts)?),
-        service(t, "redis", "redis", 6379)?,
-    ])
+    single_replica(t, "redis", "redis", REDIS_UID, container, None, "2Gi", 6379)
 }

@@ -109,14 +109,30 @@ impl Child {
         }
     }
 
-    /// `Kind/name`, for messages.
+    /// `Kind/name`, for messages (without serializing the object).
     pub fn describe(&self) -> String {
-        let v = self.to_value().unwrap_or_default();
-        format!(
-            "{}/{}",
-            v["kind"].as_str().unwrap_or("?"),
-            v["metadata"]["name"].as_str().unwrap_or("?")
-        )
+        let (kind, meta) = match self {
+            Child::Namespace(o) => ("Namespace", &o.metadata),
+            Child::ResourceQuota(o) => ("ResourceQuota", &o.metadata),
+            Child::LimitRange(o) => ("LimitRange", &o.metadata),
+            Child::NetworkPolicy(o) => ("NetworkPolicy", &o.metadata),
+            Child::ServiceAccount(o) => ("ServiceAccount", &o.metadata),
+            Child::Secret(o) => ("Secret", &o.metadata),
+            Child::ConfigMap(o) => ("ConfigMap", &o.metadata),
+            Child::PersistentVolumeClaim(o) => ("PersistentVolumeClaim", &o.metadata),
+            Child::StatefulSet(o) => ("StatefulSet", &o.metadata),
+            Child::Service(o) => ("Service", &o.metadata),
+            Child::Deployment(o) => ("Deployment", &o.metadata),
+            Child::Ingress(o) => ("Ingress", &o.metadata),
+            Child::Job(o) => ("Job", &o.metadata),
+            Child::CronJob(o) => ("CronJob", &o.metadata),
+            Child::PodDisruptionBudget(o) => ("PodDisruptionBudget", &o.metadata),
+            Child::Dynamic(o) => (
+                o.types.as_ref().map_or("?", |t| t.kind.as_str()),
+                &o.metadata,
+            ),
+        };
+        format!("{kind}/{}", meta.name.as_deref().unwrap_or("?"))
     }
 }
 
