@@ -1,8 +1,9 @@
 //! Applying a tenant's children to an in-memory Kubernetes API (kube-fake-client).
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-use herd_domain::plan::default_catalogue;
-use herd_k8s::crd::{App, Instance, InstanceSpec, OwnerSpec};
+mod common;
+
+use herd_k8s::crd::Instance;
 use herd_k8s::reconcile::{apply_children, ReconcileError};
 use herd_k8s::render::ClusterSettings;
 use herd_testkit::fake_cluster;
@@ -13,27 +14,7 @@ use kube::api::{Api, ListParams};
 use std::collections::BTreeMap;
 
 fn instance(plan: &str) -> Instance {
-    let p = default_catalogue()
-        .into_iter()
-        .find(|p| p.code == plan)
-        .unwrap();
-    let mut i = Instance::new(
-        "lyon",
-        InstanceSpec::new(
-            App::Mastodon,
-            "v4.7.6",
-            "lyon",
-            "lyon.social",
-            plan,
-            &p.limits,
-            OwnerSpec {
-                username: "admin".into(),
-                email: "admin@lyon.example".into(),
-            },
-        ),
-    );
-    i.metadata.namespace = Some("herd-system".into());
-    i
+    common::lyon(plan)
 }
 
 /// resourceVersion of every child, by Kind/name.

@@ -2,8 +2,9 @@
 //! what must hold in every tenant (pod security, namespacing, labels, ingress wiring).
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-use herd_domain::plan::default_catalogue;
-use herd_k8s::crd::{App, DatabaseMode, Instance, InstanceSpec, InstanceStatus, OwnerSpec, S3Spec};
+mod common;
+
+use herd_k8s::crd::{App, DatabaseMode, Instance, InstanceStatus, S3Spec};
 use herd_k8s::render::{self, Child, ClusterSettings, Tenant};
 use herd_k8s::secrets::{self, AppSecrets};
 use serde_json::Value;
@@ -38,25 +39,8 @@ fn fixed_secrets() -> AppSecrets {
 }
 
 fn instance(plan: &str) -> Instance {
-    let p = default_catalogue()
-        .into_iter()
-        .find(|p| p.code == plan)
-        .unwrap();
-    let mut spec = InstanceSpec::new(
-        App::Mastodon,
-        "v4.7.6",
-        "lyon",
-        "lyon.social",
-        plan,
-        &p.limits,
-        OwnerSpec {
-            username: "admin".into(),
-            email: "admin@lyon.example".into(),
-        },
-    );
-    spec.smtp_secret_ref = Some("smtp".into());
-    let mut i = Instance::new("lyon", spec);
-    i.metadata.namespace = Some("herd-system".into());
+    let mut i = common::lyon(plan);
+    i.spec.smtp_secret_ref = Some("smtp".into());
     i
 }
 
