@@ -4,6 +4,10 @@
 
 pub mod crd;
 pub mod diff;
+pub mod lease;
+pub mod lifecycle;
+pub mod observe;
+pub mod operator;
 pub mod reconcile;
 pub mod render;
 pub mod secrets;

@@ -5,12 +5,16 @@
 
 use crate::crd::Instance;
 use crate::diff;
+use crate::lifecycle::OWNER_PASSWORD_SECRET;
 use crate::render::tenancy::APP_SECRET;
-use crate::render::{self, namespace_name, ClusterSettings, RenderError, Tenant};
+use crate::render::{self, namespace_name, Child, ClusterSettings, RenderError, Tenant};
 use crate::secrets::{AppSecrets, SecretError};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use std::collections::BTreeMap;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The field manager of every apply.
 pub const FIELD_MANAGER: &str = "herd";
@@ -42,6 +46,18 @@ pub struct ApplyReport {
     pub unchanged: usize,
 }
 
+/// A Secret's values as strings (`data` decoded, `stringData` on top).
+pub fn secret_strings(secret: Secret) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    out.extend(secret.string_data.unwrap_or_default());
+    out
+}
+
 /// The app secrets of a tenant: read back from its Secret when it exists (and refused if
 /// damaged), generated only for a new tenant.
 pub async fn load_or_generate_secrets(
@@ -52,14 +68,7 @@ pub async fn load_or_generate_secrets(
     let Some(secret) = api.get_opt(APP_SECRET).await? else {
         return Ok(AppSecrets::generate());
     };
-    let mut data: BTreeMap<String, String> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-        .collect();
-    data.extend(secret.string_data.unwrap_or_default());
-    AppSecrets::from_data(&data).map_err(|source| ReconcileError::DamagedSecret {
+    AppSecrets::from_data(&secret_strings(secret)).map_err(|source| ReconcileError::DamagedSecret {
         namespace: namespace.to_owned(),
         source,
     })
@@ -77,7 +86,8 @@ fn api_for(client: &kube::Client, obj: &serde_json::Value) -> Api<DynamicObject>
 }
 
 /// Applies every child that differs from the cluster's copy, in render order; children
-/// already as rendered are not written.
+/// already as rendered are not written. (The whole steady render, as the bench and the
+/// plan-change tests use it; the operator applies what [`crate::lifecycle::plan`] says.)
 pub async fn apply_children(
     client: &kube::Client,
     instance: &Instance,
@@ -90,6 +100,14 @@ pub async fn apply_children(
         secrets: &secrets,
         cluster,
     })?;
+    apply(client, &children).await
+}
+
+/// Applies `children` in order, writing only those that differ from the cluster's copy.
+pub async fn apply(
+    client: &kube::Client,
+    children: &[Child],
+) -> Result<ApplyReport, ReconcileError> {
     let mut report = ApplyReport::default();
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for child in children {
@@ -123,4 +141,95 @@ pub async fn apply_children(
         }
     }
     Ok(report)
+}
+
+/// The kinds whose children are deleted when no longer rendered (the suspended page after a
+/// resume, the web PodDisruptionBudget after a move to a one-replica plan). Never volumes,
+/// Secrets or the database: data is only removed with the namespace; Jobs expire by TTL so
+/// their logs stay readable.
+const PRUNABLE: [(&str, &str, &str); 7] = [
+    ("apps", "v1", "Deployment"),
+    ("", "v1", "Service"),
+    ("", "v1", "ConfigMap"),
+    ("networking.k8s.io", "v1", "Ingress"),
+    ("networking.k8s.io", "v1", "NetworkPolicy"),
+    ("policy", "v1", "PodDisruptionBudget"),
+    ("batch", "v1", "CronJob"),
+];
+
+/// Deletes the Instance's children of prunable kinds that are not in `keep` (`Kind/name`).
+/// Returns what was deleted.
+pub async fn prune(
+    client: &kube::Client,
+    instance: &Instance,
+    keep: &BTreeSet<String>,
+) -> Result<Vec<String>, ReconcileError> {
+    let ns = namespace_name(&instance.spec.slug);
+    let lp = ListParams::default().labels(&crate::observe::selector(instance));
+    let mut deleted = Vec::new();
+    for (group, version, kind) in PRUNABLE {
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+        for obj in api.list(&lp).await?.items {
+            let Some(name) = obj.metadata.name else {
+                continue;
+            };
+            let what = format!("{kind}/{name}");
+            if !keep.contains(&what) {
+                api.delete(&name, &DeleteParams::background()).await?;
+                deleted.push(what);
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Makes the owner's one-time password Secret unless it exists: 32 hexadecimal characters,
+/// the form Mastodon's `tootctl accounts create` uses. It is never rewritten, so a retried
+/// owner Job sets the same password.
+pub async fn ensure_owner_password(
+    client: &kube::Client,
+    t: &Tenant<'_>,
+) -> Result<bool, ReconcileError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &t.namespace());
+    if api.get_opt(OWNER_PASSWORD_SECRET).await?.is_some() {
+        return Ok(false);
+    }
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": OWNER_PASSWORD_SECRET, "namespace": t.namespace(), "labels": t.labels("owner"),
+            "annotations": { "herd.dev/purpose": "The first owner's one-time password; the control plane reads it once and deletes it." },
+        },
+        "type": "Opaque",
+        "stringData": { "password": hex::encode(bytes), "username": t.instance.spec.owner.username },
+    }))
+    .map_err(|source| ReconcileError::Encode {
+        what: format!("Secret/{OWNER_PASSWORD_SECRET}"),
+        source,
+    })?;
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(true),
+        // Made by another reconcile in the meantime: keep that one.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads the owner's one-time password of the tenant `slug` and deletes it, so it can be
+/// read once. `None` when it was read already (or the owner is not created yet).
+pub async fn take_owner_password(
+    client: &kube::Client,
+    slug: &str,
+) -> Result<Option<String>, ReconcileError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace_name(slug));
+    let Some(secret) = api.get_opt(OWNER_PASSWORD_SECRET).await? else {
+        return Ok(None);
+    };
+    let password = secret_strings(secret).remove("password");
+    api.delete(OWNER_PASSWORD_SECRET, &DeleteParams::default())
+        .await?;
+    Ok(password)
 }

@@ -3,6 +3,7 @@
 //! Pure, so every transition is tested without a cluster.
 
 use crate::crd::{App, Condition, Instance, InstanceStatus, Phase};
+use crate::lifecycle::Step;
 use crate::render::namespace_name;
 use std::collections::BTreeMap;
 
@@ -14,13 +15,36 @@ pub enum JobState {
     Failed(String),
 }
 
+/// A Deployment as read back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeploymentState {
+    pub desired: i32,
+    pub ready: i32,
+    /// Replicas running the current pod template.
+    pub updated: i32,
+    /// The image tag of its first container (the app version it runs or rolls to).
+    pub version: String,
+    /// The Deployment controller has seen the latest spec (`observedGeneration`).
+    pub current: bool,
+}
+
+impl DeploymentState {
+    /// Every replica runs `version` and is ready.
+    pub fn rolled_out_at(&self, version: &str) -> bool {
+        self.current
+            && self.version.trim_start_matches('v') == version.trim_start_matches('v')
+            && self.updated >= self.desired
+            && self.ready >= self.desired
+    }
+}
+
 /// What the operator read back from the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
     pub database_ready: bool,
     pub redis_ready: bool,
-    /// Deployment name → (desired replicas, ready replicas).
-    pub deployments: BTreeMap<String, (i32, i32)>,
+    /// Deployment name → its state.
+    pub deployments: BTreeMap<String, DeploymentState>,
     /// Job name → state.
     pub jobs: BTreeMap<String, JobState>,
     /// The ingress has an address (the controller picked it up).
@@ -50,17 +74,17 @@ fn deployment_condition(
             "Suspended",
             format!("{name} is scaled to zero while suspended"),
         ),
-        Some((desired, ready)) if ready >= desired => condition(
+        Some(d) if d.ready >= d.desired => condition(
             type_,
             true,
             "Ready",
-            format!("{ready}/{desired} replicas ready"),
+            format!("{}/{} replicas ready", d.ready, d.desired),
         ),
-        Some((desired, ready)) => condition(
+        Some(d) => condition(
             type_,
             false,
             "Starting",
-            format!("{ready}/{desired} replicas ready"),
+            format!("{}/{} replicas ready", d.ready, d.desired),
         ),
         None => condition(
             type_,
@@ -79,9 +103,16 @@ fn failed_job(observed: &Observed) -> Option<(&str, &str)> {
     })
 }
 
-/// Computes the status. `now` is the RFC 3339 time stamped on conditions that change;
-/// conditions whose status did not change keep their previous transition time.
-pub fn compute(instance: &Instance, observed: &Observed, now: &str) -> InstanceStatus {
+/// Computes the status from what was observed and the lifecycle's step and running version
+/// (see [`crate::lifecycle::plan`]). `now` is the RFC 3339 time stamped on conditions that
+/// change; conditions whose status did not change keep their previous transition time.
+pub fn compute(
+    instance: &Instance,
+    observed: &Observed,
+    step: &Step,
+    running_version: Option<&str>,
+    now: &str,
+) -> InstanceStatus {
     let spec = &instance.spec;
     let previous = instance.status.clone().unwrap_or_default();
     let ns = namespace_name(&spec.slug);
@@ -182,37 +213,31 @@ pub fn compute(instance: &Instance, observed: &Observed, now: &str) -> InstanceS
         );
     }
 
-    let all_ready = conditions.iter().all(|c| c.status == "True");
-    let mut running_version = previous.running_version.clone();
-    let (phase, last_error) = if let Some((name, msg)) = failed_job(observed) {
-        (
+    let (phase, last_error) = match step {
+        Step::JobFailed { job, message } => (
             Phase::Failed,
             Some(format!(
-                "Job {name} failed ({msg}). The running version is unchanged. Read its logs with `kubectl logs -n {ns} job/{name}`, fix the cause, then delete the Job to retry."
+                "Job {job} failed ({message}). The running version is unchanged. Read its logs with `kubectl logs -n {ns} job/{job}`, fix the cause, then delete the Job to retry."
             )),
-        )
-    } else if spec.suspended {
-        (Phase::Suspended, None)
-    } else if all_ready {
-        running_version = Some(spec.version.clone());
-        (Phase::Running, None)
-    } else if running_version
-        .as_deref()
-        .is_some_and(|v| v != spec.version)
-    {
-        (Phase::Upgrading, None)
-    } else if running_version.is_none() {
-        (Phase::Provisioning, None)
-    } else {
-        // Installed and on the right version, but something is not ready (a pod restarting).
-        (Phase::Running, None)
+        ),
+        Step::Refused(why) => (
+            Phase::Failed,
+            Some(format!(
+                "upgrade refused: {why}. The tenant keeps running {}; set spec.version back or to an allowed version.",
+                running_version.unwrap_or("its current version")
+            )),
+        ),
+        _ if spec.suspended => (Phase::Suspended, None),
+        s if s.is_install() => (Phase::Provisioning, None),
+        s if s.is_upgrade() => (Phase::Upgrading, None),
+        _ => (Phase::Running, None),
     };
 
     InstanceStatus {
         phase,
         conditions,
         observed_generation: instance.metadata.generation,
-        running_version,
+        running_version: running_version.map(str::to_owned),
         url: Some(format!(
             "https://{}",
             spec.web_domain.as_deref().unwrap_or(&spec.local_domain)
@@ -225,6 +250,9 @@ pub fn compute(instance: &Instance, observed: &Observed, now: &str) -> InstanceS
 mod tests {
     use super::*;
     use crate::crd::{InstanceSpec, OwnerSpec};
+    use crate::lifecycle::plan;
+    use crate::render::{ClusterSettings, Tenant};
+    use crate::secrets::AppSecrets;
     use herd_domain::plan::default_catalogue;
 
     fn instance() -> Instance {
@@ -249,19 +277,45 @@ mod tests {
         i
     }
 
+    fn ready(n: i32, version: &str) -> DeploymentState {
+        DeploymentState {
+            desired: n,
+            ready: n,
+            updated: n,
+            version: version.into(),
+            current: true,
+        }
+    }
+
     fn healthy() -> Observed {
         Observed {
             database_ready: true,
             redis_ready: true,
-            deployments: [("web", (1, 1)), ("streaming", (1, 1)), ("sidekiq", (1, 1))]
+            deployments: ["web", "streaming", "sidekiq"]
                 .into_iter()
-                .map(|(n, r)| (n.to_owned(), r))
+                .map(|n| (n.to_owned(), ready(1, "v4.7.6")))
                 .collect(),
-            jobs: [("db-prepare-v4-7-6".to_owned(), JobState::Succeeded)]
-                .into_iter()
-                .collect(),
+            jobs: [
+                ("db-prepare-v4-7-6".to_owned(), JobState::Succeeded),
+                ("create-owner".to_owned(), JobState::Succeeded),
+            ]
+            .into_iter()
+            .collect(),
             ingress_ready: true,
         }
+    }
+
+    /// The status the operator would write: the lifecycle's plan, then `compute`.
+    fn status(i: &Instance, o: &Observed, now: &str) -> InstanceStatus {
+        let secrets = AppSecrets::generate();
+        let cluster = ClusterSettings::default();
+        let t = Tenant {
+            instance: i,
+            secrets: &secrets,
+            cluster: &cluster,
+        };
+        let p = plan(&t, o).expect("plan");
+        compute(i, o, &p.step, p.running_version.as_deref(), now)
     }
 
     fn cond<'a>(s: &'a InstanceStatus, t: &str) -> &'a Condition {
@@ -274,7 +328,7 @@ mod tests {
     #[test]
     fn a_new_instance_provisions_then_runs() {
         let mut i = instance();
-        let s = compute(&i, &Observed::default(), "t1");
+        let s = status(&i, &Observed::default(), "t1");
         assert_eq!(s.phase, Phase::Provisioning);
         assert_eq!(s.running_version, None);
         assert_eq!(s.observed_generation, Some(3));
@@ -293,43 +347,53 @@ mod tests {
             ]
         );
         i.status = Some(s);
-        let s = compute(&i, &healthy(), "t2");
+        let s = status(&i, &healthy(), "t2");
         assert_eq!(s.phase, Phase::Running);
         assert_eq!(s.running_version.as_deref(), Some("v4.7.6"));
         assert_eq!(s.url.as_deref(), Some("https://lyon.social"));
         assert_eq!(cond(&s, "Web").last_transition_time.as_deref(), Some("t2"));
         // Nothing changed: transition times are kept.
         i.status = Some(s);
-        let s = compute(&i, &healthy(), "t3");
+        let s = status(&i, &healthy(), "t3");
         assert_eq!(cond(&s, "Web").last_transition_time.as_deref(), Some("t2"));
     }
 
     #[test]
-    fn an_upgrade_keeps_the_running_version_until_ready() {
+    fn an_upgrade_keeps_the_running_version_until_done() {
         let mut i = instance();
-        i.status = Some(compute(&i, &healthy(), "t1"));
+        i.status = Some(status(&i, &healthy(), "t1"));
         i.spec.version = "v4.8.0".into();
         let mut o = healthy();
-        o.deployments.insert("web".into(), (1, 0));
         o.jobs
             .insert("migrate-pre-v4-8-0".into(), JobState::Running);
-        let s = compute(&i, &o, "t2");
+        let s = status(&i, &o, "t2");
         assert_eq!(s.phase, Phase::Upgrading);
         assert_eq!(s.running_version.as_deref(), Some("v4.7.6"));
         assert_eq!(cond(&s, "Migrations").reason, "Running");
+        // Rolled and post-migrated: the new version runs.
+        o.jobs
+            .insert("migrate-pre-v4-8-0".into(), JobState::Succeeded);
+        o.jobs
+            .insert("migrate-post-v4-8-0".into(), JobState::Succeeded);
+        for d in o.deployments.values_mut() {
+            *d = ready(1, "v4.8.0");
+        }
+        let s = status(&i, &o, "t3");
+        assert_eq!(s.phase, Phase::Running);
+        assert_eq!(s.running_version.as_deref(), Some("v4.8.0"));
     }
 
     #[test]
     fn a_failed_job_fails_the_instance_with_an_actionable_error() {
         let mut i = instance();
-        i.status = Some(compute(&i, &healthy(), "t1"));
+        i.status = Some(status(&i, &healthy(), "t1"));
         i.spec.version = "v4.8.0".into();
         let mut o = healthy();
         o.jobs.insert(
             "migrate-pre-v4-8-0".into(),
             JobState::Failed("BackoffLimitExceeded".into()),
         );
-        let s = compute(&i, &o, "t2");
+        let s = status(&i, &o, "t2");
         assert_eq!(s.phase, Phase::Failed);
         assert_eq!(
             s.running_version.as_deref(),
@@ -345,14 +409,27 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_upgrade_fails_and_says_which_version_to_take() {
+        let mut i = instance();
+        i.status = Some(status(&i, &healthy(), "t1"));
+        i.spec.version = "v4.9.0".into();
+        let s = status(&i, &healthy(), "t2");
+        assert_eq!(s.phase, Phase::Failed);
+        assert_eq!(s.running_version.as_deref(), Some("v4.7.6"));
+        let err = s.last_error.expect("error");
+        assert!(err.contains("v4.8.x first"), "{err}");
+    }
+
+    #[test]
     fn suspension_is_its_own_phase() {
         let mut i = instance();
+        i.status = Some(status(&i, &healthy(), "t1"));
         i.spec.suspended = true;
         let mut o = healthy();
         for d in o.deployments.values_mut() {
-            *d = (0, 0);
+            *d = ready(0, "v4.7.6");
         }
-        let s = compute(&i, &o, "t1");
+        let s = status(&i, &o, "t2");
         assert_eq!(s.phase, Phase::Suspended);
         assert_eq!(cond(&s, "Web").reason, "Suspended");
         assert_eq!(s.last_error, None);
@@ -365,7 +442,7 @@ mod tests {
         let mut o = healthy();
         o.deployments.retain(|k, _| k == "web");
         o.redis_ready = false;
-        let s = compute(&i, &o, "t1");
+        let s = status(&i, &o, "t1");
         let types: Vec<_> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, ["Database", "Migrations", "Web", "Ingress"]);
         assert_eq!(s.phase, Phase::Running);

@@ -7,6 +7,7 @@
 
 use herd_domain::plan::default_catalogue;
 use herd_k8s::crd::{App, DatabaseMode, Instance, InstanceSpec, OwnerSpec, S3Spec};
+use herd_k8s::render::backup::BackupTarget;
 use herd_k8s::render::{self, Child, ClusterSettings, Tenant};
 use herd_k8s::secrets::AppSecrets;
 use kube_fake_client::validator::{RuntimeOpenAPIValidator, SchemaValidator};
@@ -102,12 +103,27 @@ fn rendered_objects_pass_openapi_validation() {
         for variant in [0u8, 1] {
             let inst = instance(plan, (i as u8) * 2 + variant);
             let secrets = AppSecrets::generate();
-            let children = render::render(&Tenant {
+            let t = Tenant {
                 instance: &inst,
                 secrets: &secrets,
                 cluster: &cluster,
-            })
-            .unwrap();
+            };
+            let mut children = render::render(&t).unwrap();
+            // The Jobs the operator adds at upgrades and before deletion.
+            if inst.spec.app == App::Mastodon {
+                let (pre, post) = render::upgrade_jobs(&t).unwrap();
+                children.extend([pre, post]);
+            }
+            let target = BackupTarget {
+                bucket: "backups".into(),
+                endpoint: "https://s3.example.net".into(),
+                prefix: "final/".into(),
+            };
+            let credentials = [("AWS_ACCESS_KEY_ID".to_owned(), "k".to_owned())].into();
+            children.extend(
+                render::backup::final_backup(&t, &target, &credentials, "2026-11-29T12:00:00Z")
+                    .unwrap(),
+            );
             for child in children {
                 // Other operators' resources (CloudNativePG) have no schema here.
                 if matches!(child, Child::Dynamic(_)) {

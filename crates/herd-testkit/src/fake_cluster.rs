@@ -21,12 +21,69 @@ pub struct FakeCluster {
     pub client: kube::Client,
     writes: Arc<AtomicU64>,
     namespaces: Arc<Mutex<BTreeMap<String, Value>>>,
+    faults: Arc<Mutex<Vec<Fault>>>,
+}
+
+/// An API error to answer instead of the fake's reply, for requests whose method matches
+/// and whose path contains `path`, `times` times.
+#[derive(Debug, Clone)]
+struct Fault {
+    method: Method,
+    path: String,
+    code: u16,
+    times: usize,
+}
+
+/// The code of the first armed fault matching the request, which it uses up.
+fn take_fault(faults: &Mutex<Vec<Fault>>, method: &Method, path: &str) -> Option<u16> {
+    let mut faults = faults.lock().unwrap_or_else(|e| e.into_inner());
+    let f = faults
+        .iter_mut()
+        .find(|f| f.times > 0 && f.method == *method && path.contains(&f.path))?;
+    f.times -= 1;
+    Some(f.code)
+}
+
+fn fault_response(code: u16) -> Response<Body> {
+    let reason = match code {
+        429 => "TooManyRequests",
+        409 => "Conflict",
+        500 => "InternalError",
+        _ => "Unknown",
+    };
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = json_response(
+        status,
+        &json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code,
+                 "message": format!("injected fault {code}") }),
+    );
+    if code == 429 {
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+    }
+    r
 }
 
 impl FakeCluster {
     /// API writes so far.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Answers the next `times` requests with this method whose path contains `path` with
+    /// the API error `code` (429 throttling, 500, 409…) instead of serving them.
+    pub fn fail(&self, method: Method, path: &str, code: u16, times: usize) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Fault {
+                method,
+                path: path.to_owned(),
+                code,
+                times,
+            });
     }
 
     /// The stored namespaces, by name.
@@ -103,18 +160,35 @@ async fn namespace_request(
 
 /// A fresh, empty fake cluster.
 pub async fn start() -> FakeCluster {
-    let fake = kube_fake_client::ClientBuilder::new()
+    start_with(|b| b).await
+}
+
+/// A fresh fake cluster, its builder first passed to `setup` (to register custom resources,
+/// status subresources or kube-fake-client interceptors).
+pub async fn start_with(
+    setup: impl FnOnce(kube_fake_client::ClientBuilder) -> kube_fake_client::ClientBuilder,
+) -> FakeCluster {
+    let fake = setup(kube_fake_client::ClientBuilder::new())
         .build()
         .await
         .unwrap_or_else(|e| panic!("kube-fake-client: {e}"));
     let writes = Arc::new(AtomicU64::new(0));
     let namespaces: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
     let ns_versions = Arc::new(AtomicU64::new(0));
-    let (w, store) = (writes.clone(), namespaces.clone());
+    let faults: Arc<Mutex<Vec<Fault>>> = Arc::default();
+    let (w, store, f) = (writes.clone(), namespaces.clone(), faults.clone());
     let service = tower::service_fn(move |req: Request<Body>| {
-        let (fake, w, store, ns_versions) =
-            (fake.clone(), w.clone(), store.clone(), ns_versions.clone());
+        let (fake, w, store, ns_versions, faults) = (
+            fake.clone(),
+            w.clone(),
+            store.clone(),
+            ns_versions.clone(),
+            f.clone(),
+        );
         async move {
+            if let Some(code) = take_fault(&faults, req.method(), req.uri().path()) {
+                return Ok(fault_response(code));
+            }
             if req.method() != Method::GET {
                 w.fetch_add(1, Ordering::SeqCst);
             }
@@ -145,5 +219,6 @@ pub async fn start() -> FakeCluster {
         client: kube::Client::new(service, "default"),
         writes,
         namespaces,
+        faults,
     }
 }

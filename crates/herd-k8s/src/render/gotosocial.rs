@@ -2,11 +2,11 @@
 //! with its database migrations run at start.
 
 use super::data::container_security;
-use super::mastodon::{ingress, pod_spec_for, resources, secret_env, suspended_page};
+use super::mastodon::{ingress, one_off_job, pod_spec_for, resources, secret_env, suspended_page};
 use super::tenancy::{with_extra_env, APP_CONFIG, APP_SECRET};
 use super::{build, config_hash, Child, RenderError, Tenant};
 use crate::secrets::DB_PASS;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 /// GoToSocial's image runs as this user.
@@ -61,16 +61,10 @@ pub fn env(t: &Tenant<'_>) -> BTreeMap<String, String> {
     with_extra_env(t, e)
 }
 
-pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
-    let spec = &t.instance.spec;
-    let ns = t.namespace();
-    let hash = config_hash(&[
-        &json!(env(t)),
-        &json!(t.secrets.data()),
-        &json!(spec.media_s3),
-    ]);
+/// The settings from Secrets: the database password and object-storage credentials.
+fn secret_env_vars(t: &Tenant<'_>) -> Vec<Value> {
     let mut env_vars = vec![secret_env("GTS_DB_PASSWORD", APP_SECRET, DB_PASS)];
-    if let Some(s3) = &spec.media_s3 {
+    if let Some(s3) = &t.instance.spec.media_s3 {
         env_vars.push(secret_env(
             "GTS_STORAGE_S3_ACCESS_KEY",
             &s3.secret_ref,
@@ -82,6 +76,72 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
             "AWS_SECRET_ACCESS_KEY",
         ));
     }
+    env_vars
+}
+
+/// The owner account, created once GoToSocial has migrated its database at its first start:
+/// `admin account create` (init container), then `admin account promote`. The password comes
+/// from the `owner-password` Secret the operator makes for it.
+pub fn install_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    let spec = &t.instance.spec;
+    let mut env_vars = secret_env_vars(t);
+    env_vars.push(secret_env(
+        "OWNER_PASSWORD",
+        crate::lifecycle::OWNER_PASSWORD_SECRET,
+        "password",
+    ));
+    let container = |name: &str, args: Vec<&str>| {
+        json!({
+            "name": name,
+            "image": image(&spec.version),
+            "args": args,
+            "envFrom": [{ "configMapRef": { "name": APP_CONFIG } }],
+            "env": env_vars,
+            "resources": resources(&spec.sizing.web),
+            "securityContext": container_security(true),
+            "volumeMounts": [{ "name": "tmp", "mountPath": "/tmp" }],
+        })
+    };
+    let u = spec.owner.username.as_str();
+    let mut pod = pod_spec_for(
+        GOTOSOCIAL_UID,
+        json!([container(
+            "promote",
+            vec!["admin", "account", "promote", "--username", u]
+        )]),
+        vec![json!({ "name": "tmp", "emptyDir": {} })],
+        true,
+    );
+    pod["initContainers"] = json!([container(
+        "create",
+        vec![
+            "admin",
+            "account",
+            "create",
+            "--username",
+            u,
+            "--email",
+            &spec.owner.email,
+            "--password",
+            "$(OWNER_PASSWORD)",
+        ]
+    )]);
+    Ok(vec![one_off_job(
+        t,
+        crate::lifecycle::CREATE_OWNER_JOB,
+        pod,
+    )?])
+}
+
+pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    let spec = &t.instance.spec;
+    let ns = t.namespace();
+    let hash = config_hash(&[
+        &json!(env(t)),
+        &json!(t.secrets.data()),
+        &json!(spec.media_s3),
+    ]);
+    let env_vars = secret_env_vars(t);
     let mut volumes = vec![json!({ "name": "tmp", "emptyDir": {} })];
     let mut mounts = vec![json!({ "name": "tmp", "mountPath": "/tmp" })];
     let mut out = Vec::new();
@@ -131,5 +191,8 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         out.extend(suspended_page(t)?);
     }
     out.extend(ingress(t, &[("/", "web", 8080)], ("web", 8080))?);
+    if super::not_installed(t) {
+        out.extend(install_jobs(t)?);
+    }
     Ok(out)
 }

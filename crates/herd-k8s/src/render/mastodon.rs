@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 
 /// Mastodon's images run as this user.
 pub const MASTODON_UID: i64 = 991;
+/// The Ingress of the web domain.
+pub const INGRESS: &str = "app";
 pub const SUSPENDED_IMAGE: &str = "nginxinc/nginx-unprivileged:1.27-alpine";
 const SIDEKIQ_QUEUES: [&str; 7] = [
     "default,8",
@@ -266,12 +268,7 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         ("web", 3000),
     )?);
     out.extend(cron_jobs(t)?);
-    if t.instance
-        .status
-        .as_ref()
-        .and_then(|s| s.running_version.as_ref())
-        .is_none()
-    {
+    if super::not_installed(t) {
         out.extend(install_jobs(t)?);
     }
     Ok(out)
@@ -305,7 +302,7 @@ pub(super) fn ingress(
         "Ingress",
         json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-            "metadata": { "name": "app", "namespace": ns, "labels": t.labels("ingress"), "annotations": annotations },
+            "metadata": { "name": INGRESS, "namespace": ns, "labels": t.labels("ingress"), "annotations": annotations },
             "spec": {
                 "ingressClassName": t.cluster.ingress_class,
                 "tls": [{ "hosts": [web_domain], "secretName": "app-tls" }],
@@ -414,6 +411,12 @@ pub fn rails_job(
         "securityContext": container_security(false),
         "volumeMounts": mounts,
     });
+    one_off_job(t, name, pod_spec(json!([container]), volumes, true))
+}
+
+/// A one-off Job of the app (set-up, migrations, owner): retried twice, kept a week after it
+/// finished so its logs can be read.
+pub(super) fn one_off_job(t: &Tenant<'_>, name: &str, pod: Value) -> Result<Child, RenderError> {
     Ok(Child::Job(build(
         "Job",
         json!({
@@ -422,7 +425,7 @@ pub fn rails_job(
             "spec": {
                 "backoffLimit": 2,
                 "ttlSecondsAfterFinished": 604800,
-                "template": { "metadata": { "labels": t.labels("jobs") }, "spec": pod_spec(json!([container]), volumes, true) },
+                "template": { "metadata": { "labels": t.labels("jobs") }, "spec": pod },
             },
         }),
     )?))
@@ -432,10 +435,19 @@ fn cmd(parts: &[&str]) -> Vec<String> {
     parts.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// First install: prepare the database, then create the owner account.
+/// First install: prepare the database, then create the owner account. The owner's
+/// password comes from the `owner-password` Secret the operator makes for it (Mastodon's own
+/// `tootctl accounts create` would print a random one to the Job's log instead); the script
+/// is safe to retry: an existing account only gets its password set again.
 pub fn install_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     let v = version_slug(&t.instance.spec.version);
     let owner = &t.instance.spec.owner;
+    let script = concat!(
+        "bin/tootctl accounts create \"$OWNER_USERNAME\" --email \"$OWNER_EMAIL\" --confirmed --role Owner",
+        " || echo 'the owner account exists already; setting its password'\n",
+        "exec bin/rails runner 'u = User.find_by!(email: ENV.fetch(\"OWNER_EMAIL\")); ",
+        "u.update!(password: ENV.fetch(\"OWNER_PASSWORD\"), password_confirmation: ENV.fetch(\"OWNER_PASSWORD\"))'\n",
+    );
     Ok(vec![
         rails_job(
             t,
@@ -445,19 +457,17 @@ pub fn install_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         )?,
         rails_job(
             t,
-            "create-owner",
-            cmd(&[
-                "bin/tootctl",
-                "accounts",
-                "create",
-                &owner.username,
-                "--email",
-                &owner.email,
-                "--confirmed",
-                "--role",
-                "Owner",
-            ]),
-            Vec::new(),
+            crate::lifecycle::CREATE_OWNER_JOB,
+            cmd(&["/bin/sh", "-c", script]),
+            vec![
+                json!({ "name": "OWNER_USERNAME", "value": owner.username }),
+                json!({ "name": "OWNER_EMAIL", "value": owner.email }),
+                secret_env(
+                    "OWNER_PASSWORD",
+                    crate::lifecycle::OWNER_PASSWORD_SECRET,
+                    "password",
+                ),
+            ],
         )?,
     ])
 }

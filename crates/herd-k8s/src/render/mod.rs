@@ -2,13 +2,14 @@
 //! tenant, in the namespace `herd-<slug>`. No cluster is needed; `herd render` prints the
 //! result and snapshot tests pin it.
 
+pub mod backup;
 mod data;
 mod gotosocial;
 pub mod mastodon;
 mod network;
 pub mod tenancy;
 
-pub use mastodon::{install_jobs, upgrade_jobs};
+pub use mastodon::upgrade_jobs;
 
 use crate::crd::{App, Instance};
 use crate::secrets::AppSecrets;
@@ -255,6 +256,24 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         App::Gotosocial => gotosocial::render(t)?,
     });
     Ok(out)
+}
+
+/// The first-install Jobs of the tenant's app (Mastodon: prepare the database, create the
+/// owner; GoToSocial, which migrates at start: create the owner).
+pub fn install_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    match t.instance.spec.app {
+        App::Mastodon => mastodon::install_jobs(t),
+        App::Gotosocial => gotosocial::install_jobs(t),
+    }
+}
+
+/// Whether the tenant was never installed (no running version in its status).
+pub(crate) fn not_installed(t: &Tenant<'_>) -> bool {
+    t.instance
+        .status
+        .as_ref()
+        .and_then(|s| s.running_version.as_ref())
+        .is_none()
 }
 
 /// The objects as one multi-document YAML stream.

@@ -1,0 +1,384 @@
+//! Where a tenant is in its life, and what to apply next: first install in Mastodon's order
+//! (prepare the database → create the owner → start the app), upgrades in Mastodon's order
+//! (pre-deployment migrations → roll the Deployments → post-deployment migrations), each
+//! step only once the previous Job succeeded. Pure: the operator observes, asks [`plan`],
+//! applies what it says and writes the status.
+
+use crate::crd::{App, Instance};
+use crate::render::mastodon::version_slug;
+use crate::render::{self, Child, RenderError, Tenant};
+use crate::status::{JobState, Observed};
+use std::collections::BTreeSet;
+
+/// The Job that creates the first owner account (both apps).
+pub const CREATE_OWNER_JOB: &str = "create-owner";
+
+/// The Deployments of each app that must be rolled out for the app to run.
+pub fn app_deployments(app: App) -> &'static [&'static str] {
+    match app {
+        App::Mastodon => &["web", "streaming", "sidekiq"],
+        App::Gotosocial => &["web"],
+    }
+}
+
+/// The step a tenant is at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Install: `rails db:prepare` runs (Mastodon).
+    PrepareDatabase,
+    /// Install: the owner account is being created.
+    CreateOwner,
+    /// Install: web, streaming and sidekiq are starting.
+    StartApp,
+    /// Installed and on the spec's version.
+    Ready,
+    /// Upgrade: pre-deployment migrations run; the Deployments stay on the old version.
+    MigrateBeforeRoll,
+    /// Upgrade: the Deployments roll to the new version.
+    Roll,
+    /// Upgrade: post-deployment migrations run.
+    MigrateAfterRoll,
+    /// The upgrade is not allowed (skips a minor series, or goes backwards); nothing moves.
+    Refused(String),
+    /// A Job of the current step failed; nothing moves until it is deleted (to retry).
+    JobFailed { job: String, message: String },
+}
+
+impl Step {
+    pub fn is_install(&self) -> bool {
+        matches!(
+            self,
+            Step::PrepareDatabase | Step::CreateOwner | Step::StartApp
+        )
+    }
+
+    pub fn is_upgrade(&self) -> bool {
+        matches!(
+            self,
+            Step::MigrateBeforeRoll | Step::Roll | Step::MigrateAfterRoll
+        )
+    }
+
+    /// A short name, for logs and Events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::PrepareDatabase => "PrepareDatabase",
+            Step::CreateOwner => "CreateOwner",
+            Step::StartApp => "StartApp",
+            Step::Ready => "Ready",
+            Step::MigrateBeforeRoll => "MigrateBeforeRoll",
+            Step::Roll => "Roll",
+            Step::MigrateAfterRoll => "MigrateAfterRoll",
+            Step::Refused(_) => "UpgradeRefused",
+            Step::JobFailed { .. } => "JobFailed",
+        }
+    }
+}
+
+/// What to do now.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub step: Step,
+    /// The version the tenant runs, for the status: set when an install or upgrade is
+    /// complete, never moved by a failed or refused one.
+    pub running_version: Option<String>,
+    /// The children to apply now, in order.
+    pub apply: Vec<Child>,
+    /// `Kind/name` of every child that belongs to the tenant at its target state; children
+    /// of prunable kinds not in this set are deleted.
+    pub keep: BTreeSet<String>,
+    /// The owner's one-time password Secret must exist before the owner Job is created.
+    pub needs_owner_password: bool,
+}
+
+/// A version as `major.minor.patch` (a leading `v` and any suffix ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u32, pub u32, pub u32);
+
+impl Version {
+    pub fn parse(s: &str) -> Option<Version> {
+        let core = s.trim().trim_start_matches('v');
+        let core = core.split(['-', '+']).next()?;
+        let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
+        let major = parts.next()??;
+        let minor = parts.next().flatten().unwrap_or(0);
+        let patch = parts.next().flatten().unwrap_or(0);
+        Some(Version(major, minor, patch))
+    }
+}
+
+/// Whether `from` → `to` is an upgrade Herd runs. Mastodon requires every minor series to be
+/// passed through (4.5 → 4.6 → 4.7), so a jump over one is refused; so is going back to an
+/// older minor series, whose code does not know the newer schema. GoToSocial migrates at
+/// start and allows skipping, but not going back.
+pub fn check_upgrade(app: App, from: &str, to: &str) -> Result<(), String> {
+    let (Some(f), Some(t)) = (Version::parse(from), Version::parse(to)) else {
+        return Err(format!(
+            "cannot compare versions {from:?} and {to:?}; use versions like v4.7.6"
+        ));
+    };
+    if (t.0, t.1) < (f.0, f.1) {
+        return Err(format!(
+            "{to} is older than the running {from}: downgrades across minor series are not supported; restore a backup taken before the upgrade instead"
+        ));
+    }
+    if app == App::Mastodon {
+        let next_minor = t.0 == f.0 && t.1 == f.1 + 1;
+        let next_major = t.0 == f.0 + 1 && t.1 == 0;
+        let same_series = (t.0, t.1) == (f.0, f.1);
+        if !(same_series || next_minor || next_major) {
+            return Err(format!(
+                "{from} → {to} skips a minor series; Mastodon requires each one in turn (upgrade to v{}.{}.x first)",
+                f.0,
+                f.1 + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn job_state<'a>(o: &'a Observed, name: &str) -> Option<&'a JobState> {
+    o.jobs.get(name)
+}
+
+fn job_failed(name: &str, state: Option<&JobState>) -> Option<Step> {
+    match state {
+        Some(JobState::Failed(message)) => Some(Step::JobFailed {
+            job: name.to_owned(),
+            message: message.clone(),
+        }),
+        _ => None,
+    }
+}
+
+fn succeeded(state: Option<&JobState>) -> bool {
+    matches!(state, Some(JobState::Succeeded))
+}
+
+fn rolled_out(app: App, o: &Observed, version: &str) -> bool {
+    app_deployments(app).iter().all(|d| {
+        o.deployments
+            .get(*d)
+            .is_some_and(|s| s.rolled_out_at(version))
+    })
+}
+
+/// The children a tenant has in steady state: everything rendered except one-off Jobs.
+fn steady(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    Ok(render::render(t)?
+        .into_iter()
+        .filter(|c| !matches!(c, Child::Job(_)))
+        .collect())
+}
+
+fn named_job(jobs: Vec<Child>, name: &str) -> Vec<Child> {
+    jobs.into_iter()
+        .filter(|c| matches!(c, Child::Job(j) if j.metadata.name.as_deref() == Some(name)))
+        .collect()
+}
+
+/// Decides the step and what to apply, from the Instance (its spec and the running version
+/// in its status) and what was observed.
+pub fn plan(t: &Tenant<'_>, observed: &Observed) -> Result<Plan, RenderError> {
+    let spec = &t.instance.spec;
+    let running = t
+        .instance
+        .status
+        .as_ref()
+        .and_then(|s| s.running_version.clone());
+    let target = steady(t)?;
+    let keep: BTreeSet<String> = target.iter().map(Child::describe).collect();
+    let mut plan = Plan {
+        step: Step::Ready,
+        running_version: running.clone(),
+        apply: Vec::new(),
+        keep,
+        needs_owner_password: false,
+    };
+    match running {
+        None => install(t, observed, target, &mut plan)?,
+        Some(r) if Version::parse(&r) == Version::parse(&spec.version) => {
+            plan.running_version = Some(spec.version.clone());
+            plan.apply = target;
+        }
+        Some(r) => upgrade(t, observed, &r, target, &mut plan)?,
+    }
+    Ok(plan)
+}
+
+fn install(
+    t: &Tenant<'_>,
+    o: &Observed,
+    target: Vec<Child>,
+    plan: &mut Plan,
+) -> Result<(), RenderError> {
+    let app = t.instance.spec.app;
+    let version = t.instance.spec.version.clone();
+    let jobs = render::install_jobs(t)?;
+    let owner = job_state(o, CREATE_OWNER_JOB);
+    let owner_job = named_job(jobs.clone(), CREATE_OWNER_JOB);
+    match app {
+        App::Mastodon => {
+            // Web, streaming and sidekiq wait for the database and the owner.
+            let held = app_deployments(app);
+            let base: Vec<Child> = target
+                .iter()
+                .filter(|c| !matches!(c, Child::Deployment(d) if d.metadata.name.as_deref().is_some_and(|n| held.contains(&n))))
+                .cloned()
+                .collect();
+            let db_name = format!("db-prepare-{}", version_slug(&version));
+            let db = job_state(o, &db_name);
+            if !succeeded(db) {
+                plan.step = job_failed(&db_name, db).unwrap_or(Step::PrepareDatabase);
+                plan.apply = base;
+                if plan.step == Step::PrepareDatabase {
+                    plan.apply.extend(named_job(jobs, &db_name));
+                }
+                return Ok(());
+            }
+            if !succeeded(owner) {
+                plan.step = job_failed(CREATE_OWNER_JOB, owner).unwrap_or(Step::CreateOwner);
+                plan.apply = base;
+                if plan.step == Step::CreateOwner {
+                    plan.needs_owner_password = owner.is_none();
+                    plan.apply.extend(owner_job);
+                }
+                return Ok(());
+            }
+            plan.apply = target;
+            if rolled_out(app, o, &version) {
+                plan.step = Step::Ready;
+                plan.running_version = Some(version);
+            } else {
+                plan.step = Step::StartApp;
+            }
+        }
+        App::Gotosocial => {
+            // GoToSocial migrates its database at start; the owner is created once it runs.
+            plan.apply = target;
+            if !rolled_out(app, o, &version) {
+                plan.step = Step::StartApp;
+            } else if !succeeded(owner) {
+                plan.step = job_failed(CREATE_OWNER_JOB, owner).unwrap_or(Step::CreateOwner);
+                if plan.step == Step::CreateOwner {
+                    plan.needs_owner_password = owner.is_none();
+                    plan.apply.extend(owner_job);
+                }
+            } else {
+                plan.step = Step::Ready;
+                plan.running_version = Some(version);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn upgrade(
+    t: &Tenant<'_>,
+    o: &Observed,
+    running: &str,
+    target: Vec<Child>,
+    plan: &mut Plan,
+) -> Result<(), RenderError> {
+    let spec = &t.instance.spec;
+    // The tenant as it runs now: the old version's images.
+    let mut current_instance = t.instance.clone();
+    current_instance.spec.version = running.to_owned();
+    let current = steady(&Tenant {
+        instance: &current_instance,
+        ..*t
+    })?;
+    if let Err(why) = check_upgrade(spec.app, running, &spec.version) {
+        plan.step = Step::Refused(why);
+        plan.keep = current.iter().map(Child::describe).collect();
+        plan.apply = current;
+        return Ok(());
+    }
+    if spec.app == App::Gotosocial {
+        plan.apply = target;
+        if rolled_out(spec.app, o, &spec.version) {
+            plan.step = Step::Ready;
+            plan.running_version = Some(spec.version.clone());
+        } else {
+            plan.step = Step::Roll;
+        }
+        return Ok(());
+    }
+    let (pre, post) = render::upgrade_jobs(t)?;
+    let pre_name = pre.describe().trim_start_matches("Job/").to_owned();
+    let post_name = post.describe().trim_start_matches("Job/").to_owned();
+    let pre_state = job_state(o, &pre_name);
+    if !succeeded(pre_state) {
+        plan.step = job_failed(&pre_name, pre_state).unwrap_or(Step::MigrateBeforeRoll);
+        plan.keep = current.iter().map(Child::describe).collect();
+        plan.apply = current;
+        if plan.step == Step::MigrateBeforeRoll {
+            plan.apply.push(pre);
+        }
+        return Ok(());
+    }
+    plan.apply = target;
+    if !rolled_out(spec.app, o, &spec.version) {
+        plan.step = Step::Roll;
+        return Ok(());
+    }
+    let post_state = job_state(o, &post_name);
+    if succeeded(post_state) {
+        plan.step = Step::Ready;
+        plan.running_version = Some(spec.version.clone());
+    } else {
+        plan.step = job_failed(&post_name, post_state).unwrap_or(Step::MigrateAfterRoll);
+        if plan.step == Step::MigrateAfterRoll {
+            plan.apply.push(post);
+        }
+    }
+    Ok(())
+}
+
+/// The name of the owner-password Secret, read once by the control plane.
+pub const OWNER_PASSWORD_SECRET: &str = "owner-password";
+
+/// Whether the Instance is being deleted.
+pub fn is_deleting(i: &Instance) -> bool {
+    i.metadata.deletion_timestamp.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(Version::parse("v4.7.6"), Some(Version(4, 7, 6)));
+        assert_eq!(Version::parse("0.20.2"), Some(Version(0, 20, 2)));
+        assert_eq!(Version::parse("v4.8.0-beta.1"), Some(Version(4, 8, 0)));
+        assert_eq!(Version::parse("v4.8"), Some(Version(4, 8, 0)));
+        assert_eq!(Version::parse("latest"), None);
+    }
+
+    #[test]
+    fn mastodon_upgrades_pass_through_every_minor_series() {
+        let m = App::Mastodon;
+        assert!(check_upgrade(m, "v4.7.5", "v4.7.6").is_ok());
+        assert!(
+            check_upgrade(m, "v4.7.6", "v4.7.5").is_ok(),
+            "patch downgrade"
+        );
+        assert!(check_upgrade(m, "v4.5.20", "v4.6.0").is_ok());
+        assert!(check_upgrade(m, "v4.7.6", "v5.0.0").is_ok());
+        let skip = check_upgrade(m, "v4.4.27", "v4.6.3").expect_err("skips 4.5");
+        assert!(skip.contains("v4.5.x first"), "{skip}");
+        assert!(check_upgrade(m, "v4.7.6", "v5.1.0").is_err());
+        assert!(check_upgrade(m, "v4.7.6", "v4.6.9")
+            .expect_err("a minor downgrade")
+            .contains("older"));
+        assert!(check_upgrade(m, "v4.7.6", "nightly").is_err());
+    }
+
+    #[test]
+    fn gotosocial_may_skip_but_not_go_back() {
+        let g = App::Gotosocial;
+        assert!(check_upgrade(g, "0.18.0", "0.20.2").is_ok());
+        assert!(check_upgrade(g, "0.20.2", "0.19.0").is_err());
+    }
+}

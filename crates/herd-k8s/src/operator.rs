@@ -1,0 +1,524 @@
+//! `herd operator`: the controller that keeps every tenant's children as its Instance says.
+//!
+//! One reconcile: add the finalizer, read the app secrets and the children back, ask the
+//! lifecycle for the step and what to apply, apply it (writing only what differs), prune what
+//! is no longer rendered, and write the status when it changed. An unchanged Instance costs
+//! reads only. Deletion takes the final database dump, then deletes the namespace, then
+//! removes the finalizer. Errors back off with jitter, longer when the API server throttles.
+
+use crate::crd::{Instance, InstanceStatus, Phase};
+use crate::lifecycle::{self, Step};
+use crate::observe::{self, job_state};
+use crate::reconcile::{self, ReconcileError};
+use crate::render::backup::{final_backup, BackupTarget, FINAL_BACKUP_JOB};
+use crate::render::{namespace_name, ClusterSettings, Tenant};
+use crate::status::{self, JobState};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The finalizer that holds an Instance until its final backup is taken and its namespace
+/// is gone.
+pub const FINALIZER: &str = "herd.dev/cleanup";
+/// Set to `"true"` on an Instance to delete it without the final backup.
+pub const SKIP_BACKUP_ANNOTATION: &str = "herd.dev/skip-final-backup";
+
+pub const RECONCILES: &str = "herd_operator_reconciles_total";
+pub const FAILURES: &str = "herd_operator_reconcile_failures_total";
+pub const DURATION: &str = "herd_operator_reconcile_duration_seconds";
+
+/// How the operator is set up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cluster: ClusterSettings,
+    /// The namespace of the operator and of the Instances.
+    pub namespace: String,
+    /// Where final dumps go; without it, deletion waits for an operator decision.
+    pub backup: Option<BackupTarget>,
+    /// The Secret in `namespace` with the backup target's credentials.
+    pub backup_credentials_secret: String,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: kube::Client,
+    pub settings: Settings,
+    recorder: Recorder,
+    /// Consecutive failures per Instance, for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, settings: Settings, reporter: &str) -> Arc<Context> {
+        let recorder = Recorder::new(client.clone(), Reporter::from(reporter.to_owned()));
+        Arc::new(Context {
+            client,
+            settings,
+            recorder,
+            failures: Mutex::default(),
+        })
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes an Event on the Instance; a failure to publish is logged, never fatal.
+    pub async fn event(&self, instance: &Instance, warning: bool, reason: &str, note: String) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &instance.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish an Event");
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the Instance has no namespace")]
+    NoNamespace,
+}
+
+fn kube_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+impl OperatorError {
+    fn kube(&self) -> Option<&kube::Error> {
+        match self {
+            OperatorError::Kube(e) | OperatorError::Reconcile(ReconcileError::Kube(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The API server asked us to slow down.
+    pub fn throttled(&self) -> bool {
+        self.kube().and_then(kube_code) == Some(429)
+    }
+
+    /// A bounded label for the failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            OperatorError::Reconcile(ReconcileError::Render(_)) => "render",
+            OperatorError::Reconcile(ReconcileError::DamagedSecret { .. }) => "damaged_secret",
+            OperatorError::Reconcile(ReconcileError::Encode { .. }) => "encode",
+            OperatorError::NoNamespace => "no_namespace",
+            _ => match self.kube().and_then(kube_code) {
+                Some(429) => "api_throttled",
+                Some(409) => "api_conflict",
+                Some(c) if c >= 500 => "api_server_error",
+                Some(_) => "api_rejected",
+                None => "api_unreachable",
+            },
+        }
+    }
+}
+
+/// The delay before retrying after the `attempt`-th consecutive failure: 5 s doubling up to
+/// 5 minutes, at least a minute when throttled (429), with ±25 % jitter (`jitter` in 0..1)
+/// so that many failing Instances do not retry in step.
+pub fn backoff(attempt: u32, throttled: bool, jitter: f64) -> Duration {
+    let exp = attempt.saturating_sub(1).min(6);
+    let mut secs = (5u64 << exp).min(300) as f64;
+    if throttled {
+        secs = (secs * 4.0).clamp(60.0, 600.0);
+    }
+    Duration::from_secs_f64(secs * (0.75 + 0.5 * jitter.clamp(0.0, 1.0)))
+}
+
+fn key(i: &Instance) -> String {
+    format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any())
+}
+
+/// Counts a failed reconcile of `instance` and returns how long to wait before the next try.
+pub fn retry_delay(instance: &Instance, error: &OperatorError, ctx: &Context) -> Duration {
+    let attempt = {
+        let mut f = ctx.failures();
+        let n = f.entry(key(instance)).or_insert(0);
+        *n += 1;
+        *n
+    };
+    metrics::counter!(FAILURES, "reason" => error.reason()).increment(1);
+    let delay = backoff(attempt, error.throttled(), rand::random::<f64>());
+    tracing::warn!(instance = %key(instance), %error, attempt, retry_in_s = delay.as_secs(), "reconcile failed");
+    delay
+}
+
+/// The controller's error policy: count, tell (an Event on the Instance), and back off.
+pub fn error_policy(instance: Arc<Instance>, error: &OperatorError, ctx: Arc<Context>) -> Action {
+    let delay = retry_delay(&instance, error, &ctx);
+    let note = error.to_string();
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(async move {
+            ctx.event(&instance, true, "ReconcileFailed", note).await;
+        });
+    }
+    Action::requeue(delay)
+}
+
+/// One reconcile, timed and counted.
+pub async fn reconcile(
+    instance: Arc<Instance>,
+    ctx: Arc<Context>,
+) -> Result<Action, OperatorError> {
+    let start = Instant::now();
+    let result = if lifecycle::is_deleting(&instance) {
+        cleanup(&instance, &ctx).await
+    } else {
+        apply(&instance, &ctx).await
+    };
+    metrics::histogram!(DURATION).record(start.elapsed().as_secs_f64());
+    let label = if result.is_ok() { "ok" } else { "error" };
+    metrics::counter!(RECONCILES, "result" => label).increment(1);
+    if result.is_ok() {
+        ctx.failures().remove(&key(&instance));
+    }
+    result
+}
+
+fn instances(ctx: &Context, instance: &Instance) -> Result<Api<Instance>, OperatorError> {
+    let ns = instance.namespace().ok_or(OperatorError::NoNamespace)?;
+    Ok(Api::namespaced(ctx.client.clone(), &ns))
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// Writes the status when it differs from the stored one; `null` clears optional fields.
+async fn write_status(
+    api: &Api<Instance>,
+    instance: &Instance,
+    status: &InstanceStatus,
+) -> Result<bool, OperatorError> {
+    if instance.status.as_ref() == Some(status) {
+        return Ok(false);
+    }
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    for field in ["observedGeneration", "runningVersion", "url", "lastError"] {
+        value
+            .as_object_mut()
+            .map(|o| o.entry(field).or_insert(serde_json::Value::Null));
+    }
+    api.patch_status(
+        &instance.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": value })),
+    )
+    .await?;
+    Ok(true)
+}
+
+async fn set_finalizers(
+    api: &Api<Instance>,
+    instance: &Instance,
+    finalizers: Vec<String>,
+) -> Result<(), OperatorError> {
+    // The resourceVersion makes this a compare-and-swap with other writers of the list.
+    api.patch(
+        &instance.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": instance.resource_version(),
+        }})),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorError> {
+    let api = instances(ctx, instance)?;
+    let client = &ctx.client;
+    if !instance.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut f = instance.finalizers().to_vec();
+        f.push(FINALIZER.to_owned());
+        set_finalizers(&api, instance, f).await?;
+        // The write triggers the next reconcile, with the finalizer in place.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let ns = namespace_name(&instance.spec.slug);
+    let secrets = reconcile::load_or_generate_secrets(client, &ns).await?;
+    let t = Tenant {
+        instance,
+        secrets: &secrets,
+        cluster: &ctx.settings.cluster,
+    };
+    let observed = observe::observe(client, &t).await?;
+    let plan = lifecycle::plan(&t, &observed).map_err(ReconcileError::from)?;
+    if plan.needs_owner_password && reconcile::ensure_owner_password(client, &t).await? {
+        ctx.event(
+            instance,
+            false,
+            "OwnerPasswordCreated",
+            format!(
+                "the owner's one-time password is in Secret {ns}/{}",
+                lifecycle::OWNER_PASSWORD_SECRET
+            ),
+        )
+        .await;
+    }
+    let report = reconcile::apply(client, &plan.apply).await?;
+    let pruned = reconcile::prune(client, instance, &plan.keep).await?;
+    if !report.written.is_empty() || !pruned.is_empty() {
+        tracing::info!(instance = %key(instance), step = plan.step.name(), written = ?report.written, pruned = ?pruned, "applied");
+    }
+    let status = status::compute(
+        instance,
+        &observed,
+        &plan.step,
+        plan.running_version.as_deref(),
+        &now(),
+    );
+    let before = instance.status.as_ref().map(|s| s.phase);
+    if write_status(&api, instance, &status).await? && before != Some(status.phase) {
+        let warning = status.phase == Phase::Failed;
+        let note = status
+            .last_error
+            .clone()
+            .unwrap_or_else(|| format!("step {}", plan.step.name()));
+        ctx.event(instance, warning, &format!("{:?}", status.phase), note)
+            .await;
+    }
+    Ok(match plan.step {
+        Step::Ready if !report.written.is_empty() => Action::requeue(Duration::from_secs(15)),
+        Step::Ready => Action::requeue(Duration::from_secs(600)),
+        Step::Refused(_) | Step::JobFailed { .. } => Action::requeue(Duration::from_secs(120)),
+        _ => Action::requeue(Duration::from_secs(10)),
+    })
+}
+
+/// The status while deleting: the phase `Deleting` and, when the deletion waits on someone,
+/// why.
+fn deleting(instance: &Instance, error: Option<String>) -> InstanceStatus {
+    InstanceStatus {
+        phase: Phase::Deleting,
+        last_error: error,
+        ..instance.status.clone().unwrap_or_default()
+    }
+}
+
+async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorError> {
+    let api = instances(ctx, instance)?;
+    let client = &ctx.client;
+    if !instance.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let ns = namespace_name(&instance.spec.slug);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let Some(namespace) = namespaces.get_opt(&ns).await? else {
+        // Everything is gone: let the Instance go.
+        let rest: Vec<String> = instance
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        set_finalizers(&api, instance, rest).await?;
+        ctx.event(
+            instance,
+            false,
+            "Deleted",
+            format!("namespace {ns} is gone"),
+        )
+        .await;
+        return Ok(Action::await_change());
+    };
+    if namespace.metadata.deletion_timestamp.is_some() {
+        write_status(&api, instance, &deleting(instance, None)).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let skip = instance
+        .annotations()
+        .get(SKIP_BACKUP_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let backup = jobs.get_opt(FINAL_BACKUP_JOB).await?;
+    let state = backup.as_ref().map(job_state);
+    let ready_to_delete = skip || state == Some(JobState::Succeeded);
+    if ready_to_delete {
+        namespaces.delete(&ns, &DeleteParams::background()).await?;
+        let note = match backup
+            .as_ref()
+            .and_then(|j| j.annotations().get("herd.dev/backup-object").cloned())
+        {
+            Some(object) if !skip => format!("final backup in {object}; deleting namespace {ns}"),
+            _ => {
+                format!("deleting namespace {ns} without a final backup ({SKIP_BACKUP_ANNOTATION})")
+            }
+        };
+        ctx.event(instance, false, "DeletingNamespace", note).await;
+        write_status(&api, instance, &deleting(instance, None)).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    let Some(target) = &ctx.settings.backup else {
+        let why = format!("no backup target is configured (HERD_BACKUP_S3_BUCKET), so the final database dump cannot be taken; configure one, or annotate the Instance with {SKIP_BACKUP_ANNOTATION}=true to delete the tenant's data without a backup");
+        if write_status(&api, instance, &deleting(instance, Some(why.clone()))).await? {
+            ctx.event(instance, true, "BackupTargetMissing", why).await;
+        }
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    };
+    match state {
+        None => {
+            let secrets = reconcile::load_or_generate_secrets(client, &ns).await?;
+            let t = Tenant {
+                instance,
+                secrets: &secrets,
+                cluster: &ctx.settings.cluster,
+            };
+            let credentials = backup_credentials(ctx).await?;
+            let stamp = instance
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            let children =
+                final_backup(&t, target, &credentials, &stamp).map_err(ReconcileError::from)?;
+            reconcile::apply(client, &children).await?;
+            ctx.event(
+                instance,
+                false,
+                "FinalBackupStarted",
+                format!("Job {ns}/{FINAL_BACKUP_JOB} dumps the database before deletion"),
+            )
+            .await;
+            write_status(&api, instance, &deleting(instance, None)).await?;
+            Ok(Action::requeue(Duration::from_secs(15)))
+        }
+        Some(JobState::Failed(message)) => {
+            let why = format!("the final backup Job failed ({message}); the tenant's data is kept. Read `kubectl logs -n {ns} job/{FINAL_BACKUP_JOB}`, fix the cause and delete the Job to retry, or annotate the Instance with {SKIP_BACKUP_ANNOTATION}=true to delete without a backup");
+            if write_status(&api, instance, &deleting(instance, Some(why.clone()))).await? {
+                ctx.event(instance, true, "FinalBackupFailed", why).await;
+            }
+            Ok(Action::requeue(Duration::from_secs(60)))
+        }
+        Some(_) => Ok(Action::requeue(Duration::from_secs(15))),
+    }
+}
+
+/// The backup target's credentials, from the Secret in the operator's namespace.
+async fn backup_credentials(ctx: &Context) -> Result<BTreeMap<String, String>, OperatorError> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let secret = api.get(&ctx.settings.backup_credentials_secret).await?;
+    Ok(reconcile::secret_strings(secret))
+}
+
+/// Whether the CloudNativePG `Cluster` CRD is installed (for `database.mode: Auto`).
+pub async fn has_cloudnative_pg(client: &kube::Client) -> Result<bool, kube::Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    Ok(api.get_opt("clusters.postgresql.cnpg.io").await?.is_some())
+}
+
+/// Runs the controller until a shutdown signal, or until the leader Lease is lost (an error:
+/// the process exits and Kubernetes restarts it as a candidate). Instances live in
+/// `settings.namespace`; children are mapped back to them by their `herd.dev/instance` label.
+pub async fn run(
+    client: kube::Client,
+    settings: Settings,
+    identity: &str,
+    lease_duration: Duration,
+) -> Result<(), crate::lease::LostLease> {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::runtime::reflector::ObjectRef;
+    use kube::runtime::{watcher, Controller};
+
+    let elector = crate::lease::LeaderElector::new(
+        client.clone(),
+        &settings.namespace,
+        "herd-operator",
+        identity,
+        lease_duration,
+    );
+    tracing::info!(identity, namespace = %settings.namespace, "waiting for the leader Lease");
+    elector.acquire().await;
+    metrics::gauge!("herd_operator_leader").set(1.0);
+    tracing::info!(identity, "leader: reconciling Instances");
+
+    let ns = settings.namespace.clone();
+    let to_instance = move |labels: &BTreeMap<String, String>| {
+        labels
+            .get("herd.dev/instance")
+            .map(|name| ObjectRef::<Instance>::new(name).within(&ns))
+    };
+    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=herd");
+    let (m1, m2) = (to_instance.clone(), to_instance);
+    let instances: Api<Instance> = Api::namespaced(client.clone(), &settings.namespace);
+    let ctx = Context::new(client.clone(), settings, "herd-operator");
+    let controller = Controller::new(instances, watcher::Config::default())
+        .watches(
+            Api::<Deployment>::all(client.clone()),
+            children.clone(),
+            move |d| m1(d.labels()),
+        )
+        .watches(Api::<Job>::all(client.clone()), children, move |j| {
+            m2(j.labels())
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "controller");
+            }
+        });
+    let outcome = tokio::select! {
+        () = controller => Ok(()),
+        lost = elector.hold() => Err(lost),
+    };
+    metrics::gauge!("herd_operator_leader").set(0.0);
+    if outcome.is_ok() {
+        if let Err(e) = elector.release().await {
+            tracing::warn!(error = %e, "could not release the leader Lease");
+        }
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let mid = |n| backoff(n, false, 0.5).as_secs();
+        assert_eq!(mid(1), 5);
+        assert_eq!(mid(2), 10);
+        assert_eq!(mid(3), 20);
+        assert_eq!(mid(20), 300, "capped at five minutes");
+        assert_eq!(backoff(1, false, 0.0).as_millis(), 3750);
+        assert_eq!(backoff(1, false, 1.0).as_millis(), 6250);
+    }
+
+    #[test]
+    fn throttling_backs_off_longer() {
+        for n in 1..10 {
+            assert!(backoff(n, true, 0.5) > backoff(n, false, 0.5));
+            assert!(backoff(n, true, 0.0) >= Duration::from_secs(45));
+        }
+    }
+}

@@ -1,0 +1,698 @@
+//! The operator's reconcile against an in-memory Kubernetes API (kube-fake-client): install
+//! order, no-op reconciles, upgrades, suspension, deletion and API errors. The fake runs no
+//! controllers, so the tests play the cluster's part: they mark Jobs finished and
+//! Deployments rolled out, then reconcile again.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+mod common;
+
+use herd_k8s::crd::{App, Instance, Phase};
+use herd_k8s::lease::LeaderElector;
+use herd_k8s::operator::{self, Context, OperatorError, Settings};
+use herd_k8s::reconcile::take_owner_password;
+use herd_k8s::render::backup::BackupTarget;
+use herd_k8s::render::ClusterSettings;
+use herd_testkit::fake_cluster::{self, FakeCluster};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+const NS: &str = "herd-system";
+const TENANT: &str = "herd-lyon";
+
+struct Harness {
+    cluster: FakeCluster,
+    ctx: Arc<Context>,
+}
+
+fn settings(backup: bool) -> Settings {
+    Settings {
+        cluster: ClusterSettings::default(),
+        namespace: NS.into(),
+        backup: backup.then(|| BackupTarget {
+            bucket: "herd-backups".into(),
+            endpoint: "https://s3.example.net".into(),
+            prefix: "final/".into(),
+        }),
+        backup_credentials_secret: "herd-backup-credentials".into(),
+    }
+}
+
+/// An Instance with an (empty) status, which makes kube-fake-client treat `status` as a
+/// subresource, as the CRD declares it.
+fn with_status(mut i: Instance) -> Instance {
+    i.status = Some(Default::default());
+    i
+}
+
+async fn harness_with(instance: Instance, backup: bool) -> Harness {
+    let cluster = fake_cluster::start_with(|b| b.with_resource::<Instance>()).await;
+    let api: Api<Instance> = Api::namespaced(cluster.client.clone(), NS);
+    api.create(&PostParams::default(), &with_status(instance))
+        .await
+        .unwrap();
+    let ctx = Context::new(
+        cluster.client.clone(),
+        settings(backup),
+        "herd-operator-test",
+    );
+    Harness { cluster, ctx }
+}
+
+async fn harness() -> Harness {
+    harness_with(common::lyon("community"), true).await
+}
+
+impl Harness {
+    fn client(&self) -> kube::Client {
+        self.cluster.client.clone()
+    }
+
+    async fn instance(&self) -> Instance {
+        let api: Api<Instance> = Api::namespaced(self.client(), NS);
+        api.get("lyon").await.unwrap()
+    }
+
+    async fn reconcile(&self) -> Result<Action, OperatorError> {
+        operator::reconcile(Arc::new(self.instance().await), self.ctx.clone()).await
+    }
+
+    async fn ok(&self) {
+        self.reconcile().await.unwrap();
+    }
+
+    async fn status(&self) -> herd_k8s::InstanceStatus {
+        self.instance().await.status.unwrap_or_default()
+    }
+
+    async fn edit(&self, f: impl FnOnce(&mut serde_json::Value)) {
+        let mut spec = json!({});
+        f(&mut spec);
+        let api: Api<Instance> = Api::namespaced(self.client(), NS);
+        api.patch(
+            "lyon",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn job(&self, name: &str) -> Option<Job> {
+        let api: Api<Job> = Api::namespaced(self.client(), TENANT);
+        api.get_opt(name).await.unwrap()
+    }
+
+    async fn deployment(&self, name: &str) -> Option<Deployment> {
+        let api: Api<Deployment> = Api::namespaced(self.client(), TENANT);
+        api.get_opt(name).await.unwrap()
+    }
+
+    async fn web_image(&self) -> String {
+        let d = self.deployment("web").await.unwrap();
+        d.spec.unwrap().template.spec.unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap()
+    }
+
+    async fn job_status(&self, name: &str, status: serde_json::Value) {
+        let api: Api<Job> = Api::namespaced(self.client(), TENANT);
+        assert!(self.job(name).await.is_some(), "Job {name} exists");
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn succeed(&self, job: &str) {
+        self.job_status(job, json!({ "succeeded": 1 })).await;
+    }
+
+    async fn fail(&self, job: &str) {
+        self.job_status(
+            job,
+            json!({ "failed": 3, "conditions": [{
+                "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+            }]}),
+        )
+        .await;
+    }
+
+    /// Plays the Deployment controller: every replica of every Deployment is updated and
+    /// ready.
+    async fn roll_out(&self) {
+        let api: Api<Deployment> = Api::namespaced(self.client(), TENANT);
+        for d in api.list(&ListParams::default()).await.unwrap() {
+            let n = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let status = json!({ "status": {
+                "observedGeneration": d.metadata.generation,
+                "replicas": n, "readyReplicas": n, "updatedReplicas": n, "availableReplicas": n,
+            }});
+            api.patch_status(
+                d.metadata.name.as_deref().unwrap(),
+                &PatchParams::default(),
+                &Patch::Merge(status),
+            )
+            .await
+            .unwrap();
+        }
+    }
+
+    /// From nothing to a running v4.7.6, in Mastodon's install order.
+    async fn install(&self) {
+        self.ok().await; // finalizer
+        self.ok().await; // database preparation
+        self.succeed("db-prepare-v4-7-6").await;
+        self.ok().await; // owner
+        self.succeed("create-owner").await;
+        self.ok().await; // app
+        self.roll_out().await;
+        self.ok().await;
+        assert_eq!(self.status().await.phase, Phase::Running);
+    }
+}
+
+/// The reason of a status condition.
+fn condition(s: &herd_k8s::InstanceStatus, type_: &str) -> String {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn install_runs_in_order_and_then_writes_nothing() {
+    let h = harness().await;
+    h.ok().await;
+    assert!(
+        h.instance()
+            .await
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&operator::FINALIZER.to_owned()),
+        "the first reconcile adds the finalizer"
+    );
+
+    // Step 1: the database is prepared before anything of the app starts.
+    h.ok().await;
+    assert!(h.job("db-prepare-v4-7-6").await.is_some());
+    assert!(h.job("create-owner").await.is_none());
+    assert!(
+        h.deployment("web").await.is_none(),
+        "web waits for the database"
+    );
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Provisioning);
+    assert_eq!(s.running_version, None);
+
+    // The next reconcile sees the Job running (the status says so); after that, nothing
+    // changes while it runs and a reconcile writes nothing.
+    h.ok().await;
+    assert_eq!(condition(&h.status().await, "Migrations"), "Running");
+    let before = h.cluster.writes();
+    h.ok().await;
+    assert_eq!(h.cluster.writes(), before, "no writes while waiting");
+
+    // Step 2: the owner, with a one-time password made for it.
+    h.succeed("db-prepare-v4-7-6").await;
+    h.ok().await;
+    let owner = h.job("create-owner").await.unwrap();
+    let env = serde_json::to_string(&owner.spec.unwrap().template).unwrap();
+    assert!(env.contains("owner-password"), "{env}");
+    assert!(
+        h.deployment("web").await.is_none(),
+        "web waits for the owner"
+    );
+    let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    assert!(secrets.get_opt("owner-password").await.unwrap().is_some());
+
+    // Step 3: the app starts; it runs once every Deployment is rolled out.
+    h.succeed("create-owner").await;
+    h.ok().await;
+    for d in ["web", "streaming", "sidekiq"] {
+        assert!(h.deployment(d).await.is_some(), "{d}");
+    }
+    assert_eq!(h.status().await.phase, Phase::Provisioning);
+    h.roll_out().await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Running);
+    assert_eq!(s.running_version.as_deref(), Some("v4.7.6"));
+    assert_eq!(s.url.as_deref(), Some("https://lyon.social"));
+    assert_eq!(
+        s.observed_generation,
+        h.instance().await.metadata.generation
+    );
+    assert_eq!(condition(&s, "Ingress"), "Pending");
+
+    // The ingress controller gives the Ingress an address.
+    let ingress: Api<Ingress> = Api::namespaced(h.client(), TENANT);
+    ingress
+        .patch_status(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({ "status": { "loadBalancer": { "ingress": [{ "ip": "203.0.113.7" }] } } }),
+            ),
+        )
+        .await
+        .unwrap();
+    h.ok().await;
+    assert_eq!(condition(&h.status().await, "Ingress"), "Ready");
+
+    // An unchanged Instance: zero writes, status included.
+    let before = h.cluster.writes();
+    h.ok().await;
+    h.ok().await;
+    assert_eq!(
+        h.cluster.writes(),
+        before,
+        "a no-op reconcile writes nothing"
+    );
+
+    // The control plane reads the owner's password once.
+    let password = take_owner_password(&h.client(), "lyon")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(password.len(), 32);
+    assert!(password.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(
+        take_owner_password(&h.client(), "lyon").await.unwrap(),
+        None
+    );
+    // …and the operator does not make a new one for an installed tenant.
+    h.ok().await;
+    assert!(secrets.get_opt("owner-password").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_upgrade_runs_each_step_only_after_the_previous_one() {
+    let h = harness().await;
+    h.install().await;
+    h.edit(|s| s["version"] = json!("v4.8.0")).await;
+
+    // Pre-deployment migrations with the new image; the app stays on the old one.
+    h.ok().await;
+    let pre = h.job("migrate-pre-v4-8-0").await.unwrap();
+    let pre_json = serde_json::to_string(&pre.spec.unwrap().template).unwrap();
+    assert!(pre_json.contains("mastodon:v4.8.0"));
+    assert!(pre_json.contains("SKIP_POST_DEPLOYMENT_MIGRATIONS"));
+    assert!(h.web_image().await.ends_with(":v4.7.6"));
+    assert!(h.job("migrate-post-v4-8-0").await.is_none());
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Upgrading);
+    assert_eq!(s.running_version.as_deref(), Some("v4.7.6"));
+
+    // Roll: the Deployments move to the new image; no post-deployment migration yet.
+    h.succeed("migrate-pre-v4-8-0").await;
+    h.ok().await;
+    assert!(h.web_image().await.ends_with(":v4.8.0"));
+    assert!(
+        h.job("migrate-post-v4-8-0").await.is_none(),
+        "post-deployment migrations wait for the roll-out"
+    );
+    h.ok().await;
+    assert!(h.job("migrate-post-v4-8-0").await.is_none());
+
+    // Post-deployment migrations once every replica runs the new version.
+    h.roll_out().await;
+    h.ok().await;
+    assert!(h.job("migrate-post-v4-8-0").await.is_some());
+    assert_eq!(
+        h.status().await.running_version.as_deref(),
+        Some("v4.7.6"),
+        "not done until the post-deployment migrations are"
+    );
+    h.succeed("migrate-post-v4-8-0").await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Running);
+    assert_eq!(s.running_version.as_deref(), Some("v4.8.0"));
+}
+
+#[tokio::test]
+async fn a_failed_migration_stops_the_upgrade_where_it_is() {
+    let h = harness().await;
+    h.install().await;
+    h.edit(|s| s["version"] = json!("v4.8.0")).await;
+    h.ok().await;
+    h.fail("migrate-pre-v4-8-0").await;
+    h.ok().await;
+    h.ok().await;
+    assert!(
+        h.web_image().await.ends_with(":v4.7.6"),
+        "the Deployments are not rolled"
+    );
+    assert!(h.job("migrate-post-v4-8-0").await.is_none());
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(s.running_version.as_deref(), Some("v4.7.6"));
+    let err = s.last_error.unwrap();
+    assert!(err.contains("migrate-pre-v4-8-0"), "{err}");
+    assert!(err.contains("BackoffLimitExceeded"), "{err}");
+
+    // …and says so in a Warning Event on the Instance.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.client(), NS);
+    let warnings: Vec<_> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Failed")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("migrate-pre-v4-8-0"))),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test]
+async fn skipping_a_minor_series_is_refused_and_nothing_moves() {
+    let h = harness().await;
+    h.install().await;
+    h.edit(|s| s["version"] = json!("v4.9.1")).await;
+    h.ok().await;
+    assert!(h.job("migrate-pre-v4-9-1").await.is_none());
+    assert!(h.web_image().await.ends_with(":v4.7.6"));
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Failed);
+    assert!(s.last_error.unwrap().contains("v4.8.x first"));
+    // Back to an allowed version: the tenant runs again.
+    h.edit(|s| s["version"] = json!("v4.7.6")).await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Running);
+    assert_eq!(s.last_error, None, "the error is cleared");
+}
+
+#[tokio::test]
+async fn suspend_keeps_data_and_resume_removes_the_suspended_page() {
+    let h = harness().await;
+    h.install().await;
+    h.edit(|s| s["suspended"] = json!(true)).await;
+    h.ok().await;
+    let web = h.deployment("web").await.unwrap();
+    assert_eq!(web.spec.unwrap().replicas, Some(0));
+    assert!(h.deployment("suspended").await.is_some());
+    let ingress: Api<Ingress> = Api::namespaced(h.client(), TENANT);
+    let rules = serde_json::to_string(&ingress.get("app").await.unwrap().spec).unwrap();
+    assert!(rules.contains("\"suspended\""), "{rules}");
+    assert_eq!(h.status().await.phase, Phase::Suspended);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(h.client(), TENANT);
+    assert!(pvcs.get_opt("media").await.unwrap().is_some(), "data kept");
+
+    h.edit(|s| s["suspended"] = json!(false)).await;
+    h.ok().await;
+    assert!(h.deployment("suspended").await.is_none(), "pruned");
+    let services: Api<Service> = Api::namespaced(h.client(), TENANT);
+    assert!(services.get_opt("suspended").await.unwrap().is_none());
+    let maps: Api<ConfigMap> = Api::namespaced(h.client(), TENANT);
+    assert!(maps.get_opt("suspended-page").await.unwrap().is_none());
+    assert_eq!(
+        h.deployment("web").await.unwrap().spec.unwrap().replicas,
+        Some(1)
+    );
+    let rules = serde_json::to_string(&ingress.get("app").await.unwrap().spec).unwrap();
+    assert!(!rules.contains("\"suspended\""), "{rules}");
+    h.roll_out().await;
+    h.ok().await;
+    assert_eq!(h.status().await.phase, Phase::Running);
+    assert!(pvcs.get_opt("media").await.unwrap().is_some());
+}
+
+/// The stored Instance as the API server shows it once `kubectl delete` was run: with a
+/// deletion timestamp, held by the finalizer. (kube-fake-client deletes at once, ignoring
+/// finalizers, so the reconcile is handed the object as a real API server would show it.)
+async fn deleting(h: &Harness) -> Result<Action, OperatorError> {
+    let mut i = h.instance().await;
+    i.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-11-29T12:00:00Z".parse().unwrap(),
+    ));
+    operator::reconcile(Arc::new(i), h.ctx.clone()).await
+}
+
+async fn backup_credentials(h: &Harness) {
+    let api: Api<Secret> = Api::namespaced(h.client(), NS);
+    let s: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "herd-backup-credentials", "namespace": NS },
+        "stringData": { "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "secret" },
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &s).await.unwrap();
+}
+
+#[tokio::test]
+async fn deletion_dumps_the_database_before_the_namespace_goes() {
+    let h = harness().await;
+    h.install().await;
+    backup_credentials(&h).await;
+
+    deleting(&h).await.unwrap();
+    let job = h.job("final-backup").await.unwrap();
+    let annotations = job.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("herd.dev/backup-object")
+            .map(String::as_str),
+        Some("s3://herd-backups/final/lyon/final-20261129T120000Z.dump")
+    );
+    let pod = serde_json::to_string(&job.spec.unwrap().template).unwrap();
+    assert!(pod.contains("pg_dump"), "{pod}");
+    let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    assert!(secrets
+        .get_opt("final-backup-credentials")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(
+        h.cluster.namespaces().contains_key(TENANT),
+        "kept until the dump is taken"
+    );
+    assert_eq!(h.status().await.phase, Phase::Deleting);
+
+    // Still running: the namespace stays.
+    deleting(&h).await.unwrap();
+    assert!(h.cluster.namespaces().contains_key(TENANT));
+
+    h.succeed("final-backup").await;
+    deleting(&h).await.unwrap();
+    assert!(!h.cluster.namespaces().contains_key(TENANT), "then it goes");
+    assert!(
+        h.instance()
+            .await
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&operator::FINALIZER.to_owned()),
+        "the finalizer stays until the namespace is gone"
+    );
+
+    deleting(&h).await.unwrap();
+    assert!(
+        !h.instance()
+            .await
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&operator::FINALIZER.to_owned()),
+        "the finalizer is removed last"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_backup_keeps_the_data_and_says_what_to_do() {
+    let h = harness().await;
+    h.install().await;
+    backup_credentials(&h).await;
+    deleting(&h).await.unwrap();
+    h.fail("final-backup").await;
+    deleting(&h).await.unwrap();
+    deleting(&h).await.unwrap();
+    assert!(h.cluster.namespaces().contains_key(TENANT));
+    let err = h.status().await.last_error.unwrap();
+    assert!(
+        err.contains("kubectl logs -n herd-lyon job/final-backup"),
+        "{err}"
+    );
+    assert!(err.contains("herd.dev/skip-final-backup"), "{err}");
+}
+
+#[tokio::test]
+async fn without_a_backup_target_deletion_waits_unless_told_to_skip() {
+    let mut i = common::lyon("community");
+    let h = harness_with(i.clone(), false).await;
+    h.install().await;
+    deleting(&h).await.unwrap();
+    assert!(h.cluster.namespaces().contains_key(TENANT));
+    assert!(h.job("final-backup").await.is_none());
+    let err = h.status().await.last_error.unwrap();
+    assert!(err.contains("HERD_BACKUP_S3_BUCKET"), "{err}");
+
+    // The operator decides to delete without a dump.
+    let api: Api<Instance> = Api::namespaced(h.client(), NS);
+    i = api.get("lyon").await.unwrap();
+    api.patch(
+        "lyon",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({ "metadata": { "annotations": { operator::SKIP_BACKUP_ANNOTATION: "true" } } }),
+        ),
+    )
+    .await
+    .unwrap();
+    drop(i);
+    deleting(&h).await.unwrap();
+    assert!(!h.cluster.namespaces().contains_key(TENANT));
+}
+
+#[tokio::test]
+async fn api_errors_back_off_instead_of_crashing() {
+    let h = harness().await;
+    h.ok().await; // finalizer
+                  // The API server throttles the first writes of children.
+    h.cluster
+        .fail(http::Method::PATCH, "/namespaces/herd-lyon/", 429, 1);
+    let err = h.reconcile().await.unwrap_err();
+    assert!(err.throttled(), "{err}");
+    assert_eq!(err.reason(), "api_throttled");
+    let i = h.instance().await;
+    let first = operator::retry_delay(&i, &err, &h.ctx);
+    assert!(first >= Duration::from_secs(45), "{first:?}");
+
+    // A server error: a shorter, growing delay.
+    h.cluster.fail(http::Method::GET, "/jobs", 500, 2);
+    let err = h.reconcile().await.unwrap_err();
+    assert_eq!(err.reason(), "api_server_error");
+    let d2 = operator::retry_delay(&i, &err, &h.ctx);
+    let err = h.reconcile().await.unwrap_err();
+    let d3 = operator::retry_delay(&i, &err, &h.ctx);
+    assert!(d3 > d2, "{d2:?} then {d3:?}");
+
+    // Once the API answers again, the reconcile goes through.
+    h.ok().await;
+    assert!(h.job("db-prepare-v4-7-6").await.is_some());
+}
+
+#[tokio::test]
+async fn a_conflict_from_an_interceptor_is_an_error_not_a_panic() {
+    use kube_fake_client::interceptor::Funcs;
+    let cluster = fake_cluster::start_with(|b| {
+        b.with_resource::<Instance>()
+            .with_interceptor_funcs(Funcs::new().patch_status(|_| {
+                Err(kube_fake_client::Error::Conflict(
+                    "the object has been modified".into(),
+                ))
+            }))
+    })
+    .await;
+    let api: Api<Instance> = Api::namespaced(cluster.client.clone(), NS);
+    api.create(
+        &PostParams::default(),
+        &with_status(common::lyon("community")),
+    )
+    .await
+    .unwrap();
+    let ctx = Context::new(cluster.client.clone(), settings(true), "test");
+    let reconcile = || async {
+        let i = api.get("lyon").await.unwrap();
+        operator::reconcile(Arc::new(i), ctx.clone()).await
+    };
+    reconcile().await.unwrap(); // finalizer
+    let err = reconcile().await.unwrap_err();
+    assert!(
+        matches!(err.reason(), "api_conflict" | "api_server_error"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn gotosocial_starts_before_its_owner_is_created() {
+    let mut i = common::lyon("community");
+    i.spec.app = App::Gotosocial;
+    i.spec.version = "0.20.2".into();
+    let h = harness_with(i, true).await;
+    h.ok().await;
+    h.ok().await;
+    assert!(
+        h.deployment("web").await.is_some(),
+        "GoToSocial migrates at start"
+    );
+    assert!(h.job("create-owner").await.is_none());
+    h.roll_out().await;
+    h.ok().await;
+    let job = h.job("create-owner").await.unwrap();
+    let pod = serde_json::to_string(&job.spec.unwrap().template).unwrap();
+    assert!(pod.contains("\"create\""), "{pod}");
+    assert!(pod.contains("promote"), "{pod}");
+    assert!(pod.contains("$(OWNER_PASSWORD)"), "{pod}");
+    assert_eq!(h.status().await.phase, Phase::Provisioning);
+    h.succeed("create-owner").await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Running);
+    assert_eq!(s.running_version.as_deref(), Some("0.20.2"));
+}
+
+#[tokio::test]
+async fn one_leader_at_a_time() {
+    let cluster = fake_cluster::start().await;
+    let a = LeaderElector::new(
+        cluster.client.clone(),
+        NS,
+        "herd-operator",
+        "a",
+        Duration::from_secs(15),
+    );
+    let b = LeaderElector::new(
+        cluster.client.clone(),
+        NS,
+        "herd-operator",
+        "b",
+        Duration::from_secs(15),
+    );
+    assert!(a.try_acquire_or_renew().await.unwrap());
+    assert!(!b.try_acquire_or_renew().await.unwrap(), "held by a");
+    assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
+
+    // a stops renewing: once the Lease expires, b takes it over.
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), NS);
+    leases
+        .patch(
+            "herd-operator",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "renewTime": "2026-01-01T00:00:00.000000Z" } })),
+        )
+        .await
+        .unwrap();
+    assert!(b.try_acquire_or_renew().await.unwrap());
+    assert!(!a.try_acquire_or_renew().await.unwrap(), "a lost it");
+    let lease = leases.get("herd-operator").await.unwrap().spec.unwrap();
+    assert_eq!(lease.holder_identity.as_deref(), Some("b"));
+    assert_eq!(lease.lease_transitions, Some(1));
+
+    // Released on shutdown: a takes it at once.
+    b.release().await.unwrap();
+    assert!(a.try_acquire_or_renew().await.unwrap());
+}
