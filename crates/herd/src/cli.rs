@@ -52,6 +52,67 @@ pub enum Command {
     /// tenant, the ones in its cluster Secret stay authoritative.
     #[command(disable_version_flag = true)]
     Render(RenderArgs),
+    /// Run the Kubernetes operator: keep every Instance's tenant as its spec says.
+    ///
+    /// Installs, upgrades (in Mastodon's migration order), suspends, resumes and deletes
+    /// tenants (after a final database dump). Uses the in-cluster service account, or
+    /// KUBECONFIG outside a cluster. Replicas elect a leader through a Lease; only the
+    /// leader reconciles. Serves /metrics and /healthz on --listen.
+    Operator(OperatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// The namespace of the operator, its Lease and the Instances.
+    #[arg(long, env = "HERD_OPERATOR_NAMESPACE", default_value = "herd-system")]
+    pub namespace: String,
+
+    /// Address for /metrics and /healthz.
+    #[arg(long, env = "HERD_OPERATOR_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+
+    /// This replica's name in the leader Lease (the pod name; the host name by default).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// How long the leader's Lease lasts without renewal, in seconds.
+    #[arg(long, env = "HERD_LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+
+    /// The IngressClass of tenants' Ingresses.
+    #[arg(long, env = "HERD_INGRESS_CLASS", default_value = "nginx")]
+    pub ingress_class: String,
+
+    /// The namespace of the ingress controller (allowed through tenants' NetworkPolicies).
+    #[arg(long, env = "HERD_INGRESS_NAMESPACE", default_value = "ingress-nginx")]
+    pub ingress_namespace: String,
+
+    /// The cert-manager ClusterIssuer for tenants' TLS certificates.
+    #[arg(long, env = "HERD_CLUSTER_ISSUER", default_value = "letsencrypt")]
+    pub cluster_issuer: String,
+
+    /// Bucket for the final database dump taken before a tenant is deleted. Without it,
+    /// deleting an Instance waits until one is configured or the Instance is annotated
+    /// herd.dev/skip-final-backup=true.
+    #[arg(long, env = "HERD_BACKUP_S3_BUCKET")]
+    pub backup_s3_bucket: Option<String>,
+
+    /// The S3-compatible endpoint of the backup bucket, e.g. https://s3.fr-par.scw.cloud.
+    #[arg(long, env = "HERD_BACKUP_S3_ENDPOINT")]
+    pub backup_s3_endpoint: Option<String>,
+
+    /// Key prefix of final dumps in the bucket.
+    #[arg(long, env = "HERD_BACKUP_S3_PREFIX", default_value = "final/")]
+    pub backup_s3_prefix: String,
+
+    /// The Secret in the operator's namespace with AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY for the backup bucket.
+    #[arg(
+        long,
+        env = "HERD_BACKUP_SECRET",
+        default_value = "herd-backup-credentials"
+    )]
+    pub backup_secret: String,
 }
 
 #[derive(Debug, Args)]

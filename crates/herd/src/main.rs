@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod operator;
 mod render;
 mod serve;
 
@@ -17,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
         cli::Command::Migrate(args) => serve::migrate_only(args).await,
         cli::Command::Admin(cmd) => admin::run(cmd).await,
         cli::Command::Render(args) => render::run(args).await,
+        cli::Command::Operator(args) => operator::run(args).await,
         cli::Command::Crd => {
             print!("{}", herd_k8s::crd::crd_yaml()?);
             Ok(())

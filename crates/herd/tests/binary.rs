@@ -23,7 +23,7 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn help_explains_every_command_and_its_environment() {
     let top = help(&[]);
-    for cmd in ["serve", "migrate", "admin", "crd", "render"] {
+    for cmd in ["serve", "migrate", "admin", "crd", "render", "operator"] {
         assert!(top.contains(cmd), "{top}");
     }
     let serve = help(&["serve"]);
@@ -45,11 +45,57 @@ fn help_explains_every_command_and_its_environment() {
         serve.contains("127.0.0.1:8080"),
         "default listen address shown"
     );
+    let operator = help(&["operator"]);
+    for env in [
+        "HERD_OPERATOR_NAMESPACE",
+        "HERD_OPERATOR_LISTEN",
+        "POD_NAME",
+        "HERD_LEASE_SECONDS",
+        "HERD_INGRESS_CLASS",
+        "HERD_INGRESS_NAMESPACE",
+        "HERD_CLUSTER_ISSUER",
+        "HERD_BACKUP_S3_BUCKET",
+        "HERD_BACKUP_S3_ENDPOINT",
+        "HERD_BACKUP_S3_PREFIX",
+        "HERD_BACKUP_SECRET",
+    ] {
+        assert!(
+            operator.contains(env),
+            "operator --help lacks {env}:\n{operator}"
+        );
+    }
     let admin = help(&["admin", "create-operator"]);
     assert!(
         admin.contains("--email") && admin.contains("two-factor"),
         "{admin}"
     );
+}
+
+/// `herd operator` refuses a half-configured backup target, and says how to reach a
+/// cluster when it cannot, instead of starting without one.
+#[test]
+fn operator_explains_what_it_is_missing() {
+    let out = Command::new(HERD)
+        .arg("operator")
+        .env("HERD_BACKUP_S3_BUCKET", "backups")
+        .env_remove("HERD_BACKUP_S3_ENDPOINT")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HERD_BACKUP_S3_ENDPOINT"), "{err}");
+
+    let out = Command::new(HERD)
+        .arg("operator")
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("HERD_BACKUP_S3_BUCKET")
+        .env("HERD_OPERATOR_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connecting to Kubernetes"), "{err}");
 }
 
 /// The URL of the database `#[sqlx::test]` made for this test.

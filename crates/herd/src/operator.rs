@@ -1,0 +1,80 @@
+//! `herd operator`: the Kubernetes operator, with /metrics and /healthz.
+
+use crate::cli::OperatorArgs;
+use anyhow::{bail, Context};
+use axum::routing::get;
+use herd_k8s::operator::{self, Settings};
+use herd_k8s::render::backup::BackupTarget;
+use herd_k8s::render::ClusterSettings;
+use std::time::Duration;
+
+/// The backup target from the arguments: both bucket and endpoint, or neither.
+pub fn backup_target(args: &OperatorArgs) -> anyhow::Result<Option<BackupTarget>> {
+    match (&args.backup_s3_bucket, &args.backup_s3_endpoint) {
+        (None, None) => Ok(None),
+        (Some(bucket), Some(endpoint)) => Ok(Some(BackupTarget {
+            bucket: bucket.clone(),
+            endpoint: endpoint.clone(),
+            prefix: args.backup_s3_prefix.clone(),
+        })),
+        _ => bail!("set both HERD_BACKUP_S3_BUCKET and HERD_BACKUP_S3_ENDPOINT, or neither"),
+    }
+}
+
+pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    let backup = backup_target(&args)?;
+    if backup.is_none() {
+        tracing::warn!(
+            "no backup target: deleting an Instance will wait for one (see HERD_BACKUP_S3_BUCKET)"
+        );
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (in-cluster service account, or KUBECONFIG)")?;
+    let has_cloudnative_pg = match operator::has_cloudnative_pg(&client).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for the CloudNativePG CRD; using StatefulSets for `Auto` databases");
+            false
+        }
+    };
+    let settings = Settings {
+        cluster: ClusterSettings {
+            ingress_class: args.ingress_class.clone(),
+            ingress_namespace: args.ingress_namespace.clone(),
+            cluster_issuer: args.cluster_issuer.clone(),
+            has_cloudnative_pg,
+        },
+        namespace: args.namespace.clone(),
+        backup,
+        backup_credentials_secret: args.backup_secret.clone(),
+    };
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("herd-operator-{}", std::process::id()));
+
+    let metrics = herd_web::metrics::handle();
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(move || async move { metrics.render() }));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, "serving /metrics and /healthz");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+
+    operator::run(
+        client,
+        settings,
+        &identity,
+        Duration::from_secs(args.lease_seconds.max(5)),
+    )
+    .await?;
+    Ok(())
+}
