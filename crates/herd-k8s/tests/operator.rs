@@ -567,8 +567,29 @@ async fn without_a_backup_target_deletion_waits_unless_told_to_skip() {
     assert!(!h.cluster.namespaces().contains_key(TENANT));
 }
 
+/// The process-wide metrics recorder of this test binary.
+fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap()
+    })
+}
+
+/// The value of a counter series in the Prometheus text output (0 when absent).
+fn counter(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::test]
 async fn api_errors_back_off_instead_of_crashing() {
+    let metrics = metrics();
+    let throttled = r#"herd_operator_reconcile_failures_total{reason="api_throttled"}"#;
+    let before = counter(&metrics.render(), throttled);
     let h = harness().await;
     h.ok().await; // finalizer
                   // The API server throttles the first writes of children.
@@ -580,6 +601,13 @@ async fn api_errors_back_off_instead_of_crashing() {
     let i = h.instance().await;
     let first = operator::retry_delay(&i, &err, &h.ctx);
     assert!(first >= Duration::from_secs(45), "{first:?}");
+    let text = metrics.render();
+    assert_eq!(counter(&text, throttled), before + 1.0, "{text}");
+    assert!(
+        text.contains(r#"herd_operator_reconciles_total{result="error"}"#),
+        "{text}"
+    );
+    assert!(text.contains("herd_operator_reconcile_duration_seconds"), "{text}");
 
     // A server error: a shorter, growing delay.
     h.cluster.fail(http::Method::GET, "/jobs", 500, 2);

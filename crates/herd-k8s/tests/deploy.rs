@@ -1,0 +1,213 @@
+//! deploy/: every manifest passes the Kubernetes schema, and the operator's RBAC grants each
+//! verb it uses on each kind it renders, with no wildcard.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+mod common;
+
+use herd_k8s::crd::App;
+use herd_k8s::render::backup::BackupTarget;
+use herd_k8s::render::{self, ClusterSettings, Tenant};
+use herd_k8s::secrets::AppSecrets;
+use kube::api::{ApiResource, GroupVersionKind};
+use kube_fake_client::validator::{RuntimeOpenAPIValidator, SchemaValidator};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
+}
+
+/// Every object of the kustomization, in file order.
+fn manifests() -> Vec<Value> {
+    let dir = deploy_dir();
+    let k: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    let mut out = Vec::new();
+    for file in k["resources"].as_array().unwrap() {
+        let text = std::fs::read_to_string(dir.join(file.as_str().unwrap())).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v = Value::deserialize(doc).unwrap();
+            if !v.is_null() {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+fn find<'a>(all: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    all.iter()
+        .find(|v| v["kind"] == kind && v["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name} in deploy/"))
+}
+
+#[test]
+fn manifests_pass_the_schema() {
+    let spec = std::env::var("HERD_K8S_OPENAPI").unwrap_or_else(|_| {
+        panic!("HERD_K8S_OPENAPI is not set: export HERD_K8S_OPENAPI=$(scripts/k8s-openapi.sh)")
+    });
+    let v = RuntimeOpenAPIValidator::from_file(&spec).unwrap();
+    let mut checked = 0;
+    for m in manifests() {
+        let api_version = m["apiVersion"].as_str().unwrap();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let kind = m["kind"].as_str().unwrap();
+        if kind == "CustomResourceDefinition" {
+            continue; // checked against the Rust types by the crd drift test
+        }
+        v.enable_validation_for(&format!("{group}/{version}/{kind}"))
+            .unwrap();
+        if let Err(e) = v.validate(group, version, kind, &m) {
+            panic!("{kind}/{} fails validation: {e}", m["metadata"]["name"]);
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked}");
+}
+
+/// The (group, resource, verb) triples a set of RBAC rules grants; refuses wildcards.
+fn grants(role: &Value) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        let list = |k: &str| -> Vec<String> {
+            rule[k]
+                .as_array()
+                .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+                .unwrap_or_default()
+        };
+        for field in ["apiGroups", "resources", "verbs"] {
+            assert!(!list(field).contains(&"*".to_owned()), "wildcard in {rule}");
+        }
+        for g in list("apiGroups") {
+            for r in list("resources") {
+                for v in list("verbs") {
+                    out.insert((g.clone(), r.clone(), v));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn needs(
+    granted: &BTreeSet<(String, String, String)>,
+    group: &str,
+    resource: &str,
+    verbs: &[&str],
+    role: &str,
+) {
+    for v in verbs {
+        assert!(
+            granted.contains(&(group.to_owned(), resource.to_owned(), (*v).to_owned())),
+            "{role} does not grant {v} on {group}/{resource}"
+        );
+    }
+}
+
+#[test]
+fn rbac_grants_what_the_operator_does_and_no_wildcard() {
+    let all = manifests();
+    let cluster = grants(find(&all, "ClusterRole", "herd-operator"));
+    let own = grants(find(&all, "Role", "herd-operator"));
+
+    // Every kind the operator applies, over the app and database variants, plus the
+    // deletion's backup objects.
+    let mut kinds = BTreeSet::new();
+    for (app, cnpg) in [
+        (App::Mastodon, false),
+        (App::Mastodon, true),
+        (App::Gotosocial, false),
+    ] {
+        let mut i = common::lyon("institution");
+        i.spec.app = app;
+        let secrets = AppSecrets::generate();
+        let settings = ClusterSettings {
+            has_cloudnative_pg: cnpg,
+            ..ClusterSettings::default()
+        };
+        let t = Tenant {
+            instance: &i,
+            secrets: &secrets,
+            cluster: &settings,
+        };
+        let mut children = render::render(&t).unwrap();
+        let target = BackupTarget {
+            bucket: "b".into(),
+            endpoint: "https://s3.example".into(),
+            prefix: String::new(),
+        };
+        children.extend(
+            render::backup::final_backup(&t, &target, &Default::default(), "t").unwrap(),
+        );
+        for c in children {
+            let v = c.to_value().unwrap();
+            let api_version = v["apiVersion"].as_str().unwrap().to_owned();
+            let (group, version) = api_version
+                .split_once('/')
+                .map(|(g, v)| (g.to_owned(), v.to_owned()))
+                .unwrap_or((String::new(), api_version.clone()));
+            kinds.insert((group, version, v["kind"].as_str().unwrap().to_owned()));
+        }
+    }
+    assert!(kinds.len() >= 15, "{kinds:?}");
+    for (group, version, kind) in &kinds {
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        // Server-side apply: get to diff, create and patch to write, delete to prune or
+        // (for the namespace) to delete the tenant.
+        needs(
+            &cluster,
+            group,
+            &ar.plural,
+            &["get", "create", "patch", "delete"],
+            "ClusterRole",
+        );
+    }
+    // Read back, pruned or watched.
+    for (group, resource) in [
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+        ("", "services"),
+        ("", "configmaps"),
+        ("networking.k8s.io", "ingresses"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("policy", "poddisruptionbudgets"),
+    ] {
+        needs(&cluster, group, resource, &["list"], "ClusterRole");
+    }
+    needs(&cluster, "apps", "deployments", &["watch"], "ClusterRole");
+    needs(&cluster, "batch", "jobs", &["watch"], "ClusterRole");
+    // In its own namespace.
+    needs(&own, "herd.dev", "instances", &["get", "list", "watch", "patch"], "Role");
+    needs(&own, "herd.dev", "instances/status", &["patch"], "Role");
+    needs(
+        &own,
+        "coordination.k8s.io",
+        "leases",
+        &["get", "create", "update"],
+        "Role",
+    );
+    needs(&own, "events.k8s.io", "events", &["create", "patch"], "Role");
+}
+
+#[test]
+fn the_deployment_runs_the_operator_as_its_service_account() {
+    let all = manifests();
+    let d = find(&all, "Deployment", "herd-operator");
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "herd-operator");
+    let c = &pod["containers"][0];
+    assert_eq!(c["args"], serde_json::json!(["operator"]));
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    let env = c["env"].to_string();
+    for var in ["HERD_OPERATOR_NAMESPACE", "POD_NAME"] {
+        assert!(env.contains(var), "{env}");
+    }
+    let binding = find(&all, "ClusterRoleBinding", "herd-operator");
+    assert_eq!(binding["subjects"][0]["name"], "herd-operator");
+    assert_eq!(binding["subjects"][0]["namespace"], "herd-system");
+}
