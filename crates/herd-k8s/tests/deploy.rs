@@ -139,9 +139,8 @@ fn rbac_grants_what_the_operator_does_and_no_wildcard() {
             endpoint: "https://s3.example".into(),
             prefix: String::new(),
         };
-        children.extend(
-            render::backup::final_backup(&t, &target, &Default::default(), "t").unwrap(),
-        );
+        children
+            .extend(render::backup::final_backup(&t, &target, &Default::default(), "t").unwrap());
         for c in children {
             let v = c.to_value().unwrap();
             let api_version = v["apiVersion"].as_str().unwrap().to_owned();
@@ -182,7 +181,13 @@ fn rbac_grants_what_the_operator_does_and_no_wildcard() {
     needs(&cluster, "apps", "deployments", &["watch"], "ClusterRole");
     needs(&cluster, "batch", "jobs", &["watch"], "ClusterRole");
     // In its own namespace.
-    needs(&own, "herd.dev", "instances", &["get", "list", "watch", "patch"], "Role");
+    needs(
+        &own,
+        "herd.dev",
+        "instances",
+        &["get", "list", "watch", "patch"],
+        "Role",
+    );
     needs(&own, "herd.dev", "instances/status", &["patch"], "Role");
     needs(
         &own,
@@ -191,7 +196,13 @@ fn rbac_grants_what_the_operator_does_and_no_wildcard() {
         &["get", "create", "update"],
         "Role",
     );
-    needs(&own, "events.k8s.io", "events", &["create", "patch"], "Role");
+    needs(
+        &own,
+        "events.k8s.io",
+        "events",
+        &["create", "patch"],
+        "Role",
+    );
 }
 
 #[test]

@@ -607,7 +607,10 @@ async fn api_errors_back_off_instead_of_crashing() {
         text.contains(r#"herd_operator_reconciles_total{result="error"}"#),
         "{text}"
     );
-    assert!(text.contains("herd_operator_reconcile_duration_seconds"), "{text}");
+    assert!(
+        text.contains("herd_operator_reconcile_duration_seconds"),
+        "{text}"
+    );
 
     // A server error: a shorter, growing delay.
     h.cluster.fail(http::Method::GET, "/jobs", 500, 2);
