@@ -45,6 +45,9 @@ pub struct InstanceSpec {
     pub suspended: bool,
     #[serde(default)]
     pub database: DatabaseSpec,
+    /// The tenant's Redis (Mastodon only): its volume and memory limit.
+    #[serde(default)]
+    pub redis: RedisSpec,
     /// Object storage for media; without it, media go to a volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_s3: Option<S3Spec>,
@@ -81,6 +84,7 @@ impl InstanceSpec {
             sizing: crate::sizing::for_plan(limits),
             suspended: false,
             database: DatabaseSpec::default(),
+            redis: RedisSpec::default(),
             media_s3: None,
             smtp_secret_ref: None,
             owner,
@@ -136,6 +140,36 @@ pub enum DatabaseMode {
 pub struct DatabaseSpec {
     #[serde(default)]
     pub mode: DatabaseMode,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// Size of Redis's append-only-file volume.
+    #[serde(default = "RedisSpec::default_storage")]
+    pub storage: String,
+    /// Memory limit of the Redis container (its request is 128Mi).
+    #[serde(default = "RedisSpec::default_memory")]
+    pub memory_limit: String,
+}
+
+impl RedisSpec {
+    fn default_storage() -> String {
+        "2Gi".into()
+    }
+
+    fn default_memory() -> String {
+        "512Mi".into()
+    }
+}
+
+impl Default for RedisSpec {
+    fn default() -> Self {
+        Self {
+            storage: Self::default_storage(),
+            memory_limit: Self::default_memory(),
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -264,6 +264,33 @@ fn plans_and_states_change_what_they_should() {
         ..Default::default()
     });
     assert!(find(&rendered(&running), "Job", "create-owner").is_none());
+
+    // Redis sizing comes from the spec, and the quota makes room for it.
+    let quota_storage = |objs: &[Value]| {
+        find(objs, "ResourceQuota", "tenant-quota").unwrap()["spec"]["hard"]["requests.storage"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches("Gi")
+            .parse::<i64>()
+            .unwrap()
+    };
+    let mut big_redis = instance("community");
+    big_redis.spec.redis.storage = "10Gi".into();
+    big_redis.spec.redis.memory_limit = "2Gi".into();
+    let objs = rendered(&big_redis);
+    let redis = find(&objs, "StatefulSet", "redis").unwrap();
+    assert_eq!(
+        redis["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "10Gi"
+    );
+    assert_eq!(
+        redis["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
+        "2Gi"
+    );
+    assert_eq!(
+        quota_storage(&objs),
+        quota_storage(&rendered(&instance("community"))) + 8
+    );
 }
 
 #[test]

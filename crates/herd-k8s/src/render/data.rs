@@ -179,6 +179,7 @@ fn cloudnative_pg(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
 }
 
 fn redis(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
+    let redis = &t.instance.spec.redis;
     let container = json!({
         "name": "redis",
         "image": REDIS_IMAGE,
@@ -187,9 +188,18 @@ fn redis(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         "ports": [{ "name": "redis", "containerPort": 6379 }],
         "readinessProbe": { "tcpSocket": { "port": 6379 }, "periodSeconds": 10 },
         "livenessProbe": { "tcpSocket": { "port": 6379 }, "periodSeconds": 30 },
-        "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "cpu": "500m", "memory": "512Mi" } },
+        "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "cpu": "500m", "memory": redis.memory_limit } },
         "securityContext": container_security(true),
         "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
     });
-    single_replica(t, "redis", "redis", REDIS_UID, container, None, "2Gi", 6379)
+    single_replica(
+        t,
+        "redis",
+        "redis",
+        REDIS_UID,
+        container,
+        None,
+        &redis.storage,
+        6379,
+    )
 }

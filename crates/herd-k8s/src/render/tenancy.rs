@@ -31,7 +31,7 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         "spec": { "hard": {
             "limits.cpu": format!("{cpu_m}m"),
             "limits.memory": format!("{mem_mi}Mi"),
-            "requests.storage": format!("{}Gi", storage_gi(&s.database_storage) * 2 + storage_gi(&s.media_storage) + 5),
+            "requests.storage": format!("{}Gi", storage_gi(&s.database_storage) * 2 + storage_gi(&s.media_storage) + storage_gi(&t.instance.spec.redis.storage) + 3),
             "persistentvolumeclaims": "6",
             "pods": "40",
             "services.loadbalancers": "0",
@@ -159,7 +159,7 @@ pub fn quota_limits(t: &Tenant<'_>) -> (i64, i64) {
         pod(&s.sidekiq, 1),
         pod(&s.sidekiq, 2),
         (2_000 * database_instances, 2_048 * database_instances),
-        (500, 512),
+        (500, memory_mi(&t.instance.spec.redis.memory_limit)),
         (100, 64),
     ];
     parts
