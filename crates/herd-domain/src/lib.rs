@@ -1,8 +1,10 @@
 //! Herd's domain model: identifiers, validated values (email, slug, password policy),
-//! organization roles and their rules, and the plan catalogue.
+//! organization roles and their rules, the plan catalogue, and the access policy that
+//! turns billing facts into what a tenant's server should be.
 //!
 //! This crate does no IO. CI checks that it never depends on sqlx, axum, kube or stripe.
 
+pub mod access;
 pub mod email;
 pub mod ids;
 pub mod password;
