@@ -5,8 +5,10 @@
 //! transaction; the audit entry of a change is written in the same one.
 
 pub mod audit;
+pub mod billing;
 pub mod error;
 pub mod invitations;
+pub mod jobs;
 pub mod login_attempts;
 pub mod orgs;
 pub mod page;
@@ -51,6 +53,15 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
     sqlx::query_scalar!("SELECT 1 AS \"one!\"")
         .fetch_one(pool)
+        .await?;
+    Ok(())
+}
+
+/// Takes a transaction-scoped advisory lock on `key`: concurrent transactions taking the
+/// same key run one after the other (e.g. two workers recomputing one subscription).
+pub async fn lock_key(conn: &mut sqlx::PgConnection, key: &str) -> Result<(), StoreError> {
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+        .execute(conn)
         .await?;
     Ok(())
 }

@@ -1,12 +1,14 @@
 //! Test helpers for Herd (dev only): [`TestApp`] runs the real router on a real socket
 //! against a real PostgreSQL database, [`Client`] is a browser-like HTTP client that keeps
 //! cookies and fills in CSRF tokens, [`TempPostgres`] is a private PostgreSQL server a
-//! test may stop and start, and [`fake_cluster`] is an in-memory Kubernetes API.
+//! test may stop and start, [`fake_cluster`] is an in-memory Kubernetes API, and
+//! [`stripe`] builds signed webhook deliveries from Stripe's published fixtures.
 #![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 mod client;
 pub mod fake_cluster;
 mod pg;
+pub mod stripe;
 
 pub use client::{Client, Resp};
 pub use pg::TempPostgres;

@@ -18,6 +18,7 @@ pub mod session;
 pub mod state;
 pub mod totp;
 pub mod views;
+pub mod webhooks;
 
 pub use error::AppError;
 pub use routes::{Access, RouteInfo};
@@ -62,6 +63,7 @@ fn app_with(state: AppState, portal: Router<AppState>) -> Router {
 
     Router::new()
         .merge(health::router())
+        .merge(webhooks::router())
         .merge(portal)
         .fallback(pages::not_found)
         .route_layer(axum::middleware::from_fn(metrics::track))

@@ -2,6 +2,7 @@
 
 use herd_mail::Mailer;
 use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::SecretString;
 use sqlx::PgPool;
 use std::sync::Arc;
 use time::Duration;
@@ -22,6 +23,9 @@ pub struct WebConfig {
     pub verify_email_ttl: Duration,
     pub reset_password_ttl: Duration,
     pub invitation_ttl: Duration,
+    /// Stripe's webhook signing secrets (`whsec_…`); several while one is rolled. Without
+    /// any, webhooks are refused.
+    pub stripe_webhook_secrets: Vec<SecretString>,
 }
 
 impl WebConfig {
@@ -35,6 +39,7 @@ impl WebConfig {
             verify_email_ttl: Duration::hours(48),
             reset_password_ttl: Duration::hours(1),
             invitation_ttl: Duration::days(7),
+            stripe_webhook_secrets: Vec::new(),
         }
     }
 

@@ -36,6 +36,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations, then exit.
     Migrate(DbArgs),
+    /// Run the job queue's worker: processes stored Stripe events (and, later, other
+    /// background work). `herd serve` runs one in-process unless --no-worker is given; run
+    /// more with this command.
+    Worker(WorkerArgs),
     /// Administrative tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -218,6 +222,30 @@ pub struct ServeArgs {
     /// proxy that sets it).
     #[arg(long, env = "HERD_TRUST_PROXY")]
     pub trust_proxy: bool,
+
+    /// Stripe's webhook signing secret(s) (whsec_…), comma-separated while one is rolled.
+    /// Without one, POST /webhooks/stripe refuses every delivery.
+    #[arg(
+        long,
+        env = "STRIPE_WEBHOOK_SECRET",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub stripe_webhook_secret: Vec<SecretString>,
+
+    /// Do not run the job worker in this process (run `herd worker` separately).
+    #[arg(long, env = "HERD_NO_WORKER")]
+    pub no_worker: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// Maximum number of database connections.
+    #[arg(long, env = "HERD_DB_MAX_CONNECTIONS", default_value_t = 5)]
+    pub db_max_connections: u32,
 }
 
 #[derive(Debug, Subcommand)]

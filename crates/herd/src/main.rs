@@ -16,6 +16,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         cli::Command::Serve(args) => serve::run(args).await,
         cli::Command::Migrate(args) => serve::migrate_only(args).await,
+        cli::Command::Worker(args) => serve::worker(args).await,
         cli::Command::Admin(cmd) => admin::run(cmd).await,
         cli::Command::Render(args) => render::run(args).await,
         cli::Command::Operator(args) => operator::run(args).await,

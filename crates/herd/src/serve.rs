@@ -1,6 +1,6 @@
 //! `herd serve` and `herd migrate`.
 
-use crate::cli::{DbArgs, ServeArgs};
+use crate::cli::{DbArgs, ServeArgs, WorkerArgs};
 use anyhow::Context;
 use herd_mail::Mailer;
 use herd_web::{AppState, WebConfig};
@@ -49,6 +49,14 @@ pub fn pool(db: &DbArgs, max: u32) -> anyhow::Result<PgPool> {
     herd_store::connect_lazy(db.database_url.expose_secret(), max).context("reading DATABASE_URL")
 }
 
+/// `herd worker`: processes the job queue until stopped.
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let pool = pool(&args.db, args.db_max_connections)?;
+    tracing::info!("worker: processing the job queue");
+    herd_billing::worker::run(pool, shutdown()).await;
+    Ok(())
+}
+
 pub async fn migrate_only(db: DbArgs) -> anyhow::Result<()> {
     let pool = pool(&db, 2)?;
     prepare_database(&pool).await?;
@@ -70,6 +78,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut config = WebConfig::new(args.public_url.clone());
     config.trust_proxy = args.trust_proxy;
+    config.stripe_webhook_secrets = args
+        .stripe_webhook_secret
+        .iter()
+        .filter(|s| !s.expose_secret().trim().is_empty())
+        .cloned()
+        .collect();
+    if config.stripe_webhook_secrets.is_empty() {
+        tracing::info!("no STRIPE_WEBHOOK_SECRET: Stripe webhooks are refused");
+    }
+    if !args.no_worker {
+        tokio::spawn(herd_billing::worker::run(pool.clone(), shutdown()));
+    }
     let state = AppState::new(pool.clone(), config, mailer);
 
     // Expired sessions are deleted hourly.

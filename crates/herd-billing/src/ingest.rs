@@ -1,0 +1,125 @@
+//! Webhook ingestion: verify the raw body, store the event and enqueue its processing in one
+//! transaction, then acknowledge. Nothing is processed in the request, so a crash after the
+//! 2xx loses nothing: the job is in the queue.
+
+use crate::event::{Envelope, MalformedEvent};
+use crate::signature::{self, SignatureError};
+use crate::worker::STRIPE_EVENT_JOB;
+use herd_store::billing::{self, NewEvent};
+use herd_store::jobs::{self, NewJob};
+use herd_store::StoreError;
+use secrecy::SecretString;
+use sqlx::PgPool;
+
+pub const RECEIVED: &str = "herd_stripe_webhooks_total";
+pub const REJECTED: &str = "herd_stripe_webhook_rejections_total";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingested {
+    /// New: stored and queued.
+    Stored,
+    /// Seen before: acknowledged, not queued again.
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(transparent)]
+    Malformed(#[from] MalformedEvent),
+    #[error("storing the event: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl IngestError {
+    /// The sender's fault (answer 400, do not store) rather than ours (answer 5xx so that
+    /// Stripe retries).
+    pub fn is_bad_request(&self) -> bool {
+        !matches!(self, IngestError::Store(_))
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::Signature(s) => s.reason(),
+            IngestError::Malformed(_) => "malformed_payload",
+            IngestError::Store(_) => "store",
+        }
+    }
+}
+
+/// Verifies, stores and queues one delivery.
+pub async fn ingest(
+    pool: &PgPool,
+    body: &[u8],
+    signature_header: Option<&str>,
+    secrets: &[SecretString],
+    now: i64,
+) -> Result<Ingested, IngestError> {
+    let result = ingest_inner(pool, body, signature_header, secrets, now).await;
+    match &result {
+        Ok(Ingested::Stored) => metrics::counter!(RECEIVED, "outcome" => "stored").increment(1),
+        Ok(Ingested::Duplicate) => {
+            metrics::counter!(RECEIVED, "outcome" => "duplicate").increment(1);
+        }
+        Err(e) => {
+            metrics::counter!(RECEIVED, "outcome" => "rejected").increment(1);
+            metrics::counter!(REJECTED, "reason" => e.reason()).increment(1);
+        }
+    }
+    result
+}
+
+async fn ingest_inner(
+    pool: &PgPool,
+    body: &[u8],
+    signature_header: Option<&str>,
+    secrets: &[SecretString],
+    now: i64,
+) -> Result<Ingested, IngestError> {
+    signature::verify(
+        body,
+        signature_header,
+        secrets,
+        now,
+        signature::TOLERANCE_SECS,
+    )?;
+    let event = Envelope::parse(body)?;
+    let payload =
+        std::str::from_utf8(body).map_err(|_| MalformedEvent("the body is not UTF-8".into()))?;
+    let subscription = event.subscription_id();
+    let customer = event.customer_id();
+    let mut tx = pool.begin().await.map_err(StoreError::from)?;
+    let new = billing::insert_event(
+        &mut tx,
+        &NewEvent {
+            id: &event.id,
+            type_: &event.type_,
+            livemode: event.livemode,
+            created: event.created,
+            payload,
+            subscription_id: subscription.as_deref(),
+            customer_id: customer.as_deref(),
+        },
+    )
+    .await?;
+    if new {
+        jobs::enqueue(
+            &mut *tx,
+            NewJob {
+                dedupe_key: Some(&event.id),
+                ..NewJob::new(
+                    STRIPE_EVENT_JOB,
+                    serde_json::json!({ "event_id": event.id }),
+                )
+            },
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(if new {
+        Ingested::Stored
+    } else {
+        Ingested::Duplicate
+    })
+}

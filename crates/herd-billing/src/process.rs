@@ -1,0 +1,124 @@
+//! Processing a stored event: recompute the subscription it concerns from all its stored
+//! events, link the customer to its organization, and fulfil the order it paid for. Every
+//! step is idempotent, so a job that runs twice (a worker died after the work but before
+//! marking it done) changes nothing the second time.
+
+use crate::event::Envelope;
+use crate::subscription::{self, View};
+use herd_domain::OrgId;
+use herd_store::billing::{self, Subscription};
+use herd_store::StoreError;
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The subscription was recomputed (and the order fulfilled the first time).
+    Applied {
+        subscription: String,
+        fulfilled_order: bool,
+    },
+    /// Stored, not acted on (a type Herd does not handle, or about no subscription).
+    Ignored,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("no stored event {0}")]
+    Missing(String),
+    #[error("stored event {id} cannot be read: {reason}")]
+    Unreadable { id: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ProcessError {
+    fn from(e: sqlx::Error) -> Self {
+        ProcessError::Store(e.into())
+    }
+}
+
+fn to_row(v: &View, org: Option<OrgId>, plan_code: Option<String>) -> Subscription {
+    Subscription {
+        stripe_subscription_id: v.id.clone(),
+        stripe_customer_id: v.customer.clone(),
+        org_id: org.map(|o| o.0),
+        order_id: v.order_id,
+        status: v.status.clone(),
+        status_since: v.status_since,
+        price_id: v.price_id.clone(),
+        plan_code,
+        current_period_end: v.current_period_end,
+        cancel_at_period_end: v.cancel_at_period_end,
+        latest_invoice_id: v.latest_invoice_id.clone(),
+        latest_invoice_status: v.latest_invoice_status.clone(),
+        payment_problem: v.payment_problem.clone(),
+        trial_end: v.trial_end,
+        source_time: v.source_time,
+    }
+}
+
+/// Recomputes subscription `id` from its stored events and writes it, under a lock so that
+/// two workers recomputing it do not overwrite each other with an older view.
+pub async fn recompute_subscription(pool: &PgPool, id: &str) -> Result<Outcome, ProcessError> {
+    let mut tx = pool.begin().await?;
+    herd_store::lock_key(&mut tx, &format!("subscription:{id}")).await?;
+    let stored = billing::events_of_subscription(&mut *tx, id).await?;
+    let mut events = Vec::with_capacity(stored.len());
+    for s in &stored {
+        events.push(Envelope::parse(s.payload.as_bytes()).map_err(|e| {
+            ProcessError::Unreadable {
+                id: s.id.clone(),
+                reason: e.to_string(),
+            }
+        })?);
+    }
+    let Some(view) = subscription::recompute(id, &events) else {
+        return Ok(Outcome::Ignored);
+    };
+    let mut org = view.org_id.map(OrgId);
+    if org.is_none() && !view.customer.is_empty() {
+        org = billing::org_of_customer(&mut *tx, &view.customer).await?;
+    }
+    if let (Some(o), false) = (org, view.customer.is_empty()) {
+        billing::link_customer(&mut tx, o, &view.customer).await?;
+    }
+    let plan_code = match &view.price_id {
+        Some(p) => billing::plan_of_price(&mut *tx, p).await?,
+        None => None,
+    };
+    billing::upsert_subscription(&mut *tx, &to_row(&view, org, plan_code)).await?;
+    let mut fulfilled_order = false;
+    if let (true, Some(order), Some(org)) = (view.checkout_completed, view.order_id, org) {
+        fulfilled_order = billing::fulfil_order(&mut *tx, order, org, id).await?;
+        if fulfilled_order {
+            tracing::info!(order = %order, subscription = id, "order fulfilled");
+        }
+    }
+    tx.commit().await?;
+    Ok(Outcome::Applied {
+        subscription: id.to_owned(),
+        fulfilled_order,
+    })
+}
+
+/// Processes stored event `id` and records the outcome on it.
+pub async fn process_event(pool: &PgPool, id: &str) -> Result<Outcome, ProcessError> {
+    let stored = billing::event(pool, id)
+        .await?
+        .ok_or_else(|| ProcessError::Missing(id.to_owned()))?;
+    let event =
+        Envelope::parse(stored.payload.as_bytes()).map_err(|e| ProcessError::Unreadable {
+            id: id.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let outcome = match (event.is_handled(), event.subscription_id()) {
+        (true, Some(sub)) => recompute_subscription(pool, &sub).await?,
+        _ => Outcome::Ignored,
+    };
+    let state = match outcome {
+        Outcome::Applied { .. } => "processed",
+        Outcome::Ignored => "ignored",
+    };
+    billing::mark_event(pool, id, state, None).await?;
+    Ok(outcome)
+}

@@ -1,0 +1,321 @@
+//! From delivery to subscription against a real PostgreSQL: stored once however often and
+//! however concurrently it is delivered, processed from the queue exactly once in effect,
+//! in any order, surviving a worker that dies mid-job.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+mod common;
+
+use common::{history, scrambled, ORDER, ORG, SUB};
+use herd_billing::{ingest, worker, Ingested};
+use herd_domain::OrgId;
+use herd_store::billing;
+use herd_testkit::stripe;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const SECRET: &str = "whsec_pipeline_test";
+
+fn secrets() -> Vec<SecretString> {
+    vec![SecretString::from(SECRET.to_owned())]
+}
+
+/// Delivers `event` as Stripe would (signed now) and returns the outcome.
+async fn deliver(pool: &PgPool, event: &serde_json::Value) -> Ingested {
+    let body = event.to_string();
+    let now = stripe::now();
+    let header = stripe::signature(SECRET, now, body.as_bytes());
+    ingest(pool, body.as_bytes(), Some(&header), &secrets(), now)
+        .await
+        .unwrap()
+}
+
+/// The organization and pending order the history's metadata names.
+async fn org_and_order(pool: &PgPool) {
+    let org = Uuid::parse_str(ORG).unwrap();
+    sqlx::query("INSERT INTO organizations (id, slug, name) VALUES ($1, 'lyon', 'Ville de Lyon')")
+        .bind(org)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO orders (id, org_id, plan_code, app, domain) VALUES ($1, $2, 'community', 'mastodon', 'lyon.social')")
+        .bind(Uuid::parse_str(ORDER).unwrap())
+        .bind(org)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+async fn drain(pool: &PgPool) -> usize {
+    let mut total = 0;
+    loop {
+        let n = worker::run_due(pool, 50).await.unwrap();
+        if n == 0 {
+            return total;
+        }
+        total += n;
+    }
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn in_order_delivery_fulfils_the_order_and_tracks_the_subscription(pool: PgPool) {
+    org_and_order(&pool).await;
+    for (i, e) in history().iter().enumerate() {
+        assert_eq!(deliver(&pool, e).await, Ingested::Stored);
+        drain(&pool).await;
+        if i == 3 {
+            let s = billing::subscription(&pool, SUB).await.unwrap().unwrap();
+            assert_eq!(s.status, "active");
+            assert_eq!(s.org_id.map(|o| o.to_string()).as_deref(), Some(ORG));
+            let o = billing::order(&pool, Uuid::parse_str(ORDER).unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(o.state, "fulfilled");
+            assert_eq!(o.stripe_subscription_id.as_deref(), Some(SUB));
+        }
+    }
+    let s = billing::subscription(&pool, SUB).await.unwrap().unwrap();
+    assert_eq!(s.status, "canceled");
+    assert_eq!(
+        billing::customer_of(&pool, OrgId(Uuid::parse_str(ORG).unwrap()))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(common::CUSTOMER),
+        "the customer is linked to the organization"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM stripe_events WHERE state = 'processed'"
+        )
+        .await,
+        10
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM jobs WHERE state = 'done'").await,
+        10
+    );
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn random_order_and_redeliveries_reach_the_same_row(pool: PgPool) {
+    org_and_order(&pool).await;
+    for e in history() {
+        deliver(&pool, &e).await;
+    }
+    drain(&pool).await;
+    let expected = billing::subscription(&pool, SUB).await.unwrap().unwrap();
+
+    for seed in [3u64, 17, 2026] {
+        sqlx::query("TRUNCATE stripe_events, jobs, subscriptions, billing_customers")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE orders SET state = 'pending', fulfilled_at = NULL, stripe_subscription_id = NULL")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let delivered = scrambled(&history(), seed);
+        let mut duplicates = 0;
+        for (i, e) in delivered.iter().enumerate() {
+            if deliver(&pool, e).await == Ingested::Duplicate {
+                duplicates += 1;
+            }
+            // The worker runs now and then, between deliveries.
+            if i % 3 == 0 {
+                drain(&pool).await;
+            }
+        }
+        drain(&pool).await;
+        assert_eq!(duplicates, delivered.len() - 10, "seed {seed}");
+        let got = billing::subscription(&pool, SUB).await.unwrap().unwrap();
+        assert_eq!(got, expected, "seed {seed}");
+        assert_eq!(count(&pool, "SELECT count(*) FROM subscriptions").await, 1);
+        assert_eq!(
+            count(&pool, "SELECT count(*) FROM jobs").await,
+            10,
+            "one job per event"
+        );
+        let o = billing::order(&pool, Uuid::parse_str(ORDER).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.state, "fulfilled", "seed {seed}");
+    }
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn the_same_event_on_many_connections_at_once_is_stored_and_processed_once(pool: PgPool) {
+    org_and_order(&pool).await;
+    let event = history()[0].clone();
+    let body = event.to_string();
+    let now = stripe::now();
+    let header = stripe::signature(SECRET, now, body.as_bytes());
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (pool, body, header) = (pool.clone(), body.clone(), header.clone());
+        tasks.push(tokio::spawn(async move {
+            ingest(&pool, body.as_bytes(), Some(&header), &secrets(), now).await
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap() == Ingested::Stored {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1);
+    assert_eq!(count(&pool, "SELECT count(*) FROM stripe_events").await, 1);
+    assert_eq!(
+        count(&pool, "SELECT deliveries::bigint FROM stripe_events").await,
+        32
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM jobs").await, 1);
+
+    // Four workers at once: the job is claimed once.
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let pool = pool.clone();
+        workers.push(tokio::spawn(async move {
+            worker::run_due(&pool, 10).await.unwrap()
+        }));
+    }
+    let mut claimed = 0;
+    for w in workers {
+        claimed += w.await.unwrap();
+    }
+    assert_eq!(claimed, 1);
+    assert_eq!(count(&pool, "SELECT attempts::bigint FROM jobs").await, 1);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM orders WHERE state = 'fulfilled'"
+        )
+        .await,
+        1
+    );
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn events_of_one_subscription_processed_concurrently_leave_the_newest_state(pool: PgPool) {
+    org_and_order(&pool).await;
+    for e in history() {
+        deliver(&pool, &e).await;
+    }
+    // Ten workers, one job each, all at once.
+    let mut workers = Vec::new();
+    for _ in 0..10 {
+        let pool = pool.clone();
+        workers.push(tokio::spawn(async move {
+            worker::run_due(&pool, 1).await.unwrap()
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    drain(&pool).await;
+    let s = billing::subscription(&pool, SUB).await.unwrap().unwrap();
+    assert_eq!(s.status, "canceled");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM jobs WHERE state = 'done'").await,
+        10
+    );
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_worker_that_dies_mid_job_leaves_it_to_the_next(pool: PgPool) {
+    org_and_order(&pool).await;
+    deliver(&pool, &history()[0]).await;
+    // A worker claims the job with a short lease, then dies without a word.
+    let claimed = herd_store::jobs::claim(
+        &pool,
+        &[worker::STRIPE_EVENT_JOB],
+        10,
+        time::Duration::milliseconds(200),
+    )
+    .await
+    .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(worker::run_due(&pool, 10).await.unwrap(), 0, "still leased");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(worker::run_due(&pool, 10).await.unwrap(), 1, "taken over");
+    assert_eq!(worker::run_due(&pool, 10).await.unwrap(), 0, "and done");
+    let e = billing::event(&pool, "evt_01checkout")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(e.state, "processed");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM orders WHERE state = 'fulfilled'"
+        )
+        .await,
+        1
+    );
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_failing_event_is_retried_then_marked_failed_and_can_be_reprocessed(pool: PgPool) {
+    // An event stored with an unreadable payload (as if the schema had changed under it).
+    let mut conn = pool.acquire().await.unwrap();
+    billing::insert_event(
+        &mut conn,
+        &billing::NewEvent {
+            id: "evt_broken",
+            type_: "invoice.paid",
+            livemode: false,
+            created: time::OffsetDateTime::now_utc(),
+            payload: "{\"not\": \"an event\"}",
+            subscription_id: Some("sub_x"),
+            customer_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    herd_store::jobs::enqueue(
+        &mut *conn,
+        herd_store::jobs::NewJob {
+            dedupe_key: Some("evt_broken"),
+            max_attempts: 2,
+            ..herd_store::jobs::NewJob::new(
+                worker::STRIPE_EVENT_JOB,
+                serde_json::json!({ "event_id": "evt_broken" }),
+            )
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(worker::run_due(&pool, 10).await.unwrap(), 1);
+    let e = billing::event(&pool, "evt_broken").await.unwrap().unwrap();
+    assert_eq!(e.state, "failed");
+    assert!(e.last_error.unwrap().contains("cannot be read"));
+    let job = herd_store::jobs::by_key(&pool, "evt_broken")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.state, "queued", "retried later");
+    assert!(job.run_at > time::OffsetDateTime::now_utc());
+    // Second attempt (made due now): out of attempts, failed for good.
+    sqlx::query("UPDATE jobs SET run_at = now()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    worker::run_due(&pool, 10).await.unwrap();
+    let job = herd_store::jobs::by_key(&pool, "evt_broken")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.state, "failed");
+    // An operator's reprocess puts it back.
+    assert!(herd_store::jobs::requeue_by_key(&pool, "evt_broken")
+        .await
+        .unwrap());
+    assert_eq!(worker::run_due(&pool, 10).await.unwrap(), 1);
+}

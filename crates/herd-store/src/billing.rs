@@ -1,0 +1,375 @@
+//! Billing records: Stripe's webhook events (stored before they are acknowledged), Stripe
+//! customers per organization, orders from the portal, and subscriptions as last
+//! understood. Every write is an upsert keyed on Stripe's ids, so a redelivered or racing
+//! event never makes a second row.
+
+use crate::{Page, Paged, StoreError};
+use herd_domain::OrgId;
+use sqlx::{PgConnection, PgExecutor};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A verified event to store.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub id: &'a str,
+    pub type_: &'a str,
+    pub livemode: bool,
+    pub created: OffsetDateTime,
+    /// The body exactly as received.
+    pub payload: &'a str,
+    pub subscription_id: Option<&'a str>,
+    pub customer_id: Option<&'a str>,
+}
+
+/// A stored event.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: String,
+    pub type_: String,
+    pub livemode: bool,
+    pub created: OffsetDateTime,
+    pub payload: String,
+    pub subscription_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub received_at: OffsetDateTime,
+    pub deliveries: i32,
+    pub state: String,
+    pub processed_at: Option<OffsetDateTime>,
+    pub last_error: Option<String>,
+}
+
+/// Stores an event once. `true` when it is new; a redelivery only counts the delivery.
+pub async fn insert_event(conn: &mut PgConnection, e: &NewEvent<'_>) -> Result<bool, StoreError> {
+    let inserted = sqlx::query_scalar!(
+        r#"INSERT INTO stripe_events (id, type, livemode, created, payload, subscription_id, customer_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (id) DO UPDATE SET deliveries = stripe_events.deliveries + 1
+           RETURNING (xmax = 0) AS "inserted!""#,
+        e.id,
+        e.type_,
+        e.livemode,
+        e.created,
+        e.payload,
+        e.subscription_id,
+        e.customer_id
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(inserted)
+}
+
+pub async fn event(ex: impl PgExecutor<'_>, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+    Ok(sqlx::query_as!(
+        StoredEvent,
+        r#"SELECT id, type AS type_, livemode, created, payload, subscription_id, customer_id,
+                  received_at, deliveries, state, processed_at, last_error
+           FROM stripe_events WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(ex)
+    .await?)
+}
+
+/// Every stored event about a subscription, oldest first by Stripe's time.
+pub async fn events_of_subscription(
+    ex: impl PgExecutor<'_>,
+    subscription_id: &str,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    Ok(sqlx::query_as!(
+        StoredEvent,
+        r#"SELECT id, type AS type_, livemode, created, payload, subscription_id, customer_id,
+                  received_at, deliveries, state, processed_at, last_error
+           FROM stripe_events WHERE subscription_id = $1 ORDER BY created, id"#,
+        subscription_id
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Records the outcome of processing: `processed`, `ignored` or `failed` (with the error).
+/// The first processing time is kept.
+pub async fn mark_event(
+    ex: impl PgExecutor<'_>,
+    id: &str,
+    state: &str,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "UPDATE stripe_events SET state = $2, last_error = $3,
+                processed_at = CASE WHEN $2 = 'failed' THEN processed_at ELSE coalesce(processed_at, now()) END
+         WHERE id = $1",
+        id,
+        state,
+        error
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// Filters of the operators' event log; empty strings mean "any".
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub state: String,
+    /// Exact type, or a prefix ending in `.` (`invoice.`).
+    pub type_: String,
+}
+
+pub async fn list_events(
+    ex: impl PgExecutor<'_>,
+    filter: &EventFilter,
+    page: Page,
+) -> Result<Paged<StoredEvent>, StoreError> {
+    let type_pattern = if filter.type_.is_empty() {
+        "%".to_owned()
+    } else if filter.type_.ends_with('.') {
+        format!("{}%", crate::users::like_escape(&filter.type_))
+    } else {
+        crate::users::like_escape(&filter.type_)
+    };
+    let rows = sqlx::query_as!(
+        StoredEvent,
+        r#"SELECT id, type AS type_, livemode, created, payload, subscription_id, customer_id,
+                  received_at, deliveries, state, processed_at, last_error
+           FROM stripe_events
+           WHERE ($1 = '' OR state = $1) AND type LIKE $2
+           ORDER BY received_at DESC, id
+           LIMIT $3 OFFSET $4"#,
+        filter.state,
+        type_pattern,
+        page.fetch_limit(),
+        page.offset()
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(page.finish(rows))
+}
+
+/// The Stripe customer of an organization.
+pub async fn customer_of(
+    ex: impl PgExecutor<'_>,
+    org: OrgId,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT stripe_customer_id FROM billing_customers WHERE org_id = $1",
+        org.0
+    )
+    .fetch_optional(ex)
+    .await?)
+}
+
+/// The organization of a Stripe customer.
+pub async fn org_of_customer(
+    ex: impl PgExecutor<'_>,
+    customer: &str,
+) -> Result<Option<OrgId>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT org_id FROM billing_customers WHERE stripe_customer_id = $1",
+        customer
+    )
+    .fetch_optional(ex)
+    .await?
+    .map(OrgId))
+}
+
+/// Links an organization to its Stripe customer, once: returns the customer that is linked
+/// afterwards (an earlier one wins a race).
+pub async fn link_customer(
+    conn: &mut PgConnection,
+    org: OrgId,
+    customer: &str,
+) -> Result<String, StoreError> {
+    sqlx::query!(
+        "INSERT INTO billing_customers (org_id, stripe_customer_id) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING",
+        org.0,
+        customer
+    )
+    .execute(&mut *conn)
+    .await?;
+    customer_of(&mut *conn, org).await?.ok_or_else(|| {
+        StoreError::Conflict(format!(
+            "customer {customer} belongs to another organization"
+        ))
+    })
+}
+
+/// An order from the portal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub plan_code: String,
+    pub app: String,
+    pub domain: String,
+    pub state: String,
+    pub checkout_session_id: Option<String>,
+    pub stripe_subscription_id: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub fulfilled_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOrder<'a> {
+    pub org: OrgId,
+    pub plan_code: &'a str,
+    pub app: &'a str,
+    pub domain: &'a str,
+    pub created_by: Option<Uuid>,
+}
+
+pub async fn create_order(ex: impl PgExecutor<'_>, o: &NewOrder<'_>) -> Result<Uuid, StoreError> {
+    let id = Uuid::now_v7();
+    sqlx::query!(
+        "INSERT INTO orders (id, org_id, plan_code, app, domain, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
+        id,
+        o.org.0,
+        o.plan_code,
+        o.app,
+        o.domain,
+        o.created_by
+    )
+    .execute(ex)
+    .await?;
+    Ok(id)
+}
+
+pub async fn order(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Order>, StoreError> {
+    Ok(sqlx::query_as!(
+        Order,
+        "SELECT id, org_id, plan_code, app, domain, state, checkout_session_id, stripe_subscription_id,
+                created_at, fulfilled_at
+         FROM orders WHERE id = $1",
+        id
+    )
+    .fetch_optional(ex)
+    .await?)
+}
+
+pub async fn set_checkout_session(
+    ex: impl PgExecutor<'_>,
+    order: Uuid,
+    session: &str,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "UPDATE orders SET checkout_session_id = $2 WHERE id = $1",
+        order,
+        session
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// Marks an order fulfilled by a subscription, once: `true` the first time, `false` when
+/// it was fulfilled already (or is not an order of `org`).
+pub async fn fulfil_order(
+    ex: impl PgExecutor<'_>,
+    order: Uuid,
+    org: OrgId,
+    subscription: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE orders SET state = 'fulfilled', fulfilled_at = now(), stripe_subscription_id = $3
+         WHERE id = $1 AND org_id = $2 AND state = 'pending'",
+        order,
+        org.0,
+        subscription
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A subscription as last understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub stripe_subscription_id: String,
+    pub stripe_customer_id: String,
+    pub org_id: Option<Uuid>,
+    pub order_id: Option<Uuid>,
+    pub status: String,
+    pub status_since: OffsetDateTime,
+    pub price_id: Option<String>,
+    pub plan_code: Option<String>,
+    pub current_period_end: Option<OffsetDateTime>,
+    pub cancel_at_period_end: bool,
+    pub latest_invoice_id: Option<String>,
+    pub latest_invoice_status: Option<String>,
+    pub payment_problem: Option<String>,
+    pub trial_end: Option<OffsetDateTime>,
+    pub source_time: OffsetDateTime,
+}
+
+/// Writes a subscription's recomputed state (insert or replace).
+pub async fn upsert_subscription(
+    ex: impl PgExecutor<'_>,
+    s: &Subscription,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "INSERT INTO subscriptions (stripe_subscription_id, stripe_customer_id, org_id, order_id, status,
+             status_since, price_id, plan_code, current_period_end, cancel_at_period_end, latest_invoice_id,
+             latest_invoice_status, payment_problem, trial_end, source_time)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         ON CONFLICT (stripe_subscription_id) DO UPDATE SET
+             stripe_customer_id = EXCLUDED.stripe_customer_id,
+             org_id = coalesce(EXCLUDED.org_id, subscriptions.org_id),
+             order_id = coalesce(EXCLUDED.order_id, subscriptions.order_id),
+             status = EXCLUDED.status, status_since = EXCLUDED.status_since,
+             price_id = EXCLUDED.price_id, plan_code = EXCLUDED.plan_code,
+             current_period_end = EXCLUDED.current_period_end,
+             cancel_at_period_end = EXCLUDED.cancel_at_period_end,
+             latest_invoice_id = EXCLUDED.latest_invoice_id,
+             latest_invoice_status = EXCLUDED.latest_invoice_status,
+             payment_problem = EXCLUDED.payment_problem, trial_end = EXCLUDED.trial_end,
+             source_time = EXCLUDED.source_time, updated_at = now()",
+        s.stripe_subscription_id,
+        s.stripe_customer_id,
+        s.org_id,
+        s.order_id,
+        s.status,
+        s.status_since,
+        s.price_id,
+        s.plan_code,
+        s.current_period_end,
+        s.cancel_at_period_end,
+        s.latest_invoice_id,
+        s.latest_invoice_status,
+        s.payment_problem,
+        s.trial_end,
+        s.source_time
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+pub async fn subscription(
+    ex: impl PgExecutor<'_>,
+    id: &str,
+) -> Result<Option<Subscription>, StoreError> {
+    Ok(sqlx::query_as!(
+        Subscription,
+        "SELECT stripe_subscription_id, stripe_customer_id, org_id, order_id, status, status_since, price_id,
+                plan_code, current_period_end, cancel_at_period_end, latest_invoice_id, latest_invoice_status,
+                payment_problem, trial_end, source_time
+         FROM subscriptions WHERE stripe_subscription_id = $1",
+        id
+    )
+    .fetch_optional(ex)
+    .await?)
+}
+
+/// The plan code whose Stripe price is `price_id`.
+pub async fn plan_of_price(
+    ex: impl PgExecutor<'_>,
+    price_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT code FROM plans WHERE provider_price_id = $1",
+        price_id
+    )
+    .fetch_optional(ex)
+    .await?)
+}
