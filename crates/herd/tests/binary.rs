@@ -23,7 +23,9 @@ fn help(args: &[&str]) -> String {
 #[test]
 fn help_explains_every_command_and_its_environment() {
     let top = help(&[]);
-    for cmd in ["serve", "migrate", "admin", "crd", "render", "operator"] {
+    for cmd in [
+        "serve", "migrate", "worker", "admin", "crd", "render", "operator",
+    ] {
         assert!(top.contains(cmd), "{top}");
     }
     let serve = help(&["serve"]);
@@ -38,6 +40,8 @@ fn help_explains_every_command_and_its_environment() {
         "HERD_TRUST_PROXY",
         "HERD_LOG_FORMAT",
         "HERD_DB_MAX_CONNECTIONS",
+        "STRIPE_WEBHOOK_SECRET",
+        "HERD_NO_WORKER",
     ] {
         assert!(serve.contains(env), "serve --help lacks {env}:\n{serve}");
     }
@@ -298,4 +302,112 @@ fn render_prints_a_tenant_offline_and_refuses_unknown_plans() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr)
         .contains("known: community, organization, institution"));
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/readyz")).await.is_err() {
+        assert!(Instant::now() < deadline, "herd serve did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The process is killed after it acknowledged a Stripe event and before anything processed
+/// it; after a restart the event is processed, once.
+#[sqlx::test(migrations = false)]
+async fn an_acknowledged_event_survives_a_crash_and_is_processed_once(pool: PgPool) {
+    let secret = "whsec_binary_test";
+    let port = free_port();
+    let outbox = std::env::temp_dir().join(format!("herd-bin-outbox-{port}"));
+    let serve = |no_worker: bool| {
+        Command::new(HERD)
+            .arg("serve")
+            .env("DATABASE_URL", url_of(&pool))
+            .env("HERD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HERD_MAIL_OUTBOX", &outbox)
+            .env("STRIPE_WEBHOOK_SECRET", format!("whsec_previous,{secret}"))
+            .env("HERD_NO_WORKER", no_worker.to_string())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // First run: the web server only, so nothing processes the event.
+    let mut first = serve(true);
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    let event = herd_testkit::stripe::event(
+        "evt_crash_test",
+        "customer.subscription.created",
+        herd_testkit::stripe::now(),
+        herd_testkit::stripe::subscription(
+            "sub_Crash",
+            "cus_Crash",
+            "active",
+            "price_none",
+            herd_testkit::stripe::now() + 86_400,
+            serde_json::json!({}),
+        ),
+    )
+    .to_string();
+    let signature =
+        herd_testkit::stripe::signature(secret, herd_testkit::stripe::now(), event.as_bytes());
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/webhooks/stripe"))
+        .header("stripe-signature", signature)
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    first.kill().unwrap(); // SIGKILL: no shutdown of any kind
+    first.wait().unwrap();
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM stripe_events WHERE id = 'evt_crash_test'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "pending", "acknowledged and stored, not processed");
+
+    // Restart, this time with the worker.
+    let mut second = serve(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state: String =
+            sqlx::query_scalar("SELECT state FROM stripe_events WHERE id = 'evt_crash_test'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if state == "processed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not processed after restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give a second worker pass the chance to run it again: it must not.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let (job_state, attempts): (String, i32) =
+        sqlx::query_as("SELECT state, attempts FROM jobs WHERE dedupe_key = 'evt_crash_test'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((job_state.as_str(), attempts), ("done", 1));
+    let subscriptions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM subscriptions WHERE stripe_subscription_id = 'sub_Crash' AND status = 'active'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(subscriptions, 1);
+    let _ = std::fs::remove_dir_all(&outbox);
 }
