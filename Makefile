@@ -1,5 +1,5 @@
 # The two commands of the README, and a few helpers. Everything is in scripts/.
-.PHONY: run test check sqlx-prepare sqlx-check db db-stop
+.PHONY: run test check bench sqlx-prepare sqlx-check db db-stop
 
 ## Run Herd locally (starts PostgreSQL when DATABASE_URL is not set).
 run:
@@ -8,6 +8,11 @@ run:
 ## Run every test (starts the PostgreSQL the tests need).
 test:
 	scripts/test.sh
+
+## The benchmarks of docs/BENCHMARKS.md (release builds; starts PostgreSQL).
+bench:
+	DATABASE_URL=$$(scripts/pg.sh start | sed 's|/herd$$|/postgres|') cargo bench -p herd-web --bench webhook_ingest
+	cargo bench -p herd-k8s --bench render_diff
 
 ## Formatting, lints, offline query data and layering checks, as CI runs them.
 check:

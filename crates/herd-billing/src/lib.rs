@@ -8,6 +8,7 @@ pub mod event;
 pub mod ingest;
 pub mod process;
 pub mod signature;
+pub mod stripe_api;
 pub mod subscription;
 pub mod worker;
 

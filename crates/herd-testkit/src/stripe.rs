@@ -127,3 +127,180 @@ pub fn now() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+/// One request the fake Stripe API received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// The form parameters, in order (`metadata[herd_org_id]`, `line_items[0][price]`…).
+    pub params: Vec<(String, String)>,
+}
+
+impl Recorded {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct FakeState {
+    requests: Vec<Recorded>,
+    objects: std::collections::HashMap<String, Value>,
+    next: u64,
+}
+
+/// Stripe's API on a local port, answering with fixture objects and recording every
+/// request: customers, Checkout Sessions, Customer Portal sessions and subscriptions.
+#[derive(Clone)]
+pub struct FakeStripe {
+    pub base: String,
+    state: std::sync::Arc<std::sync::Mutex<FakeState>>,
+}
+
+fn metadata_of(params: &[(String, String)], prefix: &str) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in params {
+        if let Some(key) = k
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('['))
+            .and_then(|r| r.strip_suffix(']'))
+        {
+            m.insert(key.to_owned(), json!(v));
+        }
+    }
+    Value::Object(m)
+}
+
+impl FakeStripe {
+    pub async fn start() -> FakeStripe {
+        use axum::routing::any;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let fake = FakeStripe {
+            base: base.clone(),
+            state: std::sync::Arc::default(),
+        };
+        let f = fake.clone();
+        let app = axum::Router::new().fallback(any(
+            move |method: axum::http::Method, uri: axum::http::Uri, body: axum::body::Bytes| {
+                let f = f.clone();
+                async move { f.answer(method.as_str(), uri.path(), &body) }
+            },
+        ));
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        fake
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// The stored object with this id (a session, customer or subscription).
+    pub fn object(&self, id: &str) -> Option<Value> {
+        self.state.lock().unwrap().objects.get(id).cloned()
+    }
+
+    /// Stores (or replaces) an object the API will answer with.
+    pub fn put(&self, object: Value) {
+        let id = object["id"].as_str().unwrap().to_owned();
+        self.state.lock().unwrap().objects.insert(id, object);
+    }
+
+    /// Plays the customer paying: the session is complete and has a subscription.
+    pub fn complete_checkout(&self, session: &str, subscription: &str) {
+        let mut st = self.state.lock().unwrap();
+        let s = st.objects.get_mut(session).unwrap();
+        s["status"] = json!("complete");
+        s["payment_status"] = json!("paid");
+        s["subscription"] = json!(subscription);
+    }
+
+    fn answer(&self, method: &str, path: &str, body: &[u8]) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(body).into_owned().collect();
+        let mut st = self.state.lock().unwrap();
+        st.requests.push(Recorded {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            params: params.clone(),
+        });
+        st.next += 1;
+        let n = st.next;
+        let p = |k: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let parts: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+        let reply = match (method, parts.as_slice()) {
+            ("POST", ["customers"]) => {
+                let c = object(
+                    "customer",
+                    json!({
+                        "id": format!("cus_fake{n}"), "name": p("name"), "email": p("email"),
+                        "metadata": metadata_of(&params, "metadata"),
+                    }),
+                );
+                st.objects
+                    .insert(c["id"].as_str().unwrap().to_owned(), c.clone());
+                Some(c)
+            }
+            ("POST", ["checkout", "sessions"]) => {
+                let id = format!("cs_test_fake{n}");
+                let s = object(
+                    "checkout.session",
+                    json!({
+                        "id": id, "object": "checkout.session", "mode": "subscription", "status": "open",
+                        "payment_status": "unpaid", "customer": p("customer"),
+                        "client_reference_id": p("client_reference_id"), "subscription": null,
+                        "metadata": metadata_of(&params, "metadata"),
+                        "success_url": p("success_url"), "cancel_url": p("cancel_url"),
+                        "url": format!("{}/pay/{id}", self.base),
+                    }),
+                );
+                st.objects.insert(id, s.clone());
+                Some(s)
+            }
+            ("GET", ["checkout", "sessions", id]) | ("GET", ["subscriptions", id]) => {
+                st.objects.get(*id).cloned()
+            }
+            ("POST", ["billing_portal", "sessions"]) => Some(object(
+                "billing_portal.session",
+                json!({
+                    "id": format!("bps_fake{n}"), "customer": p("customer"), "return_url": p("return_url"),
+                    "url": format!("{}/portal/{n}", self.base),
+                }),
+            )),
+            ("POST", ["subscriptions", id]) => match st.objects.get_mut(*id) {
+                Some(s) => {
+                    if let Some(c) = p("cancel_at_period_end") {
+                        s["cancel_at_period_end"] = json!(c == "true");
+                    }
+                    if let Some(price) = p("items[0][price]") {
+                        s["items"]["data"][0]["price"]["id"] = json!(price);
+                    }
+                    Some(s.clone())
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        match reply {
+            Some(v) => axum::Json(v).into_response(),
+            None => (
+                axum::http::StatusCode::NOT_FOUND,
+                axum::Json(json!({ "error": { "type": "invalid_request_error", "message": format!("No such object: {path}") } })),
+            )
+                .into_response(),
+        }
+    }
+}

@@ -11,6 +11,7 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    herd_billing::stripe_api::install_crypto_provider();
     let cli = cli::Cli::parse();
     cli::init_tracing(&cli.log_format);
     match cli.command {
