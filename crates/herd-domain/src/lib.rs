@@ -5,6 +5,7 @@
 //! This crate does no IO. CI checks that it never depends on sqlx, axum, kube or stripe.
 
 pub mod access;
+pub mod domain;
 pub mod email;
 pub mod ids;
 pub mod password;
@@ -12,6 +13,7 @@ pub mod plan;
 pub mod role;
 pub mod slug;
 
+pub use domain::{DomainError, DomainName};
 pub use email::{Email, EmailError};
 pub use ids::{AuditId, InvitationId, OrgId, PlanId, UserId};
 pub use password::{

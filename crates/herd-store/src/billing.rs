@@ -373,3 +373,33 @@ pub async fn plan_of_price(
     .fetch_optional(ex)
     .await?)
 }
+
+/// An organization's subscriptions, newest first.
+pub async fn subscriptions_of_org(
+    ex: impl PgExecutor<'_>,
+    org: OrgId,
+) -> Result<Vec<Subscription>, StoreError> {
+    Ok(sqlx::query_as!(
+        Subscription,
+        "SELECT stripe_subscription_id, stripe_customer_id, org_id, order_id, status, status_since, price_id,
+                plan_code, current_period_end, cancel_at_period_end, latest_invoice_id, latest_invoice_status,
+                payment_problem, trial_end, source_time
+         FROM subscriptions WHERE org_id = $1 ORDER BY source_time DESC",
+        org.0
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
+/// An organization's orders, newest first.
+pub async fn orders_of_org(ex: impl PgExecutor<'_>, org: OrgId) -> Result<Vec<Order>, StoreError> {
+    Ok(sqlx::query_as!(
+        Order,
+        "SELECT id, org_id, plan_code, app, domain, state, checkout_session_id, stripe_subscription_id,
+                created_at, fulfilled_at
+         FROM orders WHERE org_id = $1 ORDER BY created_at DESC LIMIT 50",
+        org.0
+    )
+    .fetch_all(ex)
+    .await?)
+}

@@ -109,5 +109,6 @@ pub fn portal() -> Routes {
     let r = pages::members::routes(r);
     let r = pages::invitations::routes(r);
     let r = pages::operator::routes(r);
+    let r = pages::billing::routes(r);
     pages::plans::routes(r)
 }

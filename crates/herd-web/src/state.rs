@@ -1,5 +1,6 @@
 //! Application state shared by every handler.
 
+use herd_billing::stripe_api::StripeApi;
 use herd_mail::Mailer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
@@ -26,6 +27,10 @@ pub struct WebConfig {
     /// Stripe's webhook signing secrets (`whsec_…`); several while one is rolled. Without
     /// any, webhooks are refused.
     pub stripe_webhook_secrets: Vec<SecretString>,
+    /// Stripe's secret API key; without it, card billing is off (invoice billing works).
+    pub stripe_secret_key: Option<SecretString>,
+    /// Where Stripe's API is (tests and staging point it elsewhere).
+    pub stripe_api_base: String,
 }
 
 impl WebConfig {
@@ -40,6 +45,8 @@ impl WebConfig {
             reset_password_ttl: Duration::hours(1),
             invitation_ttl: Duration::days(7),
             stripe_webhook_secrets: Vec::new(),
+            stripe_secret_key: None,
+            stripe_api_base: herd_billing::stripe_api::DEFAULT_API_BASE.to_owned(),
         }
     }
 
@@ -60,11 +67,21 @@ pub struct AppState {
     pub config: Arc<WebConfig>,
     pub mailer: Mailer,
     pub metrics: PrometheusHandle,
+    /// Stripe's API, when a secret key is configured.
+    pub stripe: Option<StripeApi>,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, config: WebConfig, mailer: Mailer) -> Self {
+        let stripe = config.stripe_secret_key.as_ref().and_then(|key| {
+            StripeApi::new(key, &config.stripe_api_base)
+                .map_err(
+                    |e| tracing::error!(error = %e, "Stripe is misconfigured: card billing is off"),
+                )
+                .ok()
+        });
         Self {
+            stripe,
             pool,
             config: Arc::new(config),
             mailer,

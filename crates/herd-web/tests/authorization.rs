@@ -69,8 +69,28 @@ async fn every_route_refuses_outsiders(pool: PgPool) {
         .fetch_one(&pool)
         .await
         .unwrap();
+    // An order and a subscription of the victim's, for the billing routes.
+    let victim_org: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM organizations WHERE slug = 'victim'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let order_id = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO orders (id, org_id, plan_code, app, domain) VALUES ($1, $2, 'community', 'mastodon', 'victim.social')")
+        .bind(order_id)
+        .bind(victim_org)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO subscriptions (stripe_subscription_id, stripe_customer_id, org_id, status, status_since, source_time) VALUES ('sub_Victim', 'cus_Victim', $1, 'active', now(), now())")
+        .bind(victim_org)
+        .execute(&pool)
+        .await
+        .unwrap();
     let fill = |path: &str| {
         path.replace("{slug}", "victim")
+            .replace("{order}", &order_id.to_string())
+            .replace("{sub}", "sub_Victim")
             .replace("{user_id}", &victor_id.to_string())
             .replace("{id}", &invitation_id.to_string())
             .replace("{token}", "some-token")

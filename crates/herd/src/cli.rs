@@ -233,6 +233,19 @@ pub struct ServeArgs {
     )]
     pub stripe_webhook_secret: Vec<SecretString>,
 
+    /// Stripe's secret API key (sk_live_… or sk_test_…). Without it card billing is off and
+    /// the portal says so; invoice billing still works.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<SecretString>,
+
+    /// Stripe's API address; point it elsewhere for tests or staging.
+    #[arg(
+        long,
+        env = "STRIPE_API_BASE",
+        default_value = "https://api.stripe.com/"
+    )]
+    pub stripe_api_base: String,
+
     /// Do not run the job worker in this process (run `herd worker` separately).
     #[arg(long, env = "HERD_NO_WORKER")]
     pub no_worker: bool,

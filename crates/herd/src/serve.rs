@@ -84,6 +84,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .filter(|s| !s.expose_secret().trim().is_empty())
         .cloned()
         .collect();
+    config.stripe_secret_key = args
+        .stripe_secret_key
+        .clone()
+        .filter(|k| !k.expose_secret().trim().is_empty());
+    config.stripe_api_base = args.stripe_api_base.clone();
+    if config.stripe_secret_key.is_none() {
+        tracing::info!("no STRIPE_SECRET_KEY: card billing is off");
+    }
     if config.stripe_webhook_secrets.is_empty() {
         tracing::info!("no STRIPE_WEBHOOK_SECRET: Stripe webhooks are refused");
     }

@@ -41,6 +41,8 @@ fn help_explains_every_command_and_its_environment() {
         "HERD_LOG_FORMAT",
         "HERD_DB_MAX_CONNECTIONS",
         "STRIPE_WEBHOOK_SECRET",
+        "STRIPE_SECRET_KEY",
+        "STRIPE_API_BASE",
         "HERD_NO_WORKER",
     ] {
         assert!(serve.contains(env), "serve --help lacks {env}:\n{serve}");

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod billing;
 pub mod invitations;
 pub mod members;
 pub mod operator;

@@ -162,6 +162,7 @@ struct DashboardPage {
     ctx: OrgCtx,
     member_count: usize,
     can_manage: bool,
+    can_bill: bool,
 }
 
 async fn dashboard(
@@ -174,6 +175,7 @@ async fn dashboard(
         l: Layout::new(&session, Some(&ctx.user)).await?,
         member_count: members.len(),
         can_manage: ctx.role.can_manage_members(),
+        can_bill: ctx.role.can_manage_billing(),
         ctx,
     })
 }

@@ -1,0 +1,640 @@
+//! Ordering and paying: the order form (plan, app, domain) that hands over to Stripe
+//! Checkout, the order's live state after payment, and the organization's billing page
+//! (subscriptions, payment problems, the Customer Portal, plan changes, cancelling at the
+//! end of the period and undoing it). Owners, admins and billing members only.
+
+use super::FieldErrors;
+use crate::audit::{self, Actor};
+use crate::auth::OrgCtx;
+use crate::client_ip::ClientIp;
+use crate::error::AppError;
+use crate::routes::{Access, Routes};
+use crate::session;
+use crate::state::AppState;
+use crate::views::{render, render_status, ConfirmPage, Layout};
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use herd_billing::stripe_api::CheckoutRequest;
+use herd_domain::access::{self, Access as ServerAccess, Overrides, Policy, Standing};
+use herd_domain::DomainName;
+use herd_store::billing::{self, NewOrder, Order, Subscription};
+use herd_store::plans::{self, Plan};
+use serde::Deserialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use tower_sessions::Session;
+use uuid::Uuid;
+
+pub fn routes(r: Routes) -> Routes {
+    r.get("/o/{slug}/order", Access::Org, order_form)
+        .post("/o/{slug}/order", Access::Org, order_create)
+        .get("/o/{slug}/orders/{order}", Access::Org, order_status)
+        .get("/o/{slug}/billing", Access::Org, overview)
+        .post("/o/{slug}/billing/portal", Access::Org, portal)
+        .get(
+            "/o/{slug}/billing/subscriptions/{sub}/cancel",
+            Access::Org,
+            cancel_confirm,
+        )
+        .post(
+            "/o/{slug}/billing/subscriptions/{sub}/cancel",
+            Access::Org,
+            cancel,
+        )
+        .post(
+            "/o/{slug}/billing/subscriptions/{sub}/resume",
+            Access::Org,
+            resume,
+        )
+        .post(
+            "/o/{slug}/billing/subscriptions/{sub}/plan",
+            Access::Org,
+            change_plan,
+        )
+}
+
+fn require_billing(ctx: &OrgCtx) -> Result<(), AppError> {
+    if ctx.role.can_manage_billing() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "only owners, admins and billing members manage billing".into(),
+        ))
+    }
+}
+
+/// Plans that can be bought by card: on sale, with a Stripe price.
+async fn sellable(state: &AppState) -> Result<Vec<Plan>, AppError> {
+    Ok(plans::active(&state.pool)
+        .await?
+        .into_iter()
+        .filter(|p| p.provider_price_id.is_some())
+        .collect())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OrderForm {
+    #[serde(default)]
+    plan: String,
+    #[serde(default)]
+    app: String,
+    #[serde(default)]
+    domain: String,
+}
+
+#[derive(Template)]
+#[template(path = "order.html")]
+struct OrderPage {
+    l: Layout,
+    ctx: OrgCtx,
+    plans: Vec<Plan>,
+    form: OrderForm,
+    errors: FieldErrors,
+    card_billing: bool,
+}
+
+async fn order_page(
+    state: &AppState,
+    session: &Session,
+    ctx: OrgCtx,
+    form: OrderForm,
+    errors: FieldErrors,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    render_status(
+        status,
+        &OrderPage {
+            l: Layout::new(session, Some(&ctx.user)).await?,
+            plans: sellable(state).await?,
+            card_billing: state.stripe.is_some(),
+            ctx,
+            form,
+            errors,
+        },
+    )
+}
+
+async fn order_form(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+) -> Result<Response, AppError> {
+    require_billing(&ctx)?;
+    let form = OrderForm {
+        app: "mastodon".into(),
+        ..OrderForm::default()
+    };
+    order_page(
+        &state,
+        &session,
+        ctx,
+        form,
+        FieldErrors::default(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// The organization's Stripe customer, created when first needed.
+async fn customer(state: &AppState, ctx: &OrgCtx) -> Result<String, String> {
+    let api = state.stripe.as_ref().ok_or("card billing is off")?;
+    if let Some(c) = billing::customer_of(&state.pool, ctx.org.id())
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Ok(c);
+    }
+    let created = api
+        .create_customer(ctx.org.id().0, &ctx.org.name, ctx.user.email.as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut conn = state.pool.acquire().await.map_err(|e| e.to_string())?;
+    billing::link_customer(&mut conn, ctx.org.id(), &created)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn order_create(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ctx: OrgCtx,
+    Form(form): Form<OrderForm>,
+) -> Result<Response, AppError> {
+    require_billing(&ctx)?;
+    let mut errors = FieldErrors::default();
+    let plans = sellable(&state).await?;
+    let plan = plans.iter().find(|p| p.code == form.plan).cloned();
+    if plan.is_none() {
+        errors.add("plan", "Choose one of the plans.");
+    }
+    if !matches!(form.app.as_str(), "mastodon" | "gotosocial") {
+        errors.add("app", "Choose Mastodon or GoToSocial.");
+    }
+    let domain = DomainName::parse(&form.domain)
+        .map_err(|e| errors.add("domain", e))
+        .ok();
+    let Some(api) = state.stripe.clone() else {
+        errors.add(
+            "plan",
+            "Card payment is not available here. Contact us to be billed by invoice.",
+        );
+        return order_page(
+            &state,
+            &session,
+            ctx,
+            form,
+            errors,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    };
+    let (Some(plan), Some(domain), true) = (plan, domain, errors.is_empty()) else {
+        return order_page(
+            &state,
+            &session,
+            ctx,
+            form,
+            errors,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    };
+    let mut tx = state.pool.begin().await?;
+    let order = billing::create_order(
+        &mut *tx,
+        &NewOrder {
+            org: ctx.org.id(),
+            plan_code: &plan.code,
+            app: &form.app,
+            domain: domain.as_str(),
+            created_by: Some(ctx.user.id().0),
+        },
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&ctx.user),
+            ip: &ip,
+        },
+        Some(ctx.org.id()),
+        "billing.order.created",
+        order.to_string(),
+        json!({ "plan": plan.code, "app": form.app, "domain": domain.as_str() }),
+    )
+    .await?;
+    tx.commit().await?;
+
+    let slug = ctx.org.slug.clone();
+    let checkout = async {
+        let customer = customer(&state, &ctx).await?;
+        let success = state.config.link(&format!(
+            "/o/{slug}/orders/{order}?session_id={{CHECKOUT_SESSION_ID}}"
+        ));
+        let cancel = state.config.link(&format!("/o/{slug}/order"));
+        api.create_checkout(&CheckoutRequest {
+            customer: &customer,
+            price_id: plan.provider_price_id.as_deref().unwrap_or_default(),
+            org: ctx.org.id().0,
+            order,
+            success_url: &success,
+            cancel_url: &cancel,
+        })
+        .await
+        .map_err(|e| e.to_string())
+    };
+    match checkout.await {
+        Ok(s) => {
+            billing::set_checkout_session(&state.pool, order, &s.id).await?;
+            let url = s
+                .url
+                .ok_or_else(|| AppError::Internal("Stripe gave no Checkout URL".into()))?;
+            Ok(Redirect::to(&url).into_response())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, %order, "could not start Stripe Checkout");
+            errors.add(
+                "plan",
+                "The payment page could not be opened (Stripe did not answer). Nothing was charged; please try again.",
+            );
+            order_page(&state, &session, ctx, form, errors, StatusCode::BAD_GATEWAY).await
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Return {
+    session_id: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "order_status.html")]
+struct OrderStatusPage {
+    l: Layout,
+    ctx: OrgCtx,
+    order: Order,
+}
+
+/// Fulfils an order from its Checkout Session when Stripe says it is complete: the same
+/// idempotent step the webhook's processing takes, so whichever comes first wins and the
+/// other changes nothing.
+async fn fulfil_from_checkout(
+    state: &AppState,
+    ctx: &OrgCtx,
+    order: &Order,
+) -> Result<(), AppError> {
+    let (Some(api), Some(session_id)) = (&state.stripe, &order.checkout_session_id) else {
+        return Ok(());
+    };
+    let s = match api.checkout_session(session_id).await {
+        Ok(s) => s,
+        Err(e) => {
+            // The webhook will do it; the page shows the order as pending meanwhile.
+            tracing::warn!(error = %e, order = %order.id, "could not read the Checkout Session");
+            return Ok(());
+        }
+    };
+    let (Some("complete"), Some(sub)) = (s.status.as_deref(), s.subscription.as_deref()) else {
+        return Ok(());
+    };
+    if s.client_reference_id.as_deref() != Some(order.id.to_string().as_str()) {
+        return Ok(());
+    }
+    let mut tx = state.pool.begin().await?;
+    if let Some(c) = &s.customer {
+        billing::link_customer(&mut tx, ctx.org.id(), c).await?;
+    }
+    billing::fulfil_order(&mut *tx, order.id, ctx.org.id(), sub).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn org_order(state: &AppState, ctx: &OrgCtx, id: Uuid) -> Result<Order, AppError> {
+    billing::order(&state.pool, id)
+        .await?
+        .filter(|o| o.org_id == ctx.org.id().0)
+        .ok_or(AppError::NotFound)
+}
+
+async fn order_status(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+    Query(ret): Query<Return>,
+) -> Result<Response, AppError> {
+    require_billing(&ctx)?;
+    let mut order = org_order(&state, &ctx, id).await?;
+    if order.state == "pending" && ret.session_id.is_some() {
+        fulfil_from_checkout(&state, &ctx, &order).await?;
+        order = org_order(&state, &ctx, id).await?;
+    }
+    render(&OrderStatusPage {
+        l: Layout::new(&session, Some(&ctx.user)).await?,
+        ctx,
+        order,
+    })
+}
+
+/// A subscription as the billing page shows it.
+pub struct SubscriptionView {
+    pub sub: Subscription,
+    pub plan: Option<Plan>,
+    pub access: ServerAccess,
+    /// The next step of the access policy and its date.
+    pub next: Option<(ServerAccess, String)>,
+}
+
+impl SubscriptionView {
+    pub fn status_label(&self) -> &'static str {
+        match self.sub.status.as_str() {
+            "active" => "Active",
+            "trialing" => "Trial",
+            "past_due" => "Payment overdue",
+            "unpaid" => "Unpaid",
+            "canceled" => "Ended",
+            "paused" => "Paused",
+            "incomplete" | "incomplete_expired" => "Awaiting first payment",
+            _ => "Unknown",
+        }
+    }
+
+    pub fn period_end(&self) -> String {
+        self.sub.current_period_end.map(date).unwrap_or_default()
+    }
+
+    pub fn access_label(&self) -> &'static str {
+        describe(self.access)
+    }
+
+    /// "suspended on 8 December 2026", for the banner.
+    pub fn next_label(&self) -> Option<String> {
+        self.next
+            .as_ref()
+            .map(|(a, d)| format!("{} on {d}", describe(*a)))
+    }
+
+    pub fn can_change(&self) -> bool {
+        matches!(self.sub.status.as_str(), "active" | "trialing" | "past_due")
+    }
+}
+
+fn date(t: OffsetDateTime) -> String {
+    format!("{} {} {}", t.day(), t.month(), t.year())
+}
+
+fn describe(a: ServerAccess) -> &'static str {
+    match a {
+        ServerAccess::NotProvisioned => "not set up",
+        ServerAccess::Running => "running",
+        ServerAccess::Grace => "running, payment overdue",
+        ServerAccess::Suspended => "suspended",
+        ServerAccess::ScheduledForDeletion => "scheduled for deletion",
+        ServerAccess::Deleted => "deleted",
+    }
+}
+
+#[derive(Template)]
+#[template(path = "billing.html")]
+struct BillingPage {
+    l: Layout,
+    ctx: OrgCtx,
+    subscriptions: Vec<SubscriptionView>,
+    orders: Vec<Order>,
+    plans: Vec<Plan>,
+    card_billing: bool,
+    has_customer: bool,
+}
+
+async fn overview(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+) -> Result<Response, AppError> {
+    require_billing(&ctx)?;
+    let plans = sellable(&state).await?;
+    let all_plans = plans::all(&state.pool).await?;
+    let now = OffsetDateTime::now_utc();
+    let subscriptions = billing::subscriptions_of_org(&state.pool, ctx.org.id())
+        .await?
+        .into_iter()
+        .map(|sub| {
+            let standing = Standing::from_stripe(Some(&sub.status), sub.status_since);
+            let d = access::decide(standing, &Policy::default(), &Overrides::default(), now);
+            SubscriptionView {
+                plan: all_plans
+                    .iter()
+                    .find(|p| Some(&p.code) == sub.plan_code.as_ref())
+                    .cloned(),
+                access: d.access,
+                next: d.next.map(|(a, t)| (a, date(t))),
+                sub,
+            }
+        })
+        .collect();
+    render(&BillingPage {
+        l: Layout::new(&session, Some(&ctx.user)).await?,
+        orders: billing::orders_of_org(&state.pool, ctx.org.id()).await?,
+        has_customer: billing::customer_of(&state.pool, ctx.org.id())
+            .await?
+            .is_some(),
+        card_billing: state.stripe.is_some(),
+        subscriptions,
+        plans,
+        ctx,
+    })
+}
+
+async fn stripe_failed(
+    session: &Session,
+    slug: &str,
+    e: impl std::fmt::Display,
+) -> Result<Response, AppError> {
+    tracing::error!(error = %e, "Stripe call failed");
+    session::flash(
+        session,
+        "error",
+        "Stripe did not answer; nothing was changed. Please try again in a moment.".to_owned(),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/o/{slug}/billing")).into_response())
+}
+
+async fn portal(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+) -> Result<Response, AppError> {
+    require_billing(&ctx)?;
+    let (Some(api), Some(customer)) = (
+        state.stripe.as_ref(),
+        billing::customer_of(&state.pool, ctx.org.id()).await?,
+    ) else {
+        return Err(AppError::NotFound);
+    };
+    let back = state.config.link(&format!("/o/{}/billing", ctx.org.slug));
+    match api.portal(&customer, &back).await {
+        Ok(url) => Ok(Redirect::to(&url).into_response()),
+        Err(e) => stripe_failed(&session, &ctx.org.slug, e).await,
+    }
+}
+
+async fn org_subscription(
+    state: &AppState,
+    ctx: &OrgCtx,
+    sub: &str,
+) -> Result<Subscription, AppError> {
+    billing::subscription(&state.pool, sub)
+        .await?
+        .filter(|s| s.org_id == Some(ctx.org.id().0))
+        .ok_or(AppError::NotFound)
+}
+
+async fn cancel_confirm(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+    Path((_slug, sub)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    require_billing(&ctx)?;
+    let s = org_subscription(&state, &ctx, &sub).await?;
+    let end = s
+        .current_period_end
+        .map(date)
+        .unwrap_or_else(|| "the end of the period".into());
+    render(&ConfirmPage {
+        l: Layout::new(&session, Some(&ctx.user)).await?,
+        title: "Cancel the subscription?".into(),
+        message: format!(
+            "The server keeps running until {end}, then it is suspended. Its data is kept for 30 days (you can export it) and then deleted. You can undo this until {end}."
+        ),
+        action: format!("/o/{}/billing/subscriptions/{sub}/cancel", ctx.org.slug),
+        button: "Cancel at the end of the period".into(),
+        cancel: format!("/o/{}/billing", ctx.org.slug),
+    })
+}
+
+async fn set_cancel(
+    state: AppState,
+    session: Session,
+    ip: String,
+    ctx: OrgCtx,
+    sub: String,
+    cancel: bool,
+) -> Result<Response, AppError> {
+    require_billing(&ctx)?;
+    org_subscription(&state, &ctx, &sub).await?;
+    let api = state.stripe.as_ref().ok_or(AppError::NotFound)?;
+    if let Err(e) = api.cancel_at_period_end(&sub, cancel).await {
+        return stripe_failed(&session, &ctx.org.slug, e).await;
+    }
+    let mut tx = state.pool.begin().await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&ctx.user),
+            ip: &ip,
+        },
+        Some(ctx.org.id()),
+        if cancel {
+            "billing.subscription.cancel_requested"
+        } else {
+            "billing.subscription.cancel_undone"
+        },
+        sub.clone(),
+        json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    let msg = if cancel {
+        "The subscription will end at the end of the period. You can undo this until then."
+    } else {
+        "The subscription continues."
+    };
+    session::flash(&session, "ok", msg.to_owned()).await?;
+    Ok(Redirect::to(&format!("/o/{}/billing", ctx.org.slug)).into_response())
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ctx: OrgCtx,
+    Path((_slug, sub)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    set_cancel(state, session, ip, ctx, sub, true).await
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ctx: OrgCtx,
+    Path((_slug, sub)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    set_cancel(state, session, ip, ctx, sub, false).await
+}
+
+#[derive(Debug, Deserialize)]
+struct PlanForm {
+    #[serde(default)]
+    plan: String,
+}
+
+async fn change_plan(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ctx: OrgCtx,
+    Path((_slug, sub)): Path<(String, String)>,
+    Form(form): Form<PlanForm>,
+) -> Result<Response, AppError> {
+    require_billing(&ctx)?;
+    let current = org_subscription(&state, &ctx, &sub).await?;
+    let back = format!("/o/{}/billing", ctx.org.slug);
+    let Some(plan) = sellable(&state)
+        .await?
+        .into_iter()
+        .find(|p| p.code == form.plan)
+    else {
+        session::flash(&session, "error", "Choose one of the plans.".to_owned()).await?;
+        return Ok(Redirect::to(&back).into_response());
+    };
+    if current.plan_code.as_deref() == Some(plan.code.as_str()) {
+        session::flash(&session, "ok", format!("You are on {} already.", plan.name)).await?;
+        return Ok(Redirect::to(&back).into_response());
+    }
+    let api = state.stripe.as_ref().ok_or(AppError::NotFound)?;
+    let price = plan.provider_price_id.clone().unwrap_or_default();
+    if let Err(e) = api.change_price(&sub, &price).await {
+        return stripe_failed(&session, &ctx.org.slug, e).await;
+    }
+    let mut tx = state.pool.begin().await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&ctx.user),
+            ip: &ip,
+        },
+        Some(ctx.org.id()),
+        "billing.subscription.plan_changed",
+        sub.clone(),
+        json!({ "from": current.plan_code, "to": plan.code }),
+    )
+    .await?;
+    tx.commit().await?;
+    session::flash(
+        &session,
+        "ok",
+        format!(
+            "Moving to {}: the difference is prorated on your next invoice.",
+            plan.name
+        ),
+    )
+    .await?;
+    Ok(Redirect::to(&back).into_response())
+}
