@@ -142,6 +142,8 @@ pub struct PlanUpdate {
     pub interval: BillingInterval,
     pub limits: PlanLimits,
     pub active: bool,
+    /// The Stripe price this plan is sold at by card (`price_…`); `None` means not by card.
+    pub provider_price_id: Option<String>,
 }
 
 /// Updates the plan `code`, locking it first; returns the plan before and after.
@@ -170,7 +172,7 @@ pub async fn update(
                 billing_interval = $6, max_active_users = $7, media_storage_gb = $8,
                 custom_domain = $9, support_response_hours = $10,
                 moderation_hours_per_month = $11, compute_size = $12, active = $13,
-                updated_at = now()
+                provider_price_id = $14, updated_at = now()
          WHERE code = $1
          RETURNING id, code, name, description, price_minor, currency, billing_interval,
                    max_active_users, media_storage_gb, custom_domain, support_response_hours,
@@ -187,7 +189,8 @@ pub async fn update(
         update.limits.support_response_hours,
         update.limits.moderation_hours_per_month,
         update.limits.compute.as_str(),
-        update.active
+        update.active,
+        update.provider_price_id
     )
     .fetch_one(&mut *conn)
     .await?;

@@ -220,17 +220,20 @@ async fn operators_edit_plans_with_validation_and_audit(pool: PgPool) {
         ("moderation_hours_per_month", "0"),
         ("compute", "small"),
         ("active", "on"),
+        ("stripe_price", "price_1PgafmB7WZ01zgkW6dKueIc5"),
     ];
     // Bad input: every problem shown, nothing changed.
     let mut bad = good.to_vec();
     bad[2] = ("price", "59,50");
     bad[5] = ("max_active_users", "0");
     bad[9] = ("compute", "huge");
+    bad[11] = ("stripe_price", "prod_123; DROP");
     let r = op.post("/operator/plans/community", &bad).await;
     r.assert_status(422)
         .assert_contains("Enter a price like")
         .assert_contains("at least 1")
-        .assert_contains("Choose small, medium or large");
+        .assert_contains("Choose small, medium or large")
+        .assert_contains("A Stripe price id looks like");
     assert_eq!(
         r.field_value("name").as_deref(),
         Some("Community+"),
@@ -263,6 +266,11 @@ async fn operators_edit_plans_with_validation_and_audit(pool: PgPool) {
         details["changes"]["custom_domain"],
         serde_json::Value::Null,
         "unchanged fields are not listed"
+    );
+    assert_eq!(
+        details["changes"]["provider_price_id"],
+        serde_json::json!([null, "price_1PgafmB7WZ01zgkW6dKueIc5"]),
+        "the Stripe price is set and audited"
     );
 
     // Unticking "on sale" takes the plan off the pricing page.

@@ -79,6 +79,8 @@ struct PlanForm {
     #[serde(default)]
     compute: String,
     active: Option<String>,
+    #[serde(default)]
+    stripe_price: String,
 }
 
 impl PlanForm {
@@ -96,6 +98,7 @@ impl PlanForm {
             moderation_hours_per_month: p.moderation_hours_per_month.to_string(),
             compute: p.compute_size.clone(),
             active: p.active.then(|| "on".into()),
+            stripe_price: p.provider_price_id.clone().unwrap_or_default(),
         }
     }
 
@@ -143,6 +146,19 @@ impl PlanForm {
             ),
             compute: compute.unwrap_or(ComputeSize::Small),
         };
+        let stripe_price = self.stripe_price.trim();
+        let ok_price = stripe_price.is_empty()
+            || (stripe_price.starts_with("price_")
+                && stripe_price.len() <= 255
+                && stripe_price[6..]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_'));
+        if !ok_price {
+            errors.add(
+                "stripe_price",
+                "A Stripe price id looks like price_1PgafmB7WZ01zgkW6dKueIc5; leave empty to sell this plan by invoice only.",
+            );
+        }
         match (price, interval, errors.is_empty()) {
             (Some(price), Some(interval), true) => Ok(PlanUpdate {
                 name,
@@ -151,6 +167,7 @@ impl PlanForm {
                 interval,
                 limits,
                 active: self.active.is_some(),
+                provider_price_id: (!stripe_price.is_empty()).then(|| stripe_price.to_owned()),
             }),
             _ => Err(errors),
         }
@@ -202,6 +219,7 @@ fn changes(before: &Plan, after: &Plan) -> Value {
             ),
             ("compute_size", json!(p.compute_size)),
             ("active", json!(p.active)),
+            ("provider_price_id", json!(p.provider_price_id)),
         ]
     };
     let mut out = Map::new();
