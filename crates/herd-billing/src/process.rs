@@ -63,15 +63,18 @@ pub async fn recompute_subscription(pool: &PgPool, id: &str) -> Result<Outcome, 
     let mut tx = pool.begin().await?;
     herd_store::lock_key(&mut tx, &format!("subscription:{id}")).await?;
     let stored = billing::events_of_subscription(&mut *tx, id).await?;
-    let mut events = Vec::with_capacity(stored.len());
-    for s in &stored {
-        events.push(Envelope::parse(s.payload.as_bytes()).map_err(|e| {
-            ProcessError::Unreadable {
-                id: s.id.clone(),
-                reason: e.to_string(),
+    // An unreadable event fails on its own (when its job runs); it must not block the
+    // subscription's other events.
+    let events: Vec<Envelope> = stored
+        .iter()
+        .filter_map(|s| match Envelope::parse(s.payload.as_bytes()) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!(event = %s.id, error = %e, "skipping an unreadable stored event");
+                None
             }
-        })?);
-    }
+        })
+        .collect();
     let Some(view) = subscription::recompute(id, &events) else {
         return Ok(Outcome::Ignored);
     };

@@ -403,3 +403,51 @@ pub async fn orders_of_org(ex: impl PgExecutor<'_>, org: OrgId) -> Result<Vec<Or
     .fetch_all(ex)
     .await?)
 }
+
+/// A subscription with its organization, for operators.
+#[derive(Debug, Clone)]
+pub struct SubscriptionRow {
+    pub stripe_subscription_id: String,
+    pub org_slug: Option<String>,
+    pub status: String,
+    pub status_since: OffsetDateTime,
+    pub plan_code: Option<String>,
+    pub current_period_end: Option<OffsetDateTime>,
+    pub cancel_at_period_end: bool,
+    pub payment_problem: Option<String>,
+}
+
+/// Subscriptions, those with a payment problem first when `problems_only` is false, or only
+/// those (past due, unpaid, or a failed or unconfirmed payment) when it is true.
+pub async fn list_subscriptions(
+    ex: impl PgExecutor<'_>,
+    problems_only: bool,
+    page: Page,
+) -> Result<Paged<SubscriptionRow>, StoreError> {
+    let rows = sqlx::query_as!(
+        SubscriptionRow,
+        r#"SELECT s.stripe_subscription_id, o.slug AS "org_slug?", s.status, s.status_since, s.plan_code,
+                  s.current_period_end, s.cancel_at_period_end, s.payment_problem
+           FROM subscriptions s LEFT JOIN organizations o ON o.id = s.org_id
+           WHERE NOT $1 OR s.status IN ('past_due', 'unpaid') OR s.payment_problem IS NOT NULL
+           ORDER BY (s.status IN ('past_due', 'unpaid') OR s.payment_problem IS NOT NULL) DESC,
+                    s.status_since DESC, s.stripe_subscription_id
+           LIMIT $2 OFFSET $3"#,
+        problems_only,
+        page.fetch_limit(),
+        page.offset()
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(page.finish(rows))
+}
+
+/// Events per processing state, for the console's summary.
+pub async fn event_counts(ex: impl PgExecutor<'_>) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = sqlx::query!(
+        r#"SELECT state, count(*) AS "n!" FROM stripe_events GROUP BY state ORDER BY state"#
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.state, r.n)).collect())
+}

@@ -110,5 +110,6 @@ pub fn portal() -> Routes {
     let r = pages::invitations::routes(r);
     let r = pages::operator::routes(r);
     let r = pages::billing::routes(r);
+    let r = pages::operator_billing::routes(r);
     pages::plans::routes(r)
 }

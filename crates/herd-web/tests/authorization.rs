@@ -87,8 +87,13 @@ async fn every_route_refuses_outsiders(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
+    sqlx::query("INSERT INTO stripe_events (id, type, livemode, created, payload) VALUES ('evt_Victim', 'invoice.paid', false, now(), '{}')")
+        .execute(&pool)
+        .await
+        .unwrap();
     let fill = |path: &str| {
         path.replace("{slug}", "victim")
+            .replace("{event}", "evt_Victim")
             .replace("{order}", &order_id.to_string())
             .replace("{sub}", "sub_Victim")
             .replace("{user_id}", &victor_id.to_string())

@@ -351,3 +351,103 @@ async fn a_one_time_password_must_be_replaced_at_first_login(pool: PgPool) {
     .await
     .assert_redirect("/account/2fa");
 }
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn operators_see_subscriptions_and_events_and_reprocess_a_failed_one(pool: PgPool) {
+    use herd_testkit::stripe;
+    let secret = "whsec_console";
+    let app = TestApp::spawn_with(pool.clone(), |c| {
+        c.stripe_webhook_secrets = vec![secrecy::SecretString::from(secret.to_owned())];
+    })
+    .await;
+    // A subscription whose renewal failed, delivered and processed.
+    let body = stripe::event(
+        "evt_console_pastdue",
+        "customer.subscription.updated",
+        stripe::now(),
+        stripe::subscription(
+            "sub_Console",
+            "cus_Console",
+            "past_due",
+            "price_x",
+            stripe::now(),
+            serde_json::json!({}),
+        ),
+    )
+    .to_string();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/webhooks/stripe", app.base))
+        .header(
+            "stripe-signature",
+            stripe::signature(secret, stripe::now(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // An event whose processing fails (its payload cannot be read).
+    sqlx::query("INSERT INTO stripe_events (id, type, livemode, created, payload, subscription_id) VALUES ('evt_console_broken', 'invoice.paid', false, now(), '{\"broken\": true}', 'sub_Console')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO jobs (id, kind, payload, dedupe_key, max_attempts) VALUES ($1, 'stripe.event', '{\"event_id\": \"evt_console_broken\"}', 'evt_console_broken', 1)")
+        .bind(uuid::Uuid::now_v7())
+        .execute(&pool)
+        .await
+        .unwrap();
+    while herd_billing::worker::run_due(&pool, 10).await.unwrap() > 0 {}
+
+    let op = enrolled_operator(&app, "ops@provider.example").await;
+    op.get("/operator/billing?problems=1")
+        .await
+        .assert_status(200)
+        .assert_contains("sub_Console")
+        .assert_contains("past_due");
+    let failed = op.get("/operator/billing/events?state=failed").await;
+    failed
+        .assert_status(200)
+        .assert_contains("evt_console_broken");
+    assert!(
+        !failed.body.contains("evt_console_pastdue"),
+        "filtered by state"
+    );
+    op.get("/operator/billing/events?type=customer.")
+        .await
+        .assert_contains("evt_console_pastdue");
+    op.get("/operator/billing/events/evt_console_broken")
+        .await
+        .assert_status(200)
+        .assert_contains("cannot be read");
+
+    // The cause is fixed (here: the payload), and the operator reprocesses the event.
+    let fixed = stripe::event(
+        "evt_console_broken",
+        "invoice.paid",
+        stripe::now(),
+        stripe::invoice("in_console", "cus_Console", "sub_Console", "paid"),
+    )
+    .to_string();
+    sqlx::query("UPDATE stripe_events SET payload = $1 WHERE id = 'evt_console_broken'")
+        .bind(fixed)
+        .execute(&pool)
+        .await
+        .unwrap();
+    op.post("/operator/billing/events/evt_console_broken/reprocess", &[])
+        .await
+        .assert_redirect("/operator/billing/events/evt_console_broken");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'billing.event.reprocessed' AND target = 'evt_console_broken'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+    assert_eq!(herd_billing::worker::run_due(&pool, 10).await.unwrap(), 1);
+    op.get("/operator/billing/events/evt_console_broken")
+        .await
+        .assert_contains("id=\"event-state\">processed");
+    op.get("/operator/billing/events/evt_nope")
+        .await
+        .assert_status(404);
+}

@@ -6,6 +6,7 @@ pub mod billing;
 pub mod invitations;
 pub mod members;
 pub mod operator;
+pub mod operator_billing;
 pub mod orgs;
 pub mod plans;
 pub mod public;
