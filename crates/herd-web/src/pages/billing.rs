@@ -483,6 +483,33 @@ async fn portal(
     }
 }
 
+/// Writes an audit entry of the organization in its own transaction (for actions whose
+/// effect happened at Stripe).
+async fn audit_action(
+    state: &AppState,
+    ctx: &OrgCtx,
+    ip: &str,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+) -> Result<(), AppError> {
+    let mut tx = state.pool.begin().await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&ctx.user),
+            ip,
+        },
+        Some(ctx.org.id()),
+        action,
+        target.to_owned(),
+        details,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn org_subscription(
     state: &AppState,
     ctx: &OrgCtx,
@@ -532,24 +559,12 @@ async fn set_cancel(
     if let Err(e) = api.cancel_at_period_end(&sub, cancel).await {
         return stripe_failed(&session, &ctx.org.slug, e).await;
     }
-    let mut tx = state.pool.begin().await?;
-    audit::record(
-        &mut tx,
-        Actor {
-            user: Some(&ctx.user),
-            ip: &ip,
-        },
-        Some(ctx.org.id()),
-        if cancel {
-            "billing.subscription.cancel_requested"
-        } else {
-            "billing.subscription.cancel_undone"
-        },
-        sub.clone(),
-        json!({}),
-    )
-    .await?;
-    tx.commit().await?;
+    let action = if cancel {
+        "billing.subscription.cancel_requested"
+    } else {
+        "billing.subscription.cancel_undone"
+    };
+    audit_action(&state, &ctx, &ip, action, &sub, json!({})).await?;
     let msg = if cancel {
         "The subscription will end at the end of the period. You can undo this until then."
     } else {
@@ -613,20 +628,15 @@ async fn change_plan(
     if let Err(e) = api.change_price(&sub, &price).await {
         return stripe_failed(&session, &ctx.org.slug, e).await;
     }
-    let mut tx = state.pool.begin().await?;
-    audit::record(
-        &mut tx,
-        Actor {
-            user: Some(&ctx.user),
-            ip: &ip,
-        },
-        Some(ctx.org.id()),
+    audit_action(
+        &state,
+        &ctx,
+        &ip,
         "billing.subscription.plan_changed",
-        sub.clone(),
+        &sub,
         json!({ "from": current.plan_code, "to": plan.code }),
     )
     .await?;
-    tx.commit().await?;
     session::flash(
         &session,
         "ok",
