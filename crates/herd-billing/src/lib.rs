@@ -4,6 +4,7 @@
 //! events ([`subscription`]), so delivery order and duplicates do not matter. What billing
 //! means for a tenant's server is `herd_domain::access`.
 
+pub mod access;
 pub mod event;
 pub mod ingest;
 pub mod process;

@@ -115,7 +115,12 @@ pub async fn process_event(pool: &PgPool, id: &str) -> Result<Outcome, ProcessEr
             reason: e.to_string(),
         })?;
     let outcome = match (event.is_handled(), event.subscription_id()) {
-        (true, Some(sub)) => recompute_subscription(pool, &sub).await?,
+        (true, Some(sub)) => {
+            let outcome = recompute_subscription(pool, &sub).await?;
+            crate::access::refresh_subscription(pool, &sub, time::OffsetDateTime::now_utc())
+                .await?;
+            outcome
+        }
         _ => Outcome::Ignored,
     };
     let state = match outcome {

@@ -1,6 +1,10 @@
-//! The worker side of billing: claims `stripe.event` jobs from the queue and processes them.
+//! The worker side of billing: claims jobs from the queue (stored Stripe events, access
+//! notices to email) and runs them; and sweeps the access policy now and then so that its
+//! deadlines pass on time.
 
+use crate::access::{self, NOTICE_JOB};
 use crate::process::process_event;
+use herd_mail::Mailer;
 use herd_store::billing;
 use herd_store::jobs;
 use sqlx::PgPool;
@@ -18,25 +22,62 @@ pub fn retry_delay(attempt: i32) -> Duration {
     Duration::seconds_f64(secs)
 }
 
-/// Claims and processes up to `limit` due jobs; returns how many were claimed.
-pub async fn run_due(pool: &PgPool, limit: i64) -> Result<usize, herd_store::StoreError> {
-    let claimed = jobs::claim(pool, &[STRIPE_EVENT_JOB], limit, Duration::minutes(5)).await?;
-    for job in &claimed {
-        let event_id = job.payload["event_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        match process_event(pool, &event_id).await {
-            Ok(outcome) => {
-                tracing::info!(event = %event_id, ?outcome, "stripe event processed");
-                metrics::counter!(PROCESSED, "outcome" => "ok").increment(1);
-                jobs::complete(pool, job.id).await?;
+/// Runs one claimed job.
+async fn run_job(pool: &PgPool, mailer: &Mailer, job: &jobs::Job) -> Result<(), String> {
+    match job.kind.as_str() {
+        STRIPE_EVENT_JOB => {
+            let event_id = job.payload["event_id"].as_str().unwrap_or_default();
+            match process_event(pool, event_id).await {
+                Ok(outcome) => {
+                    tracing::info!(event = %event_id, ?outcome, "stripe event processed");
+                    metrics::counter!(PROCESSED, "outcome" => "ok").increment(1);
+                    Ok(())
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    metrics::counter!(PROCESSED, "outcome" => "error").increment(1);
+                    billing::mark_event(pool, event_id, "failed", Some(&message))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Err(message)
+                }
             }
-            Err(e) => {
-                let message = e.to_string();
-                tracing::warn!(event = %event_id, error = %message, attempt = job.attempts, "stripe event failed");
-                metrics::counter!(PROCESSED, "outcome" => "error").increment(1);
-                billing::mark_event(pool, &event_id, "failed", Some(&message)).await?;
+        }
+        NOTICE_JOB => {
+            let id = job.payload["transition_id"]
+                .as_str()
+                .and_then(|s| uuid::Uuid::parse_str(s).ok())
+                .ok_or("no transition id")?;
+            for email in access::notice_emails(pool, id)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                mailer.send(&email).await.map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
+        other => Err(format!("unknown job kind {other}")),
+    }
+}
+
+/// Claims and runs up to `limit` due jobs; returns how many were claimed.
+pub async fn run_due(
+    pool: &PgPool,
+    mailer: &Mailer,
+    limit: i64,
+) -> Result<usize, herd_store::StoreError> {
+    let claimed = jobs::claim(
+        pool,
+        &[STRIPE_EVENT_JOB, NOTICE_JOB],
+        limit,
+        Duration::minutes(5),
+    )
+    .await?;
+    for job in &claimed {
+        match run_job(pool, mailer, job).await {
+            Ok(()) => jobs::complete(pool, job.id).await?,
+            Err(message) => {
+                tracing::warn!(job = %job.id, kind = %job.kind, error = %message, attempt = job.attempts, "job failed");
                 jobs::fail(pool, job.id, &message, retry_delay(job.attempts)).await?;
             }
         }
@@ -44,12 +85,24 @@ pub async fn run_due(pool: &PgPool, limit: i64) -> Result<usize, herd_store::Sto
     Ok(claimed.len())
 }
 
-/// Runs until `shutdown` resolves: processes due jobs, and waits a little when there are
-/// none.
-pub async fn run(pool: PgPool, shutdown: impl std::future::Future<Output = ()>) {
+/// How often the access policy is swept.
+pub const SWEEP_EVERY: StdDuration = StdDuration::from_secs(60);
+
+/// Runs until `shutdown` resolves: runs due jobs, sweeps the access policy every minute,
+/// and waits a little when there is nothing to do.
+pub async fn run(pool: PgPool, mailer: Mailer, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let mut last_sweep: Option<tokio::time::Instant> = None;
     loop {
-        let idle = match run_due(&pool, 20).await {
+        if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+            match access::sweep(&pool, time::OffsetDateTime::now_utc()).await {
+                Ok(n) if n > 0 => tracing::info!(changed = n, "access policy swept"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "access sweep failed"),
+            }
+            last_sweep = Some(tokio::time::Instant::now());
+        }
+        let idle = match run_due(&pool, &mailer, 20).await {
             Ok(0) => true,
             Ok(_) => false,
             Err(e) => {

@@ -16,6 +16,12 @@ use uuid::Uuid;
 
 const SECRET: &str = "whsec_pipeline_test";
 
+/// A mailer writing to a scratch outbox.
+fn mailer() -> herd_mail::Mailer {
+    let dir = std::env::temp_dir().join(format!("herd-billing-outbox-{}", std::process::id()));
+    herd_mail::Mailer::outbox(&dir, "Herd <billing@herd.test>").unwrap()
+}
+
 fn secrets() -> Vec<SecretString> {
     vec![SecretString::from(SECRET.to_owned())]
 }
@@ -49,7 +55,7 @@ async fn org_and_order(pool: &PgPool) {
 async fn drain(pool: &PgPool) -> usize {
     let mut total = 0;
     loop {
-        let n = worker::run_due(pool, 50).await.unwrap();
+        let n = worker::run_due(pool, &mailer(), 50).await.unwrap();
         if n == 0 {
             return total;
         }
@@ -98,7 +104,11 @@ async fn in_order_delivery_fulfils_the_order_and_tracks_the_subscription(pool: P
         10
     );
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM jobs WHERE state = 'done'").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM jobs WHERE kind = 'stripe.event' AND state = 'done'"
+        )
+        .await,
         10
     );
 }
@@ -138,7 +148,11 @@ async fn random_order_and_redeliveries_reach_the_same_row(pool: PgPool) {
         assert_eq!(got, expected, "seed {seed}");
         assert_eq!(count(&pool, "SELECT count(*) FROM subscriptions").await, 1);
         assert_eq!(
-            count(&pool, "SELECT count(*) FROM jobs").await,
+            count(
+                &pool,
+                "SELECT count(*) FROM jobs WHERE kind = 'stripe.event'"
+            )
+            .await,
             10,
             "one job per event"
         );
@@ -176,14 +190,21 @@ async fn the_same_event_on_many_connections_at_once_is_stored_and_processed_once
         count(&pool, "SELECT deliveries::bigint FROM stripe_events").await,
         32
     );
-    assert_eq!(count(&pool, "SELECT count(*) FROM jobs").await, 1);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM jobs WHERE kind = 'stripe.event'"
+        )
+        .await,
+        1
+    );
 
     // Four workers at once: the job is claimed once.
     let mut workers = Vec::new();
     for _ in 0..4 {
         let pool = pool.clone();
         workers.push(tokio::spawn(async move {
-            worker::run_due(&pool, 10).await.unwrap()
+            worker::run_due(&pool, &mailer(), 10).await.unwrap()
         }));
     }
     let mut claimed = 0;
@@ -213,7 +234,7 @@ async fn events_of_one_subscription_processed_concurrently_leave_the_newest_stat
     for _ in 0..10 {
         let pool = pool.clone();
         workers.push(tokio::spawn(async move {
-            worker::run_due(&pool, 1).await.unwrap()
+            worker::run_due(&pool, &mailer(), 1).await.unwrap()
         }));
     }
     for w in workers {
@@ -223,7 +244,11 @@ async fn events_of_one_subscription_processed_concurrently_leave_the_newest_stat
     let s = billing::subscription(&pool, SUB).await.unwrap().unwrap();
     assert_eq!(s.status, "canceled");
     assert_eq!(
-        count(&pool, "SELECT count(*) FROM jobs WHERE state = 'done'").await,
+        count(
+            &pool,
+            "SELECT count(*) FROM jobs WHERE kind = 'stripe.event' AND state = 'done'"
+        )
+        .await,
         10
     );
 }
@@ -242,10 +267,22 @@ async fn a_worker_that_dies_mid_job_leaves_it_to_the_next(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(claimed.len(), 1);
-    assert_eq!(worker::run_due(&pool, 10).await.unwrap(), 0, "still leased");
+    assert_eq!(
+        worker::run_due(&pool, &mailer(), 10).await.unwrap(),
+        0,
+        "still leased"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(worker::run_due(&pool, 10).await.unwrap(), 1, "taken over");
-    assert_eq!(worker::run_due(&pool, 10).await.unwrap(), 0, "and done");
+    assert_eq!(
+        worker::run_due(&pool, &mailer(), 10).await.unwrap(),
+        1,
+        "taken over"
+    );
+    assert_eq!(
+        worker::run_due(&pool, &mailer(), 10).await.unwrap(),
+        0,
+        "and done"
+    );
     let e = billing::event(&pool, "evt_01checkout")
         .await
         .unwrap()
@@ -292,7 +329,7 @@ async fn a_failing_event_is_retried_then_marked_failed_and_can_be_reprocessed(po
     )
     .await
     .unwrap();
-    assert_eq!(worker::run_due(&pool, 10).await.unwrap(), 1);
+    assert_eq!(worker::run_due(&pool, &mailer(), 10).await.unwrap(), 1);
     let e = billing::event(&pool, "evt_broken").await.unwrap().unwrap();
     assert_eq!(e.state, "failed");
     assert!(e.last_error.unwrap().contains("cannot be read"));
@@ -307,7 +344,7 @@ async fn a_failing_event_is_retried_then_marked_failed_and_can_be_reprocessed(po
         .execute(&pool)
         .await
         .unwrap();
-    worker::run_due(&pool, 10).await.unwrap();
+    worker::run_due(&pool, &mailer(), 10).await.unwrap();
     let job = herd_store::jobs::by_key(&pool, "evt_broken")
         .await
         .unwrap()
@@ -317,5 +354,5 @@ async fn a_failing_event_is_retried_then_marked_failed_and_can_be_reprocessed(po
     assert!(herd_store::jobs::requeue_by_key(&pool, "evt_broken")
         .await
         .unwrap());
-    assert_eq!(worker::run_due(&pool, 10).await.unwrap(), 1);
+    assert_eq!(worker::run_due(&pool, &mailer(), 10).await.unwrap(), 1);
 }

@@ -76,6 +76,19 @@ impl Access {
         }
     }
 
+    pub fn parse(s: &str) -> Option<Access> {
+        [
+            Access::NotProvisioned,
+            Access::Running,
+            Access::Grace,
+            Access::Suspended,
+            Access::ScheduledForDeletion,
+            Access::Deleted,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+
     /// Whether the server runs.
     pub fn runs(self) -> bool {
         matches!(self, Access::Running | Access::Grace)

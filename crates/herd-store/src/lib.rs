@@ -4,6 +4,7 @@
 //! Functions that change state take a `&mut PgConnection` so the caller decides the
 //! transaction; the audit entry of a change is written in the same one.
 
+pub mod access;
 pub mod audit;
 pub mod billing;
 pub mod error;

@@ -156,6 +156,17 @@ pub async fn by_slug(ex: impl PgExecutor<'_>, slug: &str) -> Result<Option<Org>,
 }
 
 #[tracing::instrument(skip(ex))]
+pub async fn by_id(ex: impl PgExecutor<'_>, id: OrgId) -> Result<Option<Org>, StoreError> {
+    Ok(sqlx::query_as!(
+        Org,
+        "SELECT id, slug, name, created_at FROM organizations WHERE id = $1",
+        id.0
+    )
+    .fetch_optional(ex)
+    .await?)
+}
+
+#[tracing::instrument(skip(ex))]
 pub async fn members(ex: impl PgExecutor<'_>, org: OrgId) -> Result<Vec<Member>, StoreError> {
     let rows = sqlx::query!(
         "SELECT u.id, u.email, u.display_name, m.role, m.created_at

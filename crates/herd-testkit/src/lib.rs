@@ -38,6 +38,8 @@ pub struct TestApp {
     pub base: String,
     pub pool: PgPool,
     pub outbox: PathBuf,
+    /// The app's mailer (writing to `outbox`), for workers a test runs beside the app.
+    pub mailer: Mailer,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -79,7 +81,7 @@ impl TestApp {
         let mailer = Mailer::outbox(&outbox, "Herd <noreply@herd.test>").unwrap();
         let mut config = WebConfig::new(url::Url::parse(&base).unwrap());
         adjust(&mut config);
-        let state = AppState::new(pool.clone(), config, mailer);
+        let state = AppState::new(pool.clone(), config, mailer.clone());
         let app = herd_web::app(state).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -89,6 +91,7 @@ impl TestApp {
             base,
             pool,
             outbox,
+            mailer,
             server,
         }
     }

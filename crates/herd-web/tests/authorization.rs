@@ -91,8 +91,14 @@ async fn every_route_refuses_outsiders(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
+    sqlx::query("INSERT INTO tenant_access (subject, org_id, channel, state) VALUES ('stripe:sub_Victim', $1, 'card', 'running')")
+        .bind(victim_org)
+        .execute(&pool)
+        .await
+        .unwrap();
     let fill = |path: &str| {
         path.replace("{slug}", "victim")
+            .replace("{subject}", "stripe:sub_Victim")
             .replace("{event}", "evt_Victim")
             .replace("{order}", &order_id.to_string())
             .replace("{sub}", "sub_Victim")

@@ -42,8 +42,12 @@ async fn webhook(app: &TestApp, event: serde_json::Value) {
     assert_eq!(resp.status(), 200);
 }
 
-async fn work(pool: &PgPool) {
-    while herd_billing::worker::run_due(pool, 50).await.unwrap() > 0 {}
+async fn work(app: &TestApp) {
+    while herd_billing::worker::run_due(&app.pool, &app.mailer, 50)
+        .await
+        .unwrap()
+        > 0
+    {}
 }
 
 async fn org_id(pool: &PgPool, slug: &str) -> Uuid {
@@ -159,7 +163,7 @@ async fn order_to_checkout_to_webhook_to_fulfilled_order(pool: PgPool) {
         .assert_contains("data-state=\"pending\"");
 
     paid(&app, &fake, &pool, order, &session).await;
-    work(&pool).await;
+    work(&app).await;
     let (status, sub_org): (String, Option<Uuid>) = sqlx::query_as(
         "SELECT status, org_id FROM subscriptions WHERE stripe_subscription_id = 'sub_LyonPaid'",
     )
@@ -213,7 +217,7 @@ async fn the_success_page_fulfils_first_and_the_webhook_changes_nothing(pool: Pg
             .await
             .unwrap();
     paid(&app, &fake, &pool, order, &session).await;
-    work(&pool).await;
+    work(&app).await;
     let again: time::OffsetDateTime =
         sqlx::query_scalar("SELECT fulfilled_at FROM orders WHERE id = $1")
             .bind(order)
@@ -324,7 +328,7 @@ async fn billing_page_cancels_resumes_changes_plan_and_opens_the_portal(pool: Pg
     let owner = app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
     let (order, session) = order(&owner, &fake, &pool).await;
     paid(&app, &fake, &pool, order, &session).await;
-    work(&pool).await;
+    work(&app).await;
 
     let page = owner.get("/o/lyon/billing").await;
     page.assert_status(200);
@@ -438,7 +442,7 @@ async fn a_failed_payment_shows_a_banner_with_the_next_step(pool: PgPool) {
         ),
     )
     .await;
-    work(&pool).await;
+    work(&app).await;
     let page = owner.get("/o/lyon/billing").await;
     page.assert_contains("Payment overdue")
         .assert_contains("The last payment failed")

@@ -396,7 +396,11 @@ async fn operators_see_subscriptions_and_events_and_reprocess_a_failed_one(pool:
         .execute(&pool)
         .await
         .unwrap();
-    while herd_billing::worker::run_due(&pool, 10).await.unwrap() > 0 {}
+    while herd_billing::worker::run_due(&pool, &app.mailer, 10)
+        .await
+        .unwrap()
+        > 0
+    {}
 
     let op = enrolled_operator(&app, "ops@provider.example").await;
     op.get("/operator/billing?problems=1")
@@ -443,11 +447,154 @@ async fn operators_see_subscriptions_and_events_and_reprocess_a_failed_one(pool:
     .await
     .unwrap();
     assert_eq!(audited, 1);
-    assert_eq!(herd_billing::worker::run_due(&pool, 10).await.unwrap(), 1);
+    assert_eq!(
+        herd_billing::worker::run_due(&pool, &app.mailer, 10)
+            .await
+            .unwrap(),
+        1
+    );
     op.get("/operator/billing/events/evt_console_broken")
         .await
         .assert_contains("id=\"event-state\">processed");
     op.get("/operator/billing/events/evt_nope")
+        .await
+        .assert_status(404);
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn operators_extend_grace_and_pause_the_clock_with_a_reason(pool: PgPool) {
+    use herd_testkit::stripe;
+    let secret = "whsec_access_console";
+    let app = TestApp::spawn_with(pool.clone(), |c| {
+        c.stripe_webhook_secrets = vec![secrecy::SecretString::from(secret.to_owned())];
+    })
+    .await;
+    let owner = app
+        .signed_up("Léa", "lea@nantes.example", Some("Nantes"))
+        .await;
+    let org: uuid::Uuid = sqlx::query_scalar("SELECT id FROM organizations WHERE slug = 'nantes'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // The renewal failed two days ago.
+    let body = stripe::event(
+        "evt_nantes_pastdue",
+        "customer.subscription.updated",
+        stripe::now() - 2 * 86_400,
+        stripe::subscription(
+            "sub_Nantes",
+            "cus_Nantes",
+            "past_due",
+            "price_x",
+            stripe::now(),
+            serde_json::json!({ "herd_org_id": org.to_string() }),
+        ),
+    )
+    .to_string();
+    reqwest::Client::new()
+        .post(format!("{}/webhooks/stripe", app.base))
+        .header(
+            "stripe-signature",
+            stripe::signature(secret, stripe::now(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    while herd_billing::worker::run_due(&pool, &app.mailer, 10)
+        .await
+        .unwrap()
+        > 0
+    {}
+    assert!(app
+        .mails()
+        .iter()
+        .any(|m| m.to == "lea@nantes.example" && m.subject.contains("Payment problem")));
+    owner
+        .get("/o/nantes/billing")
+        .await
+        .assert_contains("it will be suspended on");
+
+    let op = enrolled_operator(&app, "ops@provider.example").await;
+    let page = op.get("/operator/billing/access/stripe:sub_Nantes").await;
+    page.assert_status(200)
+        .assert_contains("id=\"access-state\">grace");
+    // No reason, bad date: refused, nothing changed.
+    let r = op
+        .post(
+            "/operator/billing/access/stripe:sub_Nantes/grace",
+            &[("until", "31/12/2026"), ("reason", " ")],
+        )
+        .await;
+    r.assert_status(422)
+        .assert_contains("Enter a date within the next year")
+        .assert_contains("Say why");
+    let until = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
+        .date()
+        .to_string();
+    op.post(
+        "/operator/billing/access/stripe:sub_Nantes/grace",
+        &[
+            ("until", &until),
+            ("reason", "City council votes the budget on the 20th"),
+        ],
+    )
+    .await
+    .assert_redirect("/operator/billing/access/stripe:sub_Nantes");
+    let details: serde_json::Value = sqlx::query_scalar(
+        "SELECT details FROM audit_log WHERE action = 'billing.access.grace_extended'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        details["reason"],
+        "City council votes the budget on the 20th"
+    );
+    // The customer's banner moves with it.
+    let banner = owner.get("/o/nantes/billing").await;
+    let d = time::Date::parse(
+        &until,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .unwrap();
+    banner.assert_contains(&format!(
+        "suspended on {} {} {}",
+        d.day(),
+        d.month(),
+        d.year()
+    ));
+
+    op.get("/operator/billing/access/stripe:sub_Nantes").await;
+    op.post(
+        "/operator/billing/access/stripe:sub_Nantes/clock",
+        &[("pause", "1"), ("reason", "Dispute with the bank")],
+    )
+    .await
+    .assert_redirect("/operator/billing/access/stripe:sub_Nantes");
+    op.get("/operator/billing/access/stripe:sub_Nantes")
+        .await
+        .assert_contains("clock paused since");
+    op.post(
+        "/operator/billing/access/stripe:sub_Nantes/clock",
+        &[("pause", "0"), ("reason", "Resolved")],
+    )
+    .await;
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE action LIKE 'billing.access.%' ORDER BY at",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        actions,
+        [
+            "billing.access.grace_extended",
+            "billing.access.clock_paused",
+            "billing.access.clock_resumed"
+        ]
+    );
+    op.get("/operator/billing/access/stripe:sub_Nobody")
         .await
         .assert_status(404);
 }

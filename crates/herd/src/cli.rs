@@ -201,22 +201,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HERD_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
 
-    /// SMTP server for outgoing email, e.g. smtps://user:pass@mail.example.org:465 or
-    /// smtp://mail.example.org:587?tls=required. Without it, email goes to the outbox.
-    #[arg(long, env = "HERD_SMTP_URL", hide_env_values = true)]
-    pub smtp_url: Option<SecretString>,
-
-    /// Directory where each email is written as an .eml file when no SMTP server is set.
-    #[arg(long, env = "HERD_MAIL_OUTBOX", default_value = "var/mail")]
-    pub mail_outbox: PathBuf,
-
-    /// Sender of Herd's emails.
-    #[arg(
-        long,
-        env = "HERD_MAIL_FROM",
-        default_value = "Herd <noreply@localhost>"
-    )]
-    pub mail_from: String,
+    #[command(flatten)]
+    pub mail: MailArgs,
 
     /// Trust the X-Forwarded-For header for the client address (only behind a reverse
     /// proxy that sets it).
@@ -252,9 +238,32 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MailArgs {
+    /// SMTP server for outgoing email, e.g. smtps://user:pass@mail.example.org:465 or
+    /// smtp://mail.example.org:587?tls=required. Without it, email goes to the outbox.
+    #[arg(long, env = "HERD_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<SecretString>,
+
+    /// Directory where each email is written as an .eml file when no SMTP server is set.
+    #[arg(long, env = "HERD_MAIL_OUTBOX", default_value = "var/mail")]
+    pub mail_outbox: PathBuf,
+
+    /// Sender of Herd's emails.
+    #[arg(
+        long,
+        env = "HERD_MAIL_FROM",
+        default_value = "Herd <noreply@localhost>"
+    )]
+    pub mail_from: String,
+}
+
+#[derive(Debug, Args)]
 pub struct WorkerArgs {
     #[command(flatten)]
     pub db: DbArgs,
+
+    #[command(flatten)]
+    pub mail: MailArgs,
 
     /// Maximum number of database connections.
     #[arg(long, env = "HERD_DB_MAX_CONNECTIONS", default_value_t = 5)]

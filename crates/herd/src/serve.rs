@@ -1,6 +1,6 @@
 //! `herd serve` and `herd migrate`.
 
-use crate::cli::{DbArgs, ServeArgs, WorkerArgs};
+use crate::cli::{DbArgs, MailArgs, ServeArgs, WorkerArgs};
 use anyhow::Context;
 use herd_mail::Mailer;
 use herd_web::{AppState, WebConfig};
@@ -49,11 +49,23 @@ pub fn pool(db: &DbArgs, max: u32) -> anyhow::Result<PgPool> {
     herd_store::connect_lazy(db.database_url.expose_secret(), max).context("reading DATABASE_URL")
 }
 
+/// The mailer the options ask for: SMTP, or the outbox directory.
+pub fn mailer(args: &MailArgs) -> anyhow::Result<Mailer> {
+    Ok(match &args.smtp_url {
+        Some(url) => Mailer::smtp(url.expose_secret(), &args.mail_from).context("HERD_SMTP_URL")?,
+        None => {
+            tracing::info!(dir = %args.mail_outbox.display(), "no SMTP server set: emails are written to the outbox");
+            Mailer::outbox(&args.mail_outbox, &args.mail_from).context("HERD_MAIL_OUTBOX")?
+        }
+    })
+}
+
 /// `herd worker`: processes the job queue until stopped.
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let pool = pool(&args.db, args.db_max_connections)?;
+    let mailer = mailer(&args.mail)?;
     tracing::info!("worker: processing the job queue");
-    herd_billing::worker::run(pool, shutdown()).await;
+    herd_billing::worker::run(pool, mailer, shutdown()).await;
     Ok(())
 }
 
@@ -69,13 +81,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !args.no_migrate {
         prepare_database(&pool).await?;
     }
-    let mailer = match &args.smtp_url {
-        Some(url) => Mailer::smtp(url.expose_secret(), &args.mail_from).context("HERD_SMTP_URL")?,
-        None => {
-            tracing::info!(dir = %args.mail_outbox.display(), "no SMTP server set: emails are written to the outbox");
-            Mailer::outbox(&args.mail_outbox, &args.mail_from).context("HERD_MAIL_OUTBOX")?
-        }
-    };
+    let mailer = mailer(&args.mail)?;
     let mut config = WebConfig::new(args.public_url.clone());
     config.trust_proxy = args.trust_proxy;
     config.stripe_webhook_secrets = args
@@ -96,7 +102,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("no STRIPE_WEBHOOK_SECRET: Stripe webhooks are refused");
     }
     if !args.no_worker {
-        tokio::spawn(herd_billing::worker::run(pool.clone(), shutdown()));
+        tokio::spawn(herd_billing::worker::run(
+            pool.clone(),
+            mailer.clone(),
+            shutdown(),
+        ));
     }
     let state = AppState::new(pool.clone(), config, mailer);
 

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use herd_billing::stripe_api::CheckoutRequest;
-use herd_domain::access::{self, Access as ServerAccess, Overrides, Policy, Standing};
+use herd_domain::access::{self, Access as ServerAccess, Policy, Standing};
 use herd_domain::DomainName;
 use herd_store::billing::{self, NewOrder, Order, Subscription};
 use herd_store::plans::{self, Plan};
@@ -419,23 +419,22 @@ async fn overview(
     let plans = sellable(&state).await?;
     let all_plans = plans::all(&state.pool).await?;
     let now = OffsetDateTime::now_utc();
-    let subscriptions = billing::subscriptions_of_org(&state.pool, ctx.org.id())
-        .await?
-        .into_iter()
-        .map(|sub| {
-            let standing = Standing::from_stripe(Some(&sub.status), sub.status_since);
-            let d = access::decide(standing, &Policy::default(), &Overrides::default(), now);
-            SubscriptionView {
-                plan: all_plans
-                    .iter()
-                    .find(|p| Some(&p.code) == sub.plan_code.as_ref())
-                    .cloned(),
-                access: d.access,
-                next: d.next.map(|(a, t)| (a, date(t))),
-                sub,
-            }
-        })
-        .collect();
+    let mut subscriptions = Vec::new();
+    for sub in billing::subscriptions_of_org(&state.pool, ctx.org.id()).await? {
+        let standing = Standing::from_stripe(Some(&sub.status), sub.status_since);
+        let subject = herd_billing::access::card_subject(&sub.stripe_subscription_id);
+        let overrides = herd_billing::access::overrides_of(&state.pool, &subject).await?;
+        let d = access::decide(standing, &Policy::default(), &overrides, now);
+        subscriptions.push(SubscriptionView {
+            plan: all_plans
+                .iter()
+                .find(|p| Some(&p.code) == sub.plan_code.as_ref())
+                .cloned(),
+            access: d.access,
+            next: d.next.map(|(a, t)| (a, date(t))),
+            sub,
+        });
+    }
     render(&BillingPage {
         l: Layout::new(&session, Some(&ctx.user)).await?,
         orders: billing::orders_of_org(&state.pool, ctx.org.id()).await?,

@@ -1,7 +1,9 @@
 //! The operators' billing console: subscriptions (payment problems first), and the Stripe
 //! webhook event log with each event's processing state and error, its payload, and a
-//! "reprocess" action (audited) for an event that failed.
+//! "reprocess" action (audited) for an event that failed; and each tenant's access state,
+//! where operators extend a grace period or pause the clock, with the reason audited.
 
+use super::FieldErrors;
 use crate::audit::{self, Actor};
 use crate::auth::Operator;
 use crate::client_ip::ClientIp;
@@ -9,11 +11,14 @@ use crate::error::AppError;
 use crate::routes::{Access, Routes};
 use crate::session;
 use crate::state::AppState;
-use crate::views::{datetime, render, Layout, Pager};
+use crate::views::{datetime, render, render_status, Layout, Pager};
 use askama::Template;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
 use herd_billing::worker::STRIPE_EVENT_JOB;
+use herd_store::access::{TenantAccess, Transition};
 use herd_store::billing::{self, EventFilter, StoredEvent, SubscriptionRow};
 use herd_store::jobs::{self, JobRow, NewJob};
 use herd_store::Page;
@@ -31,6 +36,13 @@ pub fn routes(r: Routes) -> Routes {
             Operator,
             reprocess,
         )
+        .get("/operator/billing/access/{subject}", Operator, access_page)
+        .post(
+            "/operator/billing/access/{subject}/grace",
+            Operator,
+            extend_grace,
+        )
+        .post("/operator/billing/access/{subject}/clock", Operator, clock)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,4 +217,222 @@ async fn reprocess(
     )
     .await?;
     Ok(Redirect::to(&format!("/operator/billing/events/{}", e.id)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OverrideForm {
+    #[serde(default)]
+    until: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    pause: String,
+}
+
+#[derive(Template)]
+#[template(path = "operator_access.html")]
+struct AccessPage {
+    l: Layout,
+    a: TenantAccess,
+    next_at: String,
+    grace_until: String,
+    paused_since: String,
+    transitions: Vec<(Transition, String)>,
+    form: OverrideForm,
+    errors: FieldErrors,
+}
+
+async fn access_view(
+    state: &AppState,
+    session: &Session,
+    op: &herd_store::users::User,
+    subject: &str,
+    form: OverrideForm,
+    errors: FieldErrors,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    let a = herd_store::access::get(&state.pool, subject)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let transitions = herd_store::access::transitions_of(&state.pool, subject)
+        .await?
+        .into_iter()
+        .map(|t| {
+            let at = datetime(t.at);
+            (t, at)
+        })
+        .collect();
+    render_status(
+        status,
+        &AccessPage {
+            l: Layout::new(session, Some(op)).await?,
+            next_at: a.next_at.map(datetime).unwrap_or_default(),
+            grace_until: a.grace_until.map(datetime).unwrap_or_default(),
+            paused_since: a.paused_since.map(datetime).unwrap_or_default(),
+            transitions,
+            a,
+            form,
+            errors,
+        },
+    )
+}
+
+async fn access_page(
+    State(state): State<AppState>,
+    session: Session,
+    Operator(op): Operator,
+    Path(subject): Path<String>,
+) -> Result<Response, AppError> {
+    access_view(
+        &state,
+        &session,
+        &op,
+        &subject,
+        OverrideForm::default(),
+        FieldErrors::default(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// Records an operator's override with its reason, then recomputes the subject.
+async fn apply_override(
+    state: &AppState,
+    session: &Session,
+    op: &herd_store::users::User,
+    ip: &str,
+    subject: &str,
+    (action, details): (&str, serde_json::Value),
+    change: impl AsyncFnOnce(&mut sqlx::PgConnection) -> Result<(), herd_store::StoreError>,
+) -> Result<Response, AppError> {
+    let a = herd_store::access::get(&state.pool, subject)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let mut tx = state.pool.begin().await?;
+    change(&mut tx).await?;
+    audit::record(
+        &mut tx,
+        Actor { user: Some(op), ip },
+        Some(herd_domain::OrgId(a.org_id)),
+        action,
+        subject.to_owned(),
+        details,
+    )
+    .await?;
+    tx.commit().await?;
+    herd_billing::access::refresh_subject(&state.pool, subject, time::OffsetDateTime::now_utc())
+        .await?;
+    session::flash(
+        session,
+        "ok",
+        "Saved; the tenant's state is recomputed.".to_owned(),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/operator/billing/access/{subject}")).into_response())
+}
+
+fn reason(form: &OverrideForm, errors: &mut FieldErrors) -> String {
+    let r = form.reason.trim().to_owned();
+    if r.is_empty() || r.chars().count() > 500 {
+        errors.add(
+            "reason",
+            "Say why (at most 500 characters); it goes to the audit log.",
+        );
+    }
+    r
+}
+
+async fn extend_grace(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(subject): Path<String>,
+    Form(form): Form<OverrideForm>,
+) -> Result<Response, AppError> {
+    let mut errors = FieldErrors::default();
+    let why = reason(&form, &mut errors);
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let today = time::OffsetDateTime::now_utc().date();
+    let until = match time::Date::parse(form.until.trim(), &format) {
+        Ok(d) if d > today && d <= today + time::Duration::days(366) => Some(d),
+        _ => {
+            errors.add(
+                "until",
+                "Enter a date within the next year, like 2026-12-31.",
+            );
+            None
+        }
+    };
+    let Some(until) = until.filter(|_| errors.is_empty()) else {
+        return access_view(
+            &state,
+            &session,
+            &op,
+            &subject,
+            form,
+            errors,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    };
+    let until = until
+        .with_hms(23, 59, 59)
+        .unwrap_or(until.midnight())
+        .assume_utc();
+    apply_override(
+        &state,
+        &session,
+        &op,
+        &ip,
+        &subject,
+        (
+            "billing.access.grace_extended",
+            json!({ "until": until.to_string(), "reason": why }),
+        ),
+        async |conn| herd_store::access::set_grace_until(conn, &subject, until).await,
+    )
+    .await
+}
+
+async fn clock(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(subject): Path<String>,
+    Form(form): Form<OverrideForm>,
+) -> Result<Response, AppError> {
+    let mut errors = FieldErrors::default();
+    let why = reason(&form, &mut errors);
+    if !errors.is_empty() {
+        return access_view(
+            &state,
+            &session,
+            &op,
+            &subject,
+            form,
+            errors,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    let pause = form.pause == "1";
+    apply_override(
+        &state,
+        &session,
+        &op,
+        &ip,
+        &subject,
+        (
+            if pause {
+                "billing.access.clock_paused"
+            } else {
+                "billing.access.clock_resumed"
+            },
+            json!({ "reason": why }),
+        ),
+        async |conn| herd_store::access::set_paused(conn, &subject, pause).await,
+    )
+    .await
 }

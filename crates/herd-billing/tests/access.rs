@@ -1,0 +1,255 @@
+//! The access policy applied to a subscription over time, against a real PostgreSQL: every
+//! transition recorded once and emailed once to owners and billing members, operators'
+//! grace extension and paused clock, and recovery.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use herd_billing::access::{self, card_subject};
+use herd_billing::{ingest, worker};
+use herd_mail::{read_outbox, Mailer};
+use herd_store::access as store;
+use herd_testkit::stripe;
+use secrecy::SecretString;
+use serde_json::json;
+use sqlx::PgPool;
+use std::path::PathBuf;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+const SECRET: &str = "whsec_access_test";
+const SUB: &str = "sub_Access1";
+
+struct World {
+    pool: PgPool,
+    outbox: PathBuf,
+    mailer: Mailer,
+}
+
+impl World {
+    async fn new(pool: PgPool) -> World {
+        let outbox = std::env::temp_dir().join(format!("herd-access-{}", Uuid::now_v7()));
+        let mailer = Mailer::outbox(&outbox, "Herd <billing@herd.test>").unwrap();
+        let org = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO organizations (id, slug, name) VALUES ($1, 'nantes', 'Ville de Nantes')",
+        )
+        .bind(org)
+        .execute(&pool)
+        .await
+        .unwrap();
+        for (email, role) in [
+            ("owner@nantes.example", "owner"),
+            ("compta@nantes.example", "billing"),
+            ("agent@nantes.example", "member"),
+        ] {
+            let user = Uuid::now_v7();
+            sqlx::query("INSERT INTO users (id, email, display_name, password_hash) VALUES ($1, $2, $2, 'x')")
+                .bind(user)
+                .bind(email)
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO memberships (org_id, user_id, role) VALUES ($1, $2, $3)")
+                .bind(org)
+                .bind(user)
+                .bind(role)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let w = World {
+            pool,
+            outbox,
+            mailer,
+        };
+        // The subscription started three weeks ago.
+        w.status("active", 21 * 86_400, org).await;
+        w
+    }
+
+    /// Stripe reports the subscription in `status`, `ago` seconds ago.
+    async fn status(&self, status: &str, ago: i64, org: Uuid) {
+        let created = stripe::now() - ago;
+        let id = format!("evt_access_{status}_{created}");
+        let body = stripe::event(
+            &id,
+            "customer.subscription.updated",
+            created,
+            stripe::subscription(
+                SUB,
+                "cus_Access1",
+                status,
+                "price_x",
+                created + 30 * 86_400,
+                json!({ "herd_org_id": org.to_string() }),
+            ),
+        )
+        .to_string();
+        let now = stripe::now();
+        let header = stripe::signature(SECRET, now, body.as_bytes());
+        ingest(
+            &self.pool,
+            body.as_bytes(),
+            Some(&header),
+            &[SecretString::from(SECRET.to_owned())],
+            now,
+        )
+        .await
+        .unwrap();
+        self.work().await;
+    }
+
+    async fn org(&self) -> Uuid {
+        sqlx::query_scalar("SELECT id FROM organizations WHERE slug = 'nantes'")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn work(&self) {
+        while worker::run_due(&self.pool, &self.mailer, 50).await.unwrap() > 0 {}
+    }
+
+    /// The policy's view `days` from now (as the periodic sweep would see it then).
+    async fn at(&self, days: i64) {
+        let now = OffsetDateTime::now_utc() + Duration::days(days) + Duration::minutes(1);
+        access::sweep(&self.pool, now).await.unwrap();
+        self.work().await;
+    }
+
+    async fn state(&self) -> String {
+        store::get(&self.pool, &card_subject(SUB))
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+    }
+
+    fn mails(&self) -> Vec<herd_mail::OutboxMessage> {
+        read_outbox(&self.outbox).unwrap_or_default()
+    }
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_failed_renewal_goes_through_every_step_with_an_email_each(pool: PgPool) {
+    let w = World::new(pool).await;
+    assert_eq!(w.state().await, "running");
+    let org = w.org().await;
+
+    w.status("past_due", 0, org).await;
+    assert_eq!(w.state().await, "grace");
+    let a = store::get(&w.pool, &card_subject(SUB))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.next_state.as_deref(), Some("suspended"));
+    let in_a_week = OffsetDateTime::now_utc() + Duration::days(7);
+    assert!((a.next_at.unwrap() - in_a_week).abs() < Duration::minutes(5));
+
+    w.at(6).await;
+    assert_eq!(w.state().await, "grace", "not before the grace period ends");
+    w.at(7).await;
+    assert_eq!(w.state().await, "suspended");
+    w.at(30).await;
+    assert_eq!(w.state().await, "scheduled_for_deletion");
+    w.at(37).await;
+    assert_eq!(w.state().await, "deleted");
+    w.at(40).await; // nothing more happens
+
+    let path: Vec<(String, String)> = store::transitions_of(&w.pool, &card_subject(SUB))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.from_state, t.to_state))
+        .collect();
+    let step = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    assert_eq!(
+        path,
+        [
+            step("not_provisioned", "running"),
+            step("running", "grace"),
+            step("grace", "suspended"),
+            step("suspended", "scheduled_for_deletion"),
+            step("scheduled_for_deletion", "deleted"),
+        ]
+    );
+    // Each step emailed once to the owner and the billing member, never to the member.
+    let mails = w.mails();
+    assert_eq!(
+        mails.len(),
+        5 * 2,
+        "{:#?}",
+        mails.iter().map(|m| &m.subject).collect::<Vec<_>>()
+    );
+    assert!(mails.iter().all(|m| m.to != "agent@nantes.example"));
+    let subjects: Vec<&str> = mails
+        .iter()
+        .filter(|m| m.to == "owner@nantes.example")
+        .map(|m| m.subject.as_str())
+        .collect();
+    assert!(
+        subjects.contains(&"Payment problem for Ville de Nantes"),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.contains(&"Ville de Nantes's server is suspended"),
+        "{subjects:?}"
+    );
+    let suspended = mails
+        .iter()
+        .find(|m| m.subject.ends_with("is suspended"))
+        .unwrap();
+    assert!(suspended.body.contains("export"), "{}", suspended.body);
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn paying_again_restores_the_server(pool: PgPool) {
+    let w = World::new(pool).await;
+    let org = w.org().await;
+    w.status("past_due", 8 * 86_400, org).await;
+    assert_eq!(
+        w.state().await,
+        "suspended",
+        "the renewal failed 8 days ago"
+    );
+    w.status("active", 0, org).await;
+    assert_eq!(w.state().await, "running");
+    assert!(w
+        .mails()
+        .iter()
+        .any(|m| m.subject.contains("runs normally again")));
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn operators_extend_grace_and_pause_the_clock(pool: PgPool) {
+    let w = World::new(pool).await;
+    let org = w.org().await;
+    w.status("past_due", 0, org).await;
+    let subject = card_subject(SUB);
+
+    // Grace extended to 20 days.
+    let mut conn = w.pool.acquire().await.unwrap();
+    store::set_grace_until(
+        &mut conn,
+        &subject,
+        OffsetDateTime::now_utc() + Duration::days(20),
+    )
+    .await
+    .unwrap();
+    w.at(10).await;
+    assert_eq!(w.state().await, "grace");
+    w.at(20).await;
+    let a = store::get(&w.pool, &subject).await.unwrap().unwrap();
+    assert_eq!(w.state().await, "suspended", "{a:?}");
+
+    // Paused while suspended (on day 20 of this simulated time): no deletion, however long.
+    store::set_paused(&mut conn, &subject, true).await.unwrap();
+    sqlx::query("UPDATE tenant_access SET paused_since = now() + interval '20 days'")
+        .execute(&w.pool)
+        .await
+        .unwrap();
+    w.at(200).await;
+    assert_eq!(w.state().await, "suspended");
+    store::set_paused(&mut conn, &subject, false).await.unwrap();
+    let a = store::get(&w.pool, &subject).await.unwrap().unwrap();
+    assert!(a.paused_since.is_none());
+}
