@@ -107,10 +107,21 @@ pub async fn refresh_subject(
     subject: &str,
     now: OffsetDateTime,
 ) -> Result<Option<Uuid>, StoreError> {
-    match subject.strip_prefix("stripe:") {
-        Some(sub) => refresh_subscription(pool, sub, now).await,
-        None => Ok(None),
+    if let Some(sub) = subject.strip_prefix("stripe:") {
+        return refresh_subscription(pool, sub, now).await;
     }
+    let contract = subject
+        .strip_prefix("contract:")
+        .and_then(|c| Uuid::parse_str(c).ok());
+    let Some(c) = contract else {
+        return Ok(None);
+    };
+    let all = herd_store::invoicing::all_contracts(pool).await?;
+    let Some(c) = all.into_iter().find(|x| x.id == c) else {
+        return Ok(None);
+    };
+    let standing = crate::invoicing::standing(pool, &c, now.date()).await?;
+    refresh(pool, subject, OrgId(c.org_id), "invoice", standing, now).await
 }
 
 /// The overrides stored for a subject (none when it has no row yet).
@@ -121,9 +132,10 @@ pub async fn overrides_of(pool: &PgPool, subject: &str) -> Result<Overrides, Sto
         .unwrap_or_default())
 }
 
-/// Recomputes every subject; returns how many changed state.
+/// Recomputes every subject (card subscriptions and invoice contracts); returns how many
+/// changed state.
 pub async fn sweep(pool: &PgPool, now: OffsetDateTime) -> Result<usize, StoreError> {
-    let mut changed = 0;
+    let mut changed = crate::invoicing::sweep(pool, now).await?;
     for (subject, org, status, since) in store::card_subjects(pool).await? {
         let standing = Standing::from_stripe(Some(&status), since);
         if refresh(pool, &subject, OrgId(org), "card", standing, now)

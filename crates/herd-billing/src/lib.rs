@@ -7,6 +7,7 @@
 pub mod access;
 pub mod event;
 pub mod ingest;
+pub mod invoicing;
 pub mod process;
 pub mod signature;
 pub mod stripe_api;

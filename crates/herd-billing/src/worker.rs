@@ -1,8 +1,9 @@
 //! The worker side of billing: claims jobs from the queue (stored Stripe events, access
-//! notices to email) and runs them; and sweeps the access policy now and then so that its
-//! deadlines pass on time.
+//! notices and invoices to email) and runs them; and every minute issues the invoices that
+//! are due and sweeps the access policy, so that deadlines pass on time.
 
 use crate::access::{self, NOTICE_JOB};
+use crate::invoicing::{self, INVOICE_JOB};
 use crate::process::process_event;
 use herd_mail::Mailer;
 use herd_store::billing;
@@ -56,6 +57,19 @@ async fn run_job(pool: &PgPool, mailer: &Mailer, job: &jobs::Job) -> Result<(), 
             }
             Ok(())
         }
+        INVOICE_JOB => {
+            let id = job.payload["invoice_id"]
+                .as_str()
+                .and_then(|s| uuid::Uuid::parse_str(s).ok())
+                .ok_or("no invoice id")?;
+            for email in invoicing::invoice_emails(pool, id)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                mailer.send(&email).await.map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
         other => Err(format!("unknown job kind {other}")),
     }
 }
@@ -68,7 +82,7 @@ pub async fn run_due(
 ) -> Result<usize, herd_store::StoreError> {
     let claimed = jobs::claim(
         pool,
-        &[STRIPE_EVENT_JOB, NOTICE_JOB],
+        &[STRIPE_EVENT_JOB, NOTICE_JOB, INVOICE_JOB],
         limit,
         Duration::minutes(5),
     )
@@ -95,7 +109,15 @@ pub async fn run(pool: PgPool, mailer: Mailer, shutdown: impl std::future::Futur
     let mut last_sweep: Option<tokio::time::Instant> = None;
     loop {
         if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
-            match access::sweep(&pool, time::OffsetDateTime::now_utc()).await {
+            let now = time::OffsetDateTime::now_utc();
+            match invoicing::issue_due(&pool, now.date()).await {
+                Ok(issued) if !issued.is_empty() => {
+                    tracing::info!(count = issued.len(), "invoices issued");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "issuing invoices failed"),
+            }
+            match access::sweep(&pool, now).await {
                 Ok(n) if n > 0 => tracing::info!(changed = n, "access policy swept"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "access sweep failed"),

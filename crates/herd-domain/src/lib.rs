@@ -8,6 +8,7 @@ pub mod access;
 pub mod domain;
 pub mod email;
 pub mod ids;
+pub mod invoice;
 pub mod password;
 pub mod plan;
 pub mod role;

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod billing;
 pub mod error;
 pub mod invitations;
+pub mod invoicing;
 pub mod jobs;
 pub mod login_attempts;
 pub mod orgs;

@@ -1,0 +1,118 @@
+//! Invoice billing's moving parts: issuing the invoices contracts are due for (each emailed
+//! to the organization's owners and billing members), and what overdue invoices mean for
+//! the access policy.
+
+use herd_domain::access::Standing;
+use herd_domain::{OrgId, Role};
+use herd_store::invoicing::{self, Contract, Invoice};
+use herd_store::jobs::{self, NewJob};
+use herd_store::{orgs, plans, StoreError};
+use sqlx::PgPool;
+use time::{Date, OffsetDateTime, Time};
+
+/// The job that emails an issued invoice; payload `{"invoice_id": …}`.
+pub const INVOICE_JOB: &str = "billing.invoice";
+
+pub fn contract_subject(contract: uuid::Uuid) -> String {
+    format!("contract:{contract}")
+}
+
+/// Issues every invoice due by `today`; returns them.
+pub async fn issue_due(pool: &PgPool, today: Date) -> Result<Vec<Invoice>, StoreError> {
+    let mut all = Vec::new();
+    for (contract, plan_code) in invoicing::contracts_due(pool, today).await? {
+        let plan_name = plans::by_code(pool, &plan_code)
+            .await?
+            .map_or(plan_code.clone(), |p| p.name);
+        let mut tx = pool.begin().await?;
+        let issued = invoicing::issue_due(&mut tx, contract, today, &plan_name).await?;
+        for inv in &issued {
+            jobs::enqueue(
+                &mut *tx,
+                NewJob {
+                    dedupe_key: Some(&format!("invoice:{}", inv.id)),
+                    ..NewJob::new(INVOICE_JOB, serde_json::json!({ "invoice_id": inv.id }))
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        for inv in &issued {
+            tracing::info!(number = %inv.number, org = %inv.org_id, "invoice issued");
+        }
+        all.extend(issued);
+    }
+    Ok(all)
+}
+
+/// Where a contract stands at `today`: not started, paid up, overdue since the oldest
+/// unpaid due date, or ended.
+pub async fn standing(pool: &PgPool, c: &Contract, today: Date) -> Result<Standing, StoreError> {
+    let at = |d: Date| d.with_time(Time::MIDNIGHT).assume_utc();
+    if c.starts_on > today {
+        return Ok(Standing::NotStarted);
+    }
+    if let Some(end) = c.ends_on.filter(|e| *e < today) {
+        return Ok(Standing::Ended { since: at(end) });
+    }
+    Ok(match invoicing::overdue_since(pool, c.id, today).await? {
+        Some(due) => Standing::Overdue { since: at(due) },
+        None => Standing::Good,
+    })
+}
+
+/// Recomputes every contract's access; returns how many changed.
+pub async fn sweep(pool: &PgPool, now: OffsetDateTime) -> Result<usize, StoreError> {
+    let mut changed = 0;
+    for c in invoicing::all_contracts(pool).await? {
+        let s = standing(pool, &c, now.date()).await?;
+        let subject = contract_subject(c.id);
+        if crate::access::refresh(pool, &subject, OrgId(c.org_id), "invoice", s, now)
+            .await?
+            .is_some()
+        {
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+/// The emails of an issued invoice.
+pub async fn invoice_emails(
+    pool: &PgPool,
+    id: uuid::Uuid,
+) -> Result<Vec<herd_mail::Email>, StoreError> {
+    let Some(inv) = invoicing::invoice(pool, id).await? else {
+        return Ok(Vec::new());
+    };
+    let Some(org) = orgs::by_id(pool, OrgId(inv.org_id)).await? else {
+        return Ok(Vec::new());
+    };
+    let amount = herd_domain::Money {
+        minor: inv.amount_minor,
+        currency: inv.currency.clone(),
+    };
+    let subject = format!("Invoice {} for {}", inv.number, org.name);
+    let body = format!(
+        "Invoice {} of {amount} for {}, {}, is due on {}{}. You can see and print it in Herd (Billing › Invoices).",
+        inv.number,
+        org.name,
+        inv.description,
+        inv.due_on,
+        if inv.po_reference.is_empty() {
+            String::new()
+        } else {
+            format!(" (purchase order {})", inv.po_reference)
+        }
+    );
+    Ok(orgs::members(pool, org.id())
+        .await?
+        .into_iter()
+        .filter(|m| matches!(m.role, Role::Owner | Role::Billing))
+        .map(|m| herd_mail::Email {
+            to: m.email,
+            subject: subject.clone(),
+            body: format!("Hello {},\n\n{body}\n\n— Herd", m.display_name),
+        })
+        .collect())
+}
