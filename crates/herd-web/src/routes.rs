@@ -111,5 +111,6 @@ pub fn portal() -> Routes {
     let r = pages::operator::routes(r);
     let r = pages::billing::routes(r);
     let r = pages::operator_billing::routes(r);
+    let r = pages::invoicing::routes(r);
     pages::plans::routes(r)
 }

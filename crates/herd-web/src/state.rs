@@ -31,6 +31,9 @@ pub struct WebConfig {
     pub stripe_secret_key: Option<SecretString>,
     /// Where Stripe's API is (tests and staging point it elsewhere).
     pub stripe_api_base: String,
+    /// The issuer block of Herd's invoices: the provider's name, address, VAT id, bank
+    /// details (several lines).
+    pub invoice_issuer: String,
 }
 
 impl WebConfig {
@@ -47,6 +50,7 @@ impl WebConfig {
             stripe_webhook_secrets: Vec::new(),
             stripe_secret_key: None,
             stripe_api_base: herd_billing::stripe_api::DEFAULT_API_BASE.to_owned(),
+            invoice_issuer: "Your hosting provider (set HERD_INVOICE_ISSUER)".to_owned(),
         }
     }
 

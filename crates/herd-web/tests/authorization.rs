@@ -96,8 +96,24 @@ async fn every_route_refuses_outsiders(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
+    let contract_id = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO contracts (id, org_id, plan_code, price_minor, currency, period, payment_terms_days, billing_address, starts_on, next_invoice_on) VALUES ($1, $2, 'institution', 100000, 'EUR', 'year', 30, 'Mairie', current_date, current_date + 365)")
+        .bind(contract_id)
+        .bind(victim_org)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let invoice_id = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO invoices (id, contract_id, org_id, number, year, seq, issued_on, due_on, period_start, period_end, description, amount_minor, currency, po_reference, billing_address, vat_id) VALUES ($1, $2, $3, 'HERD-2026-000001', 2026, 1, current_date, current_date + 30, current_date, current_date + 364, 'Hosting', 100000, 'EUR', '', 'Mairie', '')")
+        .bind(invoice_id)
+        .bind(contract_id)
+        .bind(victim_org)
+        .execute(&pool)
+        .await
+        .unwrap();
     let fill = |path: &str| {
         path.replace("{slug}", "victim")
+            .replace("{invoice}", &invoice_id.to_string())
             .replace("{subject}", "stripe:sub_Victim")
             .replace("{event}", "evt_Victim")
             .replace("{order}", &order_id.to_string())

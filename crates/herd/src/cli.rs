@@ -232,6 +232,11 @@ pub struct ServeArgs {
     )]
     pub stripe_api_base: String,
 
+    /// The issuer block printed on Herd's invoices: the provider's name, address, VAT id and
+    /// bank details, lines separated by "\n".
+    #[arg(long, env = "HERD_INVOICE_ISSUER", default_value = "")]
+    pub invoice_issuer: String,
+
     /// Do not run the job worker in this process (run `herd worker` separately).
     #[arg(long, env = "HERD_NO_WORKER")]
     pub no_worker: bool,

@@ -95,6 +95,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .filter(|k| !k.expose_secret().trim().is_empty());
     config.stripe_api_base = args.stripe_api_base.clone();
+    if !args.invoice_issuer.trim().is_empty() {
+        config.invoice_issuer = args.invoice_issuer.replace("\\n", "\n");
+    }
     if config.stripe_secret_key.is_none() {
         tracing::info!("no STRIPE_SECRET_KEY: card billing is off");
     }

@@ -408,6 +408,8 @@ struct BillingPage {
     plans: Vec<Plan>,
     card_billing: bool,
     has_customer: bool,
+    invoices: Vec<super::invoicing::InvoiceView>,
+    contract: Option<herd_store::invoicing::Contract>,
 }
 
 async fn overview(
@@ -442,6 +444,12 @@ async fn overview(
             .await?
             .is_some(),
         card_billing: state.stripe.is_some(),
+        invoices: herd_store::invoicing::invoices_of_org(&state.pool, ctx.org.id())
+            .await?
+            .into_iter()
+            .map(|i| super::invoicing::InvoiceView::new(i, now.date()))
+            .collect(),
+        contract: herd_store::invoicing::contract_of(&state.pool, ctx.org.id()).await?,
         subscriptions,
         plans,
         ctx,

@@ -4,6 +4,7 @@ pub mod account;
 pub mod auth;
 pub mod billing;
 pub mod invitations;
+pub mod invoicing;
 pub mod members;
 pub mod operator;
 pub mod operator_billing;

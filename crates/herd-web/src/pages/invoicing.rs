@@ -1,0 +1,514 @@
+//! Invoice billing pages. Operators put an organization on invoice billing with a contract
+//! (plan, negotiated price, period, payment terms, purchase order, billing address, VAT id),
+//! list invoices (overdue ones on their own) and record payments; customers read and print
+//! their invoices. Every operator action is audited.
+
+use super::FieldErrors;
+use crate::audit::{self, Actor};
+use crate::auth::{Operator, OrgCtx};
+use crate::client_ip::ClientIp;
+use crate::error::AppError;
+use crate::routes::{Access, Routes};
+use crate::session;
+use crate::state::AppState;
+use crate::views::{render, render_status, Layout, Pager};
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use herd_domain::invoice::Period;
+use herd_domain::{Money, OrgId};
+use herd_store::invoicing::{self, Contract, Invoice, Terms};
+use herd_store::orgs::{self, Org};
+use herd_store::plans::{self, Plan};
+use herd_store::Page;
+use serde::Deserialize;
+use serde_json::json;
+use time::{Date, OffsetDateTime};
+use tower_sessions::Session;
+use uuid::Uuid;
+
+pub fn routes(r: Routes) -> Routes {
+    r.get(
+        "/operator/orgs/{slug}/contract",
+        Access::Operator,
+        contract_form,
+    )
+    .post(
+        "/operator/orgs/{slug}/contract",
+        Access::Operator,
+        contract_save,
+    )
+    .get("/operator/invoices", Access::Operator, invoice_list)
+    .get(
+        "/operator/invoices/{invoice}",
+        Access::Operator,
+        operator_invoice,
+    )
+    .post(
+        "/operator/invoices/{invoice}/payment",
+        Access::Operator,
+        record_payment,
+    )
+    .get(
+        "/o/{slug}/invoices/{invoice}",
+        Access::Org,
+        customer_invoice,
+    )
+}
+
+const DATE: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]");
+
+fn parse_date(s: &str) -> Option<Date> {
+    Date::parse(s.trim(), DATE).ok()
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ContractForm {
+    #[serde(default)]
+    plan: String,
+    #[serde(default)]
+    price: String,
+    #[serde(default)]
+    currency: String,
+    #[serde(default)]
+    period: String,
+    #[serde(default)]
+    terms_days: String,
+    #[serde(default)]
+    po_reference: String,
+    #[serde(default)]
+    billing_address: String,
+    #[serde(default)]
+    vat_id: String,
+    #[serde(default)]
+    starts_on: String,
+    #[serde(default)]
+    ends_on: String,
+}
+
+impl ContractForm {
+    fn from_contract(c: &Contract) -> Self {
+        Self {
+            plan: c.plan_code.clone(),
+            price: Money {
+                minor: c.price_minor,
+                currency: c.currency.clone(),
+            }
+            .major(),
+            currency: c.currency.clone(),
+            period: c.period.clone(),
+            terms_days: c.payment_terms_days.to_string(),
+            po_reference: c.po_reference.clone(),
+            billing_address: c.billing_address.clone(),
+            vat_id: c.vat_id.clone(),
+            starts_on: c.starts_on.to_string(),
+            ends_on: c.ends_on.map(|d| d.to_string()).unwrap_or_default(),
+        }
+    }
+
+    fn validate(&self, plans: &[Plan]) -> Result<Terms, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        if !plans.iter().any(|p| p.code == self.plan) {
+            errors.add("plan", "Choose one of the plans.");
+        }
+        let price = Money::parse(&self.price, &self.currency)
+            .map_err(|e| errors.add("price", e))
+            .ok();
+        let period = Period::parse(&self.period);
+        if period.is_none() {
+            errors.add("period", "Choose month, quarter or year.");
+        }
+        let terms_days = match self.terms_days.trim().parse::<i32>() {
+            Ok(n) if (0..=120).contains(&n) => n,
+            _ => {
+                errors.add("terms_days", "Enter a number of days from 0 to 120.");
+                0
+            }
+        };
+        let address = self.billing_address.trim().to_owned();
+        if address.is_empty() || address.chars().count() > 1000 {
+            errors.add(
+                "billing_address",
+                "Enter the billing address (at most 1000 characters).",
+            );
+        }
+        if self.po_reference.chars().count() > 100 || self.vat_id.chars().count() > 40 {
+            errors.add(
+                "po_reference",
+                "Keep the purchase order under 100 and the VAT id under 40 characters.",
+            );
+        }
+        let starts_on = parse_date(&self.starts_on);
+        if starts_on.is_none() {
+            errors.add("starts_on", "Enter a date like 2026-12-01.");
+        }
+        let ends_on = if self.ends_on.trim().is_empty() {
+            None
+        } else {
+            match (parse_date(&self.ends_on), starts_on) {
+                (Some(e), Some(s)) if e > s => Some(e),
+                _ => {
+                    errors.add("ends_on", "Leave empty, or enter a date after the start.");
+                    None
+                }
+            }
+        };
+        match (price, period, starts_on, errors.is_empty()) {
+            (Some(price), Some(period), Some(starts_on), true) => Ok(Terms {
+                plan_code: self.plan.clone(),
+                price_minor: price.minor,
+                currency: price.currency,
+                period,
+                payment_terms_days: terms_days,
+                po_reference: self.po_reference.trim().to_owned(),
+                billing_address: address,
+                vat_id: self.vat_id.trim().to_owned(),
+                starts_on,
+                ends_on,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "operator_contract.html")]
+struct ContractPage {
+    l: Layout,
+    org: Org,
+    plans: Vec<Plan>,
+    form: ContractForm,
+    errors: FieldErrors,
+    existing: bool,
+}
+
+async fn org_by_slug(state: &AppState, slug: &str) -> Result<Org, AppError> {
+    orgs::by_slug(&state.pool, slug)
+        .await?
+        .ok_or(AppError::NotFound)
+}
+
+async fn contract_form(
+    State(state): State<AppState>,
+    session: Session,
+    Operator(op): Operator,
+    Path(slug): Path<String>,
+) -> Result<Response, AppError> {
+    let org = org_by_slug(&state, &slug).await?;
+    let existing = invoicing::contract_of(&state.pool, org.id()).await?;
+    let form = existing.as_ref().map_or_else(
+        || ContractForm {
+            currency: "EUR".into(),
+            period: "year".into(),
+            terms_days: "30".into(),
+            starts_on: OffsetDateTime::now_utc().date().to_string(),
+            ..ContractForm::default()
+        },
+        ContractForm::from_contract,
+    );
+    render(&ContractPage {
+        l: Layout::new(&session, Some(&op)).await?,
+        plans: plans::all(&state.pool).await?,
+        existing: existing.is_some(),
+        org,
+        form,
+        errors: FieldErrors::default(),
+    })
+}
+
+async fn contract_save(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(slug): Path<String>,
+    Form(form): Form<ContractForm>,
+) -> Result<Response, AppError> {
+    let org = org_by_slug(&state, &slug).await?;
+    let plans = plans::all(&state.pool).await?;
+    let terms = match form.validate(&plans) {
+        Ok(t) => t,
+        Err(errors) => {
+            let existing = invoicing::contract_of(&state.pool, org.id())
+                .await?
+                .is_some();
+            return render_status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &ContractPage {
+                    l: Layout::new(&session, Some(&op)).await?,
+                    plans,
+                    org,
+                    form,
+                    errors,
+                    existing,
+                },
+            );
+        }
+    };
+    let mut tx = state.pool.begin().await?;
+    let saved = invoicing::save_contract(&mut tx, org.id(), &terms).await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&op),
+            ip: &ip,
+        },
+        Some(org.id()),
+        "billing.contract.saved",
+        saved.id.to_string(),
+        json!({
+            "plan": saved.plan_code, "price_minor": saved.price_minor, "currency": saved.currency,
+            "period": saved.period, "payment_terms_days": saved.payment_terms_days,
+            "po_reference": saved.po_reference, "vat_id": saved.vat_id,
+            "starts_on": saved.starts_on.to_string(), "ends_on": saved.ends_on.map(|d| d.to_string()),
+        }),
+    )
+    .await?;
+    tx.commit().await?;
+    // Invoices already due go out now rather than at the worker's next round.
+    let issued =
+        herd_billing::invoicing::issue_due(&state.pool, OffsetDateTime::now_utc().date()).await?;
+    session::flash(
+        &session,
+        "ok",
+        format!(
+            "{} is on invoice billing{}.",
+            org.name,
+            if issued.is_empty() {
+                String::new()
+            } else {
+                format!("; {} invoice(s) issued", issued.len())
+            }
+        ),
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/operator/orgs/{slug}/contract")).into_response())
+}
+
+/// An invoice with its amounts formatted, for the templates.
+pub struct InvoiceView {
+    pub i: Invoice,
+    pub amount: String,
+    pub overdue: bool,
+}
+
+impl InvoiceView {
+    pub(crate) fn new(i: Invoice, today: Date) -> Self {
+        Self {
+            amount: Money {
+                minor: i.amount_minor,
+                currency: i.currency.clone(),
+            }
+            .to_string(),
+            overdue: i.status == "open" && i.due_on < today,
+            i,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct InvoicesQuery {
+    #[serde(default)]
+    overdue: String,
+    page: Option<u32>,
+}
+
+#[derive(Template)]
+#[template(path = "operator_invoices.html")]
+struct InvoicesPage {
+    l: Layout,
+    overdue_only: bool,
+    rows: Vec<InvoiceView>,
+    pager: Pager,
+}
+
+async fn invoice_list(
+    State(state): State<AppState>,
+    session: Session,
+    Operator(op): Operator,
+    Query(q): Query<InvoicesQuery>,
+) -> Result<Response, AppError> {
+    let today = OffsetDateTime::now_utc().date();
+    let overdue_only = q.overdue == "1";
+    let paged =
+        invoicing::list_invoices(&state.pool, overdue_only, today, Page::new(q.page, None)).await?;
+    let pager = Pager::new(
+        "/operator/invoices",
+        &[("overdue", q.overdue.as_str())],
+        &paged,
+    );
+    render(&InvoicesPage {
+        l: Layout::new(&session, Some(&op)).await?,
+        overdue_only,
+        rows: paged
+            .items
+            .into_iter()
+            .map(|i| InvoiceView::new(i, today))
+            .collect(),
+        pager,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "invoice.html")]
+struct InvoicePage {
+    l: Layout,
+    v: InvoiceView,
+    org_name: String,
+    issuer: String,
+    /// Operators record payments from the same page.
+    operator: bool,
+    errors: FieldErrors,
+}
+
+async fn invoice_page(
+    state: &AppState,
+    session: &Session,
+    user: &herd_store::users::User,
+    i: Invoice,
+    operator: bool,
+    errors: FieldErrors,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    let org_name = orgs::by_id(&state.pool, OrgId(i.org_id))
+        .await?
+        .map(|o| o.name)
+        .unwrap_or_default();
+    render_status(
+        status,
+        &InvoicePage {
+            l: Layout::new(session, Some(user)).await?,
+            v: InvoiceView::new(i, OffsetDateTime::now_utc().date()),
+            org_name,
+            issuer: state.config.invoice_issuer.clone(),
+            operator,
+            errors,
+        },
+    )
+}
+
+async fn operator_invoice(
+    State(state): State<AppState>,
+    session: Session,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let i = invoicing::invoice(&state.pool, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    invoice_page(
+        &state,
+        &session,
+        &op,
+        i,
+        true,
+        FieldErrors::default(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+async fn customer_invoice(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    if !ctx.role.can_manage_billing() {
+        return Err(AppError::Forbidden(
+            "only owners, admins and billing members see invoices".into(),
+        ));
+    }
+    let i = invoicing::invoice(&state.pool, id)
+        .await?
+        .filter(|i| i.org_id == ctx.org.id().0)
+        .ok_or(AppError::NotFound)?;
+    invoice_page(
+        &state,
+        &session,
+        &ctx.user,
+        i,
+        false,
+        FieldErrors::default(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PaymentForm {
+    #[serde(default)]
+    paid_on: String,
+    #[serde(default)]
+    reference: String,
+}
+
+async fn record_payment(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+    Form(form): Form<PaymentForm>,
+) -> Result<Response, AppError> {
+    let i = invoicing::invoice(&state.pool, id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    let mut errors = FieldErrors::default();
+    let today = OffsetDateTime::now_utc().date();
+    let paid_on = match parse_date(&form.paid_on) {
+        Some(d) if d <= today && d >= i.issued_on - time::Duration::days(366) => Some(d),
+        _ => {
+            errors.add(
+                "paid_on",
+                "Enter the date the transfer arrived, like 2026-12-05 (not in the future).",
+            );
+            None
+        }
+    };
+    let reference = form.reference.trim().to_owned();
+    if reference.is_empty() || reference.chars().count() > 200 {
+        errors.add("reference", "Enter the bank transfer's reference.");
+    }
+    if i.status == "paid" {
+        errors.add("paid_on", "This invoice is paid already.");
+    }
+    let (Some(paid_on), true) = (paid_on, errors.is_empty()) else {
+        return invoice_page(
+            &state,
+            &session,
+            &op,
+            i,
+            true,
+            errors,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    };
+    let mut tx = state.pool.begin().await?;
+    invoicing::record_payment(&mut *tx, i.id, paid_on, &reference).await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&op),
+            ip: &ip,
+        },
+        Some(OrgId(i.org_id)),
+        "billing.invoice.paid",
+        i.number.clone(),
+        json!({ "paid_on": paid_on.to_string(), "reference": reference }),
+    )
+    .await?;
+    tx.commit().await?;
+    herd_billing::access::refresh_subject(
+        &state.pool,
+        &herd_billing::invoicing::contract_subject(i.contract_id),
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    session::flash(&session, "ok", format!("{} is recorded as paid.", i.number)).await?;
+    Ok(Redirect::to(&format!("/operator/invoices/{}", i.id)).into_response())
+}
