@@ -104,6 +104,37 @@ pub async fn recompute_subscription(pool: &PgPool, id: &str) -> Result<Outcome, 
     })
 }
 
+/// Keeps the invoice of an `invoice.*` event for the customer's invoice list.
+async fn record_invoice(pool: &PgPool, e: &Envelope) -> Result<(), ProcessError> {
+    let o = &e.object;
+    let Some(id) = crate::event::id_of(&o["id"]) else {
+        return Ok(());
+    };
+    let rank = match e.type_.as_str() {
+        "invoice.paid" | "invoice.payment_succeeded" => 2,
+        _ => 1,
+    };
+    let invoice = billing::StripeInvoice {
+        stripe_invoice_id: id,
+        subscription_id: e.subscription_id(),
+        customer_id: e.customer_id(),
+        number: o["number"].as_str().map(str::to_owned),
+        status: o["status"].as_str().map(str::to_owned),
+        amount_due: o["amount_due"].as_i64().unwrap_or(0),
+        currency: o["currency"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_uppercase(),
+        hosted_invoice_url: o["hosted_invoice_url"].as_str().map(str::to_owned),
+        created: o["created"]
+            .as_i64()
+            .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+            .unwrap_or(e.created),
+    };
+    billing::upsert_stripe_invoice(pool, &invoice, e.created, rank).await?;
+    Ok(())
+}
+
 /// Processes stored event `id` and records the outcome on it.
 pub async fn process_event(pool: &PgPool, id: &str) -> Result<Outcome, ProcessError> {
     let stored = billing::event(pool, id)
@@ -114,6 +145,9 @@ pub async fn process_event(pool: &PgPool, id: &str) -> Result<Outcome, ProcessEr
             id: id.to_owned(),
             reason: e.to_string(),
         })?;
+    if event.is_handled() && event.object_kind() == "invoice" {
+        record_invoice(pool, &event).await?;
+    }
     let outcome = match (event.is_handled(), event.subscription_id()) {
         (true, Some(sub)) => {
             let outcome = recompute_subscription(pool, &sub).await?;

@@ -123,7 +123,7 @@ async fn random_order_and_redeliveries_reach_the_same_row(pool: PgPool) {
     let expected = billing::subscription(&pool, SUB).await.unwrap().unwrap();
 
     for seed in [3u64, 17, 2026] {
-        sqlx::query("TRUNCATE stripe_events, jobs, subscriptions, billing_customers")
+        sqlx::query("TRUNCATE stripe_events, jobs, subscriptions, billing_customers, stripe_invoices, tenant_access CASCADE")
             .execute(&pool)
             .await
             .unwrap();
@@ -161,6 +161,17 @@ async fn random_order_and_redeliveries_reach_the_same_row(pool: PgPool) {
             .unwrap()
             .unwrap();
         assert_eq!(o.state, "fulfilled", "seed {seed}");
+        let (status, number): (String, String) = sqlx::query_as(
+            "SELECT status, number FROM stripe_invoices WHERE stripe_invoice_id = 'in_second'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            (status.as_str(), number.as_str()),
+            ("paid", "INV-in_second"),
+            "seed {seed}"
+        );
     }
 }
 

@@ -451,3 +451,69 @@ pub async fn event_counts(ex: impl PgExecutor<'_>) -> Result<Vec<(String, i64)>,
     .await?;
     Ok(rows.into_iter().map(|r| (r.state, r.n)).collect())
 }
+
+/// A Stripe invoice as its events report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeInvoice {
+    pub stripe_invoice_id: String,
+    pub subscription_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub number: Option<String>,
+    pub status: Option<String>,
+    pub amount_due: i64,
+    pub currency: String,
+    pub hosted_invoice_url: Option<String>,
+    pub created: OffsetDateTime,
+}
+
+/// Writes what an invoice event says, unless newer facts are stored: the later event time
+/// wins, and at the same time the higher `rank` (a payment over a failure).
+pub async fn upsert_stripe_invoice(
+    ex: impl PgExecutor<'_>,
+    i: &StripeInvoice,
+    source_time: OffsetDateTime,
+    rank: i32,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "INSERT INTO stripe_invoices (stripe_invoice_id, subscription_id, customer_id, number, status, amount_due,
+                                      currency, hosted_invoice_url, created, source_time, source_rank)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (stripe_invoice_id) DO UPDATE SET
+             subscription_id = EXCLUDED.subscription_id, customer_id = EXCLUDED.customer_id,
+             number = EXCLUDED.number, status = EXCLUDED.status, amount_due = EXCLUDED.amount_due,
+             currency = EXCLUDED.currency, hosted_invoice_url = EXCLUDED.hosted_invoice_url,
+             created = EXCLUDED.created, source_time = EXCLUDED.source_time, source_rank = EXCLUDED.source_rank
+         WHERE (EXCLUDED.source_time, EXCLUDED.source_rank) > (stripe_invoices.source_time, stripe_invoices.source_rank)",
+        i.stripe_invoice_id,
+        i.subscription_id,
+        i.customer_id,
+        i.number,
+        i.status,
+        i.amount_due,
+        i.currency,
+        i.hosted_invoice_url,
+        i.created,
+        source_time,
+        rank
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// The Stripe invoices of an organization's customer, newest first.
+pub async fn stripe_invoices_of_org(
+    ex: impl PgExecutor<'_>,
+    org: OrgId,
+) -> Result<Vec<StripeInvoice>, StoreError> {
+    Ok(sqlx::query_as!(
+        StripeInvoice,
+        "SELECT i.stripe_invoice_id, i.subscription_id, i.customer_id, i.number, i.status, i.amount_due,
+                i.currency, i.hosted_invoice_url, i.created
+         FROM stripe_invoices i JOIN billing_customers c ON c.stripe_customer_id = i.customer_id
+         WHERE c.org_id = $1 ORDER BY i.created DESC LIMIT 50",
+        org.0
+    )
+    .fetch_all(ex)
+    .await?)
+}

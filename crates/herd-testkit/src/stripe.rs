@@ -70,6 +70,8 @@ pub fn invoice(id: &str, customer: &str, subscription: &str, status: &str) -> Va
         "invoice",
         json!({
             "id": id, "customer": customer, "status": status, "subscription": null,
+            "number": format!("INV-{id}"), "amount_due": 4900, "currency": "eur",
+            "hosted_invoice_url": format!("https://invoice.stripe.com/i/{id}"),
             "parent": { "type": "subscription_details", "quote_details": null,
                         "subscription_details": { "subscription": subscription, "metadata": {} } },
         }),

@@ -446,5 +446,8 @@ async fn a_failed_payment_shows_a_banner_with_the_next_step(pool: PgPool) {
     let page = owner.get("/o/lyon/billing").await;
     page.assert_contains("Payment overdue")
         .assert_contains("The last payment failed")
-        .assert_contains("it will be suspended on");
+        .assert_contains("it will be suspended on")
+        .assert_contains("Card invoices")
+        .assert_contains("https://invoice.stripe.com/i/in_lyon2")
+        .assert_contains("49.00 EUR");
 }

@@ -409,6 +409,7 @@ struct BillingPage {
     card_billing: bool,
     has_customer: bool,
     invoices: Vec<super::invoicing::InvoiceView>,
+    stripe_invoices: Vec<(billing::StripeInvoice, String, String)>,
     contract: Option<herd_store::invoicing::Contract>,
 }
 
@@ -450,6 +451,19 @@ async fn overview(
             .map(|i| super::invoicing::InvoiceView::new(i, now.date()))
             .collect(),
         contract: herd_store::invoicing::contract_of(&state.pool, ctx.org.id()).await?,
+        stripe_invoices: billing::stripe_invoices_of_org(&state.pool, ctx.org.id())
+            .await?
+            .into_iter()
+            .map(|i| {
+                let amount = herd_domain::Money {
+                    minor: i.amount_due,
+                    currency: i.currency.clone(),
+                }
+                .to_string();
+                let created = date(i.created);
+                (i, created, amount)
+            })
+            .collect(),
         subscriptions,
         plans,
         ctx,
