@@ -16,6 +16,9 @@ use uuid::Uuid;
 /// The job that emails a recorded transition; payload `{"transition_id": …}`.
 pub const NOTICE_JOB: &str = "billing.notice";
 
+/// The job that tells an organization its trial ends soon; payload `{"subscription": …}`.
+pub const TRIAL_JOB: &str = "billing.trial_ending";
+
 pub fn card_subject(subscription: &str) -> String {
     format!("stripe:{subscription}")
 }
@@ -152,6 +155,47 @@ fn date(t: OffsetDateTime) -> String {
     format!("{} {} {}", t.day(), t.month(), t.year())
 }
 
+/// Owners and billing members of an organization, who receive billing emails.
+pub(crate) async fn billing_recipients(
+    pool: &PgPool,
+    org: OrgId,
+) -> Result<Vec<herd_store::orgs::Member>, StoreError> {
+    Ok(orgs::members(pool, org)
+        .await?
+        .into_iter()
+        .filter(|m| matches!(m.role, Role::Owner | Role::Billing))
+        .collect())
+}
+
+/// The emails announcing the end of a subscription's trial.
+pub async fn trial_emails(
+    pool: &PgPool,
+    subscription: &str,
+) -> Result<Vec<herd_mail::Email>, StoreError> {
+    let Some(s) = billing::subscription(pool, subscription).await? else {
+        return Ok(Vec::new());
+    };
+    let (Some(org_id), Some(end)) = (s.org_id, s.trial_end) else {
+        return Ok(Vec::new());
+    };
+    let Some(org) = orgs::by_id(pool, OrgId(org_id)).await? else {
+        return Ok(Vec::new());
+    };
+    let end = date(end);
+    Ok(billing_recipients(pool, org.id())
+        .await?
+        .into_iter()
+        .map(|m| herd_mail::Email {
+            to: m.email,
+            subject: format!("{}'s trial ends on {end}", org.name),
+            body: format!(
+                "Hello {},\n\n{}'s free trial ends on {end}. To keep the server running, add a payment method in Herd (Billing › Payment methods and invoices) before then.\n\n— Herd",
+                m.display_name, org.name
+            ),
+        })
+        .collect())
+}
+
 /// The emails of a transition, one per owner and billing member.
 pub async fn notice_emails(
     pool: &PgPool,
@@ -198,10 +242,9 @@ pub async fn notice_emails(
             format!("Thank you: {}'s subscription is active.", org.name),
         ),
     };
-    Ok(orgs::members(pool, org.id())
+    Ok(billing_recipients(pool, org.id())
         .await?
         .into_iter()
-        .filter(|m| matches!(m.role, Role::Owner | Role::Billing))
         .map(|m| herd_mail::Email {
             to: m.email,
             subject: subject.clone(),

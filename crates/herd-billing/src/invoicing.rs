@@ -3,7 +3,7 @@
 //! the access policy.
 
 use herd_domain::access::Standing;
-use herd_domain::{OrgId, Role};
+use herd_domain::OrgId;
 use herd_store::invoicing::{self, Contract, Invoice};
 use herd_store::jobs::{self, NewJob};
 use herd_store::{orgs, plans, StoreError};
@@ -105,10 +105,9 @@ pub async fn invoice_emails(
             format!(" (purchase order {})", inv.po_reference)
         }
     );
-    Ok(orgs::members(pool, org.id())
+    Ok(crate::access::billing_recipients(pool, org.id())
         .await?
         .into_iter()
-        .filter(|m| matches!(m.role, Role::Owner | Role::Billing))
         .map(|m| herd_mail::Email {
             to: m.email,
             subject: subject.clone(),

@@ -151,6 +151,19 @@ pub async fn process_event(pool: &PgPool, id: &str) -> Result<Outcome, ProcessEr
     let outcome = match (event.is_handled(), event.subscription_id()) {
         (true, Some(sub)) => {
             let outcome = recompute_subscription(pool, &sub).await?;
+            if event.type_ == "customer.subscription.trial_will_end" {
+                herd_store::jobs::enqueue(
+                    pool,
+                    herd_store::jobs::NewJob {
+                        dedupe_key: Some(&format!("trial:{}", event.id)),
+                        ..herd_store::jobs::NewJob::new(
+                            crate::access::TRIAL_JOB,
+                            serde_json::json!({ "subscription": sub }),
+                        )
+                    },
+                )
+                .await?;
+            }
             crate::access::refresh_subscription(pool, &sub, time::OffsetDateTime::now_utc())
                 .await?;
             outcome

@@ -57,6 +57,16 @@ async fn run_job(pool: &PgPool, mailer: &Mailer, job: &jobs::Job) -> Result<(), 
             }
             Ok(())
         }
+        access::TRIAL_JOB => {
+            let sub = job.payload["subscription"].as_str().unwrap_or_default();
+            for email in access::trial_emails(pool, sub)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                mailer.send(&email).await.map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
         INVOICE_JOB => {
             let id = job.payload["invoice_id"]
                 .as_str()
@@ -82,7 +92,7 @@ pub async fn run_due(
 ) -> Result<usize, herd_store::StoreError> {
     let claimed = jobs::claim(
         pool,
-        &[STRIPE_EVENT_JOB, NOTICE_JOB, INVOICE_JOB],
+        &[STRIPE_EVENT_JOB, NOTICE_JOB, INVOICE_JOB, access::TRIAL_JOB],
         limit,
         Duration::minutes(5),
     )

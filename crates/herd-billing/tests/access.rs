@@ -253,3 +253,45 @@ async fn operators_extend_grace_and_pause_the_clock(pool: PgPool) {
     let a = store::get(&w.pool, &subject).await.unwrap().unwrap();
     assert!(a.paused_since.is_none());
 }
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn the_end_of_a_trial_is_announced(pool: PgPool) {
+    let w = World::new(pool).await;
+    let org = w.org().await;
+    let ends = stripe::now() + 3 * 86_400;
+    let mut sub = stripe::subscription(
+        SUB,
+        "cus_Access1",
+        "trialing",
+        "price_x",
+        ends,
+        json!({ "herd_org_id": org.to_string() }),
+    );
+    sub["trial_end"] = json!(ends);
+    let body = stripe::event(
+        "evt_access_trial",
+        "customer.subscription.trial_will_end",
+        stripe::now(),
+        sub,
+    )
+    .to_string();
+    let now = stripe::now();
+    ingest(
+        &w.pool,
+        body.as_bytes(),
+        Some(&stripe::signature(SECRET, now, body.as_bytes())),
+        &[SecretString::from(SECRET.to_owned())],
+        now,
+    )
+    .await
+    .unwrap();
+    w.work().await;
+    w.work().await;
+    let trial: Vec<_> = w
+        .mails()
+        .into_iter()
+        .filter(|m| m.subject.contains("trial ends on"))
+        .collect();
+    assert_eq!(trial.len(), 2, "owner and billing member, once");
+    assert!(trial[0].body.contains("payment method"));
+}
