@@ -1,10 +1,13 @@
 //! A person's first visit, in a real browser: Debian's Chromium, headless, driven over
 //! WebDriver (chromedriver) from Rust. Signs up, confirms the email from the outbox, logs
-//! in and reaches the organization's dashboard. On failure a screenshot is saved under
-//! `target/e2e-screenshots/`.
+//! in, reaches the organization's dashboard, orders a server (Stripe's API and Checkout
+//! played by a local server answering with Stripe's fixtures; the webhook signed as Stripe
+//! signs it), and comes back to a paid order and an active subscription. On failure a
+//! screenshot is saved under `target/e2e-screenshots/`.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use herd_testkit::stripe::{self, FakeStripe};
 use herd_testkit::{TestApp, PASSWORD};
 use sqlx::PgPool;
 use std::net::TcpListener;
@@ -146,7 +149,11 @@ async fn wait_for_heading(c: &Client, want: &str) -> Result<(), Box<dyn std::err
     expect_eq("page heading", &seen, want)
 }
 
-async fn journey(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Error>> {
+async fn journey(
+    c: &Client,
+    app: &TestApp,
+    fake: &FakeStripe,
+) -> Result<(), Box<dyn std::error::Error>> {
     c.goto(&format!("{}/", app.base)).await?;
     click(c, Locator::LinkText("Sign up")).await?;
     wait_for_heading(c, "Create your account").await?;
@@ -181,19 +188,128 @@ async fn journey(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
     wait_for_heading(c, "Ville de Strasbourg").await?;
     let url = c.current_url().await?;
     expect_eq("dashboard address", url.path(), "/o/ville-de-strasbourg")?;
+    order(c, app, fake).await
+}
+
+const WHSEC: &str = "whsec_browser_test";
+
+async fn order(
+    c: &Client,
+    app: &TestApp,
+    fake: &FakeStripe,
+) -> Result<(), Box<dyn std::error::Error>> {
+    click(c, Locator::LinkText("Order a server")).await?;
+    wait_for_heading(c, "Order a server").await?;
+    click(c, Locator::Css("input[name=plan][value=community]")).await?;
+    fill(c, "#domain", "social.strasbourg.example").await?;
+    click(
+        c,
+        Locator::Css("form[action$='/order'] button[type=submit]"),
+    )
+    .await?;
+    // The browser is now on "Stripe Checkout" (the local stand-in).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let session = loop {
+        let url = c.current_url().await?;
+        if let Some(id) = url.path().strip_prefix("/pay/") {
+            break id.to_owned();
+        }
+        if Instant::now() > deadline {
+            return Err(format!("not sent to Checkout: {url}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The customer pays; Stripe tells Herd.
+    let s = fake.object(&session).ok_or("no such session")?;
+    let customer = s["customer"].as_str().ok_or("no customer")?.to_owned();
+    let order = s["client_reference_id"]
+        .as_str()
+        .ok_or("no order")?
+        .to_owned();
+    let org = s["metadata"]["herd_org_id"]
+        .as_str()
+        .ok_or("no org")?
+        .to_owned();
+    fake.complete_checkout(&session, "sub_Strasbourg");
+    let sub = stripe::subscription(
+        "sub_Strasbourg",
+        &customer,
+        "active",
+        "price_community",
+        stripe::now() + 30 * 86_400,
+        serde_json::json!({ "herd_org_id": org, "herd_order_id": order }),
+    );
+    for (id, kind, object) in [
+        (
+            "evt_sxb_checkout",
+            "checkout.session.completed",
+            stripe::checkout_session(&session, &customer, "sub_Strasbourg", &order, &org),
+        ),
+        ("evt_sxb_created", "customer.subscription.created", sub),
+    ] {
+        let body = stripe::event(id, kind, stripe::now(), object).to_string();
+        let status = reqwest::Client::new()
+            .post(format!("{}/webhooks/stripe", app.base))
+            .header(
+                "stripe-signature",
+                stripe::signature(WHSEC, stripe::now(), body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await?
+            .status();
+        expect_eq("webhook answer", status.as_str(), "200")?;
+    }
+    while herd_billing::worker::run_due(&app.pool, &app.mailer, 20).await? > 0 {}
+    // Back from Checkout to the success address Herd gave Stripe.
+    let success = s["success_url"]
+        .as_str()
+        .ok_or("no success url")?
+        .replace("{CHECKOUT_SESSION_ID}", &session);
+    c.goto(&success).await?;
+    wait_for_heading(c, "Order for social.strasbourg.example").await?;
+    let state = c
+        .find(Locator::Id("order-state"))
+        .await?
+        .attr("data-state")
+        .await?;
+    expect_eq(
+        "order state",
+        state.as_deref().unwrap_or_default(),
+        "fulfilled",
+    )?;
+    click(c, Locator::LinkText("← Billing of Ville de Strasbourg")).await?;
+    wait_for_heading(c, "Billing").await?;
+    let status = c
+        .find(Locator::Css(".subscription .status"))
+        .await?
+        .text()
+        .await?;
+    expect_eq("subscription status", &status, "Active")?;
     Ok(())
 }
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
-async fn sign_up_and_reach_the_dashboard_in_chromium(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
+async fn sign_up_order_and_pay_in_chromium(pool: PgPool) {
+    let fake = FakeStripe::start().await;
+    let base = fake.base.clone();
+    let app = TestApp::spawn_with(pool.clone(), move |c| {
+        c.stripe_secret_key = Some(secrecy::SecretString::from("sk_test_browser".to_owned()));
+        c.stripe_api_base = base;
+        c.stripe_webhook_secrets = vec![secrecy::SecretString::from(WHSEC.to_owned())];
+    })
+    .await;
+    sqlx::query("UPDATE plans SET provider_price_id = 'price_' || code")
+        .execute(&pool)
+        .await
+        .unwrap();
     let driver = start_driver();
     let c = connect(&driver).await;
-    let outcome = journey(&c, &app).await;
+    let outcome = journey(&c, &app, &fake).await;
     if let Err(e) = &outcome {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-screenshots");
         let _ = std::fs::create_dir_all(&dir);
-        let file = dir.join("sign_up_and_reach_the_dashboard.png");
+        let file = dir.join("sign_up_order_and_pay.png");
         if let Ok(png) = c.screenshot().await {
             let _ = std::fs::write(&file, png);
         }
