@@ -125,7 +125,10 @@ async fn contract_invoice_print_and_payment(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(actions, ["billing.contract.saved", "billing.invoice.paid"]);
-    op.get("/operator/invoices").await.assert_contains(&number);
+    op.get("/operator/invoices")
+        .await
+        .assert_contains(&number)
+        .assert_contains("/operator/orgs/lyon/contract");
     op.get("/operator/invoices?overdue=1")
         .await
         .assert_contains("No invoice overdue");

@@ -321,7 +321,7 @@ struct InvoicesQuery {
 struct InvoicesPage {
     l: Layout,
     overdue_only: bool,
-    rows: Vec<InvoiceView>,
+    rows: Vec<(InvoiceView, String)>,
     pager: Pager,
 }
 
@@ -340,14 +340,18 @@ async fn invoice_list(
         &[("overdue", q.overdue.as_str())],
         &paged,
     );
+    let mut rows = Vec::with_capacity(paged.items.len());
+    for i in paged.items {
+        let slug = orgs::by_id(&state.pool, OrgId(i.org_id))
+            .await?
+            .map(|o| o.slug)
+            .unwrap_or_default();
+        rows.push((InvoiceView::new(i, today), slug));
+    }
     render(&InvoicesPage {
         l: Layout::new(&session, Some(&op)).await?,
         overdue_only,
-        rows: paged
-            .items
-            .into_iter()
-            .map(|i| InvoiceView::new(i, today))
-            .collect(),
+        rows,
         pager,
     })
 }
