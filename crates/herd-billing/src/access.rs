@@ -155,15 +155,22 @@ fn date(t: OffsetDateTime) -> String {
     format!("{} {} {}", t.day(), t.month(), t.year())
 }
 
-/// Owners and billing members of an organization, who receive billing emails.
-pub(crate) async fn billing_recipients(
+/// One email per owner and billing member of an organization (who receive billing emails).
+pub(crate) async fn to_billing_contacts(
     pool: &PgPool,
     org: OrgId,
-) -> Result<Vec<herd_store::orgs::Member>, StoreError> {
+    subject: &str,
+    body: &str,
+) -> Result<Vec<herd_mail::Email>, StoreError> {
     Ok(orgs::members(pool, org)
         .await?
         .into_iter()
         .filter(|m| matches!(m.role, Role::Owner | Role::Billing))
+        .map(|m| herd_mail::Email {
+            to: m.email,
+            subject: subject.to_owned(),
+            body: format!("Hello {},\n\n{body}\n\n— Herd", m.display_name),
+        })
         .collect())
 }
 
@@ -182,18 +189,16 @@ pub async fn trial_emails(
         return Ok(Vec::new());
     };
     let end = date(end);
-    Ok(billing_recipients(pool, org.id())
-        .await?
-        .into_iter()
-        .map(|m| herd_mail::Email {
-            to: m.email,
-            subject: format!("{}'s trial ends on {end}", org.name),
-            body: format!(
-                "Hello {},\n\n{}'s free trial ends on {end}. To keep the server running, add a payment method in Herd (Billing › Payment methods and invoices) before then.\n\n— Herd",
-                m.display_name, org.name
-            ),
-        })
-        .collect())
+    to_billing_contacts(
+        pool,
+        org.id(),
+        &format!("{}'s trial ends on {end}", org.name),
+        &format!(
+            "{}'s free trial ends on {end}. To keep the server running, add a payment method in Herd (Billing › Payment methods and invoices) before then.",
+            org.name
+        ),
+    )
+    .await
 }
 
 /// The emails of a transition, one per owner and billing member.
@@ -242,13 +247,5 @@ pub async fn notice_emails(
             format!("Thank you: {}'s subscription is active.", org.name),
         ),
     };
-    Ok(billing_recipients(pool, org.id())
-        .await?
-        .into_iter()
-        .map(|m| herd_mail::Email {
-            to: m.email,
-            subject: subject.clone(),
-            body: format!("Hello {},\n\n{body}\n\n— Herd", m.display_name),
-        })
-        .collect())
+    to_billing_contacts(pool, org.id(), &subject, &body).await
 }

@@ -105,13 +105,5 @@ pub async fn invoice_emails(
             format!(" (purchase order {})", inv.po_reference)
         }
     );
-    Ok(crate::access::billing_recipients(pool, org.id())
-        .await?
-        .into_iter()
-        .map(|m| herd_mail::Email {
-            to: m.email,
-            subject: subject.clone(),
-            body: format!("Hello {},\n\n{body}\n\n— Herd", m.display_name),
-        })
-        .collect())
+    crate::access::to_billing_contacts(pool, org.id(), &subject, &body).await
 }

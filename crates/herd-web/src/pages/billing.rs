@@ -177,22 +177,14 @@ async fn order_create(
     let domain = DomainName::parse(&form.domain)
         .map_err(|e| errors.add("domain", e))
         .ok();
-    let Some(api) = state.stripe.clone() else {
+    let api = state.stripe.clone();
+    if api.is_none() {
         errors.add(
             "plan",
             "Card payment is not available here. Contact us to be billed by invoice.",
         );
-        return order_page(
-            &state,
-            &session,
-            ctx,
-            form,
-            errors,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
-    };
-    let (Some(plan), Some(domain), true) = (plan, domain, errors.is_empty()) else {
+    }
+    let (Some(api), Some(plan), Some(domain), true) = (api, plan, domain, errors.is_empty()) else {
         return order_page(
             &state,
             &session,
