@@ -173,10 +173,36 @@ pub fn error_policy(instance: Arc<Instance>, error: &OperatorError, ctx: Arc<Con
     let note = error.to_string();
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         handle.spawn(async move {
-            ctx.event(&instance, true, "ReconcileFailed", note).await;
+            report_failure(&ctx, &instance, &note).await;
         });
     }
     Action::requeue(delay)
+}
+
+/// Tells an operator about a failed reconcile: a Warning Event, and the error in the
+/// Instance's `status.lastError` (best effort: the API may be what is failing).
+pub async fn report_failure(ctx: &Context, instance: &Instance, message: &str) {
+    ctx.event(instance, true, "ReconcileFailed", message.to_owned())
+        .await;
+    let already = instance
+        .status
+        .as_ref()
+        .and_then(|s| s.last_error.as_deref())
+        == Some(message);
+    let (Some(ns), false) = (instance.namespace(), already) else {
+        return;
+    };
+    let api: Api<Instance> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = api
+        .patch_status(
+            &instance.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "lastError": message } })),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "could not record the error on the Instance");
+    }
 }
 
 /// One reconcile, timed and counted.

@@ -727,3 +727,34 @@ async fn one_leader_at_a_time() {
     b.release().await.unwrap();
     assert!(a.try_acquire_or_renew().await.unwrap());
 }
+
+#[tokio::test]
+async fn a_failed_reconcile_is_reported_on_the_instance() {
+    let h = harness().await;
+    h.install().await;
+    // Someone damages the app Secret.
+    let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    let mut s = secrets.get("app-secrets").await.unwrap();
+    s.data.as_mut().unwrap().remove("SECRET_KEY_BASE");
+    s.metadata.managed_fields = None;
+    secrets
+        .replace("app-secrets", &PostParams::default(), &s)
+        .await
+        .unwrap();
+    let err = h.reconcile().await.unwrap_err();
+    assert_eq!(err.reason(), "damaged_secret");
+    operator::report_failure(&h.ctx, &h.instance().await, &err.to_string()).await;
+    let last = h.status().await.last_error.unwrap();
+    assert!(last.contains("restore it from a backup"), "{last}");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.client(), NS);
+    assert!(events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("ReconcileFailed")));
+    // The Secret was not replaced.
+    let after = secrets.get("app-secrets").await.unwrap();
+    assert!(!after.data.unwrap().contains_key("SECRET_KEY_BASE"));
+}
