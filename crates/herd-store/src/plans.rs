@@ -196,3 +196,41 @@ pub async fn update(
     .await?;
     Ok(Some((before, after)))
 }
+
+/// Creates a plan with the code `code`, placed after the existing ones. A taken code is a
+/// `Conflict` on `plans_code_key`.
+#[tracing::instrument(skip(conn, plan))]
+pub async fn create(
+    conn: &mut PgConnection,
+    code: &str,
+    plan: &PlanUpdate,
+) -> Result<Plan, StoreError> {
+    Ok(sqlx::query_as!(
+        Plan,
+        "INSERT INTO plans (id, code, name, description, price_minor, currency, billing_interval,
+                            max_active_users, media_storage_gb, custom_domain, support_response_hours,
+                            moderation_hours_per_month, compute_size, active, provider_price_id, sort_order)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                 (SELECT coalesce(max(sort_order), -1) + 1 FROM plans))
+         RETURNING id, code, name, description, price_minor, currency, billing_interval,
+                   max_active_users, media_storage_gb, custom_domain, support_response_hours,
+                   moderation_hours_per_month, compute_size, provider_price_id, active, sort_order",
+        PlanId::new().0,
+        code,
+        plan.name,
+        plan.description,
+        plan.price.minor,
+        plan.price.currency,
+        plan.interval.as_str(),
+        plan.limits.max_active_users,
+        plan.limits.media_storage_gb,
+        plan.limits.custom_domain,
+        plan.limits.support_response_hours,
+        plan.limits.moderation_hours_per_month,
+        plan.limits.compute.as_str(),
+        plan.active,
+        plan.provider_price_id
+    )
+    .fetch_one(conn)
+    .await?)
+}

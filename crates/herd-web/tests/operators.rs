@@ -288,6 +288,44 @@ async fn operators_edit_plans_with_validation_and_audit(pool: PgPool) {
         .await
         .body
         .contains("Community+"));
+    // A new plan: validated, created once, audited, sellable.
+    op.get("/operator/plans/new")
+        .await
+        .assert_status(200)
+        .assert_contains("New plan");
+    let mut new_plan = vec![("code", "Bad Code!")];
+    new_plan.extend(good.iter().copied());
+    new_plan[1] = ("name", "City");
+    let r = op.post("/operator/plans", &new_plan).await;
+    r.assert_status(422)
+        .assert_contains("Choose a code of 2 to 30");
+    new_plan[0] = ("code", "community");
+    op.post("/operator/plans", &new_plan)
+        .await
+        .assert_status(422)
+        .assert_contains("A plan has this code already");
+    new_plan[0] = ("code", "city");
+    op.post("/operator/plans", &new_plan)
+        .await
+        .assert_redirect("/operator/plans");
+    let (name, price): (String, Option<String>) =
+        sqlx::query_as("SELECT name, provider_price_id FROM plans WHERE code = 'city'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (name.as_str(), price.as_deref()),
+        ("City", Some("price_1PgafmB7WZ01zgkW6dKueIc5"))
+    );
+    let created: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'plan.created' AND target = 'city'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(created, 1);
+    app.client().get("/pricing").await.assert_contains("City");
+
     op.get("/operator/plans/nope/edit").await.assert_status(404);
     op.post("/operator/plans/nope", &good)
         .await

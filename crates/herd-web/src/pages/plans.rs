@@ -25,6 +25,8 @@ use tower_sessions::Session;
 pub fn routes(r: Routes) -> Routes {
     use Access::Operator;
     r.get("/operator/plans", Operator, list)
+        .get("/operator/plans/new", Operator, new_form)
+        .post("/operator/plans", Operator, create)
         .get("/operator/plans/{code}/edit", Operator, edit_form)
         .post("/operator/plans/{code}", Operator, update)
 }
@@ -181,6 +183,8 @@ struct EditPage {
     code: String,
     form: PlanForm,
     errors: FieldErrors,
+    /// A new plan: its code is typed in the form.
+    is_new: bool,
 }
 
 async fn edit_form(
@@ -197,6 +201,7 @@ async fn edit_form(
         form: PlanForm::from_plan(&plan),
         code,
         errors: FieldErrors::default(),
+        is_new: false,
     })
 }
 
@@ -249,6 +254,7 @@ async fn update(
                     code,
                     form,
                     errors,
+                    is_new: false,
                 },
             );
         }
@@ -272,5 +278,96 @@ async fn update(
     .await?;
     tx.commit().await?;
     session::flash(&session, "ok", format!("Plan {} saved.", after.name)).await?;
+    Ok(Redirect::to("/operator/plans").into_response())
+}
+
+async fn new_form(session: Session, Operator(op): Operator) -> Result<Response, AppError> {
+    render(&EditPage {
+        l: Layout::new(&session, Some(&op)).await?,
+        code: String::new(),
+        form: PlanForm {
+            currency: "EUR".into(),
+            interval: "month".into(),
+            compute: "small".into(),
+            ..PlanForm::default()
+        },
+        errors: FieldErrors::default(),
+        is_new: true,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NewPlanForm {
+    #[serde(default)]
+    code: String,
+    #[serde(flatten)]
+    plan: PlanForm,
+}
+
+/// A plan code: lower-case letters, digits and hyphens, starting with a letter.
+fn valid_code(code: &str) -> bool {
+    (2..=30).contains(&code.len())
+        && code.starts_with(|c: char| c.is_ascii_lowercase())
+        && code
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+async fn create(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Form(form): Form<NewPlanForm>,
+) -> Result<Response, AppError> {
+    let code = form.code.trim().to_owned();
+    let validated = form.plan.validate();
+    let mut errors = validated.as_ref().err().cloned().unwrap_or_default();
+    if !valid_code(&code) {
+        errors.add(
+            "code",
+            "Choose a code of 2 to 30 lower-case letters, digits and hyphens, starting with a letter.",
+        );
+    }
+    let rerender = |errors| async {
+        render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &EditPage {
+                l: Layout::new(&session, Some(&op)).await?,
+                code: code.clone(),
+                form: form.plan,
+                errors,
+                is_new: true,
+            },
+        )
+    };
+    let (Ok(plan), true) = (validated, errors.is_empty()) else {
+        return rerender(errors).await;
+    };
+    let mut tx = state.pool.begin().await?;
+    let created = match plans::create(&mut tx, &code, &plan).await {
+        Ok(p) => p,
+        Err(e) if e.is_conflict_on("plans_code_key") => {
+            drop(tx);
+            let mut errors = FieldErrors::default();
+            errors.add("code", "A plan has this code already.");
+            return rerender(errors).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&op),
+            ip: &ip,
+        },
+        None,
+        "plan.created",
+        code.clone(),
+        json!({ "name": created.name, "price_minor": created.price_minor, "currency": created.currency }),
+    )
+    .await?;
+    tx.commit().await?;
+    session::flash(&session, "ok", format!("Plan {} created.", created.name)).await?;
     Ok(Redirect::to("/operator/plans").into_response())
 }
