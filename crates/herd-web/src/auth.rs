@@ -54,10 +54,16 @@ async fn load_user(parts: &mut Parts, state: &AppState) -> Result<Option<User>, 
     let Some(id) = session::user_id(&session).await? else {
         return Ok(None);
     };
-    let user = users::by_id(&state.pool, id).await?;
-    if user.is_none() {
-        // The account is gone: end the session.
+    let mut user = users::by_id(&state.pool, id).await?;
+    let current = match &user {
+        Some(u) => session::password_current(&session, u).await?,
+        None => false,
+    };
+    if !current {
+        // The account is gone, or its password changed since this session began (a reset
+        // ends every session): end it.
         session::log_out(&session).await?;
+        user = None;
     }
     if let Some(u) = &user {
         parts.extensions.insert(CurrentUser(u.clone()));

@@ -11,6 +11,9 @@ const USER: &str = "uid";
 const PENDING_2FA: &str = "pending_2fa";
 const CSRF: &str = "csrf";
 const FLASH: &str = "flash";
+/// A fingerprint of the password the session was opened with: changing the password ends
+/// every other session.
+const PASSWORD_VERSION: &str = "pwv";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Flash {
@@ -23,13 +26,31 @@ pub async fn user_id(session: &Session) -> Result<Option<UserId>, AppError> {
     Ok(session.get::<UserId>(USER).await?)
 }
 
-/// Logs `user` in: a new session id (against fixation), a new CSRF token.
-pub async fn log_in(session: &Session, user: UserId) -> Result<(), AppError> {
+/// Logs `user` in: a new session id (against fixation), a new CSRF token, and the
+/// fingerprint of the current password.
+pub async fn log_in(session: &Session, user: &herd_store::users::User) -> Result<(), AppError> {
     session.cycle_id().await?;
     session.remove_value(PENDING_2FA).await?;
-    session.insert(USER, user).await?;
+    session.insert(USER, user.id()).await?;
+    session
+        .insert(PASSWORD_VERSION, password_version(&user.password_hash))
+        .await?;
     session.insert(CSRF, crypto::random_token()).await?;
     Ok(())
+}
+
+/// A short fingerprint of a password hash (never the hash itself in the session).
+pub fn password_version(password_hash: &str) -> String {
+    hex::encode(&crypto::token_hash(password_hash)[..8])
+}
+
+/// Whether the session was opened with the user's current password.
+pub async fn password_current(
+    session: &Session,
+    user: &herd_store::users::User,
+) -> Result<bool, AppError> {
+    Ok(session.get::<String>(PASSWORD_VERSION).await?.as_deref()
+        == Some(password_version(&user.password_hash).as_str()))
 }
 
 pub async fn log_out(session: &Session) -> Result<(), AppError> {

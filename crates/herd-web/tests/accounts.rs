@@ -474,7 +474,9 @@ async fn expired_and_unknown_links(pool: PgPool) {
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn password_reset_is_single_use_and_expires(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
-    app.signed_up("Erin", "erin@example.org", None).await;
+    // Erin is logged in on another device.
+    let elsewhere = app.signed_up("Erin", "erin@example.org", None).await;
+    elsewhere.get("/orgs").await.assert_status(200);
     let c = app.client();
     c.get("/password/forgot").await;
     c.post("/password/forgot", &[("email", "erin@example.org")])
@@ -501,6 +503,8 @@ async fn password_reset_is_single_use_and_expires(pool: PgPool) {
         .await
         .assert_redirect("/login");
     c.get(&link).await.assert_status(410);
+    // The reset ended every session opened with the old password.
+    elsewhere.get("/orgs").await.assert_redirect("/login?next=");
 
     c.get("/login").await;
     c.post(

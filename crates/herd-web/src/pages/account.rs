@@ -148,7 +148,7 @@ async fn enrol_confirm(
     audit::record_own(&mut tx, &user, &ip, "user.2fa_enabled", json!({})).await?;
     tx.commit().await?;
     // A new session id now that the account's protection changed.
-    session::log_in(&session, user.id()).await?;
+    session::log_in(&session, &user).await?;
     render(&RecoveryCodesPage {
         l: Layout::new(&session, Some(&user)).await?,
         codes,

@@ -131,7 +131,7 @@ pub(super) async fn complete_login(
     )
     .await?;
     tx.commit().await?;
-    session::log_in(session, user.id()).await?;
+    session::log_in(session, user).await?;
     if user.is_operator && !user.totp_enabled() {
         session::flash(
             session,
