@@ -119,20 +119,11 @@ pub async fn refresh_subject(
     let Some(c) = contract else {
         return Ok(None);
     };
-    let all = herd_store::invoicing::all_contracts(pool).await?;
-    let Some(c) = all.into_iter().find(|x| x.id == c) else {
+    let Some(c) = herd_store::invoicing::contract(pool, c).await? else {
         return Ok(None);
     };
     let standing = crate::invoicing::standing(pool, &c, now.date()).await?;
     refresh(pool, subject, OrgId(c.org_id), "invoice", standing, now).await
-}
-
-/// The overrides stored for a subject (none when it has no row yet).
-pub async fn overrides_of(pool: &PgPool, subject: &str) -> Result<Overrides, StoreError> {
-    Ok(store::get(pool, subject)
-        .await?
-        .map(|a| overrides(&a))
-        .unwrap_or_default())
 }
 
 /// Recomputes every subject (card subscriptions and invoice contracts); returns how many

@@ -21,28 +21,38 @@ pub fn contract_subject(contract: uuid::Uuid) -> String {
 pub async fn issue_due(pool: &PgPool, today: Date) -> Result<Vec<Invoice>, StoreError> {
     let mut all = Vec::new();
     for (contract, plan_code) in invoicing::contracts_due(pool, today).await? {
-        let plan_name = plans::by_code(pool, &plan_code)
-            .await?
-            .map_or(plan_code.clone(), |p| p.name);
-        let mut tx = pool.begin().await?;
-        let issued = invoicing::issue_due(&mut tx, contract, today, &plan_name).await?;
-        for inv in &issued {
-            jobs::enqueue(
-                &mut *tx,
-                NewJob {
-                    dedupe_key: Some(&format!("invoice:{}", inv.id)),
-                    ..NewJob::new(INVOICE_JOB, serde_json::json!({ "invoice_id": inv.id }))
-                },
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        for inv in &issued {
-            tracing::info!(number = %inv.number, org = %inv.org_id, "invoice issued");
-        }
-        all.extend(issued);
+        all.extend(issue_for_contract(pool, contract, &plan_code, today).await?);
     }
     Ok(all)
+}
+
+/// Issues the invoices one contract is due for by `today`, each queued to be emailed.
+pub async fn issue_for_contract(
+    pool: &PgPool,
+    contract: uuid::Uuid,
+    plan_code: &str,
+    today: Date,
+) -> Result<Vec<Invoice>, StoreError> {
+    let plan_name = plans::by_code(pool, plan_code)
+        .await?
+        .map_or(plan_code.to_owned(), |p| p.name);
+    let mut tx = pool.begin().await?;
+    let issued = invoicing::issue_due(&mut tx, contract, today, &plan_name).await?;
+    for inv in &issued {
+        jobs::enqueue(
+            &mut *tx,
+            NewJob {
+                dedupe_key: Some(&format!("invoice:{}", inv.id)),
+                ..NewJob::new(INVOICE_JOB, serde_json::json!({ "invoice_id": inv.id }))
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    for inv in &issued {
+        tracing::info!(number = %inv.number, org = %inv.org_id, "invoice issued");
+    }
+    Ok(issued)
 }
 
 /// Where a contract stands at `today`: not started, paid up, overdue since the oldest

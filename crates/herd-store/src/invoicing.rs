@@ -54,6 +54,18 @@ pub async fn contract_of(
     .await?)
 }
 
+pub async fn contract(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Contract>, StoreError> {
+    Ok(sqlx::query_as!(
+        Contract,
+        "SELECT id, org_id, plan_code, price_minor, currency, period, payment_terms_days, po_reference,
+                billing_address, vat_id, starts_on, next_invoice_on, ends_on
+         FROM contracts WHERE id = $1",
+        id
+    )
+    .fetch_optional(ex)
+    .await?)
+}
+
 /// Creates the organization's contract, or updates its terms (the start date of an
 /// existing contract with invoices stays, so the schedule does not move under them).
 pub async fn save_contract(

@@ -18,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use herd_billing::stripe_api::CheckoutRequest;
-use herd_domain::access::{self, Access as ServerAccess, Policy, Standing};
+use herd_domain::access::Access as ServerAccess;
 use herd_domain::DomainName;
 use herd_store::billing::{self, NewOrder, Order, Subscription};
 use herd_store::plans::{self, Plan};
@@ -416,17 +416,26 @@ async fn overview(
     let now = OffsetDateTime::now_utc();
     let mut subscriptions = Vec::new();
     for sub in billing::subscriptions_of_org(&state.pool, ctx.org.id()).await? {
-        let standing = Standing::from_stripe(Some(&sub.status), sub.status_since);
+        // What the access policy decided (recorded and emailed by the worker), as stored.
         let subject = herd_billing::access::card_subject(&sub.stripe_subscription_id);
-        let overrides = herd_billing::access::overrides_of(&state.pool, &subject).await?;
-        let d = access::decide(standing, &Policy::default(), &overrides, now);
+        let stored = herd_store::access::get(&state.pool, &subject).await?;
+        let access = stored
+            .as_ref()
+            .and_then(|a| ServerAccess::parse(&a.state))
+            .unwrap_or(ServerAccess::NotProvisioned);
+        let next = stored.and_then(|a| {
+            Some((
+                ServerAccess::parse(a.next_state.as_deref()?)?,
+                date(a.next_at?),
+            ))
+        });
         subscriptions.push(SubscriptionView {
             plan: all_plans
                 .iter()
                 .find(|p| Some(&p.code) == sub.plan_code.as_ref())
                 .cloned(),
-            access: d.access,
-            next: d.next.map(|(a, t)| (a, date(t))),
+            access,
+            next,
             sub,
         });
     }

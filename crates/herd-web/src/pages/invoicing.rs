@@ -268,9 +268,14 @@ async fn contract_save(
     )
     .await?;
     tx.commit().await?;
-    // Invoices already due go out now rather than at the worker's next round.
-    let issued =
-        herd_billing::invoicing::issue_due(&state.pool, OffsetDateTime::now_utc().date()).await?;
+    // This contract's invoices already due go out now rather than at the worker's next round.
+    let issued = herd_billing::invoicing::issue_for_contract(
+        &state.pool,
+        saved.id,
+        &saved.plan_code,
+        OffsetDateTime::now_utc().date(),
+    )
+    .await?;
     session::flash(
         &session,
         "ok",
