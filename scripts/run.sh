@@ -12,7 +12,31 @@ export HERD_LISTEN=${HERD_LISTEN:-127.0.0.1:8080}
 export HERD_PUBLIC_URL=${HERD_PUBLIC_URL:-http://${HERD_LISTEN/127.0.0.1/localhost}}
 export HERD_MAIL_OUTBOX=${HERD_MAIL_OUTBOX:-var/mail}
 
-cargo build -p herd
+# The key sealing kubeconfigs and owners' one-time passwords in the database: made once
+# and kept in var/ (production sets HERD_ENCRYPTION_KEY from a secret).
+if [ -z "${HERD_ENCRYPTION_KEY:-}" ]; then
+  mkdir -p var
+  if [ ! -s var/encryption.key ]; then
+    (umask 077; head -c 32 /dev/urandom | base64 > var/encryption.key)
+  fi
+  HERD_ENCRYPTION_KEY=$(cat var/encryption.key)
+  export HERD_ENCRYPTION_KEY
+fi
+
+# The same build as `make test` (the whole workspace, every target, queries checked
+# against the committed .sqlx data): nothing is rebuilt when switching between the two.
+SQLX_OFFLINE=true cargo build --workspace --all-targets
+
+# The cluster of the current kubeconfig (a kind or k3d cluster), when one answers.
+kubeconfig=${KUBECONFIG:-$HOME/.kube/config}
+kubeconfig=${kubeconfig%%:*}
+if [ -f "$kubeconfig" ]; then
+  target/debug/herd admin register-cluster --name local --region local \
+    --kubeconfig "$kubeconfig" --if-reachable || true
+else
+  echo "No kubeconfig ($kubeconfig): ordered servers wait as \"queued: no cluster connected\";"
+  echo "connect a cluster in the console (Clusters) or with 'herd admin register-cluster'."
+fi
 cat <<MSG
 
   Herd is starting on $HERD_PUBLIC_URL

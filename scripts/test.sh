@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Herd: starts the PostgreSQL the tests need (installing Debian's
 # package if needed), installs Debian's Chromium and chromedriver for the browser test when
-# they are missing, fetches Kubernetes' OpenAPI definitions (scripts/k8s-openapi.sh), then
+# they are missing, installs axe-core from npm for its accessibility checks, fetches
+# Kubernetes' OpenAPI definitions (scripts/k8s-openapi.sh), then
 # runs the whole workspace's tests.
 #
 # Extra arguments go to `cargo test` (e.g. scripts/test.sh -p herd-web).
@@ -12,6 +13,7 @@ need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}" >&2
   sudo_cmd=""
@@ -19,6 +21,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >&2
 fi
+
+# axe-core (from npm) for the browser test's accessibility checks.
+axe=var/axe/node_modules/axe-core/axe.min.js
+if [ ! -s "$axe" ]; then
+  echo "test.sh: installing axe-core from npm" >&2
+  mkdir -p var/axe
+  npm install --prefix var/axe --no-audit --no-fund --silent axe-core@4.11.0 >&2
+fi
+HERD_AXE_JS=$(pwd)/$axe
+export HERD_AXE_JS
 
 # #[sqlx::test] creates a database per test on this server.
 url=$(scripts/pg.sh start)

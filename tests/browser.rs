@@ -2,8 +2,10 @@
 //! WebDriver (chromedriver) from Rust. Signs up, confirms the email from the outbox, logs
 //! in, reaches the organization's dashboard, orders a server (Stripe's API and Checkout
 //! played by a local server answering with Stripe's fixtures; the webhook signed as Stripe
-//! signs it), and comes back to a paid order and an active subscription. On failure a
-//! screenshot is saved under `target/e2e-screenshots/`.
+//! signs it), comes back to a paid order and an active subscription, and follows the new
+//! server from its order to its page ("queued: no cluster connected"). Every page on the
+//! way is checked with axe-core (WCAG 2.1 A and AA rules) and must have no violation. On
+//! failure a screenshot is saved under `target/e2e-screenshots/`.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -120,6 +122,43 @@ where
     }
 }
 
+/// axe-core's browser build, installed from npm by `scripts/test.sh` (`HERD_AXE_JS`).
+fn axe_source() -> String {
+    let path = std::env::var("HERD_AXE_JS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../var/axe/node_modules/axe-core/axe.min.js")
+        });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "axe-core is needed at {} ({e}): scripts/test.sh installs it (npm install --prefix var/axe axe-core)",
+            path.display()
+        )
+    })
+}
+
+/// Runs axe-core's WCAG 2.1 A and AA rules on the current page; any violation is an
+/// error naming the rule and the elements.
+async fn accessible(c: &Client, page: &str) -> Result<(), Box<dyn std::error::Error>> {
+    c.execute(&axe_source(), vec![]).await?;
+    let out = c
+        .execute_async(
+            r#"const done = arguments[arguments.length - 1];
+               axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })
+                 .then(r => done(JSON.stringify(r.violations.map(v => ({ id: v.id, help: v.help, nodes: v.nodes.map(n => n.target.join(' ')) })))))
+                 .catch(e => done('axe failed: ' + e));"#,
+            vec![],
+        )
+        .await?;
+    let text = out.as_str().unwrap_or_default();
+    if text == "[]" {
+        Ok(())
+    } else {
+        Err(format!("accessibility violations on {page}: {text}").into())
+    }
+}
+
 /// Like `assert_eq!`, but returns the mismatch so the caller can take a screenshot first.
 fn expect_eq(what: &str, got: &str, want: &str) -> Result<(), Box<dyn std::error::Error>> {
     if got == want {
@@ -155,8 +194,10 @@ async fn journey(
     fake: &FakeStripe,
 ) -> Result<(), Box<dyn std::error::Error>> {
     c.goto(&format!("{}/", app.base)).await?;
+    accessible(c, "the home page").await?;
     click(c, Locator::LinkText("Sign up")).await?;
     wait_for_heading(c, "Create your account").await?;
+    accessible(c, "sign-up").await?;
     fill(c, "#name", "Camille Laurent").await?;
     fill(c, "#email", "camille@strasbourg.example").await?;
     fill(c, "#password", PASSWORD).await?;
@@ -179,6 +220,7 @@ async fn journey(
     wait_for_heading(c, "Email confirmed").await?;
     click(c, Locator::Css("main a.button")).await?;
     wait_for_heading(c, "Log in").await?;
+    accessible(c, "login").await?;
 
     fill(c, "#email", "camille@strasbourg.example").await?;
     fill(c, "#password", PASSWORD).await?;
@@ -188,6 +230,7 @@ async fn journey(
     wait_for_heading(c, "Ville de Strasbourg").await?;
     let url = c.current_url().await?;
     expect_eq("dashboard address", url.path(), "/o/ville-de-strasbourg")?;
+    accessible(c, "the organization's dashboard").await?;
     order(c, app, fake).await
 }
 
@@ -200,6 +243,7 @@ async fn order(
 ) -> Result<(), Box<dyn std::error::Error>> {
     click(c, Locator::LinkText("Order a server")).await?;
     wait_for_heading(c, "Order a server").await?;
+    accessible(c, "the order form").await?;
     click(c, Locator::Css("input[name=plan][value=community]")).await?;
     fill(c, "#domain", "social.strasbourg.example").await?;
     click(
@@ -260,7 +304,7 @@ async fn order(
             .status();
         expect_eq("webhook answer", status.as_str(), "200")?;
     }
-    while herd_billing::worker::run_due(&app.pool, &app.mailer, 20).await? > 0 {}
+    app.run_jobs().await;
     // Back from Checkout to the success address Herd gave Stripe.
     let success = s["success_url"]
         .as_str()
@@ -278,7 +322,34 @@ async fn order(
         state.as_deref().unwrap_or_default(),
         "fulfilled",
     )?;
-    click(c, Locator::LinkText("← Billing of Ville de Strasbourg")).await?;
+    accessible(c, "the order's page").await?;
+
+    // The paid order's server: no cluster is connected here, so it waits, and says so.
+    click(c, Locator::Id("server-link")).await?;
+    wait_for_heading(c, "social.strasbourg.example").await?;
+    let phase = c
+        .find(Locator::Id("server-phase"))
+        .await?
+        .attr("data-phase")
+        .await?;
+    expect_eq(
+        "server phase",
+        phase.as_deref().unwrap_or_default(),
+        "queued",
+    )?;
+    let text = c.find(Locator::Id("server-phase")).await?.text().await?;
+    if !text.contains("queued: no cluster connected") {
+        return Err(format!("the server page does not say why it waits: {text:?}").into());
+    }
+    accessible(c, "the server's page").await?;
+    click(c, Locator::LinkText("← Servers of Ville de Strasbourg")).await?;
+    wait_for_heading(c, "Servers").await?;
+    accessible(c, "the servers list").await?;
+    c.find(Locator::LinkText("social.strasbourg.example"))
+        .await?;
+
+    c.goto(&format!("{}/o/ville-de-strasbourg/billing", app.base))
+        .await?;
     wait_for_heading(c, "Billing").await?;
     let status = c
         .find(Locator::Css(".subscription .status"))
@@ -286,6 +357,7 @@ async fn order(
         .text()
         .await?;
     expect_eq("subscription status", &status, "Active")?;
+    accessible(c, "billing").await?;
     Ok(())
 }
 

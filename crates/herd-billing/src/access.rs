@@ -4,20 +4,14 @@
 //! next. Run after each processed event and periodically by the worker, so deadlines pass
 //! on time even when Stripe says nothing.
 
+use crate::jobs::AccessNotice;
 use herd_domain::access::{self, Access, Notice, Overrides, Policy, Standing};
 use herd_domain::{OrgId, Role};
 use herd_store::access::{self as store, TenantAccess};
-use herd_store::jobs::{self, NewJob};
 use herd_store::{billing, orgs, StoreError};
 use sqlx::PgPool;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
-
-/// The job that emails a recorded transition; payload `{"transition_id": …}`.
-pub const NOTICE_JOB: &str = "billing.notice";
-
-/// The job that tells an organization its trial ends soon; payload `{"subscription": …}`.
-pub const TRIAL_JOB: &str = "billing.trial_ending";
 
 pub fn card_subject(subscription: &str) -> String {
     format!("stripe:{subscription}")
@@ -53,14 +47,7 @@ pub async fn refresh(
     if d.access != before {
         let id = store::record_transition(&mut tx, &current, d.access.as_str(), next).await?;
         if access::notice(before, d.access).is_some() {
-            jobs::enqueue(
-                &mut *tx,
-                NewJob {
-                    dedupe_key: Some(&format!("notice:{id}")),
-                    ..NewJob::new(NOTICE_JOB, serde_json::json!({ "transition_id": id }))
-                },
-            )
-            .await?;
+            herd_jobs::enqueue(&mut *tx, &AccessNotice { transition_id: id }).await?;
         }
         tracing::info!(
             subject,

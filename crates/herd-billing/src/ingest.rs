@@ -3,10 +3,9 @@
 //! 2xx loses nothing: the job is in the queue.
 
 use crate::event::{Envelope, MalformedEvent};
+use crate::jobs::StripeEvent;
 use crate::signature::{self, SignatureError};
-use crate::worker::STRIPE_EVENT_JOB;
 use herd_store::billing::{self, NewEvent};
-use herd_store::jobs::{self, NewJob};
 use herd_store::StoreError;
 use secrecy::SecretString;
 use sqlx::PgPool;
@@ -104,14 +103,10 @@ async fn ingest_inner(
     )
     .await?;
     if new {
-        jobs::enqueue(
+        herd_jobs::enqueue(
             &mut *tx,
-            NewJob {
-                dedupe_key: Some(&event.id),
-                ..NewJob::new(
-                    STRIPE_EVENT_JOB,
-                    serde_json::json!({ "event_id": event.id }),
-                )
+            &StripeEvent {
+                event_id: event.id.clone(),
             },
         )
         .await?;

@@ -2,16 +2,13 @@
 //! to the organization's owners and billing members), and what overdue invoices mean for
 //! the access policy.
 
+use crate::jobs::InvoiceEmail;
 use herd_domain::access::Standing;
 use herd_domain::OrgId;
 use herd_store::invoicing::{self, Contract, Invoice};
-use herd_store::jobs::{self, NewJob};
 use herd_store::{orgs, plans, StoreError};
 use sqlx::PgPool;
 use time::{Date, OffsetDateTime, Time};
-
-/// The job that emails an issued invoice; payload `{"invoice_id": …}`.
-pub const INVOICE_JOB: &str = "billing.invoice";
 
 pub fn contract_subject(contract: uuid::Uuid) -> String {
     format!("contract:{contract}")
@@ -39,14 +36,7 @@ pub async fn issue_for_contract(
     let mut tx = pool.begin().await?;
     let issued = invoicing::issue_due(&mut tx, contract, today, &plan_name).await?;
     for inv in &issued {
-        jobs::enqueue(
-            &mut *tx,
-            NewJob {
-                dedupe_key: Some(&format!("invoice:{}", inv.id)),
-                ..NewJob::new(INVOICE_JOB, serde_json::json!({ "invoice_id": inv.id }))
-            },
-        )
-        .await?;
+        herd_jobs::enqueue(&mut *tx, &InvoiceEmail { invoice_id: inv.id }).await?;
     }
     tx.commit().await?;
     for inv in &issued {

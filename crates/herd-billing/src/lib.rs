@@ -6,8 +6,10 @@
 
 pub mod access;
 pub mod event;
+pub mod fulfil;
 pub mod ingest;
 pub mod invoicing;
+pub mod jobs;
 pub mod process;
 pub mod signature;
 pub mod stripe_api;

@@ -29,6 +29,17 @@ pub enum ProcessError {
     Unreadable { id: String, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the order's server could not be created: {0}")]
+    Fulfil(herd_fleet::FleetError),
+}
+
+impl From<herd_fleet::FleetError> for ProcessError {
+    fn from(e: herd_fleet::FleetError) -> Self {
+        match e {
+            herd_fleet::FleetError::Store(s) => ProcessError::Store(s),
+            other => ProcessError::Fulfil(other),
+        }
+    }
 }
 
 impl From<sqlx::Error> for ProcessError {
@@ -92,7 +103,7 @@ pub async fn recompute_subscription(pool: &PgPool, id: &str) -> Result<Outcome, 
     billing::upsert_subscription(&mut *tx, &to_row(&view, org, plan_code)).await?;
     let mut fulfilled_order = false;
     if let (true, Some(order), Some(org)) = (view.checkout_completed, view.order_id, org) {
-        fulfilled_order = billing::fulfil_order(&mut *tx, order, org, id).await?;
+        fulfilled_order = crate::fulfil::fulfil_paid(&mut tx, order, org, id).await?;
         if fulfilled_order {
             tracing::info!(order = %order, subscription = id, "order fulfilled");
         }
@@ -152,14 +163,11 @@ pub async fn process_event(pool: &PgPool, id: &str) -> Result<Outcome, ProcessEr
         (true, Some(sub)) => {
             let outcome = recompute_subscription(pool, &sub).await?;
             if event.type_ == "customer.subscription.trial_will_end" {
-                herd_store::jobs::enqueue(
+                herd_jobs::enqueue(
                     pool,
-                    herd_store::jobs::NewJob {
-                        dedupe_key: Some(&format!("trial:{}", event.id)),
-                        ..herd_store::jobs::NewJob::new(
-                            crate::access::TRIAL_JOB,
-                            serde_json::json!({ "subscription": sub }),
-                        )
+                    &crate::jobs::TrialEnding {
+                        subscription: sub.clone(),
+                        event_id: event.id.clone(),
                     },
                 )
                 .await?;

@@ -4,7 +4,7 @@
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use herd_billing::access::{self, card_subject};
-use herd_billing::{ingest, worker};
+use herd_billing::ingest;
 use herd_mail::{read_outbox, Mailer};
 use herd_store::access as store;
 use herd_testkit::stripe;
@@ -106,7 +106,7 @@ impl World {
     }
 
     async fn work(&self) {
-        while worker::run_due(&self.pool, &self.mailer, 50).await.unwrap() > 0 {}
+        herd_testkit::jobs::run_jobs(&self.pool, &self.mailer).await;
     }
 
     /// The policy's view `days` from now (as the periodic sweep would see it then).

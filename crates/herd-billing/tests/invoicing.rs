@@ -4,7 +4,6 @@
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use herd_billing::invoicing::{self, contract_subject};
-use herd_billing::worker;
 use herd_domain::invoice::Period;
 use herd_domain::OrgId;
 use herd_mail::{read_outbox, Mailer};
@@ -163,7 +162,7 @@ async fn an_overdue_invoice_starts_the_grace_period_and_payment_ends_it(pool: Pg
         .remove(0);
     let now = OffsetDateTime::now_utc();
     herd_billing::access::sweep(&pool, now).await.unwrap();
-    while worker::run_due(&pool, &mailer, 50).await.unwrap() > 0 {}
+    herd_testkit::jobs::run_jobs(&pool, &mailer).await;
     let state = |pool: PgPool| async move {
         herd_store::access::get(&pool, &contract_subject(c))
             .await
@@ -196,7 +195,7 @@ async fn an_overdue_invoice_starts_the_grace_period_and_payment_ends_it(pool: Pg
         .await
         .unwrap();
     assert_eq!(state(pool.clone()).await, "running");
-    while worker::run_due(&pool, &mailer, 50).await.unwrap() > 0 {}
+    herd_testkit::jobs::run_jobs(&pool, &mailer).await;
 
     let mails = read_outbox(&outbox).unwrap();
     let subjects: Vec<&str> = mails

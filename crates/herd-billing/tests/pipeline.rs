@@ -6,8 +6,11 @@
 mod common;
 
 use common::{history, scrambled, ORDER, ORG, SUB};
-use herd_billing::{ingest, worker, Ingested};
+use herd_billing::jobs::StripeEvent;
+use herd_billing::{ingest, Ingested};
+use herd_domain::JobState;
 use herd_domain::OrgId;
+use herd_jobs::Job;
 use herd_store::billing;
 use herd_testkit::stripe;
 use secrecy::SecretString;
@@ -44,6 +47,19 @@ async fn org_and_order(pool: &PgPool) {
         .execute(pool)
         .await
         .unwrap();
+    // The organization's owner becomes the owner of the server the order pays for.
+    let owner = Uuid::now_v7();
+    sqlx::query("INSERT INTO users (id, email, display_name, password_hash, email_verified_at) VALUES ($1, 'lea@lyon.example', 'Léa', 'x', now())")
+        .bind(owner)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO memberships (org_id, user_id, role) VALUES ($1, $2, 'owner')")
+        .bind(org)
+        .bind(owner)
+        .execute(pool)
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO orders (id, org_id, plan_code, app, domain) VALUES ($1, $2, 'community', 'mastodon', 'lyon.social')")
         .bind(Uuid::parse_str(ORDER).unwrap())
         .bind(org)
@@ -53,14 +69,29 @@ async fn org_and_order(pool: &PgPool) {
 }
 
 async fn drain(pool: &PgPool) -> usize {
-    let mut total = 0;
-    loop {
-        let n = worker::run_due(pool, &mailer(), 50).await.unwrap();
-        if n == 0 {
-            return total;
-        }
-        total += n;
-    }
+    herd_testkit::jobs::run_jobs(pool, &mailer())
+        .await
+        .claimed()
+}
+
+/// A runner of billing's jobs only (the server an order starts is another test's
+/// business), with the fast test settings and `concurrency` slots.
+fn runner(pool: &PgPool, concurrency: usize) -> herd_jobs::Runner {
+    let mut registry = herd_jobs::Registry::new();
+    herd_billing::worker::register(&mut registry, pool, &mailer());
+    herd_jobs::Runner::new(
+        pool.clone(),
+        registry,
+        herd_jobs::Settings {
+            concurrency,
+            ..herd_testkit::jobs::fast_settings()
+        },
+    )
+}
+
+/// Runs what is due with one runner; returns how many jobs it claimed.
+async fn run_due(pool: &PgPool) -> usize {
+    runner(pool, 10).drain().await.unwrap().claimed()
 }
 
 async fn count(pool: &PgPool, sql: &str) -> i64 {
@@ -214,20 +245,42 @@ async fn the_same_event_on_many_connections_at_once_is_stored_and_processed_once
     let mut workers = Vec::new();
     for _ in 0..4 {
         let pool = pool.clone();
-        workers.push(tokio::spawn(async move {
-            worker::run_due(&pool, &mailer(), 10).await.unwrap()
-        }));
+        workers.push(tokio::spawn(async move { run_due(&pool).await }));
     }
     let mut claimed = 0;
     for w in workers {
         claimed += w.await.unwrap();
     }
     assert_eq!(claimed, 1);
-    assert_eq!(count(&pool, "SELECT attempts::bigint FROM jobs").await, 1);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT attempts::bigint FROM jobs WHERE kind = 'stripe.event'"
+        )
+        .await,
+        1
+    );
     assert_eq!(
         count(
             &pool,
             "SELECT count(*) FROM orders WHERE state = 'fulfilled'"
+        )
+        .await,
+        1
+    );
+    // One server for the order, with one provisioning job, in the same transaction.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM instances WHERE domain = 'lyon.social'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM jobs WHERE kind = 'fleet.apply_instance'"
         )
         .await,
         1
@@ -245,7 +298,7 @@ async fn events_of_one_subscription_processed_concurrently_leave_the_newest_stat
     for _ in 0..10 {
         let pool = pool.clone();
         workers.push(tokio::spawn(async move {
-            worker::run_due(&pool, &mailer(), 1).await.unwrap()
+            runner(&pool, 1).drain().await.unwrap().claimed()
         }));
     }
     for w in workers {
@@ -271,28 +324,34 @@ async fn a_worker_that_dies_mid_job_leaves_it_to_the_next(pool: PgPool) {
     // A worker claims the job with a short lease, then dies without a word.
     let claimed = herd_store::jobs::claim(
         &pool,
-        &[worker::STRIPE_EVENT_JOB],
+        &[StripeEvent::KIND],
         10,
         time::Duration::milliseconds(200),
     )
     .await
     .unwrap();
     assert_eq!(claimed.len(), 1);
-    assert_eq!(
-        worker::run_due(&pool, &mailer(), 10).await.unwrap(),
-        0,
-        "still leased"
-    );
+    assert_eq!(run_due(&pool).await, 0, "still leased");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The expired lease counts as a failed attempt, retried after its (short) backoff.
+    let mut taken = 0;
+    for _ in 0..100 {
+        taken += run_due(&pool).await;
+        if taken > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(taken, 1, "taken over");
+    assert_eq!(run_due(&pool).await, 0, "and done");
     assert_eq!(
-        worker::run_due(&pool, &mailer(), 10).await.unwrap(),
-        1,
-        "taken over"
-    );
-    assert_eq!(
-        worker::run_due(&pool, &mailer(), 10).await.unwrap(),
-        0,
-        "and done"
+        count(
+            &pool,
+            "SELECT attempts::bigint FROM jobs WHERE kind = 'stripe.event'"
+        )
+        .await,
+        2,
+        "the dead worker's run counted"
     );
     let e = billing::event(&pool, "evt_01checkout")
         .await
@@ -330,17 +389,17 @@ async fn a_failing_event_is_retried_then_marked_failed_and_can_be_reprocessed(po
     herd_store::jobs::enqueue(
         &mut *conn,
         herd_store::jobs::NewJob {
+            kind: StripeEvent::KIND,
+            payload: serde_json::json!({ "event_id": "evt_broken" }),
             dedupe_key: Some("evt_broken"),
             max_attempts: 2,
-            ..herd_store::jobs::NewJob::new(
-                worker::STRIPE_EVENT_JOB,
-                serde_json::json!({ "event_id": "evt_broken" }),
-            )
+            run_at: None,
         },
     )
     .await
     .unwrap();
-    assert_eq!(worker::run_due(&pool, &mailer(), 10).await.unwrap(), 1);
+    let production = herd_testkit::jobs::runner(&pool, &mailer());
+    assert_eq!(production.drain().await.unwrap().retrying, 1);
     let e = billing::event(&pool, "evt_broken").await.unwrap().unwrap();
     assert_eq!(e.state, "failed");
     assert!(e.last_error.unwrap().contains("cannot be read"));
@@ -348,22 +407,23 @@ async fn a_failing_event_is_retried_then_marked_failed_and_can_be_reprocessed(po
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(job.state, "queued", "retried later");
+    assert_eq!(job.state, JobState::Queued, "retried later");
     assert!(job.run_at > time::OffsetDateTime::now_utc());
     // Second attempt (made due now): out of attempts, failed for good.
     sqlx::query("UPDATE jobs SET run_at = now()")
         .execute(&pool)
         .await
         .unwrap();
-    worker::run_due(&pool, &mailer(), 10).await.unwrap();
+    assert_eq!(production.drain().await.unwrap().dead, 1);
     let job = herd_store::jobs::by_key(&pool, "evt_broken")
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(job.state, "failed");
+    assert_eq!(job.state, JobState::Dead);
+    assert!(job.last_error.unwrap().contains("cannot be read"));
     // An operator's reprocess puts it back.
     assert!(herd_store::jobs::requeue_by_key(&pool, "evt_broken")
         .await
         .unwrap());
-    assert_eq!(worker::run_due(&pool, &mailer(), 10).await.unwrap(), 1);
+    assert_eq!(production.drain().await.unwrap().claimed(), 1);
 }

@@ -8,7 +8,9 @@ pub mod access;
 pub mod domain;
 pub mod email;
 pub mod ids;
+pub mod instance;
 pub mod invoice;
+pub mod job;
 pub mod password;
 pub mod plan;
 pub mod role;
@@ -17,6 +19,8 @@ pub mod slug;
 pub use domain::{DomainError, DomainName};
 pub use email::{Email, EmailError};
 pub use ids::{AuditId, InvitationId, OrgId, PlanId, UserId};
+pub use instance::{ClusterHealth, Desired, InstancePhase};
+pub use job::JobState;
 pub use password::{
     check_password, PasswordError, PASSWORD_MAX_LEN, PASSWORD_MIN_LEN, PASSWORD_RULES,
 };

@@ -65,6 +65,12 @@ impl Role {
         matches!(self, Role::Owner | Role::Admin)
     }
 
+    /// May manage the organization's servers: see the owner's one-time password, and
+    /// (as they are built) suspend, resume, upgrade, change plan and delete.
+    pub fn can_manage_servers(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+
     /// May see and change the organization's billing.
     pub fn can_manage_billing(self) -> bool {
         matches!(self, Role::Owner | Role::Billing)

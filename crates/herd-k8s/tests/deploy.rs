@@ -19,9 +19,17 @@ fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
 }
 
-/// Every object of the kustomization, in file order.
+/// Every object of the operator's kustomization (deploy/), in file order.
 fn manifests() -> Vec<Value> {
-    let dir = deploy_dir();
+    manifests_in(&deploy_dir())
+}
+
+/// Every object of the control plane's kustomization (deploy/control-plane/).
+fn control_plane() -> Vec<Value> {
+    manifests_in(&deploy_dir().join("control-plane"))
+}
+
+fn manifests_in(dir: &Path) -> Vec<Value> {
     let k: Value =
         serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
             .unwrap();
@@ -51,12 +59,15 @@ fn manifests_pass_the_schema() {
     });
     let v = RuntimeOpenAPIValidator::from_file(&spec).unwrap();
     let mut checked = 0;
-    for m in manifests() {
+    for m in manifests().into_iter().chain(control_plane()) {
         let api_version = m["apiVersion"].as_str().unwrap();
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         let kind = m["kind"].as_str().unwrap();
         if kind == "CustomResourceDefinition" {
             continue; // checked against the Rust types by the crd drift test
+        }
+        if group == "postgresql.cnpg.io" {
+            continue; // not Kubernetes' own; checked below by what Herd relies on
         }
         v.enable_validation_for(&format!("{group}/{version}/{kind}"))
             .unwrap();
@@ -65,7 +76,73 @@ fn manifests_pass_the_schema() {
         }
         checked += 1;
     }
-    assert!(checked >= 8, "{checked}");
+    assert!(checked >= 18, "{checked}");
+}
+
+#[test]
+fn the_control_plane_runs_web_and_workers_on_its_database_with_least_privilege() {
+    let all = control_plane();
+    // CloudNativePG names the app Secret <cluster>-app with the connection URI in `uri`.
+    let db = find(&all, "Cluster", "herd-db");
+    assert_eq!(db["apiVersion"], "postgresql.cnpg.io/v1");
+    assert_eq!(db["spec"]["bootstrap"]["initdb"]["database"], "herd");
+    for (name, args, replicas) in [("herd-web", "serve", 3), ("herd-worker", "worker", 2)] {
+        let d = find(&all, "Deployment", name);
+        assert_eq!(d["spec"]["replicas"], replicas, "{name}");
+        let pod = &d["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(c["args"], serde_json::json!([args]));
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        let env = c["env"].to_string();
+        assert!(
+            env.contains("herd-db-app") && env.contains("\"uri\""),
+            "{name}: {env}"
+        );
+        let from = c["envFrom"].to_string();
+        assert!(
+            from.contains("herd-secrets") && from.contains("\"herd\""),
+            "{from}"
+        );
+    }
+    let web = find(&all, "Deployment", "herd-web");
+    let c = &web["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(c["env"].to_string().contains("HERD_NO_WORKER"));
+    assert_eq!(
+        find(&all, "Service", "herd-web")["spec"]["selector"]["app.kubernetes.io/name"],
+        "herd-web"
+    );
+    assert_eq!(
+        find(&all, "Ingress", "herd-web")["spec"]["rules"][0]["http"]["paths"][0]["backend"]
+            ["service"]["name"],
+        "herd-web"
+    );
+
+    // The worker may do exactly what herd-orchestrator does on its own cluster.
+    let role = grants(find(&all, "Role", "herd-worker"));
+    needs(
+        &role,
+        "herd.dev",
+        "instances",
+        &["get", "list", "create", "patch", "delete"],
+        "Role herd-worker",
+    );
+    needs(&role, "apps", "deployments", &["get"], "Role herd-worker");
+    let secrets = find(&all, "ClusterRole", "herd-worker-owner-passwords");
+    let granted = grants(secrets);
+    needs(
+        &granted,
+        "",
+        "secrets",
+        &["get", "delete"],
+        "ClusterRole herd-worker-owner-passwords",
+    );
+    assert_eq!(
+        secrets["rules"][0]["resourceNames"],
+        serde_json::json!(["owner-password"]),
+        "the worker reads no other Secret"
+    );
+    assert_eq!(granted.len(), 2, "{granted:?}");
 }
 
 /// The (group, resource, verb) triples a set of RBAC rules grants; refuses wildcards.

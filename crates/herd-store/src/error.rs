@@ -12,6 +12,9 @@ pub enum StoreError {
     Unavailable(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value Herd cannot read (e.g. an unknown state name).
+    #[error("unexpected value in the database: {0}")]
+    Invalid(String),
     #[error(transparent)]
     Db(sqlx::Error),
 }

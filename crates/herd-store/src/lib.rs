@@ -8,6 +8,7 @@ pub mod access;
 pub mod audit;
 pub mod billing;
 pub mod error;
+pub mod fleet;
 pub mod invitations;
 pub mod invoicing;
 pub mod jobs;

@@ -16,6 +16,8 @@ pub struct Resp {
     pub status: u16,
     pub location: Option<String>,
     pub content_type: String,
+    /// `Cache-Control`, for pages that must not be cached.
+    pub cache_control: Option<String>,
     pub body: String,
 }
 
@@ -111,11 +113,13 @@ impl Client {
         };
         let location = header(reqwest::header::LOCATION);
         let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
+        let cache_control = header(reqwest::header::CACHE_CONTROL);
         let body = resp.text().await.unwrap_or_default();
         let r = Resp {
             status,
             location,
             content_type,
+            cache_control,
             body,
         };
         if let Some(t) = r.field_value(herd_web::csrf::FIELD) {
@@ -126,6 +130,36 @@ impl Client {
 
     pub async fn get(&self, path: &str) -> Resp {
         self.read(self.http.get(self.url(path)).send().await).await
+    }
+
+    /// GETs a stream of server-sent events and returns its status, its content type and
+    /// the first event's text (up to the blank line that ends it; empty when the answer is
+    /// not a stream). Stops reading after that, or after 10 seconds.
+    pub async fn first_event(&self, path: &str) -> (u16, String, String) {
+        let mut resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request failed: {e}"));
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let mut text = String::new();
+        if content_type.starts_with("text/event-stream") {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !text.contains("\n\n") {
+                match tokio::time::timeout_at(deadline, resp.chunk()).await {
+                    Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                    _ => break,
+                }
+            }
+        }
+        (status, content_type, text)
     }
 
     /// GET, following redirects within the site.

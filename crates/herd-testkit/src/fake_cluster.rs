@@ -4,6 +4,7 @@
 //! - Namespaces: kube-fake-client 0.3 cannot parse the paths of the `namespaces` resource
 //!   itself (`/api/v1/namespaces/{name}`), so those requests are served here from a small
 //!   store with the same semantics (create on apply, resource version bumped per write).
+//! - `GET /version`, answered as a Kubernetes 1.34 API server does.
 //! - A count of API writes (every request that is not a GET, LIST or WATCH), the number a
 //!   no-op reconcile must keep at zero.
 
@@ -191,6 +192,15 @@ pub async fn start_with(
             }
             if req.method() != Method::GET {
                 w.fetch_add(1, Ordering::SeqCst);
+            }
+            // The API server's version, as `kubectl version` reads it.
+            if req.method() == Method::GET && req.uri().path() == "/version" {
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "major": "1", "minor": "34", "gitVersion": "v1.34.1",
+                             "gitCommit": "fake", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                             "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64" }),
+                ));
             }
             let parts: Vec<String> = req
                 .uri()

@@ -7,6 +7,7 @@
 
 mod client;
 pub mod fake_cluster;
+pub mod jobs;
 mod pg;
 pub mod stripe;
 
@@ -40,6 +41,11 @@ pub struct TestApp {
     pub outbox: PathBuf,
     /// The app's mailer (writing to `outbox`), for workers a test runs beside the app.
     pub mailer: Mailer,
+    /// The registered clusters' API servers, as the app's worker reaches them: plug a
+    /// fake cluster in under a registered cluster's name.
+    pub clusters: jobs::FakeClusters,
+    /// The app's `HERD_ENCRYPTION_KEY`.
+    pub seal_key: herd_fleet::seal::SealKey,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -80,6 +86,10 @@ impl TestApp {
         let _ = std::fs::remove_dir_all(&outbox);
         let mailer = Mailer::outbox(&outbox, "Herd <noreply@herd.test>").unwrap();
         let mut config = WebConfig::new(url::Url::parse(&base).unwrap());
+        let seal_key =
+            herd_fleet::seal::SealKey::from_base64(&herd_fleet::seal::SealKey::generate_base64())
+                .unwrap();
+        config.seal_key = Some(seal_key.clone());
         adjust(&mut config);
         let state = AppState::new(pool.clone(), config, mailer.clone());
         let app = herd_web::app(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -92,8 +102,30 @@ impl TestApp {
             pool,
             outbox,
             mailer,
+            clusters: jobs::FakeClusters::default(),
+            seal_key,
             server,
         }
+    }
+
+    /// The worker's runner, as `herd serve` runs it, with the fake clusters plugged in
+    /// and quick test settings.
+    pub fn runner(&self) -> herd_jobs::Runner {
+        herd_jobs::Runner::new(
+            self.pool.clone(),
+            jobs::registry_with(
+                &self.pool,
+                &self.mailer,
+                &self.clusters,
+                Some(self.seal_key.clone()),
+            ),
+            jobs::fast_settings(),
+        )
+    }
+
+    /// Runs the job queue until nothing is due; fails the test if a job is left failing.
+    pub async fn run_jobs(&self) -> herd_jobs::Stats {
+        jobs::drain_checked(&self.runner(), &self.pool).await
     }
 
     /// A fresh client, like a new browser profile.
@@ -149,6 +181,34 @@ impl TestApp {
             .await;
         assert_eq!(r.status, 303, "login failed: {}", r.body);
         c
+    }
+}
+
+impl TestApp {
+    /// An operator (the provider's staff) with two-factor authentication enrolled,
+    /// logged in: the console is open to it.
+    pub async fn operator(&self, email: &str) -> Client {
+        let op = self.signed_up("Operator", email, None).await;
+        sqlx::query("UPDATE users SET is_operator = true WHERE email = $1")
+            .bind(email)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        op.get("/account/2fa").await;
+        let r = op.post("/account/2fa/start", &[]).await;
+        let secret = r.select_text("#totp-secret").pop().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let code = herd_web::totp::code_at(
+            &herd_web::totp::base32_decode(&secret).unwrap(),
+            herd_web::totp::step_of(now),
+        );
+        op.post("/account/2fa/confirm", &[("code", &code)])
+            .await
+            .assert_status(200);
+        op
     }
 }
 

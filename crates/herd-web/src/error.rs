@@ -39,6 +39,16 @@ impl From<StoreError> for AppError {
     }
 }
 
+impl From<herd_fleet::FleetError> for AppError {
+    fn from(e: herd_fleet::FleetError) -> Self {
+        match e {
+            herd_fleet::FleetError::NotFound => AppError::NotFound,
+            herd_fleet::FleetError::Store(s) => s.into(),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
         StoreError::from(e).into()

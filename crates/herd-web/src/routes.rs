@@ -112,5 +112,8 @@ pub fn portal() -> Routes {
     let r = pages::billing::routes(r);
     let r = pages::operator_billing::routes(r);
     let r = pages::invoicing::routes(r);
+    let r = pages::servers::routes(r);
+    let r = pages::operator_fleet::routes(r);
+    let r = pages::operator_jobs::routes(r);
     pages::plans::routes(r)
 }

@@ -34,6 +34,10 @@ pub struct WebConfig {
     /// The issuer block of Herd's invoices: the provider's name, address, VAT id, bank
     /// details (several lines).
     pub invoice_issuer: String,
+    /// Seals kubeconfigs and owners' one-time passwords in the database
+    /// (`HERD_ENCRYPTION_KEY`); without it, clusters can only use in-cluster credentials
+    /// and owner passwords stay on the cluster.
+    pub seal_key: Option<herd_fleet::seal::SealKey>,
 }
 
 impl WebConfig {
@@ -51,6 +55,7 @@ impl WebConfig {
             stripe_secret_key: None,
             stripe_api_base: herd_billing::stripe_api::DEFAULT_API_BASE.to_owned(),
             invoice_issuer: "Your hosting provider (set HERD_INVOICE_ISSUER)".to_owned(),
+            seal_key: None,
         }
     }
 

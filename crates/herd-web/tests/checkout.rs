@@ -43,11 +43,7 @@ async fn webhook(app: &TestApp, event: serde_json::Value) {
 }
 
 async fn work(app: &TestApp) {
-    while herd_billing::worker::run_due(&app.pool, &app.mailer, 50)
-        .await
-        .unwrap()
-        > 0
-    {}
+    app.run_jobs().await;
 }
 
 async fn org_id(pool: &PgPool, slug: &str) -> Uuid {
@@ -450,4 +446,290 @@ async fn a_failed_payment_shows_a_banner_with_the_next_step(pool: PgPool) {
         .assert_contains("Card invoices")
         .assert_contains("https://invoice.stripe.com/i/in_lyon2")
         .assert_contains("49.00 EUR");
+}
+
+async fn server_of(pool: &PgPool, order: Uuid) -> (Uuid, String) {
+    sqlx::query_as("SELECT id, slug FROM instances WHERE order_id = $1")
+        .bind(order)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_paid_order_waits_for_a_cluster_then_runs_and_shows_the_owner_password_once(
+    pool: PgPool,
+) {
+    use herd_k8s::crd::Instance;
+    use herd_testkit::fake_cluster;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+
+    let fake = FakeStripe::start().await;
+    let app = app(pool.clone(), &fake).await;
+    let owner = app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
+    let (order, session) = order(&owner, &fake, &pool).await;
+    paid(&app, &fake, &pool, order, &session).await;
+    work(&app).await;
+
+    // No cluster is registered: the order is complete and the server waits, visibly.
+    let (id, slug) = server_of(&pool, order).await;
+    assert_eq!(slug, "lyon-social");
+    owner
+        .get(&format!("/o/lyon/orders/{order}"))
+        .await
+        .assert_contains(&format!("/o/lyon/servers/{id}"));
+    owner
+        .get("/o/lyon/servers")
+        .await
+        .assert_status(200)
+        .assert_contains("lyon.social")
+        .assert_contains("queued: no cluster connected");
+    let page = owner.get(&format!("/o/lyon/servers/{id}")).await;
+    page.assert_status(200)
+        .assert_contains("data-phase=\"queued\"")
+        .assert_contains("src=\"/assets/server.js\"");
+    // The live stream starts with the state as it is.
+    let (status, kind, first) = owner
+        .first_event(&format!("/o/lyon/servers/{id}/events"))
+        .await;
+    assert_eq!((status, kind.as_str()), (200, "text/event-stream"));
+    assert!(first.starts_with("event: status\n"), "{first:?}");
+    assert!(first.contains("\"phase\":\"queued\""), "{first:?}");
+    assert!(first.contains("queued: no cluster connected"), "{first:?}");
+    let script = app.client().get("/assets/server.js").await;
+    script.assert_status(200).assert_contains("EventSource");
+    assert!(script.content_type.starts_with("text/javascript"));
+
+    // An operator connects a cluster; the worker checks it and places the server there.
+    let cluster = fake_cluster::start_with(|b| b.with_resource::<Instance>()).await;
+    app.clusters.plug("eu-1", cluster.client.clone());
+    let op = app.operator("ops@provider.example").await;
+    op.get("/operator/clusters")
+        .await
+        .assert_contains("1 server waits for a cluster");
+    op.get("/operator/clusters/new").await.assert_status(200);
+    op.post(
+        "/operator/clusters",
+        &[
+            ("name", "eu-1"),
+            ("region", "eu-west"),
+            ("capacity", "10"),
+            ("operator_namespace", "herd-system"),
+            ("kubeconfig", ""),
+        ],
+    )
+    .await
+    .assert_redirect("/operator/clusters");
+    work(&app).await;
+    let clusters = op.get("/operator/clusters").await;
+    clusters
+        .assert_contains("data-health=\"healthy\"")
+        .assert_contains("v1.34.1")
+        .assert_contains("1 / 10");
+
+    let api: Api<Instance> = Api::namespaced(cluster.client.clone(), "herd-system");
+    let applied = api.get(&slug).await.unwrap();
+    assert_eq!(applied.spec.local_domain, "lyon.social");
+    assert_eq!(applied.spec.plan, "community");
+    assert_eq!(applied.spec.owner.email, "lea@lyon.example");
+    assert_eq!(applied.spec.owner.username, "lea");
+    assert!(!applied.spec.suspended);
+    owner
+        .get(&format!("/o/lyon/servers/{id}"))
+        .await
+        .assert_contains("data-phase=\"provisioning\"")
+        .assert_contains("placed on eu-1");
+
+    // The operator on the cluster reports the server running; the owner account exists.
+    api.patch_status(
+        &slug,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": {
+            "phase": "Running",
+            "url": "https://lyon.social",
+            "runningVersion": "v4.7.6",
+            "conditions": [
+                { "type": "Database", "status": "True", "reason": "Ready", "message": "PostgreSQL accepts connections" },
+                { "type": "Migrations", "status": "True", "reason": "Done", "message": "no migration pending" },
+                { "type": "Web", "status": "True", "reason": "Ready", "message": "web is ready" },
+                { "type": "Ingress", "status": "True", "reason": "Ready", "message": "the ingress has an address" }
+            ]
+        }})),
+    )
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), "herd-lyon-social");
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "owner-password", "namespace": "herd-lyon-social" },
+        "stringData": { "password": "5f1c0ffee5f1c0ffee5f1c0ffee5f1c0", "username": "lea" }
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    herd_orchestrator::tick(&pool).await.unwrap();
+    work(&app).await;
+    // Collected into the database (sealed), and gone from the cluster.
+    assert!(secrets.get_opt("owner-password").await.unwrap().is_none());
+    let sealed: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT owner_password_sealed FROM instances WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!String::from_utf8_lossy(&sealed.unwrap()).contains("c0ffee"));
+
+    let page = owner.get(&format!("/o/lyon/servers/{id}")).await;
+    page.assert_contains("data-phase=\"running\"")
+        .assert_contains("href=\"https://lyon.social\"")
+        .assert_contains("data-state=\"done\"");
+    assert!(
+        !page.body.contains("/assets/server.js"),
+        "a running server's page is still"
+    );
+    let (_, _, now) = owner
+        .first_event(&format!("/o/lyon/servers/{id}/events"))
+        .await;
+    assert!(
+        now.contains("\"phase\":\"running\"") && now.contains("https://lyon.social"),
+        "{now:?}"
+    );
+
+    // Suspending asks for confirmation, is idempotent, audited, and reaches the cluster.
+    let confirm = owner.get(&format!("/o/lyon/servers/{id}/suspend")).await;
+    confirm
+        .assert_status(200)
+        .assert_contains("Suspend lyon.social?");
+    owner
+        .post(&format!("/o/lyon/servers/{id}/suspend"), &[])
+        .await
+        .assert_redirect(&format!("/o/lyon/servers/{id}"));
+    owner.get(&format!("/o/lyon/servers/{id}/suspend")).await;
+    owner
+        .post(&format!("/o/lyon/servers/{id}/suspend"), &[])
+        .await
+        .assert_redirect(&format!("/o/lyon/servers/{id}"));
+    work(&app).await;
+    assert!(api.get(&slug).await.unwrap().spec.suspended);
+    let suspended: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'instance.suspended'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(suspended, 1, "the second click changed nothing");
+    owner
+        .get(&format!("/o/lyon/servers/{id}"))
+        .await
+        .assert_contains("Resume the server");
+    owner
+        .post(&format!("/o/lyon/servers/{id}/resume"), &[])
+        .await
+        .assert_redirect(&format!("/o/lyon/servers/{id}"));
+    work(&app).await;
+    assert!(!api.get(&slug).await.unwrap().spec.suspended);
+
+    // A plain member sees the server but not the password.
+    let member = app.signed_up("Max", "max@lyon.example", None).await;
+    sqlx::query("INSERT INTO memberships (org_id, user_id, role) SELECT $1, id, 'member' FROM users WHERE email = 'max@lyon.example'")
+        .bind(org_id(&pool, "lyon").await)
+        .execute(&pool)
+        .await
+        .unwrap();
+    member
+        .get(&format!("/o/lyon/servers/{id}"))
+        .await
+        .assert_status(200)
+        .assert_contains("Owners and admins of Lyon can see");
+    member
+        .post(&format!("/o/lyon/servers/{id}/owner-password"), &[])
+        .await
+        .assert_status(403);
+    member
+        .get(&format!("/o/lyon/servers/{id}/suspend"))
+        .await
+        .assert_status(403);
+    member.get(&format!("/o/lyon/servers/{id}")).await;
+    member
+        .post(&format!("/o/lyon/servers/{id}/suspend"), &[])
+        .await
+        .assert_status(403);
+
+    // The owner sees it once, uncached; the showing is audited.
+    let shown = owner
+        .post(&format!("/o/lyon/servers/{id}/owner-password"), &[])
+        .await;
+    shown
+        .assert_status(200)
+        .assert_contains("5f1c0ffee5f1c0ffee5f1c0ffee5f1c0");
+    assert_eq!(shown.cache_control.as_deref(), Some("no-store"));
+    owner
+        .post(&format!("/o/lyon/servers/{id}/owner-password"), &[])
+        .await
+        .assert_contains("was shown on");
+    assert!(!owner
+        .get(&format!("/o/lyon/servers/{id}"))
+        .await
+        .body
+        .contains("5f1c0ffee"));
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'instance.owner_password.revealed'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+
+    // Someone of another organization cannot see that the server exists.
+    let other = app
+        .signed_up("Eve", "eve@elsewhere.example", Some("Elsewhere"))
+        .await;
+    other
+        .get(&format!("/o/elsewhere/servers/{id}"))
+        .await
+        .assert_status(404);
+    // (with a valid form token from a page of its own)
+    other.get("/o/elsewhere/servers").await.assert_status(200);
+    other
+        .post(&format!("/o/elsewhere/servers/{id}/owner-password"), &[])
+        .await
+        .assert_status(404);
+    other
+        .post(&format!("/o/elsewhere/servers/{id}/suspend"), &[])
+        .await
+        .assert_status(404);
+    assert_eq!(
+        other
+            .first_event(&format!("/o/elsewhere/servers/{id}/events"))
+            .await
+            .0,
+        404
+    );
+
+    // Operators see the tenant with its cluster and history.
+    let tenants = op.get("/operator/instances?q=lyon").await;
+    tenants
+        .assert_contains("lyon.social")
+        .assert_contains("eu-1")
+        .assert_contains("data-phase=\"running\"");
+    op.get(&format!("/operator/instances/{id}"))
+        .await
+        .assert_contains("kubectl -n herd-system describe instance lyon-social")
+        .assert_contains("Placed on cluster eu-1");
+    // Operators suspend too, with a confirmation and an audit entry naming them.
+    op.get(&format!("/operator/instances/{id}/suspend"))
+        .await
+        .assert_contains("Suspend lyon.social?");
+    op.post(&format!("/operator/instances/{id}/suspend"), &[])
+        .await
+        .assert_redirect(&format!("/operator/instances/{id}"));
+    let by_operator: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'instance.suspended' AND actor_email = 'ops@provider.example'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(by_operator, 1);
 }

@@ -184,17 +184,7 @@ async fn console_lists_search_and_paginate(pool: PgPool) {
 }
 
 async fn enrolled_operator(app: &TestApp, email: &str) -> Client {
-    let op = make_operator(app, email).await;
-    op.get("/account/2fa").await;
-    let r = op.post("/account/2fa/start", &[]).await;
-    let secret = r.select_text("#totp-secret").pop().unwrap();
-    op.post(
-        "/account/2fa/confirm",
-        &[("code", &current_code(&secret, 0))],
-    )
-    .await
-    .assert_status(200);
-    op
+    app.operator(email).await
 }
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
@@ -434,11 +424,10 @@ async fn operators_see_subscriptions_and_events_and_reprocess_a_failed_one(pool:
         .execute(&pool)
         .await
         .unwrap();
-    while herd_billing::worker::run_due(&pool, &app.mailer, 10)
+    herd_testkit::jobs::runner(&pool, &app.mailer)
+        .drain()
         .await
-        .unwrap()
-        > 0
-    {}
+        .unwrap();
 
     let op = enrolled_operator(&app, "ops@provider.example").await;
     op.get("/operator/billing?problems=1")
@@ -485,12 +474,7 @@ async fn operators_see_subscriptions_and_events_and_reprocess_a_failed_one(pool:
     .await
     .unwrap();
     assert_eq!(audited, 1);
-    assert_eq!(
-        herd_billing::worker::run_due(&pool, &app.mailer, 10)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(app.run_jobs().await.completed, 1);
     op.get("/operator/billing/events/evt_console_broken")
         .await
         .assert_contains("id=\"event-state\">processed");
@@ -539,11 +523,7 @@ async fn operators_extend_grace_and_pause_the_clock_with_a_reason(pool: PgPool) 
         .send()
         .await
         .unwrap();
-    while herd_billing::worker::run_due(&pool, &app.mailer, 10)
-        .await
-        .unwrap()
-        > 0
-    {}
+    app.run_jobs().await;
     assert!(app
         .mails()
         .iter()

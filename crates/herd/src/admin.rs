@@ -1,6 +1,6 @@
 //! `herd admin …`
 
-use crate::cli::{AdminCommand, CreateOperatorArgs};
+use crate::cli::{AdminCommand, CreateOperatorArgs, RegisterClusterArgs};
 use crate::serve::{pool, prepare_database};
 use anyhow::{bail, Context};
 use herd_domain::Email;
@@ -9,6 +9,82 @@ use herd_store::{audit, users};
 pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
     match cmd {
         AdminCommand::CreateOperator(args) => create_operator(args).await,
+        AdminCommand::RegisterCluster(args) => register_cluster(args).await,
+    }
+}
+
+async fn register_cluster(args: RegisterClusterArgs) -> anyhow::Result<()> {
+    let key = args.key.key().context("HERD_ENCRYPTION_KEY")?;
+    let kubeconfig = match &args.kubeconfig {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => String::new(),
+    };
+    let pool = pool(&args.db, 2)?;
+    prepare_database(&pool).await?;
+    if herd_store::fleet::clusters(&pool)
+        .await?
+        .iter()
+        .any(|c| c.name == args.name)
+    {
+        println!("Cluster {} is registered already.", args.name);
+        return Ok(());
+    }
+    if args.if_reachable {
+        let config = if kubeconfig.is_empty() {
+            kube::Config::infer().await.ok()
+        } else {
+            match kube::config::Kubeconfig::from_yaml(&kubeconfig) {
+                Ok(kc) => kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .ok(),
+                Err(_) => None,
+            }
+        };
+        let reachable = match config.map(kube::Client::try_from) {
+            Some(Ok(client)) => tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                client.apiserver_version(),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok()),
+            _ => false,
+        };
+        if !reachable {
+            println!(
+                "No reachable Kubernetes cluster{}: ordered servers wait as \"queued: no cluster connected\".",
+                args.kubeconfig
+                    .as_ref()
+                    .map(|p| format!(" in {}", p.display()))
+                    .unwrap_or_default()
+            );
+            println!("Connect one later in the console (Clusters → Register a cluster) or with `herd admin register-cluster`.");
+            return Ok(());
+        }
+    }
+    let reg = herd_fleet::clusters::Registration {
+        name: args.name.clone(),
+        region: args.region.clone(),
+        kubeconfig,
+        operator_namespace: args.operator_namespace.clone(),
+        capacity: args.capacity.to_string(),
+    };
+    match herd_fleet::clusters::register(&pool, key.as_ref(), None, &reg).await {
+        Ok(_) => {
+            println!(
+                "Cluster {} registered; the worker checks it and places waiting servers there.",
+                args.name
+            );
+            Ok(())
+        }
+        Err(herd_fleet::clusters::RegisterError::Invalid(p)) => {
+            let lines: Vec<String> = p.0.iter().map(|(f, m)| format!("--{f}: {m}")).collect();
+            bail!("the cluster was not registered:\n{}", lines.join("\n"))
+        }
+        Err(herd_fleet::clusters::RegisterError::Fleet(e)) => {
+            Err(e).context("registering the cluster")
+        }
     }
 }
 

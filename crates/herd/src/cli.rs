@@ -1,7 +1,8 @@
 //! Command-line interface: every option can also be set from the environment variable
 //! shown in `--help`.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -194,7 +195,7 @@ pub struct ServeArgs {
     pub public_url: url::Url,
 
     /// Do not apply migrations or seed plans at start-up (run `herd migrate` instead).
-    #[arg(long, env = "HERD_NO_MIGRATE")]
+    #[arg(long, env = "HERD_NO_MIGRATE", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub no_migrate: bool,
 
     /// Maximum number of database connections.
@@ -206,7 +207,7 @@ pub struct ServeArgs {
 
     /// Trust the X-Forwarded-For header for the client address (only behind a reverse
     /// proxy that sets it).
-    #[arg(long, env = "HERD_TRUST_PROXY")]
+    #[arg(long, env = "HERD_TRUST_PROXY", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub trust_proxy: bool,
 
     /// Stripe's webhook signing secret(s) (whsec_…), comma-separated while one is rolled.
@@ -238,8 +239,52 @@ pub struct ServeArgs {
     pub invoice_issuer: String,
 
     /// Do not run the job worker in this process (run `herd worker` separately).
-    #[arg(long, env = "HERD_NO_WORKER")]
+    #[arg(long, env = "HERD_NO_WORKER", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub no_worker: bool,
+
+    #[command(flatten)]
+    pub jobs: JobArgs,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// 32 random bytes in base64 (`openssl rand -base64 32`) sealing what Herd keeps
+    /// secret in its database: clusters' kubeconfigs and owners' one-time passwords.
+    /// Without it, clusters can only use the worker's own credentials. `make run` makes
+    /// one in var/encryption.key.
+    #[arg(long, env = "HERD_ENCRYPTION_KEY", hide_env_values = true)]
+    pub encryption_key: Option<SecretString>,
+}
+
+impl KeyArgs {
+    pub fn key(&self) -> anyhow::Result<Option<herd_fleet::seal::SealKey>> {
+        use secrecy::ExposeSecret;
+        match &self.encryption_key {
+            Some(k) if !k.expose_secret().trim().is_empty() => Ok(Some(
+                herd_fleet::seal::SealKey::from_base64(k.expose_secret())?,
+            )),
+            _ => Ok(None),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Jobs one worker runs at once (Stripe events, emails, provisioning).
+    #[arg(long, env = "HERD_JOB_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub job_concurrency: u16,
+}
+
+impl JobArgs {
+    pub fn settings(&self) -> herd_jobs::Settings {
+        herd_jobs::Settings {
+            concurrency: usize::from(self.job_concurrency),
+            ..herd_jobs::Settings::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -271,8 +316,14 @@ pub struct WorkerArgs {
     pub mail: MailArgs,
 
     /// Maximum number of database connections.
-    #[arg(long, env = "HERD_DB_MAX_CONNECTIONS", default_value_t = 5)]
+    #[arg(long, env = "HERD_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
+
+    #[command(flatten)]
+    pub jobs: JobArgs,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,6 +333,46 @@ pub enum AdminCommand {
     /// The operator must enrol two-factor authentication at first login before the
     /// console opens.
     CreateOperator(CreateOperatorArgs),
+    /// Register a Kubernetes cluster for tenants, from a kubeconfig (stored sealed with
+    /// HERD_ENCRYPTION_KEY) or the worker's own credentials.
+    ///
+    /// With --if-reachable, a cluster whose API does not answer is not registered (and
+    /// the command still succeeds): `make run` uses it for the current kubeconfig.
+    /// Registering a name that exists already changes nothing.
+    RegisterCluster(RegisterClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RegisterClusterArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    #[command(flatten)]
+    pub key: KeyArgs,
+
+    /// The cluster's name in Herd (lowercase letters, digits, hyphens).
+    #[arg(long)]
+    pub name: String,
+
+    /// Its region; organizations preferring it get their servers there.
+    #[arg(long, default_value = "local")]
+    pub region: String,
+
+    /// A kubeconfig file for it; without one, the worker's own credentials are used.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// How many tenants it may run.
+    #[arg(long, default_value_t = 100)]
+    pub capacity: u32,
+
+    /// The namespace where Herd's operator watches Instances there.
+    #[arg(long, default_value = "herd-system")]
+    pub operator_namespace: String,
+
+    /// Register only when its API server answers.
+    #[arg(long)]
+    pub if_reachable: bool,
 }
 
 #[derive(Debug, Args)]

@@ -60,12 +60,48 @@ pub fn mailer(args: &MailArgs) -> anyhow::Result<Mailer> {
     })
 }
 
+/// Every capability's job handlers: the one registry `herd worker` and `herd serve` run.
+fn registry(
+    pool: &PgPool,
+    mailer: &Mailer,
+    key: Option<herd_fleet::seal::SealKey>,
+) -> herd_jobs::Registry {
+    let mut r = herd_jobs::Registry::new();
+    herd_billing::worker::register(&mut r, pool, mailer);
+    herd_orchestrator::register(
+        &mut r,
+        &herd_orchestrator::Orchestrator {
+            pool: pool.clone(),
+            clusters: std::sync::Arc::new(herd_orchestrator::KubeconfigConnector::new(key.clone())),
+            key,
+        },
+    );
+    r
+}
+
+/// Runs the job runner, billing's minute tick and the fleet's tick until `shutdown()`
+/// resolves.
+async fn run_worker(
+    pool: PgPool,
+    mailer: Mailer,
+    settings: herd_jobs::Settings,
+    key: Option<herd_fleet::seal::SealKey>,
+) {
+    let runner = herd_jobs::Runner::new(pool.clone(), registry(&pool, &mailer, key), settings);
+    tokio::join!(
+        runner.run(shutdown()),
+        herd_billing::worker::run_ticks(pool.clone(), shutdown()),
+        herd_orchestrator::run_ticks(pool, shutdown())
+    );
+}
+
 /// `herd worker`: processes the job queue until stopped.
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let pool = pool(&args.db, args.db_max_connections)?;
     let mailer = mailer(&args.mail)?;
+    let key = args.key.key().context("HERD_ENCRYPTION_KEY")?;
     tracing::info!("worker: processing the job queue");
-    herd_billing::worker::run(pool, mailer, shutdown()).await;
+    run_worker(pool, mailer, args.jobs.settings(), key).await;
     Ok(())
 }
 
@@ -95,6 +131,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .filter(|k| !k.expose_secret().trim().is_empty());
     config.stripe_api_base = args.stripe_api_base.clone();
+    config.seal_key = args.key.key().context("HERD_ENCRYPTION_KEY")?;
+    if config.seal_key.is_none() {
+        tracing::info!("no HERD_ENCRYPTION_KEY: clusters can only use the worker's own credentials, and owners' passwords stay on the cluster");
+    }
     if !args.invoice_issuer.trim().is_empty() {
         config.invoice_issuer = args.invoice_issuer.replace("\\n", "\n");
     }
@@ -105,10 +145,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("no STRIPE_WEBHOOK_SECRET: Stripe webhooks are refused");
     }
     if !args.no_worker {
-        tokio::spawn(herd_billing::worker::run(
+        tokio::spawn(run_worker(
             pool.clone(),
             mailer.clone(),
-            shutdown(),
+            args.jobs.settings(),
+            config.seal_key.clone(),
         ));
     }
     let state = AppState::new(pool.clone(), config, mailer);

@@ -269,6 +269,8 @@ struct OrderStatusPage {
     l: Layout,
     ctx: OrgCtx,
     order: Order,
+    /// The server the order created, once fulfilled.
+    server: Option<Uuid>,
 }
 
 /// Fulfils an order from its Checkout Session when Stripe says it is complete: the same
@@ -300,7 +302,7 @@ async fn fulfil_from_checkout(
     if let Some(c) = &s.customer {
         billing::link_customer(&mut tx, ctx.org.id(), c).await?;
     }
-    billing::fulfil_order(&mut *tx, order.id, ctx.org.id(), sub).await?;
+    herd_billing::fulfil::fulfil_paid(&mut tx, order.id, ctx.org.id(), sub).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -327,6 +329,7 @@ async fn order_status(
     }
     render(&OrderStatusPage {
         l: Layout::new(&session, Some(&ctx.user)).await?,
+        server: herd_store::fleet::by_order(&state.pool, order.id).await?,
         ctx,
         order,
     })

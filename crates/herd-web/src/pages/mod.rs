@@ -8,9 +8,12 @@ pub mod invoicing;
 pub mod members;
 pub mod operator;
 pub mod operator_billing;
+pub mod operator_fleet;
+pub mod operator_jobs;
 pub mod orgs;
 pub mod plans;
 pub mod public;
+pub mod servers;
 
 use crate::error::AppError;
 

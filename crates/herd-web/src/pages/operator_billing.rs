@@ -17,10 +17,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use herd_billing::worker::STRIPE_EVENT_JOB;
+use herd_billing::jobs::StripeEvent;
 use herd_store::access::{TenantAccess, Transition};
 use herd_store::billing::{self, EventFilter, StoredEvent, SubscriptionRow};
-use herd_store::jobs::{self, JobRow, NewJob};
+use herd_store::jobs::{self, JobRow};
 use herd_store::Page;
 use serde::Deserialize;
 use serde_json::json;
@@ -187,11 +187,10 @@ async fn reprocess(
         .ok_or(AppError::NotFound)?;
     let mut tx = state.pool.begin().await?;
     if !jobs::requeue_by_key(&mut *tx, &e.id).await? {
-        jobs::enqueue(
+        herd_jobs::enqueue(
             &mut *tx,
-            NewJob {
-                dedupe_key: Some(&e.id),
-                ..NewJob::new(STRIPE_EVENT_JOB, json!({ "event_id": e.id }))
+            &StripeEvent {
+                event_id: e.id.clone(),
             },
         )
         .await?;

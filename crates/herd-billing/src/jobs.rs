@@ -1,0 +1,61 @@
+//! Billing's background jobs, typed: each is enqueued in the transaction of the change it
+//! follows from, and run by the control plane's one job runner (`herd-jobs`).
+
+use herd_jobs::Job;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Process a stored Stripe event (once per event id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StripeEvent {
+    pub event_id: String,
+}
+
+impl Job for StripeEvent {
+    const KIND: &'static str = "stripe.event";
+    fn dedupe_key(&self) -> Option<String> {
+        Some(self.event_id.clone())
+    }
+}
+
+/// Email the organization about a recorded access transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessNotice {
+    pub transition_id: Uuid,
+}
+
+impl Job for AccessNotice {
+    const KIND: &'static str = "billing.notice";
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("notice:{}", self.transition_id))
+    }
+}
+
+/// Tell an organization its trial ends soon (once per Stripe event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialEnding {
+    pub subscription: String,
+    /// The `customer.subscription.trial_will_end` event this follows from.
+    #[serde(default)]
+    pub event_id: String,
+}
+
+impl Job for TrialEnding {
+    const KIND: &'static str = "billing.trial_ending";
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("trial:{}", self.event_id))
+    }
+}
+
+/// Email an issued invoice to the organization's owners and billing members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceEmail {
+    pub invoice_id: Uuid,
+}
+
+impl Job for InvoiceEmail {
+    const KIND: &'static str = "billing.invoice";
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("invoice:{}", self.invoice_id))
+    }
+}

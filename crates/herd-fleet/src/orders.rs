@@ -1,0 +1,82 @@
+//! Fulfilment: from an order that is paid (Stripe) or approved (invoice billing) to an
+//! instance row and the job that provisions it, written in the caller's transaction so
+//! that the order's new state and the work it starts commit together.
+
+use crate::jobs::ApplyInstance;
+use crate::{default_version, FleetError};
+use herd_domain::instance::owner_username;
+use herd_domain::{OrgId, Slug};
+use herd_store::billing::Order;
+use herd_store::fleet::{self, NewInstance};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// A free short name for a server on `domain`: from its first label (`social.lyon.fr` →
+/// `social-lyon-fr` shortened), with `-2`, `-3`… when taken.
+async fn free_slug(conn: &mut PgConnection, domain: &str) -> Result<String, FleetError> {
+    let base = Slug::suggest(domain)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|| "server".to_owned());
+    let mut base = base;
+    base.truncate(34);
+    let base = base.trim_end_matches('-').to_owned();
+    for n in 1..1000 {
+        let candidate = if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        if !fleet::slug_taken(&mut *conn, &candidate).await? {
+            return Ok(candidate);
+        }
+    }
+    Err(FleetError::Conflict(format!(
+        "no free short name for {domain}"
+    )))
+}
+
+/// Creates the instance an order pays for, with its provisioning job, once: a second
+/// call for the same order returns the instance made the first time.
+pub async fn fulfil(conn: &mut PgConnection, order: &Order) -> Result<Uuid, FleetError> {
+    herd_store::lock_key(conn, &format!("fulfil:{}", order.id)).await?;
+    if let Some(id) = fleet::by_order(&mut *conn, order.id).await? {
+        return Ok(id);
+    }
+    let email = fleet::order_owner_email(&mut *conn, order.id)
+        .await?
+        .ok_or_else(|| {
+            FleetError::Invalid(format!(
+                "order {} has no member to become the server's owner",
+                order.id
+            ))
+        })?;
+    let slug = free_slug(conn, &order.domain).await?;
+    let id = match fleet::insert_instance(
+        conn,
+        &NewInstance {
+            org: OrgId(order.org_id),
+            order: Some(order.id),
+            app: &order.app,
+            version: default_version(&order.app),
+            plan_code: &order.plan_code,
+            slug: &slug,
+            domain: &order.domain,
+            owner_username: &owner_username(&email),
+            owner_email: &email,
+        },
+    )
+    .await
+    {
+        Ok(id) => id,
+        Err(e) if e.is_conflict_on("instances_domain_key") => {
+            return Err(FleetError::Conflict(format!(
+                "the domain {} is already used by another server",
+                order.domain
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    herd_jobs::enqueue(&mut *conn, &ApplyInstance { instance_id: id }).await?;
+    tracing::info!(order = %order.id, instance = %id, %slug, "order fulfilled: instance queued");
+    Ok(id)
+}

@@ -1,0 +1,125 @@
+//! Herd's orchestrator: the fleet's jobs that talk to Kubernetes clusters.
+//!
+//! - [`apply`]: place an instance ([`herd_fleet::placement`]) and apply its `Instance`
+//!   resource to the chosen cluster with server-side apply (field manager
+//!   `herd-control-plane`; the operator owns the status).
+//! - [`sync`]: read every Instance's status back into the instance rows (a periodic full
+//!   resync), re-apply an Instance that went missing, and collect owners' one-time
+//!   passwords (sealed into the database, then deleted from the cluster).
+//! - [`health`]: API reachable, Kubernetes version, the Instance CRD and the operator.
+//! - [`connect`]: a client per cluster, from its sealed kubeconfig or the worker's own
+//!   credentials; tests plug in fake clusters.
+//!
+//! [`register`] hands these handlers to the job runner; [`run_ticks`] enqueues the
+//! periodic ones.
+
+pub mod apply;
+pub mod connect;
+pub mod health;
+pub mod sync;
+
+pub use connect::{Connector, KubeconfigConnector};
+
+use herd_fleet::jobs::{ApplyInstance, CheckCluster, PlaceQueued, SyncCluster};
+use herd_fleet::seal::SealKey;
+use herd_jobs::Registry;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Orchestrator {
+    pub pool: PgPool,
+    pub clusters: Arc<dyn Connector>,
+    pub key: Option<SealKey>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator").finish_non_exhaustive()
+    }
+}
+
+/// Registers the fleet's job handlers.
+pub fn register(registry: &mut Registry, o: &Orchestrator) {
+    let me = o.clone();
+    registry.register(move |job: ApplyInstance| {
+        let me = me.clone();
+        async move { apply::apply_instance(&me, job.instance_id).await }
+    });
+    let me = o.clone();
+    registry.register(move |_: PlaceQueued| {
+        let me = me.clone();
+        async move { apply::place_queued(&me).await }
+    });
+    let me = o.clone();
+    registry.register(move |job: SyncCluster| {
+        let me = me.clone();
+        async move { sync::sync_cluster(&me, job.cluster_id).await }
+    });
+    let me = o.clone();
+    registry.register(move |job: CheckCluster| {
+        let me = me.clone();
+        async move { health::check_cluster(&me, job.cluster_id).await }
+    });
+}
+
+/// How often each cluster's status is resynced.
+pub const SYNC_EVERY: Duration = Duration::from_secs(15);
+/// How often clusters are checked and waiting instances placed.
+pub const CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// Enqueues this period's syncs, health checks and placement round. Every worker ticks;
+/// the jobs' dedupe keys (one per cluster and period) make one of them do the work.
+pub async fn tick(pool: &PgPool) -> anyhow::Result<()> {
+    let now = time::OffsetDateTime::now_utc();
+    let sync_bucket = herd_fleet::jobs::bucket(now, SYNC_EVERY.as_secs() as i64);
+    let check_bucket = herd_fleet::jobs::bucket(now, CHECK_EVERY.as_secs() as i64);
+    let mut tx = pool.begin().await?;
+    for c in herd_store::fleet::clusters(&mut *tx).await? {
+        herd_jobs::enqueue(
+            &mut *tx,
+            &SyncCluster {
+                cluster_id: c.id,
+                bucket: sync_bucket,
+            },
+        )
+        .await?;
+        herd_jobs::enqueue(
+            &mut *tx,
+            &CheckCluster {
+                cluster_id: c.id,
+                bucket: check_bucket,
+            },
+        )
+        .await?;
+    }
+    if !herd_store::fleet::unplaced(&mut *tx).await?.is_empty() {
+        herd_jobs::enqueue(
+            &mut *tx,
+            &PlaceQueued {
+                bucket: check_bucket,
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Runs [`tick`] every [`SYNC_EVERY`] until `shutdown` resolves.
+pub async fn run_ticks(pool: PgPool, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let mut every = tokio::time::interval(SYNC_EVERY);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = every.tick() => {
+                if let Err(e) = tick(&pool).await {
+                    tracing::warn!(error = %format!("{e:#}"), "fleet tick failed");
+                }
+            }
+        }
+    }
+}

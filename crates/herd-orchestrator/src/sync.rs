@@ -1,0 +1,162 @@
+//! Reading Instances' status back into the instance rows, repairing what went missing,
+//! and collecting owners' one-time passwords.
+
+use crate::apply::INSTANCE_ID_LABEL;
+use crate::Orchestrator;
+use anyhow::Context;
+use herd_domain::{Desired, InstancePhase};
+use herd_fleet::jobs::ApplyInstance;
+use herd_fleet::seal::owner_password_purpose;
+use herd_k8s::crd::{Instance, Phase};
+use herd_k8s::lifecycle::OWNER_PASSWORD_SECRET;
+use herd_k8s::reconcile::secret_strings;
+use herd_k8s::render::namespace_name;
+use herd_store::fleet::{self, Reported};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, ListParams};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// The control plane's phase for an operator-reported one.
+pub fn phase_of(p: Phase) -> InstancePhase {
+    match p {
+        Phase::Pending | Phase::Provisioning => InstancePhase::Provisioning,
+        Phase::Running => InstancePhase::Running,
+        Phase::Upgrading => InstancePhase::Upgrading,
+        Phase::Suspended => InstancePhase::Suspended,
+        Phase::Deleting => InstancePhase::Deleting,
+        Phase::Failed => InstancePhase::Failed,
+    }
+}
+
+/// Writes one Instance's reported status onto its row (if it is one of ours).
+pub async fn record(o: &Orchestrator, id: Uuid, i: &Instance) -> anyhow::Result<()> {
+    let Some(status) = &i.status else {
+        return Ok(());
+    };
+    let mut tx = o.pool.begin().await?;
+    fleet::record_status(
+        &mut tx,
+        id,
+        &Reported {
+            phase: phase_of(status.phase),
+            conditions: serde_json::to_value(&status.conditions)?,
+            url: status.url.as_deref(),
+            running_version: status.running_version.as_deref(),
+            last_error: status.last_error.as_deref(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A full resync of one cluster: every instance placed there gets the status its
+/// Instance reports; an Instance that went missing is applied again (or, for a deleted
+/// server, the row is marked deleted); then owners' passwords are collected.
+pub async fn sync_cluster(o: &Orchestrator, cluster_id: Uuid) -> anyhow::Result<()> {
+    let cluster = fleet::cluster(&o.pool, cluster_id)
+        .await?
+        .context("no such cluster")?;
+    let client = o.clusters.client(&cluster).await?;
+    let api: Api<Instance> = Api::namespaced(client.clone(), &cluster.operator_namespace);
+    let listed = api
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("listing Instances on cluster {}", cluster.name))?;
+    let by_name: HashMap<String, Instance> = listed
+        .items
+        .into_iter()
+        .filter_map(|i| i.metadata.name.clone().map(|n| (n, i)))
+        .collect();
+    for (slug, id) in fleet::on_cluster(&o.pool, cluster_id).await? {
+        match by_name.get(&slug) {
+            Some(i) => {
+                // Another tenant's Instance of the same name is not ours to read.
+                let ours = i
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(INSTANCE_ID_LABEL))
+                    .is_none_or(|v| *v == id.to_string());
+                if ours {
+                    record(o, id, i).await?;
+                }
+            }
+            None => missing(o, id).await?,
+        }
+    }
+    collect_owner_passwords(o, cluster_id, &client).await
+}
+
+/// An instance placed on the cluster has no Instance there.
+async fn missing(o: &Orchestrator, id: Uuid) -> anyhow::Result<()> {
+    let Some(row) = fleet::instance(&o.pool, id).await? else {
+        return Ok(());
+    };
+    if row.applied_generation == 0 {
+        // Not applied yet: its apply job is queued or running.
+        return Ok(());
+    }
+    let mut tx = o.pool.begin().await?;
+    if row.desired == Desired::Deleted {
+        fleet::set_phase(&mut tx, id, InstancePhase::Deleted, None).await?;
+    } else {
+        fleet::add_event(
+            &mut tx,
+            id,
+            fleet::EventKind::Error,
+            "The Instance was missing on its cluster; applied again",
+            None,
+        )
+        .await?;
+        herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// For each running instance whose owner password is not collected yet: read it from the
+/// tenant's Secret, keep it sealed in the database, then delete the Secret (in that
+/// order, so a crash in between loses nothing). Without HERD_ENCRYPTION_KEY the Secret
+/// stays where it is.
+async fn collect_owner_passwords(
+    o: &Orchestrator,
+    cluster: Uuid,
+    client: &kube::Client,
+) -> anyhow::Result<()> {
+    let waiting = fleet::awaiting_owner_password(&o.pool, cluster).await?;
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let Some(key) = &o.key else {
+        tracing::warn!(
+            count = waiting.len(),
+            "owners' one-time passwords stay on the cluster: HERD_ENCRYPTION_KEY is not set"
+        );
+        return Ok(());
+    };
+    for (id, slug) in waiting {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace_name(&slug));
+        let Some(secret) = secrets.get_opt(OWNER_PASSWORD_SECRET).await? else {
+            continue;
+        };
+        let Some(password) = secret_strings(secret).remove("password") else {
+            continue;
+        };
+        let sealed = key.seal(&owner_password_purpose(id), password.as_bytes());
+        fleet::store_owner_password(&o.pool, id, &sealed).await?;
+        match secrets
+            .delete(OWNER_PASSWORD_SECRET, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("deleting the owner's password Secret"))
+            }
+        }
+        tracing::info!(instance = %id, "owner's one-time password collected");
+    }
+    Ok(())
+}

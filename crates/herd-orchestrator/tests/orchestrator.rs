@@ -1,0 +1,440 @@
+//! The fleet's jobs against fake clusters (kube-fake-client) and a real PostgreSQL:
+//! placement, applying, errors written where people look, repair of a missing Instance,
+//! health checks, and the owner's password collected only when it can be sealed.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use herd_domain::{ClusterHealth, InstancePhase, OrgId};
+use herd_fleet::clusters::{self, Actor, Registration};
+use herd_k8s::crd::Instance;
+use herd_store::fleet;
+use herd_testkit::fake_cluster::{self, FakeCluster};
+use herd_testkit::TestApp;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+async fn operator_id(pool: &PgPool) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO users (id, email, display_name, password_hash, email_verified_at, is_operator) VALUES ($1, 'ops@provider.example', 'Ops', 'x', now(), true)")
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+    id
+}
+
+async fn register(app: &TestApp, op: Uuid, name: &str, region: &str, capacity: u32) -> Uuid {
+    clusters::register(
+        &app.pool,
+        Some(&app.seal_key),
+        Some(Actor {
+            id: herd_domain::UserId(op),
+            email: "ops@provider.example",
+            ip: "192.0.2.7",
+        }),
+        &Registration {
+            name: name.into(),
+            region: region.into(),
+            kubeconfig: String::new(),
+            operator_namespace: "herd-system".into(),
+            capacity: capacity.to_string(),
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// An organization (with an owner) and a fulfilled order's server, queued.
+async fn server(pool: &PgPool, org_slug: &str, domain: &str, region: Option<&str>) -> Uuid {
+    let org = sqlx::query_scalar::<_, Uuid>("SELECT id FROM organizations WHERE slug = $1")
+        .bind(org_slug)
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+    let org = match org {
+        Some(o) => o,
+        None => {
+            let o = Uuid::now_v7();
+            let u = Uuid::now_v7();
+            sqlx::query("INSERT INTO organizations (id, slug, name, preferred_region) VALUES ($1, $2, $2, $3)")
+                .bind(o)
+                .bind(org_slug)
+                .bind(region)
+                .execute(pool)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO users (id, email, display_name, password_hash, email_verified_at) VALUES ($1, $2, 'Owner', 'x', now())")
+                .bind(u)
+                .bind(format!("owner@{org_slug}.example"))
+                .execute(pool)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO memberships (org_id, user_id, role) VALUES ($1, $2, 'owner')")
+                .bind(o)
+                .bind(u)
+                .execute(pool)
+                .await
+                .unwrap();
+            o
+        }
+    };
+    let order = herd_store::billing::create_order(
+        pool,
+        &herd_store::billing::NewOrder {
+            org: OrgId(org),
+            plan_code: "community",
+            app: "mastodon",
+            domain,
+            created_by: None,
+        },
+    )
+    .await
+    .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    assert!(
+        herd_billing::fulfil::fulfil_paid(&mut tx, order, OrgId(org), "sub_x")
+            .await
+            .unwrap()
+    );
+    tx.commit().await.unwrap();
+    fleet::by_order(pool, order).await.unwrap().unwrap()
+}
+
+async fn row(pool: &PgPool, id: Uuid) -> fleet::Instance {
+    fleet::instance(pool, id).await.unwrap().unwrap()
+}
+
+async fn cluster_with_crd() -> FakeCluster {
+    fake_cluster::start_with(|b| b.with_resource::<Instance>()).await
+}
+
+fn instances(c: &FakeCluster) -> Api<Instance> {
+    Api::namespaced(c.client.clone(), "herd-system")
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn placement_follows_the_region_the_room_and_cordons(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = operator_id(&pool).await;
+    let (west, central) = (cluster_with_crd().await, cluster_with_crd().await);
+    app.clusters.plug("west-1", west.client.clone());
+    app.clusters.plug("central-1", central.client.clone());
+    let west_id = register(&app, op, "west-1", "eu-west", 1).await;
+    let central_id = register(&app, op, "central-1", "eu-central", 5).await;
+    app.run_jobs().await;
+
+    // Lyon prefers eu-west: its first server goes there, the second (west is full) to
+    // the roomiest other cluster.
+    let a = server(&pool, "lyon", "a.lyon.example", Some("eu-west")).await;
+    app.run_jobs().await;
+    assert_eq!(row(&pool, a).await.cluster_id, Some(west_id));
+    assert!(instances(&west)
+        .get_opt("a-lyon-example")
+        .await
+        .unwrap()
+        .is_some());
+    let b = server(&pool, "lyon", "b.lyon.example", Some("eu-west")).await;
+    app.run_jobs().await;
+    assert_eq!(row(&pool, b).await.cluster_id, Some(central_id));
+    assert!(instances(&central)
+        .get_opt("b-lyon-example")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(instances(&west)
+        .get_opt("b-lyon-example")
+        .await
+        .unwrap()
+        .is_none());
+
+    // Cordoned: no new server goes there; with nowhere else to go it waits, and says so.
+    clusters::set_cordoned(
+        &pool,
+        Actor {
+            id: herd_domain::UserId(op),
+            email: "ops@provider.example",
+            ip: "192.0.2.7",
+        },
+        central_id,
+        true,
+    )
+    .await
+    .unwrap();
+    let c = server(&pool, "nantes", "c.nantes.example", None).await;
+    app.run_jobs().await;
+    let waiting = row(&pool, c).await;
+    assert_eq!(waiting.cluster_id, None);
+    assert_eq!(waiting.phase, InstancePhase::Queued);
+    assert_eq!(
+        waiting.phase_message.as_deref(),
+        Some("queued: every cluster is full")
+    );
+    // Uncordoned: the waiting server is placed at once (the uncordon queued a round).
+    clusters::set_cordoned(
+        &pool,
+        Actor {
+            id: herd_domain::UserId(op),
+            email: "ops@provider.example",
+            ip: "192.0.2.7",
+        },
+        central_id,
+        false,
+    )
+    .await
+    .unwrap();
+    app.run_jobs().await;
+    assert_eq!(row(&pool, c).await.cluster_id, Some(central_id));
+    assert!(instances(&central)
+        .get_opt("c-nantes-example")
+        .await
+        .unwrap()
+        .is_some());
+    let audited: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action LIKE 'fleet.cluster.%'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(audited, 4, "two registrations, a cordon, an uncordon");
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn an_unreachable_cluster_is_shown_on_the_server_and_retried_until_it_answers(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = operator_id(&pool).await;
+    // Registered while healthy, then it stops answering.
+    let cluster = cluster_with_crd().await;
+    app.clusters.plug("eu-1", cluster.client.clone());
+    register(&app, op, "eu-1", "eu", 10).await;
+    app.run_jobs().await;
+    app.clusters.unplug("eu-1");
+    let id = server(&pool, "lyon", "lyon.social", None).await;
+    let stats = app.runner().drain().await.unwrap();
+    assert_eq!(
+        stats.retrying, 1,
+        "the apply failed and waits for its retry"
+    );
+    let r = row(&pool, id).await;
+    let err = r.last_error.unwrap();
+    assert!(
+        err.starts_with("The control plane could not update cluster eu-1")
+            && err.contains("unreachable"),
+        "{err}"
+    );
+    let failing = herd_jobs::admin::failing(&pool).await.unwrap();
+    assert_eq!(failing.len(), 1);
+    assert_eq!(failing[0].kind, "fleet.apply_instance");
+
+    // It answers again: the retry applies it and the error goes away.
+    app.clusters.plug("eu-1", cluster.client.clone());
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if app.runner().drain().await.unwrap().completed > 0 {
+            break;
+        }
+    }
+    let r = row(&pool, id).await;
+    assert_eq!(r.last_error, None);
+    assert_eq!(r.applied_generation, r.spec_generation);
+    assert!(instances(&cluster)
+        .get_opt("lyon-social")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(herd_jobs::admin::failing(&pool).await.unwrap().is_empty());
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn the_status_sync_reports_failures_and_repairs_a_missing_instance(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = operator_id(&pool).await;
+    let cluster = cluster_with_crd().await;
+    app.clusters.plug("eu-1", cluster.client.clone());
+    register(&app, op, "eu-1", "eu", 10).await;
+    let id = server(&pool, "lyon", "lyon.social", None).await;
+    app.run_jobs().await;
+    let api = instances(&cluster);
+
+    // The operator reports a failed migration.
+    api.patch_status(
+        "lyon-social",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": {
+            "phase": "Failed",
+            "lastError": "Job db-migrate failed: PG::UndefinedTable; see kubectl -n herd-lyon-social logs job/db-migrate",
+            "conditions": [{ "type": "Migrations", "status": "False", "reason": "JobFailed", "message": "Job db-migrate failed" }]
+        }})),
+    )
+    .await
+    .unwrap();
+    herd_orchestrator::tick(&pool).await.unwrap();
+    app.run_jobs().await;
+    let r = row(&pool, id).await;
+    assert_eq!(r.phase, InstancePhase::Failed);
+    assert!(r.last_error.unwrap().contains("db-migrate"));
+    let steps = herd_fleet::instances::steps(&row(&pool, id).await);
+    assert!(steps
+        .iter()
+        .any(|s| s.state == herd_fleet::instances::StepState::Failed));
+    // The operators' list puts it first.
+    let other = server(&pool, "nantes", "nantes.social", None).await;
+    app.run_jobs().await;
+    let listed = herd_fleet::instances::search(
+        &pool,
+        &fleet::Search::default(),
+        herd_store::Page::new(None, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed.items[0].id, id);
+    assert_eq!(listed.items[1].id, other);
+
+    // Someone deletes the Instance by hand: the next sync applies it again.
+    api.delete("lyon-social", &DeleteParams::default())
+        .await
+        .unwrap();
+    herd_orchestrator::tick(&pool).await.unwrap();
+    // (the same period's sync ran already; a new period's job does the repair)
+    herd_jobs::enqueue(
+        &pool,
+        &herd_fleet::jobs::SyncCluster {
+            cluster_id: row(&pool, id).await.cluster_id.unwrap(),
+            bucket: -1,
+        },
+    )
+    .await
+    .unwrap();
+    app.run_jobs().await;
+    assert!(api.get_opt("lyon-social").await.unwrap().is_some());
+    let history = fleet::events(&pool, id, 50).await.unwrap();
+    assert!(history
+        .iter()
+        .any(|e| e.message.contains("missing on its cluster")));
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn health_checks_tell_unreachable_from_a_missing_crd_and_read_the_operator_version(
+    pool: PgPool,
+) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = operator_id(&pool).await;
+    let bare = fake_cluster::start().await;
+    let full = cluster_with_crd().await;
+    let deployments: Api<Deployment> = Api::namespaced(full.client.clone(), "herd-system");
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": { "name": "herd-operator", "namespace": "herd-system" },
+                "spec": {
+                    "selector": { "matchLabels": { "app": "herd-operator" } },
+                    "template": {
+                        "metadata": { "labels": { "app": "herd-operator" } },
+                        "spec": { "containers": [{ "name": "operator", "image": "registry.example/herd:0.1.0" }] }
+                    }
+                }
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    app.clusters.plug("bare", bare.client.clone());
+    app.clusters.plug("full", full.client.clone());
+    let down = register(&app, op, "down", "eu", 10).await;
+    let bare_id = register(&app, op, "bare", "eu", 10).await;
+    let full_id = register(&app, op, "full", "eu", 10).await;
+    app.run_jobs().await;
+    let get = |id| {
+        let pool = pool.clone();
+        async move { fleet::cluster(&pool, id).await.unwrap().unwrap() }
+    };
+    assert_eq!(get(down).await.health, ClusterHealth::Unreachable);
+    let bare = get(bare_id).await;
+    assert_eq!(
+        bare.health,
+        ClusterHealth::CrdMissing,
+        "{:?}",
+        bare.health_message
+    );
+    assert!(bare
+        .health_message
+        .unwrap()
+        .contains("kubectl apply -k deploy/"));
+    let full = get(full_id).await;
+    assert_eq!(full.health, ClusterHealth::Healthy);
+    assert_eq!(full.kubernetes_version.as_deref(), Some("v1.34.1"));
+    assert_eq!(full.operator_version.as_deref(), Some("0.1.0"));
+
+    // Only the healthy cluster takes servers.
+    let id = server(&pool, "lyon", "lyon.social", None).await;
+    app.run_jobs().await;
+    assert_eq!(row(&pool, id).await.cluster_id, Some(full_id));
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn without_an_encryption_key_the_owner_password_stays_on_the_cluster(pool: PgPool) {
+    use k8s_openapi::api::core::v1::Secret;
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = operator_id(&pool).await;
+    let cluster = cluster_with_crd().await;
+    app.clusters.plug("eu-1", cluster.client.clone());
+    let cluster_id = register(&app, op, "eu-1", "eu", 10).await;
+    let id = server(&pool, "lyon", "lyon.social", None).await;
+    app.run_jobs().await;
+    instances(&cluster)
+        .patch_status(
+            "lyon-social",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({ "status": { "phase": "Running", "url": "https://lyon.social" } }),
+            ),
+        )
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), "herd-lyon-social");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": { "name": "owner-password", "namespace": "herd-lyon-social" },
+                "stringData": { "password": "0123456789abcdef0123456789abcdef" }
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    // A worker without HERD_ENCRYPTION_KEY syncs: the status arrives, the secret stays.
+    let mut registry = herd_jobs::Registry::new();
+    herd_orchestrator::register(
+        &mut registry,
+        &herd_orchestrator::Orchestrator {
+            pool: pool.clone(),
+            clusters: std::sync::Arc::new(app.clusters.clone()),
+            key: None,
+        },
+    );
+    herd_jobs::enqueue(
+        &pool,
+        &herd_fleet::jobs::SyncCluster {
+            cluster_id,
+            bucket: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let runner =
+        herd_jobs::Runner::new(pool.clone(), registry, herd_testkit::jobs::fast_settings());
+    herd_testkit::jobs::drain_checked(&runner, &pool).await;
+    assert_eq!(row(&pool, id).await.phase, InstancePhase::Running);
+    assert!(secrets.get_opt("owner-password").await.unwrap().is_some());
+    let sealed: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT owner_password_sealed FROM instances WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(sealed.is_none());
+}

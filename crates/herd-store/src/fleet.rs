@@ -1,0 +1,858 @@
+//! Clusters, hosted servers ("instances") and their history: the rows orchestration
+//! (`herd-fleet`) reads and writes.
+
+use crate::{Page, Paged, StoreError};
+use herd_domain::instance::Candidate;
+use herd_domain::{ClusterHealth, Desired, InstancePhase, OrgId};
+use sqlx::{PgConnection, PgExecutor};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A registered cluster, with how many instances it holds.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub id: Uuid,
+    pub name: String,
+    pub region: String,
+    /// `None`: in-cluster credentials.
+    pub kubeconfig_sealed: Option<Vec<u8>>,
+    pub operator_namespace: String,
+    pub capacity: i32,
+    pub cordoned: bool,
+    pub health: ClusterHealth,
+    pub health_message: Option<String>,
+    pub kubernetes_version: Option<String>,
+    pub operator_version: Option<String>,
+    pub checked_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    /// Instances placed there and not deleted.
+    pub instances: i64,
+}
+
+struct RawCluster {
+    id: Uuid,
+    name: String,
+    region: String,
+    kubeconfig_sealed: Option<Vec<u8>>,
+    operator_namespace: String,
+    capacity: i32,
+    cordoned: bool,
+    health: String,
+    health_message: Option<String>,
+    kubernetes_version: Option<String>,
+    operator_version: Option<String>,
+    checked_at: Option<OffsetDateTime>,
+    created_at: OffsetDateTime,
+    instances: i64,
+}
+
+impl RawCluster {
+    fn parse(self) -> Result<Cluster, StoreError> {
+        Ok(Cluster {
+            health: ClusterHealth::parse(&self.health)
+                .ok_or_else(|| StoreError::Invalid(format!("cluster health {:?}", self.health)))?,
+            id: self.id,
+            name: self.name,
+            region: self.region,
+            kubeconfig_sealed: self.kubeconfig_sealed,
+            operator_namespace: self.operator_namespace,
+            capacity: self.capacity,
+            cordoned: self.cordoned,
+            health_message: self.health_message,
+            kubernetes_version: self.kubernetes_version,
+            operator_version: self.operator_version,
+            checked_at: self.checked_at,
+            created_at: self.created_at,
+            instances: self.instances,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewCluster<'a> {
+    pub name: &'a str,
+    pub region: &'a str,
+    pub kubeconfig_sealed: Option<&'a [u8]>,
+    pub operator_namespace: &'a str,
+    pub capacity: i32,
+}
+
+/// Registers a cluster; `Conflict("clusters_name_key")` when the name is taken.
+pub async fn insert_cluster(
+    conn: &mut PgConnection,
+    c: &NewCluster<'_>,
+) -> Result<Uuid, StoreError> {
+    let id = Uuid::now_v7();
+    sqlx::query!(
+        "INSERT INTO clusters (id, name, region, kubeconfig_sealed, operator_namespace, capacity)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        id,
+        c.name,
+        c.region,
+        c.kubeconfig_sealed,
+        c.operator_namespace,
+        c.capacity
+    )
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Every cluster, by name.
+pub async fn clusters(ex: impl PgExecutor<'_>) -> Result<Vec<Cluster>, StoreError> {
+    sqlx::query_as!(
+        RawCluster,
+        r#"SELECT c.id, c.name, c.region, c.kubeconfig_sealed, c.operator_namespace, c.capacity,
+                  c.cordoned, c.health, c.health_message, c.kubernetes_version, c.operator_version,
+                  c.checked_at, c.created_at,
+                  (SELECT count(*) FROM instances i
+                    WHERE i.cluster_id = c.id AND i.phase <> 'deleted') AS "instances!"
+           FROM clusters c ORDER BY c.name"#
+    )
+    .fetch_all(ex)
+    .await?
+    .into_iter()
+    .map(RawCluster::parse)
+    .collect()
+}
+
+pub async fn cluster(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Cluster>, StoreError> {
+    sqlx::query_as!(
+        RawCluster,
+        r#"SELECT c.id, c.name, c.region, c.kubeconfig_sealed, c.operator_namespace, c.capacity,
+                  c.cordoned, c.health, c.health_message, c.kubernetes_version, c.operator_version,
+                  c.checked_at, c.created_at,
+                  (SELECT count(*) FROM instances i
+                    WHERE i.cluster_id = c.id AND i.phase <> 'deleted') AS "instances!"
+           FROM clusters c WHERE c.id = $1"#,
+        id
+    )
+    .fetch_optional(ex)
+    .await?
+    .map(RawCluster::parse)
+    .transpose()
+}
+
+/// Cordons or uncordons a cluster; `false` when there is no such cluster.
+pub async fn set_cordoned(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    cordoned: bool,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE clusters SET cordoned = $2, updated_at = now() WHERE id = $1",
+        id,
+        cordoned
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What a health check found.
+#[derive(Debug, Clone)]
+pub struct HealthReport {
+    pub health: ClusterHealth,
+    pub message: Option<String>,
+    pub kubernetes_version: Option<String>,
+    pub operator_version: Option<String>,
+}
+
+pub async fn record_health(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    r: &HealthReport,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "UPDATE clusters SET health = $2, health_message = $3, kubernetes_version = $4,
+                operator_version = $5, checked_at = now()
+         WHERE id = $1",
+        id,
+        r.health.as_str(),
+        r.message,
+        r.kubernetes_version,
+        r.operator_version
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// The clusters a new tenant could go to, in name order, under a lock that makes
+/// concurrent placements take turns (so two never fill the last slot twice).
+pub async fn placement_candidates(
+    conn: &mut PgConnection,
+) -> Result<Vec<Candidate<Uuid>>, StoreError> {
+    crate::lock_key(conn, "fleet:placement").await?;
+    let rows = sqlx::query!(
+        r#"SELECT c.id, c.region, c.capacity, c.cordoned, c.health,
+                  (SELECT count(*) FROM instances i
+                    WHERE i.cluster_id = c.id AND i.phase <> 'deleted') AS "used!"
+           FROM clusters c ORDER BY c.name"#
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Candidate {
+                id: r.id,
+                region: r.region,
+                capacity: i64::from(r.capacity),
+                used: r.used,
+                cordoned: r.cordoned,
+                health: ClusterHealth::parse(&r.health)
+                    .ok_or_else(|| StoreError::Invalid(format!("cluster health {:?}", r.health)))?,
+            })
+        })
+        .collect()
+}
+
+/// A hosted server.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub org_slug: String,
+    pub org_name: String,
+    pub order_id: Option<Uuid>,
+    pub app: String,
+    pub version: String,
+    pub plan_code: String,
+    pub slug: String,
+    pub domain: String,
+    pub owner_username: String,
+    pub owner_email: String,
+    pub cluster_id: Option<Uuid>,
+    pub cluster_name: Option<String>,
+    pub desired: Desired,
+    pub phase: InstancePhase,
+    pub phase_message: Option<String>,
+    pub phase_since: OffsetDateTime,
+    pub conditions: serde_json::Value,
+    pub url: Option<String>,
+    pub running_version: Option<String>,
+    pub last_error: Option<String>,
+    pub spec_generation: i64,
+    pub applied_generation: i64,
+    pub synced_at: Option<OffsetDateTime>,
+    pub owner_password_revealed_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+}
+
+struct RawInstance {
+    id: Uuid,
+    org_id: Uuid,
+    org_slug: String,
+    org_name: String,
+    order_id: Option<Uuid>,
+    app: String,
+    version: String,
+    plan_code: String,
+    slug: String,
+    domain: String,
+    owner_username: String,
+    owner_email: String,
+    cluster_id: Option<Uuid>,
+    cluster_name: Option<String>,
+    desired: String,
+    phase: String,
+    phase_message: Option<String>,
+    phase_since: OffsetDateTime,
+    conditions: serde_json::Value,
+    url: Option<String>,
+    running_version: Option<String>,
+    last_error: Option<String>,
+    spec_generation: i64,
+    applied_generation: i64,
+    synced_at: Option<OffsetDateTime>,
+    owner_password_revealed_at: Option<OffsetDateTime>,
+    created_at: OffsetDateTime,
+}
+
+impl RawInstance {
+    fn parse(self) -> Result<Instance, StoreError> {
+        Ok(Instance {
+            desired: Desired::parse(&self.desired)
+                .ok_or_else(|| StoreError::Invalid(format!("desired {:?}", self.desired)))?,
+            phase: InstancePhase::parse(&self.phase)
+                .ok_or_else(|| StoreError::Invalid(format!("phase {:?}", self.phase)))?,
+            id: self.id,
+            org_id: self.org_id,
+            org_slug: self.org_slug,
+            org_name: self.org_name,
+            order_id: self.order_id,
+            app: self.app,
+            version: self.version,
+            plan_code: self.plan_code,
+            slug: self.slug,
+            domain: self.domain,
+            owner_username: self.owner_username,
+            owner_email: self.owner_email,
+            cluster_id: self.cluster_id,
+            cluster_name: self.cluster_name,
+            phase_message: self.phase_message,
+            phase_since: self.phase_since,
+            conditions: self.conditions,
+            url: self.url,
+            running_version: self.running_version,
+            last_error: self.last_error,
+            spec_generation: self.spec_generation,
+            applied_generation: self.applied_generation,
+            synced_at: self.synced_at,
+            owner_password_revealed_at: self.owner_password_revealed_at,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewInstance<'a> {
+    pub org: OrgId,
+    pub order: Option<Uuid>,
+    pub app: &'a str,
+    pub version: &'a str,
+    pub plan_code: &'a str,
+    pub slug: &'a str,
+    pub domain: &'a str,
+    pub owner_username: &'a str,
+    pub owner_email: &'a str,
+}
+
+/// Creates an instance (queued, no cluster yet). Conflicts: `instances_slug_key`,
+/// `instances_domain_key`, `instances_order_id_key`.
+pub async fn insert_instance(
+    conn: &mut PgConnection,
+    i: &NewInstance<'_>,
+) -> Result<Uuid, StoreError> {
+    let id = Uuid::now_v7();
+    sqlx::query!(
+        "INSERT INTO instances (id, org_id, order_id, app, version, plan_code, slug, domain,
+                                owner_username, owner_email)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        id,
+        i.org.0,
+        i.order,
+        i.app,
+        i.version,
+        i.plan_code,
+        i.slug,
+        i.domain,
+        i.owner_username,
+        i.owner_email
+    )
+    .execute(&mut *conn)
+    .await?;
+    add_event(
+        conn,
+        id,
+        EventKind::Phase,
+        "Ordered; waiting for a cluster",
+        None,
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Is this short name taken?
+pub async fn slug_taken(ex: impl PgExecutor<'_>, slug: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM instances WHERE slug = $1) AS "taken!""#,
+        slug
+    )
+    .fetch_one(ex)
+    .await?)
+}
+
+/// The instance made from an order, if any.
+pub async fn by_order(ex: impl PgExecutor<'_>, order: Uuid) -> Result<Option<Uuid>, StoreError> {
+    Ok(
+        sqlx::query_scalar!("SELECT id FROM instances WHERE order_id = $1", order)
+            .fetch_optional(ex)
+            .await?,
+    )
+}
+
+pub async fn instance(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Instance>, StoreError> {
+    sqlx::query_as!(
+        RawInstance,
+        r#"SELECT i.id, i.org_id, o.slug AS org_slug, o.name AS org_name, i.order_id, i.app,
+                  i.version, i.plan_code, i.slug, i.domain, i.owner_username, i.owner_email,
+                  i.cluster_id, c.name AS "cluster_name?", i.desired, i.phase, i.phase_message,
+                  i.phase_since, i.conditions, i.url, i.running_version, i.last_error,
+                  i.spec_generation, i.applied_generation, i.synced_at,
+                  i.owner_password_revealed_at, i.created_at
+           FROM instances i
+           JOIN organizations o ON o.id = i.org_id
+           LEFT JOIN clusters c ON c.id = i.cluster_id
+           WHERE i.id = $1"#,
+        id
+    )
+    .fetch_optional(ex)
+    .await?
+    .map(RawInstance::parse)
+    .transpose()
+}
+
+/// Filters of the operators' list; empty strings mean "any".
+#[derive(Debug, Clone, Default)]
+pub struct Search {
+    /// Substring of the domain, the slug or the organization's name or slug.
+    pub q: String,
+    pub cluster: Option<Uuid>,
+    pub phase: Option<InstancePhase>,
+    pub org: Option<OrgId>,
+    pub version: String,
+}
+
+/// Instances matching `s`, the ones needing attention first (failed, then queued or
+/// installing the longest, then with an error), then newest.
+pub async fn search(
+    ex: impl PgExecutor<'_>,
+    s: &Search,
+    page: Page,
+) -> Result<Paged<Instance>, StoreError> {
+    let rows = sqlx::query_as!(
+        RawInstance,
+        r#"SELECT i.id, i.org_id, o.slug AS org_slug, o.name AS org_name, i.order_id, i.app,
+                  i.version, i.plan_code, i.slug, i.domain, i.owner_username, i.owner_email,
+                  i.cluster_id, c.name AS "cluster_name?", i.desired, i.phase, i.phase_message,
+                  i.phase_since, i.conditions, i.url, i.running_version, i.last_error,
+                  i.spec_generation, i.applied_generation, i.synced_at,
+                  i.owner_password_revealed_at, i.created_at
+           FROM instances i
+           JOIN organizations o ON o.id = i.org_id
+           LEFT JOIN clusters c ON c.id = i.cluster_id
+           WHERE ($1 = '' OR i.domain ILIKE '%' || $1 || '%' OR i.slug ILIKE '%' || $1 || '%'
+                  OR o.name ILIKE '%' || $1 || '%' OR o.slug ILIKE '%' || $1 || '%')
+             AND ($2::uuid IS NULL OR i.cluster_id = $2)
+             AND ($3::text IS NULL OR i.phase = $3)
+             AND ($4::uuid IS NULL OR i.org_id = $4)
+             AND ($5 = '' OR i.version = $5 OR i.running_version = $5)
+           ORDER BY CASE WHEN i.phase = 'failed' THEN 0
+                         WHEN i.phase IN ('queued', 'provisioning') THEN 1
+                         WHEN i.last_error IS NOT NULL THEN 2
+                         ELSE 3 END,
+                    CASE WHEN i.phase IN ('failed', 'queued', 'provisioning') THEN i.phase_since END,
+                    i.created_at DESC, i.id
+           LIMIT $6 OFFSET $7"#,
+        s.q.trim(),
+        s.cluster,
+        s.phase.map(InstancePhase::as_str),
+        s.org.map(|o| o.0),
+        s.version.trim(),
+        page.fetch_limit(),
+        page.offset()
+    )
+    .fetch_all(ex)
+    .await?
+    .into_iter()
+    .map(RawInstance::parse)
+    .collect::<Result<Vec<_>, _>>()?;
+    Ok(page.finish(rows))
+}
+
+/// An organization's instances, newest first.
+pub async fn of_org(
+    ex: impl PgExecutor<'_>,
+    org: OrgId,
+    page: Page,
+) -> Result<Paged<Instance>, StoreError> {
+    let rows = sqlx::query_as!(
+        RawInstance,
+        r#"SELECT i.id, i.org_id, o.slug AS org_slug, o.name AS org_name, i.order_id, i.app,
+                  i.version, i.plan_code, i.slug, i.domain, i.owner_username, i.owner_email,
+                  i.cluster_id, c.name AS "cluster_name?", i.desired, i.phase, i.phase_message,
+                  i.phase_since, i.conditions, i.url, i.running_version, i.last_error,
+                  i.spec_generation, i.applied_generation, i.synced_at,
+                  i.owner_password_revealed_at, i.created_at
+           FROM instances i
+           JOIN organizations o ON o.id = i.org_id
+           LEFT JOIN clusters c ON c.id = i.cluster_id
+           WHERE i.org_id = $1
+           ORDER BY i.created_at DESC, i.id
+           LIMIT $2 OFFSET $3"#,
+        org.0,
+        page.fetch_limit(),
+        page.offset()
+    )
+    .fetch_all(ex)
+    .await?
+    .into_iter()
+    .map(RawInstance::parse)
+    .collect::<Result<Vec<_>, _>>()?;
+    Ok(page.finish(rows))
+}
+
+/// Instances waiting for a cluster (queued and not placed), oldest first.
+pub async fn unplaced(ex: impl PgExecutor<'_>) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM instances WHERE cluster_id IS NULL AND desired <> 'deleted'
+         ORDER BY created_at"
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
+/// The instances placed on a cluster (name → id), for its status sync.
+pub async fn on_cluster(
+    ex: impl PgExecutor<'_>,
+    cluster: Uuid,
+) -> Result<Vec<(String, Uuid)>, StoreError> {
+    Ok(sqlx::query!(
+        "SELECT slug, id FROM instances WHERE cluster_id = $1 AND phase <> 'deleted'",
+        cluster
+    )
+    .fetch_all(ex)
+    .await?
+    .into_iter()
+    .map(|r| (r.slug, r.id))
+    .collect())
+}
+
+/// Locks an instance's row for the rest of the transaction and returns it.
+pub async fn lock_instance(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<Instance>, StoreError> {
+    let locked = sqlx::query_scalar!("SELECT id FROM instances WHERE id = $1 FOR UPDATE", id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match locked {
+        Some(_) => instance(&mut *conn, id).await,
+        None => Ok(None),
+    }
+}
+
+/// Records where an instance was placed.
+pub async fn set_cluster(
+    conn: &mut PgConnection,
+    id: Uuid,
+    cluster: Uuid,
+    cluster_name: &str,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "UPDATE instances SET cluster_id = $2, placed_at = now(), updated_at = now()
+         WHERE id = $1",
+        id,
+        cluster
+    )
+    .execute(&mut *conn)
+    .await?;
+    add_event(
+        conn,
+        id,
+        EventKind::Action,
+        &format!("Placed on cluster {cluster_name}"),
+        None,
+    )
+    .await
+}
+
+/// Moves an instance to `phase` with a message; records the change in its history when
+/// the phase changed. Returns whether it changed.
+pub async fn set_phase(
+    conn: &mut PgConnection,
+    id: Uuid,
+    phase: InstancePhase,
+    message: Option<&str>,
+) -> Result<bool, StoreError> {
+    let Some(before) =
+        sqlx::query_scalar!("SELECT phase FROM instances WHERE id = $1 FOR UPDATE", id)
+            .fetch_optional(&mut *conn)
+            .await?
+    else {
+        return Ok(false);
+    };
+    let changed = before != phase.as_str();
+    sqlx::query!(
+        "UPDATE instances SET
+             phase_since = CASE WHEN phase = $2 THEN phase_since ELSE now() END,
+             phase = $2, phase_message = $3, updated_at = now()
+         WHERE id = $1",
+        id,
+        phase.as_str(),
+        message
+    )
+    .execute(&mut *conn)
+    .await?;
+    if changed {
+        let text = match message {
+            Some(m) => format!("{}: {m}", phase.label()),
+            None => phase.label().to_owned(),
+        };
+        add_event(conn, id, EventKind::Phase, &text, None).await?;
+    }
+    Ok(changed)
+}
+
+/// Records that the cluster has the spec of `generation`.
+pub async fn set_applied(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    generation: i64,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "UPDATE instances SET applied_generation = greatest(applied_generation, $2),
+                updated_at = now()
+         WHERE id = $1",
+        id,
+        generation
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// What the cluster reports about an instance.
+#[derive(Debug, Clone)]
+pub struct Reported<'a> {
+    pub phase: InstancePhase,
+    pub conditions: serde_json::Value,
+    pub url: Option<&'a str>,
+    pub running_version: Option<&'a str>,
+    pub last_error: Option<&'a str>,
+}
+
+/// Writes what the cluster reports; a new phase or a new error goes into the history.
+pub async fn record_status(
+    conn: &mut PgConnection,
+    id: Uuid,
+    r: &Reported<'_>,
+) -> Result<(), StoreError> {
+    let before = sqlx::query!(
+        "SELECT phase, last_error FROM instances WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(before) = before else {
+        return Ok(());
+    };
+    set_phase(conn, id, r.phase, None).await?;
+    sqlx::query!(
+        "UPDATE instances SET conditions = $2, url = $3, running_version = $4, last_error = $5,
+                synced_at = now(), updated_at = now()
+         WHERE id = $1",
+        id,
+        r.conditions,
+        r.url,
+        r.running_version,
+        r.last_error
+    )
+    .execute(&mut *conn)
+    .await?;
+    if let Some(e) = r.last_error {
+        if before.last_error.as_deref() != Some(e) {
+            add_event(conn, id, EventKind::Error, e, None).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Notes that the owner's one-time password was shown and wipes it; `false` when it was
+/// shown already.
+pub async fn mark_password_revealed(ex: impl PgExecutor<'_>, id: Uuid) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET owner_password_revealed_at = now(), owner_password_sealed = NULL
+         WHERE id = $1 AND owner_password_revealed_at IS NULL",
+        id
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The kinds of history entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Phase,
+    Action,
+    Error,
+}
+
+impl EventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Phase => "phase",
+            EventKind::Action => "action",
+            EventKind::Error => "error",
+        }
+    }
+}
+
+pub async fn add_event(
+    conn: &mut PgConnection,
+    instance: Uuid,
+    kind: EventKind,
+    message: &str,
+    actor: Option<Uuid>,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "INSERT INTO instance_events (id, instance_id, kind, message, actor_id)
+         VALUES ($1, $2, $3, $4, $5)",
+        Uuid::now_v7(),
+        instance,
+        kind.as_str(),
+        message,
+        actor
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One entry of an instance's history.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub at: OffsetDateTime,
+    pub kind: String,
+    pub message: String,
+    pub actor_email: Option<String>,
+}
+
+/// An instance's history, newest first.
+pub async fn events(
+    ex: impl PgExecutor<'_>,
+    instance: Uuid,
+    limit: i64,
+) -> Result<Vec<Event>, StoreError> {
+    Ok(sqlx::query_as!(
+        Event,
+        r#"SELECT e.at, e.kind, e.message, u.email AS "actor_email?"
+           FROM instance_events e LEFT JOIN users u ON u.id = e.actor_id
+           WHERE e.instance_id = $1
+           ORDER BY e.at DESC, e.id DESC
+           LIMIT $2"#,
+        instance,
+        limit
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
+/// An organization's preferred region, if it set one.
+pub async fn preferred_region(
+    ex: impl PgExecutor<'_>,
+    org: Uuid,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT preferred_region FROM organizations WHERE id = $1",
+        org
+    )
+    .fetch_optional(ex)
+    .await?
+    .flatten())
+}
+
+/// Who becomes the first owner of an order's server: the member who ordered, or else
+/// the organization's longest-standing owner.
+pub async fn order_owner_email(
+    ex: impl PgExecutor<'_>,
+    order: Uuid,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT coalesce(u.email,
+                    (SELECT u2.email FROM memberships m JOIN users u2 ON u2.id = m.user_id
+                      WHERE m.org_id = o.org_id AND m.role = 'owner'
+                      ORDER BY m.created_at LIMIT 1)) AS "email"
+           FROM orders o LEFT JOIN users u ON u.id = o.created_by
+           WHERE o.id = $1"#,
+        order
+    )
+    .fetch_optional(ex)
+    .await?
+    .flatten())
+}
+
+/// The secret owner password of an instance, sealed, if collected and not yet shown.
+pub async fn sealed_owner_password(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT owner_password_sealed FROM instances WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(ex)
+    .await?
+    .flatten())
+}
+
+/// Keeps the owner's password, sealed, until it is shown.
+pub async fn store_owner_password(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    sealed: &[u8],
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "UPDATE instances SET owner_password_sealed = $2
+         WHERE id = $1 AND owner_password_revealed_at IS NULL",
+        id,
+        sealed
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// Instances on a cluster that are running and whose owner password is neither collected
+/// nor shown yet.
+pub async fn awaiting_owner_password(
+    ex: impl PgExecutor<'_>,
+    cluster: Uuid,
+) -> Result<Vec<(Uuid, String)>, StoreError> {
+    Ok(sqlx::query!(
+        "SELECT id, slug FROM instances
+         WHERE cluster_id = $1 AND phase = 'running'
+           AND owner_password_sealed IS NULL AND owner_password_revealed_at IS NULL",
+        cluster
+    )
+    .fetch_all(ex)
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r.slug))
+    .collect())
+}
+
+/// Records an error met while acting on an instance (e.g. the cluster refused the apply);
+/// a new error goes into the history. `None` clears it.
+pub async fn record_error(
+    conn: &mut PgConnection,
+    id: Uuid,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    let before = sqlx::query_scalar!(
+        "UPDATE instances SET last_error = $2, updated_at = now()
+         WHERE id = $1
+         RETURNING (SELECT last_error FROM instances WHERE id = $1) AS before",
+        id,
+        error
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten();
+    if let Some(e) = error {
+        if before.as_deref() != Some(e) {
+            add_event(conn, id, EventKind::Error, e, None).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets what an instance should be; bumps its spec generation when that changes. Returns
+/// whether it changed.
+pub async fn set_desired(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    desired: Desired,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET desired = $2, spec_generation = spec_generation + 1, updated_at = now()
+         WHERE id = $1 AND desired <> $2",
+        id,
+        desired.as_str()
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,109 @@
+//! Running the job queue in tests, with every capability's handlers registered as in
+//! `herd worker`, and fake clusters standing in for the registered ones.
+
+use futures::future::BoxFuture;
+use herd_fleet::seal::SealKey;
+use herd_jobs::{Registry, Runner, Settings, Stats};
+use herd_mail::Mailer;
+use herd_store::fleet::Cluster;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Registered clusters' clients by cluster name: fake clusters a test plugs in. A cluster
+/// with no client plugged in is unreachable, as a real one whose API does not answer.
+#[derive(Default, Clone)]
+pub struct FakeClusters {
+    clients: Arc<Mutex<HashMap<String, kube::Client>>>,
+}
+
+impl FakeClusters {
+    /// Serves the registered cluster `name` with `client` (a fake cluster's).
+    pub fn plug(&self, name: &str, client: kube::Client) {
+        self.clients.lock().unwrap().insert(name.to_owned(), client);
+    }
+
+    /// Makes `name` unreachable again.
+    pub fn unplug(&self, name: &str) {
+        self.clients.lock().unwrap().remove(name);
+    }
+}
+
+impl herd_orchestrator::Connector for FakeClusters {
+    fn client<'a>(&'a self, cluster: &'a Cluster) -> BoxFuture<'a, anyhow::Result<kube::Client>> {
+        let found = self.clients.lock().unwrap().get(&cluster.name).cloned();
+        Box::pin(async move {
+            found.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "cluster {} is unreachable (connection refused)",
+                    cluster.name
+                )
+            })
+        })
+    }
+}
+
+/// Every job kind's handler, as `herd worker` registers them, with `clusters` as the
+/// registered clusters' API servers.
+pub fn registry_with(
+    pool: &PgPool,
+    mailer: &Mailer,
+    clusters: &FakeClusters,
+    key: Option<SealKey>,
+) -> Registry {
+    let mut r = Registry::new();
+    herd_billing::worker::register(&mut r, pool, mailer);
+    herd_orchestrator::register(
+        &mut r,
+        &herd_orchestrator::Orchestrator {
+            pool: pool.clone(),
+            clusters: Arc::new(clusters.clone()),
+            key,
+        },
+    );
+    r
+}
+
+/// Every handler, with no cluster reachable.
+pub fn registry(pool: &PgPool, mailer: &Mailer) -> Registry {
+    registry_with(pool, mailer, &FakeClusters::default(), None)
+}
+
+/// Settings for tests: a short lease and retries a few milliseconds apart, so that tests
+/// about leases and retries need no long sleeps.
+pub fn fast_settings() -> Settings {
+    Settings {
+        concurrency: 8,
+        lease: Duration::from_millis(600),
+        poll: Duration::from_millis(50),
+        retry_base: Duration::from_millis(10),
+    }
+}
+
+/// A runner with every handler and production settings.
+pub fn runner(pool: &PgPool, mailer: &Mailer) -> Runner {
+    Runner::new(pool.clone(), registry(pool, mailer), Settings::default())
+}
+
+/// Runs `runner` until nothing is due, then fails the test if any job is dead or waiting
+/// to be retried after a failure: a test must not leave work silently undone.
+pub async fn drain_checked(runner: &Runner, pool: &PgPool) -> Stats {
+    let stats = runner.drain().await.expect("job queue");
+    let failing = herd_jobs::admin::failing(pool).await.expect("job list");
+    assert!(
+        failing.is_empty(),
+        "jobs left failing: {:#?}",
+        failing
+            .iter()
+            .map(|j| (&j.kind, j.state, &j.last_error))
+            .collect::<Vec<_>>()
+    );
+    stats
+}
+
+/// Runs the queue (no cluster reachable) until nothing is due; fails the test if a job is
+/// left failing.
+pub async fn run_jobs(pool: &PgPool, mailer: &Mailer) -> Stats {
+    drain_checked(&runner(pool, mailer), pool).await
+}

@@ -1,0 +1,410 @@
+//! The console's fleet: clusters (registered, checked, cordoned) and every tenant across
+//! them, stuck ones first, each with its history and the kubectl command that shows more.
+
+use super::FieldErrors;
+use crate::auth::Operator;
+use crate::client_ip::ClientIp;
+use crate::error::AppError;
+use crate::routes::{Access, Routes};
+use crate::session;
+use crate::state::AppState;
+use crate::views::{datetime, render, render_status, ConfirmPage, Layout, Pager};
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use herd_domain::InstancePhase;
+use herd_fleet::clusters::{self, Actor, RegisterError, Registration};
+use herd_fleet::instances::{self, Step};
+use herd_fleet::lifecycle::{self, Action, Outcome, Requester};
+use herd_fleet::FleetError;
+use herd_store::fleet::{Cluster, Event, Instance, Search};
+use herd_store::Page;
+use serde::Deserialize;
+use tower_sessions::Session;
+use uuid::Uuid;
+
+pub fn routes(r: Routes) -> Routes {
+    use Access::Operator;
+    r.get("/operator/clusters", Operator, cluster_list)
+        .get("/operator/clusters/new", Operator, cluster_form)
+        .post("/operator/clusters", Operator, cluster_register)
+        .post("/operator/clusters/{cluster}/cordon", Operator, cordon)
+        .post("/operator/clusters/{cluster}/uncordon", Operator, uncordon)
+        .get("/operator/instances", Operator, instance_list)
+        .get("/operator/instances/{instance}", Operator, instance_page)
+        .get(
+            "/operator/instances/{instance}/suspend",
+            Operator,
+            suspend_confirm,
+        )
+        .post("/operator/instances/{instance}/suspend", Operator, suspend)
+        .post("/operator/instances/{instance}/resume", Operator, resume)
+}
+
+async fn suspend_confirm(
+    State(state): State<AppState>,
+    session: Session,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let i = instances::get(&state.pool, id).await?;
+    let back = format!("/operator/instances/{id}");
+    render(&ConfirmPage {
+        l: Layout::new(&session, Some(&op)).await?,
+        title: format!("Suspend {}?", i.domain),
+        message: format!(
+            "{}'s server stops until it is resumed; its data is kept. The organization sees that it is suspended.",
+            i.org_name
+        ),
+        action: format!("{back}/suspend"),
+        button: "Suspend the server".into(),
+        cancel: back,
+    })
+}
+
+async fn lifecycle_action(
+    state: &AppState,
+    session: &Session,
+    ip: &str,
+    op: &herd_store::users::User,
+    id: Uuid,
+    action: Action,
+) -> Result<Response, AppError> {
+    let who = Actor {
+        id: op.id(),
+        email: &op.email,
+        ip,
+    };
+    let (kind, message) =
+        match lifecycle::request(&state.pool, Requester::Operator(who), id, action).await {
+            Ok(Outcome::Requested) => ("ok", "Requested; the cluster follows shortly.".to_owned()),
+            Ok(Outcome::AlreadySo) => ("ok", "Nothing to do: it was already so.".to_owned()),
+            Err(FleetError::Invalid(m)) => ("error", m),
+            Err(e) => return Err(e.into()),
+        };
+    session::flash(session, kind, message).await?;
+    Ok(Redirect::to(&format!("/operator/instances/{id}")).into_response())
+}
+
+async fn suspend(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    lifecycle_action(&state, &session, &ip, &op, id, Action::Suspend).await
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    lifecycle_action(&state, &session, &ip, &op, id, Action::Resume).await
+}
+
+/// A cluster as the list shows it.
+pub struct ClusterRow {
+    pub c: Cluster,
+    pub checked: String,
+}
+
+#[derive(Template)]
+#[template(path = "operator_clusters.html")]
+struct ClustersPage {
+    l: Layout,
+    rows: Vec<ClusterRow>,
+    waiting: usize,
+}
+
+async fn cluster_list(
+    State(state): State<AppState>,
+    session: Session,
+    Operator(op): Operator,
+) -> Result<Response, AppError> {
+    let rows = clusters::list(&state.pool)
+        .await?
+        .into_iter()
+        .map(|c| ClusterRow {
+            checked: c.checked_at.map(datetime).unwrap_or_else(|| "never".into()),
+            c,
+        })
+        .collect();
+    let waiting = herd_store::fleet::unplaced(&state.pool).await?.len();
+    render(&ClustersPage {
+        l: Layout::new(&session, Some(&op)).await?,
+        rows,
+        waiting,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ClusterForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    region: String,
+    #[serde(default)]
+    kubeconfig: String,
+    #[serde(default)]
+    operator_namespace: String,
+    #[serde(default)]
+    capacity: String,
+}
+
+impl Default for ClusterForm {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            region: String::new(),
+            kubeconfig: String::new(),
+            operator_namespace: "herd-system".into(),
+            capacity: "100".into(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "operator_cluster_new.html")]
+struct ClusterFormPage {
+    l: Layout,
+    form: ClusterForm,
+    errors: FieldErrors,
+    has_key: bool,
+}
+
+async fn cluster_form(
+    State(state): State<AppState>,
+    session: Session,
+    Operator(op): Operator,
+) -> Result<Response, AppError> {
+    render(&ClusterFormPage {
+        l: Layout::new(&session, Some(&op)).await?,
+        form: ClusterForm::default(),
+        errors: FieldErrors::default(),
+        has_key: state.config.seal_key.is_some(),
+    })
+}
+
+async fn cluster_register(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Form(form): Form<ClusterForm>,
+) -> Result<Response, AppError> {
+    let reg = Registration {
+        name: form.name.clone(),
+        region: form.region.clone(),
+        kubeconfig: form.kubeconfig.clone(),
+        operator_namespace: form.operator_namespace.clone(),
+        capacity: form.capacity.clone(),
+    };
+    let who = Actor {
+        id: op.id(),
+        email: &op.email,
+        ip: &ip,
+    };
+    match clusters::register(&state.pool, state.config.seal_key.as_ref(), Some(who), &reg).await {
+        Ok(_) => {
+            session::flash(
+                &session,
+                "ok",
+                format!(
+                    "Cluster {} registered. Its health check and the placement of waiting servers are queued.",
+                    form.name.trim()
+                ),
+            )
+            .await?;
+            Ok(Redirect::to("/operator/clusters").into_response())
+        }
+        Err(RegisterError::Invalid(problems)) => {
+            let mut errors = FieldErrors::default();
+            for (field, msg) in problems.0 {
+                errors.add(field, msg);
+            }
+            // The kubeconfig is never sent back into the page.
+            let form = ClusterForm {
+                kubeconfig: String::new(),
+                ..form
+            };
+            render_status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &ClusterFormPage {
+                    l: Layout::new(&session, Some(&op)).await?,
+                    form,
+                    errors,
+                    has_key: state.config.seal_key.is_some(),
+                },
+            )
+        }
+        Err(RegisterError::Fleet(e)) => Err(e.into()),
+    }
+}
+
+async fn set_cordon(
+    state: &AppState,
+    session: &Session,
+    ip: &str,
+    op: &herd_store::users::User,
+    id: Uuid,
+    cordoned: bool,
+) -> Result<Response, AppError> {
+    let who = Actor {
+        id: op.id(),
+        email: &op.email,
+        ip,
+    };
+    clusters::set_cordoned(&state.pool, who, id, cordoned).await?;
+    let c = clusters::get(&state.pool, id).await?;
+    session::flash(
+        session,
+        "ok",
+        if cordoned {
+            format!(
+                "Cluster {} is cordoned: no new server is placed there.",
+                c.name
+            )
+        } else {
+            format!("Cluster {} takes new servers again.", c.name)
+        },
+    )
+    .await?;
+    Ok(Redirect::to("/operator/clusters").into_response())
+}
+
+async fn cordon(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    set_cordon(&state, &session, &ip, &op, id, true).await
+}
+
+async fn uncordon(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    set_cordon(&state, &session, &ip, &op, id, false).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct InstanceQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    cluster: String,
+    #[serde(default)]
+    phase: String,
+    #[serde(default)]
+    version: String,
+    page: Option<u32>,
+}
+
+/// A tenant as the console's list shows it.
+pub struct TenantRow {
+    pub i: Instance,
+    pub since: String,
+}
+
+#[derive(Template)]
+#[template(path = "operator_instances.html")]
+struct InstancesPage {
+    l: Layout,
+    q: InstanceQuery,
+    clusters: Vec<Cluster>,
+    phases: [InstancePhase; 8],
+    rows: Vec<TenantRow>,
+    pager: Pager,
+}
+
+async fn instance_list(
+    State(state): State<AppState>,
+    session: Session,
+    Operator(op): Operator,
+    Query(q): Query<InstanceQuery>,
+) -> Result<Response, AppError> {
+    let search = Search {
+        q: q.q.trim().to_owned(),
+        cluster: Uuid::parse_str(q.cluster.trim()).ok(),
+        phase: InstancePhase::parse(q.phase.trim()),
+        org: None,
+        version: q.version.trim().to_owned(),
+    };
+    let paged = instances::search(&state.pool, &search, Page::new(q.page, None)).await?;
+    let pager = Pager::new(
+        "/operator/instances",
+        &[
+            ("q", q.q.as_str()),
+            ("cluster", q.cluster.as_str()),
+            ("phase", q.phase.as_str()),
+            ("version", q.version.as_str()),
+        ],
+        &paged,
+    );
+    render(&InstancesPage {
+        l: Layout::new(&session, Some(&op)).await?,
+        clusters: clusters::list(&state.pool).await?,
+        phases: InstancePhase::ALL,
+        rows: paged
+            .items
+            .into_iter()
+            .map(|i| TenantRow {
+                since: datetime(i.phase_since),
+                i,
+            })
+            .collect(),
+        q,
+        pager,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "operator_instance.html")]
+struct InstancePage {
+    l: Layout,
+    i: Instance,
+    steps: Vec<Step>,
+    history: Vec<(Event, String)>,
+    kubectl: String,
+    namespace: String,
+}
+
+async fn instance_page(
+    State(state): State<AppState>,
+    session: Session,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let i = instances::get(&state.pool, id).await?;
+    let history = instances::history(&state.pool, id)
+        .await?
+        .into_iter()
+        .map(|e| {
+            let at = datetime(e.at);
+            (e, at)
+        })
+        .collect();
+    let operator_ns = match i.cluster_id {
+        Some(c) => clusters::get(&state.pool, c).await?.operator_namespace,
+        None => "herd-system".into(),
+    };
+    render(&InstancePage {
+        l: Layout::new(&session, Some(&op)).await?,
+        steps: instances::steps(&i),
+        history,
+        kubectl: format!("kubectl -n {operator_ns} describe instance {}", i.slug),
+        namespace: format!("herd-{}", i.slug),
+        i,
+    })
+}

@@ -1,0 +1,381 @@
+//! The organization's servers: the list, each server's page with its install steps as the
+//! cluster reports them (refreshing by itself while it moves), its history, and the
+//! owner's one-time password shown once to an owner or admin.
+
+use crate::auth::OrgCtx;
+use crate::client_ip::ClientIp;
+use crate::error::AppError;
+use crate::routes::{Access, Routes};
+use crate::session;
+use crate::state::AppState;
+use crate::views::{datetime, render, ConfirmPage, Layout, Pager};
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect, Response};
+use herd_domain::InstancePhase;
+use herd_fleet::clusters::Actor;
+use herd_fleet::instances::{self, Reveal, Step};
+use herd_fleet::lifecycle::{self, Action, Outcome, Requester};
+use herd_fleet::FleetError;
+use herd_store::fleet::{Event, Instance};
+use herd_store::Page;
+use serde::Deserialize;
+use tower_sessions::Session;
+use uuid::Uuid;
+
+pub fn routes(r: Routes) -> Routes {
+    r.get("/assets/server.js", Access::Public, script)
+        .get("/o/{slug}/servers", Access::Org, list)
+        .get("/o/{slug}/servers/{server}", Access::Org, show)
+        .get("/o/{slug}/servers/{server}/events", Access::Org, events)
+        .post(
+            "/o/{slug}/servers/{server}/owner-password",
+            Access::Org,
+            reveal,
+        )
+        .get(
+            "/o/{slug}/servers/{server}/suspend",
+            Access::Org,
+            suspend_confirm,
+        )
+        .post("/o/{slug}/servers/{server}/suspend", Access::Org, suspend)
+        .post("/o/{slug}/servers/{server}/resume", Access::Org, resume)
+}
+
+/// The live page's script.
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        include_str!("../../assets/server.js"),
+    )
+        .into_response()
+}
+
+/// The server's state as the live page receives it.
+#[derive(Debug, PartialEq, serde::Serialize)]
+struct Live {
+    phase: &'static str,
+    label: &'static str,
+    message: Option<String>,
+    url: Option<String>,
+    error: Option<String>,
+    steps: Vec<LiveStep>,
+}
+
+#[derive(Debug, PartialEq, serde::Serialize)]
+struct LiveStep {
+    name: String,
+    state: &'static str,
+    label: &'static str,
+    message: String,
+}
+
+fn live(i: &Instance) -> Live {
+    Live {
+        phase: i.phase.as_str(),
+        label: i.phase.label(),
+        message: i.phase_message.clone(),
+        url: i.url.clone(),
+        error: i.last_error.clone(),
+        steps: instances::steps(i)
+            .into_iter()
+            .map(|s| LiveStep {
+                name: s.name,
+                state: s.state.css(),
+                label: s.state.label(),
+                message: s.message,
+            })
+            .collect(),
+    }
+}
+
+/// How often the live stream looks at the server, and how long one stream lasts (the
+/// browser reconnects by itself).
+const LIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+const LIVE_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Server-sent events: the server's state now, then each time it changes. The page works
+/// without them (reload it); with JavaScript, `/assets/server.js` applies them.
+async fn events(
+    State(state): State<AppState>,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let org = ctx.org.id();
+    // Not found for another organization's server, before any stream starts.
+    instances::get_for_org(&state.pool, org, id).await?;
+    let pool = state.pool.clone();
+    let deadline = tokio::time::Instant::now() + LIVE_FOR;
+    let stream = futures::stream::unfold((None::<String>, true), move |(last, first)| {
+        let pool = pool.clone();
+        async move {
+            loop {
+                if !first {
+                    tokio::time::sleep(LIVE_EVERY).await;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return None;
+                }
+                let i = instances::get_for_org(&pool, org, id).await.ok()?;
+                let data = serde_json::to_string(&live(&i)).ok()?;
+                if last.as_deref() != Some(data.as_str()) {
+                    let event = Event::default().event("status").data(data.clone());
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(event),
+                        (Some(data), false),
+                    ));
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+fn require_manage(ctx: &OrgCtx) -> Result<(), AppError> {
+    if ctx.role.can_manage_servers() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "only owners and admins manage the organization's servers".into(),
+        ))
+    }
+}
+
+async fn suspend_confirm(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    require_manage(&ctx)?;
+    let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
+    let back = format!("/o/{}/servers/{id}", ctx.org.slug);
+    render(&ConfirmPage {
+        l: Layout::new(&session, Some(&ctx.user)).await?,
+        title: format!("Suspend {}?", i.domain),
+        message: "The server stops: its users cannot log in and visitors see a \"suspended\" page. Everything is kept, and you can resume it at any time.".into(),
+        action: format!("{back}/suspend"),
+        button: "Suspend the server".into(),
+        cancel: back,
+    })
+}
+
+async fn lifecycle(
+    state: &AppState,
+    session: &Session,
+    ip: &str,
+    ctx: &OrgCtx,
+    id: Uuid,
+    action: Action,
+) -> Result<Response, AppError> {
+    require_manage(ctx)?;
+    let by = Requester::Member {
+        org: ctx.org.id(),
+        who: Actor {
+            id: ctx.user.id(),
+            email: &ctx.user.email,
+            ip,
+        },
+    };
+    let (kind, message) = match lifecycle::request(&state.pool, by, id, action).await {
+        Ok(Outcome::Requested) => (
+            "ok",
+            match action {
+                Action::Suspend => "The server is being suspended.",
+                Action::Resume => "The server is being resumed.",
+            }
+            .to_owned(),
+        ),
+        Ok(Outcome::AlreadySo) => ("ok", "Nothing to do: it was already so.".to_owned()),
+        Err(FleetError::Invalid(m)) => ("error", m),
+        Err(e) => return Err(e.into()),
+    };
+    session::flash(session, kind, message).await?;
+    Ok(Redirect::to(&format!("/o/{}/servers/{id}", ctx.org.slug)).into_response())
+}
+
+async fn suspend(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    lifecycle(&state, &session, &ip, &ctx, id, Action::Suspend).await
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    lifecycle(&state, &session, &ip, &ctx, id, Action::Resume).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    page: Option<u32>,
+}
+
+/// A server as a list row shows it.
+pub struct Row {
+    pub i: Instance,
+    pub created: String,
+}
+
+#[derive(Template)]
+#[template(path = "servers.html")]
+struct ListPage {
+    l: Layout,
+    ctx: OrgCtx,
+    rows: Vec<Row>,
+    pager: Pager,
+    can_order: bool,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, AppError> {
+    let paged = instances::list_for_org(&state.pool, ctx.org.id(), Page::new(q.page, None)).await?;
+    let pager = Pager::new(&format!("/o/{}/servers", ctx.org.slug), &[], &paged);
+    render(&ListPage {
+        l: Layout::new(&session, Some(&ctx.user)).await?,
+        rows: paged
+            .items
+            .into_iter()
+            .map(|i| Row {
+                created: datetime(i.created_at),
+                i,
+            })
+            .collect(),
+        pager,
+        can_order: ctx.role.can_manage_billing(),
+        ctx,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "server.html")]
+struct ServerPage {
+    l: Layout,
+    ctx: OrgCtx,
+    i: Instance,
+    steps: Vec<Step>,
+    history: Vec<(Event, String)>,
+    since: String,
+    /// Still moving: the page follows it live (server-sent events).
+    moving: bool,
+    can_manage: bool,
+    /// The owner's password was shown already, at this time.
+    password_shown: Option<String>,
+    /// The password, on the one response that shows it.
+    revealed: Option<(String, String)>,
+    /// Why the password cannot be shown yet.
+    password_note: Option<String>,
+}
+
+async fn page(
+    state: &AppState,
+    session: &Session,
+    ctx: OrgCtx,
+    id: Uuid,
+    revealed: Option<(String, String)>,
+    password_note: Option<String>,
+) -> Result<ServerPage, AppError> {
+    let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
+    let history = instances::history(&state.pool, id)
+        .await?
+        .into_iter()
+        .map(|e| {
+            let at = datetime(e.at);
+            (e, at)
+        })
+        .collect();
+    Ok(ServerPage {
+        l: Layout::new(session, Some(&ctx.user)).await?,
+        steps: instances::steps(&i),
+        history,
+        since: datetime(i.phase_since),
+        moving: matches!(
+            i.phase,
+            InstancePhase::Queued
+                | InstancePhase::Provisioning
+                | InstancePhase::Upgrading
+                | InstancePhase::Deleting
+        ) && revealed.is_none(),
+        can_manage: ctx.role.can_manage_servers(),
+        password_shown: i.owner_password_revealed_at.map(datetime),
+        revealed,
+        password_note,
+        i,
+        ctx,
+    })
+}
+
+async fn show(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    render(&page(&state, &session, ctx, id, None, None).await?)
+}
+
+async fn reveal(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    if !ctx.role.can_manage_servers() {
+        return Err(AppError::Forbidden(
+            "only owners and admins may see the server owner's password".into(),
+        ));
+    }
+    let outcome = instances::reveal_owner_password(
+        &state.pool,
+        state.config.seal_key.as_ref(),
+        Actor {
+            id: ctx.user.id(),
+            email: &ctx.user.email,
+            ip: &ip,
+        },
+        ctx.org.id(),
+        id,
+    )
+    .await?;
+    let (revealed, note) = match outcome {
+        Reveal::Password { username, password } => (Some((username, password)), None),
+        Reveal::AlreadyShown(at) => (
+            None,
+            Some(format!(
+                "The one-time password was shown on {}; it is not kept. Use “Forgot your password?” on the server's login page with the owner's email to set a new one.",
+                datetime(at)
+            )),
+        ),
+        Reveal::NotReady => (
+            None,
+            Some("The owner account is not ready yet. Come back once the server is running.".into()),
+        ),
+    };
+    let mut resp = render(&page(&state, &session, ctx, id, revealed, note).await?)?;
+    // The password must not linger in a cache.
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp.into_response())
+}
