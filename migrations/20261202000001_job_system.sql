@@ -5,6 +5,8 @@
 
 ALTER TABLE jobs DROP CONSTRAINT jobs_state_check;
 UPDATE jobs SET state = 'dead' WHERE state = 'failed';
+-- Jobs a stopped worker of the previous version held: queued again (they hold no token).
+UPDATE jobs SET state = 'queued', locked_until = NULL, run_at = now() WHERE state = 'running';
 ALTER TABLE jobs ADD CONSTRAINT jobs_state_check
     CHECK (state IN ('queued', 'running', 'done', 'dead', 'cancelled'));
 ALTER TABLE jobs ADD COLUMN lease_token uuid;

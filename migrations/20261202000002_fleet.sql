@@ -4,11 +4,15 @@
 -- Where an organization would like its servers to run (a cluster region), if anywhere.
 ALTER TABLE organizations ADD COLUMN preferred_region text;
 
+-- Why a paid order has no server (its domain was taken meanwhile, say): shown on the
+-- order's page and to operators, who sort it out.
+ALTER TABLE orders ADD COLUMN problem text;
+
 CREATE TABLE clusters (
     id                    uuid PRIMARY KEY,
     name                  text NOT NULL UNIQUE CHECK (name ~ '^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$'),
     region                text NOT NULL CHECK (region ~ '^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$'),
-    -- The kubeconfig, encrypted with the key in HERD_CLUSTER_KEY (XChaCha20-Poly1305,
+    -- The kubeconfig, encrypted with the key in HERD_ENCRYPTION_KEY (XChaCha20-Poly1305,
     -- nonce first). NULL: the in-cluster service account's credentials.
     kubeconfig_sealed     bytea,
     -- The namespace the operator watches for Instances there.

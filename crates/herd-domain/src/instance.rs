@@ -159,7 +159,8 @@ pub struct Candidate<Id> {
 /// Why no cluster could take a new tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoPlacement {
-    /// No cluster is registered (or every registered one is cordoned or unreachable).
+    /// No cluster is registered (or every registered one is cordoned, not checked yet, or
+    /// unhealthy).
     NoCluster,
     /// Clusters are connected, but none has room.
     Full,
@@ -175,7 +176,8 @@ impl NoPlacement {
     }
 }
 
-/// Picks a cluster for a new tenant: never a cordoned or unreachable one, nor a full one;
+/// Picks a cluster for a new tenant: only a healthy one (checked, with the CRD), never a
+/// cordoned or full one;
 /// in the preferred region when one there has room; otherwise the one with the most free
 /// room (ties broken by the order given, so the choice is stable).
 pub fn place<Id: Clone>(
@@ -184,9 +186,7 @@ pub fn place<Id: Clone>(
 ) -> Result<Id, NoPlacement> {
     let usable: Vec<&Candidate<Id>> = candidates
         .iter()
-        .filter(|c| {
-            !c.cordoned && matches!(c.health, ClusterHealth::Healthy | ClusterHealth::Unknown)
-        })
+        .filter(|c| !c.cordoned && c.health == ClusterHealth::Healthy)
         .collect();
     if usable.is_empty() {
         return Err(NoPlacement::NoCluster);
@@ -290,6 +290,9 @@ mod tests {
         cordoned.cordoned = true;
         let mut down = c(2, "eu", 10, 0);
         down.health = ClusterHealth::Unreachable;
+        let mut unchecked = c(6, "eu", 10, 0);
+        unchecked.health = ClusterHealth::Unknown;
+        assert_eq!(place(&[unchecked], None), Err(NoPlacement::NoCluster));
         assert_eq!(
             place(&[cordoned.clone(), down.clone()], None),
             Err(NoPlacement::NoCluster)

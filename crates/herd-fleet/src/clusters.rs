@@ -42,6 +42,65 @@ impl Problems {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(kubeconfig: &str) -> Registration {
+        Registration {
+            name: "eu-1".into(),
+            region: "eu-west".into(),
+            kubeconfig: kubeconfig.into(),
+            operator_namespace: "herd-system".into(),
+            capacity: "10".into(),
+        }
+    }
+
+    const INLINE: &str = "clusters:\n- name: c\n  cluster:\n    server: https://k8s.example:6443\n    certificate-authority-data: AAAA\nusers:\n- name: u\n  user:\n    token: abc\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n";
+
+    #[test]
+    fn kubeconfigs_that_run_programs_or_read_local_files_are_refused() {
+        let key = SealKey::from_base64(&SealKey::generate_base64()).ok();
+        assert_eq!(validate(&reg(INLINE), key.as_ref()), Ok(10));
+        for (from, to) in [
+            ("token: abc", "exec: {command: /bin/sh, args: [-c, id]}"),
+            (
+                "token: abc",
+                "tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token",
+            ),
+            ("token: abc", "auth-provider: {name: oidc}"),
+            (
+                "certificate-authority-data: AAAA",
+                "certificate-authority: /etc/ssl/ca.pem",
+            ),
+        ] {
+            let bad = INLINE.replace(from, to);
+            let problems = validate(&reg(&bad), key.as_ref()).expect_err(to);
+            assert!(
+                problems
+                    .0
+                    .iter()
+                    .any(|(f, m)| *f == "kubeconfig" && m.contains("inline")),
+                "{to}: {problems:?}"
+            );
+        }
+        // Without a key no kubeconfig is stored at all.
+        assert!(validate(&reg(INLINE), None).is_err());
+        // Bad names, regions and capacities are each reported.
+        let mut r = reg("");
+        r.name = "-Bad".into();
+        r.region = String::new();
+        r.capacity = "lots".into();
+        let fields: Vec<_> = validate(&r, None)
+            .expect_err("bad")
+            .0
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(fields, ["name", "region", "capacity"]);
+    }
+}
+
 fn dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
@@ -50,6 +109,43 @@ fn dns_label(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
+}
+
+/// Fields of a kubeconfig that would make the worker run a command or read a file of its
+/// own (its service-account token, say) and send it to the cluster's address: refused.
+/// Credentials must be inline (`token`, `client-certificate-data`, `client-key-data`,
+/// `certificate-authority-data`).
+const UNSAFE_FIELDS: [&str; 7] = [
+    "exec",
+    "auth-provider",
+    "tokenFile",
+    "client-certificate",
+    "client-key",
+    "certificate-authority",
+    "proxy-url",
+];
+
+fn unsafe_kubeconfig(v: &serde_yaml::Value) -> Option<String> {
+    for (list, inner) in [("users", "user"), ("clusters", "cluster")] {
+        for entry in v
+            .get(list)
+            .and_then(|l| l.as_sequence())
+            .into_iter()
+            .flatten()
+        {
+            let Some(map) = entry.get(inner).and_then(|m| m.as_mapping()) else {
+                continue;
+            };
+            for field in UNSAFE_FIELDS {
+                if map.contains_key(field) {
+                    return Some(format!(
+                        "This kubeconfig uses `{field}`, which would make Herd run a program or read a file on its own machine. Use inline credentials (a token or client-certificate-data and client-key-data)."
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Checks a registration without saving anything.
@@ -80,7 +176,11 @@ pub fn validate(r: &Registration, key: Option<&SealKey>) -> Result<i32, Problems
     let kc = r.kubeconfig.trim();
     if !kc.is_empty() {
         match serde_yaml::from_str::<serde_yaml::Value>(kc) {
-            Ok(v) if v.get("clusters").is_some() && v.get("users").is_some() => {}
+            Ok(v) if v.get("clusters").is_some() && v.get("users").is_some() => {
+                if let Some(why) = unsafe_kubeconfig(&v) {
+                    p.add("kubeconfig", why);
+                }
+            }
             _ => p.add(
                 "kubeconfig",
                 "This is not a kubeconfig (YAML with clusters, users and contexts).",

@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
+/// How often a runner deletes old finished jobs, and how many days they are kept.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+pub const KEEP_FINISHED_DAYS: i64 = 7;
+
 /// The channel `NOTIFY` wakes workers on (see the `herd_jobs_notify` trigger).
 pub const CHANNEL: &str = "herd_jobs";
 
@@ -89,6 +93,9 @@ pub struct Settings {
     pub poll: Duration,
     /// The first retry's delay; it doubles per attempt.
     pub retry_base: Duration,
+    /// A run longer than this is stopped and counts as failed (a handler that hangs must
+    /// not hold a slot, and renew its lease, forever).
+    pub timeout: Duration,
 }
 
 impl Default for Settings {
@@ -98,6 +105,7 @@ impl Default for Settings {
             lease: Duration::from_secs(15),
             poll: Duration::from_secs(2),
             retry_base: Duration::from_secs(5),
+            timeout: Duration::from_secs(600),
         }
     }
 }
@@ -213,15 +221,28 @@ impl Runner {
         tokio::pin!(run);
         let mut beat = tokio::time::interval(self.settings.lease / 3);
         beat.tick().await;
+        let give_up = tokio::time::sleep(self.settings.timeout);
+        tokio::pin!(give_up);
+        // The lease holds until this, as far as this worker knows.
+        let mut held_until = tokio::time::Instant::now() + self.settings.lease;
         let result = loop {
             tokio::select! {
                 r = &mut run => break Some(r),
+                () = &mut give_up => {
+                    let secs = self.settings.timeout.as_secs();
+                    break Some(Ok(Err(anyhow::anyhow!("the job ran longer than {secs} s and was stopped"))));
+                }
                 _ = beat.tick() => {
                     match jobs::renew(&self.pool, job.id, job.lease_token, lease).await {
-                        Ok(true) => {}
+                        Ok(true) => held_until = tokio::time::Instant::now() + self.settings.lease,
                         Ok(false) => break None,
-                        // The database is away: keep running; the lease may still hold.
-                        Err(e) => tracing::warn!(job = %job.id, error = %e, "could not renew a job's lease"),
+                        // Unsure whether the lease still holds: stop before another worker
+                        // may take the job over, so it never runs twice at once.
+                        Err(e) if tokio::time::Instant::now() + self.settings.lease / 3 >= held_until => {
+                            tracing::warn!(job = %job.id, error = %e, "could not renew a job's lease before it ran out; stopped it");
+                            break None;
+                        }
+                        Err(e) => tracing::warn!(job = %job.id, error = %e, "could not renew a job's lease; trying again"),
                     }
                 }
             }
@@ -288,7 +309,19 @@ impl Runner {
         let slots = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut running = JoinSet::new();
         tracing::info!(kinds = ?self.kinds, concurrency = self.settings.concurrency, "job runner started");
+        let mut last_purge: Option<tokio::time::Instant> = None;
         loop {
+            // Finished jobs are kept a week for the record (and their dedupe keys), then go.
+            if last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
+                match jobs::purge_finished(&self.pool, time::Duration::days(KEEP_FINISHED_DAYS))
+                    .await
+                {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, "purged finished jobs"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not purge finished jobs"),
+                }
+                last_purge = Some(tokio::time::Instant::now());
+            }
             while running.try_join_next().is_some() {}
             let free = slots.available_permits();
             let claimed = match self.claim(free).await {

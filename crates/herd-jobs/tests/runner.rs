@@ -44,6 +44,7 @@ fn settings(concurrency: usize) -> Settings {
         lease: Duration::from_millis(600),
         poll: Duration::from_millis(50),
         retry_base: Duration::from_millis(10),
+        timeout: Duration::from_secs(60),
     }
 }
 
@@ -302,6 +303,28 @@ async fn a_job_that_keeps_failing_ends_dead_with_its_error(pool: PgPool) {
     // Dead jobs are not run again by themselves.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(runner.drain().await.unwrap().claimed(), 0);
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_hanging_handler_is_stopped_and_counts_as_failed(pool: PgPool) {
+    setup(&pool).await;
+    let id = enqueue_work(&pool, 3, 3_600_000).await;
+    let seen = Arc::new(Seen::default());
+    let stats = Runner::new(
+        pool.clone(),
+        registry(&pool, seen),
+        Settings {
+            timeout: Duration::from_millis(300),
+            ..settings(1)
+        },
+    )
+    .drain()
+    .await
+    .unwrap();
+    assert_eq!(stats.retrying, 1);
+    let job = jobs::get(&pool, id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Queued);
+    assert!(job.last_error.unwrap().contains("ran longer than"));
 }
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]

@@ -59,10 +59,15 @@ pub async fn apply_instance(o: &Orchestrator, id: Uuid) -> anyhow::Result<()> {
         }
         Placed::Gone => return Ok(()),
     };
-    let row = fleet::instance(&o.pool, id)
+    // One apply per instance at a time, reading the row under the lock: two applies
+    // queued by quick successive changes (suspend, then resume) run one after the other,
+    // and the later one sends the latest spec, so an older spec never lands last.
+    let mut tx = o.pool.begin().await?;
+    herd_store::lock_key(&mut tx, &format!("apply:{id}")).await?;
+    let row = fleet::instance(&mut *tx, id)
         .await?
         .context("the instance is gone")?;
-    let cluster = fleet::cluster(&o.pool, cluster_id)
+    let cluster = fleet::cluster(&mut *tx, cluster_id)
         .await?
         .context("the instance's cluster is gone")?;
     let result = async {
@@ -90,7 +95,6 @@ pub async fn apply_instance(o: &Orchestrator, id: Uuid) -> anyhow::Result<()> {
         Ok(())
     }
     .await;
-    let mut tx = o.pool.begin().await?;
     match &result {
         Ok(()) => {
             fleet::set_applied(&mut *tx, id, row.spec_generation).await?;

@@ -58,12 +58,23 @@ pub async fn sync_cluster(o: &Orchestrator, cluster_id: Uuid) -> anyhow::Result<
     let cluster = fleet::cluster(&o.pool, cluster_id)
         .await?
         .context("no such cluster")?;
-    let client = o.clusters.client(&cluster).await?;
+    // An unreachable cluster is reported by its health check (every minute), not by a
+    // failed sync every 15 seconds: skip this round.
+    let client = match o.clusters.client(&cluster).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(cluster = %cluster.name, error = %format!("{e:#}"), "status sync skipped: no client");
+            return Ok(());
+        }
+    };
     let api: Api<Instance> = Api::namespaced(client.clone(), &cluster.operator_namespace);
-    let listed = api
-        .list(&ListParams::default())
-        .await
-        .with_context(|| format!("listing Instances on cluster {}", cluster.name))?;
+    let listed = match api.list(&ListParams::default()).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(cluster = %cluster.name, error = %e, "status sync skipped: listing Instances failed");
+            return Ok(());
+        }
+    };
     let by_name: HashMap<String, Instance> = listed
         .items
         .into_iter()
@@ -136,16 +147,19 @@ async fn collect_owner_passwords(
         );
         return Ok(());
     };
-    for (id, slug) in waiting {
+    for (id, slug, collected) in waiting {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace_name(&slug));
         let Some(secret) = secrets.get_opt(OWNER_PASSWORD_SECRET).await? else {
             continue;
         };
-        let Some(password) = secret_strings(secret).remove("password") else {
-            continue;
-        };
-        let sealed = key.seal(&owner_password_purpose(id), password.as_bytes());
-        fleet::store_owner_password(&o.pool, id, &sealed).await?;
+        // Collected already (the delete failed last time): only the delete is left.
+        if !collected {
+            let Some(password) = secret_strings(secret).remove("password") else {
+                continue;
+            };
+            let sealed = key.seal(&owner_password_purpose(id), password.as_bytes());
+            fleet::store_owner_password(&o.pool, id, &sealed).await?;
+        }
         match secrets
             .delete(OWNER_PASSWORD_SECRET, &DeleteParams::default())
             .await

@@ -438,3 +438,43 @@ async fn without_an_encryption_key_the_owner_password_stays_on_the_cluster(pool:
             .unwrap();
     assert!(sealed.is_none());
 }
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_paid_order_whose_domain_is_taken_keeps_its_payment_and_says_why(pool: PgPool) {
+    let _app = TestApp::spawn(pool.clone()).await;
+    server(&pool, "lyon", "lyon.social", None).await;
+    // Another organization's order for the same domain, paid (the order form refuses it,
+    // but two orders can race).
+    let first = server(&pool, "nantes", "nantes.social", None).await;
+    let org = row(&pool, first).await.org_id;
+    let order = herd_store::billing::create_order(
+        &pool,
+        &herd_store::billing::NewOrder {
+            org: OrgId(org),
+            plan_code: "community",
+            app: "mastodon",
+            domain: "lyon.social",
+            created_by: None,
+        },
+    )
+    .await
+    .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    assert!(
+        herd_billing::fulfil::fulfil_paid(&mut tx, order, OrgId(org), "sub_y")
+            .await
+            .unwrap(),
+        "the payment is recorded"
+    );
+    tx.commit().await.unwrap();
+    let o = herd_store::billing::order(&pool, order)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.state, "fulfilled");
+    assert!(o.problem.unwrap().contains("already used"));
+    assert!(fleet::by_order(&pool, order).await.unwrap().is_none());
+    let stuck = fleet::stuck_orders(&pool).await.unwrap();
+    assert_eq!(stuck.len(), 1);
+    assert_eq!(stuck[0].domain, "lyon.social");
+}

@@ -208,6 +208,8 @@ pub struct Order {
     pub stripe_subscription_id: Option<String>,
     pub created_at: OffsetDateTime,
     pub fulfilled_at: Option<OffsetDateTime>,
+    /// Why the paid order has no server, when it could not be created.
+    pub problem: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -239,7 +241,7 @@ pub async fn order(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Order>, S
     Ok(sqlx::query_as!(
         Order,
         "SELECT id, org_id, plan_code, app, domain, state, checkout_session_id, stripe_subscription_id,
-                created_at, fulfilled_at
+                created_at, fulfilled_at, problem
          FROM orders WHERE id = $1",
         id
     )
@@ -396,7 +398,7 @@ pub async fn orders_of_org(ex: impl PgExecutor<'_>, org: OrgId) -> Result<Vec<Or
     Ok(sqlx::query_as!(
         Order,
         "SELECT id, org_id, plan_code, app, domain, state, checkout_session_id, stripe_subscription_id,
-                created_at, fulfilled_at
+                created_at, fulfilled_at, problem
          FROM orders WHERE org_id = $1 ORDER BY created_at DESC LIMIT 50",
         org.0
     )

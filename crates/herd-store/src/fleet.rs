@@ -795,22 +795,21 @@ pub async fn store_owner_password(
     Ok(())
 }
 
-/// Instances on a cluster that are running and whose owner password is neither collected
-/// nor shown yet.
+/// Instances on a cluster that are running and whose owner password is not shown yet,
+/// with whether it is collected already (then only its Secret may be left to delete).
 pub async fn awaiting_owner_password(
     ex: impl PgExecutor<'_>,
     cluster: Uuid,
-) -> Result<Vec<(Uuid, String)>, StoreError> {
+) -> Result<Vec<(Uuid, String, bool)>, StoreError> {
     Ok(sqlx::query!(
-        "SELECT id, slug FROM instances
-         WHERE cluster_id = $1 AND phase = 'running'
-           AND owner_password_sealed IS NULL AND owner_password_revealed_at IS NULL",
+        r#"SELECT id, slug, owner_password_sealed IS NOT NULL AS "collected!" FROM instances
+           WHERE cluster_id = $1 AND phase = 'running' AND owner_password_revealed_at IS NULL"#,
         cluster
     )
     .fetch_all(ex)
     .await?
     .into_iter()
-    .map(|r| (r.id, r.slug))
+    .map(|r| (r.id, r.slug, r.collected))
     .collect())
 }
 
@@ -855,4 +854,55 @@ pub async fn set_desired(
     .execute(ex)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Is a domain used by a server already (whatever its state: a deleted server's domain
+/// stays taken, its federation identity lives on in other servers' caches)?
+pub async fn domain_in_use(ex: impl PgExecutor<'_>, domain: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM instances WHERE domain = $1) AS "used!""#,
+        domain
+    )
+    .fetch_one(ex)
+    .await?)
+}
+
+/// Records why a paid order has no server.
+pub async fn set_order_problem(
+    ex: impl PgExecutor<'_>,
+    order: Uuid,
+    problem: &str,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "UPDATE orders SET problem = $2 WHERE id = $1",
+        order,
+        problem
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// A paid order that has no server, for operators.
+#[derive(Debug, Clone)]
+pub struct StuckOrder {
+    pub id: Uuid,
+    pub org_name: String,
+    pub domain: String,
+    pub problem: String,
+}
+
+/// Paid orders that could not become servers, oldest first.
+pub async fn stuck_orders(ex: impl PgExecutor<'_>) -> Result<Vec<StuckOrder>, StoreError> {
+    Ok(sqlx::query_as!(
+        StuckOrder,
+        r#"SELECT o.id, g.name AS org_name, o.domain, o.problem AS "problem!"
+           FROM orders o JOIN organizations g ON g.id = o.org_id
+           WHERE o.problem IS NOT NULL AND o.state = 'fulfilled'
+             AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.order_id = o.id)
+           ORDER BY o.fulfilled_at
+           LIMIT 100"#
+    )
+    .fetch_all(ex)
+    .await?)
 }

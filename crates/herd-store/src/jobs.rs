@@ -272,14 +272,14 @@ pub async fn cancel(ex: impl PgExecutor<'_>, id: Uuid) -> Result<bool, StoreErro
     Ok(done.rows_affected() > 0)
 }
 
-/// Puts the job with this key back in the queue now, with fresh attempts, whatever its
-/// state (an operator's "reprocess" of a webhook event). Returns false when no job has
-/// that key.
+/// Puts the job with this key back in the queue now, with fresh attempts (an operator's
+/// "reprocess" of a webhook event), unless it is running (it must not run twice at once).
+/// Returns false when no job with that key could be requeued.
 pub async fn requeue_by_key(ex: impl PgExecutor<'_>, dedupe_key: &str) -> Result<bool, StoreError> {
     let done = sqlx::query!(
         "UPDATE jobs SET state = 'queued', run_at = now(), attempts = 0, locked_until = NULL,
                 lease_token = NULL, finished_at = NULL, updated_at = now()
-         WHERE dedupe_key = $1",
+         WHERE dedupe_key = $1 AND state <> 'running'",
         dedupe_key
     )
     .execute(ex)
@@ -390,6 +390,23 @@ pub async fn queue_counts(ex: impl PgExecutor<'_>) -> Result<Vec<QueueCount>, St
             })
         })
         .collect()
+}
+
+/// Deletes jobs that finished (done or cancelled) before `older_than` ago; dead jobs stay
+/// until an operator acts. Returns how many went.
+pub async fn purge_finished(
+    ex: impl PgExecutor<'_>,
+    older_than: Duration,
+) -> Result<u64, StoreError> {
+    let secs = older_than.whole_seconds() as f64;
+    let done = sqlx::query!(
+        "DELETE FROM jobs WHERE state IN ('done', 'cancelled')
+           AND finished_at < now() - make_interval(secs => $1::float8)",
+        secs
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// How many jobs are in each state, for metrics.

@@ -78,6 +78,7 @@ pub fn fast_settings() -> Settings {
         lease: Duration::from_millis(600),
         poll: Duration::from_millis(50),
         retry_base: Duration::from_millis(10),
+        timeout: Duration::from_secs(60),
     }
 }
 

@@ -1,20 +1,23 @@
 // Live progress on a server's page: applies the server-sent events of the page's
 // data-events address (see herd-web's pages/servers.rs) to the phase and the steps.
 // Without JavaScript the page is complete as served; reloading it shows the news.
+// The updates can be paused (WCAG 2.2.2); a new phase offers a reload instead of
+// reloading by itself, so nobody loses their place.
 (function () {
   "use strict";
   var root = document.getElementById("server-live");
   if (!root || !window.EventSource) return;
-  var source = new EventSource(root.getAttribute("data-events"));
-  var first = true;
-  source.addEventListener("status", function (e) {
-    var s = JSON.parse(e.data);
-    var phase = document.getElementById("server-phase");
-    var changed = phase.getAttribute("data-phase") !== s.phase;
+  var phase = document.getElementById("server-phase");
+  var steps = document.getElementById("server-steps");
+  var toggle = document.getElementById("live-toggle");
+  var reload = document.getElementById("server-reload");
+  var served = phase.getAttribute("data-phase");
+  var source = null;
+
+  function apply(s) {
     phase.setAttribute("data-phase", s.phase);
     phase.querySelector("strong").textContent = s.label;
     phase.querySelector(".phase-message").textContent = s.message ? ": " + s.message : "";
-    var steps = document.getElementById("server-steps");
     while (steps.firstChild) steps.removeChild(steps.firstChild);
     s.steps.forEach(function (st) {
       var li = document.createElement("li");
@@ -31,12 +34,22 @@
       }
       steps.appendChild(li);
     });
-    // A new phase may bring an address, an error or the owner's password: the page as
-    // served shows them best.
-    if (changed && !first) {
-      source.close();
-      window.location.reload();
-    }
-    first = false;
-  });
+    if (s.phase !== served) reload.hidden = false;
+  }
+
+  function start() {
+    source = new EventSource(root.getAttribute("data-events"));
+    source.addEventListener("status", function (e) { apply(JSON.parse(e.data)); });
+    toggle.textContent = "Pause live updates";
+  }
+
+  function stop() {
+    if (source) source.close();
+    source = null;
+    toggle.textContent = "Resume live updates";
+  }
+
+  toggle.hidden = false;
+  toggle.addEventListener("click", function () { if (source) stop(); else start(); });
+  start();
 })();

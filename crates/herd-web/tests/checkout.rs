@@ -682,6 +682,21 @@ async fn a_paid_order_waits_for_a_cluster_then_runs_and_shows_the_owner_password
     .unwrap();
     assert_eq!(audited, 1);
 
+    // The domain is taken now: a new order for it is refused before any payment.
+    owner.get("/o/lyon/order").await;
+    owner
+        .post(
+            "/o/lyon/order",
+            &[
+                ("plan", "community"),
+                ("app", "mastodon"),
+                ("domain", "lyon.social"),
+            ],
+        )
+        .await
+        .assert_status(422)
+        .assert_contains("A server with this domain exists already");
+
     // Someone of another organization cannot see that the server exists.
     let other = app
         .signed_up("Eve", "eve@elsewhere.example", Some("Elsewhere"))

@@ -144,14 +144,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if config.stripe_webhook_secrets.is_empty() {
         tracing::info!("no STRIPE_WEBHOOK_SECRET: Stripe webhooks are refused");
     }
-    if !args.no_worker {
+    let worker = (!args.no_worker).then(|| {
         tokio::spawn(run_worker(
             pool.clone(),
             mailer.clone(),
             args.jobs.settings(),
             config.seal_key.clone(),
-        ));
-    }
+        ))
+    });
     let state = AppState::new(pool.clone(), config, mailer);
 
     // Expired sessions are deleted hourly.
@@ -190,6 +190,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown())
     .await
     .context("serving")?;
+    // The worker saw the same signal: let its running jobs finish (it bounds the wait).
+    if let Some(w) = worker {
+        let _ = w.await;
+    }
     Ok(())
 }
 

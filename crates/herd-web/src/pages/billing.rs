@@ -177,6 +177,14 @@ async fn order_create(
     let domain = DomainName::parse(&form.domain)
         .map_err(|e| errors.add("domain", e))
         .ok();
+    if let Some(d) = &domain {
+        if herd_store::fleet::domain_in_use(&state.pool, d.as_str()).await? {
+            errors.add(
+                "domain",
+                "A server with this domain exists already; choose another domain.",
+            );
+        }
+    }
     let api = state.stripe.clone();
     if api.is_none() {
         errors.add(

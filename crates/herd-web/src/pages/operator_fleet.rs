@@ -326,6 +326,8 @@ struct InstancesPage {
     phases: [InstancePhase; 8],
     rows: Vec<TenantRow>,
     pager: Pager,
+    /// Paid orders that could not become servers.
+    stuck: Vec<herd_store::fleet::StuckOrder>,
 }
 
 async fn instance_list(
@@ -355,6 +357,7 @@ async fn instance_list(
     render(&InstancesPage {
         l: Layout::new(&session, Some(&op)).await?,
         clusters: clusters::list(&state.pool).await?,
+        stuck: herd_store::fleet::stuck_orders(&state.pool).await?,
         phases: InstancePhase::ALL,
         rows: paged
             .items

@@ -62,7 +62,8 @@ struct Live {
     label: &'static str,
     message: Option<String>,
     url: Option<String>,
-    error: Option<String>,
+    /// Something went wrong (the details are for operators).
+    problem: bool,
     steps: Vec<LiveStep>,
 }
 
@@ -80,7 +81,7 @@ fn live(i: &Instance) -> Live {
         label: i.phase.label(),
         message: i.phase_message.clone(),
         url: i.url.clone(),
-        error: i.last_error.clone(),
+        problem: i.last_error.is_some(),
         steps: instances::steps(i)
             .into_iter()
             .map(|s| LiveStep {
