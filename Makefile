@@ -12,6 +12,7 @@ test:
 ## The benchmarks of docs/BENCHMARKS.md (release builds; starts PostgreSQL).
 bench:
 	DATABASE_URL=$$(scripts/pg.sh start | sed 's|/herd$$|/postgres|') cargo bench -p herd-web --bench webhook_ingest
+	DATABASE_URL=$$(scripts/pg.sh start | sed 's|/herd$$|/postgres|') cargo bench -p herd-billing --bench event_storm
 	cargo bench -p herd-k8s --bench render_diff
 
 ## Formatting, lints, offline query data and layering checks, as CI runs them.
