@@ -8,6 +8,16 @@ ALTER TABLE organizations ADD COLUMN preferred_region text;
 -- order's page and to operators, who sort it out.
 ALTER TABLE orders ADD COLUMN problem text;
 
+-- Ordering without a card: an order paid by invoice waits for an operator's approval
+-- (or is approved at once when the provider says so), which makes the contract.
+ALTER TABLE orders ADD COLUMN payment text NOT NULL DEFAULT 'card' CHECK (payment IN ('card', 'invoice'));
+ALTER TABLE orders ADD COLUMN billing_address text;
+ALTER TABLE orders ADD COLUMN vat_id text;
+ALTER TABLE orders ADD COLUMN po_reference text;
+ALTER TABLE orders ADD CONSTRAINT orders_invoice_has_address
+    CHECK (payment <> 'invoice' OR billing_address IS NOT NULL);
+CREATE INDEX orders_awaiting_idx ON orders (created_at) WHERE payment = 'invoice' AND state = 'pending';
+
 CREATE TABLE clusters (
     id                    uuid PRIMARY KEY,
     name                  text NOT NULL UNIQUE CHECK (name ~ '^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$'),
@@ -46,6 +56,9 @@ CREATE TABLE instances (
     cluster_id            uuid REFERENCES clusters (id) ON DELETE RESTRICT,
     placed_at             timestamptz,
     desired               text NOT NULL DEFAULT 'running' CHECK (desired IN ('running', 'suspended', 'deleted')),
+    -- Suspended by the billing access policy (unpaid): only the policy (or an operator)
+    -- resumes it, when the payment arrives.
+    billing_hold          boolean NOT NULL DEFAULT false,
     phase                 text NOT NULL DEFAULT 'queued'
                           CHECK (phase IN ('queued', 'provisioning', 'running', 'upgrading',
                                            'suspended', 'deleting', 'deleted', 'failed')),

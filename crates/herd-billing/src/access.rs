@@ -49,10 +49,18 @@ pub async fn refresh(
         if access::notice(before, d.access).is_some() {
             herd_jobs::enqueue(&mut *tx, &AccessNotice { transition_id: id }).await?;
         }
+        // The servers it pays for follow, through their apply jobs, in this transaction.
+        let servers = herd_fleet::lifecycle::follow_access(&mut tx, subject, d.access)
+            .await
+            .map_err(|e| match e {
+                herd_fleet::FleetError::Store(s) => s,
+                other => StoreError::Invalid(other.to_string()),
+            })?;
         tracing::info!(
             subject,
             from = before.as_str(),
             to = d.access.as_str(),
+            servers = servers.len(),
             "access changed"
         );
         transition = Some(id);

@@ -60,6 +60,37 @@ pub enum Requester<'a> {
     Operator(Actor<'a>),
 }
 
+/// Makes the servers an access-policy subject pays for follow its new state, in the
+/// caller's transaction (the transition's): suspended (held for billing) when access is
+/// suspended or deletion is scheduled, resumed when access runs again (only the servers
+/// the policy suspended). Deletion is not acted on yet. Returns the servers changed.
+pub async fn follow_access(
+    conn: &mut sqlx::PgConnection,
+    subject: &str,
+    access: herd_domain::access::Access,
+) -> Result<Vec<Uuid>, FleetError> {
+    use herd_domain::access::Access as A;
+    let hold = match access {
+        A::Suspended | A::ScheduledForDeletion => true,
+        A::Running | A::Grace => false,
+        A::NotProvisioned | A::Deleted => return Ok(Vec::new()),
+    };
+    let mut changed = Vec::new();
+    for id in fleet::instances_of_subject(&mut *conn, subject).await? {
+        if fleet::set_billing_hold(&mut *conn, id, hold).await? {
+            let note = if hold {
+                "Suspended by the billing policy: a payment is overdue"
+            } else {
+                "Resumed by the billing policy: the payment arrived"
+            };
+            fleet::add_event(conn, id, EventKind::Action, note, None).await?;
+            herd_jobs::enqueue(&mut *conn, &ApplyInstance { instance_id: id }).await?;
+            changed.push(id);
+        }
+    }
+    Ok(changed)
+}
+
 /// Asks for `action` on server `id`. A member of another organization gets `NotFound`;
 /// a deleted server cannot be suspended or resumed.
 pub async fn request(
@@ -82,7 +113,16 @@ pub async fn request(
             "This server is being deleted; it can no longer be suspended or resumed.".into(),
         ));
     }
-    if !fleet::set_desired(&mut *tx, id, action.desired()).await? {
+    let held = fleet::billing_hold(&mut *tx, id).await?;
+    if held && action == Action::Resume && org_filter.is_some() {
+        return Err(FleetError::Invalid(
+            "This server is suspended because a payment is overdue; it resumes by itself once the payment arrives.".into(),
+        ));
+    }
+    // An operator's resume lifts the billing hold too.
+    if held && action == Action::Resume {
+        fleet::set_billing_hold(&mut *tx, id, false).await?;
+    } else if !fleet::set_desired(&mut *tx, id, action.desired()).await? {
         return Ok(Outcome::AlreadySo);
     }
     fleet::add_event(

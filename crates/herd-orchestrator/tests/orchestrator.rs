@@ -88,6 +88,7 @@ async fn server(pool: &PgPool, org_slug: &str, domain: &str, region: Option<&str
             app: "mastodon",
             domain,
             created_by: None,
+            invoice: None,
         },
     )
     .await
@@ -455,6 +456,7 @@ async fn a_paid_order_whose_domain_is_taken_keeps_its_payment_and_says_why(pool:
             app: "mastodon",
             domain: "lyon.social",
             created_by: None,
+            invoice: None,
         },
     )
     .await
@@ -477,4 +479,127 @@ async fn a_paid_order_whose_domain_is_taken_keeps_its_payment_and_says_why(pool:
     let stuck = fleet::stuck_orders(&pool).await.unwrap();
     assert_eq!(stuck.len(), 1);
     assert_eq!(stuck[0].domain, "lyon.social");
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn the_billing_policy_suspends_an_unpaid_server_and_resumes_it_once_paid(pool: PgPool) {
+    use herd_domain::access::Standing;
+    use time::{Duration, OffsetDateTime};
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = operator_id(&pool).await;
+    let cluster = cluster_with_crd().await;
+    app.clusters.plug("eu-1", cluster.client.clone());
+    register(&app, op, "eu-1", "eu", 10).await;
+    // The server `server()` makes is paid by subscription sub_x.
+    let id = server(&pool, "lyon", "lyon.social", None).await;
+    app.run_jobs().await;
+    let org = OrgId(row(&pool, id).await.org_id);
+    let now = OffsetDateTime::now_utc();
+    let refresh = |standing, at| {
+        let pool = pool.clone();
+        async move {
+            herd_billing::access::refresh(&pool, "stripe:sub_x", org, "card", standing, at)
+                .await
+                .unwrap()
+        }
+    };
+    refresh(Standing::Good, now).await;
+    // Overdue past the grace period: suspended, by the policy, on the cluster too.
+    let since = now - Duration::days(8);
+    refresh(Standing::Overdue { since }, now).await;
+    let r = row(&pool, id).await;
+    assert_eq!(r.desired, herd_domain::Desired::Suspended);
+    app.run_jobs().await;
+    assert!(
+        instances(&cluster)
+            .get("lyon-social")
+            .await
+            .unwrap()
+            .spec
+            .suspended
+    );
+    assert!(fleet::events(&pool, id, 50)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.message.contains("billing policy")));
+    // The organization cannot resume it while it is unpaid…
+    let uid: Uuid = sqlx::query_scalar("SELECT user_id FROM memberships WHERE org_id = $1")
+        .bind(org.0)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let member = herd_fleet::lifecycle::Requester::Member {
+        org,
+        who: Actor {
+            id: herd_domain::UserId(uid),
+            email: "owner@lyon.example",
+            ip: "192.0.2.8",
+        },
+    };
+    let refused =
+        herd_fleet::lifecycle::request(&pool, member, id, herd_fleet::lifecycle::Action::Resume)
+            .await
+            .unwrap_err();
+    assert!(
+        refused.to_string().contains("payment is overdue"),
+        "{refused}"
+    );
+    // …and the payment brings it back.
+    refresh(Standing::Good, now + Duration::minutes(1)).await;
+    assert_eq!(row(&pool, id).await.desired, herd_domain::Desired::Running);
+    app.run_jobs().await;
+    assert!(
+        !instances(&cluster)
+            .get("lyon-social")
+            .await
+            .unwrap()
+            .spec
+            .suspended
+    );
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn the_billing_policy_never_resumes_a_server_its_organization_suspended(pool: PgPool) {
+    use herd_domain::access::Standing;
+    use time::{Duration, OffsetDateTime};
+    let _app = TestApp::spawn(pool.clone()).await;
+    let id = server(&pool, "lyon", "lyon.social", None).await;
+    let org = OrgId(row(&pool, id).await.org_id);
+    let uid: Uuid = sqlx::query_scalar("SELECT user_id FROM memberships WHERE org_id = $1")
+        .bind(org.0)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let member = herd_fleet::lifecycle::Requester::Member {
+        org,
+        who: Actor {
+            id: herd_domain::UserId(uid),
+            email: "owner@lyon.example",
+            ip: "192.0.2.8",
+        },
+    };
+    herd_fleet::lifecycle::request(&pool, member, id, herd_fleet::lifecycle::Action::Suspend)
+        .await
+        .unwrap();
+    let now = OffsetDateTime::now_utc();
+    herd_billing::access::refresh(
+        &pool,
+        "stripe:sub_x",
+        org,
+        "card",
+        Standing::Overdue {
+            since: now - Duration::days(1),
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    herd_billing::access::refresh(&pool, "stripe:sub_x", org, "card", Standing::Good, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        row(&pool, id).await.desired,
+        herd_domain::Desired::Suspended
+    );
 }

@@ -208,8 +208,22 @@ pub struct Order {
     pub stripe_subscription_id: Option<String>,
     pub created_at: OffsetDateTime,
     pub fulfilled_at: Option<OffsetDateTime>,
-    /// Why the paid order has no server, when it could not be created.
+    /// Why the paid order has no server, when it could not be created (or why an invoice
+    /// order was declined).
     pub problem: Option<String>,
+    /// `card` (Stripe Checkout) or `invoice` (approved by an operator).
+    pub payment: String,
+    pub billing_address: Option<String>,
+    pub vat_id: Option<String>,
+    pub po_reference: Option<String>,
+}
+
+/// What an order paid by invoice adds.
+#[derive(Debug, Clone)]
+pub struct InvoiceDetails<'a> {
+    pub billing_address: &'a str,
+    pub vat_id: &'a str,
+    pub po_reference: &'a str,
 }
 
 #[derive(Debug, Clone)]
@@ -219,18 +233,27 @@ pub struct NewOrder<'a> {
     pub app: &'a str,
     pub domain: &'a str,
     pub created_by: Option<Uuid>,
+    /// Paid by invoice (with these details) rather than by card.
+    pub invoice: Option<InvoiceDetails<'a>>,
 }
 
 pub async fn create_order(ex: impl PgExecutor<'_>, o: &NewOrder<'_>) -> Result<Uuid, StoreError> {
     let id = Uuid::now_v7();
+    let inv = o.invoice.as_ref();
     sqlx::query!(
-        "INSERT INTO orders (id, org_id, plan_code, app, domain, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO orders (id, org_id, plan_code, app, domain, created_by, payment,
+                             billing_address, vat_id, po_reference)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         id,
         o.org.0,
         o.plan_code,
         o.app,
         o.domain,
-        o.created_by
+        o.created_by,
+        if inv.is_some() { "invoice" } else { "card" },
+        inv.map(|i| i.billing_address),
+        inv.map(|i| i.vat_id),
+        inv.map(|i| i.po_reference)
     )
     .execute(ex)
     .await?;
@@ -241,7 +264,7 @@ pub async fn order(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Order>, S
     Ok(sqlx::query_as!(
         Order,
         "SELECT id, org_id, plan_code, app, domain, state, checkout_session_id, stripe_subscription_id,
-                created_at, fulfilled_at, problem
+                created_at, fulfilled_at, problem, payment, billing_address, vat_id, po_reference
          FROM orders WHERE id = $1",
         id
     )
@@ -262,6 +285,84 @@ pub async fn set_checkout_session(
     .execute(ex)
     .await?;
     Ok(())
+}
+
+/// Locks an order for the rest of the transaction and returns it.
+pub async fn lock_order(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> Result<Option<Order>, StoreError> {
+    sqlx::query_scalar!("SELECT id FROM orders WHERE id = $1 FOR UPDATE", id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    order(&mut *conn, id).await
+}
+
+/// Marks an invoice order approved and fulfilled, once: `true` the first time.
+pub async fn fulfil_invoice_order(
+    ex: impl PgExecutor<'_>,
+    order: Uuid,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE orders SET state = 'fulfilled', fulfilled_at = now(), problem = NULL
+         WHERE id = $1 AND payment = 'invoice' AND state = 'pending'",
+        order
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Declines an invoice order that waits for approval, with the reason shown to the
+/// organization; `true` the first time.
+pub async fn decline_invoice_order(
+    ex: impl PgExecutor<'_>,
+    order: Uuid,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE orders SET state = 'abandoned', problem = $2
+         WHERE id = $1 AND payment = 'invoice' AND state = 'pending'",
+        order,
+        reason
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// An invoice order waiting for approval, with its organization, for operators.
+#[derive(Debug, Clone)]
+pub struct AwaitingOrder {
+    pub id: Uuid,
+    pub org_name: String,
+    pub org_slug: String,
+    pub plan_code: String,
+    pub app: String,
+    pub domain: String,
+    pub billing_address: String,
+    pub vat_id: String,
+    pub po_reference: String,
+    pub ordered_by: Option<String>,
+    pub created_at: time::OffsetDateTime,
+}
+
+/// Invoice orders waiting for approval, oldest first.
+pub async fn awaiting_approval(ex: impl PgExecutor<'_>) -> Result<Vec<AwaitingOrder>, StoreError> {
+    Ok(sqlx::query_as!(
+        AwaitingOrder,
+        r#"SELECT o.id, g.name AS org_name, g.slug AS org_slug, o.plan_code, o.app, o.domain,
+                  o.billing_address AS "billing_address!", coalesce(o.vat_id, '') AS "vat_id!",
+                  coalesce(o.po_reference, '') AS "po_reference!", u.email AS "ordered_by?",
+                  o.created_at
+           FROM orders o JOIN organizations g ON g.id = o.org_id
+           LEFT JOIN users u ON u.id = o.created_by
+           WHERE o.payment = 'invoice' AND o.state = 'pending'
+           ORDER BY o.created_at
+           LIMIT 200"#
+    )
+    .fetch_all(ex)
+    .await?)
 }
 
 /// Marks an order fulfilled by a subscription, once: `true` the first time, `false` when
@@ -398,7 +499,7 @@ pub async fn orders_of_org(ex: impl PgExecutor<'_>, org: OrgId) -> Result<Vec<Or
     Ok(sqlx::query_as!(
         Order,
         "SELECT id, org_id, plan_code, app, domain, state, checkout_session_id, stripe_subscription_id,
-                created_at, fulfilled_at, problem
+                created_at, fulfilled_at, problem, payment, billing_address, vat_id, po_reference
          FROM orders WHERE org_id = $1 ORDER BY created_at DESC LIMIT 50",
         org.0
     )

@@ -906,3 +906,59 @@ pub async fn stuck_orders(ex: impl PgExecutor<'_>) -> Result<Vec<StuckOrder>, St
     .fetch_all(ex)
     .await?)
 }
+
+/// The live servers an access-policy subject pays for: a Stripe subscription's
+/// (`stripe:sub_…`) are those of the orders it paid; a contract's (`contract:…`) are its
+/// organization's servers ordered by invoice.
+pub async fn instances_of_subject(
+    ex: impl PgExecutor<'_>,
+    subject: &str,
+) -> Result<Vec<Uuid>, StoreError> {
+    let subscription = subject.strip_prefix("stripe:");
+    let contract = subject
+        .strip_prefix("contract:")
+        .and_then(|c| Uuid::parse_str(c).ok());
+    Ok(sqlx::query_scalar!(
+        "SELECT i.id FROM instances i JOIN orders o ON o.id = i.order_id
+         WHERE i.desired <> 'deleted'
+           AND (($1::text IS NOT NULL AND o.stripe_subscription_id = $1)
+                OR ($2::uuid IS NOT NULL AND o.payment = 'invoice'
+                    AND o.org_id = (SELECT org_id FROM contracts WHERE id = $2)))
+         ORDER BY i.created_at",
+        subscription,
+        contract
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Puts a server on or off the billing hold, with what it should be; bumps its spec
+/// generation when that changes. Returns whether anything changed.
+pub async fn set_billing_hold(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    hold: bool,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET billing_hold = $2,
+                desired = CASE WHEN $2 THEN 'suspended' ELSE 'running' END,
+                spec_generation = spec_generation + 1, updated_at = now()
+         WHERE id = $1 AND desired <> 'deleted' AND billing_hold <> $2
+           AND ($2 OR desired = 'suspended')",
+        id,
+        hold
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Is a server held for billing?
+pub async fn billing_hold(ex: impl PgExecutor<'_>, id: Uuid) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar!("SELECT billing_hold FROM instances WHERE id = $1", id)
+            .fetch_optional(ex)
+            .await?
+            .unwrap_or(false),
+    )
+}

@@ -115,5 +115,6 @@ pub fn portal() -> Routes {
     let r = pages::servers::routes(r);
     let r = pages::operator_fleet::routes(r);
     let r = pages::operator_jobs::routes(r);
+    let r = pages::operator_orders::routes(r);
     pages::plans::routes(r)
 }

@@ -38,6 +38,9 @@ pub struct WebConfig {
     /// (`HERD_ENCRYPTION_KEY`); without it, clusters can only use in-cluster credentials
     /// and owner passwords stay on the cluster.
     pub seal_key: Option<herd_fleet::seal::SealKey>,
+    /// Orders paid by invoice are approved at once instead of waiting for an operator
+    /// (`HERD_AUTO_APPROVE_INVOICE_ORDERS`).
+    pub auto_approve_invoice_orders: bool,
 }
 
 impl WebConfig {
@@ -56,6 +59,7 @@ impl WebConfig {
             stripe_api_base: herd_billing::stripe_api::DEFAULT_API_BASE.to_owned(),
             invoice_issuer: "Your hosting provider (set HERD_INVOICE_ISSUER)".to_owned(),
             seal_key: None,
+            auto_approve_invoice_orders: false,
         }
     }
 

@@ -238,6 +238,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HERD_INVOICE_ISSUER", default_value = "")]
     pub invoice_issuer: String,
 
+    /// Approve orders paid by invoice at once (the contract is made and the server starts)
+    /// instead of waiting for an operator in the console.
+    #[arg(long, env = "HERD_AUTO_APPROVE_INVOICE_ORDERS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
+    pub auto_approve_invoice_orders: bool,
+
     /// Do not run the job worker in this process (run `herd worker` separately).
     #[arg(long, env = "HERD_NO_WORKER", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub no_worker: bool,

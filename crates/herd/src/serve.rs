@@ -132,6 +132,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .filter(|k| !k.expose_secret().trim().is_empty());
     config.stripe_api_base = args.stripe_api_base.clone();
     config.seal_key = args.key.key().context("HERD_ENCRYPTION_KEY")?;
+    config.auto_approve_invoice_orders = args.auto_approve_invoice_orders;
     if config.seal_key.is_none() {
         tracing::info!("no HERD_ENCRYPTION_KEY: clusters can only use the worker's own credentials, and owners' passwords stay on the cluster");
     }

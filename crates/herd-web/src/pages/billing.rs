@@ -66,13 +66,9 @@ fn require_billing(ctx: &OrgCtx) -> Result<(), AppError> {
     }
 }
 
-/// Plans that can be bought by card: on sale, with a Stripe price.
+/// Plans that can be ordered: on sale (by card only those with a Stripe price).
 async fn sellable(state: &AppState) -> Result<Vec<Plan>, AppError> {
-    Ok(plans::active(&state.pool)
-        .await?
-        .into_iter()
-        .filter(|p| p.provider_price_id.is_some())
-        .collect())
+    Ok(plans::active(&state.pool).await?)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +79,15 @@ struct OrderForm {
     app: String,
     #[serde(default)]
     domain: String,
+    /// `card` or `invoice`.
+    #[serde(default)]
+    payment: String,
+    #[serde(default)]
+    billing_address: String,
+    #[serde(default)]
+    vat_id: String,
+    #[serde(default)]
+    po_reference: String,
 }
 
 #[derive(Template)]
@@ -125,6 +130,12 @@ async fn order_form(
     require_billing(&ctx)?;
     let form = OrderForm {
         app: "mastodon".into(),
+        payment: if state.stripe.is_some() {
+            "card"
+        } else {
+            "invoice"
+        }
+        .into(),
         ..OrderForm::default()
     };
     order_page(
@@ -185,11 +196,46 @@ async fn order_create(
             );
         }
     }
+    if form.payment == "invoice" {
+        let address = form.billing_address.trim();
+        if address.is_empty() || address.chars().count() > 500 {
+            errors.add(
+                "billing_address",
+                "Enter the address invoices go to (at most 500 characters).",
+            );
+        }
+        if form.vat_id.trim().chars().count() > 40 {
+            errors.add("vat_id", "A VAT id has at most 40 characters.");
+        }
+        if form.po_reference.trim().chars().count() > 100 {
+            errors.add(
+                "po_reference",
+                "A purchase-order reference has at most 100 characters.",
+            );
+        }
+        let (Some(plan), Some(domain), true) = (plan, domain, errors.is_empty()) else {
+            return order_page(
+                &state,
+                &session,
+                ctx,
+                form,
+                errors,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        };
+        return order_by_invoice(&state, &ip, &ctx, &form, &plan, &domain).await;
+    }
     let api = state.stripe.clone();
     if api.is_none() {
         errors.add(
+            "payment",
+            "Card payment is not available here: choose payment by invoice.",
+        );
+    } else if plan.as_ref().is_some_and(|p| p.provider_price_id.is_none()) {
+        errors.add(
             "plan",
-            "Card payment is not available here. Contact us to be billed by invoice.",
+            "This plan cannot be paid by card yet: choose payment by invoice.",
         );
     }
     let (Some(api), Some(plan), Some(domain), true) = (api, plan, domain, errors.is_empty()) else {
@@ -212,6 +258,7 @@ async fn order_create(
             app: &form.app,
             domain: domain.as_str(),
             created_by: Some(ctx.user.id().0),
+            invoice: None,
         },
     )
     .await?;
@@ -264,6 +311,54 @@ async fn order_create(
             order_page(&state, &session, ctx, form, errors, StatusCode::BAD_GATEWAY).await
         }
     }
+}
+
+/// An order paid by invoice: recorded (audited), then approved at once when the provider
+/// says so (`HERD_AUTO_APPROVE_INVOICE_ORDERS`), otherwise waiting for an operator.
+async fn order_by_invoice(
+    state: &AppState,
+    ip: &str,
+    ctx: &OrgCtx,
+    form: &OrderForm,
+    plan: &Plan,
+    domain: &DomainName,
+) -> Result<Response, AppError> {
+    let mut tx = state.pool.begin().await?;
+    let order = billing::create_order(
+        &mut *tx,
+        &NewOrder {
+            org: ctx.org.id(),
+            plan_code: &plan.code,
+            app: &form.app,
+            domain: domain.as_str(),
+            created_by: Some(ctx.user.id().0),
+            invoice: Some(billing::InvoiceDetails {
+                billing_address: form.billing_address.trim(),
+                vat_id: form.vat_id.trim(),
+                po_reference: form.po_reference.trim(),
+            }),
+        },
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        Actor {
+            user: Some(&ctx.user),
+            ip,
+        },
+        Some(ctx.org.id()),
+        "billing.order.created",
+        order.to_string(),
+        json!({ "plan": plan.code, "app": form.app, "domain": domain.as_str(), "payment": "invoice" }),
+    )
+    .await?;
+    tx.commit().await?;
+    if state.config.auto_approve_invoice_orders {
+        herd_billing::fulfil::approve_invoice_order(&state.pool, None, order)
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+    }
+    Ok(Redirect::to(&format!("/o/{}/orders/{order}", ctx.org.slug)).into_response())
 }
 
 #[derive(Debug, Deserialize)]

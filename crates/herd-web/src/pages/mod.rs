@@ -10,6 +10,7 @@ pub mod operator;
 pub mod operator_billing;
 pub mod operator_fleet;
 pub mod operator_jobs;
+pub mod operator_orders;
 pub mod orgs;
 pub mod plans;
 pub mod public;
