@@ -100,7 +100,11 @@ pub async fn recompute_subscription(pool: &PgPool, id: &str) -> Result<Outcome, 
         Some(p) => billing::plan_of_price(&mut *tx, p).await?,
         None => None,
     };
-    billing::upsert_subscription(&mut *tx, &to_row(&view, org, plan_code)).await?;
+    billing::upsert_subscription(&mut *tx, &to_row(&view, org, plan_code.clone())).await?;
+    // A plan change on the subscription: its servers follow (resources, limits).
+    if let Some(plan) = &plan_code {
+        herd_fleet::lifecycle::follow_plan(&mut tx, &crate::access::card_subject(id), plan).await?;
+    }
     let mut fulfilled_order = false;
     if let (true, Some(order), Some(org)) = (view.checkout_completed, view.order_id, org) {
         fulfilled_order = crate::fulfil::fulfil_paid(&mut tx, order, org, id).await?;

@@ -91,6 +91,32 @@ pub async fn follow_access(
     Ok(changed)
 }
 
+/// Makes the servers a subject pays for run on `plan` (a plan change on the subscription,
+/// prorated by Stripe): replicas, resources and limits follow through their apply jobs,
+/// queued in the caller's transaction. Returns the servers changed.
+pub async fn follow_plan(
+    conn: &mut sqlx::PgConnection,
+    subject: &str,
+    plan: &str,
+) -> Result<Vec<Uuid>, FleetError> {
+    let mut changed = Vec::new();
+    for id in fleet::instances_of_subject(&mut *conn, subject).await? {
+        if fleet::set_plan(&mut *conn, id, plan).await? {
+            fleet::add_event(
+                conn,
+                id,
+                EventKind::Action,
+                &format!("Moved to the {plan} plan"),
+                None,
+            )
+            .await?;
+            herd_jobs::enqueue(&mut *conn, &ApplyInstance { instance_id: id }).await?;
+            changed.push(id);
+        }
+    }
+    Ok(changed)
+}
+
 /// Asks for `action` on server `id`. A member of another organization gets `NotFound`;
 /// a deleted server cannot be suspended or resumed.
 pub async fn request(

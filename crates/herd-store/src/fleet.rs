@@ -962,3 +962,17 @@ pub async fn billing_hold(ex: impl PgExecutor<'_>, id: Uuid) -> Result<bool, Sto
             .unwrap_or(false),
     )
 }
+
+/// Moves a server to another plan (its resources follow at the next apply); bumps its
+/// spec generation. Returns whether it changed.
+pub async fn set_plan(ex: impl PgExecutor<'_>, id: Uuid, plan: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET plan_code = $2, spec_generation = spec_generation + 1, updated_at = now()
+         WHERE id = $1 AND plan_code <> $2 AND desired <> 'deleted'",
+        id,
+        plan
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

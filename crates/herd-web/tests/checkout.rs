@@ -371,6 +371,37 @@ async fn billing_page_cancels_resumes_changes_plan_and_opens_the_portal(pool: Pg
         change.param("proration_behavior"),
         Some("create_prorations")
     );
+    // Stripe confirms the new price: the server moves to the plan (resources follow).
+    let customer = fake.object(&session).unwrap()["customer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let org = org_id(&pool, "lyon").await.to_string();
+    webhook(
+        &app,
+        stripe::event(
+            "evt_lyon_plan",
+            "customer.subscription.updated",
+            stripe::now() + 5,
+            stripe::subscription(
+                "sub_LyonPaid",
+                &customer,
+                "active",
+                "price_institution",
+                stripe::now() + 30 * 86_400,
+                json!({ "herd_org_id": org, "herd_order_id": order.to_string() }),
+            ),
+        ),
+    )
+    .await;
+    work(&app).await;
+    let (plan, generation): (String, i64) =
+        sqlx::query_as("SELECT plan_code, spec_generation FROM instances WHERE order_id = $1")
+            .bind(order)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((plan.as_str(), generation), ("institution", 2));
     let audited: Vec<String> = sqlx::query_scalar(
         "SELECT action FROM audit_log WHERE action LIKE 'billing.%' ORDER BY at",
     )
