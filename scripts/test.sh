@@ -41,4 +41,8 @@ export HERD_K8S_OPENAPI
 # Queries are checked against the committed .sqlx data, not the live database.
 export SQLX_OFFLINE=true
 
-exec cargo test --workspace --all-targets --no-fail-fast "$@"
+# With arguments (e.g. -p herd-web), only what they select; otherwise the whole workspace.
+if [ $# -gt 0 ]; then
+  exec cargo test --all-targets --no-fail-fast "$@"
+fi
+exec cargo test --workspace --all-targets --no-fail-fast
