@@ -108,12 +108,13 @@ async fn events(
 ) -> Result<Response, AppError> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let org = ctx.org.id();
+    let (slug, user) = (ctx.org.slug.clone(), ctx.user.id());
     // Not found for another organization's server, before any stream starts.
     instances::get_for_org(&state.pool, org, id).await?;
     let pool = state.pool.clone();
     let deadline = tokio::time::Instant::now() + LIVE_FOR;
     let stream = futures::stream::unfold((None::<String>, true), move |(last, first)| {
-        let pool = pool.clone();
+        let (pool, slug) = (pool.clone(), slug.clone());
         async move {
             loop {
                 if !first {
@@ -122,6 +123,10 @@ async fn events(
                 if tokio::time::Instant::now() > deadline {
                     return None;
                 }
+                // A member removed meanwhile stops receiving.
+                herd_store::orgs::membership(&pool, &slug, user)
+                    .await
+                    .ok()??;
                 let i = instances::get_for_org(&pool, org, id).await.ok()?;
                 let data = serde_json::to_string(&live(&i)).ok()?;
                 if last.as_deref() != Some(data.as_str()) {
