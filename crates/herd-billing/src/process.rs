@@ -69,10 +69,24 @@ fn to_row(v: &View, org: Option<OrgId>, plan_code: Option<String>) -> Subscripti
 }
 
 /// Recomputes subscription `id` from its stored events and writes it, under a lock so that
-/// two workers recomputing it do not overwrite each other with an older view.
-pub async fn recompute_subscription(pool: &PgPool, id: &str) -> Result<Outcome, ProcessError> {
+/// two workers recomputing it do not overwrite each other with an older view. With
+/// `for_event`, returns `None` without recomputing when that event was taken into account
+/// by a recompute that held the lock before (its job has nothing left to do).
+pub async fn recompute_subscription(
+    pool: &PgPool,
+    id: &str,
+    for_event: Option<&str>,
+) -> Result<Option<Outcome>, ProcessError> {
     let mut tx = pool.begin().await?;
     herd_store::lock_key(&mut tx, &format!("subscription:{id}")).await?;
+    if let Some(e) = for_event {
+        if billing::event(&mut *tx, e)
+            .await?
+            .is_some_and(|s| s.state == "processed")
+        {
+            return Ok(None);
+        }
+    }
     let stored = billing::events_of_subscription(&mut *tx, id).await?;
     // An unreadable event fails on its own (when its job runs); it must not block the
     // subscription's other events.
@@ -86,8 +100,16 @@ pub async fn recompute_subscription(pool: &PgPool, id: &str) -> Result<Outcome, 
             }
         })
         .collect();
+    // Every handled event read here is reflected by this recompute: their own jobs, if
+    // still to run, need not recompute the subscription again (a storm of one
+    // subscription's events costs one recompute, not one per event).
+    let included: Vec<String> = events
+        .iter()
+        .filter(|e| e.is_handled())
+        .map(|e| e.id.clone())
+        .collect();
     let Some(view) = subscription::recompute(id, &events) else {
-        return Ok(Outcome::Ignored);
+        return Ok(Some(Outcome::Ignored));
     };
     let mut org = view.org_id.map(OrgId);
     if org.is_none() && !view.customer.is_empty() {
@@ -101,6 +123,7 @@ pub async fn recompute_subscription(pool: &PgPool, id: &str) -> Result<Outcome, 
         None => None,
     };
     billing::upsert_subscription(&mut *tx, &to_row(&view, org, plan_code.clone())).await?;
+    billing::mark_included(&mut *tx, &included).await?;
     // A plan change on the subscription: its servers follow (resources, limits).
     if let Some(plan) = &plan_code {
         herd_fleet::lifecycle::follow_plan(&mut tx, &crate::access::card_subject(id), plan).await?;
@@ -113,10 +136,10 @@ pub async fn recompute_subscription(pool: &PgPool, id: &str) -> Result<Outcome, 
         }
     }
     tx.commit().await?;
-    Ok(Outcome::Applied {
+    Ok(Some(Outcome::Applied {
         subscription: id.to_owned(),
         fulfilled_order,
-    })
+    }))
 }
 
 /// Keeps the invoice of an `invoice.*` event for the customer's invoice list.
@@ -165,7 +188,6 @@ pub async fn process_event(pool: &PgPool, id: &str) -> Result<Outcome, ProcessEr
     }
     let outcome = match (event.is_handled(), event.subscription_id()) {
         (true, Some(sub)) => {
-            let outcome = recompute_subscription(pool, &sub).await?;
             if event.type_ == "customer.subscription.trial_will_end" {
                 herd_jobs::enqueue(
                     pool,
@@ -176,9 +198,29 @@ pub async fn process_event(pool: &PgPool, id: &str) -> Result<Outcome, ProcessEr
                 )
                 .await?;
             }
-            crate::access::refresh_subscription(pool, &sub, time::OffsetDateTime::now_utc())
-                .await?;
-            outcome
+            // An event a recompute already took into account (one made for a later event
+            // of the same subscription, which also refreshed the access policy) needs
+            // nothing more: a storm of one subscription's events costs one recompute.
+            let recomputed = if stored.state == "processed" {
+                None
+            } else {
+                recompute_subscription(pool, &sub, Some(&event.id)).await?
+            };
+            match recomputed {
+                Some(outcome) => {
+                    crate::access::refresh_subscription(
+                        pool,
+                        &sub,
+                        time::OffsetDateTime::now_utc(),
+                    )
+                    .await?;
+                    outcome
+                }
+                None => Outcome::Applied {
+                    subscription: sub,
+                    fulfilled_order: false,
+                },
+            }
         }
         _ => Outcome::Ignored,
     };

@@ -87,6 +87,21 @@ pub async fn events_of_subscription(
     .await?)
 }
 
+/// Marks events processed that a recompute of their subscription took into account (in
+/// its transaction), so that their own jobs need not recompute it again. Events already
+/// processed keep their first processing time.
+pub async fn mark_included(ex: impl PgExecutor<'_>, ids: &[String]) -> Result<(), StoreError> {
+    sqlx::query!(
+        "UPDATE stripe_events SET state = 'processed', last_error = NULL,
+                processed_at = coalesce(processed_at, now())
+         WHERE id = ANY($1) AND state = 'pending'",
+        ids
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
 /// Records the outcome of processing: `processed`, `ignored` or `failed` (with the error).
 /// The first processing time is kept.
 pub async fn mark_event(
