@@ -144,15 +144,20 @@ async fn two_workers_on_one_database_never_run_the_same_job(pool: PgPool) {
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn the_heartbeat_keeps_a_long_job_from_being_taken_over(pool: PgPool) {
     setup(&pool).await;
-    // Runs for three leases: without renewal a second worker would take it over.
-    enqueue_work(&pool, 1, 1800).await;
+    // Runs for about three leases: without renewal a second worker would take it over.
+    // (A lease of 1.5 s renewed every 0.5 s leaves room for a busy test machine.)
+    let slow = Settings {
+        lease: Duration::from_millis(1500),
+        ..settings(2)
+    };
+    enqueue_work(&pool, 1, 4000).await;
     let seen = Arc::new(Seen::default());
-    let a = Runner::new(pool.clone(), registry(&pool, seen.clone()), settings(2));
-    let b = Runner::new(pool.clone(), registry(&pool, seen.clone()), settings(2));
+    let a = Runner::new(pool.clone(), registry(&pool, seen.clone()), slow.clone());
+    let b = Runner::new(pool.clone(), registry(&pool, seen.clone()), slow);
     let first = tokio::spawn(async move { a.drain().await.unwrap() });
     // The other worker keeps looking while the first one runs.
-    for _ in 0..30 {
-        tokio::time::sleep(Duration::from_millis(80)).await;
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(b.drain().await.unwrap().claimed(), 0, "taken over");
     }
     assert_eq!(first.await.unwrap().completed, 1);
