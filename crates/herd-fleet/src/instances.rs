@@ -14,13 +14,17 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// An organization's servers, newest first.
+/// An organization's servers, those needing attention first, then newest first.
 pub async fn list_for_org(
     pool: &PgPool,
     org: OrgId,
     page: Page,
 ) -> Result<Paged<Instance>, FleetError> {
-    Ok(fleet::of_org(pool, org, page).await?)
+    let s = Search {
+        org: Some(org),
+        ..Search::default()
+    };
+    Ok(fleet::search(pool, &s, page).await?)
 }
 
 /// One of an organization's servers; `NotFound` for another organization's (never a

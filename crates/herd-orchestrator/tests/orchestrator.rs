@@ -103,6 +103,27 @@ async fn server(pool: &PgPool, org_slug: &str, domain: &str, region: Option<&str
     fleet::by_order(pool, order).await.unwrap().unwrap()
 }
 
+/// The owner of an organization made by `server()`.
+async fn owner_id(pool: &PgPool, org: OrgId) -> Uuid {
+    sqlx::query_scalar("SELECT user_id FROM memberships WHERE org_id = $1")
+        .bind(org.0)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// That owner, asking for a lifecycle action from the portal.
+fn as_owner(org: OrgId, uid: Uuid) -> herd_fleet::lifecycle::Requester<'static> {
+    herd_fleet::lifecycle::Requester::Member {
+        org,
+        who: Actor {
+            id: herd_domain::UserId(uid),
+            email: "owner@lyon.example",
+            ip: "192.0.2.8",
+        },
+    }
+}
+
 async fn row(pool: &PgPool, id: Uuid) -> fleet::Instance {
     fleet::instance(pool, id).await.unwrap().unwrap()
 }
@@ -524,19 +545,8 @@ async fn the_billing_policy_suspends_an_unpaid_server_and_resumes_it_once_paid(p
         .iter()
         .any(|e| e.message.contains("billing policy")));
     // The organization cannot resume it while it is unpaid…
-    let uid: Uuid = sqlx::query_scalar("SELECT user_id FROM memberships WHERE org_id = $1")
-        .bind(org.0)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let member = herd_fleet::lifecycle::Requester::Member {
-        org,
-        who: Actor {
-            id: herd_domain::UserId(uid),
-            email: "owner@lyon.example",
-            ip: "192.0.2.8",
-        },
-    };
+    let uid = owner_id(&pool, org).await;
+    let member = as_owner(org, uid);
     let refused =
         herd_fleet::lifecycle::request(&pool, member, id, herd_fleet::lifecycle::Action::Resume)
             .await
@@ -566,19 +576,8 @@ async fn the_billing_policy_never_resumes_a_server_its_organization_suspended(po
     let _app = TestApp::spawn(pool.clone()).await;
     let id = server(&pool, "lyon", "lyon.social", None).await;
     let org = OrgId(row(&pool, id).await.org_id);
-    let uid: Uuid = sqlx::query_scalar("SELECT user_id FROM memberships WHERE org_id = $1")
-        .bind(org.0)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    let member = herd_fleet::lifecycle::Requester::Member {
-        org,
-        who: Actor {
-            id: herd_domain::UserId(uid),
-            email: "owner@lyon.example",
-            ip: "192.0.2.8",
-        },
-    };
+    let uid = owner_id(&pool, org).await;
+    let member = as_owner(org, uid);
     herd_fleet::lifecycle::request(&pool, member, id, herd_fleet::lifecycle::Action::Suspend)
         .await
         .unwrap();

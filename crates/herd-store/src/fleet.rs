@@ -451,38 +451,6 @@ pub async fn search(
     Ok(page.finish(rows))
 }
 
-/// An organization's instances, newest first.
-pub async fn of_org(
-    ex: impl PgExecutor<'_>,
-    org: OrgId,
-    page: Page,
-) -> Result<Paged<Instance>, StoreError> {
-    let rows = sqlx::query_as!(
-        RawInstance,
-        r#"SELECT i.id, i.org_id, o.slug AS org_slug, o.name AS org_name, i.order_id, i.app,
-                  i.version, i.plan_code, i.slug, i.domain, i.owner_username, i.owner_email,
-                  i.cluster_id, c.name AS "cluster_name?", i.desired, i.phase, i.phase_message,
-                  i.phase_since, i.conditions, i.url, i.running_version, i.last_error,
-                  i.spec_generation, i.applied_generation, i.synced_at,
-                  i.owner_password_revealed_at, i.created_at
-           FROM instances i
-           JOIN organizations o ON o.id = i.org_id
-           LEFT JOIN clusters c ON c.id = i.cluster_id
-           WHERE i.org_id = $1
-           ORDER BY i.created_at DESC, i.id
-           LIMIT $2 OFFSET $3"#,
-        org.0,
-        page.fetch_limit(),
-        page.offset()
-    )
-    .fetch_all(ex)
-    .await?
-    .into_iter()
-    .map(RawInstance::parse)
-    .collect::<Result<Vec<_>, _>>()?;
-    Ok(page.finish(rows))
-}
-
 /// Instances waiting for a cluster (queued and not placed), oldest first.
 pub async fn unplaced(ex: impl PgExecutor<'_>) -> Result<Vec<Uuid>, StoreError> {
     Ok(sqlx::query_scalar!(
