@@ -70,8 +70,10 @@ pub enum ApprovalError {
     NotAwaiting(String),
     #[error("The order's plan {0} no longer exists; change the order's plan first.")]
     NoPlan(String),
-    #[error("A decline needs a reason the organization will read.")]
+    #[error("A decline needs a reason the organization will read (at most 500 characters).")]
     NoReason,
+    #[error("The server cannot be created: {0}. Nothing was changed; decline the order with this reason.")]
+    NoServer(String),
     #[error(transparent)]
     Fleet(#[from] FleetError),
 }
@@ -107,8 +109,9 @@ async fn awaiting(conn: &mut PgConnection, id: Uuid) -> Result<Order, ApprovalEr
 }
 
 /// Approves an order paid by invoice: the organization's contract is made from the plan
-/// and the order's billing details (an existing contract is kept), the order is fulfilled
-/// and its server created, audited, in one transaction; then the invoices due go out.
+/// and the order's billing details (a running contract is kept: the operator adjusts its
+/// price for the new server), the order is fulfilled and its server created, audited, in
+/// one transaction; then the invoices due go out.
 pub async fn approve_invoice_order(
     pool: &PgPool,
     who: Option<Approver<'_>>,
@@ -117,8 +120,14 @@ pub async fn approve_invoice_order(
     let mut tx = pool.begin().await?;
     let order = awaiting(&mut tx, id).await?;
     let org = OrgId(order.org_id);
+    // Two approvals for one organization take turns: the second sees the first's contract.
+    herd_store::lock_key(&mut tx, &format!("contract:{}", org.0)).await?;
     let today = time::OffsetDateTime::now_utc().date();
-    let (contract, new_contract) = match invoicing::contract_of(&mut *tx, org).await? {
+    // An ended contract is replaced by one for this order.
+    let current = invoicing::contract_of(&mut *tx, org)
+        .await?
+        .filter(|c| c.ends_on.is_none_or(|end| end >= today));
+    let (contract, new_contract) = match current {
         Some(c) => (c, false),
         None => {
             let plan = plans::by_code(&mut *tx, &order.plan_code)
@@ -144,7 +153,12 @@ pub async fn approve_invoice_order(
         }
     };
     billing::fulfil_invoice_order(&mut *tx, id).await?;
-    start_server(&mut tx, &order).await?;
+    // Nothing is paid yet: when the server cannot be created, nothing is approved.
+    match herd_fleet::orders::fulfil(&mut tx, &order).await {
+        Ok(_) => {}
+        Err(FleetError::Store(e)) => return Err(e.into()),
+        Err(refused) => return Err(ApprovalError::NoServer(refused.to_string())),
+    }
     audit::record(
         &mut tx,
         NewEntry {
@@ -169,6 +183,19 @@ pub async fn approve_invoice_order(
     })
 }
 
+/// The longest decline reason.
+pub const MAX_REASON: usize = 500;
+
+/// Whether an order may be approved without an operator: only an organization's first
+/// contract (a second server needs its contract adjusted by hand).
+pub async fn may_auto_approve(pool: &PgPool, org: OrgId) -> Result<bool, StoreError> {
+    let today = time::OffsetDateTime::now_utc().date();
+    Ok(invoicing::contract_of(pool, org)
+        .await?
+        .filter(|c| c.ends_on.is_none_or(|end| end >= today))
+        .is_none())
+}
+
 /// Declines an order paid by invoice, with a reason the organization reads; audited.
 pub async fn decline_invoice_order(
     pool: &PgPool,
@@ -177,7 +204,7 @@ pub async fn decline_invoice_order(
     reason: &str,
 ) -> Result<(), ApprovalError> {
     let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
+    if reason.is_empty() || reason.chars().count() > MAX_REASON {
         return Err(ApprovalError::NoReason);
     }
     let mut tx = pool.begin().await?;

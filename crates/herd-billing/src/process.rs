@@ -122,11 +122,18 @@ pub async fn recompute_subscription(
         Some(p) => billing::plan_of_price(&mut *tx, p).await?,
         None => None,
     };
+    let before = billing::subscription(&mut *tx, id)
+        .await?
+        .and_then(|s| s.plan_code);
     billing::upsert_subscription(&mut *tx, &to_row(&view, org, plan_code.clone())).await?;
     billing::mark_included(&mut *tx, &included).await?;
-    // A plan change on the subscription: its servers follow (resources, limits).
-    if let Some(plan) = &plan_code {
-        herd_fleet::lifecycle::follow_plan(&mut tx, &crate::access::card_subject(id), plan).await?;
+    // A plan change on the subscription (and only a change: an operator's move of a server
+    // stays until the subscription's plan changes again): its servers follow.
+    if let (Some(plan), Some(before)) = (&plan_code, &before) {
+        if plan != before {
+            herd_fleet::lifecycle::follow_plan(&mut tx, &crate::access::card_subject(id), plan)
+                .await?;
+        }
     }
     let mut fulfilled_order = false;
     if let (true, Some(order), Some(org)) = (view.checkout_completed, view.order_id, org) {
@@ -188,16 +195,6 @@ pub async fn process_event(pool: &PgPool, id: &str) -> Result<Outcome, ProcessEr
     }
     let outcome = match (event.is_handled(), event.subscription_id()) {
         (true, Some(sub)) => {
-            if event.type_ == "customer.subscription.trial_will_end" {
-                herd_jobs::enqueue(
-                    pool,
-                    &crate::jobs::TrialEnding {
-                        subscription: sub.clone(),
-                        event_id: event.id.clone(),
-                    },
-                )
-                .await?;
-            }
             // An event a recompute already took into account (one made for a later event
             // of the same subscription, which also refreshed the access policy) needs
             // nothing more: a storm of one subscription's events costs one recompute.
@@ -206,7 +203,7 @@ pub async fn process_event(pool: &PgPool, id: &str) -> Result<Outcome, ProcessEr
             } else {
                 recompute_subscription(pool, &sub, Some(&event.id)).await?
             };
-            match recomputed {
+            let outcome = match recomputed {
                 Some(outcome) => {
                     crate::access::refresh_subscription(
                         pool,
@@ -217,10 +214,23 @@ pub async fn process_event(pool: &PgPool, id: &str) -> Result<Outcome, ProcessEr
                     outcome
                 }
                 None => Outcome::Applied {
-                    subscription: sub,
+                    subscription: sub.clone(),
                     fulfilled_order: false,
                 },
+            };
+            // After the recompute, so that the subscription (and its trial end) is stored
+            // when the email is written.
+            if event.type_ == "customer.subscription.trial_will_end" {
+                herd_jobs::enqueue(
+                    pool,
+                    &crate::jobs::TrialEnding {
+                        subscription: sub,
+                        event_id: event.id.clone(),
+                    },
+                )
+                .await?;
             }
+            outcome
         }
         _ => Outcome::Ignored,
     };

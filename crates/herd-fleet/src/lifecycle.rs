@@ -79,7 +79,7 @@ pub async fn follow_access(
     for id in fleet::instances_of_subject(&mut *conn, subject).await? {
         if fleet::set_billing_hold(&mut *conn, id, hold).await? {
             let note = if hold {
-                "Suspended by the billing policy: a payment is overdue"
+                "Suspended by the billing policy (a payment is overdue, or the subscription ended)"
             } else {
                 "Resumed by the billing policy: the payment arrived"
             };
@@ -145,9 +145,12 @@ pub async fn request(
             "This server is suspended because a payment is overdue; it resumes by itself once the payment arrives.".into(),
         ));
     }
-    // An operator's resume lifts the billing hold too.
+    // An operator's resume lifts the billing hold too; a suspension asked for while held
+    // stands when the payment arrives (the policy resumes only what it suspended).
     if held && action == Action::Resume {
         fleet::set_billing_hold(&mut *tx, id, false).await?;
+    } else if held && action == Action::Suspend {
+        fleet::clear_billing_hold(&mut *tx, id).await?;
     } else if !fleet::set_desired(&mut *tx, id, action.desired()).await? {
         return Ok(Outcome::AlreadySo);
     }

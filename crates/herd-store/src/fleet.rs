@@ -911,14 +911,26 @@ pub async fn set_billing_hold(
         "UPDATE instances SET billing_hold = $2,
                 desired = CASE WHEN $2 THEN 'suspended' ELSE 'running' END,
                 spec_generation = spec_generation + 1, updated_at = now()
-         WHERE id = $1 AND desired <> 'deleted' AND billing_hold <> $2
-           AND ($2 OR desired = 'suspended')",
+         WHERE id = $1 AND billing_hold <> $2
+           AND (($2 AND desired = 'running') OR (NOT $2 AND desired = 'suspended'))",
         id,
         hold
     )
     .execute(ex)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Takes a server off the billing hold, leaving it as it is (suspended): what its
+/// organization or an operator asked for since then stands.
+pub async fn clear_billing_hold(ex: impl PgExecutor<'_>, id: Uuid) -> Result<(), StoreError> {
+    sqlx::query!(
+        "UPDATE instances SET billing_hold = false, updated_at = now() WHERE id = $1",
+        id
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
 }
 
 /// Is a server held for billing?

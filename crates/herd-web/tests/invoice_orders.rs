@@ -51,6 +51,13 @@ async fn an_invoice_order_is_approved_by_an_operator_then_invoiced_and_its_serve
         .assert_status(422)
         .assert_contains("Enter the address invoices go to")
         .assert_contains("at most 100 characters");
+    let mut cash = GOOD.to_vec();
+    cash[3] = ("payment", "cash");
+    owner
+        .post("/o/lyon/order", &cash)
+        .await
+        .assert_status(422)
+        .assert_contains("Choose how to pay");
     assert_eq!(count(&pool, "SELECT count(*) FROM orders").await, 0);
 
     let r = owner.post("/o/lyon/order", &GOOD).await;
@@ -179,4 +186,56 @@ async fn a_declined_order_says_why_and_the_provider_may_approve_at_once(pool: Pg
         count(&pool, "SELECT count(*) FROM audit_log WHERE action = 'billing.order.approved' AND actor_id IS NULL").await,
         1
     );
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn an_approval_that_cannot_create_the_server_changes_nothing(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let lyon = app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
+    let nantes = app
+        .signed_up("Max", "max@nantes.example", Some("Nantes"))
+        .await;
+    // Two organizations order the same domain before either is approved.
+    lyon.get("/o/lyon/order").await;
+    let first = order_id(
+        lyon.post("/o/lyon/order", &GOOD)
+            .await
+            .location
+            .as_deref()
+            .unwrap(),
+    );
+    nantes.get("/o/nantes/order").await;
+    let second = order_id(
+        nantes
+            .post("/o/nantes/order", &GOOD)
+            .await
+            .location
+            .as_deref()
+            .unwrap(),
+    );
+    let op = app.operator("ops@provider.example").await;
+    op.get("/operator/orders").await;
+    op.post(&format!("/operator/orders/{first}/approve"), &[])
+        .await
+        .assert_redirect("/operator/orders");
+    op.post(&format!("/operator/orders/{second}/approve"), &[])
+        .await
+        .assert_redirect("/operator/orders");
+    op.get("/operator/orders")
+        .await
+        .assert_contains("The server cannot be created")
+        .assert_contains("already used");
+    // Nantes has no contract, no invoice, and its order still waits.
+    assert_eq!(count(&pool, "SELECT count(*) FROM contracts").await, 1);
+    let state: String = sqlx::query_scalar("SELECT state FROM orders WHERE id = $1")
+        .bind(second)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "pending");
+    app.run_jobs().await;
+    assert!(!app
+        .mails()
+        .iter()
+        .any(|m| m.to.contains("max@nantes.example") && m.subject.starts_with("Invoice ")));
 }

@@ -196,6 +196,10 @@ async fn order_create(
             );
         }
     }
+    // Without a choice (a form from before the choice existed), card as before.
+    if !matches!(form.payment.as_str(), "" | "card" | "invoice") {
+        errors.add("payment", "Choose how to pay: by card or by invoice.");
+    }
     if form.payment == "invoice" {
         let address = form.billing_address.trim();
         if address.is_empty() || address.chars().count() > 500 {
@@ -353,10 +357,14 @@ async fn order_by_invoice(
     )
     .await?;
     tx.commit().await?;
-    if state.config.auto_approve_invoice_orders {
-        herd_billing::fulfil::approve_invoice_order(&state.pool, None, order)
-            .await
-            .map_err(|e| AppError::Internal(e.to_string()))?;
+    if state.config.auto_approve_invoice_orders
+        && herd_billing::fulfil::may_auto_approve(&state.pool, ctx.org.id()).await?
+    {
+        // A refusal leaves the order waiting for an operator, who sees why.
+        if let Err(e) = herd_billing::fulfil::approve_invoice_order(&state.pool, None, order).await
+        {
+            tracing::warn!(%order, error = %e, "an invoice order could not be approved at once");
+        }
     }
     Ok(Redirect::to(&format!("/o/{}/orders/{order}", ctx.org.slug)).into_response())
 }
