@@ -362,9 +362,12 @@ pub struct AwaitingOrder {
     pub created_at: time::OffsetDateTime,
 }
 
-/// Invoice orders waiting for approval, oldest first.
-pub async fn awaiting_approval(ex: impl PgExecutor<'_>) -> Result<Vec<AwaitingOrder>, StoreError> {
-    Ok(sqlx::query_as!(
+/// Invoice orders waiting for approval, oldest first, a page at a time.
+pub async fn awaiting_approval(
+    ex: impl PgExecutor<'_>,
+    page: crate::Page,
+) -> Result<crate::Paged<AwaitingOrder>, StoreError> {
+    let rows = sqlx::query_as!(
         AwaitingOrder,
         r#"SELECT o.id, g.name AS org_name, g.slug AS org_slug, o.plan_code, o.app, o.domain,
                   o.billing_address AS "billing_address!", coalesce(o.vat_id, '') AS "vat_id!",
@@ -373,11 +376,14 @@ pub async fn awaiting_approval(ex: impl PgExecutor<'_>) -> Result<Vec<AwaitingOr
            FROM orders o JOIN organizations g ON g.id = o.org_id
            LEFT JOIN users u ON u.id = o.created_by
            WHERE o.payment = 'invoice' AND o.state = 'pending'
-           ORDER BY o.created_at
-           LIMIT 200"#
+           ORDER BY o.created_at, o.id
+           LIMIT $1 OFFSET $2"#,
+        page.fetch_limit(),
+        page.offset()
     )
     .fetch_all(ex)
-    .await?)
+    .await?;
+    Ok(page.finish(rows))
 }
 
 /// Marks an order fulfilled by a subscription, once: `true` the first time, `false` when

@@ -9,14 +9,15 @@ use crate::error::AppError;
 use crate::routes::{Access, Routes};
 use crate::session;
 use crate::state::AppState;
-use crate::views::{datetime, render, render_status, Layout};
+use crate::views::{datetime, render, render_status, Layout, Pager};
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use herd_billing::fulfil::{self, ApprovalError, Approver};
 use herd_store::billing::{self, AwaitingOrder};
+use herd_store::Page;
 use serde::Deserialize;
 use tower_sessions::Session;
 use uuid::Uuid;
@@ -39,6 +40,7 @@ pub struct Row {
 struct OrdersPage {
     l: Layout,
     rows: Vec<Row>,
+    pager: Pager,
     errors: FieldErrors,
     /// The order the errors are about.
     failed: Option<Uuid>,
@@ -50,11 +52,15 @@ async fn page(
     op: &herd_store::users::User,
     errors: FieldErrors,
     failed: Option<Uuid>,
+    page_no: Option<u32>,
 ) -> Result<OrdersPage, AppError> {
+    let paged = billing::awaiting_approval(&state.pool, Page::new(page_no, None)).await?;
+    let pager = Pager::new("/operator/orders", &[], &paged);
     Ok(OrdersPage {
         l: Layout::new(session, Some(op)).await?,
-        rows: billing::awaiting_approval(&state.pool)
-            .await?
+        pager,
+        rows: paged
+            .items
             .into_iter()
             .map(|o| Row {
                 at: datetime(o.created_at),
@@ -70,8 +76,14 @@ async fn list(
     State(state): State<AppState>,
     session: Session,
     Operator(op): Operator,
+    Query(q): Query<ListQuery>,
 ) -> Result<Response, AppError> {
-    render(&page(&state, &session, &op, FieldErrors::default(), None).await?)
+    render(&page(&state, &session, &op, FieldErrors::default(), None, q.page).await?)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    page: Option<u32>,
 }
 
 fn refused(e: ApprovalError) -> Result<String, AppError> {
@@ -142,7 +154,7 @@ async fn decline(
             errors.add("reason", ApprovalError::NoReason);
             render_status(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &page(&state, &session, &op, errors, Some(id)).await?,
+                &page(&state, &session, &op, errors, Some(id), None).await?,
             )
         }
         Err(e) => {
