@@ -80,10 +80,17 @@ async fn server(pool: &PgPool, org_slug: &str, domain: &str, region: Option<&str
             o
         }
     };
+    let order = paid_order(pool, OrgId(org), domain, "sub_x").await;
+    fleet::by_order(pool, order).await.unwrap().unwrap()
+}
+
+/// An order of `org` for `domain`, paid by subscription `sub` (fulfilled as the webhook
+/// fulfils it). Returns the order.
+async fn paid_order(pool: &PgPool, org: OrgId, domain: &str, sub: &str) -> Uuid {
     let order = herd_store::billing::create_order(
         pool,
         &herd_store::billing::NewOrder {
-            org: OrgId(org),
+            org,
             plan_code: "community",
             app: "mastodon",
             domain,
@@ -95,12 +102,13 @@ async fn server(pool: &PgPool, org_slug: &str, domain: &str, region: Option<&str
     .unwrap();
     let mut tx = pool.begin().await.unwrap();
     assert!(
-        herd_billing::fulfil::fulfil_paid(&mut tx, order, OrgId(org), "sub_x")
+        herd_billing::fulfil::fulfil_paid(&mut tx, order, org, sub)
             .await
-            .unwrap()
+            .unwrap(),
+        "the payment is recorded"
     );
     tx.commit().await.unwrap();
-    fleet::by_order(pool, order).await.unwrap().unwrap()
+    order
 }
 
 /// The owner of an organization made by `server()`.
@@ -469,27 +477,7 @@ async fn a_paid_order_whose_domain_is_taken_keeps_its_payment_and_says_why(pool:
     // but two orders can race).
     let first = server(&pool, "nantes", "nantes.social", None).await;
     let org = row(&pool, first).await.org_id;
-    let order = herd_store::billing::create_order(
-        &pool,
-        &herd_store::billing::NewOrder {
-            org: OrgId(org),
-            plan_code: "community",
-            app: "mastodon",
-            domain: "lyon.social",
-            created_by: None,
-            invoice: None,
-        },
-    )
-    .await
-    .unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    assert!(
-        herd_billing::fulfil::fulfil_paid(&mut tx, order, OrgId(org), "sub_y")
-            .await
-            .unwrap(),
-        "the payment is recorded"
-    );
-    tx.commit().await.unwrap();
+    let order = paid_order(&pool, OrgId(org), "lyon.social", "sub_y").await;
     let o = herd_store::billing::order(&pool, order)
         .await
         .unwrap()

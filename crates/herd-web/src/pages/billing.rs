@@ -200,7 +200,8 @@ async fn order_create(
     if !matches!(form.payment.as_str(), "" | "card" | "invoice") {
         errors.add("payment", "Choose how to pay: by card or by invoice.");
     }
-    if form.payment == "invoice" {
+    let by_invoice = form.payment == "invoice";
+    if by_invoice {
         let address = form.billing_address.trim();
         if address.is_empty() || address.chars().count() > 500 {
             errors.add(
@@ -217,21 +218,7 @@ async fn order_create(
                 "A purchase-order reference has at most 100 characters.",
             );
         }
-        let (Some(plan), Some(domain), true) = (plan, domain, errors.is_empty()) else {
-            return order_page(
-                &state,
-                &session,
-                ctx,
-                form,
-                errors,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await;
-        };
-        return order_by_invoice(&state, &ip, &ctx, &form, &plan, &domain).await;
-    }
-    let api = state.stripe.clone();
-    if api.is_none() {
+    } else if state.stripe.is_none() {
         errors.add(
             "payment",
             "Card payment is not available here: choose payment by invoice.",
@@ -242,7 +229,7 @@ async fn order_create(
             "This plan cannot be paid by card yet: choose payment by invoice.",
         );
     }
-    let (Some(api), Some(plan), Some(domain), true) = (api, plan, domain, errors.is_empty()) else {
+    let (Some(plan), Some(domain), true) = (plan, domain, errors.is_empty()) else {
         return order_page(
             &state,
             &session,
@@ -252,6 +239,12 @@ async fn order_create(
             StatusCode::UNPROCESSABLE_ENTITY,
         )
         .await;
+    };
+    if by_invoice {
+        return order_by_invoice(&state, &ip, &ctx, &form, &plan, &domain).await;
+    }
+    let Some(api) = state.stripe.clone() else {
+        return Err(AppError::Internal("card billing is off".into()));
     };
     let mut tx = state.pool.begin().await?;
     let order = billing::create_order(
