@@ -152,6 +152,9 @@ pub struct Runner {
     registry: Arc<Registry>,
     kinds: Arc<Vec<&'static str>>,
     settings: Settings,
+    /// When expired leases were last settled: at most every third of a lease, not before
+    /// every claim.
+    last_reap: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -171,6 +174,7 @@ impl Runner {
             registry: Arc::new(registry),
             kinds,
             settings,
+            last_reap: Arc::default(),
         }
     }
 
@@ -182,7 +186,17 @@ impl Runner {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        jobs::reap_expired(&self.pool, self.settings.retry_base.as_secs_f64()).await?;
+        let reap = {
+            let mut last = self.last_reap.lock().unwrap_or_else(|e| e.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= self.settings.lease / 3);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if reap {
+            jobs::reap_expired(&self.pool, self.settings.retry_base.as_secs_f64()).await?;
+        }
         jobs::claim(
             &self.pool,
             &self.kinds,
