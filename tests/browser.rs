@@ -345,8 +345,42 @@ async fn order(
     click(c, Locator::LinkText("← Servers of Ville de Strasbourg")).await?;
     wait_for_heading(c, "Servers").await?;
     accessible(c, "the servers list").await?;
-    c.find(Locator::LinkText("social.strasbourg.example"))
+    // The maintenance window moves (a form of two selects).
+    c.find(Locator::Id("day"))
+        .await?
+        .select_by_value("2")
         .await?;
+    c.find(Locator::Id("hour"))
+        .await?
+        .select_by_value("21")
+        .await?;
+    click(c, Locator::Id("save-window")).await?;
+    wait_for_heading(c, "Servers").await?;
+    let window = c
+        .find(Locator::Id("maintenance-window"))
+        .await?
+        .text()
+        .await?;
+    expect_eq("maintenance window", &window, "Tuesday 21:00 UTC")?;
+    click(c, Locator::LinkText("social.strasbourg.example")).await?;
+    wait_for_heading(c, "social.strasbourg.example").await?;
+    // Deleting asks for the address typed out; a wrong one is refused and explained.
+    click(c, Locator::LinkText("Delete the server…")).await?;
+    wait_for_heading(c, "Delete social.strasbourg.example?").await?;
+    accessible(c, "the deletion's confirmation").await?;
+    c.find(Locator::Id("confirm"))
+        .await?
+        .send_keys("strasbourg")
+        .await?;
+    click(c, Locator::Css("button.danger")).await?;
+    wait_for_heading(c, "Delete social.strasbourg.example?").await?;
+    let error = c.find(Locator::Id("confirm-error")).await?.text().await?;
+    if !error.contains("social.strasbourg.example") {
+        return Err(format!("the refusal does not say what to type: {error:?}").into());
+    }
+    accessible(c, "the deletion's confirmation with its error").await?;
+    click(c, Locator::LinkText("Cancel")).await?;
+    wait_for_heading(c, "social.strasbourg.example").await?;
 
     c.goto(&format!("{}/o/ville-de-strasbourg/billing", app.base))
         .await?;

@@ -15,6 +15,7 @@ pub mod password;
 pub mod plan;
 pub mod role;
 pub mod slug;
+pub mod version;
 
 pub use domain::{DomainError, DomainName};
 pub use email::{Email, EmailError};

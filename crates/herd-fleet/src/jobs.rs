@@ -65,6 +65,20 @@ impl Job for CheckCluster {
     }
 }
 
+/// Start the upgrades scheduled into maintenance windows whose time has come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartDueUpgrades {
+    pub bucket: i64,
+}
+
+impl Job for StartDueUpgrades {
+    const KIND: &'static str = "fleet.start_due_upgrades";
+    const MAX_ATTEMPTS: i32 = 3;
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("upgrades:{}", self.bucket))
+    }
+}
+
 /// The bucket of `now` for a period of `secs` seconds.
 pub fn bucket(now: time::OffsetDateTime, secs: i64) -> i64 {
     now.unix_timestamp().div_euclid(secs.max(1))

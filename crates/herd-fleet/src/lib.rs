@@ -8,7 +8,9 @@
 //! - [`clusters`] registers clusters (kubeconfigs sealed at rest, [`seal`]), cordons them.
 //! - [`instances`] lists and shows an organization's servers and reveals the owner's
 //!   one-time password once.
-//! - [`lifecycle`] suspends and resumes a server, for its organization or an operator.
+//! - [`lifecycle`] suspends, resumes, upgrades (now or in the maintenance window) and
+//!   deletes a server, for its organization or an operator; [`releases`] are the versions
+//!   the provider offers.
 //!
 //! Talking to the clusters (applying Instances, syncing their status, health checks) is
 //! `herd-orchestrator`'s part: it runs this crate's [`jobs`]. This crate does no
@@ -20,6 +22,7 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod orders;
 pub mod placement;
+pub mod releases;
 pub mod seal;
 
 use herd_store::StoreError;

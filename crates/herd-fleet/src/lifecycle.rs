@@ -6,13 +6,16 @@
 use crate::clusters::Actor;
 use crate::jobs::ApplyInstance;
 use crate::FleetError;
+use herd_domain::version::{self, App, MaintenanceWindow};
 use herd_domain::{Desired, OrgId};
 use herd_store::audit::{self, NewEntry};
 use herd_store::fleet::{self, EventKind};
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// What can be asked of a server (more follow: plan change, upgrade, deletion).
+/// What can be asked of a server by [`request`] (upgrades and deletion have their own
+/// functions, with what they need to be sure).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Scale to zero, data kept; visitors see a "suspended" page.
@@ -49,6 +52,8 @@ impl Action {
 pub enum Outcome {
     /// Recorded; the cluster follows shortly.
     Requested,
+    /// Recorded, to start at this time (the organization's maintenance window).
+    Scheduled(OffsetDateTime),
     /// It was so already (a second click): nothing changed.
     AlreadySo,
 }
@@ -58,6 +63,63 @@ pub enum Outcome {
 pub enum Requester<'a> {
     Member { org: OrgId, who: Actor<'a> },
     Operator(Actor<'a>),
+}
+
+impl<'a> Requester<'a> {
+    fn split(self) -> (Actor<'a>, Option<OrgId>) {
+        match self {
+            Requester::Member { org, who } => (who, Some(org)),
+            Requester::Operator(who) => (who, None),
+        }
+    }
+
+    fn by(self) -> &'static str {
+        match self {
+            Requester::Member { .. } => "member",
+            Requester::Operator(_) => "operator",
+        }
+    }
+}
+
+/// The server, locked for the change; `NotFound` for a member of another organization.
+async fn locked(
+    tx: &mut sqlx::PgConnection,
+    by: Requester<'_>,
+    id: Uuid,
+) -> Result<fleet::Instance, FleetError> {
+    let (_, org) = by.split();
+    fleet::lock_instance(tx, id)
+        .await?
+        .filter(|i| org.is_none_or(|o| o.0 == i.org_id))
+        .ok_or(FleetError::NotFound)
+}
+
+/// Writes the history line and the audit entry of an action on `inst`.
+async fn record(
+    tx: &mut sqlx::PgConnection,
+    by: Requester<'_>,
+    inst: &fleet::Instance,
+    history: &str,
+    action: &'static str,
+    mut details: serde_json::Value,
+) -> Result<(), FleetError> {
+    let (who, _) = by.split();
+    fleet::add_event(tx, inst.id, EventKind::Action, history, Some(who.id.0)).await?;
+    details["instance"] = serde_json::json!(inst.id);
+    details["by"] = serde_json::json!(by.by());
+    audit::record(
+        tx,
+        NewEntry {
+            actor: Some((who.id, who.email)),
+            org: Some(OrgId(inst.org_id)),
+            action,
+            target: inst.domain.clone(),
+            source_ip: Some(who.ip),
+            details,
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Makes the servers an access-policy subject pays for follow its new state, in the
@@ -125,15 +187,9 @@ pub async fn request(
     id: Uuid,
     action: Action,
 ) -> Result<Outcome, FleetError> {
-    let (who, org_filter) = match by {
-        Requester::Member { org, who } => (who, Some(org)),
-        Requester::Operator(who) => (who, None),
-    };
+    let (_, org_filter) = by.split();
     let mut tx = pool.begin().await?;
-    let inst = fleet::lock_instance(&mut tx, id)
-        .await?
-        .filter(|i| org_filter.is_none_or(|o| o.0 == i.org_id))
-        .ok_or(FleetError::NotFound)?;
+    let inst = locked(&mut tx, by, id).await?;
     if inst.desired == Desired::Deleted {
         return Err(FleetError::Invalid(
             "This server is being deleted; it can no longer be suspended or resumed.".into(),
@@ -154,30 +210,275 @@ pub async fn request(
     } else if !fleet::set_desired(&mut *tx, id, action.desired()).await? {
         return Ok(Outcome::AlreadySo);
     }
-    fleet::add_event(
+    record(
         &mut tx,
-        id,
-        EventKind::Action,
+        by,
+        &inst,
         action.history(),
-        Some(who.id.0),
-    )
-    .await?;
-    audit::record(
-        &mut tx,
-        NewEntry {
-            actor: Some((who.id, who.email)),
-            org: Some(OrgId(inst.org_id)),
-            action: action.audit_action(),
-            target: inst.domain.clone(),
-            source_ip: Some(who.ip),
-            details: serde_json::json!({
-                "instance": id,
-                "by": if org_filter.is_some() { "member" } else { "operator" },
-            }),
-        },
+        action.audit_action(),
+        serde_json::json!({}),
     )
     .await?;
     herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
     tx.commit().await?;
     Ok(Outcome::Requested)
+}
+
+/// When an upgrade runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    Now,
+    /// At the next start of the organization's maintenance window.
+    InWindow,
+}
+
+/// The upgrade a server is offered, if any: the newest offered release the upgrade rule
+/// allows from the version it is on (never skipping a Mastodon minor series).
+pub async fn offered_upgrade(
+    ex: impl sqlx::PgExecutor<'_>,
+    inst: &fleet::Instance,
+) -> Result<Option<String>, FleetError> {
+    let Some(app) = App::parse(&inst.app) else {
+        return Ok(None);
+    };
+    let releases = fleet::release_versions(ex, &inst.app).await?;
+    Ok(version::next_upgrade(app, &inst.version, &releases).map(str::to_owned))
+}
+
+/// Upgrades server `id` to `to` (the version the requester was shown: an upgrade is
+/// never to something other than what was confirmed), now or in the organization's
+/// maintenance window. `to` must be offered and allowed from the current version; a
+/// server still finishing an upgrade, suspended or being deleted is refused.
+pub async fn upgrade(
+    pool: &PgPool,
+    by: Requester<'_>,
+    id: Uuid,
+    to: &str,
+    when: When,
+) -> Result<Outcome, FleetError> {
+    let mut tx = pool.begin().await?;
+    let inst = locked(&mut tx, by, id).await?;
+    match inst.desired {
+        Desired::Deleted => {
+            return Err(FleetError::Invalid(
+                "This server is being deleted; it cannot be upgraded.".into(),
+            ))
+        }
+        Desired::Suspended => {
+            return Err(FleetError::Invalid(
+                "This server is suspended. Resume it before upgrading: the upgrade's migrations need it running.".into(),
+            ))
+        }
+        Desired::Running => {}
+    }
+    if inst.version == to {
+        return Ok(Outcome::AlreadySo);
+    }
+    if when == When::InWindow && inst.upgrade_to.as_deref() == Some(to) {
+        return Ok(Outcome::AlreadySo);
+    }
+    if inst.running_version.as_deref() != Some(inst.version.as_str()) {
+        return Err(FleetError::Invalid(format!(
+            "The server is not running {} yet (set-up or an upgrade is still under way). Try again once it is.",
+            inst.version
+        )));
+    }
+    let offered = offered_upgrade(&mut *tx, &inst).await?;
+    if offered.as_deref() != Some(to) {
+        let app = App::parse(&inst.app).unwrap_or(App::Mastodon);
+        let why = version::check_upgrade(app, &inst.version, to).err();
+        return Err(FleetError::Invalid(match (why, offered) {
+            (Some(why), _) => format!("This upgrade cannot be made: {why}."),
+            (None, Some(o)) => format!("{to} is not the upgrade on offer; the server can move to {o}. Reload the page to see it."),
+            (None, None) => format!("{to} is not offered; the server is up to date."),
+        }));
+    }
+    let outcome = match when {
+        When::Now => {
+            fleet::set_version(&mut *tx, id, to).await?;
+            record(
+                &mut tx,
+                by,
+                &inst,
+                &format!("Upgrade from {} to {to} started", inst.version),
+                "instance.upgrade.started",
+                serde_json::json!({ "from": inst.version, "to": to }),
+            )
+            .await?;
+            herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
+            Outcome::Requested
+        }
+        When::InWindow => {
+            let (day, hour) = fleet::maintenance_window(&mut *tx, OrgId(inst.org_id)).await?;
+            let window =
+                MaintenanceWindow::new(day as u8, hour as u8).map_err(FleetError::Invalid)?;
+            let at = window.next_start(OffsetDateTime::now_utc());
+            fleet::schedule_upgrade(&mut *tx, id, to, at).await?;
+            record(
+                &mut tx,
+                by,
+                &inst,
+                &format!(
+                    "Upgrade from {} to {to} scheduled for the maintenance window ({})",
+                    inst.version,
+                    window.label()
+                ),
+                "instance.upgrade.scheduled",
+                serde_json::json!({ "from": inst.version, "to": to, "at": at.unix_timestamp() }),
+            )
+            .await?;
+            Outcome::Scheduled(at)
+        }
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Drops a scheduled upgrade of server `id`.
+pub async fn cancel_upgrade(
+    pool: &PgPool,
+    by: Requester<'_>,
+    id: Uuid,
+) -> Result<Outcome, FleetError> {
+    let mut tx = pool.begin().await?;
+    let inst = locked(&mut tx, by, id).await?;
+    let Some(to) = inst.upgrade_to.clone() else {
+        return Ok(Outcome::AlreadySo);
+    };
+    fleet::cancel_upgrade(&mut *tx, id).await?;
+    record(
+        &mut tx,
+        by,
+        &inst,
+        &format!("Scheduled upgrade to {to} cancelled"),
+        "instance.upgrade.cancelled",
+        serde_json::json!({ "to": to }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Outcome::Requested)
+}
+
+/// Starts the scheduled upgrades whose time has come (the worker, every minute). One that
+/// is no longer allowed (the server was moved meanwhile) is dropped, and its history says
+/// why. Returns how many started.
+pub async fn start_due_upgrades(pool: &PgPool) -> Result<usize, FleetError> {
+    let mut started = 0;
+    for id in fleet::due_upgrades(pool).await? {
+        let mut tx = pool.begin().await?;
+        let Some(inst) = fleet::lock_instance(&mut tx, id).await? else {
+            continue;
+        };
+        let (Some(to), Some(at)) = (inst.upgrade_to.clone(), inst.upgrade_at) else {
+            continue;
+        };
+        if at > OffsetDateTime::now_utc() {
+            continue;
+        }
+        let app = App::parse(&inst.app).unwrap_or(App::Mastodon);
+        let refused = match inst.desired {
+            Desired::Running => version::check_upgrade(app, &inst.version, &to).err(),
+            _ => Some("the server is not running".to_owned()),
+        };
+        if let Some(why) = refused {
+            fleet::cancel_upgrade(&mut *tx, id).await?;
+            fleet::add_event(
+                &mut tx,
+                id,
+                EventKind::Error,
+                &format!("The scheduled upgrade to {to} did not start: {why}"),
+                None,
+            )
+            .await?;
+        } else {
+            fleet::set_version(&mut *tx, id, &to).await?;
+            fleet::add_event(
+                &mut tx,
+                id,
+                EventKind::Action,
+                &format!(
+                    "Upgrade from {} to {to} started in the maintenance window",
+                    inst.version
+                ),
+                None,
+            )
+            .await?;
+            herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
+            started += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(started)
+}
+
+/// Deletes server `id`, for good: `typed` must be its domain, as the requester typed it to
+/// confirm. The cluster's operator takes a final database dump (where a backup destination
+/// is configured) before it removes the server's namespace; the domain stays reserved.
+pub async fn delete(
+    pool: &PgPool,
+    by: Requester<'_>,
+    id: Uuid,
+    typed: &str,
+) -> Result<Outcome, FleetError> {
+    let mut tx = pool.begin().await?;
+    let inst = locked(&mut tx, by, id).await?;
+    if inst.desired == Desired::Deleted {
+        return Ok(Outcome::AlreadySo);
+    }
+    if !typed.trim().eq_ignore_ascii_case(&inst.domain) {
+        return Err(FleetError::Invalid(format!(
+            "To confirm, type the server's address exactly: {}",
+            inst.domain
+        )));
+    }
+    fleet::set_desired(&mut *tx, id, Desired::Deleted).await?;
+    fleet::cancel_upgrade(&mut *tx, id).await?;
+    record(
+        &mut tx,
+        by,
+        &inst,
+        "Deletion requested",
+        "instance.deleted",
+        serde_json::json!({ "plan": inst.plan_code }),
+    )
+    .await?;
+    herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
+    tx.commit().await?;
+    Ok(Outcome::Requested)
+}
+
+/// Sets an organization's maintenance window (its owners and admins); audited.
+pub async fn set_maintenance_window(
+    pool: &PgPool,
+    who: Actor<'_>,
+    org: OrgId,
+    window: MaintenanceWindow,
+) -> Result<Outcome, FleetError> {
+    let mut tx = pool.begin().await?;
+    if !fleet::set_maintenance_window(&mut *tx, org, window.day.into(), window.hour.into()).await? {
+        return Ok(Outcome::AlreadySo);
+    }
+    audit::record(
+        &mut tx,
+        NewEntry {
+            actor: Some((who.id, who.email)),
+            org: Some(org),
+            action: "org.maintenance_window.changed",
+            target: window.label(),
+            source_ip: Some(who.ip),
+            details: serde_json::json!({ "day": window.day, "hour": window.hour }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Outcome::Requested)
+}
+
+/// An organization's maintenance window.
+pub async fn maintenance_window(
+    pool: &PgPool,
+    org: OrgId,
+) -> Result<MaintenanceWindow, FleetError> {
+    let (day, hour) = fleet::maintenance_window(pool, org).await?;
+    MaintenanceWindow::new(day as u8, hour as u8).map_err(FleetError::Invalid)
 }

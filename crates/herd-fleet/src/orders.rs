@@ -35,6 +35,19 @@ async fn free_slug(conn: &mut PgConnection, domain: &str) -> Result<String, Flee
     )))
 }
 
+/// The newest release the provider offers for `app` (a new server starts on it), or
+/// Herd's default when none is listed.
+pub async fn newest_release(conn: &mut PgConnection, app: &str) -> Result<String, FleetError> {
+    let releases = fleet::release_versions(&mut *conn, app).await?;
+    Ok(releases
+        .into_iter()
+        .filter_map(|r| Some((herd_domain::version::Version::parse(&r)?, r)))
+        .filter(|(_, r)| !r.contains('-'))
+        .max_by_key(|(v, _)| *v)
+        .map(|(_, r)| r)
+        .unwrap_or_else(|| default_version(app).to_owned()))
+}
+
 /// Creates the instance an order pays for, with its provisioning job, once: a second
 /// call for the same order returns the instance made the first time.
 pub async fn fulfil(conn: &mut PgConnection, order: &Order) -> Result<Uuid, FleetError> {
@@ -51,13 +64,14 @@ pub async fn fulfil(conn: &mut PgConnection, order: &Order) -> Result<Uuid, Flee
             ))
         })?;
     let slug = free_slug(conn, &order.domain).await?;
+    let version = newest_release(conn, &order.app).await?;
     let id = match fleet::insert_instance(
         conn,
         &NewInstance {
             org: OrgId(order.org_id),
             order: Some(order.id),
             app: &order.app,
-            version: default_version(&order.app),
+            version: &version,
             plan_code: &order.plan_code,
             slug: &slug,
             domain: &order.domain,

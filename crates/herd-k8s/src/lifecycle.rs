@@ -91,50 +91,16 @@ pub struct Plan {
     pub needs_owner_password: bool,
 }
 
-/// A version as `major.minor.patch` (a leading `v` and any suffix ignored).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Version(pub u32, pub u32, pub u32);
+pub use herd_domain::version::Version;
 
-impl Version {
-    pub fn parse(s: &str) -> Option<Version> {
-        let core = s.trim().trim_start_matches('v');
-        let core = core.split(['-', '+']).next()?;
-        let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
-        let major = parts.next()??;
-        let minor = parts.next().flatten().unwrap_or(0);
-        let patch = parts.next().flatten().unwrap_or(0);
-        Some(Version(major, minor, patch))
-    }
-}
-
-/// Whether `from` → `to` is an upgrade Herd runs. Mastodon requires every minor series to be
-/// passed through (4.5 → 4.6 → 4.7), so a jump over one is refused; so is going back to an
-/// older minor series, whose code does not know the newer schema. GoToSocial migrates at
-/// start and allows skipping, but not going back.
+/// Whether `from` → `to` is an upgrade Herd runs: the control plane's rule
+/// ([`herd_domain::version::check_upgrade`]), checked again here before anything moves.
 pub fn check_upgrade(app: App, from: &str, to: &str) -> Result<(), String> {
-    let (Some(f), Some(t)) = (Version::parse(from), Version::parse(to)) else {
-        return Err(format!(
-            "cannot compare versions {from:?} and {to:?}; use versions like v4.7.6"
-        ));
+    let app = match app {
+        App::Mastodon => herd_domain::version::App::Mastodon,
+        App::Gotosocial => herd_domain::version::App::Gotosocial,
     };
-    if (t.0, t.1) < (f.0, f.1) {
-        return Err(format!(
-            "{to} is older than the running {from}: downgrades across minor series are not supported; restore a backup taken before the upgrade instead"
-        ));
-    }
-    if app == App::Mastodon {
-        let next_minor = t.0 == f.0 && t.1 == f.1 + 1;
-        let next_major = t.0 == f.0 + 1 && t.1 == 0;
-        let same_series = (t.0, t.1) == (f.0, f.1);
-        if !(same_series || next_minor || next_major) {
-            return Err(format!(
-                "{from} → {to} skips a minor series; Mastodon requires each one in turn (upgrade to v{}.{}.x first)",
-                f.0,
-                f.1 + 1
-            ));
-        }
-    }
-    Ok(())
+    herd_domain::version::check_upgrade(app, from, to)
 }
 
 fn job_state<'a>(o: &'a Observed, name: &str) -> Option<&'a JobState> {

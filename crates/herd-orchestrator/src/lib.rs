@@ -20,7 +20,7 @@ pub mod sync;
 
 pub use connect::{Connector, KubeconfigConnector};
 
-use herd_fleet::jobs::{ApplyInstance, CheckCluster, PlaceQueued, SyncCluster};
+use herd_fleet::jobs::{ApplyInstance, CheckCluster, PlaceQueued, StartDueUpgrades, SyncCluster};
 use herd_fleet::seal::SealKey;
 use herd_jobs::Registry;
 use sqlx::PgPool;
@@ -63,6 +63,17 @@ pub fn register(registry: &mut Registry, o: &Orchestrator) {
         let me = me.clone();
         async move { health::check_cluster(&me, job.cluster_id).await }
     });
+    let pool = o.pool.clone();
+    registry.register(move |_: StartDueUpgrades| {
+        let pool = pool.clone();
+        async move {
+            let n = herd_fleet::lifecycle::start_due_upgrades(&pool).await?;
+            if n > 0 {
+                tracing::info!(upgrades = n, "scheduled upgrades started");
+            }
+            Ok(())
+        }
+    });
 }
 
 /// How often each cluster's status is resynced.
@@ -90,6 +101,15 @@ pub async fn tick(pool: &PgPool) -> anyhow::Result<()> {
             &mut *tx,
             &CheckCluster {
                 cluster_id: c.id,
+                bucket: check_bucket,
+            },
+        )
+        .await?;
+    }
+    if !herd_store::fleet::due_upgrades(&mut *tx).await?.is_empty() {
+        herd_jobs::enqueue(
+            &mut *tx,
+            &StartDueUpgrades {
                 bucket: check_bucket,
             },
         )

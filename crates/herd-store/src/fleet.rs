@@ -3,7 +3,7 @@
 
 use crate::{Page, Paged, StoreError};
 use herd_domain::instance::Candidate;
-use herd_domain::{ClusterHealth, Desired, InstancePhase, OrgId};
+use herd_domain::{ClusterHealth, Desired, InstancePhase, OrgId, UserId};
 use sqlx::{PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -236,6 +236,9 @@ pub struct Instance {
     pub applied_generation: i64,
     pub synced_at: Option<OffsetDateTime>,
     pub owner_password_revealed_at: Option<OffsetDateTime>,
+    /// An upgrade waiting for the maintenance window: to this version, at this time.
+    pub upgrade_to: Option<String>,
+    pub upgrade_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
 }
 
@@ -266,6 +269,8 @@ struct RawInstance {
     applied_generation: i64,
     synced_at: Option<OffsetDateTime>,
     owner_password_revealed_at: Option<OffsetDateTime>,
+    upgrade_to: Option<String>,
+    upgrade_at: Option<OffsetDateTime>,
     created_at: OffsetDateTime,
 }
 
@@ -300,6 +305,8 @@ impl RawInstance {
             applied_generation: self.applied_generation,
             synced_at: self.synced_at,
             owner_password_revealed_at: self.owner_password_revealed_at,
+            upgrade_to: self.upgrade_to,
+            upgrade_at: self.upgrade_at,
             created_at: self.created_at,
         })
     }
@@ -380,7 +387,7 @@ pub async fn instance(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Instan
                   i.cluster_id, c.name AS "cluster_name?", i.desired, i.phase, i.phase_message,
                   i.phase_since, i.conditions, i.url, i.running_version, i.last_error,
                   i.spec_generation, i.applied_generation, i.synced_at,
-                  i.owner_password_revealed_at, i.created_at
+                  i.owner_password_revealed_at, i.upgrade_to, i.upgrade_at, i.created_at
            FROM instances i
            JOIN organizations o ON o.id = i.org_id
            LEFT JOIN clusters c ON c.id = i.cluster_id
@@ -418,7 +425,7 @@ pub async fn search(
                   i.cluster_id, c.name AS "cluster_name?", i.desired, i.phase, i.phase_message,
                   i.phase_since, i.conditions, i.url, i.running_version, i.last_error,
                   i.spec_generation, i.applied_generation, i.synced_at,
-                  i.owner_password_revealed_at, i.created_at
+                  i.owner_password_revealed_at, i.upgrade_to, i.upgrade_at, i.created_at
            FROM instances i
            JOIN organizations o ON o.id = i.org_id
            LEFT JOIN clusters c ON c.id = i.cluster_id
@@ -955,4 +962,154 @@ pub async fn set_plan(ex: impl PgExecutor<'_>, id: Uuid, plan: &str) -> Result<b
     .execute(ex)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// A release the provider offers.
+#[derive(Debug, Clone)]
+pub struct Release {
+    pub app: String,
+    pub version: String,
+    pub note: String,
+    pub created_by: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+/// The conflict when a release is listed already.
+pub const RELEASE_LISTED: &str = "app_releases_pkey";
+
+/// Every offered release, by app, newest listed first.
+pub async fn releases(ex: impl PgExecutor<'_>) -> Result<Vec<Release>, StoreError> {
+    Ok(sqlx::query_as!(
+        Release,
+        r#"SELECT r.app, r.version, r.note, u.email AS "created_by?", r.created_at
+           FROM app_releases r LEFT JOIN users u ON u.id = r.created_by
+           ORDER BY r.app, r.created_at DESC, r.version DESC"#
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
+/// The versions offered for `app`.
+pub async fn release_versions(
+    ex: impl PgExecutor<'_>,
+    app: &str,
+) -> Result<Vec<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar!("SELECT version FROM app_releases WHERE app = $1", app)
+            .fetch_all(ex)
+            .await?,
+    )
+}
+
+/// Lists a release. Conflict: [`RELEASE_LISTED`].
+pub async fn add_release(
+    conn: &mut PgConnection,
+    app: &str,
+    version: &str,
+    note: &str,
+    by: UserId,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "INSERT INTO app_releases (app, version, note, created_by) VALUES ($1, $2, $3, $4)",
+        app,
+        version,
+        note,
+        by.0
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An organization's maintenance window: (ISO weekday, hour UTC).
+pub async fn maintenance_window(
+    ex: impl PgExecutor<'_>,
+    org: OrgId,
+) -> Result<(i16, i16), StoreError> {
+    let r = sqlx::query!(
+        "SELECT maintenance_day, maintenance_hour FROM organizations WHERE id = $1",
+        org.0
+    )
+    .fetch_one(ex)
+    .await?;
+    Ok((r.maintenance_day, r.maintenance_hour))
+}
+
+/// Sets an organization's maintenance window; returns whether it changed.
+pub async fn set_maintenance_window(
+    ex: impl PgExecutor<'_>,
+    org: OrgId,
+    day: i16,
+    hour: i16,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE organizations SET maintenance_day = $2, maintenance_hour = $3
+         WHERE id = $1 AND (maintenance_day, maintenance_hour) IS DISTINCT FROM ($2, $3)",
+        org.0,
+        day,
+        hour
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Moves a server to `version` now (any scheduled upgrade is settled by it); bumps the
+/// spec generation. Returns whether it changed.
+pub async fn set_version(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    version: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET version = $2, upgrade_to = NULL, upgrade_at = NULL,
+                spec_generation = spec_generation + 1, updated_at = now()
+         WHERE id = $1 AND version <> $2 AND desired <> 'deleted'",
+        id,
+        version
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Schedules an upgrade to `version` at `at`; returns whether it changed.
+pub async fn schedule_upgrade(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    version: &str,
+    at: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET upgrade_to = $2, upgrade_at = $3, updated_at = now()
+         WHERE id = $1 AND desired <> 'deleted'
+           AND (upgrade_to, upgrade_at) IS DISTINCT FROM ($2, $3)",
+        id,
+        version,
+        at
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Drops a scheduled upgrade; returns whether there was one.
+pub async fn cancel_upgrade(ex: impl PgExecutor<'_>, id: Uuid) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET upgrade_to = NULL, upgrade_at = NULL, updated_at = now()
+         WHERE id = $1 AND upgrade_to IS NOT NULL",
+        id
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Servers whose scheduled upgrade is due.
+pub async fn due_upgrades(ex: impl PgExecutor<'_>) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM instances WHERE upgrade_at <= now() AND desired <> 'deleted' ORDER BY upgrade_at LIMIT 500"
+    )
+    .fetch_all(ex)
+    .await?)
 }

@@ -128,6 +128,23 @@ impl TestApp {
         jobs::drain_checked(&self.runner(), &self.pool).await
     }
 
+    /// Reads every cluster's Instances back now, as the worker's sync does every 15 s
+    /// (whose jobs are one per period, so a second `tick` within a period does not sync
+    /// again), then runs what it queued.
+    pub async fn sync_clusters(&self) {
+        let o = herd_orchestrator::Orchestrator {
+            pool: self.pool.clone(),
+            clusters: std::sync::Arc::new(self.clusters.clone()),
+            key: Some(self.seal_key.clone()),
+        };
+        for c in herd_store::fleet::clusters(&self.pool).await.unwrap() {
+            herd_orchestrator::sync::sync_cluster(&o, c.id)
+                .await
+                .unwrap();
+        }
+        self.run_jobs().await;
+    }
+
     /// A fresh client, like a new browser profile.
     pub fn client(&self) -> Client {
         Client::new(&self.base)

@@ -49,6 +49,21 @@ pub struct ConfirmPage {
     pub cancel: String,
 }
 
+/// A confirmation for what cannot be undone: the user types `expected` (the server's
+/// address, say) before the button does anything.
+#[derive(Template)]
+#[template(path = "confirm_typed.html")]
+pub struct TypedConfirmPage {
+    pub l: Layout,
+    pub title: String,
+    pub paragraphs: Vec<String>,
+    pub expected: String,
+    pub error: Option<String>,
+    pub action: String,
+    pub button: String,
+    pub cancel: String,
+}
+
 /// A page with a title, a paragraph and a link onwards.
 #[derive(Template)]
 #[template(path = "message.html")]

@@ -1,6 +1,7 @@
 //! The console's fleet: clusters (registered, checked, cordoned) and every tenant across
 //! them, stuck ones first, each with its history and the kubectl command that shows more.
 
+use super::servers::{answer_to, delete_page_for, TypedForm};
 use super::FieldErrors;
 use crate::auth::Operator;
 use crate::client_ip::ClientIp;
@@ -17,9 +18,10 @@ use axum::Form;
 use herd_domain::InstancePhase;
 use herd_fleet::clusters::{self, Actor, RegisterError, Registration};
 use herd_fleet::instances::{self, Step};
-use herd_fleet::lifecycle::{self, Action, Outcome, Requester};
+use herd_fleet::lifecycle::{self, Action, Requester, When};
+use herd_fleet::releases;
 use herd_fleet::FleetError;
-use herd_store::fleet::{Cluster, Event, Instance, Search};
+use herd_store::fleet::{Cluster, Event, Instance, Release, Search};
 use herd_store::Page;
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -41,6 +43,20 @@ pub fn routes(r: Routes) -> Routes {
         )
         .post("/operator/instances/{instance}/suspend", Operator, suspend)
         .post("/operator/instances/{instance}/resume", Operator, resume)
+        .post("/operator/instances/{instance}/upgrade", Operator, upgrade)
+        .post(
+            "/operator/instances/{instance}/upgrade/cancel",
+            Operator,
+            cancel_upgrade,
+        )
+        .get(
+            "/operator/instances/{instance}/delete",
+            Operator,
+            delete_confirm,
+        )
+        .post("/operator/instances/{instance}/delete", Operator, delete)
+        .get("/operator/releases", Operator, release_list)
+        .post("/operator/releases", Operator, release_add)
 }
 
 async fn suspend_confirm(
@@ -72,20 +88,189 @@ async fn lifecycle_action(
     id: Uuid,
     action: Action,
 ) -> Result<Response, AppError> {
-    let who = Actor {
+    let result = lifecycle::request(&state.pool, operator(op, ip), id, action).await;
+    answer_to(
+        session,
+        &format!("/operator/instances/{id}"),
+        result,
+        REQUESTED,
+    )
+    .await
+}
+
+const REQUESTED: &str = "Requested; the cluster follows shortly.";
+
+fn operator<'a>(op: &'a herd_store::users::User, ip: &'a str) -> Requester<'a> {
+    Requester::Operator(Actor {
         id: op.id(),
         email: &op.email,
         ip,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct UpgradeForm {
+    version: String,
+}
+
+/// An operator's upgrade starts now (the organization schedules its own into its window).
+async fn upgrade(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+    Form(form): Form<UpgradeForm>,
+) -> Result<Response, AppError> {
+    let result = lifecycle::upgrade(
+        &state.pool,
+        operator(&op, &ip),
+        id,
+        &form.version,
+        When::Now,
+    )
+    .await;
+    answer_to(
+        &session,
+        &format!("/operator/instances/{id}"),
+        result,
+        REQUESTED,
+    )
+    .await
+}
+
+async fn cancel_upgrade(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let result = lifecycle::cancel_upgrade(&state.pool, operator(&op, &ip), id).await;
+    answer_to(
+        &session,
+        &format!("/operator/instances/{id}"),
+        result,
+        "The scheduled upgrade is cancelled.",
+    )
+    .await
+}
+
+async fn delete_confirm(
+    State(state): State<AppState>,
+    session: Session,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let i = instances::get(&state.pool, id).await?;
+    let l = Layout::new(&session, Some(&op)).await?;
+    render(&delete_page_for(
+        l,
+        &i,
+        format!("/operator/instances/{id}"),
+        None,
+    ))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+    Form(form): Form<TypedForm>,
+) -> Result<Response, AppError> {
+    let back = format!("/operator/instances/{id}");
+    match lifecycle::delete(&state.pool, operator(&op, &ip), id, &form.confirm).await {
+        Err(FleetError::Invalid(m)) => {
+            let i = instances::get(&state.pool, id).await?;
+            let l = Layout::new(&session, Some(&op)).await?;
+            render_status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &delete_page_for(l, &i, back, Some(m)),
+            )
+        }
+        result => answer_to(&session, &back, result, "The server is being deleted.").await,
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReleaseForm {
+    #[serde(default)]
+    app: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    note: String,
+}
+
+#[derive(Template)]
+#[template(path = "operator_releases.html")]
+struct ReleasesPage {
+    l: Layout,
+    rows: Vec<(Release, String)>,
+    form: ReleaseForm,
+    error: Option<String>,
+}
+
+async fn releases_page(
+    state: &AppState,
+    session: &Session,
+    op: &herd_store::users::User,
+    form: ReleaseForm,
+    error: Option<String>,
+) -> Result<ReleasesPage, AppError> {
+    Ok(ReleasesPage {
+        l: Layout::new(session, Some(op)).await?,
+        rows: releases::list(&state.pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                let at = datetime(r.created_at);
+                (r, at)
+            })
+            .collect(),
+        form,
+        error,
+    })
+}
+
+async fn release_list(
+    State(state): State<AppState>,
+    session: Session,
+    Operator(op): Operator,
+) -> Result<Response, AppError> {
+    render(&releases_page(&state, &session, &op, ReleaseForm::default(), None).await?)
+}
+
+async fn release_add(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Form(form): Form<ReleaseForm>,
+) -> Result<Response, AppError> {
+    let who = Actor {
+        id: op.id(),
+        email: &op.email,
+        ip: &ip,
     };
-    let (kind, message) =
-        match lifecycle::request(&state.pool, Requester::Operator(who), id, action).await {
-            Ok(Outcome::Requested) => ("ok", "Requested; the cluster follows shortly.".to_owned()),
-            Ok(Outcome::AlreadySo) => ("ok", "Nothing to do: it was already so.".to_owned()),
-            Err(FleetError::Invalid(m)) => ("error", m),
-            Err(e) => return Err(e.into()),
-        };
-    session::flash(session, kind, message).await?;
-    Ok(Redirect::to(&format!("/operator/instances/{id}")).into_response())
+    match releases::add(&state.pool, who, &form.app, &form.version, &form.note).await {
+        Ok(()) => {
+            session::flash(
+                &session,
+                "ok",
+                format!("{} {} is offered now.", form.app, form.version.trim()),
+            )
+            .await?;
+            Ok(Redirect::to("/operator/releases").into_response())
+        }
+        Err(FleetError::Invalid(m)) => render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &releases_page(&state, &session, &op, form, Some(m)).await?,
+        ),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn suspend(
@@ -381,6 +566,7 @@ struct InstancePage {
     history: Vec<(Event, String)>,
     kubectl: String,
     namespace: String,
+    offered: Option<String>,
 }
 
 async fn instance_page(
@@ -408,6 +594,7 @@ async fn instance_page(
         history,
         kubectl: format!("kubectl -n {operator_ns} describe instance {}", i.slug),
         namespace: format!("herd-{}", i.slug),
+        offered: lifecycle::offered_upgrade(&state.pool, &i).await?,
         i,
     })
 }

@@ -8,15 +8,18 @@ use crate::error::AppError;
 use crate::routes::{Access, Routes};
 use crate::session;
 use crate::state::AppState;
-use crate::views::{datetime, render, ConfirmPage, Layout, Pager};
+use crate::views::{datetime, render, render_status, ConfirmPage, Layout, Pager, TypedConfirmPage};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use herd_domain::version::MaintenanceWindow;
 use herd_domain::InstancePhase;
 use herd_fleet::clusters::Actor;
 use herd_fleet::instances::{self, Reveal, Step};
-use herd_fleet::lifecycle::{self, Action, Outcome, Requester};
+use herd_fleet::lifecycle::{self, Action, Outcome, Requester, When};
 use herd_fleet::FleetError;
 use herd_store::fleet::{Event, Instance};
 use herd_store::Page;
@@ -41,6 +44,19 @@ pub fn routes(r: Routes) -> Routes {
         )
         .post("/o/{slug}/servers/{server}/suspend", Access::Org, suspend)
         .post("/o/{slug}/servers/{server}/resume", Access::Org, resume)
+        .post("/o/{slug}/servers/{server}/upgrade", Access::Org, upgrade)
+        .post(
+            "/o/{slug}/servers/{server}/upgrade/cancel",
+            Access::Org,
+            cancel_upgrade,
+        )
+        .get(
+            "/o/{slug}/servers/{server}/delete",
+            Access::Org,
+            delete_confirm,
+        )
+        .post("/o/{slug}/servers/{server}/delete", Access::Org, delete)
+        .post("/o/{slug}/maintenance-window", Access::Org, set_window)
 }
 
 /// The live page's script.
@@ -173,6 +189,48 @@ async fn suspend_confirm(
     })
 }
 
+fn member<'a>(ctx: &'a OrgCtx, ip: &'a str) -> Requester<'a> {
+    Requester::Member {
+        org: ctx.org.id(),
+        who: Actor {
+            id: ctx.user.id(),
+            email: &ctx.user.email,
+            ip,
+        },
+    }
+}
+
+/// Says how a lifecycle request went (a flash message) and goes back to the server page.
+async fn answer(
+    session: &Session,
+    ctx: &OrgCtx,
+    id: Uuid,
+    result: Result<Outcome, FleetError>,
+    done: &str,
+) -> Result<Response, AppError> {
+    let back = format!("/o/{}/servers/{id}", ctx.org.slug);
+    answer_to(session, &back, result, done).await
+}
+
+/// Says how a lifecycle request went (a flash message) and goes to `back` (the portal's
+/// or the console's page of the server).
+pub(super) async fn answer_to(
+    session: &Session,
+    back: &str,
+    result: Result<Outcome, FleetError>,
+    done: &str,
+) -> Result<Response, AppError> {
+    let (kind, message) = match result {
+        Ok(Outcome::Requested) => ("ok", done.to_owned()),
+        Ok(Outcome::Scheduled(at)) => ("ok", format!("{done} It starts on {}.", datetime(at))),
+        Ok(Outcome::AlreadySo) => ("ok", "Nothing to do: it was already so.".to_owned()),
+        Err(FleetError::Invalid(m)) => ("error", m),
+        Err(e) => return Err(e.into()),
+    };
+    session::flash(session, kind, message).await?;
+    Ok(Redirect::to(back).into_response())
+}
+
 async fn lifecycle(
     state: &AppState,
     session: &Session,
@@ -182,29 +240,179 @@ async fn lifecycle(
     action: Action,
 ) -> Result<Response, AppError> {
     require_manage(ctx)?;
-    let by = Requester::Member {
-        org: ctx.org.id(),
-        who: Actor {
-            id: ctx.user.id(),
-            email: &ctx.user.email,
-            ip,
-        },
+    let result = lifecycle::request(&state.pool, member(ctx, ip), id, action).await;
+    let done = match action {
+        Action::Suspend => "The server is being suspended.",
+        Action::Resume => "The server is being resumed.",
     };
-    let (kind, message) = match lifecycle::request(&state.pool, by, id, action).await {
-        Ok(Outcome::Requested) => (
-            "ok",
-            match action {
-                Action::Suspend => "The server is being suspended.",
-                Action::Resume => "The server is being resumed.",
-            }
-            .to_owned(),
+    answer(session, ctx, id, result, done).await
+}
+
+#[derive(Debug, Deserialize)]
+struct UpgradeForm {
+    version: String,
+    when: String,
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+    Form(form): Form<UpgradeForm>,
+) -> Result<Response, AppError> {
+    require_manage(&ctx)?;
+    let (when, done) = match form.when.as_str() {
+        "now" => (
+            When::Now,
+            "The upgrade has started; this page shows its progress.",
         ),
-        Ok(Outcome::AlreadySo) => ("ok", "Nothing to do: it was already so.".to_owned()),
-        Err(FleetError::Invalid(m)) => ("error", m),
-        Err(e) => return Err(e.into()),
+        "window" => (
+            When::InWindow,
+            "The upgrade is scheduled for the maintenance window.",
+        ),
+        _ => {
+            let refused = Err(FleetError::Invalid("Choose when to upgrade.".into()));
+            return answer(&session, &ctx, id, refused, "").await;
+        }
     };
-    session::flash(session, kind, message).await?;
-    Ok(Redirect::to(&format!("/o/{}/servers/{id}", ctx.org.slug)).into_response())
+    let result = lifecycle::upgrade(&state.pool, member(&ctx, &ip), id, &form.version, when).await;
+    answer(&session, &ctx, id, result, done).await
+}
+
+async fn cancel_upgrade(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    require_manage(&ctx)?;
+    let result = lifecycle::cancel_upgrade(&state.pool, member(&ctx, &ip), id).await;
+    answer(
+        &session,
+        &ctx,
+        id,
+        result,
+        "The scheduled upgrade is cancelled.",
+    )
+    .await
+}
+
+/// What deleting a server means, said before it is done (portal and console alike).
+pub fn deletion_paragraphs(i: &Instance) -> Vec<String> {
+    vec![
+        format!("This deletes {} and everything on it: its accounts, posts and media. It cannot be undone.", i.domain),
+        "Before anything is removed, the cluster takes a final dump of its database (kept for the provider's backup retention: ask support if you need it), or waits for an operator where no backup destination is set.".into(),
+        format!("The address {} stays reserved: other servers still know its accounts, so no new server can take it.", i.domain),
+        "Deleting the server does not end its subscription or contract: cancel or change that on the billing page.".into(),
+    ]
+}
+
+pub(super) fn delete_page_for(
+    l: Layout,
+    i: &Instance,
+    back: String,
+    error: Option<String>,
+) -> TypedConfirmPage {
+    TypedConfirmPage {
+        l,
+        title: format!("Delete {}?", i.domain),
+        paragraphs: deletion_paragraphs(i),
+        expected: i.domain.clone(),
+        error,
+        action: format!("{back}/delete"),
+        button: "Delete the server for good".into(),
+        cancel: back,
+    }
+}
+
+fn delete_page(l: Layout, ctx: &OrgCtx, i: &Instance, error: Option<String>) -> TypedConfirmPage {
+    delete_page_for(l, i, format!("/o/{}/servers/{}", ctx.org.slug, i.id), error)
+}
+
+async fn delete_confirm(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    require_manage(&ctx)?;
+    let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
+    render(&delete_page(
+        Layout::new(&session, Some(&ctx.user)).await?,
+        &ctx,
+        &i,
+        None,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TypedForm {
+    #[serde(default)]
+    pub confirm: String,
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+    Form(form): Form<TypedForm>,
+) -> Result<Response, AppError> {
+    require_manage(&ctx)?;
+    match lifecycle::delete(&state.pool, member(&ctx, &ip), id, &form.confirm).await {
+        Err(FleetError::Invalid(m)) => {
+            let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
+            let l = Layout::new(&session, Some(&ctx.user)).await?;
+            render_status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &delete_page(l, &ctx, &i, Some(m)),
+            )
+        }
+        result => answer(&session, &ctx, id, result, "The server is being deleted.").await,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct WindowForm {
+    day: String,
+    hour: String,
+}
+
+async fn set_window(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ctx: OrgCtx,
+    Form(form): Form<WindowForm>,
+) -> Result<Response, AppError> {
+    require_manage(&ctx)?;
+    let window = match (form.day.parse::<u8>(), form.hour.parse::<u8>()) {
+        (Ok(d), Ok(h)) => MaintenanceWindow::new(d, h),
+        _ => Err("Choose a day and an hour.".to_owned()),
+    };
+    let (kind, message) = match window {
+        Ok(w) => {
+            let who = Actor {
+                id: ctx.user.id(),
+                email: &ctx.user.email,
+                ip: &ip,
+            };
+            match lifecycle::set_maintenance_window(&state.pool, who, ctx.org.id(), w).await? {
+                Outcome::AlreadySo => ("ok", "Nothing to do: it was already so.".to_owned()),
+                _ => (
+                    "ok",
+                    format!("Upgrades scheduled from now on start on {}.", w.label()),
+                ),
+            }
+        }
+        Err(m) => ("error", m),
+    };
+    session::flash(&session, kind, message).await?;
+    Ok(Redirect::to(&format!("/o/{}/servers", ctx.org.slug)).into_response())
 }
 
 async fn suspend(
@@ -246,6 +454,10 @@ struct ListPage {
     rows: Vec<Row>,
     pager: Pager,
     can_order: bool,
+    can_manage: bool,
+    window: MaintenanceWindow,
+    days: Vec<(u8, &'static str)>,
+    hours: Vec<u8>,
 }
 
 async fn list(
@@ -268,6 +480,10 @@ async fn list(
             .collect(),
         pager,
         can_order: ctx.role.can_manage_billing(),
+        can_manage: ctx.role.can_manage_servers(),
+        window: lifecycle::maintenance_window(&state.pool, ctx.org.id()).await?,
+        days: (1..=7).zip(MaintenanceWindow::DAYS).collect(),
+        hours: (0..24).collect(),
         ctx,
     })
 }
@@ -290,6 +506,12 @@ struct ServerPage {
     revealed: Option<(String, String)>,
     /// Why the password cannot be shown yet.
     password_note: Option<String>,
+    /// The upgrade on offer, if any.
+    offered: Option<String>,
+    /// The organization's maintenance window.
+    window: String,
+    /// When a scheduled upgrade starts.
+    upgrade_at: Option<String>,
 }
 
 async fn page(
@@ -301,6 +523,10 @@ async fn page(
     password_note: Option<String>,
 ) -> Result<ServerPage, AppError> {
     let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
+    let offered = lifecycle::offered_upgrade(&state.pool, &i).await?;
+    let window = lifecycle::maintenance_window(&state.pool, ctx.org.id())
+        .await?
+        .label();
     let history = instances::history(&state.pool, id)
         .await?
         .into_iter()
@@ -325,6 +551,9 @@ async fn page(
         password_shown: i.owner_password_revealed_at.map(datetime),
         revealed,
         password_note,
+        offered,
+        window,
+        upgrade_at: i.upgrade_at.map(datetime),
         i,
         ctx,
     })

@@ -1,0 +1,276 @@
+//! App versions and the upgrade rule: which version a server may move to from the one it
+//! runs. The same rule holds in the control plane (what the portal offers) and in the
+//! operator (what it runs), so a refused upgrade is refused before it reaches a cluster.
+
+use std::fmt;
+
+/// The apps Herd hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum App {
+    Mastodon,
+    Gotosocial,
+}
+
+impl App {
+    pub const ALL: [App; 2] = [App::Mastodon, App::Gotosocial];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            App::Mastodon => "mastodon",
+            App::Gotosocial => "gotosocial",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<App> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            App::Mastodon => "Mastodon",
+            App::Gotosocial => "GoToSocial",
+        }
+    }
+
+    /// Must every minor series be passed through? Mastodon's migrations assume so;
+    /// GoToSocial migrates at start from any older version.
+    pub fn upgrades_step_by_minor(self) -> bool {
+        self == App::Mastodon
+    }
+}
+
+impl fmt::Display for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A version as `major.minor.patch` (a leading `v` and any suffix ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u32, pub u32, pub u32);
+
+impl Version {
+    pub fn parse(s: &str) -> Option<Version> {
+        let core = s.trim().trim_start_matches('v');
+        let core = core.split(['-', '+']).next()?;
+        let mut parts = core.split('.').map(|p| p.parse::<u32>().ok());
+        let major = parts.next()??;
+        let minor = parts.next().flatten().unwrap_or(0);
+        let patch = parts.next().flatten().unwrap_or(0);
+        Some(Version(major, minor, patch))
+    }
+}
+
+/// A release tag as operators write it: `v4.7.6` for Mastodon, `0.20.2` for GoToSocial
+/// (their image tags); a pre-release suffix is allowed (`v4.8.0-rc.1`).
+pub fn check_release_tag(app: App, tag: &str) -> Result<(), String> {
+    let ok_chars = tag
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'));
+    let prefixed = tag.starts_with('v');
+    let wants_prefix = app == App::Mastodon;
+    let parts = tag
+        .trim_start_matches('v')
+        .split(['-', '+'])
+        .next()
+        .unwrap_or("");
+    let three = parts.split('.').count() == 3 && parts.split('.').all(|p| p.parse::<u32>().is_ok());
+    if tag.is_empty() || tag.len() > 40 || !ok_chars || !three || prefixed != wants_prefix {
+        return Err(match app {
+            App::Mastodon => format!("{tag:?} is not a Mastodon release tag; write it like v4.7.6"),
+            App::Gotosocial => {
+                format!("{tag:?} is not a GoToSocial release tag; write it like 0.20.2")
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Whether `from` → `to` is an upgrade Herd runs. Mastodon requires every minor series to be
+/// passed through (4.5 → 4.6 → 4.7), so a jump over one is refused; so is going back to an
+/// older minor series, whose code does not know the newer schema. GoToSocial migrates at
+/// start and allows skipping, but not going back.
+pub fn check_upgrade(app: App, from: &str, to: &str) -> Result<(), String> {
+    let (Some(f), Some(t)) = (Version::parse(from), Version::parse(to)) else {
+        return Err(format!(
+            "cannot compare versions {from:?} and {to:?}; use versions like v4.7.6"
+        ));
+    };
+    if (t.0, t.1) < (f.0, f.1) {
+        return Err(format!(
+            "{to} is older than the running {from}: downgrades across minor series are not supported; restore a backup taken before the upgrade instead"
+        ));
+    }
+    if app.upgrades_step_by_minor() {
+        let next_minor = t.0 == f.0 && t.1 == f.1 + 1;
+        let next_major = t.0 == f.0 + 1 && t.1 == 0;
+        let same_series = (t.0, t.1) == (f.0, f.1);
+        if !(same_series || next_minor || next_major) {
+            return Err(format!(
+                "{from} → {to} skips a minor series; Mastodon requires each one in turn (upgrade to v{}.{}.x first)",
+                f.0,
+                f.1 + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The next upgrade to offer a server on `current`, among the provider's `releases`: the
+/// newest release the rule allows that is newer than `current` (for Mastodon, the newest
+/// patch of the next series, or else of the same series; never a skip). `None` when it is
+/// up to date.
+pub fn next_upgrade<'a>(app: App, current: &str, releases: &'a [String]) -> Option<&'a str> {
+    let cur = Version::parse(current)?;
+    releases
+        .iter()
+        .filter_map(|r| Some((Version::parse(r)?, r.as_str())))
+        .filter(|(v, r)| *v > cur && check_upgrade(app, current, r).is_ok())
+        // A final release before its pre-releases.
+        .max_by_key(|(v, r)| (*v, !r.contains('-')))
+        .map(|(_, r)| r)
+}
+
+/// An organization's weekly maintenance window: an ISO weekday (1 = Monday … 7 = Sunday)
+/// and an hour, in UTC. Upgrades scheduled "in the window" start then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaintenanceWindow {
+    pub day: u8,
+    pub hour: u8,
+}
+
+impl MaintenanceWindow {
+    pub const DAYS: [&'static str; 7] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ];
+
+    pub fn new(day: u8, hour: u8) -> Result<Self, String> {
+        if !(1..=7).contains(&day) {
+            return Err("Choose a day of the week.".into());
+        }
+        if hour > 23 {
+            return Err("Choose an hour from 00:00 to 23:00.".into());
+        }
+        Ok(MaintenanceWindow { day, hour })
+    }
+
+    /// "Sunday 03:00 UTC".
+    pub fn label(&self) -> String {
+        format!(
+            "{} {:02}:00 UTC",
+            Self::DAYS[usize::from(self.day.clamp(1, 7) - 1)],
+            self.hour
+        )
+    }
+
+    /// The next start of the window strictly after `now`.
+    pub fn next_start(&self, now: time::OffsetDateTime) -> time::OffsetDateTime {
+        let now = now.to_offset(time::UtcOffset::UTC);
+        let today = i64::from(now.weekday().number_from_monday());
+        let mut days = (i64::from(self.day) - today).rem_euclid(7);
+        let start_today =
+            now.replace_time(time::Time::from_hms(self.hour, 0, 0).unwrap_or(time::Time::MIDNIGHT));
+        if days == 0 && start_today <= now {
+            days = 7;
+        }
+        start_today + time::Duration::days(days)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_comes_next_week_once_passed() {
+        use time::macros::datetime;
+        let w = MaintenanceWindow::new(7, 3).expect("a valid window");
+        assert_eq!(w.label(), "Sunday 03:00 UTC");
+        // Wednesday 2 December 2026 → Sunday 6 December 03:00.
+        assert_eq!(
+            w.next_start(datetime!(2026-12-02 10:00 UTC)),
+            datetime!(2026-12-06 03:00 UTC)
+        );
+        // Sunday before 03:00 → the same day; at or after → a week later.
+        assert_eq!(
+            w.next_start(datetime!(2026-12-06 02:59 UTC)),
+            datetime!(2026-12-06 03:00 UTC)
+        );
+        assert_eq!(
+            w.next_start(datetime!(2026-12-06 03:00 UTC)),
+            datetime!(2026-12-13 03:00 UTC)
+        );
+        // Another offset is read in UTC.
+        assert_eq!(
+            w.next_start(datetime!(2026-12-06 04:30 +02:00)),
+            datetime!(2026-12-06 03:00 UTC)
+        );
+        assert!(MaintenanceWindow::new(0, 3).is_err());
+        assert!(MaintenanceWindow::new(1, 24).is_err());
+    }
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(Version::parse("v4.7.6"), Some(Version(4, 7, 6)));
+        assert_eq!(Version::parse("0.20.2"), Some(Version(0, 20, 2)));
+        assert_eq!(Version::parse("v4.8.0-beta.1"), Some(Version(4, 8, 0)));
+        assert_eq!(Version::parse("latest"), None);
+    }
+
+    #[test]
+    fn release_tags_are_checked_per_app() {
+        assert!(check_release_tag(App::Mastodon, "v4.7.6").is_ok());
+        assert!(check_release_tag(App::Mastodon, "v4.8.0-rc.1").is_ok());
+        assert!(check_release_tag(App::Mastodon, "4.7.6").is_err());
+        assert!(check_release_tag(App::Mastodon, "v4.7").is_err());
+        assert!(check_release_tag(App::Mastodon, "latest").is_err());
+        assert!(check_release_tag(App::Mastodon, "v4.7.6; rm").is_err());
+        assert!(check_release_tag(App::Gotosocial, "0.20.2").is_ok());
+        assert!(check_release_tag(App::Gotosocial, "v0.20.2").is_err());
+    }
+
+    #[test]
+    fn next_upgrade_never_skips_a_mastodon_series() {
+        let rel: Vec<String> = ["v4.5.9", "v4.6.1", "v4.6.3", "v4.7.6", "v4.6.0-rc.1"]
+            .map(String::from)
+            .to_vec();
+        // The newest allowed: the next series' newest patch beats this series' patch.
+        assert_eq!(next_upgrade(App::Mastodon, "v4.5.2", &rel), Some("v4.6.3"));
+        assert_eq!(next_upgrade(App::Mastodon, "v4.5.9", &rel), Some("v4.6.3"));
+        assert_eq!(next_upgrade(App::Mastodon, "v4.6.1", &rel), Some("v4.7.6"));
+        assert_eq!(next_upgrade(App::Mastodon, "v4.6.3", &rel), Some("v4.7.6"));
+        assert_eq!(next_upgrade(App::Mastodon, "v4.7.6", &rel), None);
+        let rc: Vec<String> = ["v4.8.0-rc.1", "v4.8.0"].map(String::from).to_vec();
+        assert_eq!(next_upgrade(App::Mastodon, "v4.7.6", &rc), Some("v4.8.0"));
+        assert_eq!(
+            next_upgrade(App::Mastodon, "v4.7.6", &rc[..1]),
+            Some("v4.8.0-rc.1")
+        );
+        assert_eq!(next_upgrade(App::Mastodon, "v4.4.0", &rel), Some("v4.5.9"));
+        assert_eq!(
+            next_upgrade(App::Mastodon, "v4.3.0", &rel),
+            None,
+            "4.4 is not offered: no step to take"
+        );
+        let gts: Vec<String> = ["0.19.1", "0.20.2"].map(String::from).to_vec();
+        assert_eq!(
+            next_upgrade(App::Gotosocial, "0.18.0", &gts),
+            Some("0.20.2")
+        );
+    }
+
+    #[test]
+    fn upgrades_skipping_or_going_back_are_refused() {
+        assert!(check_upgrade(App::Mastodon, "v4.6.3", "v4.7.6").is_ok());
+        assert!(check_upgrade(App::Mastodon, "v4.4.27", "v4.6.3").is_err());
+        assert!(check_upgrade(App::Mastodon, "v4.7.6", "v4.6.3").is_err());
+        assert!(check_upgrade(App::Gotosocial, "0.18.0", "0.20.2").is_ok());
+        assert!(check_upgrade(App::Gotosocial, "0.20.2", "0.19.0").is_err());
+    }
+}
