@@ -211,6 +211,7 @@ async fn journey(
 
     let link = app
         .last_mail_to("camille@strasbourg.example")
+        .await
         .first_link()
         .map(str::to_owned)
         .ok_or("no link in the email")?;

@@ -163,3 +163,57 @@ pub async fn revoke_expired_for(
     .await?;
     Ok(())
 }
+
+/// An open invitation with what its email says: the inviter's name.
+#[tracing::instrument(skip(ex))]
+pub async fn open_with_inviter(
+    ex: impl PgExecutor<'_>,
+    id: InvitationId,
+) -> Result<Option<(Invitation, String)>, StoreError> {
+    let row = sqlx::query!(
+        r#"SELECT i.id, i.org_id, o.slug AS org_slug, o.name AS org_name, i.email, i.role,
+                  i.expires_at, i.accepted_at, i.revoked_at, i.created_at,
+                  COALESCE(u.display_name, o.name) AS "inviter!"
+           FROM invitations i JOIN organizations o ON o.id = i.org_id
+           LEFT JOIN users u ON u.id = i.invited_by
+           WHERE i.id = $1 AND i.accepted_at IS NULL AND i.revoked_at IS NULL AND i.expires_at > now()"#,
+        id.0
+    )
+    .fetch_optional(ex)
+    .await?;
+    Ok(row.map(|r| {
+        (
+            Invitation {
+                id: r.id,
+                org_id: r.org_id,
+                org_slug: r.org_slug,
+                org_name: r.org_name,
+                email: r.email,
+                role: r.role,
+                expires_at: r.expires_at,
+                accepted_at: r.accepted_at,
+                revoked_at: r.revoked_at,
+                created_at: r.created_at,
+            },
+            r.inviter,
+        )
+    }))
+}
+
+/// Gives an invitation a new token (the one its email carries), while it is open.
+#[tracing::instrument(skip(ex, token_hash))]
+pub async fn replace_token(
+    ex: impl PgExecutor<'_>,
+    id: InvitationId,
+    token_hash: &[u8],
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE invitations SET token_hash = $2
+         WHERE id = $1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > now()",
+        id.0,
+        token_hash
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

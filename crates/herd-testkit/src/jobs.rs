@@ -54,6 +54,7 @@ pub fn registry_with(
 ) -> Registry {
     let mut r = Registry::new();
     herd_billing::worker::register(&mut r, pool, mailer);
+    herd_web::emails::register(&mut r, pool, mailer);
     herd_orchestrator::register(
         &mut r,
         &herd_orchestrator::Orchestrator {

@@ -150,23 +150,45 @@ impl TestApp {
         Client::new(&self.base)
     }
 
-    /// Every email sent so far, oldest first.
-    pub fn mails(&self) -> Vec<OutboxMessage> {
+    /// Sends the queued account emails (confirmations, resets, invitations), as the
+    /// worker beside `herd serve` does, and only those: other jobs wait for
+    /// [`run_jobs`](Self::run_jobs). Fails the test if one is left failing.
+    pub async fn send_queued_mail(&self) {
+        let mut r = herd_jobs::Registry::new();
+        herd_web::emails::register(&mut r, &self.pool, &self.mailer);
+        let runner = herd_jobs::Runner::new(self.pool.clone(), r, jobs::fast_settings());
+        runner.drain().await.expect("job queue");
+        let failing = herd_jobs::admin::failing(&self.pool)
+            .await
+            .expect("job list");
+        let mail: Vec<_> = failing
+            .iter()
+            .filter(|j| j.kind.starts_with("accounts."))
+            .map(|j| (&j.kind, &j.last_error))
+            .collect();
+        assert!(mail.is_empty(), "account emails left failing: {mail:#?}");
+    }
+
+    /// Every email sent so far (after sending the queued account emails), oldest first.
+    pub async fn mails(&self) -> Vec<OutboxMessage> {
+        self.send_queued_mail().await;
         read_outbox(&self.outbox).unwrap_or_default()
     }
 
     /// The newest email to `to`; panics when there is none.
-    pub fn last_mail_to(&self, to: &str) -> OutboxMessage {
-        self.mails()
-            .into_iter()
+    pub async fn last_mail_to(&self, to: &str) -> OutboxMessage {
+        let mails = self.mails().await;
+        mails
+            .iter()
             .rev()
             .find(|m| m.to.contains(to))
-            .unwrap_or_else(|| panic!("no email to {to}; outbox: {:?}", self.mails()))
+            .cloned()
+            .unwrap_or_else(|| panic!("no email to {to}; outbox: {mails:?}"))
     }
 
     /// The path of the first link in the newest email to `to`.
-    pub fn link_in_last_mail_to(&self, to: &str) -> String {
-        let mail = self.last_mail_to(to);
+    pub async fn link_in_last_mail_to(&self, to: &str) -> String {
+        let mail = self.last_mail_to(to).await;
         let link = mail
             .first_link()
             .unwrap_or_else(|| panic!("no link in {mail:?}"));
@@ -189,7 +211,7 @@ impl TestApp {
         )
         .await
         .assert_status(200);
-        let link = self.link_in_last_mail_to(email);
+        let link = self.link_in_last_mail_to(email).await;
         c.get(&link).await.assert_status(200);
         c.post(&link, &[]).await.assert_status(200);
         c.get("/login").await.assert_status(200);

@@ -1,7 +1,18 @@
-//! The emails Herd sends from the portal.
+//! The emails Herd sends about accounts (confirmation, password reset, invitations), and
+//! the jobs that send them.
 
+use crate::crypto;
+use crate::error::AppError;
 use crate::state::AppState;
-use herd_mail::Email;
+use herd_domain::{InvitationId, UserId};
+use herd_jobs::{Job, Registry};
+use herd_mail::{Email, Mailer};
+use herd_store::tokens::{self, Purpose};
+use herd_store::{invitations, users};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 pub fn verify_email(to: &str, name: &str, link: &str) -> Email {
     Email {
@@ -33,13 +44,198 @@ pub fn invitation(to: &str, inviter: &str, org: &str, role: &str, link: &str) ->
     }
 }
 
-/// Sends an email; on failure logs it and returns true (the page then says so).
-pub async fn send_or_log(state: &AppState, email: herd_mail::Email) -> bool {
-    match state.mailer.send(&email).await {
-        Ok(()) => false,
-        Err(e) => {
-            tracing::error!(error = %e, subject = %email.subject, "could not send email");
-            true
+// Account emails go through the job queue, queued in the transaction of the change they
+// follow (the sign-up, the reset request, the invitation): a crash or an SMTP outage
+// loses none, and the worker retries. A job carries no secret: the one-time token is made
+// when the email is built, and only its hash is stored; a retried job makes a new token
+// (the newest email's link works; an earlier one that was never delivered does not matter).
+
+/// Send the email-confirmation link to a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendVerification {
+    pub user_id: Uuid,
+    /// Herd's public address when it was asked for (links start with it).
+    pub base_url: String,
+    /// Until when the link works.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Where to go after confirming (a same-site path, checked when queued).
+    pub next: Option<String>,
+}
+
+impl Job for SendVerification {
+    const KIND: &'static str = "accounts.send_verification";
+    const MAX_ATTEMPTS: i32 = 10;
+}
+
+/// Send a password-reset link to a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendPasswordReset {
+    pub user_id: Uuid,
+    pub base_url: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl Job for SendPasswordReset {
+    const KIND: &'static str = "accounts.send_password_reset";
+    const MAX_ATTEMPTS: i32 = 10;
+}
+
+/// Send an invitation's link to the invited address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendInvitation {
+    pub invitation_id: Uuid,
+    pub base_url: String,
+}
+
+impl Job for SendInvitation {
+    const KIND: &'static str = "accounts.send_invitation";
+    const MAX_ATTEMPTS: i32 = 10;
+}
+
+fn link(base: &str, path: &str) -> String {
+    format!("{}{}", base.trim_end_matches('/'), path)
+}
+
+/// Queues the confirmation email of `user`, in the caller's transaction.
+pub async fn queue_verification(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    user: UserId,
+    next: Option<&str>,
+) -> Result<(), AppError> {
+    let next = next
+        .filter(|n| crate::session::safe_next(Some(n)) == *n)
+        .map(str::to_owned);
+    herd_jobs::enqueue(
+        conn,
+        &SendVerification {
+            user_id: user.0,
+            base_url: state.config.public_url.to_string(),
+            expires_at: OffsetDateTime::now_utc() + state.config.verify_email_ttl,
+            next,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues a password-reset email for `user`, in the caller's transaction.
+pub async fn queue_password_reset(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    user: UserId,
+) -> Result<(), AppError> {
+    herd_jobs::enqueue(
+        conn,
+        &SendPasswordReset {
+            user_id: user.0,
+            base_url: state.config.public_url.to_string(),
+            expires_at: OffsetDateTime::now_utc() + state.config.reset_password_ttl,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues an invitation's email, in the caller's transaction.
+pub async fn queue_invitation(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    invitation: InvitationId,
+) -> Result<(), AppError> {
+    herd_jobs::enqueue(
+        conn,
+        &SendInvitation {
+            invitation_id: invitation.0,
+            base_url: state.config.public_url.to_string(),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Mints a one-time token for `user` and stores its hash.
+async fn mint(
+    pool: &PgPool,
+    user: UserId,
+    purpose: Purpose,
+    expires_at: OffsetDateTime,
+) -> anyhow::Result<String> {
+    let token = crypto::random_token();
+    let mut conn = pool.acquire().await?;
+    tokens::issue(
+        &mut conn,
+        user,
+        purpose,
+        &crypto::token_hash(&token),
+        expires_at,
+    )
+    .await?;
+    Ok(token)
+}
+
+/// Registers the account emails' handlers with the worker's registry.
+pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer) {
+    let (p, m) = (pool.clone(), mailer.clone());
+    registry.register(move |job: SendVerification| {
+        let (pool, mailer) = (p.clone(), m.clone());
+        async move {
+            let Some(user) = users::by_id(&pool, UserId(job.user_id)).await? else {
+                return Ok(()); // deleted meanwhile
+            };
+            if user.email_verified_at.is_some() || job.expires_at <= OffsetDateTime::now_utc() {
+                return Ok(()); // confirmed meanwhile, or too late to be of use
+            }
+            let token = mint(&pool, user.id(), Purpose::VerifyEmail, job.expires_at).await?;
+            let mut path = format!("/verify-email/{token}");
+            if let Some(next) = &job.next {
+                path.push_str("?next=");
+                path.extend(url::form_urlencoded::byte_serialize(next.as_bytes()));
+            }
+            let email = verify_email(&user.email, &user.display_name, &link(&job.base_url, &path));
+            Ok(mailer.send(&email).await?)
         }
-    }
+    });
+    let (p, m) = (pool.clone(), mailer.clone());
+    registry.register(move |job: SendPasswordReset| {
+        let (pool, mailer) = (p.clone(), m.clone());
+        async move {
+            let Some(user) = users::by_id(&pool, UserId(job.user_id)).await? else {
+                return Ok(());
+            };
+            if job.expires_at <= OffsetDateTime::now_utc() {
+                return Ok(());
+            }
+            let token = mint(&pool, user.id(), Purpose::ResetPassword, job.expires_at).await?;
+            let email = reset_password(
+                &user.email,
+                &link(&job.base_url, &format!("/password/reset/{token}")),
+            );
+            Ok(mailer.send(&email).await?)
+        }
+    });
+    let (p, m) = (pool.clone(), mailer.clone());
+    registry.register(move |job: SendInvitation| {
+        let (pool, mailer) = (p.clone(), m.clone());
+        async move {
+            let id = InvitationId(job.invitation_id);
+            let Some((inv, inviter)) = invitations::open_with_inviter(&pool, id).await? else {
+                return Ok(()); // accepted, revoked or expired meanwhile
+            };
+            let token = crypto::random_token();
+            if !invitations::replace_token(&pool, id, &crypto::token_hash(&token)).await? {
+                return Ok(());
+            }
+            let email = invitation(
+                &inv.email,
+                &inviter,
+                &inv.org_name,
+                inv.role().label(),
+                &link(&job.base_url, &format!("/invitations/{token}")),
+            );
+            Ok(mailer.send(&email).await?)
+        }
+    });
 }

@@ -45,7 +45,7 @@ async fn full_membership_journey(pool: PgPool) {
         .assert_status(403)
         .assert_contains("Confirm your email");
 
-    let link = app.link_in_last_mail_to("alice@lyon.example");
+    let link = app.link_in_last_mail_to("alice@lyon.example").await;
     assert!(link.starts_with("/verify-email/"), "{link}");
     // Opening the link changes nothing; the button does.
     alice
@@ -117,7 +117,7 @@ async fn full_membership_journey(pool: PgPool) {
         .await
         .assert_contains("bob@lyon.example")
         .assert_contains("Open invitations");
-    let invite = app.link_in_last_mail_to("bob@lyon.example");
+    let invite = app.link_in_last_mail_to("bob@lyon.example").await;
     assert!(invite.starts_with("/invitations/"), "{invite}");
 
     // Bob has no account yet: the invitation page asks him to log in or sign up.
@@ -288,7 +288,7 @@ async fn bad_sign_up_input_is_shown_and_changes_nothing(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(users, 0);
-    assert!(app.mails().is_empty());
+    assert!(app.mails().await.is_empty());
 
     // A taken address is refused without a second account.
     app.signed_up("Eve", "eve@example.org", None).await;
@@ -407,7 +407,7 @@ async fn expired_and_unknown_links(pool: PgPool) {
     )
     .await
     .assert_status(200);
-    let link = app.link_in_last_mail_to("dan@example.org");
+    let link = app.link_in_last_mail_to("dan@example.org").await;
     sqlx::query("UPDATE user_tokens SET expires_at = now() - interval '1 minute'")
         .execute(&pool)
         .await
@@ -432,7 +432,7 @@ async fn expired_and_unknown_links(pool: PgPool) {
     c.post("/verify-email/resend", &[("email", "dan@example.org")])
         .await
         .assert_redirect("/login");
-    let link2 = app.link_in_last_mail_to("dan@example.org");
+    let link2 = app.link_in_last_mail_to("dan@example.org").await;
     assert_ne!(link, link2);
     c.get(&link2).await;
     c.post(&link2, &[]).await.assert_status(200);
@@ -449,7 +449,7 @@ async fn expired_and_unknown_links(pool: PgPool) {
         )
         .await
         .assert_redirect("/o/olga-org/members");
-    let invite = app.link_in_last_mail_to("dan@example.org");
+    let invite = app.link_in_last_mail_to("dan@example.org").await;
     sqlx::query("UPDATE invitations SET expires_at = now() - interval '1 minute'")
         .execute(&pool)
         .await
@@ -483,14 +483,14 @@ async fn password_reset_is_single_use_and_expires(pool: PgPool) {
         .await
         .assert_redirect("/login");
     // Unknown addresses get the same answer and no email.
-    let before = app.mails().len();
+    let before = app.mails().await.len();
     c.get("/password/forgot").await;
     c.post("/password/forgot", &[("email", "nobody@example.org")])
         .await
         .assert_redirect("/login");
-    assert_eq!(app.mails().len(), before);
+    assert_eq!(app.mails().await.len(), before);
 
-    let link = app.link_in_last_mail_to("erin@example.org");
+    let link = app.link_in_last_mail_to("erin@example.org").await;
     assert!(link.starts_with("/password/reset/"), "{link}");
     c.get(&link).await.assert_status(200);
     c.post(&link, &[("password", "short")])
@@ -524,7 +524,7 @@ async fn password_reset_is_single_use_and_expires(pool: PgPool) {
     c.get("/password/forgot").await;
     c.post("/password/forgot", &[("email", "erin@example.org")])
         .await;
-    let link = app.link_in_last_mail_to("erin@example.org");
+    let link = app.link_in_last_mail_to("erin@example.org").await;
     sqlx::query(
         "UPDATE user_tokens SET expires_at = now() - interval '1 second' WHERE used_at IS NULL",
     )
@@ -666,4 +666,109 @@ async fn pricing_renders_plans_from_the_database(pool: PgPool) {
     let r = c.get("/pricing").await;
     r.assert_contains("Civic").assert_contains("123.45 EUR");
     assert!(!r.body.contains("Institution"));
+}
+
+/// Account emails go through the job queue: queued with the sign-up (no token in the
+/// queue: it is made when the email is built), kept and retried while the mail server is
+/// down, sent once it answers; an invitation revoked before its email left sends nothing.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn account_emails_are_queued_retried_and_carry_no_secret_in_the_queue(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let c = app.client();
+    c.get("/signup").await;
+    c.post(
+        "/signup",
+        &[
+            ("name", "Gaëlle"),
+            ("email", "gaelle@example.org"),
+            ("password", PASSWORD),
+            ("org_name", ""),
+        ],
+    )
+    .await
+    .assert_status(200)
+    .assert_contains("on its way to");
+    // Queued, not sent; no token exists yet, and the job's payload names only the user.
+    let payload: serde_json::Value =
+        sqlx::query_scalar("SELECT payload FROM jobs WHERE kind = 'accounts.send_verification'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(payload.get("user_id").is_some(), "{payload}");
+    assert!(!payload.to_string().contains("verify-email"), "{payload}");
+    let tokens: i64 = sqlx::query_scalar("SELECT count(*) FROM user_tokens")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(tokens, 0);
+    assert!(herd_mail::read_outbox(&app.outbox)
+        .unwrap_or_default()
+        .is_empty());
+
+    // The mail server is down: the attempt fails and the email waits, nothing lost.
+    let down = herd_mail::Mailer::smtp("smtp://127.0.0.1:1", "Herd <noreply@herd.test>").unwrap();
+    let mut r = herd_jobs::Registry::new();
+    herd_web::emails::register(&mut r, &pool, &down);
+    let settings = herd_testkit::jobs::fast_settings();
+    herd_jobs::Runner::new(pool.clone(), r, settings)
+        .drain()
+        .await
+        .unwrap();
+    let (state, attempts): (String, i32) = sqlx::query_as(
+        "SELECT state, attempts FROM jobs WHERE kind = 'accounts.send_verification'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(state, "queued", "kept for a retry");
+    assert!(attempts >= 1);
+    assert!(herd_mail::read_outbox(&app.outbox)
+        .unwrap_or_default()
+        .is_empty());
+
+    // It answers again: the retry sends one email whose link works once.
+    sqlx::query("UPDATE jobs SET run_at = now() WHERE kind = 'accounts.send_verification'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let link = app.link_in_last_mail_to("gaelle@example.org").await;
+    assert_eq!(
+        app.mails()
+            .await
+            .iter()
+            .filter(|m| m.to.contains("gaelle@example.org"))
+            .count(),
+        1
+    );
+    c.get(&link).await.assert_status(200);
+    c.post(&link, &[]).await.assert_status(200);
+    c.post(&link, &[]).await.assert_status(410);
+
+    // An invitation revoked before its email left: no email, and its placeholder token
+    // opens nothing.
+    let owner = app
+        .signed_up("Hugo", "hugo@lyon.example", Some("Lyon"))
+        .await;
+    owner.get("/o/lyon/members").await;
+    owner
+        .post(
+            "/o/lyon/invitations",
+            &[("email", "ines@lyon.example"), ("role", "member")],
+        )
+        .await
+        .assert_redirect("/o/lyon/members");
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM invitations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    owner.get("/o/lyon/members").await;
+    owner
+        .post(&format!("/o/lyon/invitations/{id}/revoke"), &[])
+        .await
+        .assert_redirect("/o/lyon/members");
+    assert!(!app
+        .mails()
+        .await
+        .iter()
+        .any(|m| m.to.contains("ines@lyon.example")));
 }

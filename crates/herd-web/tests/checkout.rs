@@ -296,7 +296,7 @@ async fn members_cannot_order_and_other_organizations_see_nothing(pool: PgPool) 
             &[("email", "max@lyon.example"), ("role", "member")],
         )
         .await;
-    let invitation = app.link_in_last_mail_to("max@lyon.example");
+    let invitation = app.link_in_last_mail_to("max@lyon.example").await;
     let member = app.signed_up("Max", "max@lyon.example", None).await;
     member.get(&invitation).await.assert_status(200);
     member.post(&format!("{invitation}/accept"), &[]).await;

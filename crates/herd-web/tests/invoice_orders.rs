@@ -117,6 +117,7 @@ async fn an_invoice_order_is_approved_by_an_operator_then_invoiced_and_its_serve
     app.run_jobs().await;
     assert!(app
         .mails()
+        .await
         .iter()
         .any(|m| m.to.contains("lea@lyon.example") && m.subject.starts_with("Invoice ")));
 
@@ -236,6 +237,7 @@ async fn an_approval_that_cannot_create_the_server_changes_nothing(pool: PgPool)
     app.run_jobs().await;
     assert!(!app
         .mails()
+        .await
         .iter()
         .any(|m| m.to.contains("max@nantes.example") && m.subject.starts_with("Invoice ")));
 }

@@ -526,6 +526,7 @@ async fn operators_extend_grace_and_pause_the_clock_with_a_reason(pool: PgPool) 
     app.run_jobs().await;
     assert!(app
         .mails()
+        .await
         .iter()
         .any(|m| m.to == "lea@nantes.example" && m.subject.contains("Payment problem")));
     owner

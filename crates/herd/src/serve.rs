@@ -68,6 +68,7 @@ fn registry(
 ) -> herd_jobs::Registry {
     let mut r = herd_jobs::Registry::new();
     herd_billing::worker::register(&mut r, pool, mailer);
+    herd_web::emails::register(&mut r, pool, mailer);
     herd_orchestrator::register(
         &mut r,
         &herd_orchestrator::Orchestrator {

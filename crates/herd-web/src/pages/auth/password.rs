@@ -69,9 +69,18 @@ pub(super) async fn forgot(
             user: None,
             ip: &ip,
         };
-        let path = issue_reset(&state, &user, actor, "user.password_reset_requested").await?;
-        let link = state.config.link(&path);
-        emails::send_or_log(&state, emails::reset_password(&user.email, &link)).await;
+        let mut tx = state.pool.begin().await?;
+        emails::queue_password_reset(&mut tx, &state, user.id()).await?;
+        audit::record(
+            &mut tx,
+            actor,
+            None,
+            "user.password_reset_requested",
+            user.email.clone(),
+            json!({}),
+        )
+        .await?;
+        tx.commit().await?;
     }
     session::flash(&session, "ok", format!("If an account exists for {email}, a link to reset its password is on its way. It works once, within an hour.")).await?;
     Ok(Redirect::to("/login").into_response())

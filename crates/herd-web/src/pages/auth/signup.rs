@@ -46,7 +46,6 @@ pub(super) async fn signup_form(
 pub(super) struct SignupDonePage {
     l: Layout,
     email: String,
-    mail_failed: bool,
 }
 
 pub(super) async fn signup(
@@ -145,18 +144,11 @@ pub(super) async fn signup(
         )
         .await?;
     }
-    let link = issue_verification(&mut tx, &state, &user, form.next.as_deref()).await?;
+    emails::queue_verification(&mut tx, &state, user.id(), form.next.as_deref()).await?;
     tx.commit().await?;
-
-    let mail_failed = emails::send_or_log(
-        &state,
-        emails::verify_email(&user.email, &user.display_name, &link),
-    )
-    .await;
     render(&SignupDonePage {
         l: Layout::new(&session, None).await?,
         email: user.email,
-        mail_failed,
     })
 }
 
@@ -189,25 +181,4 @@ pub async fn create_org_unique_slug(
         }
     }
     Err(AppError::Internal("no free slug after 20 tries".into()))
-}
-
-pub(super) async fn issue_verification(
-    conn: &mut sqlx::PgConnection,
-    state: &AppState,
-    user: &User,
-    next: Option<&str>,
-) -> Result<String, AppError> {
-    let token = issue_token(
-        conn,
-        user,
-        Purpose::VerifyEmail,
-        state.config.verify_email_ttl,
-    )
-    .await?;
-    let mut path = format!("/verify-email/{token}");
-    if let Some(next) = next.filter(|n| session::safe_next(Some(n)) == *n) {
-        path.push_str("?next=");
-        path.extend(url::form_urlencoded::byte_serialize(next.as_bytes()));
-    }
-    Ok(state.config.link(&path))
 }

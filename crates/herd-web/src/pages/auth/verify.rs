@@ -143,13 +143,8 @@ pub(super) async fn resend(
     if let Some(user) = users::by_email(&state.pool, &email).await? {
         if user.email_verified_at.is_none() {
             let mut tx = state.pool.begin().await?;
-            let link = issue_verification(&mut tx, &state, &user, None).await?;
+            emails::queue_verification(&mut tx, &state, user.id(), None).await?;
             tx.commit().await?;
-            emails::send_or_log(
-                &state,
-                emails::verify_email(&user.email, &user.display_name, &link),
-            )
-            .await;
         }
     }
     // The same answer whether or not the account exists.
