@@ -61,27 +61,89 @@ impl Version {
     }
 }
 
-/// A release tag as operators write it: `v4.7.6` for Mastodon, `0.20.2` for GoToSocial
-/// (their image tags); a pre-release suffix is allowed (`v4.8.0-rc.1`).
+/// One dot-separated identifier of a pre-release (`rc`, `1`): numbers sort numerically and
+/// before words, as SemVer orders them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Ident {
+    Num(u64),
+    Text(String),
+}
+
+/// Where a release tag sorts among releases: by version, then a final release above its
+/// pre-releases, then pre-releases by their identifiers (`rc.2` < `rc.10`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Precedence {
+    version: Version,
+    is_final: bool,
+    pre: Vec<Ident>,
+}
+
+impl Precedence {
+    pub fn of(tag: &str) -> Option<Precedence> {
+        let version = Version::parse(tag)?;
+        let pre = tag.trim().split_once('-').map(|(_, p)| p);
+        Some(Precedence {
+            version,
+            is_final: pre.is_none(),
+            pre: pre
+                .unwrap_or("")
+                .split('.')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.parse::<u64>() {
+                    Ok(n) => Ident::Num(n),
+                    Err(_) => Ident::Text(p.to_owned()),
+                })
+                .collect(),
+        })
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    pub fn is_final(&self) -> bool {
+        self.is_final
+    }
+}
+
+/// Is `tag` a pre-release (`v4.8.0-rc.1`)?
+pub fn is_pre_release(tag: &str) -> bool {
+    tag.contains('-')
+}
+
+/// A release tag as operators write it: the app's image tag, `v4.7.6` for Mastodon and
+/// `0.20.2` for GoToSocial, optionally with a pre-release suffix (`v4.8.0-rc.1`). Image
+/// tags cannot hold `+`; numbers have no leading zeros (`v4.07.6` is no release).
 pub fn check_release_tag(app: App, tag: &str) -> Result<(), String> {
-    let ok_chars = tag
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'));
-    let prefixed = tag.starts_with('v');
-    let wants_prefix = app == App::Mastodon;
-    let parts = tag
-        .trim_start_matches('v')
-        .split(['-', '+'])
-        .next()
-        .unwrap_or("");
-    let three = parts.split('.').count() == 3 && parts.split('.').all(|p| p.parse::<u32>().is_ok());
-    if tag.is_empty() || tag.len() > 40 || !ok_chars || !three || prefixed != wants_prefix {
-        return Err(match app {
-            App::Mastodon => format!("{tag:?} is not a Mastodon release tag; write it like v4.7.6"),
-            App::Gotosocial => {
-                format!("{tag:?} is not a GoToSocial release tag; write it like 0.20.2")
-            }
-        });
+    let refused = || match app {
+        App::Mastodon => format!("{tag:?} is not a Mastodon release tag; write it like v4.7.6"),
+        App::Gotosocial => format!("{tag:?} is not a GoToSocial release tag; write it like 0.20.2"),
+    };
+    let body = match app {
+        App::Mastodon => tag.strip_prefix('v'),
+        App::Gotosocial => Some(tag),
+    }
+    .ok_or_else(refused)?;
+    let (core, pre) = match body.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (body, None),
+    };
+    let number = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 9
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && (p == "0" || !p.starts_with('0'))
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    let core_ok = parts.len() == 3 && parts.iter().all(|p| number(p));
+    let pre_ok = pre.is_none_or(|p| {
+        !p.is_empty()
+            && p.split('.').all(|id| {
+                !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+    });
+    if tag.len() > 40 || !core_ok || !pre_ok {
+        return Err(refused());
     }
     Ok(())
 }
@@ -106,29 +168,67 @@ pub fn check_upgrade(app: App, from: &str, to: &str) -> Result<(), String> {
         let next_major = t.0 == f.0 + 1 && t.1 == 0;
         let same_series = (t.0, t.1) == (f.0, f.1);
         if !(same_series || next_minor || next_major) {
+            let hint = if t.0 == f.0 {
+                format!(" (upgrade to v{}.{}.x first)", f.0, f.1 + 1)
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "{from} → {to} skips a minor series; Mastodon requires each one in turn (upgrade to v{}.{}.x first)",
-                f.0,
-                f.1 + 1
+                "{from} → {to} skips a minor series; Mastodon requires each one in turn{hint}"
             ));
         }
     }
     Ok(())
 }
 
-/// The next upgrade to offer a server on `current`, among the provider's `releases`: the
-/// newest release the rule allows that is newer than `current` (for Mastodon, the newest
-/// patch of the next series, or else of the same series; never a skip). `None` when it is
-/// up to date.
-pub fn next_upgrade<'a>(app: App, current: &str, releases: &'a [String]) -> Option<&'a str> {
-    let cur = Version::parse(current)?;
-    releases
+/// The upgrades to offer a server on `current`, among the provider's `releases`, oldest
+/// first (at most two): the newest release of its own series (a patch, security fixes
+/// first), and the newest step the upgrade rule allows beyond it (for Mastodon the next
+/// minor series; a new major only from the last minor series the provider lists).
+/// Pre-releases only when `pre_releases` (operators choose them; organizations are offered
+/// final releases). Empty when it is up to date.
+pub fn upgrade_options<'a>(
+    app: App,
+    current: &str,
+    releases: &'a [String],
+    pre_releases: bool,
+) -> Vec<&'a str> {
+    let Some(cur) = Precedence::of(current) else {
+        return Vec::new();
+    };
+    let cv = cur.version;
+    let last_minor_listed = releases
         .iter()
-        .filter_map(|r| Some((Version::parse(r)?, r.as_str())))
-        .filter(|(v, r)| *v > cur && check_upgrade(app, current, r).is_ok())
-        // A final release before its pre-releases.
-        .max_by_key(|(v, r)| (*v, !r.contains('-')))
-        .map(|(_, r)| r)
+        .filter_map(|r| Precedence::of(r))
+        .filter(|p| p.version.0 == cv.0 && (pre_releases || p.is_final))
+        .all(|p| p.version.1 <= cv.1);
+    let candidates = releases.iter().filter_map(|r| {
+        let p = Precedence::of(r)?;
+        let major_jump = p.version.0 > cv.0;
+        let allowed = p > cur
+            && (pre_releases || p.is_final)
+            && check_upgrade(app, current, r).is_ok()
+            && (!major_jump || !app.upgrades_step_by_minor() || last_minor_listed);
+        allowed.then_some((p, r.as_str()))
+    });
+    let (mut same, mut beyond): (Option<(Precedence, &str)>, Option<(Precedence, &str)>) =
+        (None, None);
+    for (p, r) in candidates {
+        let slot = if (p.version.0, p.version.1) == (cv.0, cv.1) {
+            &mut same
+        } else {
+            &mut beyond
+        };
+        if slot.as_ref().is_none_or(|(best, _)| p > *best) {
+            *slot = Some((p, r));
+        }
+    }
+    same.into_iter().chain(beyond).map(|(_, r)| r).collect()
+}
+
+/// The newest upgrade on offer (see [`upgrade_options`]).
+pub fn next_upgrade<'a>(app: App, current: &str, releases: &'a [String]) -> Option<&'a str> {
+    upgrade_options(app, current, releases, false).pop()
 }
 
 /// An organization's weekly maintenance window: an ISO weekday (1 = Monday … 7 = Sunday)
@@ -231,8 +331,75 @@ mod tests {
         assert!(check_release_tag(App::Mastodon, "v4.7").is_err());
         assert!(check_release_tag(App::Mastodon, "latest").is_err());
         assert!(check_release_tag(App::Mastodon, "v4.7.6; rm").is_err());
+        assert!(check_release_tag(App::Mastodon, "vv4.7.6").is_err());
+        assert!(check_release_tag(App::Mastodon, "v4.7.6+build").is_err());
+        assert!(check_release_tag(App::Mastodon, "v4.07.6").is_err());
+        assert!(check_release_tag(App::Mastodon, "v4.7.6-").is_err());
+        assert!(check_release_tag(App::Mastodon, "v4.10.0").is_ok());
         assert!(check_release_tag(App::Gotosocial, "0.20.2").is_ok());
         assert!(check_release_tag(App::Gotosocial, "v0.20.2").is_err());
+    }
+
+    #[test]
+    fn pre_releases_sort_below_their_final_release_and_by_number() {
+        let order = [
+            "v4.7.6",
+            "v4.8.0-beta.1",
+            "v4.8.0-rc.2",
+            "v4.8.0-rc.10",
+            "v4.8.0",
+            "v4.8.1",
+        ];
+        for w in order.windows(2) {
+            assert!(
+                Precedence::of(w[0]) < Precedence::of(w[1]),
+                "{} < {}",
+                w[0],
+                w[1]
+            );
+        }
+        assert!(is_pre_release("v4.8.0-rc.1") && !is_pre_release("v4.8.0"));
+    }
+
+    #[test]
+    fn options_offer_the_series_patch_and_the_next_step_never_a_major_skip() {
+        let rel: Vec<String> = [
+            "v4.5.2",
+            "v4.5.20",
+            "v4.6.3",
+            "v4.7.6",
+            "v5.0.0",
+            "v4.8.0-rc.1",
+        ]
+        .map(String::from)
+        .to_vec();
+        // A security patch of its own series, and the next series.
+        assert_eq!(
+            upgrade_options(App::Mastodon, "v4.5.2", &rel, false),
+            vec!["v4.5.20", "v4.6.3"]
+        );
+        // 5.0 only from the last 4.x series listed (4.7), never from 4.5 or 4.6.
+        assert_eq!(
+            upgrade_options(App::Mastodon, "v4.6.3", &rel, false),
+            vec!["v4.7.6"]
+        );
+        assert_eq!(
+            upgrade_options(App::Mastodon, "v4.7.6", &rel, false),
+            vec!["v5.0.0"]
+        );
+        // Pre-releases only for operators.
+        let rc: Vec<String> = ["v4.8.0-rc.1", "v4.8.0-rc.2"].map(String::from).to_vec();
+        assert!(upgrade_options(App::Mastodon, "v4.7.6", &rc, false).is_empty());
+        assert_eq!(
+            upgrade_options(App::Mastodon, "v4.7.6", &rc, true),
+            vec!["v4.8.0-rc.2"]
+        );
+        // From a release candidate to its final release.
+        let fin: Vec<String> = ["v4.8.0-rc.1", "v4.8.0"].map(String::from).to_vec();
+        assert_eq!(
+            upgrade_options(App::Mastodon, "v4.8.0-rc.1", &fin, false),
+            vec!["v4.8.0"]
+        );
     }
 
     #[test]
@@ -250,7 +417,8 @@ mod tests {
         assert_eq!(next_upgrade(App::Mastodon, "v4.7.6", &rc), Some("v4.8.0"));
         assert_eq!(
             next_upgrade(App::Mastodon, "v4.7.6", &rc[..1]),
-            Some("v4.8.0-rc.1")
+            None,
+            "a release candidate is not offered to organizations"
         );
         assert_eq!(next_upgrade(App::Mastodon, "v4.4.0", &rel), Some("v4.5.9"));
         assert_eq!(

@@ -219,6 +219,20 @@ pub async fn request(
         serde_json::json!({}),
     )
     .await?;
+    // A suspended server is not upgraded: its scheduled upgrade is dropped, and said so.
+    if action == Action::Suspend && fleet::cancel_upgrade(&mut *tx, id).await? {
+        fleet::add_event(
+            &mut tx,
+            id,
+            EventKind::Action,
+            &format!(
+                "Scheduled upgrade to {} cancelled: the server is suspended",
+                inst.upgrade_to.as_deref().unwrap_or("a new version")
+            ),
+            None,
+        )
+        .await?;
+    }
     herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
     tx.commit().await?;
     Ok(Outcome::Requested)
@@ -232,17 +246,24 @@ pub enum When {
     InWindow,
 }
 
-/// The upgrade a server is offered, if any: the newest offered release the upgrade rule
-/// allows from the version it is on (never skipping a Mastodon minor series).
-pub async fn offered_upgrade(
+/// The upgrades a server is offered, oldest first: the newest patch of its own series and
+/// the next step beyond it ([`version::upgrade_options`]). Operators are also offered the
+/// pre-releases they listed; organizations only final releases.
+pub async fn upgrade_options(
     ex: impl sqlx::PgExecutor<'_>,
     inst: &fleet::Instance,
-) -> Result<Option<String>, FleetError> {
+    for_operator: bool,
+) -> Result<Vec<String>, FleetError> {
     let Some(app) = App::parse(&inst.app) else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let releases = fleet::release_versions(ex, &inst.app).await?;
-    Ok(version::next_upgrade(app, &inst.version, &releases).map(str::to_owned))
+    Ok(
+        version::upgrade_options(app, &inst.version, &releases, for_operator)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+    )
 }
 
 /// Upgrades server `id` to `to` (the version the requester was shown: an upgrade is
@@ -283,14 +304,14 @@ pub async fn upgrade(
             inst.version
         )));
     }
-    let offered = offered_upgrade(&mut *tx, &inst).await?;
-    if offered.as_deref() != Some(to) {
+    let offered = upgrade_options(&mut *tx, &inst, matches!(by, Requester::Operator(_))).await?;
+    if !offered.iter().any(|o| o == to) {
         let app = App::parse(&inst.app).unwrap_or(App::Mastodon);
         let why = version::check_upgrade(app, &inst.version, to).err();
-        return Err(FleetError::Invalid(match (why, offered) {
+        return Err(FleetError::Invalid(match (why, offered.is_empty()) {
             (Some(why), _) => format!("This upgrade cannot be made: {why}."),
-            (None, Some(o)) => format!("{to} is not the upgrade on offer; the server can move to {o}. Reload the page to see it."),
-            (None, None) => format!("{to} is not offered; the server is up to date."),
+            (None, false) => format!("{to} is not on offer; the server can move to {}. Reload the page to see the choices.", offered.join(" or ")),
+            (None, true) => format!("{to} is not offered; the server is up to date."),
         }));
     }
     let outcome = match when {
@@ -377,9 +398,32 @@ pub async fn start_due_upgrades(pool: &PgPool) -> Result<usize, FleetError> {
         }
         let app = App::parse(&inst.app).unwrap_or(App::Mastodon);
         let refused = match inst.desired {
-            Desired::Running => version::check_upgrade(app, &inst.version, &to).err(),
-            _ => Some("the server is not running".to_owned()),
+            _ if inst.desired != Desired::Running => Some("the server is not running".to_owned()),
+            _ if inst.running_version.as_deref() != Some(inst.version.as_str()) => Some(format!(
+                "the server was not running {} yet (set-up or another upgrade was under way)",
+                inst.version
+            )),
+            _ => version::check_upgrade(app, &inst.version, &to).err(),
         };
+        let (action, note) = match &refused {
+            Some(why) => ("instance.upgrade.dropped", why.clone()),
+            None => ("instance.upgrade.started", String::new()),
+        };
+        audit::record(
+            &mut tx,
+            NewEntry {
+                actor: None,
+                org: Some(OrgId(inst.org_id)),
+                action,
+                target: inst.domain.clone(),
+                source_ip: None,
+                details: serde_json::json!({
+                    "instance": id, "by": "maintenance window",
+                    "from": inst.version, "to": to, "reason": note,
+                }),
+            },
+        )
+        .await?;
         if let Some(why) = refused {
             fleet::cancel_upgrade(&mut *tx, id).await?;
             fleet::add_event(
@@ -427,7 +471,7 @@ pub async fn delete(
     }
     if !typed.trim().eq_ignore_ascii_case(&inst.domain) {
         return Err(FleetError::Invalid(format!(
-            "To confirm, type the server's address exactly: {}",
+            "To confirm, type the server's address: {}",
             inst.domain
         )));
     }
@@ -458,6 +502,10 @@ pub async fn set_maintenance_window(
     if !fleet::set_maintenance_window(&mut *tx, org, window.day.into(), window.hour.into()).await? {
         return Ok(Outcome::AlreadySo);
     }
+    // Upgrades scheduled into the old window move to the new one.
+    let moved =
+        fleet::reschedule_upgrades(&mut *tx, org, window.next_start(OffsetDateTime::now_utc()))
+            .await?;
     audit::record(
         &mut tx,
         NewEntry {
@@ -466,7 +514,7 @@ pub async fn set_maintenance_window(
             action: "org.maintenance_window.changed",
             target: window.label(),
             source_ip: Some(who.ip),
-            details: serde_json::json!({ "day": window.day, "hour": window.hour }),
+            details: serde_json::json!({ "day": window.day, "hour": window.hour, "upgrades_moved": moved }),
         },
     )
     .await?;

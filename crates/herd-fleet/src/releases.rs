@@ -14,6 +14,29 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Release>, FleetError> {
     Ok(fleet::releases(pool).await?)
 }
 
+/// Why a release was not listed: the form field at fault and what to fix.
+#[derive(Debug)]
+pub enum AddError {
+    Refused {
+        field: &'static str,
+        message: String,
+    },
+    Fleet(FleetError),
+}
+
+impl<E: Into<FleetError>> From<E> for AddError {
+    fn from(e: E) -> Self {
+        AddError::Fleet(e.into())
+    }
+}
+
+fn refused(field: &'static str, message: impl Into<String>) -> AddError {
+    AddError::Refused {
+        field,
+        message: message.into(),
+    }
+}
+
 /// Lists a release of `app` (an operator, audited). The tag must be the app's image tag
 /// form; a release listed already is refused.
 pub async fn add(
@@ -22,24 +45,22 @@ pub async fn add(
     app: &str,
     tag: &str,
     note: &str,
-) -> Result<(), FleetError> {
-    let app = App::parse(app).ok_or_else(|| FleetError::Invalid("Choose an app.".into()))?;
+) -> Result<(), AddError> {
+    let app = App::parse(app).ok_or_else(|| refused("app", "Choose an app."))?;
     let tag = tag.trim();
-    version::check_release_tag(app, tag).map_err(FleetError::Invalid)?;
+    version::check_release_tag(app, tag).map_err(|m| refused("version", m))?;
     let note = note.trim();
     if note.chars().count() > 500 {
-        return Err(FleetError::Invalid(
-            "Keep the note under 500 characters.".into(),
-        ));
+        return Err(refused("note", "Keep the note under 500 characters."));
     }
     let mut tx = pool.begin().await?;
     match fleet::add_release(&mut tx, app.as_str(), tag, note, who.id).await {
         Ok(()) => {}
         Err(e) if e.is_conflict_on(fleet::RELEASE_LISTED) => {
-            return Err(FleetError::Invalid(format!(
-                "{} {tag} is listed already.",
-                app.label()
-            )))
+            return Err(refused(
+                "version",
+                format!("{} {tag} is listed already.", app.label()),
+            ))
         }
         Err(e) => return Err(e.into()),
     }

@@ -163,7 +163,12 @@ pub fn plan(t: &Tenant<'_>, observed: &Observed) -> Result<Plan, RenderError> {
     };
     match running {
         None => install(t, observed, target, &mut plan)?,
-        Some(r) if Version::parse(&r) == Version::parse(&spec.version) => {
+        // The same release (a release candidate is not its final release: moving from one
+        // to the other is an upgrade, with its migrations).
+        Some(r)
+            if herd_domain::version::Precedence::of(&r)
+                == herd_domain::version::Precedence::of(&spec.version) =>
+        {
             plan.running_version = Some(spec.version.clone());
             plan.apply = target;
         }

@@ -346,6 +346,31 @@ async fn an_upgrade_runs_each_step_only_after_the_previous_one() {
 }
 
 #[tokio::test]
+async fn a_release_candidate_to_its_final_release_is_an_upgrade_with_its_migrations() {
+    let h = harness().await;
+    h.install().await;
+    h.edit(|s| s["version"] = json!("v4.8.0-rc.1")).await;
+    h.ok().await;
+    h.succeed("migrate-pre-v4-8-0-rc-1").await;
+    h.ok().await;
+    h.roll_out().await;
+    h.ok().await;
+    h.succeed("migrate-post-v4-8-0-rc-1").await;
+    h.ok().await;
+    assert_eq!(
+        h.status().await.running_version.as_deref(),
+        Some("v4.8.0-rc.1")
+    );
+
+    // v4.8.0 is not "the same version": its migrations run before it rolls.
+    h.edit(|s| s["version"] = json!("v4.8.0")).await;
+    h.ok().await;
+    assert!(h.job("migrate-pre-v4-8-0").await.is_some());
+    assert!(h.web_image().await.ends_with(":v4.8.0-rc.1"));
+    assert_eq!(h.status().await.phase, Phase::Upgrading);
+}
+
+#[tokio::test]
 async fn a_failed_migration_stops_the_upgrade_where_it_is() {
     let h = harness().await;
     h.install().await;

@@ -106,7 +106,7 @@ pub async fn tick(pool: &PgPool) -> anyhow::Result<()> {
         )
         .await?;
     }
-    if !herd_store::fleet::due_upgrades(&mut *tx).await?.is_empty() {
+    if herd_store::fleet::any_due_upgrade(&mut *tx).await? {
         herd_jobs::enqueue(
             &mut *tx,
             &StartDueUpgrades {

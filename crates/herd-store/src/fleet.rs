@@ -1113,3 +1113,29 @@ pub async fn due_upgrades(ex: impl PgExecutor<'_>) -> Result<Vec<Uuid>, StoreErr
     .fetch_all(ex)
     .await?)
 }
+
+/// Moves an organization's scheduled upgrades to `at` (its maintenance window moved).
+pub async fn reschedule_upgrades(
+    ex: impl PgExecutor<'_>,
+    org: OrgId,
+    at: OffsetDateTime,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET upgrade_at = $2, updated_at = now()
+         WHERE org_id = $1 AND upgrade_at IS NOT NULL AND desired <> 'deleted'",
+        org.0,
+        at
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Is any scheduled upgrade due?
+pub async fn any_due_upgrade(ex: impl PgExecutor<'_>) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM instances WHERE upgrade_at <= now() AND desired <> 'deleted') AS "due!""#
+    )
+    .fetch_one(ex)
+    .await?)
+}

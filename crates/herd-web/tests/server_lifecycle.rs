@@ -128,7 +128,7 @@ async fn releases_upgrades_and_the_maintenance_window(pool: PgPool) {
         .assert_status(422)
         .assert_contains(why);
     }
-    for tag in ["v4.9.0", "v4.8.1"] {
+    for tag in ["v4.9.0", "v4.8.1", "v4.7.7"] {
         op.post(
             "/operator/releases",
             &[
@@ -140,12 +140,15 @@ async fn releases_upgrades_and_the_maintenance_window(pool: PgPool) {
         .await
         .assert_redirect("/operator/releases");
     }
-    assert_eq!(audited(&pool, "release.added").await, 2);
+    assert_eq!(audited(&pool, "release.added").await, 3);
 
     // The next step is offered, never the release that skips 4.8.
     let shown = owner.get(&page).await;
+    // The next step is offered with the newest patch of its own series, never the
+    // release that skips 4.8.
     shown
-        .assert_contains("v4.8.1 is available")
+        .assert_contains("v4.7.7 and v4.8.1 are available")
+        .assert_contains("value=\"v4.8.1\" checked")
         .assert_contains("In the maintenance window (Sunday 03:00 UTC)");
     assert!(!shown.body.contains("v4.9.0 is available"));
     // A forged form asking for the skip is refused, and nothing moves.
@@ -175,11 +178,13 @@ async fn releases_upgrades_and_the_maintenance_window(pool: PgPool) {
             &[("version", "v4.8.1"), ("when", "now")],
         )
         .await
-        .assert_status(403);
+        .assert_status(403)
+        .assert_contains("only owners and admins");
     member
         .post("/o/lyon/maintenance-window", &[("day", "1"), ("hour", "1")])
         .await
-        .assert_status(403);
+        .assert_status(403)
+        .assert_contains("only owners and admins");
     let eve = app.signed_up("Eve", "eve@else.example", Some("Else")).await;
     eve.get("/o/else/servers").await.assert_status(200);
     eve.post(
@@ -223,14 +228,8 @@ async fn releases_upgrades_and_the_maintenance_window(pool: PgPool) {
     herd_orchestrator::tick(&pool).await.unwrap();
     app.run_jobs().await;
     assert_eq!(api.get(&slug).await.unwrap().spec.version, "v4.7.6");
-    owner
-        .post(&format!("{page}/upgrade/cancel"), &[])
-        .await
-        .assert_redirect(&page);
-    assert_eq!(version_of(&pool, id).await, ("v4.7.6".into(), None));
-    assert_eq!(audited(&pool, "instance.upgrade.cancelled").await, 1);
-
-    // The window moves (audited); a bad day changes nothing.
+    // The window moves (audited) and the scheduled upgrade with it; a bad day changes
+    // nothing.
     owner.get("/o/lyon/servers").await;
     owner
         .post("/o/lyon/maintenance-window", &[("day", "9"), ("hour", "3")])
@@ -253,6 +252,45 @@ async fn releases_upgrades_and_the_maintenance_window(pool: PgPool) {
         .await
         .assert_contains("Monday 22:00 UTC");
     assert_eq!(audited(&pool, "org.maintenance_window.changed").await, 1);
+    let moved: Option<time::OffsetDateTime> =
+        sqlx::query_scalar("SELECT upgrade_at FROM instances WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let monday = MaintenanceWindow::new(1, 22)
+        .unwrap()
+        .next_start(time::OffsetDateTime::now_utc());
+    assert!(
+        (moved.unwrap() - monday).whole_minutes().abs() <= 1,
+        "{moved:?} vs {monday}"
+    );
+
+    // An operator cancels it from the console (the organization can too), audited.
+    op.get(&format!("/operator/instances/{id}"))
+        .await
+        .assert_contains("id=\"upgrade-scheduled\"");
+    op.post(&format!("/operator/instances/{id}/upgrade/cancel"), &[])
+        .await
+        .assert_redirect(&format!("/operator/instances/{id}"));
+    assert_eq!(version_of(&pool, id).await, ("v4.7.6".into(), None));
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'instance.upgrade.cancelled' AND actor_email = 'ops@provider.example'"
+        )
+        .await,
+        1
+    );
+    owner.get(&page).await;
+    owner
+        .post(&format!("{page}/upgrade/cancel"), &[])
+        .await
+        .assert_redirect(&page);
+    owner
+        .get(&page)
+        .await
+        .assert_contains("Nothing to do: it was already so.");
 
     // Scheduled again; when the window comes, the worker starts it and the cluster follows.
     owner.get(&page).await;
@@ -277,6 +315,15 @@ async fn releases_upgrades_and_the_maintenance_window(pool: PgPool) {
         .await
         .assert_contains("started in the maintenance window")
         .assert_contains("the upgrade is under way");
+    // Audited as the window's doing, with no person as its actor.
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'instance.upgrade.started' AND actor_id IS NULL AND details->>'by' = 'maintenance window'"
+        )
+        .await,
+        1
+    );
 
     // While the cluster has not finished it, no further upgrade starts.
     owner
@@ -310,7 +357,15 @@ async fn releases_upgrades_and_the_maintenance_window(pool: PgPool) {
     }
     app.run_jobs().await;
     assert_eq!(api.get(&slug).await.unwrap().spec.version, "v4.9.0");
-    assert_eq!(audited(&pool, "instance.upgrade.started").await, 1);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'instance.upgrade.started' AND actor_email = 'lea@lyon.example'"
+        )
+        .await,
+        1,
+        "the double click started one upgrade"
+    );
 
     // Operators upgrade from the console too (here to a release candidate they listed),
     // named in the audit log.
@@ -359,7 +414,7 @@ async fn releases_upgrades_and_the_maintenance_window(pool: PgPool) {
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn deleting_a_server_takes_the_typed_address_and_removes_it_from_its_cluster(pool: PgPool) {
     let app = TestApp::spawn_with(pool.clone(), |c| c.auto_approve_invoice_orders = true).await;
-    let (owner, _op, cluster, id, slug) = running_server(&app).await;
+    let (owner, op, cluster, id, slug) = running_server(&app).await;
     let api: Api<Instance> = Api::namespaced(cluster.client.clone(), "herd-system");
     let page = format!("/o/lyon/servers/{id}");
 
@@ -377,7 +432,33 @@ async fn deleting_a_server_takes_the_typed_address_and_removes_it_from_its_clust
     member
         .post(&format!("{page}/delete"), &[("confirm", "lyon.social")])
         .await
-        .assert_status(403);
+        .assert_status(403)
+        .assert_contains("only owners and admins");
+    // Another organization's owner cannot see it exists.
+    let eve = app.signed_up("Eve", "eve@else.example", Some("Else")).await;
+    eve.get(&format!("/o/else/servers/{id}/delete"))
+        .await
+        .assert_status(404);
+    eve.get("/o/else/servers").await.assert_status(200);
+    for action in ["delete", "upgrade/cancel"] {
+        eve.post(
+            &format!("/o/else/servers/{id}/{action}"),
+            &[("confirm", "lyon.social")],
+        )
+        .await
+        .assert_status(404);
+    }
+    // An operator's confirmation is the same typed one.
+    op.get(&format!("/operator/instances/{id}/delete"))
+        .await
+        .assert_contains("Delete lyon.social?");
+    op.post(
+        &format!("/operator/instances/{id}/delete"),
+        &[("confirm", "lyon")],
+    )
+    .await
+    .assert_status(422)
+    .assert_contains("address: lyon.social");
 
     let confirm = owner.get(&format!("{page}/delete")).await;
     confirm
@@ -391,7 +472,7 @@ async fn deleting_a_server_takes_the_typed_address_and_removes_it_from_its_clust
             .post(&format!("{page}/delete"), &[("confirm", typed)])
             .await
             .assert_status(422)
-            .assert_contains("address exactly: lyon.social")
+            .assert_contains("address: lyon.social")
             .assert_contains("aria-invalid=\"true\"");
     }
     assert_eq!(

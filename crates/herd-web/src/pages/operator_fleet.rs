@@ -210,7 +210,7 @@ struct ReleasesPage {
     l: Layout,
     rows: Vec<(Release, String)>,
     form: ReleaseForm,
-    error: Option<String>,
+    errors: FieldErrors,
 }
 
 async fn releases_page(
@@ -218,7 +218,7 @@ async fn releases_page(
     session: &Session,
     op: &herd_store::users::User,
     form: ReleaseForm,
-    error: Option<String>,
+    errors: FieldErrors,
 ) -> Result<ReleasesPage, AppError> {
     Ok(ReleasesPage {
         l: Layout::new(session, Some(op)).await?,
@@ -231,7 +231,7 @@ async fn releases_page(
             })
             .collect(),
         form,
-        error,
+        errors,
     })
 }
 
@@ -240,7 +240,16 @@ async fn release_list(
     session: Session,
     Operator(op): Operator,
 ) -> Result<Response, AppError> {
-    render(&releases_page(&state, &session, &op, ReleaseForm::default(), None).await?)
+    render(
+        &releases_page(
+            &state,
+            &session,
+            &op,
+            ReleaseForm::default(),
+            FieldErrors::default(),
+        )
+        .await?,
+    )
 }
 
 async fn release_add(
@@ -265,11 +274,15 @@ async fn release_add(
             .await?;
             Ok(Redirect::to("/operator/releases").into_response())
         }
-        Err(FleetError::Invalid(m)) => render_status(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &releases_page(&state, &session, &op, form, Some(m)).await?,
-        ),
-        Err(e) => Err(e.into()),
+        Err(releases::AddError::Refused { field, message }) => {
+            let mut errors = FieldErrors::default();
+            errors.add(field, message);
+            render_status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &releases_page(&state, &session, &op, form, errors).await?,
+            )
+        }
+        Err(releases::AddError::Fleet(e)) => Err(e.into()),
     }
 }
 
@@ -566,7 +579,7 @@ struct InstancePage {
     history: Vec<(Event, String)>,
     kubectl: String,
     namespace: String,
-    offered: Option<String>,
+    offered: Vec<String>,
 }
 
 async fn instance_page(
@@ -594,7 +607,7 @@ async fn instance_page(
         history,
         kubectl: format!("kubectl -n {operator_ns} describe instance {}", i.slug),
         namespace: format!("herd-{}", i.slug),
-        offered: lifecycle::offered_upgrade(&state.pool, &i).await?,
+        offered: lifecycle::upgrade_options(&state.pool, &i, true).await?,
         i,
     })
 }

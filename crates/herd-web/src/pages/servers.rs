@@ -506,8 +506,8 @@ struct ServerPage {
     revealed: Option<(String, String)>,
     /// Why the password cannot be shown yet.
     password_note: Option<String>,
-    /// The upgrade on offer, if any.
-    offered: Option<String>,
+    /// The upgrades on offer, oldest first (the last is checked by default).
+    offered: Vec<String>,
     /// The organization's maintenance window.
     window: String,
     /// When a scheduled upgrade starts.
@@ -523,7 +523,7 @@ async fn page(
     password_note: Option<String>,
 ) -> Result<ServerPage, AppError> {
     let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
-    let offered = lifecycle::offered_upgrade(&state.pool, &i).await?;
+    let offered = lifecycle::upgrade_options(&state.pool, &i, false).await?;
     let window = lifecycle::maintenance_window(&state.pool, ctx.org.id())
         .await?
         .label();
