@@ -211,8 +211,8 @@ pub fn upgrade_options<'a>(
             && (!major_jump || !app.upgrades_step_by_minor() || last_minor_listed);
         allowed.then_some((p, r.as_str()))
     });
-    let (mut same, mut beyond): (Option<(Precedence, &str)>, Option<(Precedence, &str)>) =
-        (None, None);
+    let mut same: Option<(Precedence, &str)> = None;
+    let mut beyond: Option<(Precedence, &str)> = None;
     for (p, r) in candidates {
         let slot = if (p.version.0, p.version.1) == (cv.0, cv.1) {
             &mut same
