@@ -238,6 +238,44 @@ pub async fn request(
     Ok(Outcome::Requested)
 }
 
+/// Sets a new password for the server's owner account (the old one stops working): the
+/// cluster makes it and sets it, and it is shown once to an owner or admin, as at install.
+/// The server must be running; a reset under way is not asked for again.
+pub async fn reset_owner_password(
+    pool: &PgPool,
+    by: Requester<'_>,
+    id: Uuid,
+) -> Result<Outcome, FleetError> {
+    let mut tx = pool.begin().await?;
+    let inst = locked(&mut tx, by, id).await?;
+    if inst.desired != Desired::Running {
+        return Err(FleetError::Invalid(
+            "The owner's password can be reset only while the server runs.".into(),
+        ));
+    }
+    if inst.running_version.is_none() {
+        return Err(FleetError::Invalid(
+            "The owner account is not created yet: the server is still being set up.".into(),
+        ));
+    }
+    if inst.owner_password_generation > inst.owner_password_done_generation {
+        return Ok(Outcome::AlreadySo);
+    }
+    let generation = fleet::request_owner_password_reset(&mut *tx, id).await?;
+    record(
+        &mut tx,
+        by,
+        &inst,
+        "New owner password requested",
+        "instance.owner_password.reset",
+        serde_json::json!({ "username": inst.owner_username, "reset": generation }),
+    )
+    .await?;
+    herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
+    tx.commit().await?;
+    Ok(Outcome::Requested)
+}
+
 /// When an upgrade runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {

@@ -32,6 +32,7 @@ fn instances(n: usize) -> Vec<Instance> {
                         OwnerSpec {
                             username: "admin".into(),
                             email: "admin@example.org".into(),
+                            password_generation: 0,
                         },
                     )
                 },

@@ -191,6 +191,15 @@ pub struct S3Spec {
 pub struct OwnerSpec {
     pub username: String,
     pub email: String,
+    /// Raised by the control plane to ask for a new password: the operator makes a new
+    /// `owner-password` Secret and runs Job `reset-owner-password-<n>`, then reports `n` in
+    /// `status.ownerPasswordGeneration`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub password_generation: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where an instance is in its life.
@@ -239,6 +248,9 @@ pub struct InstanceStatus {
     /// The last error, in words an operator can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The owner-password reset last done (`spec.owner.passwordGeneration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_password_generation: Option<u32>,
 }
 
 /// The CRD as YAML, as `herd crd` prints it and `deploy/crd/` holds it.

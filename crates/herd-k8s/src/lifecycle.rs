@@ -89,6 +89,13 @@ pub struct Plan {
     pub keep: BTreeSet<String>,
     /// The owner's one-time password Secret must exist before the owner Job is created.
     pub needs_owner_password: bool,
+    /// The owner-password reset done, for the status (see [`reset_owner_job_name`]).
+    pub owner_password_generation: Option<u32>,
+}
+
+/// The Job that sets reset number `generation` of the owner's password.
+pub fn reset_owner_job_name(generation: u32) -> String {
+    format!("reset-owner-password-{generation}")
 }
 
 pub use herd_domain::version::Version;
@@ -160,6 +167,11 @@ pub fn plan(t: &Tenant<'_>, observed: &Observed) -> Result<Plan, RenderError> {
         apply: Vec::new(),
         keep,
         needs_owner_password: false,
+        owner_password_generation: t
+            .instance
+            .status
+            .as_ref()
+            .and_then(|s| s.owner_password_generation),
     };
     match running {
         None => install(t, observed, target, &mut plan)?,
@@ -174,7 +186,30 @@ pub fn plan(t: &Tenant<'_>, observed: &Observed) -> Result<Plan, RenderError> {
         }
         Some(r) => upgrade(t, observed, &r, target, &mut plan)?,
     }
+    if plan.step == Step::Ready {
+        reset_owner_password(t, observed, &mut plan)?;
+    }
     Ok(plan)
+}
+
+/// Once the tenant runs: a new owner password asked for (`spec.owner.passwordGeneration`
+/// above the one done) is set by a Job from a new `owner-password` Secret.
+fn reset_owner_password(t: &Tenant<'_>, o: &Observed, plan: &mut Plan) -> Result<(), RenderError> {
+    let asked = t.instance.spec.owner.password_generation;
+    if asked == 0 || plan.owner_password_generation.unwrap_or(0) >= asked {
+        return Ok(());
+    }
+    let name = reset_owner_job_name(asked);
+    let state = job_state(o, &name);
+    if succeeded(state) {
+        plan.owner_password_generation = Some(asked);
+    } else if let Some(failed) = job_failed(&name, state) {
+        plan.step = failed;
+    } else {
+        plan.needs_owner_password = state.is_none();
+        plan.apply.push(render::reset_owner_job(t, &name)?);
+    }
+    Ok(())
 }
 
 fn install(

@@ -312,13 +312,14 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
     if !report.written.is_empty() || !pruned.is_empty() {
         tracing::info!(instance = %key(instance), step = plan.step.name(), written = ?report.written, pruned = ?pruned, "applied");
     }
-    let status = status::compute(
+    let mut status = status::compute(
         instance,
         &observed,
         &plan.step,
         plan.running_version.as_deref(),
         &now(),
     );
+    status.owner_password_generation = plan.owner_password_generation;
     let before = instance.status.as_ref().map(|s| s.phase);
     if write_status(&api, instance, &status).await? && before != Some(status.phase) {
         let warning = status.phase == Phase::Failed;

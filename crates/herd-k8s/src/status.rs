@@ -243,6 +243,10 @@ pub fn compute(
             spec.web_domain.as_deref().unwrap_or(&spec.local_domain)
         )),
         last_error,
+        owner_password_generation: instance
+            .status
+            .as_ref()
+            .and_then(|s| s.owner_password_generation),
     }
 }
 
@@ -260,6 +264,7 @@ mod tests {
         let owner = OwnerSpec {
             username: "admin".into(),
             email: "a@example.org".into(),
+            password_generation: 0,
         };
         let mut i = Instance::new(
             "lyon",

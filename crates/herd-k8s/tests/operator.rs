@@ -346,6 +346,57 @@ async fn an_upgrade_runs_each_step_only_after_the_previous_one() {
 }
 
 #[tokio::test]
+async fn a_new_owner_password_is_made_set_by_a_job_and_reported_done() {
+    let h = harness().await;
+    h.install().await;
+    let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    let first = take_owner_password(&h.client(), "lyon")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(h.job("reset-owner-password-1").await.is_none());
+
+    // Asked for: a new Secret (a new password), then the Job that sets it from there.
+    h.edit(|s| s["owner"]["passwordGeneration"] = json!(1))
+        .await;
+    h.ok().await;
+    let job = h
+        .job("reset-owner-password-1")
+        .await
+        .expect("the reset Job");
+    let job_json = serde_json::to_string(&job.spec.unwrap().template).unwrap();
+    assert!(job_json.contains("OWNER_PASSWORD") && job_json.contains("owner-password"));
+    assert!(job_json.contains("u.update!(password:"));
+    assert!(
+        !job_json.contains("accounts create"),
+        "the account exists: only its password changes"
+    );
+    assert!(secrets.get_opt("owner-password").await.unwrap().is_some());
+    assert_eq!(
+        h.status().await.owner_password_generation,
+        None,
+        "not done yet"
+    );
+    h.ok().await;
+    assert_eq!(h.status().await.owner_password_generation, None);
+
+    h.succeed("reset-owner-password-1").await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.owner_password_generation, Some(1));
+    assert_eq!(s.phase, Phase::Running);
+    let second = take_owner_password(&h.client(), "lyon")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(first, second, "a new password");
+    // Done: nothing more happens until the next reset is asked for.
+    h.ok().await;
+    assert!(secrets.get_opt("owner-password").await.unwrap().is_none());
+    assert_eq!(h.status().await.owner_password_generation, Some(1));
+}
+
+#[tokio::test]
 async fn a_release_candidate_to_its_final_release_is_an_upgrade_with_its_migrations() {
     let h = harness().await;
     h.install().await;

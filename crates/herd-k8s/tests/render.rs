@@ -7,7 +7,7 @@ mod common;
 use herd_k8s::crd::{App, DatabaseMode, Instance, InstanceStatus, S3Spec};
 use herd_k8s::render::{self, Child, ClusterSettings, Tenant};
 use herd_k8s::secrets::{self, AppSecrets};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 /// Fixed secrets, so snapshots are stable (the VAPID pair is a real one).
@@ -358,6 +358,57 @@ fn gotosocial(plan: &str) -> Instance {
 #[test]
 fn snapshot_gotosocial() {
     insta::assert_yaml_snapshot!("gotosocial_community", rendered(&gotosocial("community")));
+}
+
+#[test]
+fn the_owner_password_reset_job_names_its_command_in_full() {
+    let s = fixed_secrets();
+    let cluster = ClusterSettings::default();
+    for (i, expected) in [
+        (instance("community"), "u.update!(password:"),
+        (gotosocial("community"), "password"),
+    ] {
+        let t = Tenant {
+            instance: &i,
+            secrets: &s,
+            cluster: &cluster,
+        };
+        let job = render::reset_owner_job(&t, "reset-owner-password-3")
+            .unwrap()
+            .to_value()
+            .unwrap();
+        assert_eq!(job["metadata"]["name"], "reset-owner-password-3");
+        let c = &job["spec"]["template"]["spec"]["containers"][0];
+        // An image's entrypoint (GoToSocial's starts the server) must not swallow the
+        // command: it is given in full.
+        assert!(c["command"].is_array(), "{c}");
+        assert!(c.to_string().contains(expected), "{c}");
+        assert!(c.to_string().contains("owner-password"), "{c}");
+    }
+}
+
+#[test]
+fn gotosocial_owner_containers_name_the_binary_not_only_arguments() {
+    let s = fixed_secrets();
+    let cluster = ClusterSettings::default();
+    let i = gotosocial("community");
+    let t = Tenant {
+        instance: &i,
+        secrets: &s,
+        cluster: &cluster,
+    };
+    let jobs = render::install_jobs(&t).unwrap();
+    let job = jobs[0].to_value().unwrap();
+    let pod = &job["spec"]["template"]["spec"];
+    for c in pod["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(pod["containers"].as_array().unwrap())
+    {
+        assert_eq!(c["command"], json!(["/gotosocial/gotosocial"]), "{c}");
+        assert_eq!(c["args"][0], "admin", "{c}");
+    }
 }
 
 #[test]

@@ -68,6 +68,7 @@ fn instance(plan: &str, variant: u8) -> Instance {
         OwnerSpec {
             username: "admin".into(),
             email: "admin@example.org".into(),
+            password_generation: 0,
         },
     );
     if variant >= 4 {

@@ -33,6 +33,7 @@ pub fn instance_resource(row: &fleet::Instance, limits: &PlanLimits) -> anyhow::
         OwnerSpec {
             username: row.owner_username.clone(),
             email: row.owner_email.clone(),
+            password_generation: u32::try_from(row.owner_password_generation).unwrap_or(0),
         },
     );
     spec.suspended = row.desired == Desired::Suspended;

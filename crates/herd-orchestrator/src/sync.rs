@@ -47,6 +47,19 @@ pub async fn record(o: &Orchestrator, id: Uuid, i: &Instance) -> anyhow::Result<
         },
     )
     .await?;
+    if let Some(done) = status.owner_password_generation.filter(|g| *g > 0) {
+        let done = i32::try_from(done).unwrap_or(i32::MAX);
+        if fleet::record_owner_password_done(&mut *tx, id, done).await? {
+            fleet::add_event(
+                &mut tx,
+                id,
+                fleet::EventKind::Phase,
+                "The owner's new password is set",
+                None,
+            )
+            .await?;
+        }
+    }
     tx.commit().await?;
     Ok(())
 }

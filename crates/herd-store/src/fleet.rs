@@ -239,6 +239,9 @@ pub struct Instance {
     /// An upgrade waiting for the maintenance window: to this version, at this time.
     pub upgrade_to: Option<String>,
     pub upgrade_at: Option<OffsetDateTime>,
+    /// The owner-password reset asked for (0: none), and the one the cluster has done.
+    pub owner_password_generation: i32,
+    pub owner_password_done_generation: i32,
     pub created_at: OffsetDateTime,
 }
 
@@ -271,6 +274,8 @@ struct RawInstance {
     owner_password_revealed_at: Option<OffsetDateTime>,
     upgrade_to: Option<String>,
     upgrade_at: Option<OffsetDateTime>,
+    owner_password_generation: i32,
+    owner_password_done_generation: i32,
     created_at: OffsetDateTime,
 }
 
@@ -307,6 +312,8 @@ impl RawInstance {
             owner_password_revealed_at: self.owner_password_revealed_at,
             upgrade_to: self.upgrade_to,
             upgrade_at: self.upgrade_at,
+            owner_password_generation: self.owner_password_generation,
+            owner_password_done_generation: self.owner_password_done_generation,
             created_at: self.created_at,
         })
     }
@@ -387,7 +394,8 @@ pub async fn instance(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Instan
                   i.cluster_id, c.name AS "cluster_name?", i.desired, i.phase, i.phase_message,
                   i.phase_since, i.conditions, i.url, i.running_version, i.last_error,
                   i.spec_generation, i.applied_generation, i.synced_at,
-                  i.owner_password_revealed_at, i.upgrade_to, i.upgrade_at, i.created_at
+                  i.owner_password_revealed_at, i.upgrade_to, i.upgrade_at,
+                  i.owner_password_generation, i.owner_password_done_generation, i.created_at
            FROM instances i
            JOIN organizations o ON o.id = i.org_id
            LEFT JOIN clusters c ON c.id = i.cluster_id
@@ -425,7 +433,8 @@ pub async fn search(
                   i.cluster_id, c.name AS "cluster_name?", i.desired, i.phase, i.phase_message,
                   i.phase_since, i.conditions, i.url, i.running_version, i.last_error,
                   i.spec_generation, i.applied_generation, i.synced_at,
-                  i.owner_password_revealed_at, i.upgrade_to, i.upgrade_at, i.created_at
+                  i.owner_password_revealed_at, i.upgrade_to, i.upgrade_at,
+                  i.owner_password_generation, i.owner_password_done_generation, i.created_at
            FROM instances i
            JOIN organizations o ON o.id = i.org_id
            LEFT JOIN clusters c ON c.id = i.cluster_id
@@ -778,7 +787,8 @@ pub async fn awaiting_owner_password(
 ) -> Result<Vec<(Uuid, String, bool)>, StoreError> {
     Ok(sqlx::query!(
         r#"SELECT id, slug, owner_password_sealed IS NOT NULL AS "collected!" FROM instances
-           WHERE cluster_id = $1 AND phase = 'running' AND owner_password_revealed_at IS NULL"#,
+           WHERE cluster_id = $1 AND phase = 'running' AND owner_password_revealed_at IS NULL
+             AND owner_password_done_generation >= owner_password_generation"#,
         cluster
     )
     .fetch_all(ex)
@@ -1138,4 +1148,40 @@ pub async fn any_due_upgrade(ex: impl PgExecutor<'_>) -> Result<bool, StoreError
     )
     .fetch_one(ex)
     .await?)
+}
+
+/// Asks for a new owner password: the next reset number, the old password (if not shown
+/// yet) wiped, so the new one is shown once when collected. Bumps the spec generation.
+/// Returns the reset number.
+pub async fn request_owner_password_reset(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<i32, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "UPDATE instances SET owner_password_generation = owner_password_generation + 1,
+                owner_password_sealed = NULL, owner_password_revealed_at = NULL,
+                spec_generation = spec_generation + 1, updated_at = now()
+         WHERE id = $1
+         RETURNING owner_password_generation",
+        id
+    )
+    .fetch_one(ex)
+    .await?)
+}
+
+/// Records the owner-password reset the cluster reports done.
+pub async fn record_owner_password_done(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    generation: i32,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET owner_password_done_generation = $2, updated_at = now()
+         WHERE id = $1 AND owner_password_done_generation < $2",
+        id,
+        generation
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

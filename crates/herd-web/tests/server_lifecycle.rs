@@ -519,3 +519,122 @@ async fn deleting_a_server_takes_the_typed_address_and_removes_it_from_its_clust
         .assert_redirect(&page);
     owner.get(&page).await.assert_contains("being deleted");
 }
+
+/// Puts an owner-password Secret where the operator would, in the server's namespace.
+async fn owner_secret(cluster: &FakeCluster, password: &str) {
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), "herd-lyon-social");
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "owner-password", "namespace": "herd-lyon-social" },
+        "stringData": { "password": password, "username": "lea" }
+    }))
+    .unwrap();
+    secrets
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .unwrap();
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_new_owner_password_is_set_on_the_cluster_and_shown_once(pool: PgPool) {
+    let app = TestApp::spawn_with(pool.clone(), |c| c.auto_approve_invoice_orders = true).await;
+    let (owner, op, cluster, id, slug) = running_server(&app).await;
+    let api: Api<Instance> = Api::namespaced(cluster.client.clone(), "herd-system");
+    let page = format!("/o/lyon/servers/{id}");
+    owner_secret(&cluster, "first0first0first0first0first0ff").await;
+    app.sync_clusters().await;
+    owner.get(&page).await;
+    owner
+        .post(&format!("{page}/owner-password"), &[])
+        .await
+        .assert_contains("first0first0first0first0first0ff");
+
+    // A plain member may not ask for one.
+    let member = app.signed_up("Max", "max@lyon.example", None).await;
+    sqlx::query("INSERT INTO memberships (org_id, user_id, role) SELECT o.id, u.id, 'member' FROM organizations o, users u WHERE o.slug = 'lyon' AND u.email = 'max@lyon.example'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    member.get(&page).await;
+    member
+        .post(&format!("{page}/owner-password/reset"), &[])
+        .await
+        .assert_status(403)
+        .assert_contains("only owners and admins");
+
+    // Confirmed, asked once however often it is clicked, audited, sent to the cluster.
+    owner
+        .get(&format!("{page}/owner-password/reset"))
+        .await
+        .assert_contains("Set a new password for @lea?")
+        .assert_contains("the current one stops working");
+    for _ in 0..2 {
+        owner
+            .post(&format!("{page}/owner-password/reset"), &[])
+            .await
+            .assert_redirect(&page);
+    }
+    assert_eq!(audited(&pool, "instance.owner_password.reset").await, 1);
+    app.run_jobs().await;
+    assert_eq!(
+        api.get(&slug).await.unwrap().spec.owner.password_generation,
+        1
+    );
+    owner
+        .get(&page)
+        .await
+        .assert_contains("id=\"owner-password-pending\"");
+    // Until the cluster reports it set, a Secret lying there is not taken for it.
+    owner_secret(&cluster, "second0second0second0second0sec0").await;
+    app.sync_clusters().await;
+    owner
+        .post(&format!("{page}/owner-password"), &[])
+        .await
+        .assert_contains("not ready yet");
+
+    // The operator reports it set: collected, then shown once.
+    api.patch_status(
+        &slug,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": { "ownerPasswordGeneration": 1 } })),
+    )
+    .await
+    .unwrap();
+    app.sync_clusters().await;
+    owner
+        .get(&page)
+        .await
+        .assert_contains("The owner&#39;s new password is set");
+    let shown = owner.post(&format!("{page}/owner-password"), &[]).await;
+    shown.assert_contains("second0second0second0second0sec0");
+    assert_eq!(shown.cache_control.as_deref(), Some("no-store"));
+    owner
+        .post(&format!("{page}/owner-password"), &[])
+        .await
+        .assert_contains("was shown on");
+
+    // Operators ask for one from the console (and never see it).
+    op.get(&format!("/operator/instances/{id}/owner-password/reset"))
+        .await
+        .assert_contains("not here");
+    op.post(
+        &format!("/operator/instances/{id}/owner-password/reset"),
+        &[],
+    )
+    .await
+    .assert_redirect(&format!("/operator/instances/{id}"));
+    app.run_jobs().await;
+    assert_eq!(
+        api.get(&slug).await.unwrap().spec.owner.password_generation,
+        2
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM audit_log WHERE action = 'instance.owner_password.reset' AND actor_email = 'ops@provider.example'"
+        )
+        .await,
+        1
+    );
+}

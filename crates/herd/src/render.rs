@@ -75,6 +75,7 @@ pub async fn run(args: RenderArgs) -> anyhow::Result<()> {
                 OwnerSpec {
                     username: args.owner_username.clone(),
                     email: owner_email.to_string(),
+                    password_generation: 0,
                 },
             )
         },

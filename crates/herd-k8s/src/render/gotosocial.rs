@@ -94,6 +94,9 @@ pub fn install_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         json!({
             "name": name,
             "image": image(&spec.version),
+            // The image's entrypoint is `gotosocial server start`: name the binary, or the
+            // arguments would be appended to that.
+            "command": ["/gotosocial/gotosocial"],
             "args": args,
             "envFrom": [{ "configMapRef": { "name": APP_CONFIG } }],
             "env": env_vars,
@@ -131,6 +134,37 @@ pub fn install_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         crate::lifecycle::CREATE_OWNER_JOB,
         pod,
     )?])
+}
+
+/// Sets the owner's password from the `owner-password` Secret (a reset):
+/// `gotosocial admin account password`. The image's entrypoint starts the server, so the
+/// command is given in full.
+pub fn reset_owner_job(t: &Tenant<'_>, name: &str) -> Result<Child, RenderError> {
+    let spec = &t.instance.spec;
+    let mut env_vars = secret_env_vars(t);
+    env_vars.push(secret_env(
+        "OWNER_PASSWORD",
+        crate::lifecycle::OWNER_PASSWORD_SECRET,
+        "password",
+    ));
+    let container = json!({
+        "name": "password",
+        "image": image(&spec.version),
+        "command": ["/gotosocial/gotosocial"],
+        "args": ["admin", "account", "password", "--username", spec.owner.username, "--password", "$(OWNER_PASSWORD)"],
+        "envFrom": [{ "configMapRef": { "name": APP_CONFIG } }],
+        "env": env_vars,
+        "resources": resources(&spec.sizing.web),
+        "securityContext": container_security(true),
+        "volumeMounts": [{ "name": "tmp", "mountPath": "/tmp" }],
+    });
+    let pod = pod_spec_for(
+        GOTOSOCIAL_UID,
+        json!([container]),
+        vec![json!({ "name": "tmp", "emptyDir": {} })],
+        true,
+    );
+    one_off_job(t, name, pod)
 }
 
 pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {

@@ -472,6 +472,28 @@ pub fn install_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     ])
 }
 
+/// Sets the owner's password from the `owner-password` Secret (a reset): the account
+/// exists, so only its password changes; the user's other sessions end with it (Devise).
+pub fn reset_owner_job(t: &Tenant<'_>, name: &str) -> Result<Child, RenderError> {
+    let script = concat!(
+        "exec bin/rails runner 'u = User.find_by!(email: ENV.fetch(\"OWNER_EMAIL\")); ",
+        "u.update!(password: ENV.fetch(\"OWNER_PASSWORD\"), password_confirmation: ENV.fetch(\"OWNER_PASSWORD\"))'\n",
+    );
+    rails_job(
+        t,
+        name,
+        cmd(&["/bin/sh", "-c", script]),
+        vec![
+            json!({ "name": "OWNER_EMAIL", "value": t.instance.spec.owner.email }),
+            secret_env(
+                "OWNER_PASSWORD",
+                crate::lifecycle::OWNER_PASSWORD_SECRET,
+                "password",
+            ),
+        ],
+    )
+}
+
 /// An upgrade's two migration Jobs: before the Deployments roll (post-deployment
 /// migrations skipped) and after.
 pub fn upgrade_jobs(t: &Tenant<'_>) -> Result<(Child, Child), RenderError> {

@@ -267,6 +267,15 @@ pub fn install_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     }
 }
 
+/// The Job named `name` that sets the owner's password from the `owner-password` Secret
+/// (a reset asked for by the control plane).
+pub fn reset_owner_job(t: &Tenant<'_>, name: &str) -> Result<Child, RenderError> {
+    match t.instance.spec.app {
+        App::Mastodon => mastodon::reset_owner_job(t, name),
+        App::Gotosocial => gotosocial::reset_owner_job(t, name),
+    }
+}
+
 /// Whether the tenant was never installed (no running version in its status).
 pub(crate) fn not_installed(t: &Tenant<'_>) -> bool {
     t.instance

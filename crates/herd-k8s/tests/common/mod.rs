@@ -11,6 +11,7 @@ pub fn lyon(plan: &str) -> Instance {
     let owner = OwnerSpec {
         username: "admin".into(),
         email: "admin@lyon.example".into(),
+        password_generation: 0,
     };
     let mut i = Instance::new(
         "lyon",

@@ -55,6 +55,16 @@ pub fn routes(r: Routes) -> Routes {
             delete_confirm,
         )
         .post("/operator/instances/{instance}/delete", Operator, delete)
+        .get(
+            "/operator/instances/{instance}/owner-password/reset",
+            Operator,
+            reset_password_confirm,
+        )
+        .post(
+            "/operator/instances/{instance}/owner-password/reset",
+            Operator,
+            reset_password,
+        )
         .get("/operator/releases", Operator, release_list)
         .post("/operator/releases", Operator, release_add)
 }
@@ -106,6 +116,39 @@ fn operator<'a>(op: &'a herd_store::users::User, ip: &'a str) -> Requester<'a> {
         email: &op.email,
         ip,
     })
+}
+
+async fn reset_password_confirm(
+    State(state): State<AppState>,
+    session: Session,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let i = instances::get(&state.pool, id).await?;
+    let back = format!("/operator/instances/{id}");
+    render(&ConfirmPage {
+        l: Layout::new(&session, Some(&op)).await?,
+        title: format!("Set a new password for @{} of {}?", i.owner_username, i.domain),
+        message: format!(
+            "The current password stops working. The new one is shown once to an owner or admin of {} on their server page, not here.",
+            i.org_name
+        ),
+        action: format!("{back}/owner-password/reset"),
+        button: "Set a new password".into(),
+        cancel: back,
+    })
+}
+
+async fn reset_password(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let result = lifecycle::reset_owner_password(&state.pool, operator(&op, &ip), id).await;
+    let done = "A new password is being set; the organization's owners and admins see it once.";
+    answer_to(&session, &format!("/operator/instances/{id}"), result, done).await
 }
 
 #[derive(Debug, Deserialize)]

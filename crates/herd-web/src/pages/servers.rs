@@ -57,6 +57,16 @@ pub fn routes(r: Routes) -> Routes {
         )
         .post("/o/{slug}/servers/{server}/delete", Access::Org, delete)
         .post("/o/{slug}/maintenance-window", Access::Org, set_window)
+        .get(
+            "/o/{slug}/servers/{server}/owner-password/reset",
+            Access::Org,
+            reset_password_confirm,
+        )
+        .post(
+            "/o/{slug}/servers/{server}/owner-password/reset",
+            Access::Org,
+            reset_password,
+        )
 }
 
 /// The live page's script.
@@ -246,6 +256,41 @@ async fn lifecycle(
         Action::Resume => "The server is being resumed.",
     };
     answer(session, ctx, id, result, done).await
+}
+
+async fn reset_password_confirm(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    require_manage(&ctx)?;
+    let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
+    let back = format!("/o/{}/servers/{id}", ctx.org.slug);
+    render(&ConfirmPage {
+        l: Layout::new(&session, Some(&ctx.user)).await?,
+        title: format!("Set a new password for @{}?", i.owner_username),
+        message: format!(
+            "The owner account @{} of {} gets a new password; the current one stops working. Once the server has set it, it is shown on this page once, to an owner or admin of {}.",
+            i.owner_username, i.domain, ctx.org.name
+        ),
+        action: format!("{back}/owner-password/reset"),
+        button: "Set a new password".into(),
+        cancel: back,
+    })
+}
+
+async fn reset_password(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    require_manage(&ctx)?;
+    let result = lifecycle::reset_owner_password(&state.pool, member(&ctx, &ip), id).await;
+    let done = "A new password is being set; it appears on this page once the server has set it.";
+    answer(&session, &ctx, id, result, done).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -597,7 +642,7 @@ async fn reveal(
         Reveal::AlreadyShown(at) => (
             None,
             Some(format!(
-                "The one-time password was shown on {}; it is not kept. Use “Forgot your password?” on the server's login page with the owner's email to set a new one.",
+                "The one-time password was shown on {}; it is not kept. Set a new one below, or use “Forgot your password?” on the server's login page with the owner's email.",
                 datetime(at)
             )),
         ),
