@@ -11,6 +11,9 @@ export DATABASE_URL
 export HERD_LISTEN=${HERD_LISTEN:-127.0.0.1:8080}
 export HERD_PUBLIC_URL=${HERD_PUBLIC_URL:-http://${HERD_LISTEN/127.0.0.1/localhost}}
 export HERD_MAIL_OUTBOX=${HERD_MAIL_OUTBOX:-var/mail}
+# Servers named <name>.herd.localhost need no DNS proof on a developer machine; any other
+# domain waits for its TXT record, as in production.
+export HERD_BASE_DOMAIN=${HERD_BASE_DOMAIN:-herd.localhost}
 
 # The key sealing kubeconfigs and owners' one-time passwords in the database: made once
 # and kept in var/ (production sets HERD_ENCRYPTION_KEY from a secret).
@@ -41,6 +44,7 @@ cat <<MSG
 
   Herd is starting on $HERD_PUBLIC_URL
   - sign up at $HERD_PUBLIC_URL/signup; confirmation emails land in $HERD_MAIL_OUTBOX/ as .eml files
+  - order a server named <name>.$HERD_BASE_DOMAIN: it needs no DNS proof (other domains wait for a TXT record)
   - create an operator: DATABASE_URL=$DATABASE_URL target/debug/herd admin create-operator --email you@example.org
   - stop with Ctrl-C; the database keeps running (scripts/pg.sh stop)
 

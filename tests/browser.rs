@@ -193,6 +193,8 @@ async fn journey(
     app: &TestApp,
     fake: &FakeStripe,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // The customer's own domain: its server waits for a DNS record we add along the way.
+    app.dns.manual();
     c.goto(&format!("{}/", app.base)).await?;
     accessible(c, "the home page").await?;
     click(c, Locator::LinkText("Sign up")).await?;
@@ -325,9 +327,22 @@ async fn order(
     )?;
     accessible(c, "the order's page").await?;
 
-    // The paid order's server: no cluster is connected here, so it waits, and says so.
+    // The paid order's server first asks for proof of the domain: a DNS record to add.
     click(c, Locator::Id("server-link")).await?;
     wait_for_heading(c, "social.strasbourg.example").await?;
+    let value = c.find(Locator::Id("challenge-value")).await?.text().await?;
+    if !value.starts_with("herd-verification=") {
+        return Err(format!("no record value to add: {value:?}").into());
+    }
+    accessible(c, "the server's page asking for the DNS record").await?;
+    app.dns
+        .set_txt("_herd-challenge.social.strasbourg.example", &[&value]);
+    click(c, Locator::Css("#domain-proof button[type=submit]")).await?;
+    wait_for_heading(c, "social.strasbourg.example").await?;
+    app.run_jobs().await;
+    c.refresh().await?;
+    wait_for_heading(c, "social.strasbourg.example").await?;
+    // No cluster is connected here, so it waits, and says so.
     let phase = c
         .find(Locator::Id("server-phase"))
         .await?

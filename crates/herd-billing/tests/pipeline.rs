@@ -268,7 +268,8 @@ async fn the_same_event_on_many_connections_at_once_is_stored_and_processed_once
         .await,
         1
     );
-    // One server for the order, with one provisioning job, in the same transaction.
+    // One server for the order, with its first job (lyon.social is the customer's own
+    // domain: proving it comes first), in the same transaction.
     assert_eq!(
         count(
             &pool,
@@ -280,7 +281,7 @@ async fn the_same_event_on_many_connections_at_once_is_stored_and_processed_once
     assert_eq!(
         count(
             &pool,
-            "SELECT count(*) FROM jobs WHERE kind = 'fleet.apply_instance'"
+            "SELECT count(*) FROM jobs WHERE kind = 'fleet.verify_domain'"
         )
         .await,
         1

@@ -55,6 +55,37 @@ impl DomainName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Is this a name the provider hands out under its base domain (`lyon.<base>`, ready
+    /// at once), rather than the customer's own domain (proven by a DNS record first)?
+    /// The base itself, and names more than one level under it, are refused.
+    pub fn under_base(&self, base: &DomainName) -> Result<bool, String> {
+        if self == base {
+            return Err(format!(
+                "{base} is the provider's own domain: choose a name under it, such as social.{base}."
+            ));
+        }
+        match self.0.strip_suffix(&format!(".{base}")) {
+            Some(name) if !name.contains('.') => Ok(true),
+            Some(_) => Err(format!(
+                "Under {base}, use a single name, such as social.{base}."
+            )),
+            None => Ok(false),
+        }
+    }
+
+    /// Where the TXT record proving this domain goes.
+    pub fn challenge_name(&self) -> String {
+        format!("{CHALLENGE_LABEL}.{}", self.0)
+    }
+}
+
+/// The label of the TXT record that proves a custom domain.
+pub const CHALLENGE_LABEL: &str = "_herd-challenge";
+
+/// The TXT record's value for a domain's `token`.
+pub fn challenge_value(token: &str) -> String {
+    format!("herd-verification={token}")
 }
 
 impl fmt::Display for DomainName {
@@ -66,6 +97,21 @@ impl fmt::Display for DomainName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_under_the_base_are_one_level_deep() {
+        let base = DomainName::parse("herd.example.net").expect("a domain");
+        let d = |s: &str| DomainName::parse(s).expect("a domain");
+        assert_eq!(d("lyon.herd.example.net").under_base(&base), Ok(true));
+        assert_eq!(d("social.lyon.fr").under_base(&base), Ok(false));
+        assert_eq!(d("xherd.example.net").under_base(&base), Ok(false));
+        assert!(d("a.b.herd.example.net").under_base(&base).is_err());
+        assert!(d("herd.example.net").under_base(&base).is_err());
+        assert_eq!(
+            d("social.lyon.fr").challenge_name(),
+            "_herd-challenge.social.lyon.fr"
+        );
+    }
 
     #[test]
     fn accepts_and_normalizes() {

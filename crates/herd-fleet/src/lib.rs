@@ -17,6 +17,7 @@
 //! Kubernetes IO, so the web layer can call it.
 
 pub mod clusters;
+pub mod domains;
 pub mod instances;
 pub mod jobs;
 pub mod lifecycle;

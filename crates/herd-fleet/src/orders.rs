@@ -35,6 +35,13 @@ async fn free_slug(conn: &mut PgConnection, domain: &str) -> Result<String, Flee
     )))
 }
 
+/// Why a server with a custom domain waits.
+pub const WAITING_FOR_DOMAIN: &str = "queued: waiting for the domain's DNS record";
+
+fn hex_token(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The newest release the provider offers for `app` (a new server starts on it), or
 /// Herd's default when none is listed.
 pub async fn newest_release(conn: &mut PgConnection, app: &str) -> Result<String, FleetError> {
@@ -65,6 +72,14 @@ pub async fn fulfil(conn: &mut PgConnection, order: &Order) -> Result<Uuid, Flee
         })?;
     let slug = free_slug(conn, &order.domain).await?;
     let version = newest_release(conn, &order.app).await?;
+    // A custom domain is proven by a DNS record before the server is provisioned.
+    let token = if fleet::order_domain_preverified(&mut *conn, order.id).await? {
+        None
+    } else {
+        let mut bytes = [0u8; 18];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+        Some(hex_token(&bytes))
+    };
     let id = match fleet::insert_instance(
         conn,
         &NewInstance {
@@ -77,6 +92,7 @@ pub async fn fulfil(conn: &mut PgConnection, order: &Order) -> Result<Uuid, Flee
             domain: &order.domain,
             owner_username: &owner_username(&email),
             owner_email: &email,
+            domain_token: token.as_deref(),
         },
     )
     .await
@@ -90,7 +106,22 @@ pub async fn fulfil(conn: &mut PgConnection, order: &Order) -> Result<Uuid, Flee
         }
         Err(e) => return Err(e.into()),
     };
-    herd_jobs::enqueue(&mut *conn, &ApplyInstance { instance_id: id }).await?;
+    if token.is_some() {
+        fleet::set_phase(
+            conn,
+            id,
+            herd_domain::InstancePhase::Queued,
+            Some(WAITING_FOR_DOMAIN),
+        )
+        .await?;
+        herd_jobs::enqueue(
+            &mut *conn,
+            &crate::domains::VerifyDomain { instance_id: id },
+        )
+        .await?;
+    } else {
+        herd_jobs::enqueue(&mut *conn, &ApplyInstance { instance_id: id }).await?;
+    }
     tracing::info!(order = %order.id, instance = %id, %slug, "order fulfilled: instance queued");
     Ok(id)
 }

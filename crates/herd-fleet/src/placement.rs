@@ -17,6 +17,8 @@ pub enum Placed {
     Waiting(NoPlacement),
     /// It is to be deleted: nothing to place.
     Gone,
+    /// Its custom domain is not proven yet.
+    DomainUnproven,
 }
 
 /// Places instance `id` if it has no cluster yet: by the organization's preferred region,
@@ -37,6 +39,9 @@ pub async fn place_instance(
     }
     if inst.desired == herd_domain::Desired::Deleted {
         return Ok(Placed::Gone);
+    }
+    if inst.domain_verified_at.is_none() {
+        return Ok(Placed::DomainUnproven);
     }
     let region = fleet::preferred_region(&mut *tx, inst.org_id).await?;
     match place(&candidates, region.as_deref()) {

@@ -58,7 +58,7 @@ pub async fn apply_instance(o: &Orchestrator, id: Uuid) -> anyhow::Result<()> {
             tracing::info!(instance = %id, reason = why.message(), "instance waits for a cluster");
             return Ok(());
         }
-        Placed::Gone => return Ok(()),
+        Placed::Gone | Placed::DomainUnproven => return Ok(()),
     };
     // One apply per instance at a time, reading the row under the lock: two applies
     // queued by quick successive changes (suspend, then resume) run one after the other,

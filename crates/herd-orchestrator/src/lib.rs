@@ -106,6 +106,15 @@ pub async fn tick(pool: &PgPool) -> anyhow::Result<()> {
         )
         .await?;
     }
+    if herd_store::fleet::any_unverified(&mut *tx).await? {
+        herd_jobs::enqueue(
+            &mut *tx,
+            &herd_fleet::domains::VerifyDomains {
+                bucket: check_bucket,
+            },
+        )
+        .await?;
+    }
     if herd_store::fleet::any_due_upgrade(&mut *tx).await? {
         herd_jobs::enqueue(
             &mut *tx,

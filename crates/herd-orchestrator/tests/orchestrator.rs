@@ -96,6 +96,7 @@ async fn paid_order(pool: &PgPool, org: OrgId, domain: &str, sub: &str) -> Uuid 
             domain,
             created_by: None,
             invoice: None,
+            domain_preverified: false,
         },
     )
     .await

@@ -250,6 +250,8 @@ pub struct NewOrder<'a> {
     pub created_by: Option<Uuid>,
     /// Paid by invoice (with these details) rather than by card.
     pub invoice: Option<InvoiceDetails<'a>>,
+    /// The domain needs no proof (a name under the provider's base domain).
+    pub domain_preverified: bool,
 }
 
 pub async fn create_order(ex: impl PgExecutor<'_>, o: &NewOrder<'_>) -> Result<Uuid, StoreError> {
@@ -257,8 +259,8 @@ pub async fn create_order(ex: impl PgExecutor<'_>, o: &NewOrder<'_>) -> Result<U
     let inv = o.invoice.as_ref();
     sqlx::query!(
         "INSERT INTO orders (id, org_id, plan_code, app, domain, created_by, payment,
-                             billing_address, vat_id, po_reference)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                             billing_address, vat_id, po_reference, domain_preverified)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         id,
         o.org.0,
         o.plan_code,
@@ -268,7 +270,8 @@ pub async fn create_order(ex: impl PgExecutor<'_>, o: &NewOrder<'_>) -> Result<U
         if inv.is_some() { "invoice" } else { "card" },
         inv.map(|i| i.billing_address),
         inv.map(|i| i.vat_id),
-        inv.map(|i| i.po_reference)
+        inv.map(|i| i.po_reference),
+        o.domain_preverified
     )
     .execute(ex)
     .await?;

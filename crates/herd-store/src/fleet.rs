@@ -242,6 +242,11 @@ pub struct Instance {
     /// The owner-password reset asked for (0: none), and the one the cluster has done.
     pub owner_password_generation: i32,
     pub owner_password_done_generation: i32,
+    /// A custom domain's proof: the TXT value asked for, when it was found (for a name
+    /// under the base domain: at once), and when it was last looked for.
+    pub domain_token: Option<String>,
+    pub domain_verified_at: Option<OffsetDateTime>,
+    pub domain_checked_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
 }
 
@@ -276,6 +281,9 @@ struct RawInstance {
     upgrade_at: Option<OffsetDateTime>,
     owner_password_generation: i32,
     owner_password_done_generation: i32,
+    domain_token: Option<String>,
+    domain_verified_at: Option<OffsetDateTime>,
+    domain_checked_at: Option<OffsetDateTime>,
     created_at: OffsetDateTime,
 }
 
@@ -314,6 +322,9 @@ impl RawInstance {
             upgrade_at: self.upgrade_at,
             owner_password_generation: self.owner_password_generation,
             owner_password_done_generation: self.owner_password_done_generation,
+            domain_token: self.domain_token,
+            domain_verified_at: self.domain_verified_at,
+            domain_checked_at: self.domain_checked_at,
             created_at: self.created_at,
         })
     }
@@ -330,6 +341,9 @@ pub struct NewInstance<'a> {
     pub domain: &'a str,
     pub owner_username: &'a str,
     pub owner_email: &'a str,
+    /// `None`: the domain needs no proof (under the base domain); otherwise the TXT value
+    /// that proves it.
+    pub domain_token: Option<&'a str>,
 }
 
 /// Creates an instance (queued, no cluster yet). Conflicts: `instances_slug_key`,
@@ -341,8 +355,9 @@ pub async fn insert_instance(
     let id = Uuid::now_v7();
     sqlx::query!(
         "INSERT INTO instances (id, org_id, order_id, app, version, plan_code, slug, domain,
-                                owner_username, owner_email)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                owner_username, owner_email, domain_token, domain_verified_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                 CASE WHEN $11::text IS NULL THEN now() END)",
         id,
         i.org.0,
         i.order,
@@ -352,7 +367,8 @@ pub async fn insert_instance(
         i.slug,
         i.domain,
         i.owner_username,
-        i.owner_email
+        i.owner_email,
+        i.domain_token
     )
     .execute(&mut *conn)
     .await?;
@@ -395,7 +411,8 @@ pub async fn instance(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Instan
                   i.phase_since, i.conditions, i.url, i.running_version, i.last_error,
                   i.spec_generation, i.applied_generation, i.synced_at,
                   i.owner_password_revealed_at, i.upgrade_to, i.upgrade_at,
-                  i.owner_password_generation, i.owner_password_done_generation, i.created_at
+                  i.owner_password_generation, i.owner_password_done_generation,
+                  i.domain_token, i.domain_verified_at, i.domain_checked_at, i.created_at
            FROM instances i
            JOIN organizations o ON o.id = i.org_id
            LEFT JOIN clusters c ON c.id = i.cluster_id
@@ -434,7 +451,8 @@ pub async fn search(
                   i.phase_since, i.conditions, i.url, i.running_version, i.last_error,
                   i.spec_generation, i.applied_generation, i.synced_at,
                   i.owner_password_revealed_at, i.upgrade_to, i.upgrade_at,
-                  i.owner_password_generation, i.owner_password_done_generation, i.created_at
+                  i.owner_password_generation, i.owner_password_done_generation,
+                  i.domain_token, i.domain_verified_at, i.domain_checked_at, i.created_at
            FROM instances i
            JOIN organizations o ON o.id = i.org_id
            LEFT JOIN clusters c ON c.id = i.cluster_id
@@ -470,7 +488,8 @@ pub async fn search(
 /// Instances waiting for a cluster (queued and not placed), oldest first.
 pub async fn unplaced(ex: impl PgExecutor<'_>) -> Result<Vec<Uuid>, StoreError> {
     Ok(sqlx::query_scalar!(
-        "SELECT id FROM instances WHERE cluster_id IS NULL AND desired <> 'deleted'
+        "SELECT id FROM instances
+         WHERE cluster_id IS NULL AND desired <> 'deleted' AND domain_verified_at IS NOT NULL
          ORDER BY created_at"
     )
     .fetch_all(ex)
@@ -1184,4 +1203,68 @@ pub async fn record_owner_password_done(
     .execute(ex)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Was this order's domain accepted without proof (a name under the base domain)?
+pub async fn order_domain_preverified(
+    ex: impl PgExecutor<'_>,
+    order: Uuid,
+) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar!("SELECT domain_preverified FROM orders WHERE id = $1", order)
+            .fetch_optional(ex)
+            .await?
+            .unwrap_or(false),
+    )
+}
+
+/// A server whose custom domain is still to be proven.
+#[derive(Debug, Clone)]
+pub struct Unverified {
+    pub id: Uuid,
+    pub domain: String,
+    pub token: String,
+}
+
+/// Servers waiting for their domain's proof, least recently checked first.
+pub async fn unverified(ex: impl PgExecutor<'_>) -> Result<Vec<Unverified>, StoreError> {
+    Ok(sqlx::query_as!(
+        Unverified,
+        r#"SELECT id, domain, domain_token AS "token!" FROM instances
+           WHERE domain_verified_at IS NULL AND domain_token IS NOT NULL AND desired <> 'deleted'
+           ORDER BY domain_checked_at NULLS FIRST, created_at
+           LIMIT 500"#
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Is any server waiting for its domain's proof?
+pub async fn any_unverified(ex: impl PgExecutor<'_>) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM instances WHERE domain_verified_at IS NULL AND desired <> 'deleted') AS "any!""#
+    )
+    .fetch_one(ex)
+    .await?)
+}
+
+/// Notes that a domain's proof was looked for (and, with `found`, found). Returns whether
+/// it became verified now.
+pub async fn record_domain_check(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    found: bool,
+) -> Result<bool, StoreError> {
+    let r = sqlx::query_scalar!(
+        r#"UPDATE instances SET domain_checked_at = now(),
+                domain_verified_at = CASE WHEN $2 THEN COALESCE(domain_verified_at, now()) ELSE domain_verified_at END,
+                updated_at = now()
+           WHERE id = $1
+           RETURNING (domain_verified_at IS NOT NULL AND domain_verified_at >= now()) AS "now_verified!""#,
+        id,
+        found
+    )
+    .fetch_optional(ex)
+    .await?;
+    Ok(found && r.unwrap_or(false))
 }

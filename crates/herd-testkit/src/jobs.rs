@@ -8,6 +8,7 @@ use herd_mail::Mailer;
 use herd_store::fleet::Cluster;
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,16 +46,19 @@ impl herd_orchestrator::Connector for FakeClusters {
 }
 
 /// Every job kind's handler, as `herd worker` registers them, with `clusters` as the
-/// registered clusters' API servers.
+/// registered clusters' API servers and `dns` the name server domain checks ask.
 pub fn registry_with(
     pool: &PgPool,
     mailer: &Mailer,
     clusters: &FakeClusters,
     key: Option<SealKey>,
+    dns: SocketAddr,
 ) -> Registry {
     let mut r = Registry::new();
     herd_billing::worker::register(&mut r, pool, mailer);
     herd_web::emails::register(&mut r, pool, mailer);
+    let checker = herd_fleet::domains::DnsChecker::at(dns).expect("a DNS resolver");
+    herd_fleet::domains::register(&mut r, pool, &checker);
     herd_orchestrator::register(
         &mut r,
         &herd_orchestrator::Orchestrator {
@@ -66,9 +70,11 @@ pub fn registry_with(
     r
 }
 
-/// Every handler, with no cluster reachable.
+/// Every handler, with no cluster reachable and no name server (a closed local port:
+/// domain checks find nothing).
 pub fn registry(pool: &PgPool, mailer: &Mailer) -> Registry {
-    registry_with(pool, mailer, &FakeClusters::default(), None)
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], 9));
+    registry_with(pool, mailer, &FakeClusters::default(), None, nowhere)
 }
 
 /// Settings for tests: a short lease and retries a few milliseconds apart, so that tests

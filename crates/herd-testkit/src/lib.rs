@@ -7,6 +7,7 @@
 
 mod client;
 pub mod fake_cluster;
+pub mod fake_dns;
 pub mod jobs;
 mod pg;
 pub mod stripe;
@@ -46,6 +47,9 @@ pub struct TestApp {
     pub clusters: jobs::FakeClusters,
     /// The app's `HERD_ENCRYPTION_KEY`.
     pub seal_key: herd_fleet::seal::SealKey,
+    /// The name server the app and its worker ask to prove custom domains (it answers
+    /// with each server's proof unless set to `manual()`).
+    pub dns: fake_dns::FakeDns,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -90,6 +94,8 @@ impl TestApp {
             herd_fleet::seal::SealKey::from_base64(&herd_fleet::seal::SealKey::generate_base64())
                 .unwrap();
         config.seal_key = Some(seal_key.clone());
+        let dns = fake_dns::FakeDns::start(pool.clone()).await;
+        config.dns_server = Some(dns.addr);
         adjust(&mut config);
         let state = AppState::new(pool.clone(), config, mailer.clone());
         let app = herd_web::app(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -104,6 +110,7 @@ impl TestApp {
             mailer,
             clusters: jobs::FakeClusters::default(),
             seal_key,
+            dns,
             server,
         }
     }
@@ -118,6 +125,7 @@ impl TestApp {
                 &self.mailer,
                 &self.clusters,
                 Some(self.seal_key.clone()),
+                self.dns.addr,
             ),
             jobs::fast_settings(),
         )

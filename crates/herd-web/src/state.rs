@@ -41,6 +41,12 @@ pub struct WebConfig {
     /// Orders paid by invoice are approved at once instead of waiting for an operator
     /// (`HERD_AUTO_APPROVE_INVOICE_ORDERS`).
     pub auto_approve_invoice_orders: bool,
+    /// The provider's base domain (`HERD_BASE_DOMAIN`): names under it (`lyon.<base>`)
+    /// need no proof; other domains are proven by a DNS TXT record first.
+    pub base_domain: Option<herd_domain::DomainName>,
+    /// The name server that domain checks ask (`HERD_DNS_SERVER`); the system's resolver
+    /// when unset.
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 impl WebConfig {
@@ -60,6 +66,8 @@ impl WebConfig {
             invoice_issuer: "Your hosting provider (set HERD_INVOICE_ISSUER)".to_owned(),
             seal_key: None,
             auto_approve_invoice_orders: false,
+            base_domain: None,
+            dns_server: None,
         }
     }
 
@@ -82,6 +90,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Stripe's API, when a secret key is configured.
     pub stripe: Option<StripeApi>,
+    /// Looks up the DNS records that prove custom domains ("Check now").
+    pub dns: Option<herd_fleet::domains::DnsChecker>,
 }
 
 impl AppState {
@@ -93,8 +103,15 @@ impl AppState {
                 )
                 .ok()
         });
+        let dns = match config.dns_server {
+            Some(addr) => herd_fleet::domains::DnsChecker::at(addr),
+            None => herd_fleet::domains::DnsChecker::system(),
+        }
+        .map_err(|e| tracing::error!(error = %e, "DNS lookups are off: custom domains are checked by the worker only"))
+        .ok();
         Self {
             stripe,
+            dns,
             pool,
             config: Arc::new(config),
             mailer,

@@ -252,6 +252,33 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub key: KeyArgs,
+
+    /// The provider's base domain: customers may order a name under it (lyon.<base>),
+    /// ready at once. Other domains are proven by a DNS TXT record first. Point a
+    /// wildcard DNS record (*.<base>) at the clusters' ingress.
+    #[arg(long, env = "HERD_BASE_DOMAIN")]
+    pub base_domain: Option<String>,
+
+    #[command(flatten)]
+    pub dns: DnsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DnsArgs {
+    /// The name server (ip:port) asked for the TXT records that prove custom domains;
+    /// the system's resolver (/etc/resolv.conf) when unset.
+    #[arg(long, env = "HERD_DNS_SERVER")]
+    pub dns_server: Option<std::net::SocketAddr>,
+}
+
+impl DnsArgs {
+    pub fn checker(&self) -> anyhow::Result<herd_fleet::domains::DnsChecker> {
+        match self.dns_server {
+            Some(addr) => herd_fleet::domains::DnsChecker::at(addr),
+            None => herd_fleet::domains::DnsChecker::system(),
+        }
+        .map_err(anyhow::Error::msg)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -329,6 +356,9 @@ pub struct WorkerArgs {
 
     #[command(flatten)]
     pub key: KeyArgs,
+
+    #[command(flatten)]
+    pub dns: DnsArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -65,10 +65,12 @@ fn registry(
     pool: &PgPool,
     mailer: &Mailer,
     key: Option<herd_fleet::seal::SealKey>,
+    dns: &herd_fleet::domains::DnsChecker,
 ) -> herd_jobs::Registry {
     let mut r = herd_jobs::Registry::new();
     herd_billing::worker::register(&mut r, pool, mailer);
     herd_web::emails::register(&mut r, pool, mailer);
+    herd_fleet::domains::register(&mut r, pool, dns);
     herd_orchestrator::register(
         &mut r,
         &herd_orchestrator::Orchestrator {
@@ -87,8 +89,10 @@ async fn run_worker(
     mailer: Mailer,
     settings: herd_jobs::Settings,
     key: Option<herd_fleet::seal::SealKey>,
+    dns: herd_fleet::domains::DnsChecker,
 ) {
-    let runner = herd_jobs::Runner::new(pool.clone(), registry(&pool, &mailer, key), settings);
+    let runner =
+        herd_jobs::Runner::new(pool.clone(), registry(&pool, &mailer, key, &dns), settings);
     tokio::join!(
         runner.run(shutdown()),
         herd_billing::worker::run_ticks(pool.clone(), shutdown()),
@@ -101,8 +105,9 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let pool = pool(&args.db, args.db_max_connections)?;
     let mailer = mailer(&args.mail)?;
     let key = args.key.key().context("HERD_ENCRYPTION_KEY")?;
+    let dns = args.dns.checker().context("HERD_DNS_SERVER")?;
     tracing::info!("worker: processing the job queue");
-    run_worker(pool, mailer, args.jobs.settings(), key).await;
+    run_worker(pool, mailer, args.jobs.settings(), key, dns).await;
     Ok(())
 }
 
@@ -134,6 +139,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.stripe_api_base = args.stripe_api_base.clone();
     config.seal_key = args.key.key().context("HERD_ENCRYPTION_KEY")?;
     config.auto_approve_invoice_orders = args.auto_approve_invoice_orders;
+    config.base_domain = match args.base_domain.as_deref().map(str::trim) {
+        Some(b) if !b.is_empty() => Some(
+            herd_domain::DomainName::parse(b)
+                .map_err(|e| anyhow::anyhow!("HERD_BASE_DOMAIN {b:?}: {e}"))?,
+        ),
+        _ => None,
+    };
+    config.dns_server = args.dns.dns_server;
+    let dns = args.dns.checker().context("HERD_DNS_SERVER")?;
     if config.seal_key.is_none() {
         tracing::info!("no HERD_ENCRYPTION_KEY: clusters can only use the worker's own credentials, and owners' passwords stay on the cluster");
     }
@@ -152,6 +166,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             mailer.clone(),
             args.jobs.settings(),
             config.seal_key.clone(),
+            dns,
         ))
     });
     let state = AppState::new(pool.clone(), config, mailer);

@@ -99,6 +99,8 @@ struct OrderPage {
     form: OrderForm,
     errors: FieldErrors,
     card_billing: bool,
+    /// The provider's base domain, for the domain field's hint.
+    base_domain: Option<String>,
 }
 
 async fn order_page(
@@ -115,6 +117,7 @@ async fn order_page(
             l: Layout::new(session, Some(&ctx.user)).await?,
             plans: sellable(state).await?,
             card_billing: state.stripe.is_some(),
+            base_domain: state.config.base_domain.as_ref().map(|d| d.to_string()),
             ctx,
             form,
             errors,
@@ -188,6 +191,13 @@ async fn order_create(
     let domain = DomainName::parse(&form.domain)
         .map_err(|e| errors.add("domain", e))
         .ok();
+    let mut preverified = false;
+    if let (Some(d), Some(base)) = (&domain, &state.config.base_domain) {
+        match d.under_base(base) {
+            Ok(under) => preverified = under,
+            Err(e) => errors.add("domain", e),
+        }
+    }
     if let Some(d) = &domain {
         if herd_store::fleet::domain_in_use(&state.pool, d.as_str()).await? {
             errors.add(
@@ -241,7 +251,7 @@ async fn order_create(
         .await;
     };
     if by_invoice {
-        return order_by_invoice(&state, &ip, &ctx, &form, &plan, &domain).await;
+        return order_by_invoice(&state, &ip, &ctx, &form, &plan, &domain, preverified).await;
     }
     let Some(api) = state.stripe.clone() else {
         return Err(AppError::Internal("card billing is off".into()));
@@ -256,6 +266,7 @@ async fn order_create(
             domain: domain.as_str(),
             created_by: Some(ctx.user.id().0),
             invoice: None,
+            domain_preverified: preverified,
         },
     )
     .await?;
@@ -319,6 +330,7 @@ async fn order_by_invoice(
     form: &OrderForm,
     plan: &Plan,
     domain: &DomainName,
+    domain_preverified: bool,
 ) -> Result<Response, AppError> {
     let mut tx = state.pool.begin().await?;
     let order = billing::create_order(
@@ -334,6 +346,7 @@ async fn order_by_invoice(
                 vat_id: form.vat_id.trim(),
                 po_reference: form.po_reference.trim(),
             }),
+            domain_preverified,
         },
     )
     .await?;

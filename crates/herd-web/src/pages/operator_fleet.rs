@@ -1,7 +1,7 @@
 //! The console's fleet: clusters (registered, checked, cordoned) and every tenant across
 //! them, stuck ones first, each with its history and the kubectl command that shows more.
 
-use super::servers::{answer_to, delete_page_for, TypedForm};
+use super::servers::{answer_to, challenge_of, check_message, delete_page_for, TypedForm};
 use super::FieldErrors;
 use crate::auth::Operator;
 use crate::client_ip::ClientIp;
@@ -65,6 +65,11 @@ pub fn routes(r: Routes) -> Routes {
             Operator,
             reset_password,
         )
+        .post(
+            "/operator/instances/{instance}/domain/check",
+            Operator,
+            check_domain,
+        )
         .get("/operator/releases", Operator, release_list)
         .post("/operator/releases", Operator, release_add)
 }
@@ -116,6 +121,27 @@ fn operator<'a>(op: &'a herd_store::users::User, ip: &'a str) -> Requester<'a> {
         email: &op.email,
         ip,
     })
+}
+
+async fn check_domain(
+    State(state): State<AppState>,
+    session: Session,
+    Operator(_op): Operator,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let i = instances::get(&state.pool, id).await?;
+    let (kind, message) = match &state.dns {
+        Some(dns) => check_message(
+            &i.domain,
+            &herd_fleet::domains::check(&state.pool, dns, id).await?,
+        ),
+        None => (
+            "error",
+            "DNS lookups are not available on this web server.".to_owned(),
+        ),
+    };
+    session::flash(&session, kind, message).await?;
+    Ok(Redirect::to(&format!("/operator/instances/{id}")).into_response())
 }
 
 async fn reset_password_confirm(
@@ -623,6 +649,7 @@ struct InstancePage {
     kubectl: String,
     namespace: String,
     offered: Vec<String>,
+    challenge: Option<(String, String, Option<String>)>,
 }
 
 async fn instance_page(
@@ -651,6 +678,7 @@ async fn instance_page(
         kubectl: format!("kubectl -n {operator_ns} describe instance {}", i.slug),
         namespace: format!("herd-{}", i.slug),
         offered: lifecycle::upgrade_options(&state.pool, &i, true).await?,
+        challenge: challenge_of(&i),
         i,
     })
 }

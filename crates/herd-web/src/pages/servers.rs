@@ -57,6 +57,11 @@ pub fn routes(r: Routes) -> Routes {
         )
         .post("/o/{slug}/servers/{server}/delete", Access::Org, delete)
         .post("/o/{slug}/maintenance-window", Access::Org, set_window)
+        .post(
+            "/o/{slug}/servers/{server}/domain/check",
+            Access::Org,
+            check_domain,
+        )
         .get(
             "/o/{slug}/servers/{server}/owner-password/reset",
             Access::Org,
@@ -258,6 +263,51 @@ async fn lifecycle(
     answer(session, ctx, id, result, done).await
 }
 
+/// What a domain check found, in words for the flash message.
+pub(super) fn check_message(
+    domain: &str,
+    check: &herd_fleet::domains::Check,
+) -> (&'static str, String) {
+    use herd_fleet::domains::Check;
+    match check {
+        Check::Verified => ("ok", format!("{domain} is proven: the server is being set up.")),
+        Check::AlreadyVerified => ("ok", format!("{domain} is proven already.")),
+        Check::NotFound { seen } if seen.is_empty() => (
+            "error",
+            format!("No TXT record was found at _herd-challenge.{domain} yet. DNS changes can take a while to show; we look again every minute."),
+        ),
+        Check::NotFound { seen } => (
+            "error",
+            format!("The TXT record at _herd-challenge.{domain} holds {} but not the value asked for; correct it and check again.", seen.iter().map(|s| format!("“{s}”")).collect::<Vec<_>>().join(", ")),
+        ),
+        Check::LookupFailed(e) => ("error", format!("The DNS could not be asked just now ({e}); we look again every minute.")),
+    }
+}
+
+async fn check_domain(
+    State(state): State<AppState>,
+    session: Session,
+    ctx: OrgCtx,
+    Path((_slug, id)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    require_manage(&ctx)?;
+    let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
+    let (kind, message) = match &state.dns {
+        Some(dns) => {
+            let check =
+                herd_fleet::domains::check_for_org(&state.pool, dns, ctx.org.id(), id).await?;
+            check_message(&i.domain, &check)
+        }
+        None => (
+            "error",
+            "DNS lookups are not available on this web server; we look again every minute."
+                .to_owned(),
+        ),
+    };
+    session::flash(&session, kind, message).await?;
+    Ok(Redirect::to(&format!("/o/{}/servers/{id}", ctx.org.slug)).into_response())
+}
+
 async fn reset_password_confirm(
     State(state): State<AppState>,
     session: Session,
@@ -343,6 +393,19 @@ async fn cancel_upgrade(
         "The scheduled upgrade is cancelled.",
     )
     .await
+}
+
+/// The TXT record a server's custom domain still needs: (name, value, last checked).
+pub(super) fn challenge_of(i: &Instance) -> Option<(String, String, Option<String>)> {
+    let token = i
+        .domain_token
+        .as_deref()
+        .filter(|_| i.domain_verified_at.is_none())?;
+    Some((
+        format!("{}.{}", herd_domain::domain::CHALLENGE_LABEL, i.domain),
+        herd_domain::domain::challenge_value(token),
+        i.domain_checked_at.map(datetime),
+    ))
 }
 
 /// What deleting a server means, said before it is done (portal and console alike).
@@ -557,6 +620,9 @@ struct ServerPage {
     window: String,
     /// When a scheduled upgrade starts.
     upgrade_at: Option<String>,
+    /// For a custom domain still to be proven: the TXT record's name and value, and when
+    /// it was last looked for.
+    challenge: Option<(String, String, Option<String>)>,
 }
 
 async fn page(
@@ -599,6 +665,7 @@ async fn page(
         offered,
         window,
         upgrade_at: i.upgrade_at.map(datetime),
+        challenge: challenge_of(&i),
         i,
         ctx,
     })

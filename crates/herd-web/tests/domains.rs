@@ -1,0 +1,184 @@
+//! Domains: a name under the provider's base domain is ready at once; the customer's own
+//! domain is proven by a DNS TXT record, looked up with a real resolver (over UDP, against
+//! a local name server), before its server goes to a cluster.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use herd_k8s::crd::Instance;
+use herd_testkit::fake_cluster;
+use herd_testkit::{Client, TestApp};
+use kube::api::Api;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+async fn order(owner: &Client, domain: &str) -> herd_testkit::Resp {
+    owner.get("/o/lyon/order").await.assert_status(200);
+    owner
+        .post(
+            "/o/lyon/order",
+            &[
+                ("plan", "community"),
+                ("app", "mastodon"),
+                ("domain", domain),
+                ("payment", "invoice"),
+                ("billing_address", "Ville de Lyon\n69001 Lyon"),
+                ("vat_id", ""),
+                ("po_reference", ""),
+            ],
+        )
+        .await
+}
+
+async fn server(pool: &PgPool, domain: &str) -> (Uuid, String) {
+    sqlx::query_as("SELECT id, slug FROM instances WHERE domain = $1")
+        .bind(domain)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn own_domains_wait_for_their_dns_record_names_under_the_base_do_not(pool: PgPool) {
+    let app = TestApp::spawn_with(pool.clone(), |c| {
+        c.auto_approve_invoice_orders = true;
+        c.base_domain = Some(herd_domain::DomainName::parse("herd.test").unwrap());
+    })
+    .await;
+    app.dns.manual();
+    let cluster = fake_cluster::start_with(|b| b.with_resource::<Instance>()).await;
+    app.clusters.plug("eu-1", cluster.client.clone());
+    let op = app.operator("ops@provider.example").await;
+    op.get("/operator/clusters/new").await;
+    op.post(
+        "/operator/clusters",
+        &[
+            ("name", "eu-1"),
+            ("region", "eu-west"),
+            ("capacity", "10"),
+            ("operator_namespace", "herd-system"),
+            ("kubeconfig", ""),
+        ],
+    )
+    .await
+    .assert_redirect("/operator/clusters");
+    app.run_jobs().await;
+    let api: Api<Instance> = Api::namespaced(cluster.client.clone(), "herd-system");
+    let owner = app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
+
+    // The form says how domains work; names under the base are one level deep.
+    owner
+        .get("/o/lyon/order")
+        .await
+        .assert_contains("A name under herd.test (such as lyon.herd.test) is ready at once");
+    for (bad, why) in [
+        ("a.b.herd.test", "use a single name"),
+        ("herd.test", "the provider&#39;s own domain"),
+    ] {
+        order(&owner, bad)
+            .await
+            .assert_status(422)
+            .assert_contains(why)
+            .assert_contains("aria-invalid=\"true\"");
+    }
+
+    // Under the base: straight to the cluster, no record asked for.
+    order(&owner, "lyon.herd.test")
+        .await
+        .assert_redirect("/o/lyon/orders/");
+    app.run_jobs().await;
+    let (_, slug) = server(&pool, "lyon.herd.test").await;
+    assert!(api.get_opt(&slug).await.unwrap().is_some());
+
+    // Its own domain (a second order: the operator approves it under the contract): the
+    // page gives the record to add, and nothing is provisioned.
+    let r = order(&owner, "social.lyon.fr").await;
+    r.assert_redirect("/o/lyon/orders/");
+    let order_id = r
+        .location
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    op.get("/operator/orders").await;
+    op.post(&format!("/operator/orders/{order_id}/approve"), &[])
+        .await
+        .assert_redirect("/operator/orders");
+    app.run_jobs().await;
+    let (id, slug) = server(&pool, "social.lyon.fr").await;
+    assert!(api.get_opt(&slug).await.unwrap().is_none());
+    let page = format!("/o/lyon/servers/{id}");
+    let shown = owner.get(&page).await;
+    shown
+        .assert_contains("Prove that social.lyon.fr is yours")
+        .assert_contains("_herd-challenge.social.lyon.fr")
+        .assert_contains("waiting for the domain&#39;s DNS record");
+    let value = shown.select_text("#challenge-value").pop().unwrap();
+    assert!(value.starts_with("herd-verification="), "{value}");
+    assert!(
+        app.dns
+            .queries()
+            .iter()
+            .any(|q| q == "_herd-challenge.social.lyon.fr"),
+        "the worker asked the name server: {:?}",
+        app.dns.queries()
+    );
+
+    // Checked now: nothing there, then a wrong value, each said plainly.
+    owner
+        .post(&format!("{page}/domain/check"), &[])
+        .await
+        .assert_redirect(&page);
+    owner
+        .get(&page)
+        .await
+        .assert_contains("No TXT record was found at _herd-challenge.social.lyon.fr");
+    app.dns.set_txt(
+        "_herd-challenge.social.lyon.fr",
+        &["herd-verification=wrong"],
+    );
+    owner
+        .post(&format!("{page}/domain/check"), &[])
+        .await
+        .assert_redirect(&page);
+    owner
+        .get(&page)
+        .await
+        .assert_contains("holds “herd-verification=wrong” but not the value asked for");
+    app.run_jobs().await;
+    assert!(api.get_opt(&slug).await.unwrap().is_none());
+
+    // A plain member may not check; another organization cannot see the server.
+    let member = app.signed_up("Max", "max@lyon.example", None).await;
+    sqlx::query("INSERT INTO memberships (org_id, user_id, role) SELECT o.id, u.id, 'member' FROM organizations o, users u WHERE o.slug = 'lyon' AND u.email = 'max@lyon.example'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    member.get(&page).await;
+    member
+        .post(&format!("{page}/domain/check"), &[])
+        .await
+        .assert_status(403);
+    let eve = app.signed_up("Eve", "eve@else.example", Some("Else")).await;
+    eve.get("/o/else/servers").await;
+    eve.post(&format!("/o/else/servers/{id}/domain/check"), &[])
+        .await
+        .assert_status(404);
+
+    // The right record: found by the minute's round, and the server goes to its cluster.
+    app.dns.set_txt("_herd-challenge.social.lyon.fr", &[&value]);
+    herd_orchestrator::tick(&pool).await.unwrap();
+    app.run_jobs().await;
+    assert!(api.get_opt(&slug).await.unwrap().is_some());
+    let after = owner.get(&page).await;
+    after.assert_contains("Domain social.lyon.fr proven by its DNS record");
+    assert!(!after.body.contains("id=\"domain-proof\""));
+    owner
+        .post(&format!("{page}/domain/check"), &[])
+        .await
+        .assert_redirect(&page);
+    owner
+        .get(&page)
+        .await
+        .assert_contains("social.lyon.fr is proven already");
+}
