@@ -3,4 +3,4 @@
 -- has done, and the new password is collected (sealed) and shown once, as at install.
 ALTER TABLE instances
     ADD COLUMN owner_password_generation integer NOT NULL DEFAULT 0 CHECK (owner_password_generation >= 0),
-    ADD COLUMN owner_password_done_generation integer NOT NULL DEFAULT 0;
+    ADD COLUMN owner_password_done_generation integer NOT NULL DEFAULT 0 CHECK (owner_password_done_generation >= 0);

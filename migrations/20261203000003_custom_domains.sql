@@ -4,6 +4,8 @@
 
 -- Decided when ordering (the web knows the base domain): this order's domain needs no proof.
 ALTER TABLE orders ADD COLUMN domain_preverified boolean NOT NULL DEFAULT false;
+-- Orders placed before this existed were never told of a DNS record: they go on as before.
+UPDATE orders SET domain_preverified = true;
 
 ALTER TABLE instances
     -- The value of the TXT record at _herd-challenge.<domain> that proves it.

@@ -178,8 +178,14 @@ pub async fn check_for_org(
 pub async fn check_pending(pool: &PgPool, dns: &DnsChecker) -> Result<usize, FleetError> {
     let mut proven = 0;
     for u in fleet::unverified(pool).await? {
-        if check(pool, dns, u.id).await? == Check::Verified {
-            proven += 1;
+        // One bad row never stops the round for the others.
+        match check(pool, dns, u.id).await {
+            Ok(Check::Verified) => proven += 1,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(instance = %u.id, domain = %u.domain, error = %e, "domain check failed");
+                fleet::record_domain_check(pool, u.id, false).await?;
+            }
         }
     }
     Ok(proven)

@@ -89,6 +89,8 @@ pub struct Plan {
     pub keep: BTreeSet<String>,
     /// The owner's one-time password Secret must exist before the owner Job is created.
     pub needs_owner_password: bool,
+    /// The reset that Secret is for (0: the install).
+    pub owner_password_for: u32,
     /// The owner-password reset done, for the status (see [`reset_owner_job_name`]).
     pub owner_password_generation: Option<u32>,
 }
@@ -167,6 +169,7 @@ pub fn plan(t: &Tenant<'_>, observed: &Observed) -> Result<Plan, RenderError> {
         apply: Vec::new(),
         keep,
         needs_owner_password: false,
+        owner_password_for: 0,
         owner_password_generation: t
             .instance
             .status
@@ -207,6 +210,7 @@ fn reset_owner_password(t: &Tenant<'_>, o: &Observed, plan: &mut Plan) -> Result
         plan.step = failed;
     } else {
         plan.needs_owner_password = state.is_none();
+        plan.owner_password_for = asked;
         plan.apply.push(render::reset_owner_job(t, &name)?);
     }
     Ok(())

@@ -295,7 +295,9 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
     };
     let observed = observe::observe(client, &t).await?;
     let plan = lifecycle::plan(&t, &observed).map_err(ReconcileError::from)?;
-    if plan.needs_owner_password && reconcile::ensure_owner_password(client, &t).await? {
+    if plan.needs_owner_password
+        && reconcile::ensure_owner_password(client, &t, plan.owner_password_for).await?
+    {
         ctx.event(
             instance,
             false,

@@ -184,16 +184,33 @@ pub async fn prune(
     Ok(deleted)
 }
 
-/// Makes the owner's one-time password Secret unless it exists: 32 hexadecimal characters,
-/// the form Mastodon's `tootctl accounts create` uses. It is never rewritten, so a retried
-/// owner Job sets the same password.
+/// The annotation naming the password reset a Secret was made for (none: the install).
+const PASSWORD_GENERATION: &str = "herd.dev/password-generation";
+
+/// Makes the owner's one-time password Secret for reset number `generation` (0: the
+/// install) unless it exists: 32 hexadecimal characters, the form Mastodon's `tootctl
+/// accounts create` uses. A Secret of this generation is never rewritten, so a retried Job
+/// sets the same password; one left from another (never collected) is replaced, so a reset
+/// always sets a new password.
 pub async fn ensure_owner_password(
     client: &kube::Client,
     t: &Tenant<'_>,
+    generation: u32,
 ) -> Result<bool, ReconcileError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &t.namespace());
-    if api.get_opt(OWNER_PASSWORD_SECRET).await?.is_some() {
-        return Ok(false);
+    if let Some(existing) = api.get_opt(OWNER_PASSWORD_SECRET).await? {
+        let made_for = existing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PASSWORD_GENERATION))
+            .and_then(|g| g.parse::<u32>().ok())
+            .unwrap_or(0);
+        if made_for == generation {
+            return Ok(false);
+        }
+        api.delete(OWNER_PASSWORD_SECRET, &DeleteParams::default())
+            .await?;
     }
     let mut bytes = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
@@ -201,7 +218,10 @@ pub async fn ensure_owner_password(
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {
             "name": OWNER_PASSWORD_SECRET, "namespace": t.namespace(), "labels": t.labels("owner"),
-            "annotations": { "herd.dev/purpose": "The first owner's one-time password; the control plane reads it once and deletes it." },
+            "annotations": {
+                "herd.dev/purpose": "The owner's one-time password; the control plane reads it once and deletes it.",
+                PASSWORD_GENERATION: generation.to_string(),
+            },
         },
         "type": "Opaque",
         "stringData": { "password": hex::encode(bytes), "username": t.instance.spec.owner.username },

@@ -394,6 +394,25 @@ async fn a_new_owner_password_is_made_set_by_a_job_and_reported_done() {
     h.ok().await;
     assert!(secrets.get_opt("owner-password").await.unwrap().is_none());
     assert_eq!(h.status().await.owner_password_generation, Some(1));
+
+    // A Secret of an earlier reset, never collected (no encryption key on the control
+    // plane, say), is replaced: a reset always sets a new password.
+    let stale: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "owner-password", "namespace": TENANT,
+                      "annotations": { "herd.dev/password-generation": "1" } },
+        "stringData": { "password": "stale0stale0stale0stale0stale0st", "username": "lea" }
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &stale).await.unwrap();
+    h.edit(|s| s["owner"]["passwordGeneration"] = json!(2)).await;
+    h.ok().await;
+    h.succeed("reset-owner-password-2").await;
+    h.ok().await;
+    assert_eq!(h.status().await.owner_password_generation, Some(2));
+    let third = take_owner_password(&h.client(), "lyon").await.unwrap().unwrap();
+    assert_ne!(third, "stale0stale0stale0stale0stale0st");
+    assert_ne!(third, second);
 }
 
 #[tokio::test]

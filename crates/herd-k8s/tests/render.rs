@@ -365,8 +365,11 @@ fn the_owner_password_reset_job_names_its_command_in_full() {
     let s = fixed_secrets();
     let cluster = ClusterSettings::default();
     for (i, expected) in [
-        (instance("community"), "u.update!(password:"),
-        (gotosocial("community"), "password"),
+        (instance("community"), "Account.find_local!(ENV.fetch"),
+        (
+            gotosocial("community"),
+            r#""args":["admin","account","password","--username""#,
+        ),
     ] {
         let t = Tenant {
             instance: &i,

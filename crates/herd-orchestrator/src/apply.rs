@@ -33,7 +33,15 @@ pub fn instance_resource(row: &fleet::Instance, limits: &PlanLimits) -> anyhow::
         OwnerSpec {
             username: row.owner_username.clone(),
             email: row.owner_email.clone(),
-            password_generation: u32::try_from(row.owner_password_generation).unwrap_or(0),
+            // Only while a reset is pending: an Instance applied again later (re-created,
+            // its status lost) must not set a new password no one will collect.
+            password_generation: if row.owner_password_generation
+                > row.owner_password_done_generation
+            {
+                u32::try_from(row.owner_password_generation).unwrap_or(0)
+            } else {
+                0
+            },
         },
     );
     spec.suspended = row.desired == Desired::Suspended;

@@ -1255,16 +1255,17 @@ pub async fn record_domain_check(
     id: Uuid,
     found: bool,
 ) -> Result<bool, StoreError> {
-    let r = sqlx::query_scalar!(
-        r#"UPDATE instances SET domain_checked_at = now(),
-                domain_verified_at = CASE WHEN $2 THEN COALESCE(domain_verified_at, now()) ELSE domain_verified_at END,
+    // Only a server still waiting (not deleted meanwhile, not proven by a concurrent
+    // check) becomes verified: the caller then queues its apply, once.
+    let done = sqlx::query!(
+        "UPDATE instances SET domain_checked_at = now(),
+                domain_verified_at = CASE WHEN $2 THEN now() END,
                 updated_at = now()
-           WHERE id = $1
-           RETURNING (domain_verified_at IS NOT NULL AND domain_verified_at >= now()) AS "now_verified!""#,
+         WHERE id = $1 AND domain_verified_at IS NULL AND desired <> 'deleted'",
         id,
         found
     )
-    .fetch_optional(ex)
+    .execute(ex)
     .await?;
-    Ok(found && r.unwrap_or(false))
+    Ok(found && done.rows_affected() == 1)
 }

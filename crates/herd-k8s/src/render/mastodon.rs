@@ -472,19 +472,24 @@ pub fn install_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     ])
 }
 
-/// Sets the owner's password from the `owner-password` Secret (a reset): the account
-/// exists, so only its password changes; the user's other sessions end with it (Devise).
+/// Sets the owner's password from the `owner-password` Secret (a reset): the account is
+/// found by its username (its email may have changed since), its password replaced, its
+/// browser sessions ended and its apps' access tokens revoked, as a reset after a
+/// compromise must. (`tootctl accounts modify --reset-password` would print the password
+/// into the Job's log.)
 pub fn reset_owner_job(t: &Tenant<'_>, name: &str) -> Result<Child, RenderError> {
     let script = concat!(
-        "exec bin/rails runner 'u = User.find_by!(email: ENV.fetch(\"OWNER_EMAIL\")); ",
-        "u.update!(password: ENV.fetch(\"OWNER_PASSWORD\"), password_confirmation: ENV.fetch(\"OWNER_PASSWORD\"))'\n",
+        "exec bin/rails runner 'u = Account.find_local!(ENV.fetch(\"OWNER_USERNAME\")).user; ",
+        "u.update!(password: ENV.fetch(\"OWNER_PASSWORD\"), password_confirmation: ENV.fetch(\"OWNER_PASSWORD\")); ",
+        "u.session_activations.destroy_all; ",
+        "Doorkeeper::AccessToken.by_resource_owner(u).update_all(revoked_at: Time.now.utc)'\n",
     );
     rails_job(
         t,
         name,
         cmd(&["/bin/sh", "-c", script]),
         vec![
-            json!({ "name": "OWNER_EMAIL", "value": t.instance.spec.owner.email }),
+            json!({ "name": "OWNER_USERNAME", "value": t.instance.spec.owner.username }),
             secret_env(
                 "OWNER_PASSWORD",
                 crate::lifecycle::OWNER_PASSWORD_SECRET,

@@ -131,10 +131,19 @@ async fn check_domain(
 ) -> Result<Response, AppError> {
     let i = instances::get(&state.pool, id).await?;
     let (kind, message) = match &state.dns {
-        Some(dns) => check_message(
-            &i.domain,
-            &herd_fleet::domains::check(&state.pool, dns, id).await?,
-        ),
+        Some(dns) => {
+            let check = tokio::time::timeout(
+                super::servers::CHECK_TIMEOUT,
+                herd_fleet::domains::check(&state.pool, dns, id),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Ok(herd_fleet::domains::Check::LookupFailed(
+                    "no answer within 10 seconds".into(),
+                ))
+            })?;
+            check_message(&i.domain, &check)
+        }
         None => (
             "error",
             "DNS lookups are not available on this web server.".to_owned(),

@@ -263,6 +263,9 @@ async fn lifecycle(
     answer(session, ctx, id, result, done).await
 }
 
+/// How long "Check now" waits for the DNS.
+pub(super) const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a domain check found, in words for the flash message.
 pub(super) fn check_message(
     domain: &str,
@@ -278,7 +281,14 @@ pub(super) fn check_message(
         ),
         Check::NotFound { seen } => (
             "error",
-            format!("The TXT record at _herd-challenge.{domain} holds {} but not the value asked for; correct it and check again.", seen.iter().map(|s| format!("“{s}”")).collect::<Vec<_>>().join(", ")),
+            format!(
+                "The TXT record at _herd-challenge.{domain} holds {} but not the value asked for; correct it and check again.",
+                seen.iter()
+                    .take(3)
+                    .map(|s| format!("“{}”", s.chars().take(80).collect::<String>()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         ),
         Check::LookupFailed(e) => ("error", format!("The DNS could not be asked just now ({e}); we look again every minute.")),
     }
@@ -294,8 +304,16 @@ async fn check_domain(
     let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
     let (kind, message) = match &state.dns {
         Some(dns) => {
-            let check =
-                herd_fleet::domains::check_for_org(&state.pool, dns, ctx.org.id(), id).await?;
+            let check = tokio::time::timeout(
+                CHECK_TIMEOUT,
+                herd_fleet::domains::check_for_org(&state.pool, dns, ctx.org.id(), id),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Ok(herd_fleet::domains::Check::LookupFailed(
+                    "no answer within 10 seconds".into(),
+                ))
+            })?;
             check_message(&i.domain, &check)
         }
         None => (
