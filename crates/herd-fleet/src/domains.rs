@@ -236,3 +236,18 @@ pub fn register(registry: &mut Registry, pool: &PgPool, dns: &DnsChecker) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name server that does not answer is a failed lookup, not "no record": the page
+    /// then says the DNS could not be asked, rather than that the record is missing.
+    #[tokio::test]
+    async fn an_unanswering_name_server_is_a_failed_lookup() {
+        let closed = SocketAddr::from(([127, 0, 0, 1], 9));
+        let dns = DnsChecker::at(closed).expect("a resolver");
+        let got = dns.txt("_herd-challenge.social.example.org").await;
+        assert!(got.as_ref().is_err_and(|e| e.contains("failed")), "{got:?}");
+    }
+}

@@ -404,13 +404,20 @@ async fn a_new_owner_password_is_made_set_by_a_job_and_reported_done() {
         "stringData": { "password": "stale0stale0stale0stale0stale0st", "username": "lea" }
     }))
     .unwrap();
-    secrets.create(&PostParams::default(), &stale).await.unwrap();
-    h.edit(|s| s["owner"]["passwordGeneration"] = json!(2)).await;
+    secrets
+        .create(&PostParams::default(), &stale)
+        .await
+        .unwrap();
+    h.edit(|s| s["owner"]["passwordGeneration"] = json!(2))
+        .await;
     h.ok().await;
     h.succeed("reset-owner-password-2").await;
     h.ok().await;
     assert_eq!(h.status().await.owner_password_generation, Some(2));
-    let third = take_owner_password(&h.client(), "lyon").await.unwrap().unwrap();
+    let third = take_owner_password(&h.client(), "lyon")
+        .await
+        .unwrap()
+        .unwrap();
     assert_ne!(third, "stale0stale0stale0stale0stale0st");
     assert_ne!(third, second);
 }

@@ -744,8 +744,7 @@ async fn account_emails_are_queued_retried_and_carry_no_secret_in_the_queue(pool
     c.post(&link, &[]).await.assert_status(200);
     c.post(&link, &[]).await.assert_status(410);
 
-    // An invitation revoked before its email left: no email, and its placeholder token
-    // opens nothing.
+    // An invitation revoked before its email left: no email goes out.
     let owner = app
         .signed_up("Hugo", "hugo@lyon.example", Some("Lyon"))
         .await;
