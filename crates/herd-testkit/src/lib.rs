@@ -153,6 +153,31 @@ impl TestApp {
         self.run_jobs().await;
     }
 
+    /// Connects a cluster as an operator does: starts a fake cluster serving Instances,
+    /// plugs it in as `name` (region eu-west, room for 10, operator namespace
+    /// herd-system), registers it through the console with `op` (an operator's client),
+    /// and runs the jobs that follow (its health check, placing waiting servers).
+    pub async fn connect_cluster(&self, op: &Client, name: &str) -> fake_cluster::FakeCluster {
+        let cluster =
+            fake_cluster::start_with(|b| b.with_resource::<herd_k8s::crd::Instance>()).await;
+        self.clusters.plug(name, cluster.client.clone());
+        op.get("/operator/clusters/new").await.assert_status(200);
+        op.post(
+            "/operator/clusters",
+            &[
+                ("name", name),
+                ("region", "eu-west"),
+                ("capacity", "10"),
+                ("operator_namespace", "herd-system"),
+                ("kubeconfig", ""),
+            ],
+        )
+        .await
+        .assert_redirect("/operator/clusters");
+        self.run_jobs().await;
+        cluster
+    }
+
     /// A fresh client, like a new browser profile.
     pub fn client(&self) -> Client {
         Client::new(&self.base)

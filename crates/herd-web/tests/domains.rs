@@ -4,7 +4,6 @@
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use herd_k8s::crd::Instance;
-use herd_testkit::fake_cluster;
 use herd_testkit::{Client, TestApp};
 use kube::api::Api;
 use sqlx::PgPool;
@@ -44,23 +43,8 @@ async fn own_domains_wait_for_their_dns_record_names_under_the_base_do_not(pool:
     })
     .await;
     app.dns.manual();
-    let cluster = fake_cluster::start_with(|b| b.with_resource::<Instance>()).await;
-    app.clusters.plug("eu-1", cluster.client.clone());
     let op = app.operator("ops@provider.example").await;
-    op.get("/operator/clusters/new").await;
-    op.post(
-        "/operator/clusters",
-        &[
-            ("name", "eu-1"),
-            ("region", "eu-west"),
-            ("capacity", "10"),
-            ("operator_namespace", "herd-system"),
-            ("kubeconfig", ""),
-        ],
-    )
-    .await
-    .assert_redirect("/operator/clusters");
-    app.run_jobs().await;
+    let cluster = app.connect_cluster(&op, "eu-1").await;
     let api: Api<Instance> = Api::namespaced(cluster.client.clone(), "herd-system");
     let owner = app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
 

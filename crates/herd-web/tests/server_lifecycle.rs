@@ -7,7 +7,7 @@
 
 use herd_domain::version::MaintenanceWindow;
 use herd_k8s::crd::Instance;
-use herd_testkit::fake_cluster::{self, FakeCluster};
+use herd_testkit::fake_cluster::FakeCluster;
 use herd_testkit::{Client, TestApp};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
@@ -72,23 +72,8 @@ async fn running_server(app: &TestApp) -> (Client, Client, FakeCluster, Uuid, St
         )
         .await
         .assert_redirect("/o/lyon/orders/");
-    let cluster = fake_cluster::start_with(|b| b.with_resource::<Instance>()).await;
-    app.clusters.plug("eu-1", cluster.client.clone());
     let op = app.operator("ops@provider.example").await;
-    op.get("/operator/clusters/new").await.assert_status(200);
-    op.post(
-        "/operator/clusters",
-        &[
-            ("name", "eu-1"),
-            ("region", "eu-west"),
-            ("capacity", "10"),
-            ("operator_namespace", "herd-system"),
-            ("kubeconfig", ""),
-        ],
-    )
-    .await
-    .assert_redirect("/operator/clusters");
-    app.run_jobs().await;
+    let cluster = app.connect_cluster(&op, "eu-1").await;
     let (id, slug): (Uuid, String) = sqlx::query_as("SELECT id, slug FROM instances")
         .fetch_one(&app.pool)
         .await
