@@ -178,6 +178,21 @@ impl TestApp {
         cluster
     }
 
+    /// Makes the user with `email` a member of organization `org` with `role` (owner,
+    /// admin, billing, member), as an accepted invitation does.
+    pub async fn join(&self, org: &str, email: &str, role: &str) {
+        sqlx::query(
+            "INSERT INTO memberships (org_id, user_id, role)
+             SELECT o.id, u.id, $3 FROM organizations o, users u WHERE o.slug = $1 AND u.email = $2",
+        )
+        .bind(org)
+        .bind(email)
+        .bind(role)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+
     /// A fresh client, like a new browser profile.
     pub fn client(&self) -> Client {
         Client::new(&self.base)

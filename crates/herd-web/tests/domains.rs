@@ -134,10 +134,7 @@ async fn own_domains_wait_for_their_dns_record_names_under_the_base_do_not(pool:
 
     // A plain member may not check; another organization cannot see the server.
     let member = app.signed_up("Max", "max@lyon.example", None).await;
-    sqlx::query("INSERT INTO memberships (org_id, user_id, role) SELECT o.id, u.id, 'member' FROM organizations o, users u WHERE o.slug = 'lyon' AND u.email = 'max@lyon.example'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    app.join("lyon", "max@lyon.example", "member").await;
     member.get(&page).await;
     member
         .post(&format!("{page}/domain/check"), &[])

@@ -152,10 +152,7 @@ async fn releases_upgrades_and_the_maintenance_window(pool: PgPool) {
 
     // A plain member may not upgrade; another organization cannot see the server.
     let member = app.signed_up("Max", "max@lyon.example", None).await;
-    sqlx::query("INSERT INTO memberships (org_id, user_id, role) SELECT o.id, u.id, 'member' FROM organizations o, users u WHERE o.slug = 'lyon' AND u.email = 'max@lyon.example'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    app.join("lyon", "max@lyon.example", "member").await;
     member.get(&page).await.assert_status(200);
     member
         .post(
@@ -405,10 +402,7 @@ async fn deleting_a_server_takes_the_typed_address_and_removes_it_from_its_clust
 
     // A member may not even see the confirmation.
     let member = app.signed_up("Max", "max@lyon.example", None).await;
-    sqlx::query("INSERT INTO memberships (org_id, user_id, role) SELECT o.id, u.id, 'member' FROM organizations o, users u WHERE o.slug = 'lyon' AND u.email = 'max@lyon.example'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    app.join("lyon", "max@lyon.example", "member").await;
     member
         .get(&format!("{page}/delete"))
         .await
@@ -537,10 +531,7 @@ async fn a_new_owner_password_is_set_on_the_cluster_and_shown_once(pool: PgPool)
 
     // A plain member may not ask for one.
     let member = app.signed_up("Max", "max@lyon.example", None).await;
-    sqlx::query("INSERT INTO memberships (org_id, user_id, role) SELECT o.id, u.id, 'member' FROM organizations o, users u WHERE o.slug = 'lyon' AND u.email = 'max@lyon.example'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    app.join("lyon", "max@lyon.example", "member").await;
     member.get(&page).await;
     member
         .post(&format!("{page}/owner-password/reset"), &[])
