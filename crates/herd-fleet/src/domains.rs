@@ -7,7 +7,7 @@
 use crate::jobs::ApplyInstance;
 use crate::FleetError;
 use herd_domain::domain::challenge_value;
-use herd_domain::{DomainName, OrgId};
+use herd_domain::DomainName;
 use herd_jobs::{Job, Registry};
 use herd_store::fleet::{self, EventKind};
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
@@ -161,17 +161,6 @@ pub async fn check(pool: &PgPool, dns: &DnsChecker, id: Uuid) -> Result<Check, F
     } else {
         Check::NotFound { seen }
     })
-}
-
-/// "Check now" from the portal: the same check, only for the organization's own server.
-pub async fn check_for_org(
-    pool: &PgPool,
-    dns: &DnsChecker,
-    org: OrgId,
-    id: Uuid,
-) -> Result<Check, FleetError> {
-    crate::instances::get_for_org(pool, org, id).await?;
-    check(pool, dns, id).await
 }
 
 /// Checks every server waiting for its domain's proof. Returns how many were proven.

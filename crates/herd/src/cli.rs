@@ -272,12 +272,19 @@ pub struct DnsArgs {
 }
 
 impl DnsArgs {
+    /// The resolver domain checks use. Without a usable system configuration Herd still
+    /// starts: checks then ask 127.0.0.1:53, and a server's page says the DNS could not be
+    /// asked, rather than Herd refusing to run over a feature few servers need.
     pub fn checker(&self) -> anyhow::Result<herd_fleet::domains::DnsChecker> {
+        use herd_fleet::domains::DnsChecker;
         match self.dns_server {
-            Some(addr) => herd_fleet::domains::DnsChecker::at(addr),
-            None => herd_fleet::domains::DnsChecker::system(),
+            Some(addr) => DnsChecker::at(addr).map_err(anyhow::Error::msg),
+            None => DnsChecker::system().or_else(|e| {
+                tracing::warn!(error = %e, "no usable system DNS configuration: custom domains are checked against 127.0.0.1:53 (set HERD_DNS_SERVER)");
+                DnsChecker::at(std::net::SocketAddr::from(([127, 0, 0, 1], 53)))
+                    .map_err(anyhow::Error::msg)
+            }),
         }
-        .map_err(anyhow::Error::msg)
     }
 }
 

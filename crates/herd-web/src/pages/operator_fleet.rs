@@ -1,7 +1,7 @@
 //! The console's fleet: clusters (registered, checked, cordoned) and every tenant across
 //! them, stuck ones first, each with its history and the kubectl command that shows more.
 
-use super::servers::{answer_to, challenge_of, check_message, delete_page_for, TypedForm};
+use super::servers::{answer_to, challenge_of, check_domain_now, delete_page_for, TypedForm};
 use super::FieldErrors;
 use crate::auth::Operator;
 use crate::client_ip::ClientIp;
@@ -130,27 +130,7 @@ async fn check_domain(
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
     let i = instances::get(&state.pool, id).await?;
-    let (kind, message) = match &state.dns {
-        Some(dns) => {
-            let check = tokio::time::timeout(
-                super::servers::CHECK_TIMEOUT,
-                herd_fleet::domains::check(&state.pool, dns, id),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Ok(herd_fleet::domains::Check::LookupFailed(
-                    "no answer within 10 seconds".into(),
-                ))
-            })?;
-            check_message(&i.domain, &check)
-        }
-        None => (
-            "error",
-            "DNS lookups are not available on this web server.".to_owned(),
-        ),
-    };
-    session::flash(&session, kind, message).await?;
-    Ok(Redirect::to(&format!("/operator/instances/{id}")).into_response())
+    check_domain_now(&state, &session, &i, &format!("/operator/instances/{id}")).await
 }
 
 async fn reset_password_confirm(

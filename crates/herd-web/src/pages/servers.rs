@@ -267,10 +267,7 @@ async fn lifecycle(
 pub(super) const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a domain check found, in words for the flash message.
-pub(super) fn check_message(
-    domain: &str,
-    check: &herd_fleet::domains::Check,
-) -> (&'static str, String) {
+fn check_message(domain: &str, check: &herd_fleet::domains::Check) -> (&'static str, String) {
     use herd_fleet::domains::Check;
     match check {
         Check::Verified => ("ok", format!("{domain} is proven: the server is being set up.")),
@@ -302,11 +299,23 @@ async fn check_domain(
 ) -> Result<Response, AppError> {
     require_manage(&ctx)?;
     let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
+    let back = format!("/o/{}/servers/{id}", ctx.org.slug);
+    check_domain_now(&state, &session, &i, &back).await
+}
+
+/// "Check now" for a server the caller may act on (portal or console): looks for its
+/// domain's proof, waiting at most [`CHECK_TIMEOUT`], says what was found and goes `back`.
+pub(super) async fn check_domain_now(
+    state: &AppState,
+    session: &Session,
+    i: &Instance,
+    back: &str,
+) -> Result<Response, AppError> {
     let (kind, message) = match &state.dns {
         Some(dns) => {
             let check = tokio::time::timeout(
                 CHECK_TIMEOUT,
-                herd_fleet::domains::check_for_org(&state.pool, dns, ctx.org.id(), id),
+                herd_fleet::domains::check(&state.pool, dns, i.id),
             )
             .await
             .unwrap_or_else(|_| {
@@ -322,8 +331,8 @@ async fn check_domain(
                 .to_owned(),
         ),
     };
-    session::flash(&session, kind, message).await?;
-    Ok(Redirect::to(&format!("/o/{}/servers/{id}", ctx.org.slug)).into_response())
+    session::flash(session, kind, message).await?;
+    Ok(Redirect::to(back).into_response())
 }
 
 async fn reset_password_confirm(
