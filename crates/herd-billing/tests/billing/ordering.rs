@@ -3,7 +3,7 @@
 //! delivery, and so does every prefix of it.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-mod common;
+use crate::common;
 
 use common::{history, scrambled, DAY, ORDER, ORG, SUB, T0};
 use herd_billing::event::Envelope;

@@ -3,7 +3,7 @@
 //! in any order, surviving a worker that dies mid-job.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-mod common;
+use crate::common;
 
 use common::{history, scrambled, ORDER, ORG, SUB};
 use herd_billing::jobs::StripeEvent;

@@ -2,7 +2,7 @@
 //! what must hold in every tenant (pod security, namespacing, labels, ingress wiring).
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-mod common;
+use crate::common;
 
 use herd_k8s::crd::{App, DatabaseMode, Instance, InstanceStatus, S3Spec};
 use herd_k8s::render::{self, Child, ClusterSettings, Tenant};

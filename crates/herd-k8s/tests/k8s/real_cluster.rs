@@ -2,14 +2,14 @@
 //! in docs/REAL-CLUSTER-TESTS.md:
 //!
 //! ```text
-//! HERD_REAL_CLUSTER=1 cargo test -p herd-k8s --test real_cluster -- --ignored --test-threads=1
+//! HERD_REAL_CLUSTER=1 cargo test -p herd-k8s --test k8s real_cluster:: -- --ignored --test-threads=1
 //! ```
 //!
 //! Each test installs the CRD, runs the operator in-process (with leader election), creates
 //! an Instance in `herd-system`, waits for it to run, then suspends, resumes and deletes it.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-mod common;
+use crate::common;
 
 use herd_k8s::crd::{App, Instance, Phase};
 use herd_k8s::operator::{self, Settings, SKIP_BACKUP_ANNOTATION};

@@ -1,7 +1,7 @@
 //! Applying a tenant's children to an in-memory Kubernetes API (kube-fake-client).
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-mod common;
+use crate::common;
 
 use herd_k8s::crd::Instance;
 use herd_k8s::reconcile::{apply_children, ReconcileError};

@@ -4,7 +4,7 @@
 //! Deployments rolled out, then reconcile again.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-mod common;
+use crate::common;
 
 use herd_k8s::crd::{App, Instance, Phase};
 use herd_k8s::lease::LeaderElector;

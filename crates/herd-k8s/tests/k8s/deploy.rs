@@ -2,7 +2,7 @@
 //! verb it uses on each kind it renders, with no wildcard.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-mod common;
+use crate::common;
 
 use herd_k8s::crd::App;
 use herd_k8s::render::backup::BackupTarget;

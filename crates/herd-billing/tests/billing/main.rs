@@ -1,0 +1,9 @@
+//! Integration tests of herd-billing against a real PostgreSQL and Stripe's fixtures, one
+//! test binary.
+
+mod access;
+mod common;
+mod invoicing;
+mod ordering;
+mod pipeline;
+mod stripe_api;

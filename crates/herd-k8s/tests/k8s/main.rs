@@ -1,0 +1,11 @@
+//! Integration tests of herd-k8s: the renderer, the reconcile and the operator against an
+//! in-memory Kubernetes API, the deploy manifests against the schema, and the real-cluster
+//! suite (ignored by default); one test binary.
+
+mod common;
+mod deploy;
+mod operator;
+mod real_cluster;
+mod reconcile;
+mod render;
+mod validation;

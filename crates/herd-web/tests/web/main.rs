@@ -1,0 +1,13 @@
+//! Integration tests of herd-web: the router over real HTTP against a real PostgreSQL, one
+//! test binary (one link of the workspace's dependencies instead of one per file).
+
+mod accounts;
+mod authorization;
+mod checkout;
+mod domains;
+mod health;
+mod invoice_orders;
+mod invoicing;
+mod operators;
+mod server_lifecycle;
+mod webhooks;
