@@ -12,8 +12,10 @@ test:
 ## The benchmarks of docs/BENCHMARKS.md (release builds; starts PostgreSQL).
 bench:
 	DATABASE_URL=$$(scripts/pg.sh start | sed 's|/herd$$|/postgres|') cargo bench -p herd-web --bench webhook_ingest
+	DATABASE_URL=$$(scripts/pg.sh start | sed 's|/herd$$|/postgres|') cargo bench -p herd-web --bench dashboard
 	DATABASE_URL=$$(scripts/pg.sh start | sed 's|/herd$$|/postgres|') cargo bench -p herd-billing --bench event_storm
 	DATABASE_URL=$$(scripts/pg.sh start | sed 's|/herd$$|/postgres|') cargo bench -p herd-orchestrator --bench order_to_apply
+	DATABASE_URL=$$(scripts/pg.sh start | sed 's|/herd$$|/postgres|') cargo bench -p herd-jobs --bench claims
 	cargo bench -p herd-k8s --bench render_diff
 
 ## Formatting, lints, offline query data and layering checks, as CI runs them.
