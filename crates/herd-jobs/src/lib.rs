@@ -9,7 +9,7 @@
 //!   wakes on `NOTIFY herd_jobs` (polling as a fallback), and renews each job's short lease
 //!   while it runs, so the jobs of a worker killed with `kill -9` run again within
 //!   [`Settings::lease`], plus a third of it until a worker settles the expired lease, plus
-//!   the first backoff (about 26 s with the defaults).
+//!   the first backoff (about 20 s with the defaults; `herd`'s tests kill a worker to show it).
 //! - Outcomes are recorded only with the lease token of the claim: a worker whose lease ran
 //!   out cannot overwrite the run that replaced it. Failed runs are retried with
 //!   exponential backoff and jitter; a job that has used its attempts is kept `dead` with

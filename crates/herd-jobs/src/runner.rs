@@ -102,7 +102,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             concurrency: 16,
-            lease: Duration::from_secs(15),
+            lease: Duration::from_secs(10),
             poll: Duration::from_secs(2),
             retry_base: Duration::from_secs(5),
             timeout: Duration::from_secs(600),

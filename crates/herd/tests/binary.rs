@@ -413,3 +413,122 @@ async fn an_acknowledged_event_survives_a_crash_and_is_processed_once(pool: PgPo
     assert_eq!(subscriptions, 1);
     let _ = std::fs::remove_dir_all(&outbox);
 }
+
+/// A worker killed with SIGKILL in the middle of a job: its lease runs out, another worker
+/// takes the job again within 30 seconds, and its effect is applied once.
+#[sqlx::test(migrations = false)]
+async fn a_job_of_a_killed_worker_restarts_within_30_seconds_and_applies_once(pool: PgPool) {
+    let secret = "whsec_kill_test";
+    let port = free_port();
+    let outbox = std::env::temp_dir().join(format!("herd-bin-outbox-{port}"));
+    // The web server, without a worker: it migrates and stores the event.
+    let mut web = Command::new(HERD)
+        .arg("serve")
+        .env("DATABASE_URL", url_of(&pool))
+        .env("HERD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HERD_MAIL_OUTBOX", &outbox)
+        .env("STRIPE_WEBHOOK_SECRET", secret)
+        .env("HERD_NO_WORKER", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    let worker = || {
+        Command::new(HERD)
+            .arg("worker")
+            .env("DATABASE_URL", url_of(&pool))
+            .env("HERD_MAIL_OUTBOX", &outbox)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+
+    // The event's processing takes the subscription's lock first; the test holds it, so
+    // the first worker's run stops in the middle of the job.
+    let mut held = pool.begin().await.unwrap();
+    herd_store::lock_key(&mut held, "subscription:sub_Killed")
+        .await
+        .unwrap();
+    let event = herd_testkit::stripe::event(
+        "evt_kill_test",
+        "customer.subscription.created",
+        herd_testkit::stripe::now(),
+        herd_testkit::stripe::subscription(
+            "sub_Killed",
+            "cus_Killed",
+            "active",
+            "price_none",
+            herd_testkit::stripe::now() + 86_400,
+            serde_json::json!({}),
+        ),
+    )
+    .to_string();
+    let signature =
+        herd_testkit::stripe::signature(secret, herd_testkit::stripe::now(), event.as_bytes());
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/webhooks/stripe"))
+        .header("stripe-signature", signature)
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let job = |pool: PgPool| async move {
+        sqlx::query_as::<_, (String, i32)>(
+            "SELECT state, attempts FROM jobs WHERE dedupe_key = 'evt_kill_test'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let mut first = worker();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while job(pool.clone()).await != ("running".to_owned(), 1) {
+        assert!(
+            Instant::now() < deadline,
+            "the first worker never took the job"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It is inside the job, waiting for the lock.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(job(pool.clone()).await, ("running".to_owned(), 1));
+    first.kill().unwrap(); // SIGKILL: no shutdown, the lease is not given back
+    first.wait().unwrap();
+    let killed_at = Instant::now();
+    let mut second = worker();
+    held.rollback().await.unwrap();
+
+    loop {
+        let (state, attempts) = job(pool.clone()).await;
+        if state == "done" {
+            assert_eq!(attempts, 2, "taken again once, after the lease ran out");
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(30),
+            "the killed worker's job was not done within 30 s (state {state}, attempts {attempts})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    second.kill().unwrap();
+    second.wait().unwrap();
+    web.kill().unwrap();
+    web.wait().unwrap();
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM stripe_events WHERE id = 'evt_kill_test'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "processed");
+    let subscriptions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM subscriptions WHERE stripe_subscription_id = 'sub_Killed'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(subscriptions, 1, "the effect is applied once");
+    let _ = std::fs::remove_dir_all(&outbox);
+}
