@@ -6,6 +6,8 @@
 //! - [`sync`]: read every Instance's status back into the instance rows (a periodic full
 //!   resync), re-apply an Instance that went missing, and collect owners' one-time
 //!   passwords (sealed into the database, then deleted from the cluster).
+//! - [`watch`]: a watch per cluster (one worker each, by a session lock) that records each
+//!   status change as it happens.
 //! - [`health`]: API reachable, Kubernetes version, the Instance CRD and the operator.
 //! - [`connect`]: a client per cluster, from its sealed kubeconfig or the worker's own
 //!   credentials; tests plug in fake clusters.
@@ -17,6 +19,7 @@ pub mod apply;
 pub mod connect;
 pub mod health;
 pub mod sync;
+pub mod watch;
 
 pub use connect::{Connector, KubeconfigConnector};
 

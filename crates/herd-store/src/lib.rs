@@ -60,6 +60,21 @@ pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Tries to take a session advisory lock on `key` on this connection, without waiting: held
+/// until the connection closes (or the process holding it dies), so one holder at a time
+/// does what the key names (e.g. one worker watches a cluster).
+pub async fn try_session_lock(
+    conn: &mut sqlx::PgConnection,
+    key: &str,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS "got!""#,
+        key
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Takes a transaction-scoped advisory lock on `key`: concurrent transactions taking the
 /// same key run one after the other (e.g. two workers recomputing one subscription).
 pub async fn lock_key(conn: &mut sqlx::PgConnection, key: &str) -> Result<(), StoreError> {

@@ -7,14 +7,125 @@
 //! - `GET /version`, answered as a Kubernetes 1.34 API server does.
 //! - A count of API writes (every request that is not a GET, LIST or WATCH), the number a
 //!   no-op reconcile must keep at zero.
+//! - Watches (`?watch=true`), which kube-fake-client 0.3 answers as a plain LIST: served
+//!   here as the API server streams them (one JSON watch event per line), by listing
+//!   every 20 ms and sending each object whose resource version moved (`MODIFIED`, or
+//!   `ADDED` for one not seen on this watch before) or that went away (`DELETED`), until
+//!   `timeoutSeconds`.
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, StreamBody};
 use kube::client::Body;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// What the fake answers with: a whole body, or a watch's stream.
+type Reply = Response<UnsyncBoxBody<Bytes, BoxError>>;
+
+fn boxed(r: Response<Body>) -> Reply {
+    r.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
+}
+
+/// Is this request a watch (`?watch=true` or `?watch=1`)?
+fn is_watch(uri: &http::Uri) -> bool {
+    uri.query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
+}
+
+/// A watch, served by listing every 20 ms and streaming what changed (see the module's
+/// documentation). Objects at or below the watch's `resourceVersion` count as seen.
+fn watch_reply(fake: kube::Client, uri: &http::Uri) -> Reply {
+    let mut from = 0u64;
+    let mut timeout = Duration::from_secs(290);
+    let mut list_query = Vec::new();
+    for pair in uri.query().unwrap_or_default().split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "resourceVersion" => from = v.parse().unwrap_or(0),
+            "timeoutSeconds" => timeout = v.parse().map(Duration::from_secs).unwrap_or(timeout),
+            "watch" | "allowWatchBookmarks" | "resourceVersionMatch" | "sendInitialEvents" => {}
+            _ => list_query.push(pair.to_owned()),
+        }
+    }
+    let list_uri = format!("{}?{}", uri.path(), list_query.join("&"));
+    let deadline = Instant::now() + timeout;
+    // Per object (namespace/name): its last resource version sent or seen.
+    let seen: HashMap<String, u64> = HashMap::new();
+    let stream = futures::stream::unfold(
+        (fake, list_uri, seen, true),
+        move |(fake, list_uri, mut seen, first)| async move {
+            let mut wait = !first;
+            loop {
+                if wait {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                wait = true;
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                let req = Request::get(&list_uri).body(Body::empty()).ok()?;
+                let resp = fake.send(req).await.ok()?;
+                let bytes = resp.into_body().collect_bytes().await.ok()?;
+                let list: Value = serde_json::from_slice(&bytes).ok()?;
+                let mut lines = Vec::new();
+                let mut now = HashMap::new();
+                for item in list["items"].as_array().cloned().unwrap_or_default() {
+                    let meta = &item["metadata"];
+                    let key = format!(
+                        "{}/{}",
+                        meta["namespace"].as_str().unwrap_or_default(),
+                        meta["name"].as_str().unwrap_or_default()
+                    );
+                    let rv: u64 = meta["resourceVersion"]
+                        .as_str()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    now.insert(key.clone(), rv);
+                    let kind = match seen.get(&key) {
+                        None if rv > from => "ADDED",
+                        Some(before) if rv > *before => "MODIFIED",
+                        _ => continue,
+                    };
+                    lines.push(json!({ "type": kind, "object": item }).to_string());
+                }
+                for (key, _) in seen.iter().filter(|(k, _)| !now.contains_key(*k)) {
+                    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+                    let mut gone = json!({ "metadata": { "name": name } });
+                    if !ns.is_empty() {
+                        gone["metadata"]["namespace"] = json!(ns);
+                    }
+                    if let (Some(v), Some(k)) = (list["apiVersion"].as_str(), list["kind"].as_str())
+                    {
+                        gone["apiVersion"] = json!(v);
+                        gone["kind"] = json!(k.trim_end_matches("List"));
+                    }
+                    lines.push(json!({ "type": "DELETED", "object": gone }).to_string());
+                }
+                seen = now;
+                if !lines.is_empty() {
+                    let mut chunk = lines.join("\n");
+                    chunk.push('\n');
+                    return Some((
+                        Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(chunk))),
+                        (fake, list_uri, seen, false),
+                    ));
+                }
+            }
+        },
+    );
+    let mut r = Response::new(StreamBody::new(stream).boxed_unsync());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
 
 /// A fake cluster and its write counter.
 #[derive(Clone)]
@@ -188,19 +299,22 @@ pub async fn start_with(
         );
         async move {
             if let Some(code) = take_fault(&faults, req.method(), req.uri().path()) {
-                return Ok(fault_response(code));
+                return Ok(boxed(fault_response(code)));
+            }
+            if req.method() == Method::GET && is_watch(req.uri()) {
+                return Ok(watch_reply(fake, req.uri()));
             }
             if req.method() != Method::GET {
                 w.fetch_add(1, Ordering::SeqCst);
             }
             // The API server's version, as `kubectl version` reads it.
             if req.method() == Method::GET && req.uri().path() == "/version" {
-                return Ok(json_response(
+                return Ok(boxed(json_response(
                     StatusCode::OK,
                     &json!({ "major": "1", "minor": "34", "gitVersion": "v1.34.1",
                              "gitCommit": "fake", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
                              "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64" }),
-                ));
+                )));
             }
             let parts: Vec<String> = req
                 .uri()
@@ -218,11 +332,11 @@ pub async fn start_with(
                     .await
                     .map(|b| b.to_bytes().to_vec())
                     .unwrap_or_default();
-                return Ok::<_, kube::Error>(
+                return Ok::<_, kube::Error>(boxed(
                     namespace_request(&store, &ns_versions, &method, &parts[3], &body).await,
-                );
+                ));
             }
-            fake.send(req).await
+            fake.send(req).await.map(boxed)
         }
     });
     FakeCluster {

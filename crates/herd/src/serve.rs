@@ -64,26 +64,30 @@ pub fn mailer(args: &MailArgs) -> anyhow::Result<Mailer> {
 fn registry(
     pool: &PgPool,
     mailer: &Mailer,
-    key: Option<herd_fleet::seal::SealKey>,
+    fleet: &herd_orchestrator::Orchestrator,
     dns: &herd_fleet::domains::DnsChecker,
 ) -> herd_jobs::Registry {
     let mut r = herd_jobs::Registry::new();
     herd_billing::worker::register(&mut r, pool, mailer);
     herd_web::emails::register(&mut r, pool, mailer);
     herd_fleet::domains::register(&mut r, pool, dns);
-    herd_orchestrator::register(
-        &mut r,
-        &herd_orchestrator::Orchestrator {
-            pool: pool.clone(),
-            clusters: std::sync::Arc::new(herd_orchestrator::KubeconfigConnector::new(key.clone())),
-            key,
-        },
-    );
+    herd_orchestrator::register(&mut r, fleet);
     r
 }
 
-/// Runs the job runner, billing's minute tick and the fleet's tick until `shutdown()`
-/// resolves.
+fn orchestrator(
+    pool: &PgPool,
+    key: Option<herd_fleet::seal::SealKey>,
+) -> herd_orchestrator::Orchestrator {
+    herd_orchestrator::Orchestrator {
+        pool: pool.clone(),
+        clusters: std::sync::Arc::new(herd_orchestrator::KubeconfigConnector::new(key.clone())),
+        key,
+    }
+}
+
+/// Runs the job runner, billing's minute tick, the fleet's tick and the clusters' watches
+/// until `shutdown()` resolves.
 async fn run_worker(
     pool: PgPool,
     mailer: Mailer,
@@ -91,12 +95,18 @@ async fn run_worker(
     key: Option<herd_fleet::seal::SealKey>,
     dns: herd_fleet::domains::DnsChecker,
 ) {
-    let runner =
-        herd_jobs::Runner::new(pool.clone(), registry(&pool, &mailer, key, &dns), settings);
+    // One connector (and its cache of cluster clients) for the jobs and the watches.
+    let fleet = orchestrator(&pool, key);
+    let runner = herd_jobs::Runner::new(
+        pool.clone(),
+        registry(&pool, &mailer, &fleet, &dns),
+        settings,
+    );
     tokio::join!(
         runner.run(shutdown()),
         herd_billing::worker::run_ticks(pool.clone(), shutdown()),
-        herd_orchestrator::run_ticks(pool, shutdown())
+        herd_orchestrator::run_ticks(pool, shutdown()),
+        herd_orchestrator::watch::run(fleet, shutdown())
     );
 }
 
