@@ -14,6 +14,35 @@ pub fn contract_subject(contract: uuid::Uuid) -> String {
     format!("contract:{contract}")
 }
 
+/// Creates an organization's contract or changes its terms, in the caller's transaction.
+/// A change of plan moves the servers billed under the contract on its old plan to the new
+/// one (their replicas and resources follow through their apply jobs, queued in this
+/// transaction; a server ordered on another plan under the same contract stays on it);
+/// invoices already issued stand, and the contract's price applies from the next period it
+/// invoices (invoice billing does not prorate). Returns the contract and the servers moved.
+pub async fn save_contract(
+    conn: &mut sqlx::PgConnection,
+    org: OrgId,
+    terms: &invoicing::Terms,
+) -> Result<(Contract, Vec<uuid::Uuid>), herd_fleet::FleetError> {
+    herd_store::lock_key(&mut *conn, &format!("contract:{}", org.0)).await?;
+    let before = invoicing::contract_of(&mut *conn, org).await?;
+    let saved = invoicing::save_contract(&mut *conn, org, terms).await?;
+    let moved = match before {
+        Some(b) if b.plan_code != saved.plan_code => {
+            herd_fleet::lifecycle::follow_plan(
+                &mut *conn,
+                &contract_subject(saved.id),
+                Some(&b.plan_code),
+                &saved.plan_code,
+            )
+            .await?
+        }
+        _ => Vec::new(),
+    };
+    Ok((saved, moved))
+}
+
 /// Issues every invoice due by `today`; returns them.
 pub async fn issue_due(pool: &PgPool, today: Date) -> Result<Vec<Invoice>, StoreError> {
     let mut all = Vec::new();

@@ -131,8 +131,13 @@ pub async fn recompute_subscription(
     // stays until the subscription's plan changes again): its servers follow.
     if let (Some(plan), Some(before)) = (&plan_code, &before) {
         if plan != before {
-            herd_fleet::lifecycle::follow_plan(&mut tx, &crate::access::card_subject(id), plan)
-                .await?;
+            herd_fleet::lifecycle::follow_plan(
+                &mut tx,
+                &crate::access::card_subject(id),
+                None,
+                plan,
+            )
+            .await?;
         }
     }
     let mut fulfilled_order = false;

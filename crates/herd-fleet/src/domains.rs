@@ -107,6 +107,14 @@ pub enum Check {
     NotFound { seen: Vec<String> },
     /// The lookup itself failed (the DNS did not answer).
     LookupFailed(String),
+    /// Another server proved the domain first: this one cannot go on.
+    HeldElsewhere,
+}
+
+/// Servers proving (or stopped for) one domain take turns: one's proof and the stopping of
+/// the others never cross (two transactions locking each other's rows).
+async fn lock_domain(tx: &mut sqlx::PgConnection, domain: &str) -> Result<(), FleetError> {
+    Ok(herd_store::lock_key(tx, &format!("domain:{domain}")).await?)
 }
 
 /// Looks for server `id`'s proof and records what was found; once found, the server's
@@ -122,6 +130,14 @@ pub async fn check(pool: &PgPool, dns: &DnsChecker, id: Uuid) -> Result<Check, F
     else {
         return Ok(Check::AlreadyVerified);
     };
+    if fleet::domain_in_use(pool, &inst.domain).await? {
+        // Held by another server (proven, or under the base domain): no record can help.
+        let mut tx = pool.begin().await?;
+        lock_domain(&mut tx, &inst.domain).await?;
+        fleet::fail_domain_rivals(&mut tx, None, &inst.domain).await?;
+        tx.commit().await?;
+        return Ok(Check::HeldElsewhere);
+    }
     let domain = DomainName::parse(&inst.domain)
         .map_err(|e| FleetError::Invalid(format!("{}: {e}", inst.domain)))?;
     let seen = match dns.txt(&domain.challenge_name()).await {
@@ -134,7 +150,25 @@ pub async fn check(pool: &PgPool, dns: &DnsChecker, id: Uuid) -> Result<Check, F
     let wanted = challenge_value(&token);
     let found = seen.iter().any(|v| v.trim() == wanted);
     let mut tx = pool.begin().await?;
-    if fleet::record_domain_check(&mut *tx, id, found).await? {
+    lock_domain(&mut tx, &inst.domain).await?;
+    let proven = match fleet::record_domain_check(&mut *tx, id, found).await {
+        Ok(proven) => proven,
+        // Another server proved the same domain a moment ago.
+        Err(e) if e.is_conflict_on("instances_domain_key") => {
+            drop(tx);
+            let mut tx = pool.begin().await?;
+            lock_domain(&mut tx, &inst.domain).await?;
+            fleet::fail_domain_rivals(&mut tx, None, &inst.domain).await?;
+            tx.commit().await?;
+            return Ok(Check::HeldElsewhere);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if proven {
+        let rivals = fleet::fail_domain_rivals(&mut tx, Some(id), &inst.domain).await?;
+        if !rivals.is_empty() {
+            tracing::info!(instance = %id, domain = %inst.domain, stopped = rivals.len(), "other servers waiting for this domain were stopped");
+        }
         fleet::add_event(
             &mut tx,
             id,
@@ -163,8 +197,24 @@ pub async fn check(pool: &PgPool, dns: &DnsChecker, id: Uuid) -> Result<Check, F
     })
 }
 
-/// Checks every server waiting for its domain's proof. Returns how many were proven.
+/// How long a server waits for its domain's proof before its order stops.
+pub const PROOF_WAIT: time::Duration = time::Duration::days(14);
+/// How many servers an organization may have waiting for their domains' proof at once.
+pub const MAX_WAITING: i64 = 3;
+
+/// Checks every server waiting for its domain's proof, after stopping those that waited
+/// longer than [`PROOF_WAIT`]. Returns how many were proven.
 pub async fn check_pending(pool: &PgPool, dns: &DnsChecker) -> Result<usize, FleetError> {
+    let mut tx = pool.begin().await?;
+    let expired =
+        fleet::expire_unproven(&mut tx, time::OffsetDateTime::now_utc() - PROOF_WAIT).await?;
+    tx.commit().await?;
+    if !expired.is_empty() {
+        tracing::info!(
+            count = expired.len(),
+            "servers whose domain was not proven in time were stopped"
+        );
+    }
     let mut proven = 0;
     for u in fleet::unverified(pool).await? {
         // One bad row never stops the round for the others.

@@ -142,7 +142,12 @@ pub fn steps(i: &Instance) -> Vec<Step> {
         }
         return out;
     }
-    for c in conditions {
+    // A reset of the owner's password is not a step of the install: the page's owner
+    // section says how it went.
+    for c in conditions
+        .into_iter()
+        .filter(|c| c.type_ != "OwnerPassword")
+    {
         let failed = c.status == "False"
             && (i.phase == InstancePhase::Failed || c.reason.contains("Failed"));
         let state = match c.status.as_str() {

@@ -154,15 +154,24 @@ pub async fn follow_access(
 }
 
 /// Makes the servers a subject pays for run on `plan` (a plan change on the subscription,
-/// prorated by Stripe): replicas, resources and limits follow through their apply jobs,
-/// queued in the caller's transaction. Returns the servers changed.
+/// prorated by Stripe, or on an invoice contract): replicas, resources and limits follow
+/// through their apply jobs, queued in the caller's transaction. With `from`, only the
+/// servers on that plan move (a contract's other servers were ordered on plans of their
+/// own). Returns the servers changed.
 pub async fn follow_plan(
     conn: &mut sqlx::PgConnection,
     subject: &str,
+    from: Option<&str>,
     plan: &str,
 ) -> Result<Vec<Uuid>, FleetError> {
     let mut changed = Vec::new();
     for id in fleet::instances_of_subject(&mut *conn, subject).await? {
+        if let Some(from) = from {
+            let on = fleet::instance(&mut *conn, id).await?.map(|i| i.plan_code);
+            if on.as_deref() != Some(from) {
+                continue;
+            }
+        }
         if fleet::set_plan(&mut *conn, id, plan).await? {
             fleet::add_event(
                 conn,
@@ -258,7 +267,7 @@ pub async fn reset_owner_password(
             "The owner account is not created yet: the server is still being set up.".into(),
         ));
     }
-    if inst.owner_password_generation > inst.owner_password_done_generation {
+    if inst.owner_password_pending() {
         return Ok(Outcome::AlreadySo);
     }
     let generation = fleet::request_owner_password_reset(&mut *tx, id).await?;

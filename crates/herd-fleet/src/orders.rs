@@ -35,6 +35,12 @@ async fn free_slug(conn: &mut PgConnection, domain: &str) -> Result<String, Flee
     )))
 }
 
+fn domain_used(domain: &str) -> FleetError {
+    FleetError::Conflict(format!(
+        "the domain {domain} is already used by another server"
+    ))
+}
+
 /// Why a server with a custom domain waits.
 pub const WAITING_FOR_DOMAIN: &str = "queued: waiting for the domain's DNS record";
 
@@ -70,6 +76,11 @@ pub async fn fulfil(conn: &mut PgConnection, order: &Order) -> Result<Uuid, Flee
                 order.id
             ))
         })?;
+    // A domain held by another server (proven, or under the base domain) is refused here
+    // rather than at its first check: the order keeps its payment and says why.
+    if fleet::domain_in_use(&mut *conn, &order.domain).await? {
+        return Err(domain_used(&order.domain));
+    }
     let slug = free_slug(conn, &order.domain).await?;
     let version = newest_release(conn, &order.app).await?;
     // A custom domain is proven by a DNS record before the server is provisioned.
@@ -99,10 +110,7 @@ pub async fn fulfil(conn: &mut PgConnection, order: &Order) -> Result<Uuid, Flee
     {
         Ok(id) => id,
         Err(e) if e.is_conflict_on("instances_domain_key") => {
-            return Err(FleetError::Conflict(format!(
-                "the domain {} is already used by another server",
-                order.domain
-            )))
+            return Err(domain_used(&order.domain))
         }
         Err(e) => return Err(e.into()),
     };

@@ -193,13 +193,10 @@ pub struct OwnerSpec {
     pub email: String,
     /// Raised by the control plane to ask for a new password: the operator makes a new
     /// `owner-password` Secret and runs Job `reset-owner-password-<n>`, then reports `n` in
-    /// `status.ownerPasswordGeneration`.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    /// `status.ownerPasswordGeneration`. Always sent (0: no reset asked for), so that an
+    /// apply that stops asking for a reset says so explicitly.
+    #[serde(default)]
     pub password_generation: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 /// Where an instance is in its life.

@@ -206,8 +206,9 @@ fn reset_owner_password(t: &Tenant<'_>, o: &Observed, plan: &mut Plan) -> Result
     let state = job_state(o, &name);
     if succeeded(state) {
         plan.owner_password_generation = Some(asked);
-    } else if let Some(failed) = job_failed(&name, state) {
-        plan.step = failed;
+    } else if matches!(state, Some(JobState::Failed(_))) {
+        // The server runs on: the failure is the status's OwnerPassword condition (see
+        // [`crate::status::compute`]), and a new reset (a higher generation) tries again.
     } else {
         plan.needs_owner_password = state.is_none();
         plan.owner_password_for = asked;

@@ -96,10 +96,59 @@ fn deployment_condition(
 }
 
 /// The failed Job, if any, as (name, message).
+/// A failed install, migration or upgrade Job (not an owner-password reset: that one has
+/// its own condition and leaves the server running).
 fn failed_job(observed: &Observed) -> Option<(&str, &str)> {
     observed.jobs.iter().find_map(|(name, s)| match s {
-        JobState::Failed(m) => Some((name.as_str(), m.as_str())),
+        JobState::Failed(m) if !is_reset_job(name) => Some((name.as_str(), m.as_str())),
         _ => None,
+    })
+}
+
+fn is_reset_job(name: &str) -> bool {
+    name.strip_prefix("reset-owner-password-")
+        .is_some_and(|n| n.parse::<u32>().is_ok())
+}
+
+/// The `OwnerPassword` condition, once a new owner password was asked for: true when the
+/// asked reset is done, false while its Job runs or when it failed (reason `JobFailed`).
+fn owner_password_condition(
+    instance: &Instance,
+    observed: &Observed,
+    ns: &str,
+) -> Option<Condition> {
+    let asked = instance.spec.owner.password_generation;
+    if asked == 0 {
+        return None;
+    }
+    let job = crate::lifecycle::reset_owner_job_name(asked);
+    let done = instance
+        .status
+        .as_ref()
+        .and_then(|s| s.owner_password_generation)
+        .is_some_and(|g| g >= asked);
+    let state = observed.jobs.get(&job);
+    Some(if done || matches!(state, Some(JobState::Succeeded)) {
+        condition(
+            "OwnerPassword",
+            true,
+            "Reset",
+            format!("reset {asked} of the owner's password is done"),
+        )
+    } else if let Some(JobState::Failed(m)) = state {
+        condition(
+            "OwnerPassword",
+            false,
+            "JobFailed",
+            format!("Job {job} failed: {m}. The server runs on; read `kubectl logs -n {ns} job/{job}`, then ask for a new password again."),
+        )
+    } else {
+        condition(
+            "OwnerPassword",
+            false,
+            "Running",
+            format!("Job {job} sets the owner's new password"),
+        )
     })
 }
 
@@ -186,6 +235,7 @@ pub fn compute(
             conditions.push(deployment_condition("web", "Web", observed, spec.suspended))
         }
     }
+    conditions.extend(owner_password_condition(instance, observed, &ns));
     conditions.push(condition(
         "Ingress",
         observed.ingress_ready,

@@ -34,10 +34,9 @@ pub fn instance_resource(row: &fleet::Instance, limits: &PlanLimits) -> anyhow::
             username: row.owner_username.clone(),
             email: row.owner_email.clone(),
             // Only while a reset is pending: an Instance applied again later (re-created,
-            // its status lost) must not set a new password no one will collect.
-            password_generation: if row.owner_password_generation
-                > row.owner_password_done_generation
-            {
+            // its status lost), or a failed reset whose Job expired, must not set a new
+            // password no one asked for or will collect.
+            password_generation: if row.owner_password_pending() {
                 u32::try_from(row.owner_password_generation).unwrap_or(0)
             } else {
                 0

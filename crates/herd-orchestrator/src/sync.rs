@@ -60,6 +60,30 @@ pub async fn record(o: &Orchestrator, id: Uuid, i: &Instance) -> anyhow::Result<
             .await?;
         }
     }
+    // A failed reset, reported for the spec the operator last saw (a status older than the
+    // spec may speak of the reset before the one now asked for). The operator's message
+    // (with its kubectl command) is kept for the console; the history, which the
+    // organization reads too, says only what happened.
+    let asked = i32::try_from(i.spec.owner.password_generation).unwrap_or(i32::MAX);
+    let current =
+        status.observed_generation.is_some() && status.observed_generation == i.metadata.generation;
+    if let Some(failed) = status
+        .conditions
+        .iter()
+        .find(|c| current && c.type_ == "OwnerPassword" && c.reason == "JobFailed")
+    {
+        if fleet::record_owner_password_failed(&mut *tx, id, asked, &failed.message).await? {
+            fleet::add_event(
+                &mut tx,
+                id,
+                fleet::EventKind::Phase,
+                "Setting the owner's new password failed; the server runs on",
+                None,
+            )
+            .await?;
+            herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
+        }
+    }
     tx.commit().await?;
     Ok(())
 }

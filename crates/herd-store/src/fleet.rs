@@ -242,12 +242,35 @@ pub struct Instance {
     /// The owner-password reset asked for (0: none), and the one the cluster has done.
     pub owner_password_generation: i32,
     pub owner_password_done_generation: i32,
+    /// The last reset whose Job failed (0: none), and why: the server runs on, the owner
+    /// may ask again.
+    pub owner_password_failed_generation: i32,
+    pub owner_password_failure: Option<String>,
     /// A custom domain's proof: the TXT value asked for, when it was found (for a name
     /// under the base domain: at once), and when it was last looked for.
     pub domain_token: Option<String>,
     pub domain_verified_at: Option<OffsetDateTime>,
     pub domain_checked_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
+}
+
+impl Instance {
+    /// A new owner password is asked for and neither set nor failed yet.
+    pub fn owner_password_pending(&self) -> bool {
+        self.owner_password_generation > self.owner_password_done_generation
+            && self.owner_password_generation > self.owner_password_failed_generation
+    }
+
+    /// Why the last reset of the owner's password failed, while no newer one is asked for.
+    pub fn owner_password_failed(&self) -> Option<&str> {
+        (self.owner_password_generation > self.owner_password_done_generation
+            && self.owner_password_generation == self.owner_password_failed_generation)
+            .then_some(
+                self.owner_password_failure
+                    .as_deref()
+                    .unwrap_or("no reason given"),
+            )
+    }
 }
 
 struct RawInstance {
@@ -281,6 +304,8 @@ struct RawInstance {
     upgrade_at: Option<OffsetDateTime>,
     owner_password_generation: i32,
     owner_password_done_generation: i32,
+    owner_password_failed_generation: i32,
+    owner_password_failure: Option<String>,
     domain_token: Option<String>,
     domain_verified_at: Option<OffsetDateTime>,
     domain_checked_at: Option<OffsetDateTime>,
@@ -322,6 +347,8 @@ impl RawInstance {
             upgrade_at: self.upgrade_at,
             owner_password_generation: self.owner_password_generation,
             owner_password_done_generation: self.owner_password_done_generation,
+            owner_password_failed_generation: self.owner_password_failed_generation,
+            owner_password_failure: self.owner_password_failure,
             domain_token: self.domain_token,
             domain_verified_at: self.domain_verified_at,
             domain_checked_at: self.domain_checked_at,
@@ -347,7 +374,8 @@ pub struct NewInstance<'a> {
 }
 
 /// Creates an instance (queued, no cluster yet). Conflicts: `instances_slug_key`,
-/// `instances_domain_key`, `instances_order_id_key`.
+/// `instances_domain_key` (only for a domain that needs no proof: a domain to be proven is
+/// taken when proven), `instances_order_id_key`.
 pub async fn insert_instance(
     conn: &mut PgConnection,
     i: &NewInstance<'_>,
@@ -412,6 +440,7 @@ pub async fn instance(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Instan
                   i.spec_generation, i.applied_generation, i.synced_at,
                   i.owner_password_revealed_at, i.upgrade_to, i.upgrade_at,
                   i.owner_password_generation, i.owner_password_done_generation,
+                  i.owner_password_failed_generation, i.owner_password_failure,
                   i.domain_token, i.domain_verified_at, i.domain_checked_at, i.created_at
            FROM instances i
            JOIN organizations o ON o.id = i.org_id
@@ -452,6 +481,7 @@ pub async fn search(
                   i.spec_generation, i.applied_generation, i.synced_at,
                   i.owner_password_revealed_at, i.upgrade_to, i.upgrade_at,
                   i.owner_password_generation, i.owner_password_done_generation,
+                  i.owner_password_failed_generation, i.owner_password_failure,
                   i.domain_token, i.domain_verified_at, i.domain_checked_at, i.created_at
            FROM instances i
            JOIN organizations o ON o.id = i.org_id
@@ -493,6 +523,21 @@ pub async fn unplaced(ex: impl PgExecutor<'_>) -> Result<Vec<Uuid>, StoreError> 
          ORDER BY created_at"
     )
     .fetch_all(ex)
+    .await?)
+}
+
+/// The server named `slug` placed on `cluster` (not deleted), if any.
+pub async fn placed_on(
+    ex: impl PgExecutor<'_>,
+    cluster: Uuid,
+    slug: &str,
+) -> Result<Option<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM instances WHERE cluster_id = $1 AND slug = $2 AND phase <> 'deleted'",
+        cluster,
+        slug
+    )
+    .fetch_optional(ex)
     .await?)
 }
 
@@ -860,15 +905,90 @@ pub async fn set_desired(
     Ok(done.rows_affected() == 1)
 }
 
-/// Is a domain used by a server already (whatever its state: a deleted server's domain
-/// stays taken, its federation identity lives on in other servers' caches)?
+/// Is a domain held by a server already: proven by its DNS record, or under the base
+/// domain, whatever the server's state (a deleted server's domain stays taken, its
+/// federation identity lives on in other servers' caches)? A server still waiting for its
+/// proof holds nothing: an order cannot keep a domain's holder from ordering it.
 pub async fn domain_in_use(ex: impl PgExecutor<'_>, domain: &str) -> Result<bool, StoreError> {
     Ok(sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM instances WHERE domain = $1) AS "used!""#,
+        r#"SELECT EXISTS (SELECT 1 FROM instances
+                          WHERE domain = $1 AND domain_verified_at IS NOT NULL) AS "used!""#,
         domain
     )
     .fetch_one(ex)
     .await?)
+}
+
+/// How many of an organization's servers wait for their domain's proof.
+pub async fn waiting_for_proof(ex: impl PgExecutor<'_>, org: OrgId) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM instances
+           WHERE org_id = $1 AND domain_verified_at IS NULL AND desired <> 'deleted'
+             AND phase <> 'failed'"#,
+        org.0
+    )
+    .fetch_one(ex)
+    .await?)
+}
+
+/// Why a server waiting for its domain's proof stops: it waited too long.
+pub const DOMAIN_NOT_PROVEN: &str =
+    "the domain was not proven in time; this order cannot go on (contact support about it)";
+
+/// Stops the servers that have waited for their domain's proof since before `before`:
+/// each is marked failed with [`DOMAIN_NOT_PROVEN`]. Returns their ids.
+pub async fn expire_unproven(
+    conn: &mut PgConnection,
+    before: OffsetDateTime,
+) -> Result<Vec<Uuid>, StoreError> {
+    let stale = sqlx::query_scalar!(
+        "SELECT id FROM instances
+         WHERE domain_verified_at IS NULL AND desired <> 'deleted' AND phase <> 'failed'
+           AND created_at < $1
+         ORDER BY id FOR UPDATE SKIP LOCKED",
+        before
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in &stale {
+        set_phase(conn, *id, InstancePhase::Failed, Some(DOMAIN_NOT_PROVEN)).await?;
+    }
+    Ok(stale)
+}
+
+/// Why a server waiting for its domain's proof stops: another server holds the domain.
+pub const DOMAIN_HELD_ELSEWHERE: &str =
+    "the domain was proven by another server first; this order cannot go on (contact support about it)";
+
+/// Stops the servers other than `holder` that wait for the proof of `domain` (the holder
+/// proved it): each is marked failed with [`DOMAIN_HELD_ELSEWHERE`] (which its history
+/// records). The caller holds the domain's lock (`lock_key("domain:<domain>")`). Returns
+/// their ids.
+pub async fn fail_domain_rivals(
+    conn: &mut PgConnection,
+    holder: Option<Uuid>,
+    domain: &str,
+) -> Result<Vec<Uuid>, StoreError> {
+    let rivals = sqlx::query_scalar!(
+        "SELECT id FROM instances
+         WHERE domain = $1 AND id IS DISTINCT FROM $2 AND domain_verified_at IS NULL
+           AND desired <> 'deleted' AND phase <> 'failed'
+         ORDER BY id FOR UPDATE",
+        domain,
+        holder
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for id in &rivals {
+        set_phase(
+            conn,
+            *id,
+            InstancePhase::Failed,
+            Some(DOMAIN_HELD_ELSEWHERE),
+        )
+        .await?;
+    }
+    Ok(rivals)
 }
 
 /// Records why a paid order has no server.
@@ -1188,6 +1308,30 @@ pub async fn request_owner_password_reset(
     .await?)
 }
 
+/// Records that the cluster could not set reset `generation` of the owner's password (its
+/// Job failed), once, and bumps the spec: the Instance, applied again, no longer asks for
+/// that reset (its failed Job may expire; the reset must not run again unasked). Returns
+/// whether this is new.
+pub async fn record_owner_password_failed(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    generation: i32,
+    why: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET owner_password_failed_generation = $2, owner_password_failure = $3,
+                spec_generation = spec_generation + 1, updated_at = now()
+         WHERE id = $1 AND owner_password_generation = $2
+           AND owner_password_done_generation < $2 AND owner_password_failed_generation < $2",
+        id,
+        generation,
+        why
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Records the owner-password reset the cluster reports done.
 pub async fn record_owner_password_done(
     ex: impl PgExecutor<'_>,
@@ -1232,6 +1376,7 @@ pub async fn unverified(ex: impl PgExecutor<'_>) -> Result<Vec<Unverified>, Stor
         Unverified,
         r#"SELECT id, domain, domain_token AS "token!" FROM instances
            WHERE domain_verified_at IS NULL AND domain_token IS NOT NULL AND desired <> 'deleted'
+             AND phase <> 'failed'
            ORDER BY domain_checked_at NULLS FIRST, created_at
            LIMIT 500"#
     )
@@ -1242,7 +1387,7 @@ pub async fn unverified(ex: impl PgExecutor<'_>) -> Result<Vec<Unverified>, Stor
 /// Is any server waiting for its domain's proof?
 pub async fn any_unverified(ex: impl PgExecutor<'_>) -> Result<bool, StoreError> {
     Ok(sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM instances WHERE domain_verified_at IS NULL AND desired <> 'deleted') AS "any!""#
+        r#"SELECT EXISTS (SELECT 1 FROM instances WHERE domain_verified_at IS NULL AND desired <> 'deleted' AND phase <> 'failed') AS "any!""#
     )
     .fetch_one(ex)
     .await?)
@@ -1261,7 +1406,8 @@ pub async fn record_domain_check(
         "UPDATE instances SET domain_checked_at = now(),
                 domain_verified_at = CASE WHEN $2 THEN now() END,
                 updated_at = now()
-         WHERE id = $1 AND domain_verified_at IS NULL AND desired <> 'deleted'",
+         WHERE id = $1 AND domain_verified_at IS NULL AND desired <> 'deleted'
+           AND phase <> 'failed'",
         id,
         found
     )

@@ -422,6 +422,51 @@ async fn a_new_owner_password_is_made_set_by_a_job_and_reported_done() {
     assert_ne!(third, second);
 }
 
+/// A reset whose Job fails leaves the server running: the failure is the OwnerPassword
+/// condition (not a failed tenant, not a migration failure), and a new reset tries again.
+#[tokio::test]
+async fn a_failed_owner_password_reset_is_a_condition_and_the_server_runs_on() {
+    let h = harness().await;
+    h.install().await;
+    h.edit(|s| s["owner"]["passwordGeneration"] = json!(1))
+        .await;
+    h.ok().await;
+    assert_eq!(condition(&h.status().await, "OwnerPassword"), "Running");
+    h.fail("reset-owner-password-1").await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Running, "{:?}", s.last_error);
+    assert_eq!(s.last_error, None);
+    assert_eq!(condition(&s, "OwnerPassword"), "JobFailed");
+    assert_eq!(condition(&s, "Migrations"), "Done");
+    assert_eq!(s.owner_password_generation, None, "not done");
+    let message = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "OwnerPassword")
+        .map(|c| c.message.clone())
+        .unwrap();
+    assert!(
+        message.contains("kubectl logs -n herd-lyon job/reset-owner-password-1"),
+        "{message}"
+    );
+    // Further rounds leave the failed Job alone (it is kept for its logs).
+    h.ok().await;
+    assert!(h.job("reset-owner-password-1").await.is_some());
+    assert_eq!(condition(&h.status().await, "OwnerPassword"), "JobFailed");
+
+    // Asked again: a new Job, and this one succeeds.
+    h.edit(|s| s["owner"]["passwordGeneration"] = json!(2))
+        .await;
+    h.ok().await;
+    h.succeed("reset-owner-password-2").await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.owner_password_generation, Some(2));
+    assert_eq!(condition(&s, "OwnerPassword"), "Reset");
+    assert_eq!(s.phase, Phase::Running);
+}
+
 #[tokio::test]
 async fn a_release_candidate_to_its_final_release_is_an_upgrade_with_its_migrations() {
     let h = harness().await;

@@ -80,13 +80,14 @@ async fn server(pool: &PgPool, org_slug: &str, domain: &str, region: Option<&str
             o
         }
     };
-    let order = paid_order(pool, OrgId(org), domain, "sub_x").await;
+    let order = paid_order(pool, OrgId(org), domain, "sub_x", false).await;
     fleet::by_order(pool, order).await.unwrap().unwrap()
 }
 
-/// An order of `org` for `domain`, paid by subscription `sub` (fulfilled as the webhook
-/// fulfils it). Returns the order.
-async fn paid_order(pool: &PgPool, org: OrgId, domain: &str, sub: &str) -> Uuid {
+/// An order of `org` for `domain` (a name under the base domain, needing no proof, when
+/// `preverified`), paid by subscription `sub` (fulfilled as the webhook fulfils it).
+/// Returns the order.
+async fn paid_order(pool: &PgPool, org: OrgId, domain: &str, sub: &str, preverified: bool) -> Uuid {
     let order = herd_store::billing::create_order(
         pool,
         &herd_store::billing::NewOrder {
@@ -96,7 +97,7 @@ async fn paid_order(pool: &PgPool, org: OrgId, domain: &str, sub: &str) -> Uuid 
             domain,
             created_by: None,
             invoice: None,
-            domain_preverified: false,
+            domain_preverified: preverified,
         },
     )
     .await
@@ -472,13 +473,17 @@ async fn without_an_encryption_key_the_owner_password_stays_on_the_cluster(pool:
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn a_paid_order_whose_domain_is_taken_keeps_its_payment_and_says_why(pool: PgPool) {
-    let _app = TestApp::spawn(pool.clone()).await;
+    let app = TestApp::spawn(pool.clone()).await;
     server(&pool, "lyon", "lyon.social", None).await;
+    // Lyon proves its domain (the fake name server answers with its record).
+    app.run_jobs().await;
     // Another organization's order for the same domain, paid (the order form refuses it,
-    // but two orders can race).
+    // but two orders can race), as a name needing no proof: its server would take the
+    // domain at once, and cannot. (An order for a domain to be proven makes a server that
+    // stops at its first check: see herd-web's domains tests.)
     let first = server(&pool, "nantes", "nantes.social", None).await;
     let org = row(&pool, first).await.org_id;
-    let order = paid_order(&pool, OrgId(org), "lyon.social", "sub_y").await;
+    let order = paid_order(&pool, OrgId(org), "lyon.social", "sub_y", true).await;
     let o = herd_store::billing::order(&pool, order)
         .await
         .unwrap()
@@ -590,4 +595,102 @@ async fn the_billing_policy_never_resumes_a_server_its_organization_suspended(po
         row(&pool, id).await.desired,
         herd_domain::Desired::Suspended
     );
+}
+
+/// Waits (up to 10 s) until `check` holds of the server's row.
+async fn eventually(pool: &PgPool, id: Uuid, what: &str, check: impl Fn(&fleet::Instance) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = row(pool, id).await;
+        if check(&r) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not seen within 10 s (phase {:?})",
+            r.phase
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The watch: a status the operator writes reaches the server's row without a resync, each
+/// cluster is watched by one worker (a second one's round starts nothing), and when the
+/// watching worker dies another takes the cluster over.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_watch_per_cluster_records_each_status_as_it_changes(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = operator_id(&pool).await;
+    let eu = cluster_with_crd().await;
+    app.clusters.plug("eu-1", eu.client.clone());
+    register(&app, op, "eu-1", "eu", 10).await;
+    let id = server(&pool, "lyon", "social.lyon.example", None).await;
+    app.run_jobs().await;
+    let slug = row(&pool, id).await.slug;
+    assert!(instances(&eu).get_opt(&slug).await.unwrap().is_some());
+    assert_ne!(row(&pool, id).await.phase, InstancePhase::Running);
+
+    let o = herd_orchestrator::Orchestrator {
+        pool: pool.clone(),
+        clusters: std::sync::Arc::new(app.clusters.clone()),
+        key: Some(app.seal_key.clone()),
+    };
+    let mut first = std::collections::HashMap::new();
+    herd_orchestrator::watch::round(&o, &mut first)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1, "this worker watches the cluster");
+    let mut second = std::collections::HashMap::new();
+    herd_orchestrator::watch::round(&o, &mut second)
+        .await
+        .unwrap();
+    assert!(second.is_empty(), "the cluster is watched once");
+
+    // The operator reports the server running: the row follows, with no resync.
+    let report = |phase: &'static str, url: &'static str| json!({ "status": { "phase": phase, "url": url, "runningVersion": "v4.7.6", "conditions": [] } });
+    instances(&eu)
+        .patch_status(
+            &slug,
+            &PatchParams::default(),
+            &Patch::Merge(report("Running", "https://social.lyon.example")),
+        )
+        .await
+        .unwrap();
+    eventually(&pool, id, "Running by the watch", |r| {
+        r.phase == InstancePhase::Running && r.url.as_deref() == Some("https://social.lyon.example")
+    })
+    .await;
+
+    // The watching worker dies: the next round of another one takes the cluster over, and
+    // the next change arrives through it.
+    for (_, task) in first.drain() {
+        task.abort();
+        let _ = task.await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while second.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no worker took the cluster over"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        herd_orchestrator::watch::round(&o, &mut second)
+            .await
+            .unwrap();
+    }
+    instances(&eu)
+        .patch_status(
+            &slug,
+            &PatchParams::default(),
+            &Patch::Merge(report("Suspended", "https://social.lyon.example")),
+        )
+        .await
+        .unwrap();
+    eventually(&pool, id, "Suspended by the new watch", |r| {
+        r.phase == InstancePhase::Suspended
+    })
+    .await;
+    for (_, task) in second.drain() {
+        task.abort();
+    }
 }

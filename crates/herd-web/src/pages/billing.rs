@@ -204,6 +204,17 @@ async fn order_create(
                 "domain",
                 "A server with this domain exists already; choose another domain.",
             );
+        } else if !preverified
+            && herd_store::fleet::waiting_for_proof(&state.pool, ctx.org.id()).await?
+                >= herd_fleet::domains::MAX_WAITING
+        {
+            errors.add(
+                "domain",
+                format!(
+                    "{} of your servers are waiting for their domain's DNS record; prove those domains (or delete those servers) before ordering another of your own domain.",
+                    herd_fleet::domains::MAX_WAITING
+                ),
+            );
         }
     }
     // Without a choice (a form from before the choice existed), card as before.

@@ -249,7 +249,7 @@ async fn contract_save(
         }
     };
     let mut tx = state.pool.begin().await?;
-    let saved = invoicing::save_contract(&mut tx, org.id(), &terms).await?;
+    let (saved, moved) = herd_billing::invoicing::save_contract(&mut tx, org.id(), &terms).await?;
     audit::record(
         &mut tx,
         Actor {
@@ -264,6 +264,7 @@ async fn contract_save(
             "period": saved.period, "payment_terms_days": saved.payment_terms_days,
             "po_reference": saved.po_reference, "vat_id": saved.vat_id,
             "starts_on": saved.starts_on.to_string(), "ends_on": saved.ends_on.map(|d| d.to_string()),
+            "servers_moved": moved,
         }),
     )
     .await?;
@@ -280,8 +281,17 @@ async fn contract_save(
         &session,
         "ok",
         format!(
-            "{} is on invoice billing{}.",
+            "{} is on invoice billing{}{}.",
             org.name,
+            if moved.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} server(s) move to the {} plan (the new price applies from the next invoice)",
+                    moved.len(),
+                    saved.plan_code
+                )
+            },
             if issued.is_empty() {
                 String::new()
             } else {

@@ -288,6 +288,10 @@ fn check_message(domain: &str, check: &herd_fleet::domains::Check) -> (&'static 
             ),
         ),
         Check::LookupFailed(e) => ("error", format!("The DNS could not be asked just now ({e}); we look again every minute.")),
+        Check::HeldElsewhere => (
+            "error",
+            format!("{domain} was proven by another server first, so this server cannot be set up with it. Contact support about this order."),
+        ),
     }
 }
 
@@ -422,12 +426,13 @@ async fn cancel_upgrade(
     .await
 }
 
-/// The TXT record a server's custom domain still needs: (name, value, last checked).
+/// The TXT record a server's custom domain still needs: (name, value, last checked). None
+/// once proven, and for a server stopped because another proved the domain first.
 pub(super) fn challenge_of(i: &Instance) -> Option<(String, String, Option<String>)> {
     let token = i
         .domain_token
         .as_deref()
-        .filter(|_| i.domain_verified_at.is_none())?;
+        .filter(|_| i.domain_verified_at.is_none() && i.phase != InstancePhase::Failed)?;
     Some((
         format!("{}.{}", herd_domain::domain::CHALLENGE_LABEL, i.domain),
         herd_domain::domain::challenge_value(token),

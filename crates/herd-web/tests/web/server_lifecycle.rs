@@ -613,4 +613,175 @@ async fn a_new_owner_password_is_set_on_the_cluster_and_shown_once(pool: PgPool)
         .await,
         1
     );
+
+    // That reset's Job fails: the server runs on, the owner is told and may ask again;
+    // operators read why in the history.
+    let generation = api.get(&slug).await.unwrap().metadata.generation;
+    api.patch_status(
+        &slug,
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({ "status": { "observedGeneration": generation, "conditions": [{
+                "type": "OwnerPassword", "status": "False", "reason": "JobFailed",
+                "message": "Job reset-owner-password-2 failed: BackoffLimitExceeded",
+            }]}}),
+        ),
+    )
+    .await
+    .unwrap();
+    app.sync_clusters().await;
+    let failed = owner.get(&page).await;
+    failed
+        .assert_contains("id=\"owner-password-failed\"")
+        .assert_contains("data-phase=\"running\"")
+        .assert_contains("/owner-password/reset\"");
+    assert!(
+        !failed.body.contains("BackoffLimitExceeded"),
+        "details are for operators"
+    );
+    failed.assert_contains("Setting the owner&#39;s new password failed; the server runs on");
+    op.get(&format!("/operator/instances/{id}"))
+        .await
+        .assert_contains("Setting the owner's new password failed: Job reset-owner-password-2 failed: BackoffLimitExceeded");
+    app.sync_clusters().await;
+    assert_eq!(
+        count(
+            &pool,
+            &format!("SELECT count(*) FROM instance_events WHERE instance_id = '{id}' AND message LIKE 'Setting the owner%failed%'")
+        )
+        .await,
+        1,
+        "told once"
+    );
+    // The failed reset is not asked of the cluster again (its Job may expire): the
+    // Instance is applied again without it.
+    app.run_jobs().await;
+    assert_eq!(
+        api.get(&slug).await.unwrap().spec.owner.password_generation,
+        0
+    );
+    owner
+        .post(&format!("{page}/owner-password/reset"), &[])
+        .await
+        .assert_redirect(&page);
+    app.run_jobs().await;
+    assert_eq!(
+        api.get(&slug).await.unwrap().spec.owner.password_generation,
+        3
+    );
+    // The status still speaks of the earlier reset (the operator has not seen the new
+    // spec yet): the new one is not taken for failed.
+    app.sync_clusters().await;
+    owner
+        .get(&page)
+        .await
+        .assert_contains("id=\"owner-password-pending\"");
+}
+
+/// Under an invoice contract, the operator changes the contract's plan: the servers it
+/// bills move to that plan (the Instance's plan and sizing follow), once, with a line in
+/// their history and the move in the audit entry; saving the same plan again moves nothing.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_contract_moved_to_another_plan_moves_its_servers(pool: PgPool) {
+    let app = TestApp::spawn_with(pool.clone(), |c| c.auto_approve_invoice_orders = true).await;
+    let (owner, op, cluster, id, slug) = running_server(&app).await;
+    let api: Api<Instance> = Api::namespaced(cluster.client.clone(), "herd-system");
+    let before = api.get(&slug).await.unwrap().spec;
+    assert_eq!(before.plan, "community");
+    // A second server, ordered on another plan under the same contract.
+    owner.get("/o/lyon/order").await.assert_status(200);
+    owner
+        .post(
+            "/o/lyon/order",
+            &[
+                ("plan", "organization"),
+                ("app", "mastodon"),
+                ("domain", "second.lyon.social"),
+                ("payment", "invoice"),
+                ("billing_address", "Ville de Lyon\n69001 Lyon"),
+                ("vat_id", ""),
+                ("po_reference", ""),
+            ],
+        )
+        .await
+        .assert_redirect("/o/lyon/orders/");
+    // Under a running contract an operator approves it (its plan is not the contract's).
+    let order: Uuid =
+        sqlx::query_scalar("SELECT id FROM orders WHERE domain = 'second.lyon.social'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    op.get("/operator/orders").await;
+    op.post(&format!("/operator/orders/{order}/approve"), &[])
+        .await
+        .assert_redirect("/operator/orders");
+    app.run_jobs().await;
+    let other_slug: String =
+        sqlx::query_scalar("SELECT slug FROM instances WHERE domain = 'second.lyon.social'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        api.get(&other_slug).await.unwrap().spec.plan,
+        "organization"
+    );
+
+    op.get("/operator/orgs/lyon/contract")
+        .await
+        .assert_status(200);
+    let terms = |plan: &'static str| {
+        [
+            ("plan", plan),
+            ("price", "4800.00"),
+            ("currency", "EUR"),
+            ("period", "year"),
+            ("terms_days", "30"),
+            ("po_reference", ""),
+            ("billing_address", "Ville de Lyon\n69001 Lyon"),
+            ("vat_id", ""),
+            ("starts_on", "2026-01-01"),
+            ("ends_on", ""),
+        ]
+    };
+    op.post("/operator/orgs/lyon/contract", &terms("institution"))
+        .await
+        .assert_redirect("/operator/orgs/lyon/contract");
+    op.get("/operator/orgs/lyon/contract")
+        .await
+        .assert_contains("1 server(s) move to the institution plan");
+    app.run_jobs().await;
+    let after = api.get(&slug).await.unwrap().spec;
+    assert_eq!(after.plan, "institution");
+    assert_ne!(after.sizing, before.sizing, "resources follow the plan");
+    assert_eq!(
+        api.get(&other_slug).await.unwrap().spec.plan,
+        "organization",
+        "a server ordered on its own plan stays on it"
+    );
+    let moved: serde_json::Value = sqlx::query_scalar(
+        "SELECT details->'servers_moved' FROM audit_log WHERE action = 'billing.contract.saved'
+         ORDER BY at DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(moved, json!([id]));
+    owner
+        .get(&format!("/o/lyon/servers/{id}"))
+        .await
+        .assert_contains("Moved to the institution plan");
+
+    // The same plan again (another term changed): nothing moves.
+    op.post("/operator/orgs/lyon/contract", &terms("institution"))
+        .await
+        .assert_redirect("/operator/orgs/lyon/contract");
+    app.run_jobs().await;
+    assert_eq!(
+        count(
+            &pool,
+            &format!("SELECT count(*) FROM instance_events WHERE instance_id = '{id}' AND message LIKE 'Moved to%'")
+        )
+        .await,
+        1
+    );
 }
