@@ -214,7 +214,7 @@ pub fn place<Id: Clone>(
 
 /// Usernames Mastodon reserves or that a hosted server must keep for its staff; an owner
 /// account cannot take them.
-pub const RESERVED_USERNAMES: [&str; 12] = [
+pub const RESERVED_USERNAMES: [&str; 23] = [
     "admin",
     "administrator",
     "root",
@@ -227,6 +227,18 @@ pub const RESERVED_USERNAMES: [&str; 12] = [
     "hostmaster",
     "postmaster",
     "abuse",
+    // Added to Mastodon's config/settings.yml `reserved_usernames` (PR #32828).
+    "account",
+    "accounts",
+    "administration",
+    "admins",
+    "helpdesk",
+    "instance",
+    "moderators",
+    "mods",
+    "security",
+    "server",
+    "staff",
 ];
 
 /// The first owner's username on the new server, from their email: the local part, in
@@ -310,6 +322,8 @@ mod tests {
     fn owner_usernames_are_valid_and_never_reserved() {
         assert_eq!(owner_username("lea.martin@lyon.fr"), "lea_martin");
         assert_eq!(owner_username("Admin@lyon.fr"), "admin_owner");
+        assert_eq!(owner_username("security@lyon.fr"), "security_owner");
+        assert_eq!(owner_username("staff@lyon.fr"), "staff_owner");
         assert_eq!(owner_username("..@x"), "server_owner");
         assert_eq!(
             owner_username("a-very-long-local-part-that-goes-on@x.org").len(),

@@ -312,7 +312,7 @@ mod tests {
     fn instance() -> Instance {
         let limits = default_catalogue()[0].limits.clone();
         let owner = OwnerSpec {
-            username: "admin".into(),
+            username: "lea".into(),
             email: "a@example.org".into(),
             password_generation: 0,
         };

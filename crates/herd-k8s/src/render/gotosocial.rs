@@ -191,6 +191,9 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     let container = json!({
         "name": "gotosocial",
         "image": image(&spec.version),
+        // The image's ENTRYPOINT already says `server start`: the command is given in full
+        // so that the arguments are not appended to it.
+        "command": ["/gotosocial/gotosocial"],
         "args": ["server", "start"],
         "envFrom": [{ "configMapRef": { "name": APP_CONFIG } }],
         "env": env_vars,

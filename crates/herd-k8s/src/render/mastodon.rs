@@ -437,16 +437,25 @@ fn cmd(parts: &[&str]) -> Vec<String> {
 
 /// First install: prepare the database, then create the owner account. The owner's
 /// password comes from the `owner-password` Secret the operator makes for it (Mastodon's own
-/// `tootctl accounts create` would print a random one to the Job's log instead); the script
-/// is safe to retry: an existing account only gets its password set again.
+/// `tootctl accounts create` would print a random one to the Job's log instead). The script
+/// is safe to retry: it looks the account up first, creates it only when it is absent
+/// (confirmed and approved, so a server with closed registrations has a usable Owner), and
+/// then sets its password. Any other failure (a reserved or invalid username, the database
+/// unreachable) fails the Job with tootctl's or Rails's message in its log.
 pub fn install_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     let v = version_slug(&t.instance.spec.version);
     let owner = &t.instance.spec.owner;
     let script = concat!(
-        "bin/tootctl accounts create \"$OWNER_USERNAME\" --email \"$OWNER_EMAIL\" --confirmed --role Owner",
-        " || echo 'the owner account exists already; setting its password'\n",
+        "set -eu\n",
+        "found=0\n",
+        "bin/rails runner 'exit(Account.find_local(ENV.fetch(\"OWNER_USERNAME\")).nil? ? 3 : 0)' || found=$?\n",
+        "case \"$found\" in\n",
+        "  0) echo 'the owner account exists already; setting its password' ;;\n",
+        "  3) bin/tootctl accounts create \"$OWNER_USERNAME\" --email \"$OWNER_EMAIL\" --confirmed --approve --role Owner ;;\n",
+        "  *) echo \"looking up the owner account failed (exit $found)\" >&2; exit \"$found\" ;;\n",
+        "esac\n",
         "exec bin/rails runner 'u = User.find_by!(email: ENV.fetch(\"OWNER_EMAIL\")); ",
-        "u.update!(password: ENV.fetch(\"OWNER_PASSWORD\"), password_confirmation: ENV.fetch(\"OWNER_PASSWORD\"))'\n",
+        "u.update!(password: ENV.fetch(\"OWNER_PASSWORD\"), password_confirmation: ENV.fetch(\"OWNER_PASSWORD\"), approved: true)'\n",
     );
     Ok(vec![
         rails_job(

@@ -412,6 +412,32 @@ fn gotosocial_owner_containers_name_the_binary_not_only_arguments() {
         assert_eq!(c["command"], json!(["/gotosocial/gotosocial"]), "{c}");
         assert_eq!(c["args"][0], "admin", "{c}");
     }
+    // The server too: its image's ENTRYPOINT says `server start` already, so arguments
+    // alone would run `server start server start`.
+    let objs = rendered(&gotosocial("community"));
+    let web = find(&objs, "Deployment", "web").unwrap();
+    let c = &web["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["command"], json!(["/gotosocial/gotosocial"]), "{c}");
+    assert_eq!(c["args"], json!(["server", "start"]), "{c}");
+}
+
+/// The Mastodon owner Job creates the account approved (closed registrations would leave it
+/// pending review), only when it is absent, and fails on any other error instead of
+/// hiding it behind "exists already".
+#[test]
+fn the_mastodon_owner_job_approves_the_owner_and_hides_no_failure() {
+    let objs = rendered(&instance("community"));
+    let job = find(&objs, "Job", "create-owner").unwrap();
+    let c = &job["spec"]["template"]["spec"]["containers"][0];
+    let script = c["command"][2].as_str().unwrap();
+    assert!(script.starts_with("set -eu\n"), "{script}");
+    assert!(
+        script.contains("accounts create \"$OWNER_USERNAME\" --email \"$OWNER_EMAIL\" --confirmed --approve --role Owner"),
+        "{script}"
+    );
+    assert!(!script.contains("|| echo"), "no failure hidden: {script}");
+    assert!(script.contains("Account.find_local"), "{script}");
+    assert!(script.contains("approved: true"), "{script}");
 }
 
 #[test]

@@ -66,7 +66,7 @@ fn instance(plan: &str, variant: u8) -> Instance {
         plan,
         &p.limits,
         OwnerSpec {
-            username: "admin".into(),
+            username: "lea".into(),
             email: "admin@example.org".into(),
             password_generation: 0,
         },

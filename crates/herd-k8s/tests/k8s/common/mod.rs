@@ -9,7 +9,7 @@ pub fn lyon(plan: &str) -> Instance {
         panic!("no plan {plan}");
     };
     let owner = OwnerSpec {
-        username: "admin".into(),
+        username: "lea".into(),
         email: "admin@lyon.example".into(),
         password_generation: 0,
     };
