@@ -323,6 +323,42 @@ async fn wait_ready(base: &str) {
     }
 }
 
+/// Posts a signed `customer.subscription.created` event for `sub` to the web server at
+/// `base`, as Stripe delivers it; returns the answer's status.
+async fn deliver_subscription_created(
+    base: &str,
+    secret: &str,
+    event_id: &str,
+    sub: &str,
+    customer: &str,
+) -> u16 {
+    let event = herd_testkit::stripe::event(
+        event_id,
+        "customer.subscription.created",
+        herd_testkit::stripe::now(),
+        herd_testkit::stripe::subscription(
+            sub,
+            customer,
+            "active",
+            "price_none",
+            herd_testkit::stripe::now() + 86_400,
+            serde_json::json!({}),
+        ),
+    )
+    .to_string();
+    let signature =
+        herd_testkit::stripe::signature(secret, herd_testkit::stripe::now(), event.as_bytes());
+    reqwest::Client::new()
+        .post(format!("{base}/webhooks/stripe"))
+        .header("stripe-signature", signature)
+        .body(event)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// The process is killed after it acknowledged a Stripe event and before anything processed
 /// it; after a restart the event is processed, once.
 #[sqlx::test(migrations = false)]
@@ -346,30 +382,11 @@ async fn an_acknowledged_event_survives_a_crash_and_is_processed_once(pool: PgPo
     let mut first = serve(true);
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&base).await;
-    let event = herd_testkit::stripe::event(
-        "evt_crash_test",
-        "customer.subscription.created",
-        herd_testkit::stripe::now(),
-        herd_testkit::stripe::subscription(
-            "sub_Crash",
-            "cus_Crash",
-            "active",
-            "price_none",
-            herd_testkit::stripe::now() + 86_400,
-            serde_json::json!({}),
-        ),
-    )
-    .to_string();
-    let signature =
-        herd_testkit::stripe::signature(secret, herd_testkit::stripe::now(), event.as_bytes());
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/webhooks/stripe"))
-        .header("stripe-signature", signature)
-        .body(event)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        deliver_subscription_created(&base, secret, "evt_crash_test", "sub_Crash", "cus_Crash")
+            .await,
+        200
+    );
     first.kill().unwrap(); // SIGKILL: no shutdown of any kind
     first.wait().unwrap();
     let state: String =
@@ -450,30 +467,11 @@ async fn a_job_of_a_killed_worker_restarts_within_30_seconds_and_applies_once(po
     herd_store::lock_key(&mut held, "subscription:sub_Killed")
         .await
         .unwrap();
-    let event = herd_testkit::stripe::event(
-        "evt_kill_test",
-        "customer.subscription.created",
-        herd_testkit::stripe::now(),
-        herd_testkit::stripe::subscription(
-            "sub_Killed",
-            "cus_Killed",
-            "active",
-            "price_none",
-            herd_testkit::stripe::now() + 86_400,
-            serde_json::json!({}),
-        ),
-    )
-    .to_string();
-    let signature =
-        herd_testkit::stripe::signature(secret, herd_testkit::stripe::now(), event.as_bytes());
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/webhooks/stripe"))
-        .header("stripe-signature", signature)
-        .body(event)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        deliver_subscription_created(&base, secret, "evt_kill_test", "sub_Killed", "cus_Killed")
+            .await,
+        200
+    );
 
     let job = |pool: PgPool| async move {
         sqlx::query_as::<_, (String, i32)>(
