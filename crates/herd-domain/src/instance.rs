@@ -214,7 +214,7 @@ pub fn place<Id: Clone>(
 
 /// Usernames Mastodon reserves or that a hosted server must keep for its staff; an owner
 /// account cannot take them.
-pub const RESERVED_USERNAMES: [&str; 23] = [
+pub const RESERVED_USERNAMES: [&str; 26] = [
     "admin",
     "administrator",
     "root",
@@ -239,7 +239,37 @@ pub const RESERVED_USERNAMES: [&str; 23] = [
     "security",
     "server",
     "staff",
+    // And in Mastodon 4.5's username blocks (db/seeds): exact matches…
+    "coppa",
+    "privacy",
+    "terms",
 ];
+
+/// …and names no username may contain (Mastodon 4.5's non-exact username blocks).
+pub const RESERVED_USERNAME_PARTS: [&str; 2] = ["mastodon", "mastadon"];
+
+/// Whether Mastodon refuses `username` for a new account: it compares the name with its
+/// blocks after reading look-alike digits as letters (`adm1n` is `admin`), as
+/// `UsernameBlock.matches?` does.
+pub fn is_reserved_username(username: &str) -> bool {
+    let n: String = username
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            '1' => 'i',
+            '2' => 'z',
+            '3' => 'e',
+            '4' => 'a',
+            '5' => 's',
+            '7' => 't',
+            '8' => 'b',
+            '9' => 'g',
+            '0' => 'o',
+            c => c,
+        })
+        .collect();
+    RESERVED_USERNAMES.contains(&n.as_str())
+        || RESERVED_USERNAME_PARTS.iter().any(|p| n.contains(p))
+}
 
 /// The first owner's username on the new server, from their email: the local part, in
 /// the characters Mastodon allows (`a-z`, `0-9`, `_`), at most 30 long; a reserved or
@@ -260,8 +290,13 @@ pub fn owner_username(email: &str) -> String {
     if u.is_empty() {
         return "server_owner".into();
     }
-    if RESERVED_USERNAMES.contains(&u.as_str()) {
-        return format!("{u}_owner");
+    if is_reserved_username(&u) {
+        let owner = format!("{u}_owner");
+        return if is_reserved_username(&owner) {
+            "server_owner".into()
+        } else {
+            owner
+        };
     }
     u
 }
@@ -324,6 +359,14 @@ mod tests {
         assert_eq!(owner_username("Admin@lyon.fr"), "admin_owner");
         assert_eq!(owner_username("security@lyon.fr"), "security_owner");
         assert_eq!(owner_username("staff@lyon.fr"), "staff_owner");
+        // Look-alike digits are read as letters, as Mastodon does.
+        assert_eq!(owner_username("adm1n@lyon.fr"), "adm1n_owner");
+        assert_eq!(owner_username("r00t@lyon.fr"), "r00t_owner");
+        // No name may contain "mastodon".
+        assert_eq!(owner_username("mastodon.team@lyon.fr"), "server_owner");
+        assert_eq!(owner_username("m4st0don@lyon.fr"), "server_owner");
+        assert!(!is_reserved_username("server_owner"));
+        assert!(!is_reserved_username("lea_martin"));
         assert_eq!(owner_username("..@x"), "server_owner");
         assert_eq!(
             owner_username("a-very-long-local-part-that-goes-on@x.org").len(),

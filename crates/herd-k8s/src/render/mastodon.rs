@@ -451,11 +451,13 @@ pub fn install_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         "bin/rails runner 'exit(Account.find_local(ENV.fetch(\"OWNER_USERNAME\")).nil? ? 3 : 0)' || found=$?\n",
         "case \"$found\" in\n",
         "  0) echo 'the owner account exists already; setting its password' ;;\n",
-        "  3) bin/tootctl accounts create \"$OWNER_USERNAME\" --email \"$OWNER_EMAIL\" --confirmed --approve --role Owner ;;\n",
+        // tootctl prints a random password of its own: not into the Job's log.
+        "  3) bin/tootctl accounts create \"$OWNER_USERNAME\" --email \"$OWNER_EMAIL\" --confirmed --approve --role Owner >/dev/null ;;\n",
         "  *) echo \"looking up the owner account failed (exit $found)\" >&2; exit \"$found\" ;;\n",
         "esac\n",
-        "exec bin/rails runner 'u = User.find_by!(email: ENV.fetch(\"OWNER_EMAIL\")); ",
-        "u.update!(password: ENV.fetch(\"OWNER_PASSWORD\"), password_confirmation: ENV.fetch(\"OWNER_PASSWORD\"), approved: true)'\n",
+        "exec bin/rails runner 'u = Account.find_local!(ENV.fetch(\"OWNER_USERNAME\")).user; ",
+        "u.update!(password: ENV.fetch(\"OWNER_PASSWORD\"), password_confirmation: ENV.fetch(\"OWNER_PASSWORD\")); ",
+        "u.approve! unless u.approved?'\n",
     );
     Ok(vec![
         rails_job(

@@ -432,12 +432,20 @@ fn the_mastodon_owner_job_approves_the_owner_and_hides_no_failure() {
     let script = c["command"][2].as_str().unwrap();
     assert!(script.starts_with("set -eu\n"), "{script}");
     assert!(
-        script.contains("accounts create \"$OWNER_USERNAME\" --email \"$OWNER_EMAIL\" --confirmed --approve --role Owner"),
-        "{script}"
+        script.contains("accounts create \"$OWNER_USERNAME\" --email \"$OWNER_EMAIL\" --confirmed --approve --role Owner >/dev/null"),
+        "tootctl's own random password stays out of the log: {script}"
     );
     assert!(!script.contains("|| echo"), "no failure hidden: {script}");
-    assert!(script.contains("Account.find_local"), "{script}");
-    assert!(script.contains("approved: true"), "{script}");
+    assert!(
+        script.contains("Account.find_local(ENV.fetch(\"OWNER_USERNAME\"))"),
+        "{script}"
+    );
+    // The password goes to the account looked up, by its username.
+    assert!(
+        script.contains("Account.find_local!(ENV.fetch(\"OWNER_USERNAME\")).user"),
+        "{script}"
+    );
+    assert!(script.contains("u.approve! unless u.approved?"), "{script}");
 }
 
 #[test]
