@@ -16,6 +16,11 @@ pub const VAPID_PUBLIC_KEY: &str = "VAPID_PUBLIC_KEY";
 pub const AR_PRIMARY_KEY: &str = "ACTIVE_RECORD_ENCRYPTION_PRIMARY_KEY";
 pub const AR_DETERMINISTIC_KEY: &str = "ACTIVE_RECORD_ENCRYPTION_DETERMINISTIC_KEY";
 pub const AR_KEY_DERIVATION_SALT: &str = "ACTIVE_RECORD_ENCRYPTION_KEY_DERIVATION_SALT";
+/// Mastodon up to 4.3 refuses to boot without it (`config/environments/production.rb`
+/// fetches it; 4.4.0 removed it). Every tenant gets one, kept like the others, so a server
+/// on 4.3 starts and keeps its two-factor secrets readable across upgrades; later versions
+/// ignore it.
+pub const OTP_SECRET: &str = "OTP_SECRET";
 pub const DB_PASS: &str = "DB_PASS";
 pub const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
 
@@ -86,6 +91,8 @@ impl AppSecrets {
     pub fn generate() -> Self {
         let mut key_base = [0u8; 64];
         OsRng.fill_bytes(&mut key_base);
+        let mut otp = [0u8; 64];
+        OsRng.fill_bytes(&mut otp);
         let (vapid_private, vapid_public) = vapid_key_pair();
         let mut m = BTreeMap::new();
         m.insert(SECRET_KEY_BASE.to_owned(), hex::encode(key_base));
@@ -96,6 +103,7 @@ impl AppSecrets {
         m.insert(AR_KEY_DERIVATION_SALT.to_owned(), alnum(32));
         m.insert(DB_PASS.to_owned(), alnum(40));
         m.insert(REDIS_PASSWORD.to_owned(), alnum(40));
+        m.insert(OTP_SECRET.to_owned(), hex::encode(otp));
         Self(m)
     }
 
@@ -112,11 +120,23 @@ impl AppSecrets {
         if vapid_public_from_private(private)? != data[VAPID_PUBLIC_KEY] {
             return Err(SecretError::Malformed(VAPID_PUBLIC_KEY));
         }
-        Ok(Self(
-            KEYS.iter()
-                .map(|k| ((*k).to_owned(), data[*k].clone()))
-                .collect(),
-        ))
+        let mut m: BTreeMap<String, String> = KEYS
+            .iter()
+            .map(|k| ((*k).to_owned(), data[*k].clone()))
+            .collect();
+        // A Secret made before OTP_SECRET was kept gets one now, once: the next apply of
+        // the Secret stores it.
+        let otp = match data.get(OTP_SECRET) {
+            Some(v) if well_formed(OTP_SECRET, v) => v.clone(),
+            Some(_) => return Err(SecretError::Malformed(OTP_SECRET)),
+            None => {
+                let mut otp = [0u8; 64];
+                OsRng.fill_bytes(&mut otp);
+                hex::encode(otp)
+            }
+        };
+        m.insert(OTP_SECRET.to_owned(), otp);
+        Ok(Self(m))
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -132,7 +152,7 @@ impl AppSecrets {
 fn well_formed(key: &str, v: &str) -> bool {
     let is_alnum = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_alphanumeric());
     match key {
-        SECRET_KEY_BASE => {
+        SECRET_KEY_BASE | OTP_SECRET => {
             v.len() == 128
                 && v.bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -153,6 +173,29 @@ fn well_formed(key: &str, v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn otp_secret_is_made_once_and_kept() {
+        let s = AppSecrets::generate();
+        let otp = s.get(OTP_SECRET).expect("an OTP_SECRET").to_owned();
+        assert!(well_formed(OTP_SECRET, &otp));
+        // Read back: kept as it is.
+        let again = AppSecrets::from_data(s.data()).expect("valid");
+        assert_eq!(again.get(OTP_SECRET), Some(otp.as_str()));
+        // A Secret from before it was kept: the other values stay, one is made.
+        let mut old = s.data().clone();
+        old.remove(OTP_SECRET);
+        let upgraded = AppSecrets::from_data(&old).expect("still valid");
+        assert_eq!(upgraded.get(SECRET_KEY_BASE), s.get(SECRET_KEY_BASE));
+        let made = upgraded.get(OTP_SECRET).expect("made");
+        assert!(well_formed(OTP_SECRET, made) && made != otp);
+        // A damaged one is reported, not replaced.
+        old.insert(OTP_SECRET.to_owned(), "short".into());
+        assert_eq!(
+            AppSecrets::from_data(&old),
+            Err(SecretError::Malformed(OTP_SECRET))
+        );
+    }
 
     #[test]
     fn formats_match_what_mastodon_expects() {

@@ -108,7 +108,7 @@ async fn secrets_survive_every_reconcile_and_a_plan_change_touches_only_what_it_
         .await
         .unwrap();
     let secret = app_secret(&cluster.client).await;
-    assert_eq!(secret.len(), 8);
+    assert_eq!(secret.len(), 9, "the eight keys and OTP_SECRET");
 
     let bigger = instance("organization");
     let report = apply_children(&cluster.client, &bigger, &settings)

@@ -15,6 +15,7 @@ fn fixed_secrets() -> AppSecrets {
     let private = "dGhpcyBpcyBhIHRlc3Qga2V5IGZvciBoZXJkIHZhcGk=";
     let mut data = BTreeMap::new();
     data.insert(secrets::SECRET_KEY_BASE.to_owned(), "ab".repeat(64));
+    data.insert(secrets::OTP_SECRET.to_owned(), "cd".repeat(64));
     data.insert(secrets::VAPID_PRIVATE_KEY.to_owned(), private.to_owned());
     data.insert(
         secrets::VAPID_PUBLIC_KEY.to_owned(),
@@ -201,6 +202,8 @@ fn mastodon_processes_are_wired_as_documented() {
     assert_eq!(env["MALLOC_ARENA_MAX"], "2");
     let secret = find(&objs, "Secret", "app-secrets").unwrap();
     assert_eq!(secret["stringData"]["SECRET_KEY_BASE"], "ab".repeat(64));
+    // Mastodon 4.3 does not boot without OTP_SECRET; every pod reads it from this Secret.
+    assert_eq!(secret["stringData"]["OTP_SECRET"], "cd".repeat(64));
 
     let ingress = find(&objs, "Ingress", "app").unwrap();
     let paths = &ingress["spec"]["rules"][0]["http"]["paths"];
