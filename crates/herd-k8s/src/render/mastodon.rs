@@ -400,7 +400,25 @@ pub fn rails_job(
     command: Vec<String>,
     extra_env: Vec<Value>,
 ) -> Result<Child, RenderError> {
-    let (volumes, mounts) = rails_volumes(t);
+    rails_job_with(t, name, command, extra_env, false)
+}
+
+/// A Job of the app; `media` mounts the media volume (only the maintenance CronJobs that
+/// remove media need it: set-up, migration and owner Jobs never mount it, as the chart's
+/// migration Jobs do not, so a media volume still waiting for storage never holds up an
+/// install).
+fn rails_job_with(
+    t: &Tenant<'_>,
+    name: &str,
+    command: Vec<String>,
+    extra_env: Vec<Value>,
+    media: bool,
+) -> Result<Child, RenderError> {
+    let (mut volumes, mut mounts) = rails_volumes(t);
+    if !media {
+        volumes.retain(|v| v["name"] != "media");
+        mounts.retain(|m| m["name"] != "media");
+    }
     let container = json!({
         "name": "job",
         "image": web_image(&t.instance.spec.version),
@@ -540,7 +558,7 @@ fn cron_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
             cmd(&["bin/tootctl", "preview_cards", "remove", "--days", "180"]),
         ),
     ] {
-        let Child::Job(job) = rails_job(t, name, command, Vec::new())? else {
+        let Child::Job(job) = rails_job_with(t, name, command, Vec::new(), true)? else {
             continue;
         };
         let job_spec = job

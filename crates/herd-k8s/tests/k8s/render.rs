@@ -424,6 +424,42 @@ fn gotosocial_owner_containers_name_the_binary_not_only_arguments() {
     assert_eq!(c["args"], json!(["server", "start"]), "{c}");
 }
 
+/// Set-up, migration and owner Jobs never mount the media volume (a volume still waiting
+/// for storage would hold the install at its first step); the CronJob that removes media
+/// does.
+#[test]
+fn only_what_touches_media_mounts_it() {
+    let i = instance("community");
+    assert!(i.spec.media_s3.is_none(), "media on a volume");
+    let s = fixed_secrets();
+    let cluster = ClusterSettings::default();
+    let t = Tenant {
+        instance: &i,
+        secrets: &s,
+        cluster: &cluster,
+    };
+    let mounts_media = |pod: &serde_json::Value| {
+        pod["volumes"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v["name"] == "media"))
+    };
+    for job in render::install_jobs(&t).unwrap() {
+        let job = job.to_value().unwrap();
+        assert!(
+            !mounts_media(&job["spec"]["template"]["spec"]),
+            "{}",
+            job["metadata"]["name"]
+        );
+    }
+    let objs = rendered(&i);
+    let cron = find(&objs, "CronJob", "media-remove").unwrap();
+    assert!(mounts_media(
+        &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    ));
+    let web = find(&objs, "Deployment", "web").unwrap();
+    assert!(mounts_media(&web["spec"]["template"]["spec"]));
+}
+
 /// The Mastodon owner Job creates the account approved (closed registrations would leave it
 /// pending review), only when it is absent, and fails on any other error instead of
 /// hiding it behind "exists already".
