@@ -11,31 +11,11 @@
 use herd_jobs::{Registry, Runner, Settings};
 use herd_testkit::stripe;
 use secrecy::SecretString;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec_storm";
 const EVENTS_PER_SUB: usize = 8;
-
-async fn scratch(admin: &PgPool, base: &str, name: &str) -> PgPool {
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(admin)
-        .await
-        .unwrap();
-    let (server, _) = base.rsplit_once('/').unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(40)
-        .connect(&format!("{server}/{name}"))
-        .await
-        .unwrap();
-    herd_store::migrate(&pool).await.unwrap();
-    pool
-}
 
 /// Stores and queues the storm: `subs` subscriptions, eight status changes each.
 async fn storm(pool: &PgPool, subs: usize) -> usize {
@@ -128,23 +108,15 @@ async fn main() {
     let base = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| panic!("DATABASE_URL is not set: run `make bench`"));
     let subs = if cfg!(debug_assertions) { 100 } else { 1_000 };
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&base)
-        .await
-        .unwrap();
     let mut results = Vec::new();
     for concurrency in [1, 16] {
         let name = format!("herd_storm_{}_{concurrency}", std::process::id());
-        let pool = scratch(&admin, &base, &name).await;
+        let pool = herd_testkit::scratch_database(&base, &name, 40).await;
         let n = storm(&pool, subs).await;
         let elapsed = process(&pool, concurrency).await;
         results.push((concurrency, n, elapsed));
         pool.close().await;
-        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-            .execute(&admin)
-            .await
-            .unwrap();
+        herd_testkit::drop_database(&base, &name).await;
     }
     println!(
         "event storm: {subs} subscriptions × {EVENTS_PER_SUB} events, processed by one worker"

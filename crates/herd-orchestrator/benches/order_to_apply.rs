@@ -26,26 +26,7 @@ const CONCURRENCY: usize = 8;
 const CONNECTIONS: u32 = 12;
 
 async fn scratch(base: &str, name: &str) -> PgPool {
-    let admin = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(base)
-        .await
-        .unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (server, _) = base.rsplit_once('/').unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(10)
-        .connect(&format!("{server}/{name}"))
-        .await
-        .unwrap();
-    herd_store::migrate(&pool).await.unwrap();
+    let pool = herd_testkit::scratch_database(base, name, 10).await;
     let mut tx = pool.begin().await.unwrap();
     herd_store::plans::seed_if_empty(&mut tx, &herd_domain::plan::default_catalogue())
         .await

@@ -13,7 +13,7 @@ mod pg;
 pub mod stripe;
 
 pub use client::{Client, Resp};
-pub use pg::TempPostgres;
+pub use pg::{drop_database, scratch_database, TempPostgres};
 
 use herd_mail::{read_outbox, Mailer, OutboxMessage};
 use herd_web::{AppState, WebConfig};

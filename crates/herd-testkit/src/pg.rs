@@ -136,3 +136,48 @@ impl Drop for TempPostgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A fresh database `name` on the server `base` names (a maintenance database's URL, as
+/// `make bench` passes it), dropped first if an earlier run left it, with every migration
+/// applied: the benchmarks' scratch databases.
+pub async fn scratch_database(base: &str, name: &str, max_connections: u32) -> sqlx::PgPool {
+    let admin = admin(base).await;
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::query(&sql)
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    admin.close().await;
+    let (server, _) = base.rsplit_once('/').unwrap_or((base, ""));
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .connect(&format!("{server}/{name}"))
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {name}: {e}"));
+    herd_store::migrate(&pool)
+        .await
+        .unwrap_or_else(|e| panic!("migrating {name}: {e}"));
+    pool
+}
+
+/// Drops a database [`scratch_database`] made.
+pub async fn drop_database(base: &str, name: &str) {
+    let admin = admin(base).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("dropping {name}: {e}"));
+    admin.close().await;
+}
+
+async fn admin(base: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(base)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {base}: {e}"))
+}

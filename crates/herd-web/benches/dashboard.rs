@@ -10,7 +10,6 @@
 #![expect(clippy::unwrap_used, reason = "benchmark")]
 
 use herd_testkit::TestApp;
-use sqlx::postgres::PgPoolOptions;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,23 +104,8 @@ async fn main() {
     } else {
         (10_000, 64, 100)
     };
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&base)
-        .await
-        .unwrap();
     let db = format!("herd_bench_dashboard_{}", std::process::id());
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (server, _) = base.rsplit_once('/').unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(40)
-        .connect(&format!("{server}/{db}"))
-        .await
-        .unwrap();
-    herd_store::migrate(&pool).await.unwrap();
+    let pool = herd_testkit::scratch_database(&base, &db, 40).await;
     let app = TestApp::spawn(pool.clone()).await;
     // The clients sign up through the portal (their sessions are real), then the rest of
     // the organizations and every server are written directly.
@@ -173,8 +157,5 @@ async fn main() {
     drop(signed);
     drop(app);
     pool.close().await;
-    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    herd_testkit::drop_database(&base, &db).await;
 }

@@ -8,7 +8,6 @@
 
 use herd_testkit::{stripe, TestApp};
 use secrecy::SecretString;
-use sqlx::postgres::PgPoolOptions;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "whsec_bench";
@@ -24,23 +23,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() {
     let base = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| panic!("DATABASE_URL is not set: run `make bench`"));
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&base)
-        .await
-        .unwrap();
     let db = format!("herd_bench_{}", std::process::id());
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let (server, _) = base.rsplit_once('/').unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(40)
-        .connect(&format!("{server}/{db}"))
-        .await
-        .unwrap();
-    herd_store::migrate(&pool).await.unwrap();
+    let pool = herd_testkit::scratch_database(&base, &db, 40).await;
     let app = TestApp::spawn_with(pool.clone(), |c| {
         c.stripe_webhook_secrets = vec![SecretString::from(SECRET.to_owned())];
     })
@@ -128,8 +112,5 @@ async fn main() {
     );
     drop(app);
     pool.close().await;
-    sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    herd_testkit::drop_database(&base, &db).await;
 }
