@@ -64,11 +64,13 @@ pub async fn round(
         if watching.contains_key(&c.id) {
             continue;
         }
-        let mut conn = o.pool.acquire().await?.detach();
-        if !herd_store::try_session_lock(&mut conn, &format!("watch:{}", c.id)).await? {
-            let _ = conn.close().await;
+        // Tried on a pooled connection, which goes back to the pool when the lock is
+        // another worker's; taken out of the pool only to hold the lock.
+        let mut pooled = o.pool.acquire().await?;
+        if !herd_store::try_session_lock(&mut pooled, &format!("watch:{}", c.id)).await? {
             continue;
         }
+        let conn = pooled.detach();
         let me = o.clone();
         let (id, name) = (c.id, c.name.clone());
         watching.insert(

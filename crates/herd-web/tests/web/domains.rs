@@ -9,22 +9,28 @@ use kube::api::Api;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-async fn order(owner: &Client, domain: &str) -> herd_testkit::Resp {
-    owner.get("/o/lyon/order").await.assert_status(200);
-    owner
+/// Orders a server for `domain` by invoice, as a member of organization `org`.
+async fn order_as(member: &Client, org: &str, domain: &str) -> herd_testkit::Resp {
+    let form = format!("/o/{org}/order");
+    member.get(&form).await.assert_status(200);
+    member
         .post(
-            "/o/lyon/order",
+            &form,
             &[
                 ("plan", "community"),
                 ("app", "mastodon"),
                 ("domain", domain),
                 ("payment", "invoice"),
-                ("billing_address", "Ville de Lyon\n69001 Lyon"),
+                ("billing_address", "Town hall\n69001 Lyon"),
                 ("vat_id", ""),
                 ("po_reference", ""),
             ],
         )
         .await
+}
+
+async fn order(owner: &Client, domain: &str) -> herd_testkit::Resp {
+    order_as(owner, "lyon", domain).await
 }
 
 async fn server(pool: &PgPool, domain: &str) -> (Uuid, String) {
@@ -181,26 +187,7 @@ async fn an_unproven_order_never_keeps_a_domain_from_its_holder(pool: PgPool) {
 
     // Eve orders Lyon's domain first.
     let eve = app.signed_up("Eve", "eve@else.example", Some("Else")).await;
-    let eve_orders = |domain: &'static str| {
-        let eve = &eve;
-        async move {
-            eve.get("/o/else/order").await.assert_status(200);
-            eve.post(
-                "/o/else/order",
-                &[
-                    ("plan", "community"),
-                    ("app", "mastodon"),
-                    ("domain", domain),
-                    ("payment", "invoice"),
-                    ("billing_address", "Else\n1 Rue\n75001 Paris"),
-                    ("vat_id", ""),
-                    ("po_reference", ""),
-                ],
-            )
-            .await
-        }
-    };
-    eve_orders("social.lyon.fr")
+    order_as(&eve, "else", "social.lyon.fr")
         .await
         .assert_redirect("/o/else/orders/");
     app.run_jobs().await;
@@ -294,7 +281,9 @@ async fn an_unproven_order_never_keeps_a_domain_from_its_holder(pool: PgPool) {
     // Unproven claims are few and do not last: three at a time per organization, and a
     // claim not proven within 14 days stops.
     for d in ["a.else.example", "b.else.example", "c.else.example"] {
-        eve_orders(d).await.assert_redirect("/o/else/orders/");
+        order_as(&eve, "else", d)
+            .await
+            .assert_redirect("/o/else/orders/");
     }
     // Under Else's running contract, an operator approves them.
     let waiting: Vec<Uuid> = sqlx::query_scalar(
@@ -311,7 +300,7 @@ async fn an_unproven_order_never_keeps_a_domain_from_its_holder(pool: PgPool) {
             .assert_redirect("/operator/orders");
     }
     app.run_jobs().await;
-    eve_orders("d.else.example")
+    order_as(&eve, "else", "d.else.example")
         .await
         .assert_status(422)
         .assert_contains("3 of your servers are waiting for their domain&#39;s DNS record");
@@ -337,7 +326,7 @@ async fn an_unproven_order_never_keeps_a_domain_from_its_holder(pool: PgPool) {
     .unwrap();
     assert_eq!(phase, "failed");
     assert!(message.contains("not proven in time"), "{message}");
-    eve_orders("d.else.example")
+    order_as(&eve, "else", "d.else.example")
         .await
         .assert_redirect("/o/else/orders/");
 }
