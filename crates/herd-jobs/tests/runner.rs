@@ -320,6 +320,9 @@ async fn a_hanging_handler_is_stopped_and_counts_as_failed(pool: PgPool) {
         registry(&pool, seen),
         Settings {
             timeout: Duration::from_millis(300),
+            // Long enough that this drain never sees the job due again, however slow the
+            // machine (with 10 ms it sometimes ran twice under CI load).
+            retry_base: Duration::from_secs(60),
             ..settings(1)
         },
     )
