@@ -10,20 +10,74 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{Map, Value};
 
-/// Is every field of `desired` present, with the same value, in `current`?
+/// Is every field of `desired` present, with the same value, in `current`? Resource
+/// quantities compare by value (`8` and `8000m`, `8Gi` and `8192Mi` are equal), as the
+/// API server may hand them back in its canonical form.
 pub fn contained_in(desired: &Value, current: &Value) -> bool {
+    contained(desired, current, false)
+}
+
+/// The maps whose values are resource quantities (requests, limits, quotas, LimitRanges).
+const QUANTITY_MAPS: [&str; 8] = [
+    "requests",
+    "limits",
+    "hard",
+    "capacity",
+    "default",
+    "defaultRequest",
+    "max",
+    "min",
+];
+
+fn contained(desired: &Value, current: &Value, quantities: bool) -> bool {
     match (desired, current) {
         (Value::Object(d), Value::Object(c)) => d.iter().all(|(k, dv)| match c.get(k) {
-            Some(cv) => contained_in(dv, cv),
+            Some(cv) => contained(dv, cv, QUANTITY_MAPS.contains(&k.as_str())),
             // An empty map or list we send is the same as one the server left out.
             None => is_empty(dv),
         }),
         (Value::Array(d), Value::Array(c)) => {
-            d.len() == c.len() && d.iter().zip(c).all(|(dv, cv)| contained_in(dv, cv))
+            d.len() == c.len() && d.iter().zip(c).all(|(dv, cv)| contained(dv, cv, false))
         }
         (Value::Number(d), Value::Number(c)) => d.as_f64() == c.as_f64(),
+        (Value::String(d), Value::String(c)) if quantities && d != c => {
+            match (quantity_bytes(d), quantity_bytes(c)) {
+                (Some(d), Some(c)) => d == c,
+                _ => false,
+            }
+        }
         (d, c) => d == c,
     }
+}
+
+/// The value of a Kubernetes quantity (`250m`, `1.5`, `8Gi`, `500M`, `1e3`), in base units
+/// (cores, bytes).
+pub fn quantity_bytes(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    Some(number * factor)
 }
 
 fn is_empty(v: &Value) -> bool {
@@ -68,6 +122,23 @@ pub fn needs_apply(desired: &Value, current: Option<&Value>) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn quantities_compare_by_value() {
+        let d = json!({ "resources": { "limits": { "cpu": "8", "memory": "8Gi" } } });
+        let c = json!({ "resources": { "limits": { "cpu": "8000m", "memory": "8192Mi" } } });
+        assert!(contained_in(&d, &c));
+        let more = json!({ "resources": { "limits": { "cpu": "8", "memory": "9Gi" } } });
+        assert!(!contained_in(&more, &c));
+        // Only quantities: other strings compare as they are.
+        assert!(!contained_in(
+            &json!({ "env": "8" }),
+            &json!({ "env": "8000m" })
+        ));
+        assert_eq!(quantity_bytes("1e3"), Some(1000.0));
+        assert_eq!(quantity_bytes("250m"), Some(0.25));
+        assert_eq!(quantity_bytes("lots"), None);
+    }
 
     #[test]
     fn server_additions_do_not_count() {

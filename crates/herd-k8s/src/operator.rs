@@ -310,6 +310,11 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         .await;
     }
     let report = reconcile::apply(client, &plan.apply).await?;
+    for note in &report.not_resized {
+        tracing::warn!(instance = %key(instance), "{note}");
+        ctx.event(instance, true, "VolumeNotResized", note.clone())
+            .await;
+    }
     let pruned = reconcile::prune(client, instance, &plan.keep).await?;
     if !report.written.is_empty() || !pruned.is_empty() {
         tracing::info!(instance = %key(instance), step = plan.step.name(), written = ?report.written, pruned = ?pruned, "applied");

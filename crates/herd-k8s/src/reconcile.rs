@@ -42,8 +42,79 @@ pub enum ReconcileError {
 pub struct ApplyReport {
     /// `Kind/name` of each child written.
     pub written: Vec<String>,
-    /// Children already as rendered.
+    /// Children already as rendered (or, for Jobs, already made: see [`apply`]).
     pub unchanged: usize,
+    /// Volumes that could not grow to the plan's size, and why (the StorageClass does not
+    /// allow expansion): the tenant runs on with the size it has.
+    pub not_resized: Vec<String>,
+}
+
+/// The storage a claim (or claim template) asks for, in bytes.
+fn claim_bytes(claim: &serde_json::Value) -> Option<f64> {
+    claim["spec"]["resources"]["requests"]["storage"]
+        .as_str()
+        .and_then(diff::quantity_bytes)
+}
+
+/// A claim already made keeps what cannot change after creation (access modes, class,
+/// volume) from the cluster's copy and never asks for less than it has; only a larger
+/// storage request goes through.
+fn keep_claim(desired: &mut serde_json::Value, current: &serde_json::Value) {
+    let asked = claim_bytes(desired);
+    let mut spec = current["spec"].clone();
+    if let Some(obj) = spec.as_object_mut() {
+        obj.remove("volumeName");
+    }
+    if asked > claim_bytes(current) {
+        spec["resources"]["requests"]["storage"] =
+            desired["spec"]["resources"]["requests"]["storage"].clone();
+    }
+    desired["spec"] = spec;
+}
+
+/// A StatefulSet's claim templates cannot change: the cluster's are kept. Returns the
+/// claims to grow instead, (template name, size), for templates that now ask for more.
+fn keep_claim_templates(
+    desired: &mut serde_json::Value,
+    current: &serde_json::Value,
+) -> Vec<(String, serde_json::Value)> {
+    let now = current["spec"]["volumeClaimTemplates"].clone();
+    let mut grow = Vec::new();
+    for want in desired["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let name = want["metadata"]["name"].as_str().unwrap_or_default();
+        let had = now
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["metadata"]["name"] == name);
+        if let Some(had) = had {
+            if claim_bytes(want) > claim_bytes(had) {
+                grow.push((
+                    name.to_owned(),
+                    want["spec"]["resources"]["requests"]["storage"].clone(),
+                ));
+            }
+        }
+    }
+    let mut templates = now;
+    for t in templates.as_array_mut().into_iter().flatten() {
+        if let Some(obj) = t.as_object_mut() {
+            obj.remove("status");
+        }
+    }
+    if !templates.is_null() {
+        desired["spec"]["volumeClaimTemplates"] = templates;
+    }
+    grow
+}
+
+/// Whether an API error refuses a volume expansion (the StorageClass does not allow it).
+fn refused_resize(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(r) if r.code == 403 || r.code == 422)
 }
 
 /// A Secret's values as strings (`data` decoded, `stringData` on top).
@@ -116,7 +187,7 @@ pub async fn apply(
             what: what.clone(),
             source,
         })?;
-        let desired = diff::normalize(value);
+        let mut desired = diff::normalize(value);
         let name = desired["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -133,14 +204,92 @@ pub async fn apply(
             }
             None => None,
         };
+        let mut grow = Vec::new();
+        if let Some(current) = &current {
+            match child {
+                // A Job's template cannot change, and a Job runs what it was made with:
+                // one that exists is never written again (a failed one is replaced, see
+                // the lifecycle).
+                Child::Job(_) => {
+                    report.unchanged += 1;
+                    continue;
+                }
+                Child::PersistentVolumeClaim(_) => keep_claim(&mut desired, current),
+                Child::StatefulSet(_) => grow = keep_claim_templates(&mut desired, current),
+                _ => {}
+            }
+        }
         if diff::needs_apply(&desired, current.as_ref()) {
-            api.patch(&name, &params, &Patch::Apply(&desired)).await?;
-            report.written.push(what);
+            match api.patch(&name, &params, &Patch::Apply(&desired)).await {
+                Ok(_) => report.written.push(what),
+                Err(e)
+                    if matches!(child, Child::PersistentVolumeClaim(_))
+                        && current.is_some()
+                        && refused_resize(&e) =>
+                {
+                    report.not_resized.push(format!(
+                        "{what} stays at its size: the cluster refused to expand it ({e})"
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
         } else {
             report.unchanged += 1;
         }
+        let replicas = desired["spec"]["replicas"].as_i64().unwrap_or(1);
+        for (template, size) in grow {
+            grow_claims(client, &desired, &template, &size, replicas, &mut report).await?;
+        }
     }
     Ok(report)
+}
+
+/// Grows the claims a StatefulSet made from `template` (`<template>-<name>-<ordinal>`) to
+/// `size`, where the StorageClass allows it; where it does not, says so in the report.
+async fn grow_claims(
+    client: &kube::Client,
+    statefulset: &serde_json::Value,
+    template: &str,
+    size: &serde_json::Value,
+    replicas: i64,
+    report: &mut ApplyReport,
+) -> Result<(), ReconcileError> {
+    let ns = statefulset["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
+    let sts = statefulset["metadata"]["name"].as_str().unwrap_or_default();
+    let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), ns);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for ordinal in 0..replicas.max(1) {
+        let name = format!("{template}-{sts}-{ordinal}");
+        let Some(claim) = api.get_opt(&name).await? else {
+            continue;
+        };
+        let had = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| diff::quantity_bytes(&q.0));
+        if had >= size.as_str().and_then(diff::quantity_bytes) {
+            continue;
+        }
+        let patch = serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": { "name": name, "namespace": ns },
+            "spec": { "resources": { "requests": { "storage": size } } },
+        });
+        match api.patch(&name, &params, &Patch::Apply(&patch)).await {
+            Ok(_) => report.written.push(format!("PersistentVolumeClaim/{name}")),
+            Err(e) if refused_resize(&e) => report.not_resized.push(format!(
+                "PersistentVolumeClaim/{name} stays at its size ({size} asked): the cluster refused to expand it ({e})"
+            )),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// The kinds whose children are deleted when no longer rendered (the suspended page after a

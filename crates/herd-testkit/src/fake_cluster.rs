@@ -5,6 +5,9 @@
 //!   itself (`/api/v1/namespaces/{name}`), so those requests are served here from a small
 //!   store with the same semantics (create on apply, resource version bumped per write).
 //! - `GET /version`, answered as a Kubernetes 1.34 API server does.
+//! - The write rules of the API server kube-fake-client does not enforce: immutable fields
+//!   and storage (see [`crate::fake_rules`]); every cluster starts with kind's default
+//!   StorageClass `standard` (ReadWriteOnce, no expansion).
 //! - A count of API writes (every request that is not a GET, LIST or WATCH), the number a
 //!   no-op reconcile must keep at zero.
 //! - Watches (`?watch=true`), which kube-fake-client 0.3 answers as a plain LIST: served
@@ -198,6 +201,24 @@ impl FakeCluster {
             });
     }
 
+    /// Adds a StorageClass (not the default one): `provisioner` decides whether it offers
+    /// ReadWriteMany (see [`crate::fake_rules::SHARED_PROVISIONERS`]), `expandable` whether
+    /// its claims may grow.
+    pub async fn add_storage_class(&self, name: &str, provisioner: &str, expandable: bool) {
+        let api: kube::Api<k8s_openapi::api::storage::v1::StorageClass> =
+            kube::Api::all(self.client.clone());
+        let class = serde_json::from_value(json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": { "name": name },
+            "provisioner": provisioner,
+            "allowVolumeExpansion": expandable,
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        api.create(&kube::api::PostParams::default(), &class)
+            .await
+            .unwrap_or_else(|e| panic!("StorageClass {name}: {e}"));
+    }
+
     /// The stored namespaces, by name.
     pub fn namespaces(&self) -> BTreeMap<String, Value> {
         self.namespaces
@@ -284,6 +305,24 @@ pub async fn start_with(
         .build()
         .await
         .unwrap_or_else(|e| panic!("kube-fake-client: {e}"));
+    // The default StorageClass, as kind makes it (see [`crate::fake_rules`]).
+    let class = Request::post("/apis/storage.k8s.io/v1/storageclasses")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            crate::fake_rules::default_storage_class()
+                .to_string()
+                .into_bytes(),
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let made = fake
+        .send(class)
+        .await
+        .unwrap_or_else(|e| panic!("kube-fake-client: {e}"));
+    assert!(
+        made.status().is_success(),
+        "default StorageClass: {}",
+        made.status()
+    );
     let writes = Arc::new(AtomicU64::new(0));
     let namespaces: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
     let ns_versions = Arc::new(AtomicU64::new(0));
@@ -335,6 +374,23 @@ pub async fn start_with(
                 return Ok::<_, kube::Error>(boxed(
                     namespace_request(&store, &ns_versions, &method, &parts[3], &body).await,
                 ));
+            }
+            if crate::fake_rules::applies(req.method(), req.uri().path()) {
+                let (head, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes().to_vec())
+                    .unwrap_or_default();
+                if let Some(no) =
+                    crate::fake_rules::check(&fake, &head.method, head.uri.path(), &body).await
+                {
+                    return Ok(boxed(json_response(no.status(), &no.to_json())));
+                }
+                return fake
+                    .send(Request::from_parts(head, Body::from(body)))
+                    .await
+                    .map(boxed);
             }
             fake.send(req).await.map(boxed)
         }

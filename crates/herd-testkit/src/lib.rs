@@ -8,6 +8,7 @@
 mod client;
 pub mod fake_cluster;
 pub mod fake_dns;
+pub mod fake_rules;
 pub mod jobs;
 mod pg;
 pub mod stripe;

@@ -96,6 +96,13 @@ pub struct OperatorArgs {
     #[arg(long, env = "HERD_CLUSTER_ISSUER", default_value = "letsencrypt")]
     pub cluster_issuer: String,
 
+    /// A StorageClass offering ReadWriteMany volumes (NFS, CephFS, EFS, Azure Files…) for
+    /// Mastodon media kept on a volume. Without it, such media volumes are ReadWriteOnce on
+    /// the default StorageClass and their pods share one node; plans with several web pods
+    /// then need media in object storage.
+    #[arg(long, env = "HERD_MEDIA_SHARED_STORAGE_CLASS")]
+    pub media_shared_storage_class: Option<String>,
+
     /// Bucket for the final database dump taken before a tenant is deleted. Without it,
     /// deleting an Instance waits until one is configured or the Instance is annotated
     /// herd.dev/skip-final-backup=true.
@@ -161,6 +168,11 @@ pub struct RenderArgs {
     /// Render a CloudNativePG Cluster instead of a PostgreSQL StatefulSet.
     #[arg(long)]
     pub cloudnative_pg: bool,
+
+    /// A StorageClass offering ReadWriteMany for media on a volume, as the operator's
+    /// HERD_MEDIA_SHARED_STORAGE_CLASS (needed for plans with several web pods).
+    #[arg(long)]
+    pub media_shared_storage_class: Option<String>,
 
     /// PostgreSQL URL to read the plan from (optional).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]

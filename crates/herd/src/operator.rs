@@ -44,6 +44,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             ingress_namespace: args.ingress_namespace.clone(),
             cluster_issuer: args.cluster_issuer.clone(),
             has_cloudnative_pg,
+            media_shared_storage_class: args.media_shared_storage_class.clone(),
         },
         namespace: args.namespace.clone(),
         backup,

@@ -82,7 +82,10 @@ pub async fn run(args: RenderArgs) -> anyhow::Result<()> {
     );
     instance.metadata.namespace = Some("herd-system".into());
     let secrets = AppSecrets::generate();
-    let cluster = ClusterSettings::default();
+    let cluster = ClusterSettings {
+        media_shared_storage_class: args.media_shared_storage_class.clone(),
+        ..ClusterSettings::default()
+    };
     let children = render::render(&Tenant {
         instance: &instance,
         secrets: &secrets,

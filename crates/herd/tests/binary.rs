@@ -272,6 +272,8 @@ fn render_prints_a_tenant_offline_and_refuses_unknown_plans() {
             "organization",
             "--version",
             "v4.7.6",
+            "--media-shared-storage-class",
+            "cephfs",
         ])
         .env_remove("DATABASE_URL")
         .output()
@@ -295,6 +297,23 @@ fn render_prints_a_tenant_offline_and_refuses_unknown_plans() {
         yaml.contains("kind: PodDisruptionBudget"),
         "the organization plan runs two web replicas"
     );
+
+    assert!(yaml.contains("storageClassName: cephfs"));
+    // Two web pods and media on a volume, without shared storage: refused, saying why.
+    let unshared = Command::new(HERD)
+        .args([
+            "render",
+            "--domain",
+            "social.example.org",
+            "--plan",
+            "organization",
+        ])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!unshared.status.success());
+    let why = String::from_utf8_lossy(&unshared.stderr);
+    assert!(why.contains("HERD_MEDIA_SHARED_STORAGE_CLASS"), "{why}");
 
     let bad = Command::new(HERD)
         .args(["render", "--domain", "social.example.org", "--plan", "nope"])

@@ -97,6 +97,60 @@ fn rails_volumes(t: &Tenant<'_>) -> (Vec<Value>, Vec<Value>) {
     (volumes, mounts)
 }
 
+/// Where Mastodon's media files live when they are not in object storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum MediaVolume {
+    /// In object storage: no volume.
+    ObjectStorage,
+    /// A ReadWriteOnce volume of the default StorageClass: every pod that mounts it runs on
+    /// the node that has it attached (see [`pin_to_media_node`]).
+    OneNode,
+    /// A ReadWriteMany volume of this StorageClass.
+    Shared(String),
+}
+
+/// The label of pods that mount a one-node media volume, which they follow.
+const MEDIA_POD_LABEL: &str = "herd.dev/media";
+
+fn media_volume(t: &Tenant<'_>) -> Result<MediaVolume, RenderError> {
+    let spec = &t.instance.spec;
+    if spec.media_s3.is_some() {
+        return Ok(MediaVolume::ObjectStorage);
+    }
+    if let Some(class) = &t.cluster.media_shared_storage_class {
+        return Ok(MediaVolume::Shared(class.clone()));
+    }
+    if spec.sizing.web_replicas > 1 {
+        return Err(RenderError::SharedMediaNeeded {
+            web_replicas: spec.sizing.web_replicas,
+        });
+    }
+    Ok(MediaVolume::OneNode)
+}
+
+/// A pod template mounting a one-node media volume runs on the node of the other pods that
+/// mount it (as Mastodon's chart does for ReadWriteOnce volumes): a pod elsewhere would
+/// wait forever for the volume to attach. The first such pod, matching its own rule, may
+/// go anywhere.
+fn pin_to_media_node(t: &Tenant<'_>, template: &mut Value) -> Result<(), RenderError> {
+    let mounts_media = template["spec"]["volumes"]
+        .as_array()
+        .is_some_and(|v| v.iter().any(|v| v["name"] == "media"));
+    if !mounts_media || media_volume(t)? != MediaVolume::OneNode {
+        return Ok(());
+    }
+    template["metadata"]["labels"][MEDIA_POD_LABEL] = json!("volume");
+    template["spec"]["affinity"] = json!({
+        "podAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [{
+            "labelSelector": { "matchLabels": {
+                "herd.dev/tenant": t.instance.spec.slug, MEDIA_POD_LABEL: "volume",
+            } },
+            "topologyKey": "kubernetes.io/hostname",
+        }] },
+    });
+    Ok(())
+}
+
 fn pod_spec(containers: Value, volumes: Vec<Value>, restart_never: bool) -> Value {
     pod_spec_for(MASTODON_UID, containers, volumes, restart_never)
 }
@@ -144,6 +198,11 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         } else {
             json!({ "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } })
         };
+        let mut template = json!({
+            "metadata": { "labels": t.labels(name), "annotations": { "herd.dev/config-hash": hash } },
+            "spec": pod_spec(json!([container]), volumes, false),
+        });
+        pin_to_media_node(t, &mut template)?;
         Ok(Child::Deployment(build(
             "Deployment",
             json!({
@@ -153,10 +212,7 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
                     "replicas": replicas(n),
                     "selector": { "matchLabels": t.selector(name) },
                     "strategy": strategy,
-                    "template": {
-                        "metadata": { "labels": t.labels(name), "annotations": { "herd.dev/config-hash": hash } },
-                        "spec": pod_spec(json!([container]), volumes, false),
-                    },
+                    "template": template,
                 },
             }),
         )?))
@@ -219,12 +275,24 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     });
 
     let mut out = Vec::new();
-    if spec.media_s3.is_none() {
-        out.push(Child::PersistentVolumeClaim(build("PersistentVolumeClaim media", json!({
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": { "name": "media", "namespace": ns, "labels": t.labels("media") },
-            "spec": { "accessModes": ["ReadWriteMany"], "resources": { "requests": { "storage": spec.sizing.media_storage } } },
-        }))?));
+    let media_spec = match media_volume(t)? {
+        MediaVolume::ObjectStorage => None,
+        MediaVolume::OneNode => Some(
+            json!({ "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": spec.sizing.media_storage } } }),
+        ),
+        MediaVolume::Shared(class) => Some(
+            json!({ "accessModes": ["ReadWriteMany"], "storageClassName": class, "resources": { "requests": { "storage": spec.sizing.media_storage } } }),
+        ),
+    };
+    if let Some(media_spec) = media_spec {
+        out.push(Child::PersistentVolumeClaim(build(
+            "PersistentVolumeClaim media",
+            json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": { "name": "media", "namespace": ns, "labels": t.labels("media") },
+                "spec": media_spec,
+            }),
+        )?));
     }
     out.push(deployment(
         "web",
@@ -429,12 +497,22 @@ fn rails_job_with(
         "securityContext": container_security(false),
         "volumeMounts": mounts,
     });
-    one_off_job(t, name, pod_spec(json!([container]), volumes, true))
+    let mut template = json!({ "metadata": { "labels": t.labels("jobs") }, "spec": pod_spec(json!([container]), volumes, true) });
+    pin_to_media_node(t, &mut template)?;
+    one_off_job_from(t, name, template)
 }
 
 /// A one-off Job of the app (set-up, migrations, owner): retried twice, kept a week after it
 /// finished so its logs can be read.
 pub(super) fn one_off_job(t: &Tenant<'_>, name: &str, pod: Value) -> Result<Child, RenderError> {
+    one_off_job_from(
+        t,
+        name,
+        json!({ "metadata": { "labels": t.labels("jobs") }, "spec": pod }),
+    )
+}
+
+fn one_off_job_from(t: &Tenant<'_>, name: &str, template: Value) -> Result<Child, RenderError> {
     Ok(Child::Job(build(
         "Job",
         json!({
@@ -443,7 +521,7 @@ pub(super) fn one_off_job(t: &Tenant<'_>, name: &str, pod: Value) -> Result<Chil
             "spec": {
                 "backoffLimit": 2,
                 "ttlSecondsAfterFinished": 604800,
-                "template": { "metadata": { "labels": t.labels("jobs") }, "spec": pod },
+                "template": template,
             },
         }),
     )?))

@@ -37,6 +37,11 @@ pub struct ClusterSettings {
     pub cluster_issuer: String,
     /// Whether the CloudNativePG `Cluster` CRD exists (for `database.mode: Auto`).
     pub has_cloudnative_pg: bool,
+    /// A StorageClass whose volumes several nodes may mount read-write (NFS, CephFS, EFS,
+    /// Azure Files…), for Mastodon media kept on a volume. Without one, media on a volume
+    /// are ReadWriteOnce and every pod using them runs on one node; plans running several
+    /// web pods then need media in object storage (S3).
+    pub media_shared_storage_class: Option<String>,
 }
 
 impl Default for ClusterSettings {
@@ -46,6 +51,7 @@ impl Default for ClusterSettings {
             ingress_namespace: "ingress-nginx".into(),
             cluster_issuer: "letsencrypt".into(),
             has_cloudnative_pg: false,
+            media_shared_storage_class: None,
         }
     }
 }
@@ -54,6 +60,8 @@ impl Default for ClusterSettings {
 pub enum RenderError {
     #[error("the instance has no name")]
     Unnamed,
+    #[error("the plan runs {web_replicas} web pods, which must share the media files: put media in object storage (spec.mediaS3), or give the operator a StorageClass that offers ReadWriteMany (HERD_MEDIA_SHARED_STORAGE_CLASS); see docs/INSTALL-CLUSTER.md")]
+    SharedMediaNeeded { web_replicas: i32 },
     #[error("could not build {what}: {source}")]
     Build {
         what: &'static str,

@@ -203,7 +203,7 @@ fn rbac_grants_what_the_operator_does_and_no_wildcard() {
         let secrets = AppSecrets::generate();
         let settings = ClusterSettings {
             has_cloudnative_pg: cnpg,
-            ..ClusterSettings::default()
+            ..common::cluster_for(&i)
         };
         let t = Tenant {
             instance: &i,

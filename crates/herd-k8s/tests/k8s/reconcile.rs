@@ -7,10 +7,12 @@ use herd_k8s::crd::Instance;
 use herd_k8s::reconcile::{apply_children, ReconcileError};
 use herd_k8s::render::ClusterSettings;
 use herd_testkit::fake_cluster;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
 use std::collections::BTreeMap;
 
 fn instance(plan: &str) -> Instance {
@@ -103,14 +105,17 @@ async fn first_apply_creates_every_child_and_a_second_writes_nothing() {
 #[tokio::test]
 async fn secrets_survive_every_reconcile_and_a_plan_change_touches_only_what_it_sizes() {
     let cluster = fake_cluster::start().await;
-    let settings = ClusterSettings::default();
+    cluster
+        .add_storage_class(common::SHARED_CLASS, "nfs.csi.k8s.io", true)
+        .await;
+    let bigger = instance("organization");
+    let settings = common::cluster_for(&bigger);
     apply_children(&cluster.client, &instance("community"), &settings)
         .await
         .unwrap();
     let secret = app_secret(&cluster.client).await;
     assert_eq!(secret.len(), 9, "the eight keys and OTP_SECRET");
 
-    let bigger = instance("organization");
     let report = apply_children(&cluster.client, &bigger, &settings)
         .await
         .unwrap();
@@ -173,4 +178,268 @@ async fn a_damaged_secret_stops_the_reconcile_instead_of_being_replaced() {
         "{err}"
     );
     assert_eq!(cluster.writes(), writes, "nothing was written");
+}
+
+/// The API error code of a write, or 0 when it went through.
+async fn code<T>(r: Result<T, kube::Error>) -> u16 {
+    match r {
+        Ok(_) => 0,
+        Err(kube::Error::Api(e)) => e.code,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The fake cluster refuses the writes an API server refuses and kube-fake-client alone
+/// accepts: a changed StatefulSet claim template or Job template, a claim that shrinks,
+/// grows on a class without expansion or changes its access modes, and ReadWriteMany on a
+/// class that cannot offer it.
+#[tokio::test]
+async fn the_fake_cluster_refuses_what_an_api_server_refuses() {
+    let cluster = fake_cluster::start().await;
+    apply_children(
+        &cluster.client,
+        &instance("community"),
+        &ClusterSettings::default(),
+    )
+    .await
+    .unwrap();
+    let client = cluster.client.clone();
+    let apply = PatchParams::apply("test").force();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "herd-lyon");
+    let claim =
+        |name: &str, modes: &[&str], size: &str, class: Option<&str>| -> PersistentVolumeClaim {
+            let mut c = json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": { "name": name, "namespace": "herd-lyon" },
+                "spec": { "accessModes": modes, "resources": { "requests": { "storage": size } } },
+            });
+            if let Some(class) = class {
+                c["spec"]["storageClassName"] = json!(class);
+            }
+            serde_json::from_value(c).unwrap()
+        };
+    // ReadWriteMany on kind's default class: refused; on a shared class: made.
+    let rwx = claims
+        .create(
+            &PostParams::default(),
+            &claim("shared", &["ReadWriteMany"], "1Gi", None),
+        )
+        .await;
+    assert_eq!(code(rwx).await, 422);
+    cluster
+        .add_storage_class("nfs", "nfs.csi.k8s.io", true)
+        .await;
+    let rwx = claims
+        .create(
+            &PostParams::default(),
+            &claim("shared", &["ReadWriteMany"], "1Gi", Some("nfs")),
+        )
+        .await;
+    assert_eq!(code(rwx).await, 0);
+    // Claims: grow where the class allows, never shrink, never change modes.
+    let media = claims.get("media").await.unwrap();
+    let size = media
+        .spec
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap()["storage"]
+        .0
+        .clone();
+    assert_eq!(size, "25Gi");
+    let grow = claims
+        .patch(
+            "media",
+            &apply,
+            &Patch::Apply(claim("media", &["ReadWriteOnce"], "30Gi", None)),
+        )
+        .await;
+    assert_eq!(code(grow).await, 403, "kind's class does not expand");
+    let shrink = claims
+        .patch(
+            "media",
+            &apply,
+            &Patch::Apply(claim("media", &["ReadWriteOnce"], "20Gi", None)),
+        )
+        .await;
+    assert_eq!(code(shrink).await, 422);
+    let modes = claims
+        .patch(
+            "media",
+            &apply,
+            &Patch::Apply(claim("media", &["ReadWriteMany"], "25Gi", None)),
+        )
+        .await;
+    assert_eq!(code(modes).await, 422);
+    let grow = claims
+        .patch(
+            "shared",
+            &apply,
+            &Patch::Apply(claim("shared", &["ReadWriteMany"], "2Gi", Some("nfs"))),
+        )
+        .await;
+    assert_eq!(code(grow).await, 0, "the nfs class expands");
+    let same = claims
+        .patch(
+            "media",
+            &apply,
+            &Patch::Apply(claim("media", &["ReadWriteOnce"], "25Gi", None)),
+        )
+        .await;
+    assert_eq!(code(same).await, 0, "an unchanged claim is fine");
+    // A StatefulSet's claim templates are fixed; its template and replicas are not.
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "herd-lyon");
+    let mut db = serde_json::to_value(sets.get("postgres").await.unwrap()).unwrap();
+    db["metadata"] = json!({ "name": "postgres", "namespace": "herd-lyon" });
+    db.as_object_mut().unwrap().remove("status");
+    let mut bigger = db.clone();
+    bigger["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] =
+        json!("50Gi");
+    let refused = sets.patch("postgres", &apply, &Patch::Apply(&bigger)).await;
+    assert_eq!(code(refused).await, 422);
+    let mut relabelled = db.clone();
+    relabelled["spec"]["template"]["metadata"]["annotations"] = json!({ "x": "y" });
+    assert_eq!(
+        code(
+            sets.patch("postgres", &apply, &Patch::Apply(&relabelled))
+                .await
+        )
+        .await,
+        0
+    );
+    // A Job's template never changes.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "herd-lyon");
+    let name = jobs.list(&ListParams::default()).await.unwrap().items[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let mut job = serde_json::to_value(jobs.get(&name).await.unwrap()).unwrap();
+    job["metadata"] = json!({ "name": name, "namespace": "herd-lyon" });
+    job.as_object_mut().unwrap().remove("status");
+    job["spec"]["template"]["spec"]["containers"][0]["command"] = json!(["true"]);
+    assert_eq!(
+        code(jobs.patch(&name, &apply, &Patch::Apply(&job)).await).await,
+        422
+    );
+}
+
+/// A plan change grows the database volume by growing the claim the StatefulSet made (its
+/// claim templates cannot change) and the media claim, where the StorageClass allows it;
+/// where it does not, the tenant moves to the plan anyway and the report says which volume
+/// kept its size. Jobs already made are never written again.
+#[tokio::test]
+async fn a_plan_change_grows_volumes_in_place_and_says_when_it_cannot() {
+    for expandable in [true, false] {
+        let cluster = fake_cluster::start().await;
+        cluster
+            .add_storage_class(common::SHARED_CLASS, "nfs.csi.k8s.io", expandable)
+            .await;
+        let small = instance("community");
+        let bigger = instance("organization");
+        let settings = common::cluster_for(&bigger);
+        apply_children(&cluster.client, &small, &settings)
+            .await
+            .unwrap();
+        // The claim the StatefulSet controller makes from its template (not run by the fake).
+        let claims: Api<PersistentVolumeClaim> =
+            Api::namespaced(cluster.client.clone(), "herd-lyon");
+        let sets: Api<StatefulSet> = Api::namespaced(cluster.client.clone(), "herd-lyon");
+        let template = sets
+            .get("postgres")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .volume_claim_templates
+            .unwrap()[0]
+            .clone();
+        let mut made = template.clone();
+        made.metadata.name = Some("data-postgres-0".into());
+        made.spec.as_mut().unwrap().storage_class_name = Some(common::SHARED_CLASS.into());
+        claims.create(&PostParams::default(), &made).await.unwrap();
+        let jobs_before: Vec<_> = Api::<Job>::namespaced(cluster.client.clone(), "herd-lyon")
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|j| j.metadata.resource_version.clone())
+            .collect();
+
+        let report = apply_children(&cluster.client, &bigger, &settings)
+            .await
+            .unwrap();
+        let size = |c: PersistentVolumeClaim| {
+            c.spec.unwrap().resources.unwrap().requests.unwrap()["storage"]
+                .0
+                .clone()
+        };
+        let db_size = size(claims.get("data-postgres-0").await.unwrap());
+        let media_size = size(claims.get("media").await.unwrap());
+        let kept = sets
+            .get("postgres")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .volume_claim_templates
+            .unwrap()[0]
+            .clone();
+        assert_eq!(
+            kept.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
+            template
+                .spec
+                .clone()
+                .unwrap()
+                .resources
+                .unwrap()
+                .requests
+                .unwrap()["storage"]
+                .0,
+            "the claim template is as it was made"
+        );
+        if expandable {
+            assert_eq!(
+                (db_size.as_str(), media_size.as_str()),
+                ("50Gi", "200Gi"),
+                "{report:?}"
+            );
+            assert!(report.not_resized.is_empty(), "{report:?}");
+        } else {
+            assert_eq!((db_size.as_str(), media_size.as_str()), ("10Gi", "25Gi"));
+            assert_eq!(report.not_resized.len(), 2, "{report:?}");
+            assert!(
+                report
+                    .not_resized
+                    .iter()
+                    .any(|n| n.contains("data-postgres-0")),
+                "{report:?}"
+            );
+            assert!(
+                report
+                    .not_resized
+                    .iter()
+                    .any(|n| n.contains("PersistentVolumeClaim/media")),
+                "{report:?}"
+            );
+        }
+        assert!(
+            report.written.contains(&"Deployment/web".to_owned()),
+            "{report:?}"
+        );
+        let jobs_after: Vec<_> = Api::<Job>::namespaced(cluster.client.clone(), "herd-lyon")
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|j| j.metadata.resource_version.clone())
+            .collect();
+        assert_eq!(jobs_before, jobs_after, "Jobs are written once");
+    }
 }

@@ -47,7 +47,7 @@ fn instance(plan: &str) -> Instance {
 
 fn rendered(i: &Instance) -> Vec<Value> {
     let s = fixed_secrets();
-    let cluster = ClusterSettings::default();
+    let cluster = common::cluster_for(i);
     render::render(&Tenant {
         instance: i,
         secrets: &s,
@@ -458,6 +458,124 @@ fn only_what_touches_media_mounts_it() {
     ));
     let web = find(&objs, "Deployment", "web").unwrap();
     assert!(mounts_media(&web["spec"]["template"]["spec"]));
+}
+
+/// Media on a volume: ReadWriteOnce on the default StorageClass, with every pod that
+/// mounts it following the others to one node (a pod elsewhere would wait forever for the
+/// volume); ReadWriteMany on the StorageClass the operator names; and a plan with several
+/// web pods refused on a cluster that has neither object storage nor shared volumes.
+#[test]
+fn media_on_a_volume_stays_on_one_node_unless_the_cluster_shares_storage() {
+    let s = fixed_secrets();
+    let render_on = |i: &Instance, cluster: &ClusterSettings| {
+        render::render(&Tenant {
+            instance: i,
+            secrets: &s,
+            cluster,
+        })
+        .map(|children| {
+            children
+                .iter()
+                .map(|c| c.to_value().unwrap())
+                .collect::<Vec<_>>()
+        })
+    };
+    let pinned = |objs: &[Value]| -> Vec<String> {
+        pod_specs(objs)
+            .into_iter()
+            .filter(|(_, pod)| !pod["affinity"]["podAffinity"].is_null())
+            .map(|(name, _)| name)
+            .collect()
+    };
+    let small = instance("community");
+    let objs = render_on(&small, &ClusterSettings::default()).unwrap();
+    let claim = find(&objs, "PersistentVolumeClaim", "media").unwrap();
+    assert_eq!(claim["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+    assert!(
+        claim["spec"]["storageClassName"].is_null(),
+        "the default class"
+    );
+    assert_eq!(
+        pinned(&objs),
+        [
+            "Deployment/web",
+            "Deployment/sidekiq",
+            "CronJob/media-remove",
+            "CronJob/preview-cards-remove"
+        ]
+    );
+    // Each pinned pod carries the label the others follow, and follows it.
+    for (name, pod) in pod_specs(&objs) {
+        let term =
+            &pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0];
+        if term.is_null() {
+            continue;
+        }
+        assert_eq!(term["topologyKey"], "kubernetes.io/hostname", "{name}");
+        assert_eq!(
+            term["labelSelector"]["matchLabels"]["herd.dev/media"],
+            "volume"
+        );
+        assert_eq!(
+            term["labelSelector"]["matchLabels"]["herd.dev/tenant"],
+            "lyon"
+        );
+        let obj = objs
+            .iter()
+            .find(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                ) == name
+            })
+            .unwrap();
+        let template = if obj["kind"] == "CronJob" {
+            &obj["spec"]["jobTemplate"]["spec"]["template"]
+        } else {
+            &obj["spec"]["template"]
+        };
+        assert_eq!(
+            template["metadata"]["labels"]["herd.dev/media"], "volume",
+            "{name}"
+        );
+    }
+
+    let shared = ClusterSettings {
+        media_shared_storage_class: Some("cephfs".into()),
+        ..ClusterSettings::default()
+    };
+    let objs = render_on(&small, &shared).unwrap();
+    let claim = find(&objs, "PersistentVolumeClaim", "media").unwrap();
+    assert_eq!(claim["spec"]["accessModes"], json!(["ReadWriteMany"]));
+    assert_eq!(claim["spec"]["storageClassName"], "cephfs");
+    assert!(pinned(&objs).is_empty());
+
+    let bigger = instance("organization");
+    assert!(bigger.spec.sizing.web_replicas > 1);
+    let refused = render_on(&bigger, &ClusterSettings::default()).unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        message.contains("2 web pods") && message.contains("HERD_MEDIA_SHARED_STORAGE_CLASS"),
+        "{message}"
+    );
+    let objs = render_on(&bigger, &shared).unwrap();
+    assert_eq!(
+        find(&objs, "PersistentVolumeClaim", "media").unwrap()["spec"]["accessModes"],
+        json!(["ReadWriteMany"])
+    );
+    // With media in object storage: no volume, nothing pinned.
+    let mut s3 = bigger.clone();
+    s3.spec.media_s3 = Some(S3Spec {
+        bucket: "b".into(),
+        endpoint: "https://s3.example".into(),
+        region: None,
+        alias_host: None,
+        secret_ref: "s3".into(),
+    });
+    let objs = render_on(&s3, &ClusterSettings::default()).unwrap();
+    assert!(find(&objs, "PersistentVolumeClaim", "media").is_none());
+    assert!(pinned(&objs).is_empty());
 }
 
 /// The Mastodon owner Job creates the account approved (closed registrations would leave it

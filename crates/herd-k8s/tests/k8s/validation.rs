@@ -8,7 +8,7 @@
 use herd_domain::plan::default_catalogue;
 use herd_k8s::crd::{App, DatabaseMode, Instance, InstanceSpec, OwnerSpec, S3Spec};
 use herd_k8s::render::backup::BackupTarget;
-use herd_k8s::render::{self, Child, ClusterSettings, Tenant};
+use herd_k8s::render::{self, Child, Tenant};
 use herd_k8s::secrets::AppSecrets;
 use kube_fake_client::validator::{RuntimeOpenAPIValidator, SchemaValidator};
 
@@ -95,7 +95,6 @@ fn instance(plan: &str, variant: u8) -> Instance {
 #[test]
 fn rendered_objects_pass_openapi_validation() {
     let v = validator();
-    let cluster = ClusterSettings::default();
     let mut checked = 0;
     for (i, plan) in ["community", "organization", "institution"]
         .iter()
@@ -103,6 +102,7 @@ fn rendered_objects_pass_openapi_validation() {
     {
         for variant in [0u8, 1] {
             let inst = instance(plan, (i as u8) * 2 + variant);
+            let cluster = crate::common::cluster_for(&inst);
             let secrets = AppSecrets::generate();
             let t = Tenant {
                 instance: &inst,

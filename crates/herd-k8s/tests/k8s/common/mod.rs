@@ -28,3 +28,17 @@ pub fn lyon(plan: &str) -> Instance {
     i.metadata.namespace = Some("herd-system".into());
     i
 }
+
+/// A StorageClass offering ReadWriteMany in the tests' clusters (see
+/// `herd_testkit::fake_rules::SHARED_PROVISIONERS`).
+pub const SHARED_CLASS: &str = "shared-nfs";
+
+/// Settings of a cluster that can run `i`: with a ReadWriteMany StorageClass when its plan
+/// runs several web pods with media on a volume (the default cluster refuses those).
+pub fn cluster_for(i: &Instance) -> herd_k8s::render::ClusterSettings {
+    let mut c = herd_k8s::render::ClusterSettings::default();
+    if i.spec.media_s3.is_none() && i.spec.sizing.web_replicas > 1 {
+        c.media_shared_storage_class = Some(SHARED_CLASS.to_owned());
+    }
+    c
+}
