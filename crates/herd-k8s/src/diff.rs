@@ -29,9 +29,11 @@ const QUANTITY_MAPS: [&str; 8] = [
     "min",
 ];
 
+/// `quantities`: `desired` is a map of resource quantities (its values compare by value).
 fn contained(desired: &Value, current: &Value, quantities: bool) -> bool {
     match (desired, current) {
         (Value::Object(d), Value::Object(c)) => d.iter().all(|(k, dv)| match c.get(k) {
+            Some(cv) if quantities => same_quantity(dv, cv),
             Some(cv) => contained(dv, cv, QUANTITY_MAPS.contains(&k.as_str())),
             // An empty map or list we send is the same as one the server left out.
             None => is_empty(dv),
@@ -40,13 +42,19 @@ fn contained(desired: &Value, current: &Value, quantities: bool) -> bool {
             d.len() == c.len() && d.iter().zip(c).all(|(dv, cv)| contained(dv, cv, false))
         }
         (Value::Number(d), Value::Number(c)) => d.as_f64() == c.as_f64(),
-        (Value::String(d), Value::String(c)) if quantities && d != c => {
+        (d, c) => d == c,
+    }
+}
+
+fn same_quantity(desired: &Value, current: &Value) -> bool {
+    match (desired, current) {
+        (Value::String(d), Value::String(c)) if d != c => {
             match (quantity_bytes(d), quantity_bytes(c)) {
                 (Some(d), Some(c)) => d == c,
                 _ => false,
             }
         }
-        (d, c) => d == c,
+        (d, c) => contained(d, c, false),
     }
 }
 

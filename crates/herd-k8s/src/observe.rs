@@ -65,6 +65,19 @@ pub fn deployment_state(d: &Deployment) -> DeploymentState {
             (Some(_), None) => false,
             (None, _) => true,
         },
+        total: status.replicas.unwrap_or(0),
+        available: status.available_replicas.unwrap_or(0),
+        stalled: status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| {
+                c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            })
+            .map(|c| {
+                c.message
+                    .unwrap_or_else(|| "the rollout exceeded its progress deadline".into())
+            }),
     }
 }
 

@@ -468,6 +468,35 @@ pub async fn has_cloudnative_pg(client: &kube::Client) -> Result<bool, kube::Err
     Ok(api.get_opt("clusters.postgresql.cnpg.io").await?.is_some())
 }
 
+/// The API server's addresses as pods reach them: the EndpointSlices of the `kubernetes`
+/// Service in `default` (NetworkPolicies see the endpoint, not the Service's address).
+pub async fn api_server_endpoints(
+    client: &kube::Client,
+) -> Result<Vec<std::net::SocketAddr>, kube::Error> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let lp = kube::api::ListParams::default().labels("kubernetes.io/service-name=kubernetes");
+    let mut out = Vec::new();
+    for slice in api.list(&lp).await?.items {
+        let ports: Vec<u16> = slice
+            .ports
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.port.and_then(|p| u16::try_from(p).ok()))
+            .collect();
+        for endpoint in slice.endpoints {
+            for address in endpoint.addresses {
+                if let Ok(ip) = address.parse::<std::net::IpAddr>() {
+                    out.extend(ports.iter().map(|p| std::net::SocketAddr::new(ip, *p)));
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
 /// Runs the controller until a shutdown signal, or until the leader Lease is lost (an error:
 /// the process exits and Kubernetes restarts it as a candidate). Instances live in
 /// `settings.namespace`; children are mapped back to them by their `herd.dev/instance` label.

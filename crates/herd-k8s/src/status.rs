@@ -26,15 +26,28 @@ pub struct DeploymentState {
     pub version: String,
     /// The Deployment controller has seen the latest spec (`observedGeneration`).
     pub current: bool,
+    /// Pods of every template, old ones still terminating or serving included
+    /// (`status.replicas`).
+    pub total: i32,
+    /// Pods available for at least `minReadySeconds` (`status.availableReplicas`).
+    pub available: i32,
+    /// The rollout exceeded its progress deadline (the `Progressing` condition's reason
+    /// `ProgressDeadlineExceeded`): its message.
+    pub stalled: Option<String>,
 }
 
 impl DeploymentState {
-    /// Every replica runs `version` and is ready.
+    /// The rollout to `version` is complete, as `kubectl rollout status` judges it: the
+    /// controller saw the latest spec, every desired replica runs the new template, no old
+    /// pod is left (none still serving the previous version), and every new one is
+    /// available.
     pub fn rolled_out_at(&self, version: &str) -> bool {
         self.current
+            && self.stalled.is_none()
             && self.version.trim_start_matches('v') == version.trim_start_matches('v')
             && self.updated >= self.desired
-            && self.ready >= self.desired
+            && self.total <= self.updated
+            && self.available >= self.updated
     }
 }
 
@@ -73,6 +86,14 @@ fn deployment_condition(
             true,
             "Suspended",
             format!("{name} is scaled to zero while suspended"),
+        ),
+        Some(DeploymentState {
+            stalled: Some(why), ..
+        }) => condition(
+            type_,
+            false,
+            "ProgressDeadlineExceeded",
+            format!("{name}: {why}"),
         ),
         Some(d) if d.ready >= d.desired => condition(
             type_,
@@ -339,6 +360,9 @@ mod tests {
             updated: n,
             version: version.into(),
             current: true,
+            total: n,
+            available: n,
+            stalled: None,
         }
     }
 
@@ -411,6 +435,70 @@ mod tests {
         i.status = Some(s);
         let s = status(&i, &healthy(), "t3");
         assert_eq!(cond(&s, "Web").last_transition_time.as_deref(), Some("t2"));
+    }
+
+    #[test]
+    fn a_rollout_is_done_only_as_kubectl_rollout_status_judges_it() {
+        let done = ready(2, "v4.8.0");
+        assert!(done.rolled_out_at("v4.8.0"));
+        assert!(!done.rolled_out_at("v4.7.6"), "another version");
+        let cases = [
+            (
+                "spec not yet seen",
+                DeploymentState {
+                    current: false,
+                    ..done.clone()
+                },
+            ),
+            (
+                "a new replica not updated",
+                DeploymentState {
+                    updated: 1,
+                    ..done.clone()
+                },
+            ),
+            (
+                "an old replica pending termination",
+                DeploymentState {
+                    total: 3,
+                    ..done.clone()
+                },
+            ),
+            (
+                "an updated replica not available",
+                DeploymentState {
+                    available: 1,
+                    ..done.clone()
+                },
+            ),
+            (
+                "progress deadline exceeded",
+                DeploymentState {
+                    stalled: Some("ReplicaSet \"web-1\" has timed out progressing.".into()),
+                    ..done.clone()
+                },
+            ),
+        ];
+        for (what, state) in cases {
+            assert!(!state.rolled_out_at("v4.8.0"), "{what}");
+        }
+        // A stalled rollout says so in its condition.
+        let mut o = healthy();
+        o.deployments.insert(
+            "web".into(),
+            DeploymentState {
+                stalled: Some("ReplicaSet \"web-1\" has timed out progressing.".into()),
+                ..ready(1, "v4.7.6")
+            },
+        );
+        let s = status(&instance(), &o, "t1");
+        let web = cond(&s, "Web");
+        assert_eq!(web.reason, "ProgressDeadlineExceeded");
+        assert!(
+            web.message.contains("timed out progressing"),
+            "{}",
+            web.message
+        );
     }
 
     #[test]

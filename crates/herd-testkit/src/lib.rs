@@ -10,6 +10,7 @@ pub mod fake_cluster;
 pub mod fake_dns;
 pub mod fake_rules;
 pub mod jobs;
+pub mod netpol;
 mod pg;
 pub mod stripe;
 

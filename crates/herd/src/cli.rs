@@ -103,6 +103,11 @@ pub struct OperatorArgs {
     #[arg(long, env = "HERD_MEDIA_SHARED_STORAGE_CLASS")]
     pub media_shared_storage_class: Option<String>,
 
+    /// The namespace CloudNativePG's operator runs in (allowed through the NetworkPolicies
+    /// of tenants with a CloudNativePG database).
+    #[arg(long, env = "HERD_CNPG_NAMESPACE", default_value = "cnpg-system")]
+    pub cnpg_namespace: String,
+
     /// Bucket for the final database dump taken before a tenant is deleted. Without it,
     /// deleting an Instance waits until one is configured or the Instance is annotated
     /// herd.dev/skip-final-backup=true.
@@ -221,6 +226,26 @@ pub struct ServeArgs {
     /// proxy that sets it).
     #[arg(long, env = "HERD_TRUST_PROXY", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     pub trust_proxy: bool,
+
+    /// How many reverse proxies in front of Herd append to X-Forwarded-For (with
+    /// HERD_TRUST_PROXY): the client address is the entry that many places from the right,
+    /// so whatever a client writes into the header itself counts for nothing.
+    #[arg(long, env = "HERD_TRUSTED_PROXY_HOPS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
+    pub trusted_proxy_hops: u8,
+
+    /// Client addresses (CIDR ranges, comma-separated) that may read /metrics without the
+    /// token. Behind a trusted proxy, the address the proxy saw counts.
+    #[arg(
+        long,
+        env = "HERD_METRICS_ALLOW",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub metrics_allow: Vec<herd_web::client_ip::IpRange>,
+
+    /// A bearer token that opens /metrics from any address (`Authorization: Bearer <token>`).
+    #[arg(long, env = "HERD_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<SecretString>,
 
     /// Stripe's webhook signing secret(s) (whsec_…), comma-separated while one is rolled.
     /// Without one, POST /webhooks/stripe refuses every delivery.

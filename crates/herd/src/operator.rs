@@ -38,6 +38,17 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             false
         }
     };
+    let api_server = match operator::api_server_endpoints(&client).await {
+        Ok(found) if !found.is_empty() => found,
+        Ok(_) => {
+            tracing::warn!("the `kubernetes` Service has no endpoints: CloudNativePG tenants get no NetworkPolicy egress to the API server");
+            Vec::new()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the API server's endpoints (default/kubernetes EndpointSlices): CloudNativePG tenants get no NetworkPolicy egress to the API server");
+            Vec::new()
+        }
+    };
     let settings = Settings {
         cluster: ClusterSettings {
             ingress_class: args.ingress_class.clone(),
@@ -45,6 +56,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             cluster_issuer: args.cluster_issuer.clone(),
             has_cloudnative_pg,
             media_shared_storage_class: args.media_shared_storage_class.clone(),
+            cnpg_namespace: args.cnpg_namespace.clone(),
+            api_server,
         },
         namespace: args.namespace.clone(),
         backup,

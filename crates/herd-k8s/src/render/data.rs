@@ -151,6 +151,9 @@ fn postgres_statefulset(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     )
 }
 
+/// The name of a tenant's CloudNativePG `Cluster` (its pods carry `cnpg.io/cluster`).
+pub(super) const CNPG_CLUSTER: &str = "postgres";
+
 fn cloudnative_pg(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     let ns = t.namespace();
     let password = t.secrets.get(DB_PASS).unwrap_or_default();
@@ -163,7 +166,7 @@ fn cloudnative_pg(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     let large = t.instance.spec.sizing.web_replicas > 2;
     let cluster = json!({
         "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
-        "metadata": { "name": "postgres", "namespace": ns, "labels": t.labels("database") },
+        "metadata": { "name": CNPG_CLUSTER, "namespace": ns, "labels": t.labels("database") },
         "spec": {
             "instances": if large { 2 } else { 1 },
             "imageName": "ghcr.io/cloudnative-pg/postgresql:16",

@@ -42,6 +42,12 @@ pub struct ClusterSettings {
     /// are ReadWriteOnce and every pod using them runs on one node; plans running several
     /// web pods then need media in object storage (S3).
     pub media_shared_storage_class: Option<String>,
+    /// The namespace CloudNativePG's operator runs in (it must reach its instances).
+    pub cnpg_namespace: String,
+    /// The API server's addresses as pods reach them (the endpoints of the `kubernetes`
+    /// Service): CloudNativePG's instance managers talk to it. Empty when unknown, and then
+    /// no egress to it is allowed.
+    pub api_server: Vec<std::net::SocketAddr>,
 }
 
 impl Default for ClusterSettings {
@@ -52,6 +58,8 @@ impl Default for ClusterSettings {
             cluster_issuer: "letsencrypt".into(),
             has_cloudnative_pg: false,
             media_shared_storage_class: None,
+            cnpg_namespace: "cnpg-system".into(),
+            api_server: Vec::new(),
         }
     }
 }

@@ -1,4 +1,6 @@
-//! Network policies: everything denied, then only what a Mastodon server needs.
+//! Network policies: everything denied, then only what a Mastodon server needs, what
+//! cert-manager's HTTP-01 solver needs, and, for a CloudNativePG database, what its
+//! operator and instances need (as CloudNativePG's networking documentation lists it).
 
 use super::{build, Child, RenderError, Tenant};
 use serde_json::{json, Value};
@@ -24,7 +26,7 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         .iter()
         .map(|p| json!({ "protocol": "TCP", "port": p }))
         .collect();
-    Ok(vec![
+    let mut out = vec![
         policy(
             "default-deny",
             json!({ "podSelector": {}, "policyTypes": ["Ingress", "Egress"] }),
@@ -94,5 +96,92 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
                 }],
             }),
         )?,
-    ])
+        // cert-manager's HTTP-01 solver, which it starts in this namespace while a
+        // certificate is issued: the ingress controller forwards the challenge to it.
+        policy(
+            "allow-acme-solver",
+            json!({
+                "podSelector": { "matchLabels": { "acme.cert-manager.io/http01-solver": "true" } },
+                "policyTypes": ["Ingress"],
+                "ingress": [{
+                    "from": [{ "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": t.cluster.ingress_namespace } } }],
+                    "ports": [{ "protocol": "TCP", "port": 8089 }],
+                }],
+            }),
+        )?,
+    ];
+    if t.uses_cloudnative_pg() {
+        out.extend(cloudnative_pg(t, &policy)?);
+    }
+    Ok(out)
+}
+
+/// The pods of the tenant's CloudNativePG cluster (instances and their set-up Jobs).
+fn cnpg_pods() -> Value {
+    json!({ "matchLabels": { "cnpg.io/cluster": super::data::CNPG_CLUSTER } })
+}
+
+fn cloudnative_pg(
+    t: &Tenant<'_>,
+    policy: &dyn Fn(&str, Value) -> Result<Child, RenderError>,
+) -> Result<Vec<Child>, RenderError> {
+    let status_and_postgres =
+        json!([{ "protocol": "TCP", "port": 8000 }, { "protocol": "TCP", "port": 5432 }]);
+    let mut out = vec![
+        // The operator checks each instance's status (8000) and connects to PostgreSQL.
+        policy(
+            "allow-cnpg-operator",
+            json!({
+                "podSelector": cnpg_pods(),
+                "policyTypes": ["Ingress"],
+                "ingress": [{
+                    "from": [{
+                        "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": t.cluster.cnpg_namespace } },
+                        "podSelector": { "matchLabels": { "app.kubernetes.io/name": "cloudnative-pg" } },
+                    }],
+                    "ports": status_and_postgres,
+                }],
+            }),
+        )?,
+        // Replicas stream from the primary and instances ask each other's status.
+        policy(
+            "allow-cnpg-peers",
+            json!({
+                "podSelector": cnpg_pods(),
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{ "from": [{ "podSelector": cnpg_pods() }], "ports": status_and_postgres }],
+                "egress": [{ "to": [{ "podSelector": cnpg_pods() }], "ports": status_and_postgres }],
+            }),
+        )?,
+    ];
+    // The instance manager in each pod reads and writes its Cluster through the API
+    // server. Without its addresses nothing is allowed (an egress rule without
+    // destinations would allow everything).
+    if !t.cluster.api_server.is_empty() {
+        let to: Vec<Value> = t
+            .cluster
+            .api_server
+            .iter()
+            .map(|a| {
+                let bits = if a.is_ipv4() { 32 } else { 128 };
+                json!({ "ipBlock": { "cidr": format!("{}/{bits}", a.ip()) } })
+            })
+            .collect();
+        let mut ports: Vec<u16> = t.cluster.api_server.iter().map(|a| a.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        let ports: Vec<Value> = ports
+            .iter()
+            .map(|p| json!({ "protocol": "TCP", "port": p }))
+            .collect();
+        out.push(policy(
+            "allow-cnpg-api-server",
+            json!({
+                "podSelector": cnpg_pods(),
+                "policyTypes": ["Egress"],
+                "egress": [{ "to": to, "ports": ports }],
+            }),
+        )?);
+    }
+    Ok(out)
 }

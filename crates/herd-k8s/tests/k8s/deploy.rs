@@ -280,6 +280,21 @@ fn rbac_grants_what_the_operator_does_and_no_wildcard() {
         &["create", "patch"],
         "Role",
     );
+    // The API server's endpoints, read at start for CloudNativePG tenants' egress: in
+    // `default` only, bound to the operator's account.
+    let endpoints = find(&all, "Role", "herd-operator-api-endpoints");
+    assert_eq!(endpoints["metadata"]["namespace"], "default");
+    needs(
+        &grants(endpoints),
+        "discovery.k8s.io",
+        "endpointslices",
+        &["list"],
+        "Role",
+    );
+    let binding = find(&all, "RoleBinding", "herd-operator-api-endpoints");
+    assert_eq!(binding["metadata"]["namespace"], "default");
+    assert_eq!(binding["subjects"][0]["name"], "herd-operator");
+    assert_eq!(binding["roleRef"]["name"], "herd-operator-api-endpoints");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 mod common;
 mod deploy;
+mod network;
 mod operator;
 mod real_cluster;
 mod reconcile;

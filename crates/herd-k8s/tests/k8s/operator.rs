@@ -153,13 +153,19 @@ impl Harness {
     /// Plays the Deployment controller: every replica of every Deployment is updated and
     /// ready.
     async fn roll_out(&self) {
+        self.roll_out_with(|n| json!({ "replicas": n, "readyReplicas": n, "updatedReplicas": n, "availableReplicas": n }))
+            .await;
+    }
+
+    /// Plays the Deployment controller with the replica counts `counts` gives for each
+    /// Deployment's desired replicas (the spec seen: `observedGeneration` current).
+    async fn roll_out_with(&self, counts: impl Fn(i32) -> serde_json::Value) {
         let api: Api<Deployment> = Api::namespaced(self.client(), TENANT);
         for d in api.list(&ListParams::default()).await.unwrap() {
             let n = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            let status = json!({ "status": {
-                "observedGeneration": d.metadata.generation,
-                "replicas": n, "readyReplicas": n, "updatedReplicas": n, "availableReplicas": n,
-            }});
+            let mut status = counts(n);
+            status["observedGeneration"] = json!(d.metadata.generation);
+            let status = json!({ "status": status });
             api.patch_status(
                 d.metadata.name.as_deref().unwrap(),
                 &PatchParams::default(),
@@ -326,6 +332,21 @@ async fn an_upgrade_runs_each_step_only_after_the_previous_one() {
         h.job("migrate-post-v4-8-0").await.is_none(),
         "post-deployment migrations wait for the roll-out"
     );
+    h.ok().await;
+    assert!(h.job("migrate-post-v4-8-0").await.is_none());
+
+    // Every new pod is up, but an old one still serves the old version: not rolled out
+    // (as `kubectl rollout status` says "1 old replicas are pending termination").
+    h.roll_out_with(|n| json!({ "replicas": n + 1, "updatedReplicas": n, "readyReplicas": n + 1, "availableReplicas": n + 1 }))
+        .await;
+    h.ok().await;
+    assert!(
+        h.job("migrate-post-v4-8-0").await.is_none(),
+        "never while old pods serve"
+    );
+    // New pods ready but not yet available.
+    h.roll_out_with(|n| json!({ "replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n - 1 }))
+        .await;
     h.ok().await;
     assert!(h.job("migrate-post-v4-8-0").await.is_none());
 
@@ -904,4 +925,37 @@ async fn a_failed_reconcile_is_reported_on_the_instance() {
     // The Secret was not replaced.
     let after = secrets.get("app-secrets").await.unwrap();
     assert!(!after.data.unwrap().contains_key("SECRET_KEY_BASE"));
+}
+
+/// The API server's addresses, for CloudNativePG tenants' egress, are the endpoints of the
+/// `kubernetes` Service's EndpointSlices (other Services' slices do not count).
+#[tokio::test]
+async fn the_api_server_addresses_come_from_its_endpoint_slices() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let cluster = fake_cluster::start().await;
+    let api: Api<EndpointSlice> = Api::namespaced(cluster.client.clone(), "default");
+    for (name, service, ips, port) in [
+        (
+            "kubernetes",
+            "kubernetes",
+            vec!["172.18.0.3", "172.18.0.2"],
+            6443,
+        ),
+        ("web-abcde", "web", vec!["10.244.1.7"], 3000),
+    ] {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": { "name": name, "namespace": "default", "labels": { "kubernetes.io/service-name": service } },
+            "addressType": "IPv4",
+            "endpoints": ips.iter().map(|ip| json!({ "addresses": [ip] })).collect::<Vec<_>>(),
+            "ports": [{ "name": "https", "port": port, "protocol": "TCP" }],
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &slice).await.unwrap();
+    }
+    let found = operator::api_server_endpoints(&cluster.client)
+        .await
+        .unwrap();
+    let found: Vec<String> = found.iter().map(ToString::to_string).collect();
+    assert_eq!(found, ["172.18.0.2:6443", "172.18.0.3:6443"]);
 }
