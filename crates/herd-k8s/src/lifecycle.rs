@@ -21,9 +21,18 @@ pub fn app_deployments(app: App) -> &'static [&'static str] {
     }
 }
 
+/// How many times a set-up or migration Job is made before its step fails for a human to
+/// look at (each attempt itself retries its pod twice: `backoffLimit`).
+pub const JOB_ATTEMPTS: u32 = 3;
+
+/// The annotation numbering a Job's attempt.
+pub const ATTEMPT_ANNOTATION: &str = "herd.dev/attempt";
+
 /// The step a tenant is at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// Install: waiting for PostgreSQL and Redis to be ready before preparing the database.
+    WaitForData,
     /// Install: `rails db:prepare` runs (Mastodon).
     PrepareDatabase,
     /// Install: the owner account is being created.
@@ -40,7 +49,8 @@ pub enum Step {
     MigrateAfterRoll,
     /// The upgrade is not allowed (skips a minor series, or goes backwards); nothing moves.
     Refused(String),
-    /// A Job of the current step failed; nothing moves until it is deleted (to retry).
+    /// A Job of the current step failed [`JOB_ATTEMPTS`] times; nothing moves until it is
+    /// deleted (to retry).
     JobFailed { job: String, message: String },
 }
 
@@ -48,7 +58,7 @@ impl Step {
     pub fn is_install(&self) -> bool {
         matches!(
             self,
-            Step::PrepareDatabase | Step::CreateOwner | Step::StartApp
+            Step::WaitForData | Step::PrepareDatabase | Step::CreateOwner | Step::StartApp
         )
     }
 
@@ -62,6 +72,7 @@ impl Step {
     /// A short name, for logs and Events.
     pub fn name(&self) -> &'static str {
         match self {
+            Step::WaitForData => "WaitForData",
             Step::PrepareDatabase => "PrepareDatabase",
             Step::CreateOwner => "CreateOwner",
             Step::StartApp => "StartApp",
@@ -93,6 +104,9 @@ pub struct Plan {
     pub owner_password_for: u32,
     /// The owner-password reset done, for the status (see [`reset_owner_job_name`]).
     pub owner_password_generation: Option<u32>,
+    /// Failed Jobs to delete before applying, each replaced by its next attempt (in
+    /// `apply`).
+    pub replace: Vec<String>,
 }
 
 /// The Job that sets reset number `generation` of the owner's password.
@@ -116,14 +130,43 @@ fn job_state<'a>(o: &'a Observed, name: &str) -> Option<&'a JobState> {
     o.jobs.get(name)
 }
 
-fn job_failed(name: &str, state: Option<&JobState>) -> Option<Step> {
-    match state {
-        Some(JobState::Failed(message)) => Some(Step::JobFailed {
-            job: name.to_owned(),
-            message: message.clone(),
-        }),
-        _ => None,
+/// A failed Job of the current step: replaced by its next attempt while it has attempts
+/// left (then `None`: the step goes on, and applies the Job anew), otherwise the step fails.
+fn job_failed(name: &str, o: &Observed, plan: &mut Plan) -> Option<Step> {
+    let Some(JobState::Failed(message)) = o.jobs.get(name) else {
+        return None;
+    };
+    let attempt = o.job_attempts.get(name).copied().unwrap_or(1);
+    if attempt < JOB_ATTEMPTS {
+        plan.replace.push(name.to_owned());
+        return None;
     }
+    Some(Step::JobFailed {
+        job: name.to_owned(),
+        message: format!("{message}; attempt {attempt} of {JOB_ATTEMPTS}"),
+    })
+}
+
+/// Whether `name` is now to be made (absent, or a failed attempt being replaced).
+fn to_make(name: &str, o: &Observed, plan: &Plan) -> bool {
+    !o.jobs.contains_key(name) || plan.replace.iter().any(|r| r == name)
+}
+
+/// The Jobs of `jobs` named `name`, numbered as the attempt after the observed one when it
+/// replaces a failed one.
+fn attempt_of(mut jobs: Vec<Child>, name: &str, o: &Observed, plan: &Plan) -> Vec<Child> {
+    if plan.replace.iter().any(|r| r == name) {
+        let next = o.job_attempts.get(name).copied().unwrap_or(1) + 1;
+        for c in &mut jobs {
+            if let Child::Job(j) = c {
+                j.metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(ATTEMPT_ANNOTATION.to_owned(), next.to_string());
+            }
+        }
+    }
+    jobs
 }
 
 fn succeeded(state: Option<&JobState>) -> bool {
@@ -175,6 +218,7 @@ pub fn plan(t: &Tenant<'_>, observed: &Observed) -> Result<Plan, RenderError> {
             .status
             .as_ref()
             .and_then(|s| s.owner_password_generation),
+        replace: Vec::new(),
     };
     match running {
         None => install(t, observed, target, &mut plan)?,
@@ -227,7 +271,6 @@ fn install(
     let version = t.instance.spec.version.clone();
     let jobs = render::install_jobs(t)?;
     let owner = job_state(o, CREATE_OWNER_JOB);
-    let owner_job = named_job(jobs.clone(), CREATE_OWNER_JOB);
     match app {
         App::Mastodon => {
             // Web, streaming and sidekiq wait for the database and the owner.
@@ -240,19 +283,30 @@ fn install(
             let db_name = format!("db-prepare-{}", version_slug(&version));
             let db = job_state(o, &db_name);
             if !succeeded(db) {
-                plan.step = job_failed(&db_name, db).unwrap_or(Step::PrepareDatabase);
+                plan.step = job_failed(&db_name, o, plan).unwrap_or(Step::PrepareDatabase);
                 plan.apply = base;
-                if plan.step == Step::PrepareDatabase {
-                    plan.apply.extend(named_job(jobs, &db_name));
+                // `rails db:prepare` runs once PostgreSQL and Redis answer (it would fail,
+                // and use up its attempts, against a database still starting).
+                if plan.step == Step::PrepareDatabase
+                    && to_make(&db_name, o, plan)
+                    && !(o.database_ready && o.redis_ready)
+                {
+                    plan.step = Step::WaitForData;
+                    plan.replace.clear();
+                } else if plan.step == Step::PrepareDatabase {
+                    let job = attempt_of(named_job(jobs, &db_name), &db_name, o, plan);
+                    plan.apply.extend(job);
                 }
                 return Ok(());
             }
             if !succeeded(owner) {
-                plan.step = job_failed(CREATE_OWNER_JOB, owner).unwrap_or(Step::CreateOwner);
+                plan.step = job_failed(CREATE_OWNER_JOB, o, plan).unwrap_or(Step::CreateOwner);
                 plan.apply = base;
                 if plan.step == Step::CreateOwner {
                     plan.needs_owner_password = owner.is_none();
-                    plan.apply.extend(owner_job);
+                    let job =
+                        attempt_of(named_job(jobs, CREATE_OWNER_JOB), CREATE_OWNER_JOB, o, plan);
+                    plan.apply.extend(job);
                 }
                 return Ok(());
             }
@@ -270,10 +324,12 @@ fn install(
             if !rolled_out(app, o, &version) {
                 plan.step = Step::StartApp;
             } else if !succeeded(owner) {
-                plan.step = job_failed(CREATE_OWNER_JOB, owner).unwrap_or(Step::CreateOwner);
+                plan.step = job_failed(CREATE_OWNER_JOB, o, plan).unwrap_or(Step::CreateOwner);
                 if plan.step == Step::CreateOwner {
                     plan.needs_owner_password = owner.is_none();
-                    plan.apply.extend(owner_job);
+                    let job =
+                        attempt_of(named_job(jobs, CREATE_OWNER_JOB), CREATE_OWNER_JOB, o, plan);
+                    plan.apply.extend(job);
                 }
             } else {
                 plan.step = Step::Ready;
@@ -320,11 +376,12 @@ fn upgrade(
     let post_name = post.describe().trim_start_matches("Job/").to_owned();
     let pre_state = job_state(o, &pre_name);
     if !succeeded(pre_state) {
-        plan.step = job_failed(&pre_name, pre_state).unwrap_or(Step::MigrateBeforeRoll);
+        plan.step = job_failed(&pre_name, o, plan).unwrap_or(Step::MigrateBeforeRoll);
         plan.keep = current.iter().map(Child::describe).collect();
         plan.apply = current;
         if plan.step == Step::MigrateBeforeRoll {
-            plan.apply.push(pre);
+            let job = attempt_of(vec![pre], &pre_name, o, plan);
+            plan.apply.extend(job);
         }
         return Ok(());
     }
@@ -338,9 +395,10 @@ fn upgrade(
         plan.step = Step::Ready;
         plan.running_version = Some(spec.version.clone());
     } else {
-        plan.step = job_failed(&post_name, post_state).unwrap_or(Step::MigrateAfterRoll);
+        plan.step = job_failed(&post_name, o, plan).unwrap_or(Step::MigrateAfterRoll);
         if plan.step == Step::MigrateAfterRoll {
-            plan.apply.push(post);
+            let job = attempt_of(vec![post], &post_name, o, plan);
+            plan.apply.extend(job);
         }
     }
     Ok(())

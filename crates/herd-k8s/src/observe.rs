@@ -40,6 +40,16 @@ pub fn job_state(job: &Job) -> JobState {
     }
 }
 
+/// Which attempt a Job is: its `herd.dev/attempt` annotation, 1 without one.
+pub fn job_attempt(job: &Job) -> u32 {
+    job.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::lifecycle::ATTEMPT_ANNOTATION))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1)
+}
+
 /// The state of a Deployment from its spec and status.
 pub fn deployment_state(d: &Deployment) -> DeploymentState {
     let spec = d.spec.clone().unwrap_or_default();
@@ -104,6 +114,7 @@ pub async fn observe(client: &kube::Client, t: &Tenant<'_>) -> Result<Observed, 
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
 
     let sets = sets.list(&lp).await?.items;
+    let job_list = jobs.list(&lp).await?.items;
     let database_ready = if t.uses_cloudnative_pg() {
         let gvk = GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster");
         let api: Api<DynamicObject> =
@@ -125,10 +136,11 @@ pub async fn observe(client: &kube::Client, t: &Tenant<'_>) -> Result<Observed, 
             .iter()
             .filter_map(|d| Some((d.metadata.name.clone()?, deployment_state(d))))
             .collect(),
-        jobs: jobs
-            .list(&lp)
-            .await?
-            .items
+        job_attempts: job_list
+            .iter()
+            .filter_map(|j| Some((j.metadata.name.clone()?, job_attempt(j))))
+            .collect(),
+        jobs: job_list
             .iter()
             .filter_map(|j| Some((j.metadata.name.clone()?, job_state(j))))
             .collect(),

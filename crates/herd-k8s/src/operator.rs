@@ -293,8 +293,28 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         secrets: &secrets,
         cluster: &ctx.settings.cluster,
     };
-    let observed = observe::observe(client, &t).await?;
+    let mut observed = observe::observe(client, &t).await?;
     let plan = lifecycle::plan(&t, &observed).map_err(ReconcileError::from)?;
+    // Failed attempts of the step's Job give way to the next one (made by the apply).
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns);
+    for name in &plan.replace {
+        jobs.delete(name, &kube::api::DeleteParams::background())
+            .await
+            .map_err(ReconcileError::from)?;
+        let attempt = observed.job_attempts.get(name).copied().unwrap_or(1);
+        observed.jobs.remove(name);
+        ctx.event(
+            instance,
+            true,
+            "JobRetried",
+            format!(
+                "Job {name} failed (attempt {attempt} of {}); starting attempt {}",
+                lifecycle::JOB_ATTEMPTS,
+                attempt + 1
+            ),
+        )
+        .await;
+    }
     if plan.needs_owner_password
         && reconcile::ensure_owner_password(client, &t, plan.owner_password_for).await?
     {

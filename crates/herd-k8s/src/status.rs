@@ -60,6 +60,8 @@ pub struct Observed {
     pub deployments: BTreeMap<String, DeploymentState>,
     /// Job name → state.
     pub jobs: BTreeMap<String, JobState>,
+    /// Job name → which attempt it is (its `herd.dev/attempt` annotation; 1 without).
+    pub job_attempts: BTreeMap<String, u32>,
     /// The ingress has an address (the controller picked it up).
     pub ingress_ready: bool,
 }
@@ -380,6 +382,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            job_attempts: BTreeMap::new(),
             ingress_ready: true,
         }
     }
@@ -536,6 +539,10 @@ mod tests {
             "migrate-pre-v4-8-0".into(),
             JobState::Failed("BackoffLimitExceeded".into()),
         );
+        // An attempt with attempts left is replaced, not failed.
+        assert_eq!(status(&i, &o, "t2").phase, Phase::Upgrading);
+        o.job_attempts
+            .insert("migrate-pre-v4-8-0".into(), crate::lifecycle::JOB_ATTEMPTS);
         let s = status(&i, &o, "t2");
         assert_eq!(s.phase, Phase::Failed);
         assert_eq!(

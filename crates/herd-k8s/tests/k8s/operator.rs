@@ -150,6 +150,22 @@ impl Harness {
         .await;
     }
 
+    /// Plays the StatefulSet controller: PostgreSQL and Redis are ready.
+    async fn data_ready(&self) {
+        let api: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+            Api::namespaced(self.client(), TENANT);
+        for set in api.list(&ListParams::default()).await.unwrap() {
+            let n = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            api.patch_status(
+                set.metadata.name.as_deref().unwrap(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": { "replicas": n, "readyReplicas": n } })),
+            )
+            .await
+            .unwrap();
+        }
+    }
+
     /// Plays the Deployment controller: every replica of every Deployment is updated and
     /// ready.
     async fn roll_out(&self) {
@@ -179,6 +195,8 @@ impl Harness {
     /// From nothing to a running v4.7.6, in Mastodon's install order.
     async fn install(&self) {
         self.ok().await; // finalizer
+        self.ok().await; // the data services start
+        self.data_ready().await;
         self.ok().await; // database preparation
         self.succeed("db-prepare-v4-7-6").await;
         self.ok().await; // owner
@@ -213,7 +231,17 @@ async fn install_runs_in_order_and_then_writes_nothing() {
         "the first reconcile adds the finalizer"
     );
 
-    // Step 1: the database is prepared before anything of the app starts.
+    // Step 1: PostgreSQL and Redis start; the database is prepared once both answer, and
+    // before anything of the app starts.
+    h.ok().await;
+    assert!(
+        h.job("db-prepare-v4-7-6").await.is_none(),
+        "db:prepare waits for PostgreSQL and Redis"
+    );
+    assert_eq!(condition(&h.status().await, "Database"), "Starting");
+    h.ok().await;
+    assert!(h.job("db-prepare-v4-7-6").await.is_none());
+    h.data_ready().await;
     h.ok().await;
     assert!(h.job("db-prepare-v4-7-6").await.is_some());
     assert!(h.job("create-owner").await.is_none());
@@ -519,12 +547,35 @@ async fn a_failed_migration_stops_the_upgrade_where_it_is() {
     h.install().await;
     h.edit(|s| s["version"] = json!("v4.8.0")).await;
     h.ok().await;
+    // A failed attempt is replaced by the next one, twice; the step fails at the third.
+    let attempt = |j: Job| {
+        j.metadata
+            .annotations
+            .unwrap_or_default()
+            .get("herd.dev/attempt")
+            .cloned()
+    };
+    for next in ["2", "3"] {
+        h.fail("migrate-pre-v4-8-0").await;
+        h.ok().await;
+        let job = h.job("migrate-pre-v4-8-0").await.unwrap();
+        assert_eq!(attempt(job.clone()).as_deref(), Some(next));
+        assert!(job.status.is_none(), "a new Job, not the failed one");
+        let s = h.status().await;
+        assert_eq!(s.phase, Phase::Upgrading, "retrying is not failing");
+        assert!(h.web_image().await.ends_with(":v4.7.6"));
+    }
     h.fail("migrate-pre-v4-8-0").await;
     h.ok().await;
     h.ok().await;
     assert!(
         h.web_image().await.ends_with(":v4.7.6"),
         "the Deployments are not rolled"
+    );
+    assert_eq!(
+        attempt(h.job("migrate-pre-v4-8-0").await.unwrap()).as_deref(),
+        Some("3"),
+        "no fourth attempt"
     );
     assert!(h.job("migrate-post-v4-8-0").await.is_none());
     let s = h.status().await;
@@ -533,6 +584,7 @@ async fn a_failed_migration_stops_the_upgrade_where_it_is() {
     let err = s.last_error.unwrap();
     assert!(err.contains("migrate-pre-v4-8-0"), "{err}");
     assert!(err.contains("BackoffLimitExceeded"), "{err}");
+    assert!(err.contains("attempt 3 of 3"), "{err}");
 
     // …and says so in a Warning Event on the Instance.
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.client(), NS);
@@ -790,6 +842,8 @@ async fn api_errors_back_off_instead_of_crashing() {
     assert!(d3 > d2, "{d2:?} then {d3:?}");
 
     // Once the API answers again, the reconcile goes through.
+    h.ok().await;
+    h.data_ready().await;
     h.ok().await;
     assert!(h.job("db-prepare-v4-7-6").await.is_some());
 }
