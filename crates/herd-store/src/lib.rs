@@ -16,6 +16,7 @@ pub mod login_attempts;
 pub mod orgs;
 pub mod page;
 pub mod plans;
+pub mod second_factor;
 pub mod tokens;
 pub mod users;
 

@@ -1,12 +1,17 @@
-//! Liveness, readiness and metrics endpoints. They sit outside the session layer so
-//! probes never touch the session store.
+//! Liveness, readiness and metrics endpoints (`/metrics` for allowed addresses or a
+//! bearer token only). They sit outside the session layer so probes never touch the
+//! session store.
 
-use crate::state::AppState;
-use axum::extract::State;
+use crate::client_ip::client_addr;
+use crate::state::{AppState, WebConfig};
+use crate::{crypto, csrf};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use secrecy::ExposeSecret;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 pub fn router() -> Router<AppState> {
@@ -21,22 +26,30 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// The database answers within two seconds.
+/// The database answers within two seconds. The reason is logged, not shown: the
+/// driver's error names hosts and users.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     match tokio::time::timeout(Duration::from_secs(2), herd_store::ping(&state.pool)).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_owned()),
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: database unreachable: {e}\n"),
-        ),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: database did not answer within 2s\n".to_owned(),
-        ),
+        Ok(Ok(())) => (StatusCode::OK, "ready\n"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
+        }
+        Err(_) => {
+            tracing::warn!("not ready: database did not answer within 2s");
+            (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
+        }
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+const UNAVAILABLE: &str = "not ready: database unavailable\n";
+
+/// Prometheus's scrape: from the allowed addresses (loopback unless configured) or with
+/// the bearer token.
+async fn metrics(State(state): State<AppState>, req: Request) -> Response {
+    if !metrics_allowed(&state.config, &req) {
+        return (StatusCode::FORBIDDEN, "forbidden\n").into_response();
+    }
     let size = state.pool.size();
     let idle = u32::try_from(state.pool.num_idle()).unwrap_or(u32::MAX);
     metrics::gauge!("herd_db_pool_connections").set(f64::from(size));
@@ -50,4 +63,32 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+        .into_response()
+}
+
+fn metrics_allowed(config: &WebConfig, req: &Request) -> bool {
+    if let Some(expected) = &config.metrics_token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        // Hashed first, so the comparison does not even tell the length.
+        if presented.is_some_and(|p| {
+            csrf::constant_time_eq(
+                &crypto::token_hash(p),
+                &crypto::token_hash(expected.expose_secret()),
+            )
+        }) {
+            return true;
+        }
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ci| ci.0.ip());
+    client_addr(req.headers(), peer, config)
+        .is_some_and(|ip| config.metrics_allow.iter().any(|r| r.contains(ip)))
 }

@@ -14,6 +14,7 @@ pub mod health;
 pub mod metrics;
 pub mod pages;
 pub mod routes;
+pub mod security_headers;
 pub mod session;
 pub mod state;
 pub mod totp;
@@ -24,7 +25,9 @@ pub use error::AppError;
 pub use routes::{Access, RouteInfo};
 pub use state::{AppState, WebConfig};
 
+use axum::extract::MatchedPath;
 use axum::Router;
+use std::sync::Arc;
 use std::time::Duration;
 use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -70,6 +73,10 @@ fn app_with(state: AppState, portal: Router<AppState>) -> Router {
         .layer(axum::middleware::from_fn(error::log_server_errors))
         .layer(CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(security_headers::SecurityHeaders::new(&state.config)),
+            security_headers::add,
+        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()
@@ -79,7 +86,13 @@ fn app_with(state: AppState, portal: Router<AppState>) -> Router {
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("-");
-                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                    // The route's pattern (`/password/reset/{token}`), never the raw
+                    // path: paths carry one-time tokens.
+                    let path = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("unmatched", MatchedPath::as_str);
+                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %path)
                 })
                 // One access-log line per request, at info.
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),

@@ -103,6 +103,7 @@ impl Routes {
 pub fn portal() -> Routes {
     let r = Routes::new();
     let r = pages::public::routes(r);
+    let r = pages::assets::routes(r);
     let r = pages::auth::routes(r);
     let r = pages::account::routes(r);
     let r = pages::orgs::routes(r);

@@ -104,12 +104,47 @@ pub async fn take_flash(session: &Session) -> Result<Option<Flash>, AppError> {
     Ok(session.remove::<Flash>(FLASH).await?)
 }
 
-/// `next` is followed after login only when it is a path on this site.
+/// Where a login (or a confirmation) goes on: `next` when it is a path on this site,
+/// `/orgs` otherwise.
 pub fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
-        _ => "/orgs".to_owned(),
-    }
+    next.filter(|n| is_local_path(n))
+        .map_or_else(|| "/orgs".to_owned(), str::to_owned)
+}
+
+/// A relative reference that is only a path (and query) on this site: it starts with one
+/// `/`, has no scheme or authority, and nothing a browser would read differently from
+/// what is checked here. Browsers drop tabs and newlines (`/\t/evil` becomes `//evil`)
+/// and read `\` as `/`, so control characters, whitespace, backslashes and non-ASCII
+/// characters are refused, and so is a path that only looks harmless while
+/// percent-encoded (`/%2F%2Fevil`).
+fn is_local_path(next: &str) -> bool {
+    let path = next.split(['?', '#']).next().unwrap_or_default();
+    next.starts_with('/')
+        && !next.starts_with("//")
+        && next.chars().all(|c| c.is_ascii_graphic() && c != '\\')
+        && percent_decode(path).is_some_and(|p| {
+            !p.starts_with("//")
+                && !p
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+        })
+        && same_origin(next)
+}
+
+/// `next` resolved against this site stays on it (the URL standard's own reading).
+fn same_origin(next: &str) -> bool {
+    let Ok(base) = url::Url::parse("https://herd.invalid/") else {
+        return false;
+    };
+    base.join(next)
+        .is_ok_and(|u| u.origin() == base.origin() && u.username().is_empty())
+}
+
+/// `%xx` decoded once; `None` when the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let encoded = format!("x={}", s.replace('+', "%2B"));
+    let (_, value) = url::form_urlencoded::parse(encoded.as_bytes()).next()?;
+    (!value.contains('\u{fffd}')).then(|| value.into_owned())
 }
 
 #[cfg(test)]
@@ -119,9 +154,31 @@ mod tests {
     #[test]
     fn next_stays_on_site() {
         assert_eq!(safe_next(Some("/o/lyon")), "/o/lyon");
-        assert_eq!(safe_next(Some("//evil.example")), "/orgs");
-        assert_eq!(safe_next(Some("https://evil.example")), "/orgs");
-        assert_eq!(safe_next(Some("/\\evil.example")), "/orgs");
+        assert_eq!(
+            safe_next(Some("/operator/orgs?q=Ville%20de%20Lyon")),
+            "/operator/orgs?q=Ville%20de%20Lyon"
+        );
+        assert_eq!(safe_next(Some("/caf%C3%A9")), "/caf%C3%A9");
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/%09/evil.example",
+            "/%2F%2Fevil.example",
+            "/%2f/evil.example",
+            "/%5c/evil.example",
+            "/%0a/evil.example",
+            "javascript:alert(1)",
+            "/ /evil",
+            "/\u{0}",
+            "/\u{3002}/evil.example",
+            "/%ff",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/orgs", "{bad:?}");
+        }
         assert_eq!(safe_next(None), "/orgs");
     }
 }

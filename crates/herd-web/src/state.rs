@@ -16,6 +16,13 @@ pub struct WebConfig {
     pub public_url: Url,
     /// Take the client address from `X-Forwarded-For` (behind a trusted reverse proxy).
     pub trust_proxy: bool,
+    /// How many reverse proxies in front of Herd append to `X-Forwarded-For`
+    /// (`HERD_TRUSTED_PROXY_HOPS`): the client is that many entries from the right.
+    pub trusted_proxy_hops: usize,
+    /// Who may read `/metrics` without the token (`HERD_METRICS_ALLOW`): loopback by default.
+    pub metrics_allow: Vec<crate::client_ip::IpRange>,
+    /// A bearer token that opens `/metrics` from anywhere (`HERD_METRICS_TOKEN`).
+    pub metrics_token: Option<SecretString>,
     /// Failed logins per account within `login_window` before the account is throttled.
     pub login_max_per_account: i64,
     /// Failed logins per source address within `login_window`.
@@ -54,6 +61,9 @@ impl WebConfig {
         Self {
             public_url,
             trust_proxy: false,
+            trusted_proxy_hops: 1,
+            metrics_allow: crate::client_ip::IpRange::loopback(),
+            metrics_token: None,
             login_max_per_account: 5,
             login_max_per_ip: 20,
             login_window: Duration::minutes(15),

@@ -136,6 +136,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mailer = mailer(&args.mail)?;
     let mut config = WebConfig::new(args.public_url.clone());
     config.trust_proxy = args.trust_proxy;
+    config.trusted_proxy_hops = usize::from(args.trusted_proxy_hops);
+    config.metrics_allow = args.metrics_allow.clone();
+    config.metrics_token = args
+        .metrics_token
+        .clone()
+        .filter(|t| !t.expose_secret().trim().is_empty());
     config.stripe_webhook_secrets = args
         .stripe_webhook_secret
         .iter()

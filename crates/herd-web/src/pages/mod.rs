@@ -1,6 +1,7 @@
 //! The portal's pages and forms, one module per feature.
 
 pub mod account;
+pub mod assets;
 pub mod auth;
 pub mod billing;
 pub mod invitations;

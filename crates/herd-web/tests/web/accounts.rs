@@ -771,3 +771,145 @@ async fn account_emails_are_queued_retried_and_carry_no_secret_in_the_queue(pool
         .iter()
         .any(|m| m.to.contains("ines@lyon.example")));
 }
+
+/// `next` values a browser would take off-site (it drops tabs and newlines, reads `\` as
+/// `/`, follows `//host`), or that are not paths at all.
+const OFF_SITE_NEXT: &[&str] = &[
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "/\r\n/evil.example",
+    "//evil.example",
+    "///evil.example",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "/\\/evil.example",
+    "/%2F%2Fevil.example",
+    "/%2f/evil.example",
+    "/%5Cevil.example",
+    "/%09/evil.example",
+    "https://evil.example",
+    "http:/evil.example",
+    "javascript:alert(1)",
+    "evil.example",
+    " /orgs",
+    "/ /evil.example",
+    "/o\u{0}x",
+    "/o\u{1b}x",
+    "/o\u{7f}x",
+    "/\u{3002}/evil.example",
+    "",
+];
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn login_follows_next_only_to_a_path_on_this_site(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    app.signed_up("Nina", "nina@example.org", None).await;
+    let login = |next: String| {
+        let c = app.client();
+        async move {
+            c.get("/login").await.assert_status(200);
+            let r = c
+                .post(
+                    "/login",
+                    &[
+                        ("email", "nina@example.org"),
+                        ("password", PASSWORD),
+                        ("next", &next),
+                    ],
+                )
+                .await;
+            (c, r)
+        }
+    };
+    for next in OFF_SITE_NEXT {
+        let (c, r) = login((*next).to_owned()).await;
+        assert_eq!(r.status, 303, "next={next:?}: {}", r.body);
+        assert_eq!(r.location.as_deref(), Some("/orgs"), "next={next:?}");
+        // Already logged in, the login page sends `next` on too: the same check.
+        let query: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        let r = c.get(&format!("/login?next={query}")).await;
+        assert_eq!(r.location.as_deref(), Some("/orgs"), "GET next={next:?}");
+    }
+    // A path on this site is followed, query and all.
+    let (c, r) = login("/account/2fa?from=login".to_owned()).await;
+    r.assert_redirect("/account/2fa?from=login");
+    c.get("/login?next=%2Faccount")
+        .await
+        .assert_redirect("/account");
+}
+
+/// A browser behind the reverse proxy: logs in with `X-Forwarded-For: xff` (as the proxy
+/// passes it on) and returns the status.
+async fn login_through_proxy(app: &TestApp, xff: &str, email: &str) -> u16 {
+    let http = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = http
+        .get(format!("{}/login", app.base))
+        .header("x-forwarded-for", xff)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = page
+        .split("name=\"csrf_token\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    http.post(format!("{}/login", app.base))
+        .header("x-forwarded-for", xff)
+        .form(&[
+            ("email", email),
+            ("password", "wrong password here"),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn behind_a_proxy_the_address_it_saw_is_throttled(pool: PgPool) {
+    // One trusted proxy: the client is the last X-Forwarded-For entry, the one the proxy
+    // added; whatever the client sent before it is its own say-so.
+    let app = TestApp::spawn_with(pool.clone(), |cfg| {
+        cfg.trust_proxy = true;
+        cfg.login_max_per_ip = 3;
+    })
+    .await;
+    for i in 0..3 {
+        let xff = format!("10.9.0.{i}, 198.51.100.7");
+        let status = login_through_proxy(&app, &xff, &format!("x{i}@example.org")).await;
+        assert_eq!(status, 401, "{xff}");
+    }
+    let status = login_through_proxy(&app, "10.9.0.99, 198.51.100.7", "y@example.org").await;
+    assert_eq!(status, 429, "a forged first entry does not reset the count");
+    let status = login_through_proxy(&app, "198.51.100.8", "y@example.org").await;
+    assert_eq!(status, 401, "another client is not throttled");
+
+    // Two trusted proxies: the client is the second entry from the right.
+    let app = TestApp::spawn_with(pool, |cfg| {
+        cfg.trust_proxy = true;
+        cfg.trusted_proxy_hops = 2;
+        cfg.login_max_per_ip = 3;
+    })
+    .await;
+    for i in 0..3 {
+        let xff = format!("10.8.0.{i}, 192.0.2.5, 10.0.0.1");
+        let status = login_through_proxy(&app, &xff, &format!("z{i}@example.org")).await;
+        assert_eq!(status, 401, "{xff}");
+    }
+    let status = login_through_proxy(&app, "10.8.0.99, 192.0.2.5, 10.0.0.2", "w@example.org").await;
+    assert_eq!(status, 429);
+    let status = login_through_proxy(&app, "192.0.2.6, 10.0.0.1", "w@example.org").await;
+    assert_eq!(status, 401);
+}

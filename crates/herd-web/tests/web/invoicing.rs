@@ -80,6 +80,13 @@ async fn contract_invoice_print_and_payment(pool: PgPool) {
         .assert_contains("BC-2026-0042")
         .assert_contains("FR12345678901")
         .assert_contains("4800.00 EUR")
+        .assert_contains(r#"id="print""#)
+        .assert_contains(r#"<script src="/assets/invoice.js" defer></script>"#);
+    owner
+        .get("/assets/invoice.js")
+        .await
+        .assert_status(200)
+        .assert_contains(r#"getElementById("print")"#)
         .assert_contains("window.print()");
     assert!(
         !page.body.contains("Record a payment"),

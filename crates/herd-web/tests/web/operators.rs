@@ -617,3 +617,91 @@ async fn operators_extend_grace_and_pause_the_clock_with_a_reason(pool: PgPool) 
         .await
         .assert_status(404);
 }
+
+/// An operator enrolled in two-factor authentication; returns its TOTP secret.
+async fn enrolled_secret(app: &TestApp, email: &str) -> String {
+    let op = make_operator(app, email).await;
+    op.get("/account/2fa").await;
+    let r = op.post("/account/2fa/start", &[]).await;
+    let secret = r.select_text("#totp-secret").pop().unwrap();
+    op.post(
+        "/account/2fa/confirm",
+        &[("code", &current_code(&secret, 0))],
+    )
+    .await
+    .assert_status(200);
+    secret
+}
+
+/// A new browser past the password step, at the second factor.
+async fn at_second_factor(app: &TestApp, email: &str) -> Client {
+    let c = app.client();
+    c.get("/login").await;
+    c.post("/login", &[("email", email), ("password", PASSWORD)])
+        .await
+        .assert_redirect("/login/2fa");
+    c.get("/login/2fa").await.assert_status(200);
+    c
+}
+
+/// Even the right password and a right code do not get in for a while.
+async fn locked_out(app: &TestApp, email: &str, secret: &str) {
+    let c = app.client();
+    c.get("/login").await;
+    let r = c
+        .post("/login", &[("email", email), ("password", PASSWORD)])
+        .await;
+    if r.status != 429 {
+        r.assert_redirect("/login/2fa");
+        c.get("/login/2fa").await;
+        let r = c
+            .post("/login/2fa", &[("code", &current_code(secret, 1))])
+            .await;
+        r.assert_status(429);
+    }
+    c.get("/operator/orgs").await.assert_redirect("/login");
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn second_factor_failures_are_not_reset_by_the_password(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let email = "ops@provider.example";
+    let secret = enrolled_secret(&app, email).await;
+    // The password, then four wrong codes, over and over: the right password does not
+    // wipe the second factor's failures.
+    for _ in 0..3 {
+        let c = at_second_factor(&app, email).await;
+        for _ in 0..4 {
+            let r = c.post("/login/2fa", &[("code", "000000")]).await;
+            assert!(matches!(r.status, 401 | 429), "{}", r.status);
+        }
+    }
+    locked_out(&app, email, &secret).await;
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn parallel_second_factor_guesses_are_limited(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let email = "ops@provider.example";
+    let secret = enrolled_secret(&app, email).await;
+    let browsers = futures::future::join_all((0..4).map(|_| at_second_factor(&app, email))).await;
+    let guesses = browsers.iter().flat_map(|c| {
+        (0..6).map(move |i| async move {
+            c.post("/login/2fa", &[("code", &format!("{:06}", 100 + i))])
+                .await
+                .status
+        })
+    });
+    let statuses = futures::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        checked <= 5,
+        "{checked} guesses checked, at most 5 may be: {statuses:?}"
+    );
+    assert_eq!(
+        checked + statuses.iter().filter(|s| **s == 429).count(),
+        24,
+        "{statuses:?}"
+    );
+    locked_out(&app, email, &secret).await;
+}

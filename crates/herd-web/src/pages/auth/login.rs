@@ -188,7 +188,32 @@ pub(super) async fn second_factor(
             },
         );
     }
+    // The second factor has its own count per account, which the password step does not
+    // reset; taking a turn is atomic, so parallel guesses get no more turns.
+    let cfg = &state.config;
+    let Some(turn) = second_factor::take_turn(
+        &state.pool,
+        user.id(),
+        &ip,
+        cfg.login_window,
+        cfg.login_max_per_account,
+    )
+    .await?
+    else {
+        let minutes = cfg.login_window.whole_minutes();
+        return render_status(
+            StatusCode::TOO_MANY_REQUESTS,
+            &SecondFactorPage {
+                l: Layout::new(&session, None).await?,
+                error: Some(format!("Too many failed attempts for this account. Wait {minutes} minutes and try again.")),
+            },
+        );
+    };
     let ok = check_second_factor(&state, &user, &form.code).await?;
+    if ok.is_some() {
+        second_factor::succeeded(&state.pool, turn).await?;
+    }
+    // Counted with the passwords too (per address, and per account until a success).
     login_attempts::record(&state.pool, &user.email, &ip, ok.is_some()).await?;
     match ok {
         Some(method) => complete_login(&state, &session, &user, &ip, &next, method).await,

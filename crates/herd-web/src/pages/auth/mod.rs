@@ -18,7 +18,7 @@ use axum::Form;
 use herd_domain::{check_password, Email, Slug, PASSWORD_RULES};
 use herd_store::tokens::{self, Purpose, TokenCheck};
 use herd_store::users::{self, User};
-use herd_store::{login_attempts, orgs};
+use herd_store::{login_attempts, orgs, second_factor};
 use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
