@@ -184,6 +184,11 @@ pub struct S3Spec {
     pub alias_host: Option<String>,
     /// A Secret in the tenant namespace with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
     pub secret_ref: String,
+    /// The ACL uploads get (`S3_PERMISSION`; Mastodon's default `public-read` when unset).
+    /// Empty for providers or buckets that refuse ACLs (Cloudflare R2, buckets with
+    /// object ownership enforced): uploads then carry none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

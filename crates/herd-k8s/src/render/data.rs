@@ -131,7 +131,7 @@ fn postgres_statefulset(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         "ports": [{ "name": "postgres", "containerPort": 5432 }],
         "readinessProbe": { "exec": { "command": ["pg_isready", "-U", db, "-d", db] }, "periodSeconds": 10 },
         "livenessProbe": { "exec": { "command": ["pg_isready", "-U", db, "-d", db] }, "periodSeconds": 30, "failureThreshold": 6 },
-        "resources": { "requests": { "cpu": "250m", "memory": "512Mi" }, "limits": { "cpu": "2", "memory": "2Gi" } },
+        "resources": database_resources(),
         "securityContext": container_security(false),
         "volumeMounts": [
             { "name": "data", "mountPath": "/var/lib/postgresql/data" },
@@ -149,6 +149,19 @@ fn postgres_statefulset(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         &t.instance.spec.sizing.database_storage,
         5432,
     )
+}
+
+/// Each PostgreSQL instance's CPU limit (millicores) and memory limit (MiB), as the
+/// tenant's quota counts them.
+pub const DATABASE_LIMITS: (i64, i64) = (2_000, 2_048);
+
+/// The resources of each PostgreSQL instance, StatefulSet or CloudNativePG (whose instance
+/// pods would otherwise get the LimitRange's defaults, which the quota does not expect).
+fn database_resources() -> Value {
+    json!({
+        "requests": { "cpu": "250m", "memory": "512Mi" },
+        "limits": { "cpu": format!("{}m", DATABASE_LIMITS.0), "memory": format!("{}Mi", DATABASE_LIMITS.1) },
+    })
 }
 
 /// The name of a tenant's CloudNativePG `Cluster` (its pods carry `cnpg.io/cluster`).
@@ -171,6 +184,7 @@ fn cloudnative_pg(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
             "instances": if large { 2 } else { 1 },
             "imageName": "ghcr.io/cloudnative-pg/postgresql:16",
             "storage": { "size": t.instance.spec.sizing.database_storage },
+            "resources": database_resources(),
             "bootstrap": { "initdb": { "database": t.database_name(), "owner": t.database_name(), "secret": { "name": "postgres-app" } } },
             "inheritedMetadata": { "labels": t.selector("database") },
         },

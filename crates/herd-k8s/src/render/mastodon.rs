@@ -401,6 +401,30 @@ pub(super) fn ingress(
     Ok(out)
 }
 
+/// The suspended page's server: every request gets `503 Service Unavailable` with
+/// `Retry-After` (other servers' deliveries treat a 4xx as final and drop them; a 503 they
+/// retry later) and the human page as its body; `/healthz` answers 200 for the probe.
+pub const SUSPENDED_NGINX_CONF: &str = r#"server {
+    listen 8080;
+    server_tokens off;
+    root /usr/share/nginx/html;
+    error_page 503 /index.html;
+    location = /healthz {
+        access_log off;
+        default_type text/plain;
+        return 200 "ok";
+    }
+    location = /index.html {
+        internal;
+        add_header Retry-After 3600 always;
+        add_header Cache-Control "no-store" always;
+    }
+    location / {
+        return 503;
+    }
+}
+"#;
+
 pub(super) fn suspended_page(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     let ns = t.namespace();
     let html = format!(
@@ -415,7 +439,7 @@ pub(super) fn suspended_page(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> 
             json!({
                 "apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": { "name": "suspended-page", "namespace": ns, "labels": t.labels("suspended") },
-                "data": { "index.html": html },
+                "data": { "index.html": html, "default.conf": SUSPENDED_NGINX_CONF },
             }),
         )?),
         Child::Deployment(build(
@@ -436,15 +460,20 @@ pub(super) fn suspended_page(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> 
                                 "name": "page",
                                 "image": SUSPENDED_IMAGE,
                                 "ports": [{ "name": "http", "containerPort": 8080 }],
-                                "readinessProbe": { "httpGet": { "path": "/", "port": "http" } },
+                                "readinessProbe": { "httpGet": { "path": "/healthz", "port": "http" } },
                                 "resources": { "requests": { "cpu": "10m", "memory": "16Mi" }, "limits": { "cpu": "100m", "memory": "64Mi" } },
                                 "securityContext": container_security(true),
                                 "volumeMounts": [
                                     { "name": "page", "mountPath": "/usr/share/nginx/html" },
+                                    { "name": "conf", "mountPath": "/etc/nginx/conf.d" },
                                     { "name": "tmp", "mountPath": "/tmp" },
                                 ],
                             }],
-                            "volumes": [{ "name": "page", "configMap": { "name": "suspended-page" } }, { "name": "tmp", "emptyDir": {} }],
+                            "volumes": [
+                                { "name": "page", "configMap": { "name": "suspended-page", "items": [{ "key": "index.html", "path": "index.html" }] } },
+                                { "name": "conf", "configMap": { "name": "suspended-page", "items": [{ "key": "default.conf", "path": "default.conf" }] } },
+                                { "name": "tmp", "emptyDir": {} },
+                            ],
                         },
                     },
                 },

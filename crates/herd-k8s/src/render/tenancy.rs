@@ -121,6 +121,17 @@ fn mastodon_env(t: &Tenant<'_>) -> BTreeMap<String, String> {
             if let Some(h) = &s3.alias_host {
                 set("S3_ALIAS_HOST", h);
             }
+            // Without these Mastodon writes media URLs for Amazon's own hosts
+            // (`s3-<region>.amazonaws.com`), wrong for every other provider.
+            let (protocol, host) = s3
+                .endpoint
+                .split_once("://")
+                .unwrap_or(("https", s3.endpoint.as_str()));
+            set("S3_PROTOCOL", protocol);
+            set("S3_HOSTNAME", host.trim_end_matches('/'));
+            if let Some(p) = &s3.permission {
+                set("S3_PERMISSION", p);
+            }
         }
         None => set("S3_ENABLED", "false"),
     }
@@ -158,7 +169,10 @@ pub fn quota_limits(t: &Tenant<'_>) -> (i64, i64) {
         pod(&s.streaming, i64::from(s.streaming_replicas) + 1),
         pod(&s.sidekiq, 1),
         pod(&s.sidekiq, 2),
-        (2_000 * database_instances, 2_048 * database_instances),
+        (
+            super::data::DATABASE_LIMITS.0 * database_instances,
+            super::data::DATABASE_LIMITS.1 * database_instances,
+        ),
         (500, memory_mi(&t.instance.spec.redis.memory_limit)),
         (100, 64),
     ];

@@ -101,6 +101,7 @@ fn snapshot_large_plan_with_s3_and_cloudnative_pg() {
         region: Some("eu-west-3".into()),
         alias_host: Some("media.region.example".into()),
         secret_ref: "s3".into(),
+        permission: Some(String::new()),
     });
     insta::assert_yaml_snapshot!("mastodon_institution", rendered(&i));
 }
@@ -250,7 +251,23 @@ fn plans_and_states_change_what_they_should() {
         ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"],
         "suspended"
     );
-    assert!(find(&objs, "Deployment", "suspended").is_some());
+    // The page answers 503 with Retry-After to everything (a delivery from another
+    // server retries a 503; a 4xx it drops for good), its probe a 200 of its own.
+    let page = find(&objs, "Deployment", "suspended").unwrap();
+    let c = &page["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/healthz");
+    let conf = find(&objs, "ConfigMap", "suspended-page").unwrap()["data"]["default.conf"]
+        .as_str()
+        .unwrap();
+    assert!(conf.contains("location / {\n        return 503;"), "{conf}");
+    assert!(conf.contains("error_page 503 /index.html;"), "{conf}");
+    assert!(
+        conf.contains("add_header Retry-After 3600 always;"),
+        "{conf}"
+    );
+    assert!(conf.contains("location = /healthz"), "{conf}");
+    let mounts = c["volumeMounts"].to_string();
+    assert!(mounts.contains("/etc/nginx/conf.d"), "{mounts}");
     assert_eq!(
         find(&objs, "CronJob", "media-remove").unwrap()["spec"]["suspend"],
         true
@@ -572,10 +589,39 @@ fn media_on_a_volume_stays_on_one_node_unless_the_cluster_shares_storage() {
         region: None,
         alias_host: None,
         secret_ref: "s3".into(),
+        permission: None,
     });
     let objs = render_on(&s3, &ClusterSettings::default()).unwrap();
     assert!(find(&objs, "PersistentVolumeClaim", "media").is_none());
     assert!(pinned(&objs).is_empty());
+}
+
+/// Media in object storage: Mastodon builds media URLs from `S3_PROTOCOL` and
+/// `S3_HOSTNAME` (else from Amazon's host names), and sends no ACL when told so.
+#[test]
+fn s3_media_urls_name_the_provider_and_acls_can_be_left_out() {
+    let mut i = instance("community");
+    let s3 = |permission: Option<&str>| S3Spec {
+        bucket: "lyon-media".into(),
+        endpoint: "https://s3.fr-par.scw.cloud".into(),
+        region: Some("fr-par".into()),
+        alias_host: None,
+        secret_ref: "s3".into(),
+        permission: permission.map(str::to_owned),
+    };
+    i.spec.media_s3 = Some(s3(None));
+    let objs = rendered(&i);
+    let env = &find(&objs, "ConfigMap", "app-env").unwrap()["data"];
+    assert_eq!(env["S3_PROTOCOL"], "https");
+    assert_eq!(env["S3_HOSTNAME"], "s3.fr-par.scw.cloud");
+    assert!(
+        env["S3_PERMISSION"].is_null(),
+        "Mastodon's default when unset"
+    );
+    i.spec.media_s3 = Some(s3(Some("")));
+    let objs = rendered(&i);
+    let env = &find(&objs, "ConfigMap", "app-env").unwrap()["data"];
+    assert_eq!(env["S3_PERMISSION"], "");
 }
 
 /// The Mastodon owner Job creates the account approved (closed registrations would leave it

@@ -87,6 +87,7 @@ fn instance(plan: &str, variant: u8) -> Instance {
             region: None,
             alias_host: None,
             secret_ref: "s3".into(),
+            permission: None,
         });
     }
     Instance::new(&format!("t{variant}"), spec)
