@@ -13,6 +13,8 @@ need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 [ -x /usr/bin/chromedriver ] || need_apt+=(chromium-driver)
 python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+# PyYAML reads YAML 1.1 as kubectl does: the tests check Herd's YAML against it.
+python3 -c "import yaml" >/dev/null 2>&1 || need_apt+=(python3-yaml)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}" >&2

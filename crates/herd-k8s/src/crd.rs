@@ -255,10 +255,75 @@ pub struct InstanceStatus {
     pub owner_password_generation: Option<u32>,
 }
 
-/// The CRD as YAML, as `herd crd` prints it and `deploy/crd/` holds it.
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+/// The annotation recording the version a tenant was installed or last upgraded to. The
+/// status says so too, but a status can be lost (an Instance restored by Velero comes back
+/// without one); this survives, so an installed tenant is never installed again (its owner
+/// Job would reset the owner's password).
+pub const INSTALLED_VERSION_ANNOTATION: &str = "herd.dev/installed-version";
+
+/// The annotation recording which database a tenant with `database.mode: Auto` got
+/// (`cloudnative-pg` or `statefulset`): decided once, at its first reconcile, never again.
+pub const DATABASE_ANNOTATION: &str = "herd.dev/database";
+/// [`DATABASE_ANNOTATION`]'s values.
+pub const DATABASE_CLOUDNATIVE_PG: &str = "cloudnative-pg";
+pub const DATABASE_STATEFULSET: &str = "statefulset";
+
+impl Instance {
+    /// One of the Instance's annotations.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .map(String::as_str)
+    }
+
+    /// The version the tenant runs: from the status, or, when the status was lost, from
+    /// [`INSTALLED_VERSION_ANNOTATION`]. `None`: not installed yet.
+    pub fn installed_version(&self) -> Option<&str> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.running_version.as_deref())
+            .or_else(|| self.annotation(INSTALLED_VERSION_ANNOTATION))
+    }
+}
+
+/// The fields of the spec that never change once set, with the API server's message when
+/// an update tries (a CEL transition rule, checked on updates only).
+pub const IMMUTABLE: [(&str, &str); 4] = [
+    ("self.app == oldSelf.app", "spec.app is immutable: a server cannot change application"),
+    ("self.slug == oldSelf.slug", "spec.slug is immutable: it names the tenant's namespace"),
+    (
+        "self.localDomain == oldSelf.localDomain",
+        "spec.localDomain is immutable: it is part of every account's handle and every federated object's address",
+    ),
+    (
+        "has(self.webDomain) == has(oldSelf.webDomain) && (!has(self.webDomain) || self.webDomain == oldSelf.webDomain)",
+        "spec.webDomain is immutable: other servers know the accounts at this address",
+    ),
+];
+
+/// The CRD, with the spec's immutable fields ([`IMMUTABLE`]) enforced by the API server.
+pub fn crd() -> Result<
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    serde_json::Error,
+> {
     use kube::CustomResourceExt;
-    serde_yaml::to_string(&Instance::crd())
+    let mut v = serde_json::to_value(Instance::crd())?;
+    let rules: Vec<serde_json::Value> = IMMUTABLE
+        .iter()
+        .map(|(rule, message)| serde_json::json!({ "rule": rule, "message": message }))
+        .collect();
+    for version in v["spec"]["versions"].as_array_mut().into_iter().flatten() {
+        version["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"] =
+            serde_json::Value::Array(rules.clone());
+    }
+    serde_json::from_value(v)
+}
+
+/// The CRD as YAML, as `herd crd` prints it and `deploy/crd/` holds it.
+pub fn crd_yaml() -> Result<String, serde_json::Error> {
+    Ok(crate::yaml::to_string(&serde_json::to_value(crd()?)?))
 }
 
 #[cfg(test)]
@@ -285,6 +350,50 @@ mod tests {
             .map(|c| c.name.as_str())
             .collect();
         assert_eq!(cols, ["App", "Domain", "Version", "Phase", "Age"]);
+    }
+
+    /// The API server evaluates the spec's CEL rules on every update: the identity fields
+    /// cannot change, everything else can (kube-cel evaluates them as the API server does).
+    #[test]
+    fn identity_fields_are_immutable_on_the_api_server() {
+        let crd = serde_json::to_value(crd().expect("crd")).expect("json");
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let old = serde_json::json!({ "spec": {
+            "app": "mastodon", "version": "v4.7.6", "slug": "lyon", "localDomain": "lyon.social",
+            "plan": "community",
+        }});
+        let v = kube_cel::Validator::new();
+        let check = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut new = old.clone();
+            edit(&mut new);
+            v.validate(schema, &new, Some(&old))
+                .err()
+                .map(|errors| format!("{errors:?}"))
+        };
+        assert_eq!(check(&|n| n["spec"]["version"] = "v4.8.0".into()), None);
+        assert_eq!(check(&|n| n["spec"]["plan"] = "organization".into()), None);
+        for (field, value, says) in [
+            ("app", "gotosocial", "spec.app is immutable"),
+            ("slug", "lyon2", "spec.slug is immutable"),
+            (
+                "localDomain",
+                "lyon.example",
+                "spec.localDomain is immutable",
+            ),
+            (
+                "webDomain",
+                "social.lyon.social",
+                "spec.webDomain is immutable",
+            ),
+        ] {
+            let refused = check(&|n| n["spec"][field] = value.into());
+            assert!(
+                refused.as_deref().is_some_and(|e| e.contains(says)),
+                "{field}: {refused:?}"
+            );
+        }
+        // Creation (no old object): nothing to compare, accepted.
+        assert!(v.validate(schema, &old, None).is_ok());
     }
 
     #[test]

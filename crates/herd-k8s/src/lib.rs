@@ -13,5 +13,6 @@ pub mod render;
 pub mod secrets;
 pub mod sizing;
 pub mod status;
+pub mod yaml;
 
 pub use crd::{App, Instance, InstanceSpec, InstanceStatus, Phase};

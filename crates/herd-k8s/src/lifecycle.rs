@@ -199,11 +199,7 @@ fn named_job(jobs: Vec<Child>, name: &str) -> Vec<Child> {
 /// in its status) and what was observed.
 pub fn plan(t: &Tenant<'_>, observed: &Observed) -> Result<Plan, RenderError> {
     let spec = &t.instance.spec;
-    let running = t
-        .instance
-        .status
-        .as_ref()
-        .and_then(|s| s.running_version.clone());
+    let running = t.instance.installed_version().map(str::to_owned);
     let target = steady(t)?;
     let keep: BTreeSet<String> = target.iter().map(Child::describe).collect();
     let mut plan = Plan {

@@ -6,7 +6,10 @@
 //! reads only. Deletion takes the final database dump, then deletes the namespace, then
 //! removes the finalizer. Errors back off with jitter, longer when the API server throttles.
 
-use crate::crd::{Instance, InstanceStatus, Phase};
+use crate::crd::{
+    Instance, InstanceStatus, Phase, DATABASE_ANNOTATION, DATABASE_CLOUDNATIVE_PG,
+    DATABASE_STATEFULSET, INSTALLED_VERSION_ANNOTATION,
+};
 use crate::lifecycle::{self, Step};
 use crate::observe::{self, job_state};
 use crate::reconcile::{self, ReconcileError};
@@ -279,14 +282,30 @@ async fn set_finalizers(
 async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorError> {
     let api = instances(ctx, instance)?;
     let client = &ctx.client;
-    if !instance.finalizers().iter().any(|f| f == FINALIZER) {
-        let mut f = instance.finalizers().to_vec();
-        f.push(FINALIZER.to_owned());
-        set_finalizers(&api, instance, f).await?;
+    let ns = namespace_name(&instance.spec.slug);
+    let has_finalizer = instance.finalizers().iter().any(|f| f == FINALIZER);
+    let undecided = instance.spec.database.mode == crate::crd::DatabaseMode::Auto
+        && instance.annotation(DATABASE_ANNOTATION).is_none();
+    if !has_finalizer || undecided {
+        let decided = match undecided {
+            true => Some(decide_database(instance, ctx, &ns).await?),
+            false => None,
+        };
+        // The finalizer first: its write checks the resource version read.
+        if !has_finalizer {
+            let mut f = instance.finalizers().to_vec();
+            f.push(FINALIZER.to_owned());
+            set_finalizers(&api, instance, f).await?;
+        }
+        if let Some(decided) = decided {
+            annotate(&api, instance, DATABASE_ANNOTATION, Some(decided)).await?;
+        }
         // The write triggers the next reconcile, with the finalizer in place.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let ns = namespace_name(&instance.spec.slug);
+    if let Some(next) = reinstall_if_gone(instance, ctx, &api, &ns).await? {
+        return Ok(next);
+    }
     let secrets = reconcile::load_or_generate_secrets(client, &ns).await?;
     let t = Tenant {
         instance,
@@ -347,6 +366,11 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         &now(),
     );
     status.owner_password_generation = plan.owner_password_generation;
+    if let Some(version) = plan.running_version.as_deref() {
+        if instance.annotation(INSTALLED_VERSION_ANNOTATION) != Some(version) {
+            annotate(&api, instance, INSTALLED_VERSION_ANNOTATION, Some(version)).await?;
+        }
+    }
     let before = instance.status.as_ref().map(|s| s.phase);
     if write_status(&api, instance, &status).await? && before != Some(status.phase) {
         let warning = status.phase == Phase::Failed;
@@ -362,6 +386,80 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         Step::Ready => Action::requeue(Duration::from_secs(600)),
         Step::Refused(_) | Step::JobFailed { .. } => Action::requeue(Duration::from_secs(120)),
         _ => Action::requeue(Duration::from_secs(10)),
+    })
+}
+
+/// Sets (or, with `None`, removes) one of the Instance's annotations.
+async fn annotate(
+    api: &Api<Instance>,
+    instance: &Instance,
+    key: &str,
+    value: Option<&str>,
+) -> Result<(), OperatorError> {
+    api.patch(
+        &instance.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "annotations": { key: value } } })),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A tenant recorded as installed whose namespace is gone (deleted by hand, or a cluster
+/// restored without it) is installed again from scratch, database preparation included,
+/// with a Warning Event, instead of starting an app on an empty database. (`Some`: the
+/// next reconcile goes on from there.)
+async fn reinstall_if_gone(
+    instance: &Instance,
+    ctx: &Context,
+    api: &Api<Instance>,
+    ns: &str,
+) -> Result<Option<Action>, OperatorError> {
+    let Some(installed) = instance.installed_version() else {
+        return Ok(None);
+    };
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    if namespaces.get_opt(ns).await?.is_some() {
+        return Ok(None);
+    }
+    ctx.event(
+        instance,
+        true,
+        "Reinstalling",
+        format!("the Instance says {installed} is installed but namespace {ns} does not exist: installing from scratch, with an empty database (restore the data from a backup if it was lost)"),
+    )
+    .await;
+    annotate(api, instance, INSTALLED_VERSION_ANNOTATION, None).await?;
+    api.patch_status(
+        &instance.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": { "runningVersion": null } })),
+    )
+    .await?;
+    Ok(Some(Action::requeue(Duration::from_secs(1))))
+}
+
+/// The database of a `database.mode: Auto` tenant, decided once (then recorded in
+/// [`DATABASE_ANNOTATION`]): a new tenant gets CloudNativePG when its CRD is installed now
+/// (an API error is an error to retry, never a switch to the other database); a tenant
+/// installed before decisions were recorded keeps the database it has.
+async fn decide_database(
+    instance: &Instance,
+    ctx: &Context,
+    ns: &str,
+) -> Result<&'static str, OperatorError> {
+    let client = &ctx.client;
+    if instance.installed_version().is_some() {
+        let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+            Api::namespaced(client.clone(), ns);
+        if sets.get_opt("postgres").await?.is_some() {
+            return Ok(DATABASE_STATEFULSET);
+        }
+    }
+    Ok(if has_cloudnative_pg(client).await? {
+        DATABASE_CLOUDNATIVE_PG
+    } else {
+        DATABASE_STATEFULSET
     })
 }
 

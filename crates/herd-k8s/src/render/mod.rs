@@ -231,7 +231,10 @@ impl Tenant<'_> {
         match self.instance.spec.database.mode {
             DatabaseMode::CloudNativePg => true,
             DatabaseMode::StatefulSet => false,
-            DatabaseMode::Auto => self.cluster.has_cloudnative_pg,
+            DatabaseMode::Auto => match self.instance.annotation(crate::crd::DATABASE_ANNOTATION) {
+                Some(decided) => decided == crate::crd::DATABASE_CLOUDNATIVE_PG,
+                None => self.cluster.has_cloudnative_pg,
+            },
         }
     }
 }
@@ -294,11 +297,7 @@ pub fn reset_owner_job(t: &Tenant<'_>, name: &str) -> Result<Child, RenderError>
 
 /// Whether the tenant was never installed (no running version in its status).
 pub(crate) fn not_installed(t: &Tenant<'_>) -> bool {
-    t.instance
-        .status
-        .as_ref()
-        .and_then(|s| s.running_version.as_ref())
-        .is_none()
+    t.instance.installed_version().is_none()
 }
 
 /// The objects as one multi-document YAML stream.
@@ -310,10 +309,7 @@ pub fn to_yaml(children: &[Child]) -> Result<String, RenderError> {
             source,
         })?;
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&v).map_err(|e| RenderError::Build {
-            what: "yaml",
-            source: serde_json::Error::io(std::io::Error::other(e.to_string())),
-        })?);
+        out.push_str(&crate::yaml::to_string(&v));
     }
     Ok(out)
 }

@@ -283,6 +283,10 @@ async fn install_runs_in_order_and_then_writes_nothing() {
     assert_eq!(h.status().await.phase, Phase::Provisioning);
     h.roll_out().await;
     h.ok().await;
+    // Recording the installed version on the Instance (an annotation) moves its
+    // generation in kube-fake-client (an API server leaves it for metadata changes): the
+    // next pass observes it.
+    h.ok().await;
     let s = h.status().await;
     assert_eq!(s.phase, Phase::Running);
     assert_eq!(s.running_version.as_deref(), Some("v4.7.6"));
@@ -1012,4 +1016,113 @@ async fn the_api_server_addresses_come_from_its_endpoint_slices() {
         .unwrap();
     let found: Vec<String> = found.iter().map(ToString::to_string).collect();
     assert_eq!(found, ["172.18.0.2:6443", "172.18.0.3:6443"]);
+}
+
+/// `database.mode: Auto` is decided at the first reconcile and recorded on the Instance;
+/// CloudNativePG appearing later does not move the tenant, and an API error while deciding
+/// is an error to retry, never a decision.
+#[tokio::test]
+async fn an_auto_database_is_decided_once_and_an_api_error_decides_nothing() {
+    let h = harness().await;
+    h.cluster
+        .fail(http::Method::GET, "customresourcedefinitions", 500, 1);
+    assert!(h.reconcile().await.is_err());
+    let i = h.instance().await;
+    assert_eq!(i.annotation(herd_k8s::crd::DATABASE_ANNOTATION), None);
+    h.ok().await;
+    let i = h.instance().await;
+    assert_eq!(
+        i.annotation(herd_k8s::crd::DATABASE_ANNOTATION),
+        Some("statefulset"),
+        "no CloudNativePG CRD in this cluster"
+    );
+    // An operator started while CloudNativePG's CRD answered (or with it installed since):
+    // the tenant keeps its StatefulSet.
+    let cnpg = Context::new(
+        h.client(),
+        Settings {
+            cluster: ClusterSettings {
+                has_cloudnative_pg: true,
+                ..ClusterSettings::default()
+            },
+            ..settings(true)
+        },
+        "herd-operator-test",
+    );
+    operator::reconcile(Arc::new(h.instance().await), cnpg)
+        .await
+        .unwrap();
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(h.client(), TENANT);
+    assert!(sets.get_opt("postgres").await.unwrap().is_some());
+}
+
+/// The installed version is kept on the Instance itself: a status lost (an Instance
+/// restored without it) does not install the tenant again (its owner Job would reset the
+/// owner's password); a namespace lost is installed again from scratch, loudly.
+#[tokio::test]
+async fn a_lost_status_keeps_the_install_and_a_lost_namespace_reinstalls_loudly() {
+    let h = harness().await;
+    h.install().await;
+    let i = h.instance().await;
+    assert_eq!(
+        i.annotation(herd_k8s::crd::INSTALLED_VERSION_ANNOTATION),
+        Some("v4.7.6")
+    );
+    // The status goes (as with a restore that does not keep it).
+    let api: Api<Instance> = Api::namespaced(h.client(), NS);
+    api.patch_status(
+        "lyon",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({ "status": { "runningVersion": null, "phase": null, "conditions": [] } }),
+        ),
+    )
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    let _ = take_owner_password(&h.client(), "lyon").await.unwrap();
+    h.ok().await;
+    h.ok().await;
+    assert!(
+        secrets.get_opt("owner-password").await.unwrap().is_none(),
+        "no new owner password: nothing is installed again"
+    );
+    let s = h.status().await;
+    assert_eq!(s.running_version.as_deref(), Some("v4.7.6"));
+    assert_eq!(s.phase, Phase::Running);
+
+    // The namespace and everything in it go.
+    let jobs: Api<Job> = Api::namespaced(h.client(), TENANT);
+    for j in jobs.list(&ListParams::default()).await.unwrap() {
+        jobs.delete(j.metadata.name.as_deref().unwrap(), &Default::default())
+            .await
+            .unwrap();
+    }
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(h.client());
+    namespaces
+        .delete(TENANT, &Default::default())
+        .await
+        .unwrap();
+    h.ok().await;
+    let i = h.instance().await;
+    assert_eq!(
+        i.annotation(herd_k8s::crd::INSTALLED_VERSION_ANNOTATION),
+        None
+    );
+    assert_eq!(h.status().await.running_version, None);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.client(), NS);
+    assert!(events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("Reinstalling")
+            && e.type_.as_deref() == Some("Warning")));
+    // From the first step again: the data services, then db:prepare.
+    h.ok().await;
+    h.data_ready().await;
+    h.ok().await;
+    assert!(h.job("db-prepare-v4-7-6").await.is_some());
+    assert_eq!(h.status().await.phase, Phase::Provisioning);
 }

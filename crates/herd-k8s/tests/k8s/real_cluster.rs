@@ -19,7 +19,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::CustomResourceExt;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -36,9 +35,13 @@ async fn client() -> kube::Client {
 async fn setup(client: &kube::Client) {
     let apply = PatchParams::apply("herd-tests").force();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch("instances.herd.dev", &apply, &Patch::Apply(Instance::crd()))
-        .await
-        .unwrap();
+    crds.patch(
+        "instances.herd.dev",
+        &apply,
+        &Patch::Apply(herd_k8s::crd::crd().unwrap()),
+    )
+    .await
+    .unwrap();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
         .patch(

@@ -728,3 +728,100 @@ fn the_quota_fits_every_pod_at_its_limits_during_a_rolling_update() {
         );
     }
 }
+
+/// The objects as a YAML 1.1 reader (PyYAML, as kubectl's go-yaml v2 reads them) sees the
+/// documents of `yaml`, as JSON.
+fn read_as_yaml_1_1(yaml: &str) -> Vec<Value> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d is not None]))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with PyYAML (scripts/test.sh installs python3-yaml)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "PyYAML refused it (a date or another type JSON cannot hold?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `herd render` prints YAML that kubectl (YAML 1.1) reads as the objects rendered: no
+/// string turns into a boolean (Redis's `--appendonly yes`), a number or a date.
+#[test]
+fn rendered_yaml_reads_the_same_in_yaml_1_1() {
+    let s = fixed_secrets();
+    let mut cases = Vec::new();
+    for plan in ["community", "organization", "institution"] {
+        for suspended in [false, true] {
+            let mut i = instance(plan);
+            i.spec.suspended = suspended;
+            i.spec
+                .extra_env
+                .insert("SINGLE_USER_MODE".into(), "yes".into());
+            cases.push(i);
+        }
+    }
+    let mut g = instance("community");
+    g.spec.app = App::Gotosocial;
+    g.spec.version = "0.20.2".into();
+    cases.push(g);
+    for i in cases {
+        let cluster = common::cluster_for(&i);
+        let children = render::render(&Tenant {
+            instance: &i,
+            secrets: &s,
+            cluster: &cluster,
+        })
+        .unwrap();
+        let yaml = render::to_yaml(&children).unwrap();
+        let expected: Vec<Value> = children.iter().map(|c| c.to_value().unwrap()).collect();
+        let read = read_as_yaml_1_1(&yaml);
+        assert_eq!(read.len(), expected.len());
+        for (r, e) in read.iter().zip(&expected) {
+            assert_eq!(r, e, "{} read differently", e["metadata"]["name"]);
+        }
+        if i.spec.app == App::Mastodon {
+            assert!(
+                yaml.contains("- \"yes\""),
+                "Redis's --appendonly argument is quoted"
+            );
+        }
+    }
+}
+
+/// The CRD and every manifest in deploy/ read the same in YAML 1.1 (kubectl) and YAML 1.2.
+#[test]
+fn deploy_manifests_read_the_same_in_yaml_1_1() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let mut files = vec![root.join("crd/instances.herd.dev.yaml")];
+    for dir in ["operator", "control-plane"] {
+        for f in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = f.unwrap().path();
+            if p.extension().is_some_and(|e| e == "yaml") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() > 10, "{files:?}");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let as_1_2: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+            .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+            .filter(|v| !v.is_null())
+            .collect();
+        assert_eq!(read_as_yaml_1_1(&text), as_1_2, "{}", f.display());
+    }
+}
