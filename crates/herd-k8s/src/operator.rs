@@ -313,7 +313,10 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         cluster: &ctx.settings.cluster,
     };
     let mut observed = observe::observe(client, &t).await?;
-    let plan = lifecycle::plan(&t, &observed).map_err(ReconcileError::from)?;
+    let mut plan = lifecycle::plan(&t, &observed).map_err(ReconcileError::from)?;
+    if let Some(digest) = reconcile::referenced_secrets_digest(client, instance).await? {
+        reconcile::stamp_referenced_secrets(&mut plan.apply, instance, &digest);
+    }
     // Failed attempts of the step's Job give way to the next one (made by the apply).
     let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns);
     for name in &plan.replace {

@@ -156,6 +156,82 @@ fn api_for(client: &kube::Client, obj: &serde_json::Value) -> Api<DynamicObject>
     }
 }
 
+/// The pod-template annotation carrying a digest of the Secrets the tenant's spec names
+/// (SMTP, object storage), which Herd does not make: a rotated credential restarts the
+/// pods that read it.
+pub const SECRETS_HASH_ANNOTATION: &str = "herd.dev/secrets-hash";
+
+/// A digest of the contents of the Secrets `instance`'s spec names (absent ones count as
+/// absent); `None` when it names none.
+pub async fn referenced_secrets_digest(
+    client: &kube::Client,
+    instance: &Instance,
+) -> Result<Option<String>, ReconcileError> {
+    let mut names: Vec<&str> = Vec::new();
+    names.extend(instance.spec.smtp_secret_ref.as_deref());
+    names.extend(
+        instance
+            .spec
+            .media_s3
+            .as_ref()
+            .map(|s| s.secret_ref.as_str()),
+    );
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let api: Api<Secret> = Api::namespaced(client.clone(), &namespace_name(&instance.spec.slug));
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    for name in names {
+        sha2::Digest::update(&mut hasher, name.as_bytes());
+        match api.get_opt(name).await? {
+            Some(secret) => {
+                for (k, v) in secret_strings(secret) {
+                    sha2::Digest::update(&mut hasher, format!("\0{k}\0{v}").as_bytes());
+                }
+            }
+            None => sha2::Digest::update(&mut hasher, b"\0absent"),
+        }
+        sha2::Digest::update(&mut hasher, b"\n");
+    }
+    Ok(Some(hex::encode(&sha2::Digest::finalize(hasher)[..16])))
+}
+
+/// Stamps `digest` on the pod template of every Deployment that reads one of the Secrets
+/// the spec names.
+pub fn stamp_referenced_secrets(children: &mut [Child], instance: &Instance, digest: &str) {
+    let mut names: Vec<&str> = Vec::new();
+    names.extend(instance.spec.smtp_secret_ref.as_deref());
+    names.extend(
+        instance
+            .spec
+            .media_s3
+            .as_ref()
+            .map(|s| s.secret_ref.as_str()),
+    );
+    for child in children {
+        let Child::Deployment(d) = child else {
+            continue;
+        };
+        let Some(template) = d.spec.as_mut().map(|s| &mut s.template) else {
+            continue;
+        };
+        let reads = template.spec.as_ref().is_some_and(|pod| {
+            let text = serde_json::to_string(pod).unwrap_or_default();
+            names
+                .iter()
+                .any(|n| text.contains(&format!("\"name\":\"{n}\"")))
+        });
+        if reads {
+            template
+                .metadata
+                .get_or_insert_with(Default::default)
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(SECRETS_HASH_ANNOTATION.to_owned(), digest.to_owned());
+        }
+    }
+}
+
 /// Applies every child that differs from the cluster's copy, in render order; children
 /// already as rendered are not written. (The whole steady render, as the bench and the
 /// plan-change tests use it; the operator applies what [`crate::lifecycle::plan`] says.)

@@ -108,6 +108,16 @@ pub struct OperatorArgs {
     #[arg(long, env = "HERD_CNPG_NAMESPACE", default_value = "cnpg-system")]
     pub cnpg_namespace: String,
 
+    /// Addresses of a node-local DNS cache tenants' pods may query besides the cluster DNS
+    /// in kube-system (comma-separated).
+    #[arg(
+        long,
+        env = "HERD_NODE_LOCAL_DNS",
+        value_delimiter = ',',
+        default_value = "169.254.20.10"
+    )]
+    pub node_local_dns: Vec<std::net::IpAddr>,
+
     /// Bucket for the final database dump taken before a tenant is deleted. Without it,
     /// deleting an Instance waits until one is configured or the Instance is annotated
     /// herd.dev/skip-final-backup=true.

@@ -57,6 +57,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             has_cloudnative_pg,
             media_shared_storage_class: args.media_shared_storage_class.clone(),
             cnpg_namespace: args.cnpg_namespace.clone(),
+            node_local_dns: args.node_local_dns.clone(),
             api_server,
         },
         namespace: args.namespace.clone(),

@@ -195,28 +195,43 @@ fn cloudnative_pg(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     ])
 }
 
+/// Redis reads its password from a configuration file in a Secret: on its command line
+/// it would show in every process listing of the node.
+pub const REDIS_CONFIG_SECRET: &str = "redis-config";
+
 fn redis(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     let redis = &t.instance.spec.redis;
+    let password = t.secrets.get(REDIS_PASSWORD).unwrap_or_default();
+    let config = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": REDIS_CONFIG_SECRET, "namespace": t.namespace(), "labels": t.labels("redis") },
+        "type": "Opaque",
+        "stringData": { "redis.conf": format!("requirepass {password}\nappendonly yes\ndir /data\n") },
+    });
     let container = json!({
         "name": "redis",
         "image": REDIS_IMAGE,
-        "command": ["redis-server", "--requirepass", "$(REDIS_PASSWORD)", "--appendonly", "yes", "--dir", "/data"],
-        "env": [secret_env("REDIS_PASSWORD", REDIS_PASSWORD)],
+        "command": ["redis-server", "/etc/redis/redis.conf"],
         "ports": [{ "name": "redis", "containerPort": 6379 }],
         "readinessProbe": { "tcpSocket": { "port": 6379 }, "periodSeconds": 10 },
         "livenessProbe": { "tcpSocket": { "port": 6379 }, "periodSeconds": 30 },
         "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "cpu": "500m", "memory": redis.memory_limit } },
         "securityContext": container_security(true),
-        "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
+        "volumeMounts": [
+            { "name": "data", "mountPath": "/data" },
+            { "name": "config", "mountPath": "/etc/redis", "readOnly": true },
+        ],
     });
-    single_replica(
+    let mut out = vec![Child::Secret(build("Secret redis-config", config)?)];
+    out.extend(single_replica(
         t,
         "redis",
         "redis",
         REDIS_UID,
         container,
-        None,
+        Some(json!([{ "name": "config", "secret": { "secretName": REDIS_CONFIG_SECRET, "defaultMode": 0o440 } }])),
         &redis.storage,
         6379,
-    )
+    )?);
+    Ok(out)
 }

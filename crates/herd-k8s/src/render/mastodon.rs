@@ -77,7 +77,14 @@ fn smtp_env(t: &Tenant<'_>) -> Vec<Value> {
         ("SMTP_FROM_ADDRESS", "from"),
     ]
     .iter()
-    .map(|(name, key)| secret_env(name, secret, key))
+    .map(|(name, key)| {
+        let mut e = secret_env(name, secret, key);
+        // A relay that takes mail without logging in has no login or password.
+        if matches!(*key, "login" | "password") {
+            e["valueFrom"]["secretKeyRef"]["optional"] = json!(true);
+        }
+        e
+    })
     .collect()
 }
 

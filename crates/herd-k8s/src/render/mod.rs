@@ -48,6 +48,9 @@ pub struct ClusterSettings {
     /// Service): CloudNativePG's instance managers talk to it. Empty when unknown, and then
     /// no egress to it is allowed.
     pub api_server: Vec<std::net::SocketAddr>,
+    /// Addresses of a node-local DNS cache pods may query besides the cluster DNS in
+    /// `kube-system` (NodeLocal DNSCache listens on 169.254.20.10 on every node).
+    pub node_local_dns: Vec<std::net::IpAddr>,
 }
 
 impl Default for ClusterSettings {
@@ -60,6 +63,9 @@ impl Default for ClusterSettings {
             media_shared_storage_class: None,
             cnpg_namespace: "cnpg-system".into(),
             api_server: Vec::new(),
+            node_local_dns: vec![std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+                169, 254, 20, 10,
+            ))],
         }
     }
 }

@@ -5,7 +5,17 @@
 use super::{build, Child, RenderError, Tenant};
 use serde_json::{json, Value};
 
-const PRIVATE_RANGES: [&str; 3] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
+/// Addresses that are not the internet: private networks, shared address space (some
+/// clusters' pod or node networks), loopback, and link-local, where clouds serve their
+/// instance metadata (169.254.169.254, with the node's credentials).
+const PRIVATE_RANGES: [&str; 6] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+];
 
 pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
     let ns = t.namespace();
@@ -45,14 +55,15 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
                 }],
             }),
         )?,
-        // Name resolution through the cluster DNS.
+        // Name resolution through the cluster DNS, and a node-local DNS cache where one
+        // answers on a link-local address instead.
         policy(
             "allow-dns",
             json!({
                 "podSelector": {},
                 "policyTypes": ["Egress"],
                 "egress": [{
-                    "to": [{ "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "kube-system" } } }],
+                    "to": dns_peers(t),
                     "ports": [{ "protocol": "UDP", "port": 53 }, { "protocol": "TCP", "port": 53 }],
                 }],
             }),
@@ -114,6 +125,17 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         out.extend(cloudnative_pg(t, &policy)?);
     }
     Ok(out)
+}
+
+fn dns_peers(t: &Tenant<'_>) -> Vec<Value> {
+    let mut to = vec![
+        json!({ "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "kube-system" } } }),
+    ];
+    for ip in &t.cluster.node_local_dns {
+        let bits = if ip.is_ipv4() { 32 } else { 128 };
+        to.push(json!({ "ipBlock": { "cidr": format!("{ip}/{bits}") } }));
+    }
+    to
 }
 
 /// The pods of the tenant's CloudNativePG cluster (instances and their set-up Jobs).

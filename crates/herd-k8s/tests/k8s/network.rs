@@ -129,6 +129,12 @@ fn a_cloudnative_pg_tenant_gets_what_it_needs_and_nothing_wider() {
         ("primary to a replica's status", &primary, &replica, 8000),
         ("an instance to the API server", &primary, &api, 6443),
         ("an instance to DNS", &replica, &dns, 53),
+        (
+            "web to a node-local DNS cache",
+            &web,
+            &Peer::address("169.254.20.10"),
+            53,
+        ),
     ] {
         assert!(allows(&p, from, to, port), "refused: {what}");
     }
@@ -182,6 +188,18 @@ fn a_cloudnative_pg_tenant_gets_what_it_needs_and_nothing_wider() {
         ("another tenant to web", &other_tenant, &web, 3000),
         ("the solver to the internet", &solver, &internet, 443),
         ("Redis to the internet", &redis, &internet, 443),
+        (
+            "web to the cloud's metadata service",
+            &web,
+            &Peer::address("169.254.169.254"),
+            80,
+        ),
+        (
+            "web to the node-local DNS cache on another port",
+            &web,
+            &Peer::address("169.254.20.10"),
+            80,
+        ),
     ] {
         assert!(!allows(&p, from, to, port), "allowed: {what}");
     }

@@ -1126,3 +1126,55 @@ async fn a_lost_status_keeps_the_install_and_a_lost_namespace_reinstalls_loudly(
     assert!(h.job("db-prepare-v4-7-6").await.is_some());
     assert_eq!(h.status().await.phase, Phase::Provisioning);
 }
+
+/// The SMTP Secret the spec names is not Herd's, but the pods that read it restart when
+/// it changes (a rotated password): its digest is on their templates.
+#[tokio::test]
+async fn a_rotated_smtp_secret_restarts_the_pods_that_read_it() {
+    let mut i = common::lyon("community");
+    i.spec.smtp_secret_ref = Some("smtp".into());
+    let h = harness_with(i, true).await;
+    let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    let smtp = |password: &str| -> Secret {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": "smtp", "namespace": TENANT },
+            "stringData": { "server": "smtp.example", "port": "587", "from": "x@lyon.social", "password": password },
+        }))
+        .unwrap()
+    };
+    h.install().await;
+    let hash = |d: Deployment| {
+        d.spec
+            .unwrap()
+            .template
+            .metadata
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get("herd.dev/secrets-hash").cloned())
+    };
+    let absent = hash(h.deployment("sidekiq").await.unwrap()).expect("stamped");
+    secrets
+        .create(&PostParams::default(), &smtp("first"))
+        .await
+        .unwrap();
+    h.ok().await;
+    let first = hash(h.deployment("sidekiq").await.unwrap()).unwrap();
+    assert_ne!(first, absent);
+    assert_eq!(
+        hash(h.deployment("web").await.unwrap()),
+        None,
+        "web does not read it"
+    );
+    // Unchanged: nothing written.
+    let before = h.cluster.writes();
+    h.ok().await;
+    assert_eq!(h.cluster.writes(), before);
+    // Rotated: sidekiq's template changes (its pods roll).
+    secrets
+        .replace("smtp", &PostParams::default(), &smtp("second"))
+        .await
+        .unwrap();
+    h.ok().await;
+    let second = hash(h.deployment("sidekiq").await.unwrap()).unwrap();
+    assert_ne!(second, first);
+}
