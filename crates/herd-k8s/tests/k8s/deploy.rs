@@ -314,3 +314,76 @@ fn the_deployment_runs_the_operator_as_its_service_account() {
     assert_eq!(binding["subjects"][0]["name"], "herd-operator");
     assert_eq!(binding["subjects"][0]["namespace"], "herd-system");
 }
+
+/// The admission policy narrows the operator's writes to herd-* namespaces: its CEL,
+/// evaluated against requests as the API server builds them, allows tenants and its own
+/// namespace and refuses every other.
+#[test]
+fn the_operator_writes_only_in_herd_namespaces() {
+    let all = manifests();
+    let policy = find(
+        &all,
+        "ValidatingAdmissionPolicy",
+        "herd-operator-tenant-namespaces",
+    );
+    let binding = find(
+        &all,
+        "ValidatingAdmissionPolicyBinding",
+        "herd-operator-tenant-namespaces",
+    );
+    assert_eq!(
+        binding["spec"]["policyName"],
+        "herd-operator-tenant-namespaces"
+    );
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        serde_json::json!(["Deny"])
+    );
+    let eval = |expression: &str, request: &Value| -> bool {
+        let program = cel::Program::compile(expression).unwrap();
+        let mut ctx = cel::Context::default();
+        ctx.add_variable("request", request.clone()).unwrap();
+        matches!(program.execute(&ctx).unwrap(), cel::Value::Bool(true))
+    };
+    let matches = policy["spec"]["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap();
+    let rule = policy["spec"]["validations"][0]["expression"]
+        .as_str()
+        .unwrap();
+    let request = |user: &str, namespace: &str, kind: &str, name: &str| {
+        serde_json::json!({
+            "userInfo": { "username": user },
+            "namespace": namespace, "kind": { "group": "", "version": "v1", "kind": kind }, "name": name,
+        })
+    };
+    let operator = "system:serviceaccount:herd-system:herd-operator";
+    for (ns, kind, name) in [
+        ("herd-lyon", "Deployment", "web"),
+        ("herd-system", "Lease", "herd-operator"),
+        ("", "Namespace", "herd-lyon"),
+    ] {
+        let r = request(operator, ns, kind, name);
+        assert!(
+            eval(matches, &r) && eval(rule, &r),
+            "{ns} {kind}/{name} refused"
+        );
+    }
+    for (ns, kind, name) in [
+        ("kube-system", "Secret", "x"),
+        ("default", "Pod", "x"),
+        ("", "Namespace", "kube-system"),
+        ("", "ClusterRoleBinding", "herd-admin"),
+    ] {
+        let r = request(operator, ns, kind, name);
+        assert!(
+            eval(matches, &r) && !eval(rule, &r),
+            "{ns} {kind}/{name} allowed"
+        );
+    }
+    // Other accounts are not this policy's business.
+    assert!(!eval(
+        matches,
+        &request("system:serviceaccount:kube-system:x", "default", "Pod", "x")
+    ));
+}
