@@ -3,7 +3,9 @@
 //!
 //! - Namespaces: kube-fake-client 0.3 cannot parse the paths of the `namespaces` resource
 //!   itself (`/api/v1/namespaces/{name}`), so those requests are served here from a small
-//!   store with the same semantics (create on apply, resource version bumped per write).
+//!   store with the same semantics (create on apply, resource version bumped per write, a
+//!   deleted namespace Terminating until `finish_namespace_deletions` plays the namespace
+//!   controller).
 //! - `GET /version`, answered as a Kubernetes 1.34 API server does.
 //! - The write rules of the API server kube-fake-client does not enforce: immutable fields
 //!   and storage (see [`crate::fake_rules`]); every cluster starts with kind's default
@@ -130,6 +132,24 @@ fn watch_reply(fake: kube::Client, uri: &http::Uri) -> Reply {
     r
 }
 
+/// The namespaced kinds a tenant holds, which `finish_namespace_deletions` empties.
+pub const TENANT_KINDS: [(&str, &str, &str); 14] = [
+    ("apps", "v1", "Deployment"),
+    ("apps", "v1", "StatefulSet"),
+    ("batch", "v1", "Job"),
+    ("batch", "v1", "CronJob"),
+    ("", "v1", "Secret"),
+    ("", "v1", "ConfigMap"),
+    ("", "v1", "Service"),
+    ("", "v1", "ServiceAccount"),
+    ("", "v1", "PersistentVolumeClaim"),
+    ("", "v1", "ResourceQuota"),
+    ("", "v1", "LimitRange"),
+    ("networking.k8s.io", "v1", "Ingress"),
+    ("networking.k8s.io", "v1", "NetworkPolicy"),
+    ("policy", "v1", "PodDisruptionBudget"),
+];
+
 /// A fake cluster and its write counter.
 #[derive(Clone)]
 pub struct FakeCluster {
@@ -219,6 +239,41 @@ impl FakeCluster {
             .unwrap_or_else(|e| panic!("StorageClass {name}: {e}"));
     }
 
+    /// Plays the namespace controller: every Terminating namespace is emptied (the objects
+    /// of the kinds `kinds` lists, as `(group, version, kind)`) and goes.
+    pub async fn finish_namespace_deletions(&self, kinds: &[(&str, &str, &str)]) {
+        let terminating: Vec<String> = self
+            .namespaces()
+            .into_iter()
+            .filter(|(_, ns)| !ns["metadata"]["deletionTimestamp"].is_null())
+            .map(|(name, _)| name)
+            .collect();
+        for name in terminating {
+            for (group, version, kind) in kinds {
+                let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+                let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+                    self.client.clone(),
+                    &name,
+                    &kube::api::ApiResource::from_gvk(&gvk),
+                );
+                let items = api
+                    .list(&kube::api::ListParams::default())
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default();
+                for o in items {
+                    if let Some(n) = o.metadata.name {
+                        let _ = api.delete(&n, &Default::default()).await;
+                    }
+                }
+            }
+            self.namespaces
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name);
+        }
+    }
+
     /// The stored namespaces, by name.
     pub fn namespaces(&self) -> BTreeMap<String, Value> {
         self.namespaces
@@ -273,15 +328,30 @@ async fn namespace_request(
         Method::PATCH | Method::PUT => {
             let patch: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
             let entry = store.entry(name.to_owned()).or_insert_with(|| {
-                json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name, "uid": format!("ns-{name}") } })
+                json!({ "apiVersion": "v1", "kind": "Namespace",
+                        "metadata": { "name": name, "uid": format!("ns-{name}"),
+                                      "labels": { "kubernetes.io/metadata.name": name } },
+                        "spec": { "finalizers": ["kubernetes"] },
+                        "status": { "phase": "Active" } })
             });
             merge(entry, &patch);
             let rv = version.fetch_add(1, Ordering::SeqCst) + 1;
             entry["metadata"]["resourceVersion"] = json!(format!("ns-{rv}"));
             json_response(StatusCode::OK, entry)
         }
-        Method::DELETE => match store.remove(name) {
-            Some(ns) => json_response(StatusCode::OK, &ns),
+        // As the API server does: the namespace is Terminating until the namespace
+        // controller (here: `FakeCluster::finish_namespace_deletions`) has emptied it and
+        // removed its `kubernetes` finalizer.
+        Method::DELETE => match store.get_mut(name) {
+            Some(ns) => {
+                if ns["metadata"]["deletionTimestamp"].is_null() {
+                    ns["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                    ns["status"]["phase"] = json!("Terminating");
+                    let rv = version.fetch_add(1, Ordering::SeqCst) + 1;
+                    ns["metadata"]["resourceVersion"] = json!(format!("ns-{rv}"));
+                }
+                json_response(StatusCode::OK, ns)
+            }
             None => not_found(name),
         },
         _ => json_response(

@@ -722,7 +722,17 @@ async fn deletion_dumps_the_database_before_the_namespace_goes() {
 
     h.succeed("final-backup").await;
     deleting(&h).await.unwrap();
-    assert!(!h.cluster.namespaces().contains_key(TENANT), "then it goes");
+    let ns = h.cluster.namespaces()[TENANT].clone();
+    assert_eq!(ns["status"]["phase"], "Terminating", "then it goes");
+    // While the namespace controller empties it, the Instance waits, Deleting.
+    let writes = h.cluster.writes();
+    deleting(&h).await.unwrap();
+    assert_eq!(h.status().await.phase, Phase::Deleting);
+    assert_eq!(
+        h.cluster.writes(),
+        writes,
+        "nothing more to do while Terminating"
+    );
     assert!(
         h.instance()
             .await
@@ -732,6 +742,10 @@ async fn deletion_dumps_the_database_before_the_namespace_goes() {
             .contains(&operator::FINALIZER.to_owned()),
         "the finalizer stays until the namespace is gone"
     );
+    h.cluster
+        .finish_namespace_deletions(&fake_cluster::TENANT_KINDS)
+        .await;
+    assert!(!h.cluster.namespaces().contains_key(TENANT));
 
     deleting(&h).await.unwrap();
     assert!(
@@ -788,6 +802,13 @@ async fn without_a_backup_target_deletion_waits_unless_told_to_skip() {
     .unwrap();
     drop(i);
     deleting(&h).await.unwrap();
+    assert_eq!(
+        h.cluster.namespaces()[TENANT]["status"]["phase"],
+        "Terminating"
+    );
+    h.cluster
+        .finish_namespace_deletions(&fake_cluster::TENANT_KINDS)
+        .await;
     assert!(!h.cluster.namespaces().contains_key(TENANT));
 }
 
@@ -1103,6 +1124,9 @@ async fn a_lost_status_keeps_the_install_and_a_lost_namespace_reinstalls_loudly(
         .delete(TENANT, &Default::default())
         .await
         .unwrap();
+    h.cluster
+        .finish_namespace_deletions(&fake_cluster::TENANT_KINDS)
+        .await;
     h.ok().await;
     let i = h.instance().await;
     assert_eq!(
