@@ -549,3 +549,54 @@ async fn a_job_of_a_killed_worker_restarts_within_30_seconds_and_applies_once(po
     assert_eq!(subscriptions, 1, "the effect is applied once");
     let _ = std::fs::remove_dir_all(&outbox);
 }
+
+/// The workspace's declared `rust-version` is at least what every dependency declares, so
+/// the minimum Rust the README promises really builds Herd.
+#[test]
+fn the_declared_rust_version_covers_every_dependency() {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = |v: &str| -> Vec<u64> {
+        let mut parts: Vec<u64> = v.split('.').map(|p| p.parse().unwrap()).collect();
+        parts.resize(3, 0);
+        parts
+    };
+    let in_graph: std::collections::HashSet<&str> = m["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    let herd = m["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "herd")
+        .unwrap();
+    let declared = version(herd["rust_version"].as_str().unwrap());
+    let mut checked = 0;
+    for p in m["packages"].as_array().unwrap() {
+        if !in_graph.contains(p["id"].as_str().unwrap()) {
+            continue;
+        }
+        if let Some(needs) = p["rust_version"].as_str() {
+            assert!(
+                version(needs) <= declared,
+                "{} {} needs Rust {needs}; the workspace declares {declared:?}",
+                p["name"],
+                p["version"]
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "{checked} packages declare a rust-version");
+}
