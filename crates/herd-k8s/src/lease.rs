@@ -9,6 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
 use std::time::Duration;
 
+/// Where a candidate reads the time (the wall clock; tests set their own).
+pub type Clock = std::sync::Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
 /// One candidate for the Lease.
 #[derive(Clone)]
 pub struct LeaderElector {
@@ -16,6 +19,7 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     duration: Duration,
+    clock: Clock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +46,14 @@ impl LeaderElector {
             name: name.to_owned(),
             identity: identity.to_owned(),
             duration,
+            clock: std::sync::Arc::new(Timestamp::now),
         }
+    }
+
+    /// The same candidate reading the time from `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn spec(&self, now: Timestamp, acquired: Option<MicroTime>, transitions: i32) -> LeaseSpec {
@@ -59,7 +70,7 @@ impl LeaderElector {
     /// Takes the Lease if it is free or expired, renews it if held: `true` when this
     /// candidate holds it afterwards.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
-        let now = Timestamp::now();
+        let now = (self.clock)();
         let Some(lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {

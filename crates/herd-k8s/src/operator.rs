@@ -141,7 +141,7 @@ impl OperatorError {
 }
 
 /// The delay before retrying after the `attempt`-th consecutive failure: 5 s doubling up to
-/// 5 minutes, at least a minute when throttled (429), with ±25 % jitter (`jitter` in 0..1)
+/// 5 minutes, one to ten minutes when throttled (429), with ±25 % jitter (`jitter` in 0..1)
 /// so that many failing Instances do not retry in step.
 pub fn backoff(attempt: u32, throttled: bool, jitter: f64) -> Duration {
     let exp = attempt.saturating_sub(1).min(6);

@@ -274,6 +274,16 @@ impl FakeCluster {
         }
     }
 
+    /// How many injected faults are still armed (see [`FakeCluster::fail`]).
+    pub fn faults_left(&self) -> usize {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|f| f.times)
+            .sum()
+    }
+
     /// The stored namespaces, by name.
     pub fn namespaces(&self) -> BTreeMap<String, Value> {
         self.namespaces

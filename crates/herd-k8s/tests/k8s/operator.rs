@@ -899,9 +899,57 @@ async fn a_conflict_from_an_interceptor_is_an_error_not_a_panic() {
     };
     reconcile().await.unwrap(); // finalizer
     let err = reconcile().await.unwrap_err();
+    assert_eq!(err.reason(), "api_conflict", "{err}");
+}
+
+/// The controller itself, running against the fake cluster, sends a failed reconcile
+/// through its error policy: counted by reason, reported on the Instance (its last error
+/// and a Warning Event), and retried later rather than in a loop.
+#[tokio::test]
+async fn the_running_controller_reports_failures_through_its_error_policy() {
+    let metrics = metrics();
+    let series = r#"herd_operator_reconcile_failures_total{reason="api_server_error"}"#;
+    let before = counter(&metrics.render(), series);
+    let h = harness().await;
+    // Every write of a tenant object fails (the namespace itself goes through).
+    h.cluster
+        .fail(http::Method::PATCH, "/namespaces/herd-lyon/", 500, 10_000);
+    let controller = tokio::spawn(operator::run(
+        h.client(),
+        settings(true),
+        "wiring-test",
+        Duration::from_secs(5),
+    ));
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.client(), NS);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let reported = loop {
+        let failed = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .any(|e| e.reason.as_deref() == Some("ReconcileFailed"));
+        let last_error = h.status().await.last_error;
+        if failed && last_error.is_some() {
+            break last_error;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failure reported in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    controller.abort();
     assert!(
-        matches!(err.reason(), "api_conflict" | "api_server_error"),
-        "{err}"
+        reported.unwrap().contains("500"),
+        "the API's answer is in the last error"
+    );
+    assert!(counter(&metrics.render(), series) > before);
+    let failed_writes = 10_000 - h.cluster.faults_left();
+    assert!(
+        (1..20).contains(&failed_writes),
+        "{failed_writes} failed writes: retried with back-off, not in a loop"
     );
 }
 
@@ -936,34 +984,38 @@ async fn gotosocial_starts_before_its_owner_is_created() {
 #[tokio::test]
 async fn one_leader_at_a_time() {
     let cluster = fake_cluster::start().await;
-    let a = LeaderElector::new(
-        cluster.client.clone(),
-        NS,
-        "herd-operator",
-        "a",
-        Duration::from_secs(15),
-    );
-    let b = LeaderElector::new(
-        cluster.client.clone(),
-        NS,
-        "herd-operator",
-        "b",
-        Duration::from_secs(15),
-    );
+    // Both candidates read one clock the test moves.
+    let start = jiff::Timestamp::now();
+    let offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let clock: herd_k8s::lease::Clock = {
+        let offset = offset.clone();
+        Arc::new(move || {
+            start
+                + jiff::SignedDuration::from_secs(offset.load(std::sync::atomic::Ordering::SeqCst))
+        })
+    };
+    let candidate = |name: &str| {
+        LeaderElector::new(
+            cluster.client.clone(),
+            NS,
+            "herd-operator",
+            name,
+            Duration::from_secs(15),
+        )
+        .with_clock(clock.clone())
+    };
+    let (a, b) = (candidate("a"), candidate("b"));
     assert!(a.try_acquire_or_renew().await.unwrap());
     assert!(!b.try_acquire_or_renew().await.unwrap(), "held by a");
+    offset.store(10, std::sync::atomic::Ordering::SeqCst);
     assert!(a.try_acquire_or_renew().await.unwrap(), "a renews");
 
-    // a stops renewing: once the Lease expires, b takes it over.
+    // a stops renewing: 14 s after its renewal the Lease still holds, at 16 s it expired
+    // and b takes it over.
+    offset.store(24, std::sync::atomic::Ordering::SeqCst);
+    assert!(!b.try_acquire_or_renew().await.unwrap(), "not yet expired");
+    offset.store(26, std::sync::atomic::Ordering::SeqCst);
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), NS);
-    leases
-        .patch(
-            "herd-operator",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "renewTime": "2026-01-01T00:00:00.000000Z" } })),
-        )
-        .await
-        .unwrap();
     assert!(b.try_acquire_or_renew().await.unwrap());
     assert!(!a.try_acquire_or_renew().await.unwrap(), "a lost it");
     let lease = leases.get("herd-operator").await.unwrap().spec.unwrap();
@@ -973,6 +1025,32 @@ async fn one_leader_at_a_time() {
     // Released on shutdown: a takes it at once.
     b.release().await.unwrap();
     assert!(a.try_acquire_or_renew().await.unwrap());
+}
+
+/// Two replicas racing for a free Lease, again and again: never both win.
+#[tokio::test]
+async fn two_replicas_racing_for_the_lease_never_both_win() {
+    let cluster = fake_cluster::start().await;
+    for round in 0..20 {
+        let name = format!("race-{round}");
+        let a = LeaderElector::new(
+            cluster.client.clone(),
+            NS,
+            &name,
+            "a",
+            Duration::from_secs(15),
+        );
+        let b = LeaderElector::new(
+            cluster.client.clone(),
+            NS,
+            &name,
+            "b",
+            Duration::from_secs(15),
+        );
+        let (x, y) = tokio::join!(a.try_acquire_or_renew(), b.try_acquire_or_renew());
+        let winners = [x.unwrap(), y.unwrap()].iter().filter(|w| **w).count();
+        assert_eq!(winners, 1, "round {round}");
+    }
 }
 
 #[tokio::test]
