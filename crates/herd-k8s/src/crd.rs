@@ -264,6 +264,12 @@ pub const INSTALLED_VERSION_ANNOTATION: &str = "herd.dev/installed-version";
 /// The annotation recording which database a tenant with `database.mode: Auto` got
 /// (`cloudnative-pg` or `statefulset`): decided once, at its first reconcile, never again.
 pub const DATABASE_ANNOTATION: &str = "herd.dev/database";
+/// The annotation recording where a Mastodon tenant keeps media on a volume: `one-node`
+/// (ReadWriteOnce, its pods on one node) or `shared:<StorageClass>` (ReadWriteMany).
+/// Decided when the tenant is first seen (from its media claim when one exists), never
+/// again: a volume's access modes cannot change.
+pub const MEDIA_ANNOTATION: &str = "herd.dev/media-volume";
+
 /// [`DATABASE_ANNOTATION`]'s values.
 pub const DATABASE_CLOUDNATIVE_PG: &str = "cloudnative-pg";
 pub const DATABASE_STATEFULSET: &str = "statefulset";

@@ -8,7 +8,7 @@
 
 use crate::crd::{
     Instance, InstanceStatus, Phase, DATABASE_ANNOTATION, DATABASE_CLOUDNATIVE_PG,
-    DATABASE_STATEFULSET, INSTALLED_VERSION_ANNOTATION,
+    DATABASE_STATEFULSET, INSTALLED_VERSION_ANNOTATION, MEDIA_ANNOTATION,
 };
 use crate::lifecycle::{self, Step};
 use crate::observe::{self, job_state};
@@ -286,9 +286,16 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
     let has_finalizer = instance.finalizers().iter().any(|f| f == FINALIZER);
     let undecided = instance.spec.database.mode == crate::crd::DatabaseMode::Auto
         && instance.annotation(DATABASE_ANNOTATION).is_none();
-    if !has_finalizer || undecided {
+    let media_undecided = instance.spec.app == crate::crd::App::Mastodon
+        && instance.spec.media_s3.is_none()
+        && instance.annotation(MEDIA_ANNOTATION).is_none();
+    if !has_finalizer || undecided || media_undecided {
         let decided = match undecided {
             true => Some(decide_database(instance, ctx, &ns).await?),
+            false => None,
+        };
+        let media = match media_undecided {
+            true => Some(decide_media(ctx, &ns).await?),
             false => None,
         };
         // The finalizer first: its write checks the resource version read.
@@ -299,6 +306,9 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         }
         if let Some(decided) = decided {
             annotate(&api, instance, DATABASE_ANNOTATION, Some(decided)).await?;
+        }
+        if let Some(media) = media {
+            annotate(&api, instance, MEDIA_ANNOTATION, Some(&media)).await?;
         }
         // The write triggers the next reconcile, with the finalizer in place.
         return Ok(Action::requeue(Duration::from_secs(1)));
@@ -408,10 +418,16 @@ async fn annotate(
     Ok(())
 }
 
-/// A tenant recorded as installed whose namespace is gone (deleted by hand, or a cluster
-/// restored without it) is installed again from scratch, database preparation included,
-/// with a Warning Event, instead of starting an app on an empty database. (`Some`: the
-/// next reconcile goes on from there.)
+/// The annotation by which an operator asks for a tenant whose namespace is gone to be
+/// installed again from scratch.
+pub const REINSTALL_ANNOTATION: &str = "herd.dev/reinstall";
+
+/// A tenant recorded as installed whose namespace is gone (deleted by hand, or a restore
+/// that has not brought it back yet) is not started on an empty database: it fails, with a
+/// Warning saying how to restore it or, once an operator annotates the Instance with
+/// `herd.dev/reinstall=true`, is installed again from scratch (new secrets, database
+/// preparation included). A reinstall on its own could pair a database restored later
+/// with new secrets. (`Some`: the next reconcile goes on from there.)
 async fn reinstall_if_gone(
     instance: &Instance,
     ctx: &Context,
@@ -425,21 +441,59 @@ async fn reinstall_if_gone(
     if namespaces.get_opt(ns).await?.is_some() {
         return Ok(None);
     }
+    if instance.annotation(REINSTALL_ANNOTATION) != Some("true") {
+        let why = format!("namespace {ns} is gone although {installed} was installed: restore it from a backup (with its Secrets), or annotate the Instance with {REINSTALL_ANNOTATION}=true to install it again from scratch with an empty database");
+        let status = InstanceStatus {
+            phase: Phase::Failed,
+            last_error: Some(why.clone()),
+            ..instance.status.clone().unwrap_or_default()
+        };
+        if write_status(api, instance, &status).await? {
+            ctx.event(instance, true, "NamespaceMissing", why).await;
+        }
+        return Ok(Some(Action::requeue(Duration::from_secs(60))));
+    }
     ctx.event(
         instance,
         true,
         "Reinstalling",
-        format!("the Instance says {installed} is installed but namespace {ns} does not exist: installing from scratch, with an empty database (restore the data from a backup if it was lost)"),
+        format!("namespace {ns} is gone and {REINSTALL_ANNOTATION}=true: installing from scratch, with an empty database"),
     )
     .await;
     annotate(api, instance, INSTALLED_VERSION_ANNOTATION, None).await?;
+    annotate(api, instance, REINSTALL_ANNOTATION, None).await?;
     api.patch_status(
         &instance.name_any(),
         &PatchParams::default(),
-        &Patch::Merge(json!({ "status": { "runningVersion": null } })),
+        &Patch::Merge(json!({ "status": { "runningVersion": null, "lastError": null } })),
     )
     .await?;
     Ok(Some(Action::requeue(Duration::from_secs(1))))
+}
+
+/// Where a Mastodon tenant keeps media on a volume, decided once (then recorded in
+/// [`MEDIA_ANNOTATION`]): a tenant that has a media claim keeps what it has (its access
+/// modes cannot change), a new one gets what the operator's settings say.
+async fn decide_media(ctx: &Context, ns: &str) -> Result<String, OperatorError> {
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), ns);
+    Ok(match claims.get_opt("media").await? {
+        Some(claim) => {
+            let spec = claim.spec.unwrap_or_default();
+            let shared = spec
+                .access_modes
+                .unwrap_or_default()
+                .iter()
+                .any(|m| m == "ReadWriteMany");
+            match (shared, spec.storage_class_name) {
+                (true, Some(class)) => format!("shared:{class}"),
+                // A shared claim on the default class keeps that class.
+                (true, None) => "shared:".into(),
+                (false, _) => "one-node".into(),
+            }
+        }
+        None => crate::render::mastodon::media_decision(&ctx.settings.cluster),
+    })
 }
 
 /// The database of a `database.mode: Auto` tenant, decided once (then recorded in

@@ -196,6 +196,37 @@ pub async fn referenced_secrets_digest(
     Ok(Some(hex::encode(&sha2::Digest::finalize(hasher)[..16])))
 }
 
+/// The Secrets a pod reads: through environment variables, `envFrom` and volumes.
+fn secrets_read(pod: &k8s_openapi::api::core::v1::PodSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten())
+    {
+        for e in c.env.iter().flatten() {
+            if let Some(r) = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+            {
+                out.push(r.name.clone());
+            }
+        }
+        for f in c.env_from.iter().flatten() {
+            if let Some(r) = &f.secret_ref {
+                out.push(r.name.clone());
+            }
+        }
+    }
+    for v in pod.volumes.iter().flatten() {
+        if let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// Stamps `digest` on the pod template of every Deployment that reads one of the Secrets
 /// the spec names.
 pub fn stamp_referenced_secrets(children: &mut [Child], instance: &Instance, digest: &str) {
@@ -216,10 +247,9 @@ pub fn stamp_referenced_secrets(children: &mut [Child], instance: &Instance, dig
             continue;
         };
         let reads = template.spec.as_ref().is_some_and(|pod| {
-            let text = serde_json::to_string(pod).unwrap_or_default();
-            names
+            secrets_read(pod)
                 .iter()
-                .any(|n| text.contains(&format!("\"name\":\"{n}\"")))
+                .any(|s| names.contains(&s.as_str()))
         });
         if reads {
             template

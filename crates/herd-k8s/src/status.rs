@@ -39,8 +39,9 @@ pub struct DeploymentState {
 impl DeploymentState {
     /// The rollout to `version` is complete, as `kubectl rollout status` judges it: the
     /// controller saw the latest spec, every desired replica runs the new template, no old
-    /// pod is left (none still serving the previous version), and every new one is
-    /// available.
+    /// replica is counted any more, and every new one is available. (Like kubectl, this
+    /// does not see pods already terminating: an old pod may still finish its requests
+    /// for its grace period.)
     pub fn rolled_out_at(&self, version: &str) -> bool {
         self.current
             && self.stalled.is_none()

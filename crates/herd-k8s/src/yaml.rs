@@ -29,7 +29,12 @@ fn object(m: &serde_json::Map<String, Value>, indent: usize, out: &mut String) {
         if i > 0 {
             pad(indent, out);
         }
-        out.push_str(&string(k, indent));
+        // A key is never a block scalar.
+        out.push_str(&if plain_is_safe(k) {
+            k.clone()
+        } else {
+            quoted(k)
+        });
         out.push(':');
         value_after_key(v, indent, out);
     }
@@ -106,7 +111,22 @@ pub fn plain_is_safe(s: &str) -> bool {
         || s.ends_with(':')
         || s.contains(": ")
         || s.contains(" #")
-        || s.chars().any(|c| c.is_control() || c == '\u{feff}'))
+        || s.chars()
+            .any(|c| c.is_control() || is_yaml_break(c) || c == '\u{feff}'))
+}
+
+/// Characters YAML 1.1 reads as line breaks besides `\n` and `\r`.
+fn is_yaml_break(c: char) -> bool {
+    matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}')
+}
+
+/// A double-quoted scalar: a JSON string (valid YAML), with the line breaks JSON leaves
+/// alone escaped too.
+fn quoted(s: &str) -> String {
+    let json = serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"));
+    json.replace('\u{85}', "\\u0085")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
 }
 
 fn string(s: &str, indent: usize) -> String {
@@ -116,8 +136,7 @@ fn string(s: &str, indent: usize) -> String {
     if let Some(block) = literal_block(s, indent) {
         return block;
     }
-    // A JSON string is a valid YAML double-quoted scalar.
-    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+    quoted(s)
 }
 
 /// A literal block (`|`, `|-`) for a multi-line string, when it reads back exactly: no
@@ -127,7 +146,8 @@ fn literal_block(s: &str, indent: usize) -> Option<String> {
     if !s.contains('\n')
         || s.starts_with([' ', '\t', '\n'])
         || s.ends_with("\n\n")
-        || s.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+        || s.chars()
+            .any(|c| (c.is_control() && c != '\n' && c != '\t') || is_yaml_break(c))
         || s.lines().any(|l| l.ends_with([' ', '\t']))
     {
         return None;
@@ -189,6 +209,7 @@ mod tests {
             "data": { "script": "set -eu\necho 'a: b'\n", "noeol": "a\nb", "empty": "", "n": 3, "t": true, "z": null },
             "list": [{ "a": 1, "b": [1, 2] }, [], {}, [["x"]]],
             "key: odd": "#comment-like",
+            "multi\nline key": "line\u{2028}separator and next\u{85}line",
         });
         let text = to_string(&v);
         let back: Value = serde_yaml::from_str(&text).expect("YAML 1.2 reads it");

@@ -133,15 +133,15 @@ fn peer_matches(p: &Value, policy_ns: &str, peer: &Peer) -> bool {
     ns_ok && pod_ok
 }
 
-fn port_matches(ports: Option<&Value>, port: u16) -> bool {
+fn port_matches(ports: Option<&Value>, port: u16, protocol: &str) -> bool {
     let Some(ports) = ports.and_then(Value::as_array) else {
         return true;
     };
     ports.iter().any(|p| {
-        let protocol = p["protocol"].as_str().unwrap_or("TCP");
+        let allowed = p["protocol"].as_str().unwrap_or("TCP");
         let from = p["port"].as_u64();
         let to = p["endPort"].as_u64().or(from);
-        protocol == "TCP"
+        allowed == protocol
             && match (from, to) {
                 (Some(f), Some(t)) => (f..=t).contains(&u64::from(port)),
                 // No port: every port of the protocol.
@@ -167,8 +167,14 @@ fn types(policy: &Value) -> Vec<String> {
     }
 }
 
-/// Whether `pod` may do `direction` ("Ingress", "Egress") with `other` on TCP `port`.
-fn side_allows(policies: &[Value], pod: &Peer, direction: &str, other: &Peer, port: u16) -> bool {
+/// Whether `pod` may do `direction` ("Ingress", "Egress") with `other` on `port`.
+fn side_allows(
+    policies: &[Value],
+    pod: &Peer,
+    direction: &str,
+    other: &Peer,
+    (port, protocol): (u16, &str),
+) -> bool {
     if !pod.is_pod() {
         return true;
     }
@@ -199,15 +205,20 @@ fn side_allows(policies: &[Value], pod: &Peer, direction: &str, other: &Peer, po
                         .iter()
                         .any(|peer| peer_matches(peer, &pod.namespace, other)),
                 };
-                peers_ok && port_matches(rule.get("ports"), port)
+                peers_ok && port_matches(rule.get("ports"), port, protocol)
             })
     })
 }
 
 /// May `from` open a TCP connection to `to` on `port`, under `policies`?
 pub fn allows(policies: &[Value], from: &Peer, to: &Peer, port: u16) -> bool {
-    side_allows(policies, from, "Egress", to, port)
-        && side_allows(policies, to, "Ingress", from, port)
+    allows_on(policies, from, to, port, "TCP")
+}
+
+/// May `from` send to `to` on `port` over `protocol` ("TCP", "UDP", "SCTP")?
+pub fn allows_on(policies: &[Value], from: &Peer, to: &Peer, port: u16, protocol: &str) -> bool {
+    side_allows(policies, from, "Egress", to, (port, protocol))
+        && side_allows(policies, to, "Ingress", from, (port, protocol))
 }
 
 #[cfg(test)]

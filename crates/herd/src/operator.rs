@@ -38,14 +38,17 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             false
         }
     };
+    // CloudNativePG's instances must reach the API server: without its addresses their
+    // NetworkPolicy would go (pruned from every tenant), so the operator does not start.
     let api_server = match operator::api_server_endpoints(&client).await {
         Ok(found) if !found.is_empty() => found,
-        Ok(_) => {
-            tracing::warn!("the `kubernetes` Service has no endpoints: CloudNativePG tenants get no NetworkPolicy egress to the API server");
-            Vec::new()
+        Ok(_) if has_cloudnative_pg => bail!("the `kubernetes` Service in `default` has no endpoints, so CloudNativePG tenants could not be allowed to reach the API server; not starting"),
+        Err(e) if has_cloudnative_pg => {
+            return Err(anyhow::Error::new(e).context("reading the API server's endpoints (EndpointSlices of default/kubernetes; the Role herd-operator-api-endpoints allows it), which CloudNativePG tenants' NetworkPolicy needs; not starting"))
         }
+        Ok(_) => Vec::new(),
         Err(e) => {
-            tracing::warn!(error = %e, "could not read the API server's endpoints (default/kubernetes EndpointSlices): CloudNativePG tenants get no NetworkPolicy egress to the API server");
+            tracing::warn!(error = %e, "could not read the API server's endpoints; CloudNativePG is not installed, so no tenant needs them now");
             Vec::new()
         }
     };

@@ -119,20 +119,36 @@ enum MediaVolume {
 /// The label of pods that mount a one-node media volume, which they follow.
 const MEDIA_POD_LABEL: &str = "herd.dev/media";
 
+/// The value of [`crate::crd::MEDIA_ANNOTATION`] for a media volume decided now: a
+/// shared class when the operator names one, else one node.
+pub fn media_decision(cluster: &super::ClusterSettings) -> String {
+    match &cluster.media_shared_storage_class {
+        Some(class) => format!("shared:{class}"),
+        None => "one-node".into(),
+    }
+}
+
 fn media_volume(t: &Tenant<'_>) -> Result<MediaVolume, RenderError> {
     let spec = &t.instance.spec;
     if spec.media_s3.is_some() {
         return Ok(MediaVolume::ObjectStorage);
     }
-    if let Some(class) = &t.cluster.media_shared_storage_class {
-        return Ok(MediaVolume::Shared(class.clone()));
-    }
-    if spec.sizing.web_replicas > 1 {
+    // What the tenant was given (its volume's modes cannot change), else what the
+    // operator's settings give a new one.
+    let decided = t
+        .instance
+        .annotation(crate::crd::MEDIA_ANNOTATION)
+        .map_or_else(|| media_decision(t.cluster), str::to_owned);
+    let volume = match decided.strip_prefix("shared:") {
+        Some(class) => MediaVolume::Shared(class.to_owned()),
+        None => MediaVolume::OneNode,
+    };
+    if volume == MediaVolume::OneNode && spec.sizing.web_replicas > 1 {
         return Err(RenderError::SharedMediaNeeded {
             web_replicas: spec.sizing.web_replicas,
         });
     }
-    Ok(MediaVolume::OneNode)
+    Ok(volume)
 }
 
 /// A pod template mounting a one-node media volume runs on the node of the other pods that
@@ -287,9 +303,14 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         MediaVolume::OneNode => Some(
             json!({ "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": spec.sizing.media_storage } } }),
         ),
-        MediaVolume::Shared(class) => Some(
-            json!({ "accessModes": ["ReadWriteMany"], "storageClassName": class, "resources": { "requests": { "storage": spec.sizing.media_storage } } }),
-        ),
+        MediaVolume::Shared(class) => {
+            let mut claim = json!({ "accessModes": ["ReadWriteMany"], "resources": { "requests": { "storage": spec.sizing.media_storage } } });
+            // Empty: a shared claim made before on the default class.
+            if !class.is_empty() {
+                claim["storageClassName"] = json!(class);
+            }
+            Some(claim)
+        }
     };
     if let Some(media_spec) = media_spec {
         out.push(Child::PersistentVolumeClaim(build(

@@ -353,10 +353,61 @@ fn the_operator_writes_only_in_herd_namespaces() {
         .unwrap();
     let request = |user: &str, namespace: &str, kind: &str, name: &str| {
         serde_json::json!({
-            "userInfo": { "username": user },
+            "userInfo": { "username": user }, "operation": "CREATE",
             "namespace": namespace, "kind": { "group": "", "version": "v1", "kind": kind }, "name": name,
         })
     };
+    // The namespaces it writes keep the restricted Pod Security Standard.
+    let pss = policy["spec"]["validations"][1]["expression"]
+        .as_str()
+        .unwrap();
+    let admits = |request: &Value, object: &Value| -> bool {
+        let program = cel::Program::compile(pss).unwrap();
+        let mut ctx = cel::Context::default();
+        ctx.add_variable("request", request.clone()).unwrap();
+        ctx.add_variable("object", object.clone()).unwrap();
+        matches!(program.execute(&ctx).unwrap(), cel::Value::Bool(true))
+    };
+    let ns_request = request(
+        "system:serviceaccount:herd-system:herd-operator",
+        "",
+        "Namespace",
+        "herd-lyon",
+    );
+    let labelled = |level: &str| serde_json::json!({ "metadata": { "name": "herd-lyon", "labels": { "pod-security.kubernetes.io/enforce": level } } });
+    assert!(admits(&ns_request, &labelled("restricted")));
+    assert!(!admits(&ns_request, &labelled("privileged")));
+    assert!(!admits(
+        &ns_request,
+        &serde_json::json!({ "metadata": { "name": "herd-lyon" } })
+    ));
+    let mut delete = ns_request.clone();
+    delete["operation"] = "DELETE".into();
+    assert!(admits(&delete, &Value::Null));
+    assert!(admits(
+        &request(
+            "system:serviceaccount:herd-system:herd-operator",
+            "herd-lyon",
+            "Deployment",
+            "web"
+        ),
+        &serde_json::json!({ "metadata": { "name": "web" } })
+    ));
+    // And the namespaces Herd renders meet it.
+    let i = common::lyon("community");
+    let secrets = AppSecrets::generate();
+    let cluster = ClusterSettings::default();
+    let ns = render::render(&Tenant {
+        instance: &i,
+        secrets: &secrets,
+        cluster: &cluster,
+    })
+    .unwrap()
+    .remove(0)
+    .to_value()
+    .unwrap();
+    assert_eq!(ns["kind"], "Namespace");
+    assert!(admits(&ns_request, &ns));
     let operator = "system:serviceaccount:herd-system:herd-operator";
     for (ns, kind, name) in [
         ("herd-lyon", "Deployment", "web"),

@@ -9,7 +9,7 @@ use crate::common;
 use herd_k8s::crd::{DatabaseMode, Instance};
 use herd_k8s::render::{self, ClusterSettings, Tenant};
 use herd_k8s::secrets::AppSecrets;
-use herd_testkit::netpol::{allows, Peer};
+use herd_testkit::netpol::{allows, allows_on, Peer};
 use serde_json::Value;
 
 const NS: &str = "herd-lyon";
@@ -138,6 +138,25 @@ fn a_cloudnative_pg_tenant_gets_what_it_needs_and_nothing_wider() {
     ] {
         assert!(allows(&p, from, to, port), "refused: {what}");
     }
+    // Name resolution goes over UDP first.
+    for (what, from) in [
+        ("web", &web),
+        ("an instance", &replica),
+        ("sidekiq", &sidekiq),
+    ] {
+        assert!(
+            allows_on(&p, from, &dns, 53, "UDP"),
+            "{what} to DNS over UDP"
+        );
+        assert!(
+            allows_on(&p, from, &Peer::address("169.254.20.10"), 53, "UDP"),
+            "{what} to the node-local DNS cache over UDP"
+        );
+    }
+    assert!(
+        !allows_on(&p, &web, &internet, 443, "UDP"),
+        "no QUIC to the internet"
+    );
     for (what, from, to, port) in [
         ("ingress to PostgreSQL", &ingress, &primary, 5432),
         (

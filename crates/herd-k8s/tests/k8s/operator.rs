@@ -1157,9 +1157,10 @@ async fn an_auto_database_is_decided_once_and_an_api_error_decides_nothing() {
 
 /// The installed version is kept on the Instance itself: a status lost (an Instance
 /// restored without it) does not install the tenant again (its owner Job would reset the
-/// owner's password); a namespace lost is installed again from scratch, loudly.
+/// owner's password); a namespace lost fails the tenant until an operator restores it or
+/// asks for a reinstall from scratch.
 #[tokio::test]
-async fn a_lost_status_keeps_the_install_and_a_lost_namespace_reinstalls_loudly() {
+async fn a_lost_status_keeps_the_install_and_a_lost_namespace_waits_for_an_operator() {
     let h = harness().await;
     h.install().await;
     let i = h.instance().await;
@@ -1205,11 +1206,34 @@ async fn a_lost_status_keeps_the_install_and_a_lost_namespace_reinstalls_loudly(
     h.cluster
         .finish_namespace_deletions(&fake_cluster::TENANT_KINDS)
         .await;
+    // Not reinstalled on its own (a restore may bring the data back): failed, saying how.
+    h.ok().await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Failed);
+    let why = s.last_error.unwrap();
+    assert!(why.contains("herd.dev/reinstall=true"), "{why}");
+    assert!(h.job("db-prepare-v4-7-6").await.is_none());
+    assert!(!h.cluster.namespaces().contains_key(TENANT), "nothing made");
+    // An operator asks for it.
+    let api: Api<Instance> = Api::namespaced(h.client(), NS);
+    api.patch(
+        "lyon",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "annotations": { "herd.dev/reinstall": "true" } } })),
+    )
+    .await
+    .unwrap();
     h.ok().await;
     let i = h.instance().await;
     assert_eq!(
         i.annotation(herd_k8s::crd::INSTALLED_VERSION_ANNOTATION),
         None
+    );
+    assert_eq!(
+        i.annotation("herd.dev/reinstall"),
+        None,
+        "asked once, done once"
     );
     assert_eq!(h.status().await.running_version, None);
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.client(), NS);
@@ -1279,4 +1303,76 @@ async fn a_rotated_smtp_secret_restarts_the_pods_that_read_it() {
     h.ok().await;
     let second = hash(h.deployment("sidekiq").await.unwrap()).unwrap();
     assert_ne!(second, first);
+}
+
+/// Where media live is decided per tenant and kept: an organization-plan tenant made
+/// before (its media claim ReadWriteMany) keeps running without any operator setting, and
+/// naming a shared class later does not move a tenant whose claim is ReadWriteOnce (its
+/// pods stay on one node).
+#[tokio::test]
+async fn a_tenant_keeps_the_media_volume_it_has_whatever_the_settings_say() {
+    // A tenant whose shared claim exists already.
+    let mut big = common::lyon("organization");
+    big.metadata.name = Some("lyon".into());
+    let h = harness_with(big, true).await;
+    h.cluster
+        .add_storage_class("nfs", "nfs.csi.k8s.io", true)
+        .await;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(h.client(), TENANT);
+    claims
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": { "name": "media", "namespace": TENANT },
+                "spec": { "accessModes": ["ReadWriteMany"], "storageClassName": "nfs",
+                          "resources": { "requests": { "storage": "200Gi" } } },
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    h.ok().await;
+    assert_eq!(
+        h.instance()
+            .await
+            .annotation(herd_k8s::crd::MEDIA_ANNOTATION),
+        Some("shared:nfs")
+    );
+    h.ok().await; // no SharedMediaNeeded: the tenant has shared storage
+    assert!(
+        h.deployment("web").await.is_none(),
+        "web waits for the install, as usual"
+    );
+    assert_eq!(h.status().await.last_error, None);
+
+    // A one-node tenant, then the operator starts naming a shared class.
+    let h = harness().await;
+    h.install().await;
+    assert_eq!(
+        h.instance()
+            .await
+            .annotation(herd_k8s::crd::MEDIA_ANNOTATION),
+        Some("one-node")
+    );
+    let shared = Context::new(
+        h.client(),
+        Settings {
+            cluster: ClusterSettings {
+                media_shared_storage_class: Some("nfs".into()),
+                ..ClusterSettings::default()
+            },
+            ..settings(true)
+        },
+        "herd-operator-test",
+    );
+    operator::reconcile(Arc::new(h.instance().await), shared)
+        .await
+        .unwrap();
+    let web = h.deployment("web").await.unwrap();
+    let affinity =
+        serde_json::to_string(&web.spec.unwrap().template.spec.unwrap().affinity).unwrap();
+    assert!(
+        affinity.contains("kubernetes.io/hostname"),
+        "still pinned: {affinity}"
+    );
 }

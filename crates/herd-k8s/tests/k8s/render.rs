@@ -853,6 +853,10 @@ fn rendered_yaml_reads_the_same_in_yaml_1_1() {
             i.spec
                 .extra_env
                 .insert("SINGLE_USER_MODE".into(), "yes".into());
+            // Line breaks YAML 1.1 has and JSON does not escape.
+            i.spec
+                .extra_env
+                .insert("ODD".into(), "a\u{2028}b\u{85}c\u{2029}d".into());
             cases.push(i);
         }
     }
