@@ -28,6 +28,21 @@ pub const JOB_ATTEMPTS: u32 = 3;
 /// The annotation numbering a Job's attempt.
 pub const ATTEMPT_ANNOTATION: &str = "herd.dev/attempt";
 
+/// The Instance's record of the attempt each Job is at (a JSON object, Job name → attempt),
+/// written before a failed attempt is deleted: a replacement that did not get made (an
+/// error in between) is made at the same number, never back at 1.
+pub const ATTEMPTS_ANNOTATION: &str = "herd.dev/job-attempts";
+
+/// The attempts recorded on the Instance.
+pub fn recorded_attempts(
+    instance: &crate::crd::Instance,
+) -> std::collections::BTreeMap<String, u32> {
+    instance
+        .annotation(ATTEMPTS_ANNOTATION)
+        .and_then(|a| serde_json::from_str(a).ok())
+        .unwrap_or_default()
+}
+
 /// The step a tenant is at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -155,8 +170,16 @@ fn to_make(name: &str, o: &Observed, plan: &Plan) -> bool {
 /// The Jobs of `jobs` named `name`, numbered as the attempt after the observed one when it
 /// replaces a failed one.
 fn attempt_of(mut jobs: Vec<Child>, name: &str, o: &Observed, plan: &Plan) -> Vec<Child> {
-    if plan.replace.iter().any(|r| r == name) {
-        let next = o.job_attempts.get(name).copied().unwrap_or(1) + 1;
+    let at = o.job_attempts.get(name).copied().unwrap_or(1);
+    let number = if plan.replace.iter().any(|r| r == name) {
+        Some(at + 1)
+    } else if !o.jobs.contains_key(name) && at > 1 {
+        // The recorded attempt whose Job was not made yet.
+        Some(at)
+    } else {
+        None
+    };
+    if let Some(next) = number {
         for c in &mut jobs {
             if let Child::Job(j) = c {
                 j.metadata

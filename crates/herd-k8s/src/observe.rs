@@ -136,10 +136,17 @@ pub async fn observe(client: &kube::Client, t: &Tenant<'_>) -> Result<Observed, 
             .iter()
             .filter_map(|d| Some((d.metadata.name.clone()?, deployment_state(d))))
             .collect(),
-        job_attempts: job_list
-            .iter()
-            .filter_map(|j| Some((j.metadata.name.clone()?, job_attempt(j))))
-            .collect(),
+        job_attempts: {
+            // The later of the Job's own number and the Instance's record.
+            let mut attempts = crate::lifecycle::recorded_attempts(t.instance);
+            for j in &job_list {
+                if let Some(name) = j.metadata.name.clone() {
+                    let n = attempts.entry(name).or_insert(1);
+                    *n = (*n).max(job_attempt(j));
+                }
+            }
+            attempts
+        },
         jobs: job_list
             .iter()
             .filter_map(|j| Some((j.metadata.name.clone()?, job_state(j))))

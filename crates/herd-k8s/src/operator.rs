@@ -329,6 +329,19 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
     }
     // Failed attempts of the step's Job give way to the next one (made by the apply).
     let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns);
+    if !plan.replace.is_empty() {
+        // Recorded first: an error before the new Job exists cannot reset the count.
+        let mut recorded = lifecycle::recorded_attempts(instance);
+        for name in &plan.replace {
+            let attempt = observed.job_attempts.get(name).copied().unwrap_or(1);
+            recorded.insert(name.clone(), attempt + 1);
+        }
+        let value = serde_json::to_string(&recorded).map_err(|source| ReconcileError::Encode {
+            what: lifecycle::ATTEMPTS_ANNOTATION.to_owned(),
+            source,
+        })?;
+        annotate(&api, instance, lifecycle::ATTEMPTS_ANNOTATION, Some(&value)).await?;
+    }
     for name in &plan.replace {
         jobs.delete(name, &kube::api::DeleteParams::background())
             .await

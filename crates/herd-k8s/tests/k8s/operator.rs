@@ -561,6 +561,14 @@ async fn a_failed_migration_stops_the_upgrade_where_it_is() {
     };
     for next in ["2", "3"] {
         h.fail("migrate-pre-v4-8-0").await;
+        if next == "2" {
+            // The failed attempt is deleted, then making the next one fails: the count
+            // recorded on the Instance survives it.
+            h.cluster
+                .fail(http::Method::PATCH, "/jobs/migrate-pre-v4-8-0", 500, 1);
+            assert!(h.reconcile().await.is_err());
+            assert!(h.job("migrate-pre-v4-8-0").await.is_none());
+        }
         h.ok().await;
         let job = h.job("migrate-pre-v4-8-0").await.unwrap();
         assert_eq!(attempt(job.clone()).as_deref(), Some(next));
