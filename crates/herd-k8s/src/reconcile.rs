@@ -65,7 +65,9 @@ fn keep_claim(desired: &mut serde_json::Value, current: &serde_json::Value) {
     if let Some(obj) = spec.as_object_mut() {
         obj.remove("volumeName");
     }
-    if asked > claim_bytes(current) {
+    // Only a bound claim may grow (the API server refuses any change to one still waiting
+    // for its volume): until then it keeps its size, and grows at a later pass.
+    if asked > claim_bytes(current) && current["status"]["phase"] == "Bound" {
         spec["resources"]["requests"]["storage"] =
             desired["spec"]["resources"]["requests"]["storage"].clone();
     }
@@ -372,6 +374,10 @@ async fn grow_claims(
         let Some(claim) = api.get_opt(&name).await? else {
             continue;
         };
+        let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        if !bound {
+            continue;
+        }
         let had = claim
             .spec
             .as_ref()

@@ -6,8 +6,9 @@
 //!   (422, the API server's message); `volumeClaimTemplates` in particular never do.
 //! - Job: `spec.template` never changes (422 `field is immutable`).
 //! - PersistentVolumeClaim: after creation only `resources.requests` may change (422
-//!   otherwise); the storage request never shrinks (422); it grows only when the claim's
-//!   StorageClass has `allowVolumeExpansion: true` (403, as the admission plugin answers).
+//!   otherwise); the storage request never shrinks (422); it grows only on a bound claim
+//!   (422) whose StorageClass has `allowVolumeExpansion: true` (403, as the admission
+//!   plugin answers). The fake binds nothing: a test marks a claim `Bound` itself.
 //! - PersistentVolumeClaim asking for `ReadWriteMany`: refused with 422 unless its
 //!   StorageClass (named, or the default one) has a provisioner that offers shared volumes.
 //!   A real cluster accepts the claim and leaves it Pending forever, with every pod that
@@ -202,6 +203,11 @@ pub async fn check(
             if asked < had {
                 return Some(Refusal::invalid(format!(
                     "PersistentVolumeClaim \"{object}\" is invalid: spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"
+                )));
+            }
+            if asked > had && old["status"]["phase"] != "Bound" {
+                return Some(Refusal::invalid(format!(
+                    "PersistentVolumeClaim \"{object}\" is invalid: spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims"
                 )));
             }
             if asked > had {

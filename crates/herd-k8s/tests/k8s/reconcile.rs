@@ -251,14 +251,35 @@ async fn the_fake_cluster_refuses_what_an_api_server_refuses() {
         .0
         .clone();
     assert_eq!(size, "25Gi");
-    let grow = claims
-        .patch(
-            "media",
-            &apply,
-            &Patch::Apply(claim("media", &["ReadWriteOnce"], "30Gi", None)),
-        )
-        .await;
-    assert_eq!(code(grow).await, 403, "kind's class does not expand");
+    let grow = |name: &'static str,
+                modes: &'static [&'static str],
+                size: &'static str,
+                class: Option<&'static str>| {
+        let claims = claims.clone();
+        let patch = claim(name, modes, size, class);
+        let apply = apply.clone();
+        async move { claims.patch(name, &apply, &Patch::Apply(patch)).await }
+    };
+    assert_eq!(
+        code(grow("media", &["ReadWriteOnce"], "30Gi", None).await).await,
+        422,
+        "a claim not bound yet does not grow"
+    );
+    for name in ["media", "shared"] {
+        claims
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": { "phase": "Bound" } })),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        code(grow("media", &["ReadWriteOnce"], "30Gi", None).await).await,
+        403,
+        "kind's class does not expand"
+    );
     let shrink = claims
         .patch(
             "media",
@@ -275,14 +296,11 @@ async fn the_fake_cluster_refuses_what_an_api_server_refuses() {
         )
         .await;
     assert_eq!(code(modes).await, 422);
-    let grow = claims
-        .patch(
-            "shared",
-            &apply,
-            &Patch::Apply(claim("shared", &["ReadWriteMany"], "2Gi", Some("nfs"))),
-        )
-        .await;
-    assert_eq!(code(grow).await, 0, "the nfs class expands");
+    assert_eq!(
+        code(grow("shared", &["ReadWriteMany"], "2Gi", Some("nfs")).await).await,
+        0,
+        "the nfs class expands"
+    );
     let same = claims
         .patch(
             "media",
@@ -362,6 +380,32 @@ async fn a_plan_change_grows_volumes_in_place_and_says_when_it_cannot() {
         made.metadata.name = Some("data-postgres-0".into());
         made.spec.as_mut().unwrap().storage_class_name = Some(common::SHARED_CLASS.into());
         claims.create(&PostParams::default(), &made).await.unwrap();
+        // Unbound claims keep their size: a first pass of the bigger plan changes neither.
+        let first = apply_children(&cluster.client, &bigger, &settings)
+            .await
+            .unwrap();
+        assert!(first.not_resized.is_empty(), "{first:?}");
+        assert!(
+            first.written.contains(&"Deployment/web".to_owned()),
+            "{first:?}"
+        );
+        let size_of = |c: PersistentVolumeClaim| {
+            c.spec.unwrap().resources.unwrap().requests.unwrap()["storage"]
+                .0
+                .clone()
+        };
+        assert_eq!(size_of(claims.get("media").await.unwrap()), "25Gi");
+        // The volumes are bound (the fake runs no provisioner: the test says so).
+        for name in ["media", "data-postgres-0"] {
+            claims
+                .patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "status": { "phase": "Bound" } })),
+                )
+                .await
+                .unwrap();
+        }
         let jobs_before: Vec<_> = Api::<Job>::namespaced(cluster.client.clone(), "herd-lyon")
             .list(&ListParams::default())
             .await
@@ -428,10 +472,6 @@ async fn a_plan_change_grows_volumes_in_place_and_says_when_it_cannot() {
                 "{report:?}"
             );
         }
-        assert!(
-            report.written.contains(&"Deployment/web".to_owned()),
-            "{report:?}"
-        );
         let jobs_after: Vec<_> = Api::<Job>::namespaced(cluster.client.clone(), "herd-lyon")
             .list(&ListParams::default())
             .await
