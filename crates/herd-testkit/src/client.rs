@@ -69,6 +69,42 @@ impl Resp {
             .collect()
     }
 
+    /// The POST forms of the page (their `action`, or `(this page)`) that carry no CSRF
+    /// token field, and how many POST forms it has.
+    pub fn forms_without_csrf(&self) -> (Vec<String>, usize) {
+        let doc = scraper::Html::parse_document(&self.body);
+        let (Ok(forms), Ok(token)) = (
+            scraper::Selector::parse("form"),
+            scraper::Selector::parse(&format!(
+                "input[type=\"hidden\"][name=\"{}\"]",
+                herd_web::csrf::FIELD
+            )),
+        ) else {
+            return (Vec::new(), 0);
+        };
+        let mut missing = Vec::new();
+        let mut posts = 0;
+        for form in doc.select(&forms) {
+            let method = form.value().attr("method").unwrap_or("get");
+            if !method.eq_ignore_ascii_case("post") {
+                continue;
+            }
+            posts += 1;
+            let has = form
+                .select(&token)
+                .any(|t| t.value().attr("value").is_some_and(|v| !v.is_empty()));
+            if !has {
+                missing.push(
+                    form.value()
+                        .attr("action")
+                        .unwrap_or("(this page)")
+                        .to_owned(),
+                );
+            }
+        }
+        (missing, posts)
+    }
+
     /// The first form field named `name`'s value.
     pub fn field_value(&self, name: &str) -> Option<String> {
         let doc = scraper::Html::parse_document(&self.body);

@@ -144,7 +144,20 @@ async fn every_route_refuses_outsiders(pool: PgPool) {
     );
     let before = counts(&pool).await;
     let mut checked = 0;
+    let mut forms = 0;
     for route in &table {
+        // Every POST is refused without the session's CSRF token, or with a forged one,
+        // whoever sends it (checked before anything else of the route runs).
+        if route.method == "POST" && !route.path.starts_with("/webhooks/") {
+            let path = fill(route.path);
+            victim.get("/orgs").await;
+            for form in [vec![], vec![("csrf_token", "forged")]] {
+                let r = victim.post_raw(&path, &form).await;
+                assert_eq!(r.status, 403, "POST {path} without the token: {}", r.status);
+                let r = anonymous.post_raw(&path, &form).await;
+                assert_eq!(r.status, 403, "anonymous POST {path} without the token");
+            }
+        }
         // Layout rules: where a route lives says who may call it.
         if route.path.starts_with("/o/") {
             assert_eq!(
@@ -210,7 +223,15 @@ async fn every_route_refuses_outsiders(pool: PgPool) {
                     let status = if path.ends_with("/events") {
                         victim.first_event(&path).await.0
                     } else {
-                        victim.get(&path).await.status
+                        let page = victim.get(&path).await;
+                        // Every form that posts carries the token.
+                        let (missing, posts) = page.forms_without_csrf();
+                        assert!(
+                            missing.is_empty(),
+                            "GET {path}: forms without a CSRF token: {missing:?}"
+                        );
+                        forms += posts;
+                        page.status
                     };
                     assert_eq!(status, 200, "owner GET {path}");
                 }
@@ -228,6 +249,10 @@ async fn every_route_refuses_outsiders(pool: PgPool) {
         checked += 1;
     }
     assert!(checked >= 20, "checked {checked} protected routes");
+    assert!(
+        forms >= 10,
+        "only {forms} forms seen on the organization's pages"
+    );
     assert_eq!(counts(&pool).await, before, "refused calls changed nothing");
     // The outsider's own organization still works for them.
     outsider.get("/o/outsider").await.assert_status(200);
