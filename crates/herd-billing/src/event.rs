@@ -6,8 +6,10 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 /// The event types Herd acts on; others are stored and marked ignored.
-pub const HANDLED: [&str; 9] = [
+pub const HANDLED: [&str; 12] = [
     "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
     "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",
@@ -16,6 +18,7 @@ pub const HANDLED: [&str; 9] = [
     "invoice.payment_failed",
     "invoice.payment_action_required",
     "invoice.payment_succeeded",
+    crate::subscription::READ_TYPE,
 ];
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -31,6 +34,8 @@ pub struct Envelope {
     pub livemode: bool,
     /// `data.object`.
     pub object: Value,
+    /// When Herd stored it (set from the stored row; `None` for a body parsed alone).
+    pub received: Option<OffsetDateTime>,
 }
 
 /// An id field that may be a string or an expanded object with an `id`.
@@ -72,6 +77,7 @@ impl Envelope {
             created,
             livemode: v.get("livemode").and_then(Value::as_bool).unwrap_or(false),
             object,
+            received: None,
         })
     }
 

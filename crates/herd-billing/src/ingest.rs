@@ -27,8 +27,34 @@ pub enum IngestError {
     Signature(#[from] SignatureError),
     #[error(transparent)]
     Malformed(#[from] MalformedEvent),
+    #[error("the event is from Stripe's {event} mode, and Herd's key is for {key} mode")]
+    WrongMode {
+        event: &'static str,
+        key: &'static str,
+    },
     #[error("storing the event: {0}")]
     Store(#[from] StoreError),
+}
+
+fn mode(livemode: bool) -> &'static str {
+    if livemode {
+        "live"
+    } else {
+        "test"
+    }
+}
+
+/// The mode of a Stripe API key: `Some(true)` for live keys (`sk_live_…`, `rk_live_…`),
+/// `Some(false)` for test keys, `None` for anything else.
+pub fn key_livemode(key: &str) -> Option<bool> {
+    let key = key.trim();
+    if key.starts_with("sk_live_") || key.starts_with("rk_live_") {
+        Some(true)
+    } else if key.starts_with("sk_test_") || key.starts_with("rk_test_") {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 impl IngestError {
@@ -42,12 +68,13 @@ impl IngestError {
         match self {
             IngestError::Signature(s) => s.reason(),
             IngestError::Malformed(_) => "malformed_payload",
+            IngestError::WrongMode { .. } => "livemode_mismatch",
             IngestError::Store(_) => "store",
         }
     }
 }
 
-/// Verifies, stores and queues one delivery.
+/// Verifies, stores and queues one delivery, whatever its mode (see [`ingest_in_mode`]).
 pub async fn ingest(
     pool: &PgPool,
     body: &[u8],
@@ -55,7 +82,20 @@ pub async fn ingest(
     secrets: &[SecretString],
     now: i64,
 ) -> Result<Ingested, IngestError> {
-    let result = ingest_inner(pool, body, signature_header, secrets, now).await;
+    ingest_in_mode(pool, body, signature_header, secrets, now, None).await
+}
+
+/// Verifies, stores and queues one delivery; with `livemode`, an event of the other mode
+/// (a test event at a live installation, or the reverse) is refused and not stored.
+pub async fn ingest_in_mode(
+    pool: &PgPool,
+    body: &[u8],
+    signature_header: Option<&str>,
+    secrets: &[SecretString],
+    now: i64,
+    livemode: Option<bool>,
+) -> Result<Ingested, IngestError> {
+    let result = ingest_inner(pool, body, signature_header, secrets, now, livemode).await;
     match &result {
         Ok(Ingested::Stored) => metrics::counter!(RECEIVED, "outcome" => "stored").increment(1),
         Ok(Ingested::Duplicate) => {
@@ -75,6 +115,7 @@ async fn ingest_inner(
     signature_header: Option<&str>,
     secrets: &[SecretString],
     now: i64,
+    livemode: Option<bool>,
 ) -> Result<Ingested, IngestError> {
     signature::verify(
         body,
@@ -84,6 +125,12 @@ async fn ingest_inner(
         signature::TOLERANCE_SECS,
     )?;
     let event = Envelope::parse(body)?;
+    if let Some(key) = livemode.filter(|k| *k != event.livemode) {
+        return Err(IngestError::WrongMode {
+            event: mode(event.livemode),
+            key: mode(key),
+        });
+    }
     let payload =
         std::str::from_utf8(body).map_err(|_| MalformedEvent("the body is not UTF-8".into()))?;
     let subscription = event.subscription_id();

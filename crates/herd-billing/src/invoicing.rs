@@ -76,7 +76,11 @@ pub async fn issue_for_contract(
 
 /// Where a contract stands at `today`: not started, paid up, overdue since the oldest
 /// unpaid due date, or ended.
-pub async fn standing(pool: &PgPool, c: &Contract, today: Date) -> Result<Standing, StoreError> {
+pub async fn standing(
+    conn: &mut sqlx::PgConnection,
+    c: &Contract,
+    today: Date,
+) -> Result<Standing, StoreError> {
     let at = |d: Date| d.with_time(Time::MIDNIGHT).assume_utc();
     if c.starts_on > today {
         return Ok(Standing::NotStarted);
@@ -84,19 +88,19 @@ pub async fn standing(pool: &PgPool, c: &Contract, today: Date) -> Result<Standi
     if let Some(end) = c.ends_on.filter(|e| *e < today) {
         return Ok(Standing::Ended { since: at(end) });
     }
-    Ok(match invoicing::overdue_since(pool, c.id, today).await? {
+    Ok(match invoicing::overdue_since(conn, c.id, today).await? {
         Some(due) => Standing::Overdue { since: at(due) },
         None => Standing::Good,
     })
 }
 
-/// Recomputes every contract's access; returns how many changed.
+/// Recomputes every contract's access, each decided under its row lock from the invoices
+/// read under it (a payment recorded while the sweep runs wins); returns how many changed.
 pub async fn sweep(pool: &PgPool, now: OffsetDateTime) -> Result<usize, StoreError> {
     let mut changed = 0;
     for c in invoicing::all_contracts(pool).await? {
-        let s = standing(pool, &c, now.date()).await?;
         let subject = contract_subject(c.id);
-        if crate::access::refresh(pool, &subject, OrgId(c.org_id), "invoice", s, now)
+        if crate::access::refresh(pool, &subject, OrgId(c.org_id), "invoice", now, None)
             .await?
             .is_some()
         {

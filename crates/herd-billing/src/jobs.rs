@@ -59,3 +59,30 @@ impl Job for InvoiceEmail {
         Some(format!("invoice:{}", self.invoice_id))
     }
 }
+
+/// Tell an organization that a payment arrived after its server was deleted (once per
+/// subject): the server does not come back, a new order makes a new one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaidAfterDeletion {
+    pub subject: String,
+}
+
+impl Job for PaidAfterDeletion {
+    const KIND: &'static str = "billing.paid_after_deletion";
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("paid-after-deletion:{}", self.subject))
+    }
+}
+
+/// Tell an organization that the delayed payment of its order failed (no server was made).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPaymentFailed {
+    pub order_id: Uuid,
+}
+
+impl Job for OrderPaymentFailed {
+    const KIND: &'static str = "billing.order_payment_failed";
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("order-payment-failed:{}", self.order_id))
+    }
+}

@@ -16,4 +16,4 @@ pub mod stripe_api;
 pub mod subscription;
 pub mod worker;
 
-pub use ingest::{ingest, IngestError, Ingested};
+pub use ingest::{ingest, ingest_in_mode, IngestError, Ingested};

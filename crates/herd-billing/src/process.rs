@@ -4,7 +4,8 @@
 //! marking it done) changes nothing the second time.
 
 use crate::event::Envelope;
-use crate::subscription::{self, View};
+use crate::stripe_api::{StripeApi, SubscriptionNow};
+use crate::subscription::{self, View, READ_TYPE};
 use herd_domain::OrgId;
 use herd_store::billing::{self, Subscription};
 use herd_store::StoreError;
@@ -93,7 +94,10 @@ pub async fn recompute_subscription(
     let events: Vec<Envelope> = stored
         .iter()
         .filter_map(|s| match Envelope::parse(s.payload.as_bytes()) {
-            Ok(e) => Some(e),
+            Ok(mut e) => {
+                e.received = Some(s.received_at);
+                Some(e)
+            }
             Err(e) => {
                 tracing::warn!(event = %s.id, error = %e, "skipping an unreadable stored event");
                 None
@@ -140,6 +144,23 @@ pub async fn recompute_subscription(
             .await?;
         }
     }
+    if let (true, false, Some(order), Some(org)) = (
+        view.checkout_failed,
+        view.checkout_completed,
+        view.order_id,
+        org,
+    ) {
+        // A delayed payment (SEPA Direct Debit) was refused: no server, and the order's
+        // page says why.
+        if billing::fail_card_order(&mut *tx, order, org, PAYMENT_FAILED).await? {
+            herd_jobs::enqueue(
+                &mut *tx,
+                &crate::jobs::OrderPaymentFailed { order_id: order },
+            )
+            .await?;
+            tracing::info!(order = %order, subscription = id, "the order's delayed payment failed");
+        }
+    }
     let mut fulfilled_order = false;
     if let (true, Some(order), Some(org)) = (view.checkout_completed, view.order_id, org) {
         fulfilled_order = crate::fulfil::fulfil_paid(&mut tx, order, org, id).await?;
@@ -152,6 +173,58 @@ pub async fn recompute_subscription(
         subscription: id.to_owned(),
         fulfilled_order,
     }))
+}
+
+/// What an order whose delayed payment failed says.
+pub const PAYMENT_FAILED: &str =
+    "the bank refused the payment (it was made with a delayed method such as SEPA Direct Debit), so no server was made";
+
+/// Stores what Stripe's API said of a subscription just now as the newest fact about it (an
+/// event of Herd's own, [`READ_TYPE`]), and recomputes the subscription from all its facts.
+pub async fn record_read(pool: &PgPool, read: &SubscriptionNow) -> Result<(), ProcessError> {
+    // A read that tells nothing new is not kept (a change held back is asked again at each
+    // sweep).
+    if billing::subscription(pool, &read.id)
+        .await?
+        .is_some_and(|s| {
+            s.status == read.status
+                && s.latest_invoice_id == read.latest_invoice_id
+                && s.latest_invoice_status == read.latest_invoice_status
+        })
+    {
+        return Ok(());
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let id = format!("evt_herd_read_{}", uuid::Uuid::now_v7().simple());
+    let payload = serde_json::json!({
+        "id": id, "object": "event", "type": READ_TYPE, "created": now.unix_timestamp(),
+        "livemode": read.livemode,
+        "data": { "object": {
+            "id": read.id, "object": "subscription", "customer": read.customer,
+            "status": read.status,
+            "latest_invoice": read.latest_invoice_id.as_ref().map(|i| serde_json::json!({
+                "id": i, "object": "invoice", "status": read.latest_invoice_status,
+            })),
+        } },
+    })
+    .to_string();
+    let mut tx = pool.begin().await?;
+    billing::insert_event(
+        &mut tx,
+        &billing::NewEvent {
+            id: &id,
+            type_: READ_TYPE,
+            livemode: read.livemode,
+            created: now,
+            payload: &payload,
+            subscription_id: Some(&read.id),
+            customer_id: Some(&read.customer),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    recompute_subscription(pool, &read.id, None).await?;
+    Ok(())
 }
 
 /// Keeps the invoice of an `invoice.*` event for the customer's invoice list.
@@ -185,8 +258,13 @@ async fn record_invoice(pool: &PgPool, e: &Envelope) -> Result<(), ProcessError>
     Ok(())
 }
 
-/// Processes stored event `id` and records the outcome on it.
-pub async fn process_event(pool: &PgPool, id: &str) -> Result<Outcome, ProcessError> {
+/// Processes stored event `id` and records the outcome on it. `stripe` confirms a
+/// suspension or deletion the event leads to (see [`crate::access::refresh`]).
+pub async fn process_event(
+    pool: &PgPool,
+    id: &str,
+    stripe: Option<&StripeApi>,
+) -> Result<Outcome, ProcessError> {
     let stored = billing::event(pool, id)
         .await?
         .ok_or_else(|| ProcessError::Missing(id.to_owned()))?;
@@ -214,6 +292,7 @@ pub async fn process_event(pool: &PgPool, id: &str) -> Result<Outcome, ProcessEr
                         pool,
                         &sub,
                         time::OffsetDateTime::now_utc(),
+                        stripe,
                     )
                     .await?;
                     outcome

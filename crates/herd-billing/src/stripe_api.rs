@@ -5,6 +5,7 @@
 use crate::subscription::{META_ORDER, META_ORG};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
+use stripe::StripeRequest;
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::subscription::{
     RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
@@ -25,12 +26,44 @@ pub enum StripeApiError {
     Stripe(#[from] stripe::StripeError),
     #[error("Stripe answered without {0}")]
     Incomplete(&'static str),
+    /// Herd's own side of a Stripe step failed (its database).
+    #[error("{0}")]
+    Local(String),
+}
+
+impl StripeApiError {
+    /// Stripe did not answer in time (or the connection broke): whether the write took
+    /// effect is unknown. Repeating it with the same idempotency key finds out.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            StripeApiError::Stripe(
+                stripe::StripeError::Timeout | stripe::StripeError::ClientError(_)
+            )
+        )
+    }
+}
+
+/// How long one call to Stripe may take by default.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The idempotency key of a write to Stripe, derived from what it is for: Stripe answers
+/// a repeated write (a double submission, a retry after a timeout) with the first one's
+/// result for 24 hours, so nothing is created twice.
+fn key(k: String) -> stripe::RequestStrategy {
+    match stripe::IdempotencyKey::new(&k) {
+        Ok(k) => stripe::RequestStrategy::Idempotent(k),
+        // Unreachable with Herd's keys (short, never empty).
+        Err(_) => stripe::RequestStrategy::Once,
+    }
 }
 
 /// A Stripe API client.
 #[derive(Clone)]
 pub struct StripeApi {
     client: stripe::Client,
+    /// The key's mode (`Some(true)` live, `Some(false)` test).
+    livemode: Option<bool>,
 }
 
 impl std::fmt::Debug for StripeApi {
@@ -60,6 +93,31 @@ pub struct CheckoutSession {
     pub customer: Option<String>,
     pub subscription: Option<String>,
     pub client_reference_id: Option<String>,
+    /// `paid`, `unpaid` (a delayed method such as SEPA Direct Debit, not settled yet) or
+    /// `no_payment_required`: only the first and the last fulfil an order.
+    pub payment_status: String,
+}
+
+impl CheckoutSession {
+    /// Whether the order it is for may be fulfilled: complete, and paid (or free).
+    pub fn is_paid(&self) -> bool {
+        self.status.as_deref() == Some("complete")
+            && crate::subscription::payment_settled(&self.payment_status)
+    }
+}
+
+/// A subscription as Stripe's API says it is now, with its latest invoice: what the access
+/// policy re-reads before a suspension or a deletion takes effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionNow {
+    pub id: String,
+    pub customer: String,
+    pub status: String,
+    pub latest_invoice_id: Option<String>,
+    /// `draft`, `open`, `paid`, `uncollectible` or `void`.
+    pub latest_invoice_status: Option<String>,
+    /// Read with a live key.
+    pub livemode: bool,
 }
 
 fn herd_metadata(org: Uuid, order: Uuid) -> HashMap<String, String> {
@@ -77,6 +135,15 @@ pub fn install_crypto_provider() {
 
 impl StripeApi {
     pub fn new(secret_key: &SecretString, api_base: &str) -> Result<Self, StripeApiError> {
+        Self::with_timeout(secret_key, api_base, DEFAULT_TIMEOUT)
+    }
+
+    /// A client whose calls give up after `timeout` (their outcome is then unknown).
+    pub fn with_timeout(
+        secret_key: &SecretString,
+        api_base: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Self, StripeApiError> {
         install_crypto_provider();
         let mut base = api_base.to_owned();
         if !base.ends_with('/') {
@@ -85,11 +152,16 @@ impl StripeApi {
         let client = stripe::ClientBuilder::new(secret_key.expose_secret())
             .url(base)
             .app_info("herd", Some(env!("CARGO_PKG_VERSION").to_owned()), None)
+            .timeout(timeout)
             .build()?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            livemode: crate::ingest::key_livemode(secret_key.expose_secret()),
+        })
     }
 
-    /// Creates the Stripe customer of an organization.
+    /// Creates the Stripe customer of an organization, once: the idempotency key is the
+    /// organization's, so two first orders at once get the same customer.
     pub async fn create_customer(
         &self,
         org: Uuid,
@@ -100,6 +172,8 @@ impl StripeApi {
             .name(name)
             .email(email)
             .metadata(HashMap::from([(META_ORG.to_owned(), org.to_string())]))
+            .customize()
+            .request_strategy(key(format!("herd-customer-{org}")))
             .send(&self.client)
             .await?;
         Ok(c.id.to_string())
@@ -107,7 +181,8 @@ impl StripeApi {
 
     /// A Checkout Session in subscription mode for one plan, carrying the organization and
     /// the order (as `client_reference_id` and metadata, on the session and on the
-    /// subscription it creates).
+    /// subscription it creates). The idempotency key is the order's: repeating it (a double
+    /// submission, a retry after a timeout) returns the same session.
     pub async fn create_checkout(
         &self,
         r: &CheckoutRequest<'_>,
@@ -130,6 +205,8 @@ impl StripeApi {
             .subscription_data(subscription_data)
             .success_url(r.success_url)
             .cancel_url(r.cancel_url)
+            .customize()
+            .request_strategy(key(format!("herd-checkout-{}", r.order)))
             .send(&self.client)
             .await?;
         Ok(session(s))
@@ -176,6 +253,28 @@ impl StripeApi {
         Ok(())
     }
 
+    /// Reads subscription `id` as it is now, with its latest invoice expanded.
+    pub async fn subscription_now(&self, id: &str) -> Result<SubscriptionNow, StripeApiError> {
+        let s = RetrieveSubscription::new(id)
+            .expand(vec!["latest_invoice".to_owned()])
+            .send(&self.client)
+            .await?;
+        let latest = s.latest_invoice.as_ref();
+        let latest_invoice_id = latest.and_then(|i| i.id().as_ref().map(ToString::to_string));
+        let latest_invoice_status = latest
+            .and_then(|i| i.as_object())
+            .and_then(|i| i.status.as_ref())
+            .map(|x| x.as_str().to_owned());
+        Ok(SubscriptionNow {
+            id: s.id.to_string(),
+            customer: s.customer.id().to_string(),
+            status: s.status.as_str().to_owned(),
+            latest_invoice_id,
+            latest_invoice_status,
+            livemode: self.livemode.unwrap_or(s.livemode),
+        })
+    }
+
     /// Cancels at the end of the period (`true`), or undoes that (`false`).
     pub async fn cancel_at_period_end(
         &self,
@@ -198,5 +297,6 @@ fn session(s: stripe_shared::CheckoutSession) -> CheckoutSession {
         customer: s.customer.as_ref().map(|c| c.id().to_string()),
         subscription: s.subscription.as_ref().map(|c| c.id().to_string()),
         client_reference_id: s.client_reference_id,
+        payment_status: s.payment_status.as_str().to_owned(),
     }
 }

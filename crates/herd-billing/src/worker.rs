@@ -5,8 +5,11 @@
 
 use crate::access;
 use crate::invoicing;
-use crate::jobs::{AccessNotice, InvoiceEmail, StripeEvent, TrialEnding};
+use crate::jobs::{
+    AccessNotice, InvoiceEmail, OrderPaymentFailed, PaidAfterDeletion, StripeEvent, TrialEnding,
+};
 use crate::process::process_event;
+use crate::stripe_api::StripeApi;
 use anyhow::Context;
 use herd_jobs::Registry;
 use herd_mail::Mailer;
@@ -16,9 +19,13 @@ use std::time::Duration as StdDuration;
 
 pub const PROCESSED: &str = "herd_stripe_events_processed_total";
 
-async fn stripe_event(pool: &PgPool, job: StripeEvent) -> anyhow::Result<()> {
+async fn stripe_event(
+    pool: &PgPool,
+    stripe: Option<&StripeApi>,
+    job: StripeEvent,
+) -> anyhow::Result<()> {
     let event_id = job.event_id.as_str();
-    match process_event(pool, event_id).await {
+    match process_event(pool, event_id, stripe).await {
         Ok(outcome) => {
             tracing::info!(event = %event_id, ?outcome, "stripe event processed");
             metrics::counter!(PROCESSED, "outcome" => "ok").increment(1);
@@ -42,12 +49,40 @@ async fn send_all(mailer: &Mailer, emails: Vec<herd_mail::Email>) -> anyhow::Res
     Ok(())
 }
 
-/// Registers billing's job handlers.
+/// Registers billing's job handlers, without Stripe's API: card suspensions and deletions
+/// are held back (nothing can confirm them), see [`register_with`].
 pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer) {
-    let p = pool.clone();
+    register_with(registry, pool, mailer, None);
+}
+
+/// Registers billing's job handlers; `stripe` confirms each card suspension or deletion
+/// with Stripe before it takes effect.
+pub fn register_with(
+    registry: &mut Registry,
+    pool: &PgPool,
+    mailer: &Mailer,
+    stripe: Option<StripeApi>,
+) {
+    let (p, s) = (pool.clone(), stripe);
     registry.register(move |job: StripeEvent| {
-        let pool = p.clone();
-        async move { stripe_event(&pool, job).await }
+        let (pool, stripe) = (p.clone(), s.clone());
+        async move { stripe_event(&pool, stripe.as_ref(), job).await }
+    });
+    let (p, m) = (pool.clone(), mailer.clone());
+    registry.register(move |job: OrderPaymentFailed| {
+        let (pool, mailer) = (p.clone(), m.clone());
+        async move {
+            let emails = access::order_payment_failed_emails(&pool, job.order_id).await?;
+            send_all(&mailer, emails).await
+        }
+    });
+    let (p, m) = (pool.clone(), mailer.clone());
+    registry.register(move |job: PaidAfterDeletion| {
+        let (pool, mailer) = (p.clone(), m.clone());
+        async move {
+            let emails = access::paid_after_deletion_emails(&pool, &job.subject).await?;
+            send_all(&mailer, emails).await
+        }
     });
     let (p, m) = (pool.clone(), mailer.clone());
     registry.register(move |job: AccessNotice| {
@@ -78,8 +113,9 @@ pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer) {
 /// How often the access policy is swept.
 pub const SWEEP_EVERY: StdDuration = StdDuration::from_secs(60);
 
-/// Issues due invoices and sweeps the access policy once.
-pub async fn tick(pool: &PgPool) {
+/// Issues due invoices and sweeps the access policy once (`stripe` confirms card
+/// suspensions and deletions).
+pub async fn tick(pool: &PgPool, stripe: Option<&StripeApi>) {
     let now = time::OffsetDateTime::now_utc();
     match invoicing::issue_due(pool, now.date()).await {
         Ok(issued) if !issued.is_empty() => {
@@ -88,7 +124,7 @@ pub async fn tick(pool: &PgPool) {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "issuing invoices failed"),
     }
-    match access::sweep(pool, now).await {
+    match access::sweep(pool, now, stripe).await {
         Ok(n) if n > 0 => tracing::info!(changed = n, "access policy swept"),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "access sweep failed"),
@@ -96,13 +132,17 @@ pub async fn tick(pool: &PgPool) {
 }
 
 /// Runs [`tick`] every minute until `shutdown` resolves.
-pub async fn run_ticks(pool: PgPool, shutdown: impl std::future::Future<Output = ()>) {
+pub async fn run_ticks(
+    pool: PgPool,
+    stripe: Option<StripeApi>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let mut every = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
             () = &mut shutdown => return,
-            _ = every.tick() => tick(&pool).await,
+            _ = every.tick() => tick(&pool, stripe.as_ref()).await,
         }
     }
 }

@@ -125,7 +125,9 @@ async fn record(
 /// Makes the servers an access-policy subject pays for follow its new state, in the
 /// caller's transaction (the transition's): suspended (held for billing) when access is
 /// suspended or deletion is scheduled, resumed when access runs again (only the servers
-/// the policy suspended). Deletion is not acted on yet. Returns the servers changed.
+/// the policy suspended), deleted when access is deleted (the caller has confirmed it with
+/// the payment provider): the same steps as [`delete`], recorded in each server's history
+/// and audited as the billing policy's. Returns the servers changed.
 pub async fn follow_access(
     conn: &mut sqlx::PgConnection,
     subject: &str,
@@ -135,7 +137,8 @@ pub async fn follow_access(
     let hold = match access {
         A::Suspended | A::ScheduledForDeletion => true,
         A::Running | A::Grace => false,
-        A::NotProvisioned | A::Deleted => return Ok(Vec::new()),
+        A::Deleted => return delete_for_billing(conn, subject).await,
+        A::NotProvisioned => return Ok(Vec::new()),
     };
     let mut changed = Vec::new();
     for id in fleet::instances_of_subject(&mut *conn, subject).await? {
@@ -151,6 +154,50 @@ pub async fn follow_access(
         }
     }
     Ok(changed)
+}
+
+/// Deletes the servers `subject` pays for, as [`delete`] does, for the billing policy.
+async fn delete_for_billing(
+    conn: &mut sqlx::PgConnection,
+    subject: &str,
+) -> Result<Vec<Uuid>, FleetError> {
+    let mut deleted = Vec::new();
+    for id in fleet::instances_of_subject(&mut *conn, subject).await? {
+        let Some(inst) = fleet::lock_instance(&mut *conn, id).await? else {
+            continue;
+        };
+        if inst.desired == Desired::Deleted {
+            continue;
+        }
+        fleet::set_desired(&mut *conn, id, Desired::Deleted).await?;
+        fleet::cancel_upgrade(&mut *conn, id).await?;
+        fleet::add_event(
+            &mut *conn,
+            id,
+            EventKind::Action,
+            "Deleted by the billing policy: the retention period after the suspension ended, and Stripe confirmed that nothing was paid",
+            None,
+        )
+        .await?;
+        audit::record(
+            &mut *conn,
+            NewEntry {
+                actor: None,
+                org: Some(OrgId(inst.org_id)),
+                action: "instance.deleted",
+                target: inst.domain.clone(),
+                source_ip: None,
+                details: serde_json::json!({
+                    "instance": id, "plan": inst.plan_code, "by": "billing policy",
+                    "subject": subject,
+                }),
+            },
+        )
+        .await?;
+        herd_jobs::enqueue(&mut *conn, &ApplyInstance { instance_id: id }).await?;
+        deleted.push(id);
+    }
+    Ok(deleted)
 }
 
 /// Makes the servers a subject pays for run on `plan` (a plan change on the subscription,

@@ -19,8 +19,10 @@
 
 pub mod admin;
 mod runner;
+pub mod supervise;
 
 pub use runner::{Registry, Runner, Settings, Stats};
+pub use supervise::{supervise, WorkerHealth};
 
 use herd_store::jobs::NewJob;
 use herd_store::StoreError;

@@ -82,7 +82,7 @@ async fn orders(pool: &PgPool, org: OrgId, n: usize) {
         let mut tx = pool.begin().await.unwrap();
         let domain = format!("s{i}.bench.example");
         let order = herd_store::billing::create_order(
-            &mut *tx,
+            &mut tx,
             &herd_store::billing::NewOrder {
                 org,
                 plan_code: "community",
@@ -91,10 +91,12 @@ async fn orders(pool: &PgPool, org: OrgId, n: usize) {
                 created_by: None,
                 invoice: None,
                 domain_preverified: true,
+                submission: None,
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .0;
         let o = herd_store::billing::order(&mut *tx, order)
             .await
             .unwrap()

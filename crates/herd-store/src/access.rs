@@ -166,6 +166,20 @@ pub async fn set_grace_until(
     Ok(())
 }
 
+/// Ends operators' overrides (grace extension, paused clock) with the episode they were
+/// granted for: the subject is paid up again, and a later payment problem starts afresh.
+pub async fn end_overrides(conn: &mut PgConnection, subject: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE tenant_access SET grace_until = NULL, paused_since = NULL, paused_before_s = 0
+         WHERE subject = $1
+           AND (grace_until IS NOT NULL OR paused_since IS NOT NULL OR paused_before_s <> 0)",
+        subject
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Pauses the clock (`true`) or resumes it, adding the paused time to `paused_before_s`.
 pub async fn set_paused(
     conn: &mut PgConnection,
@@ -193,19 +207,29 @@ pub async fn set_paused(
     Ok(())
 }
 
-/// Every subject with a Stripe subscription linked to an organization, with what the
-/// policy needs: (subject, org, status, status since).
-pub async fn card_subjects(
-    ex: impl PgExecutor<'_>,
-) -> Result<Vec<(String, Uuid, String, OffsetDateTime)>, StoreError> {
+/// Every subject with a Stripe subscription linked to an organization: (subject, org). The
+/// policy reads each one's facts again under its row lock.
+pub async fn card_subjects(ex: impl PgExecutor<'_>) -> Result<Vec<(String, Uuid)>, StoreError> {
     let rows = sqlx::query!(
-        r#"SELECT 'stripe:' || stripe_subscription_id AS "subject!", org_id AS "org_id!", status, status_since
+        r#"SELECT 'stripe:' || stripe_subscription_id AS "subject!", org_id AS "org_id!"
            FROM subscriptions WHERE org_id IS NOT NULL"#
     )
     .fetch_all(ex)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.subject, r.org_id, r.status, r.status_since))
-        .collect())
+    Ok(rows.into_iter().map(|r| (r.subject, r.org_id)).collect())
+}
+
+/// Notes that a payment arrived after `subject` was deleted; `true` the first time.
+pub async fn mark_paid_after_deletion(
+    conn: &mut PgConnection,
+    subject: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE tenant_access SET paid_after_deletion_at = now()
+         WHERE subject = $1 AND state = 'deleted' AND paid_after_deletion_at IS NULL",
+        subject
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }

@@ -252,15 +252,36 @@ pub struct NewOrder<'a> {
     pub invoice: Option<InvoiceDetails<'a>>,
     /// The domain needs no proof (a name under the provider's base domain).
     pub domain_preverified: bool,
+    /// The order form's one-time token: the same token again (a double submission) makes
+    /// no second order.
+    pub submission: Option<Uuid>,
 }
 
-pub async fn create_order(ex: impl PgExecutor<'_>, o: &NewOrder<'_>) -> Result<Uuid, StoreError> {
+/// Creates an order; returns its id and whether it is new (`false`: the form's token was
+/// used by an earlier order of the organization, whose id is returned).
+pub async fn create_order(
+    conn: &mut PgConnection,
+    o: &NewOrder<'_>,
+) -> Result<(Uuid, bool), StoreError> {
+    if let Some(token) = o.submission {
+        let existing = sqlx::query_scalar!(
+            "SELECT id FROM orders WHERE org_id = $1 AND submission = $2",
+            o.org.0,
+            token
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(id) = existing {
+            return Ok((id, false));
+        }
+    }
     let id = Uuid::now_v7();
     let inv = o.invoice.as_ref();
-    sqlx::query!(
+    let inserted = sqlx::query!(
         "INSERT INTO orders (id, org_id, plan_code, app, domain, created_by, payment,
-                             billing_address, vat_id, po_reference, domain_preverified)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                             billing_address, vat_id, po_reference, domain_preverified, submission)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (org_id, submission) DO NOTHING",
         id,
         o.org.0,
         o.plan_code,
@@ -271,11 +292,23 @@ pub async fn create_order(ex: impl PgExecutor<'_>, o: &NewOrder<'_>) -> Result<U
         inv.map(|i| i.billing_address),
         inv.map(|i| i.vat_id),
         inv.map(|i| i.po_reference),
-        o.domain_preverified
+        o.domain_preverified,
+        o.submission
     )
-    .execute(ex)
+    .execute(&mut *conn)
     .await?;
-    Ok(id)
+    if inserted.rows_affected() == 1 {
+        return Ok((id, true));
+    }
+    // A concurrent submission of the same form won.
+    let existing = sqlx::query_scalar!(
+        "SELECT id FROM orders WHERE org_id = $1 AND submission = $2",
+        o.org.0,
+        o.submission
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((existing, false))
 }
 
 pub async fn order(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Order>, StoreError> {
@@ -403,6 +436,26 @@ pub async fn fulfil_order(
         order,
         org.0,
         subscription
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Ends a card order whose delayed payment failed (SEPA Direct Debit refused), with the
+/// reason shown on its page; `true` the first time. A fulfilled order is left alone.
+pub async fn fail_card_order(
+    ex: impl PgExecutor<'_>,
+    order: Uuid,
+    org: OrgId,
+    problem: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE orders SET state = 'abandoned', problem = $3
+         WHERE id = $1 AND org_id = $2 AND payment = 'card' AND state = 'pending'",
+        order,
+        org.0,
+        problem
     )
     .execute(ex)
     .await?;

@@ -67,7 +67,9 @@ pub async fn contract(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Contra
 }
 
 /// Creates the organization's contract, or updates its terms (the start date of an
-/// existing contract with invoices stays, so the schedule does not move under them).
+/// existing contract with invoices stays, so the schedule does not move under them). A
+/// change of billing period after invoices were issued takes effect where the last issued
+/// invoice ends: nothing is billed twice and no period is skipped.
 pub async fn save_contract(
     conn: &mut PgConnection,
     org: OrgId,
@@ -76,8 +78,9 @@ pub async fn save_contract(
     Ok(sqlx::query_as!(
         Contract,
         "INSERT INTO contracts (id, org_id, plan_code, price_minor, currency, period, payment_terms_days,
-                                po_reference, billing_address, vat_id, starts_on, next_invoice_on, ends_on)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)
+                                po_reference, billing_address, vat_id, starts_on, next_invoice_on, ends_on,
+                                period_anchor)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $11)
          ON CONFLICT (org_id) DO UPDATE SET
              plan_code = EXCLUDED.plan_code, price_minor = EXCLUDED.price_minor,
              currency = EXCLUDED.currency, period = EXCLUDED.period,
@@ -86,8 +89,23 @@ pub async fn save_contract(
              ends_on = EXCLUDED.ends_on, updated_at = now(),
              starts_on = CASE WHEN EXISTS (SELECT 1 FROM invoices i WHERE i.contract_id = contracts.id)
                               THEN contracts.starts_on ELSE EXCLUDED.starts_on END,
-             next_invoice_on = CASE WHEN EXISTS (SELECT 1 FROM invoices i WHERE i.contract_id = contracts.id)
-                              THEN contracts.next_invoice_on ELSE EXCLUDED.starts_on END
+             next_invoice_on = CASE
+                 WHEN NOT EXISTS (SELECT 1 FROM invoices i WHERE i.contract_id = contracts.id)
+                     THEN EXCLUDED.starts_on
+                 WHEN contracts.period <> EXCLUDED.period
+                     THEN (SELECT max(i.period_end) + 1 FROM invoices i WHERE i.contract_id = contracts.id)
+                 ELSE contracts.next_invoice_on END,
+             period_anchor = CASE
+                 WHEN NOT EXISTS (SELECT 1 FROM invoices i WHERE i.contract_id = contracts.id)
+                     THEN EXCLUDED.starts_on
+                 WHEN contracts.period <> EXCLUDED.period
+                     THEN (SELECT max(i.period_end) + 1 FROM invoices i WHERE i.contract_id = contracts.id)
+                 ELSE contracts.period_anchor END,
+             anchor_count = CASE
+                 WHEN NOT EXISTS (SELECT 1 FROM invoices i WHERE i.contract_id = contracts.id) THEN 0
+                 WHEN contracts.period <> EXCLUDED.period
+                     THEN (SELECT count(*)::int FROM invoices i WHERE i.contract_id = contracts.id)
+                 ELSE contracts.anchor_count END
          RETURNING id, org_id, plan_code, price_minor, currency, period, payment_terms_days, po_reference,
                    billing_address, vat_id, starts_on, next_invoice_on, ends_on",
         Uuid::now_v7(),
@@ -164,15 +182,24 @@ pub async fn issue_due(
     let Some(period) = Period::parse(&c.period) else {
         return Ok(Vec::new());
     };
-    let mut issued_count = sqlx::query_scalar!(
+    let issued = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM invoices WHERE contract_id = $1"#,
         c.id
     )
     .fetch_one(&mut *conn)
-    .await? as u32;
+    .await?;
+    // Periods count from where the current billing period took effect.
+    let anchor = sqlx::query!(
+        r#"SELECT coalesce(period_anchor, starts_on) AS "period_anchor!", anchor_count
+           FROM contracts WHERE id = $1"#,
+        c.id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut issued_count = u32::try_from(issued - i64::from(anchor.anchor_count)).unwrap_or(0);
     let mut out = Vec::new();
     loop {
-        let start = period.nth(c.starts_on, issued_count);
+        let start = period.nth(anchor.period_anchor, issued_count);
         if start > today || c.ends_on.is_some_and(|end| start > end) {
             sqlx::query!(
                 "UPDATE contracts SET next_invoice_on = $2 WHERE id = $1",
@@ -183,7 +210,7 @@ pub async fn issue_due(
             .await?;
             return Ok(out);
         }
-        let end = period.nth(c.starts_on, issued_count + 1) - time::Duration::days(1);
+        let end = period.nth(anchor.period_anchor, issued_count + 1) - time::Duration::days(1);
         let year = today.year();
         let seq = next_number(conn, year).await?;
         let inv = sqlx::query_as!(

@@ -54,8 +54,20 @@ pub fn registry_with(
     key: Option<SealKey>,
     dns: SocketAddr,
 ) -> Registry {
+    registry_with_stripe(pool, mailer, clusters, key, dns, None)
+}
+
+/// [`registry_with`], with `stripe` (a [`crate::stripe::FakeStripe`]'s) as Stripe's API.
+pub fn registry_with_stripe(
+    pool: &PgPool,
+    mailer: &Mailer,
+    clusters: &FakeClusters,
+    key: Option<SealKey>,
+    dns: SocketAddr,
+    stripe: Option<herd_billing::stripe_api::StripeApi>,
+) -> Registry {
     let mut r = Registry::new();
-    herd_billing::worker::register(&mut r, pool, mailer);
+    herd_billing::worker::register_with(&mut r, pool, mailer, stripe);
     herd_web::emails::register(&mut r, pool, mailer);
     let checker = herd_fleet::domains::DnsChecker::at(dns).expect("a DNS resolver");
     herd_fleet::domains::register(&mut r, pool, &checker);
@@ -108,6 +120,29 @@ pub async fn drain_checked(runner: &Runner, pool: &PgPool) -> Stats {
             .collect::<Vec<_>>()
     );
     stats
+}
+
+/// Runs the queue (no cluster reachable, `stripe` as Stripe's API) until nothing is due;
+/// fails the test if a job is left failing.
+pub async fn run_jobs_with_stripe(
+    pool: &PgPool,
+    mailer: &Mailer,
+    stripe: &herd_billing::stripe_api::StripeApi,
+) -> Stats {
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], 9));
+    let registry = registry_with_stripe(
+        pool,
+        mailer,
+        &FakeClusters::default(),
+        None,
+        nowhere,
+        Some(stripe.clone()),
+    );
+    drain_checked(
+        &Runner::new(pool.clone(), registry, Settings::default()),
+        pool,
+    )
+    .await
 }
 
 /// Runs the queue (no cluster reachable) until nothing is due; fails the test if a job is

@@ -52,6 +52,9 @@ pub struct TestApp {
     /// The name server the app and its worker ask to prove custom domains (it answers
     /// with each server's proof unless set to `manual()`).
     pub dns: fake_dns::FakeDns,
+    /// Stripe's API as the app is configured to reach it (a `FakeStripe`), which the
+    /// worker uses too.
+    pub stripe: Option<herd_billing::stripe_api::StripeApi>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -99,6 +102,10 @@ impl TestApp {
         let dns = fake_dns::FakeDns::start(pool.clone()).await;
         config.dns_server = Some(dns.addr);
         adjust(&mut config);
+        let stripe = config
+            .stripe_secret_key
+            .as_ref()
+            .map(|k| herd_billing::stripe_api::StripeApi::new(k, &config.stripe_api_base).unwrap());
         let state = AppState::new(pool.clone(), config, mailer.clone());
         let app = herd_web::app(state).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
@@ -113,6 +120,7 @@ impl TestApp {
             clusters: jobs::FakeClusters::default(),
             seal_key,
             dns,
+            stripe,
             server,
         }
     }
@@ -122,12 +130,13 @@ impl TestApp {
     pub fn runner(&self) -> herd_jobs::Runner {
         herd_jobs::Runner::new(
             self.pool.clone(),
-            jobs::registry_with(
+            jobs::registry_with_stripe(
                 &self.pool,
                 &self.mailer,
                 &self.clusters,
                 Some(self.seal_key.clone()),
                 self.dns.addr,
+                self.stripe.clone(),
             ),
             jobs::fast_settings(),
         )

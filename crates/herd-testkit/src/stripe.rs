@@ -148,11 +148,31 @@ impl Recorded {
     }
 }
 
+/// A POST Stripe answered with an idempotency key: its path, its sorted form, its answer.
+type Answered = (String, Vec<(String, String)>, Value);
+
 #[derive(Default)]
 struct FakeState {
     requests: Vec<Recorded>,
     objects: std::collections::HashMap<String, Value>,
     next: u64,
+    /// POST answers by idempotency key, with the request they answered (path and form):
+    /// Stripe replays them for a repeated key and refuses the key with other parameters.
+    idempotent: std::collections::HashMap<String, Answered>,
+    /// How many of the next requests to `stall_path` are answered only after `stall` (done
+    /// first, answered late: the client gives up and cannot tell whether it happened).
+    stalled: usize,
+    stall_path: String,
+    stall: std::time::Duration,
+}
+
+/// A client of Stripe's API pointed at `fake`.
+pub fn api(fake: &FakeStripe) -> herd_billing::stripe_api::StripeApi {
+    herd_billing::stripe_api::StripeApi::new(
+        &secrecy::SecretString::from("sk_test_herd".to_owned()),
+        &fake.base,
+    )
+    .expect("a Stripe client")
 }
 
 /// Stripe's API on a local port, answering with fixture objects and recording every
@@ -188,9 +208,23 @@ impl FakeStripe {
         };
         let f = fake.clone();
         let app = axum::Router::new().fallback(any(
-            move |method: axum::http::Method, uri: axum::http::Uri, body: axum::body::Bytes| {
+            move |method: axum::http::Method,
+                  uri: axum::http::Uri,
+                  headers: axum::http::HeaderMap,
+                  body: axum::body::Bytes| {
                 let f = f.clone();
-                async move { f.answer(method.as_str(), uri.path(), &body) }
+                async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let (reply, delay) =
+                        f.answer_idempotent(method.as_str(), uri.path(), uri.query(), key, &body);
+                    if let Some(d) = delay {
+                        tokio::time::sleep(d).await;
+                    }
+                    reply
+                }
             },
         ));
         tokio::spawn(async move {
@@ -202,6 +236,16 @@ impl FakeStripe {
     /// Every request so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Makes the next `n` requests to `path` (`/v1/checkout/sessions`) take effect at once
+    /// but be answered only after `delay` (a client with a shorter timeout gives up without
+    /// knowing their outcome).
+    pub fn stall_next(&self, path: &str, n: usize, delay: std::time::Duration) {
+        let mut st = self.state.lock().unwrap();
+        st.stalled = n;
+        st.stall_path = path.to_owned();
+        st.stall = delay;
     }
 
     /// The stored object with this id (a session, customer or subscription).
@@ -217,17 +261,106 @@ impl FakeStripe {
 
     /// Plays the customer paying: the session is complete and has a subscription.
     pub fn complete_checkout(&self, session: &str, subscription: &str) {
+        self.complete_checkout_with(session, subscription, "paid");
+    }
+
+    /// Plays the customer finishing Checkout with `payment_status` (`unpaid` for a delayed
+    /// method such as SEPA Direct Debit, whose money arrives days later).
+    pub fn complete_checkout_with(&self, session: &str, subscription: &str, payment_status: &str) {
         let mut st = self.state.lock().unwrap();
         let s = st.objects.get_mut(session).unwrap();
         s["status"] = json!("complete");
-        s["payment_status"] = json!("paid");
+        s["payment_status"] = json!(payment_status);
         s["subscription"] = json!(subscription);
     }
 
-    fn answer(&self, method: &str, path: &str, body: &[u8]) -> axum::response::Response {
+    /// Sets what Stripe's API says of subscription `id` now (its status and latest invoice,
+    /// stored as an invoice object that `expand[]=latest_invoice` returns), as Stripe would
+    /// after events Herd may never have received.
+    pub fn set_subscription(&self, subscription: Value, latest_invoice: Option<Value>) {
+        let mut subscription = subscription;
+        if let Some(inv) = &latest_invoice {
+            subscription["latest_invoice"] = inv["id"].clone();
+            self.put(inv.clone());
+        }
+        self.put(subscription);
+    }
+
+    /// Answers as Stripe does with an `Idempotency-Key`: the first answer again for the same
+    /// key and parameters (without doing anything), 400 for the key with other parameters.
+    fn answer_idempotent(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        key: Option<String>,
+        body: &[u8],
+    ) -> (axum::response::Response, Option<std::time::Duration>) {
         use axum::response::IntoResponse;
+        let delay = {
+            let mut st = self.state.lock().unwrap();
+            (st.stalled > 0 && st.stall_path == path).then(|| {
+                st.stalled -= 1;
+                st.stall
+            })
+        };
         let params: Vec<(String, String)> =
             url::form_urlencoded::parse(body).into_owned().collect();
+        // Stripe compares the parameters, not their order (a map's keys come in any order).
+        let mut sorted = params.clone();
+        sorted.sort();
+        if let (Some(k), "POST") = (&key, method) {
+            let mut st = self.state.lock().unwrap();
+            if let Some((p, form, reply)) = st.idempotent.get(k).cloned() {
+                st.requests.push(Recorded {
+                    method: method.to_owned(),
+                    path: path.to_owned(),
+                    params: params.clone(),
+                });
+                let reply = if p == path && form == sorted {
+                    ([("idempotent-replayed", "true")], axum::Json(reply)).into_response()
+                } else {
+                    (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        axum::Json(json!({ "error": { "type": "idempotency_error",
+                            "message": format!("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{k}' if you meant to execute a different request.") } })),
+                    )
+                        .into_response()
+                };
+                return (reply, delay);
+            }
+        }
+        let (status, reply) = self.answer(method, path, query, body);
+        if let (Some(k), "POST", true) = (key, method, status.is_success()) {
+            self.state
+                .lock()
+                .unwrap()
+                .idempotent
+                .insert(k, (path.to_owned(), sorted, reply.clone()));
+        }
+        ((status, axum::Json(reply)).into_response(), delay)
+    }
+
+    fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> (axum::http::StatusCode, Value) {
+        // Stripe reads GET parameters from the query string and POST ones from the body.
+        let params: Vec<(String, String)> = if method == "GET" {
+            url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect()
+        } else {
+            url::form_urlencoded::parse(body).into_owned().collect()
+        };
+        let expand: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| k.starts_with("expand"))
+            .map(|(_, v)| v.clone())
+            .collect();
         let mut st = self.state.lock().unwrap();
         st.requests.push(Recorded {
             method: method.to_owned(),
@@ -272,9 +405,17 @@ impl FakeStripe {
                 st.objects.insert(id, s.clone());
                 Some(s)
             }
-            ("GET", ["checkout", "sessions", id]) | ("GET", ["subscriptions", id]) => {
-                st.objects.get(*id).cloned()
-            }
+            ("GET", ["checkout", "sessions", id]) => st.objects.get(*id).cloned(),
+            ("GET", ["subscriptions", id]) => st.objects.get(*id).cloned().map(|mut s| {
+                // An expanded field is the object itself, as Stripe answers it.
+                if expand.iter().any(|e| e == "latest_invoice") {
+                    if let Some(inv) = s["latest_invoice"].as_str().and_then(|i| st.objects.get(i))
+                    {
+                        s["latest_invoice"] = inv.clone();
+                    }
+                }
+                s
+            }),
             ("POST", ["billing_portal", "sessions"]) => Some(object(
                 "billing_portal.session",
                 json!({
@@ -297,12 +438,11 @@ impl FakeStripe {
             _ => None,
         };
         match reply {
-            Some(v) => axum::Json(v).into_response(),
+            Some(v) => (axum::http::StatusCode::OK, v),
             None => (
                 axum::http::StatusCode::NOT_FOUND,
-                axum::Json(json!({ "error": { "type": "invalid_request_error", "message": format!("No such object: {path}") } })),
-            )
-                .into_response(),
+                json!({ "error": { "type": "invalid_request_error", "message": format!("No such object: {path}") } }),
+            ),
         }
     }
 }

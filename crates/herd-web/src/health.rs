@@ -26,9 +26,16 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// The database answers within two seconds. The reason is logged, not shown: the
-/// driver's error names hosts and users.
+/// The database answers within two seconds, and the in-process worker (when there is one)
+/// runs. The reason is logged, not shown: the driver's error names hosts and users.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if let Some(w) = state.config.worker.as_ref().filter(|w| !w.is_running()) {
+        tracing::warn!(
+            restarts = w.restarts(),
+            "not ready: the in-process worker is not running"
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, WORKER_STOPPED);
+    }
     match tokio::time::timeout(Duration::from_secs(2), herd_store::ping(&state.pool)).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n"),
         Ok(Err(e)) => {
@@ -43,6 +50,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 const UNAVAILABLE: &str = "not ready: database unavailable\n";
+const WORKER_STOPPED: &str = "not ready: worker stopped\n";
 
 /// Prometheus's scrape: from the allowed addresses (loopback unless configured) or with
 /// the bearer token.

@@ -54,6 +54,11 @@ pub struct WebConfig {
     /// The name server that domain checks ask (`HERD_DNS_SERVER`); the system's resolver
     /// when unset.
     pub dns_server: Option<std::net::SocketAddr>,
+    /// The in-process worker's health (`herd serve` without `--no-worker`): `/readyz`
+    /// fails while it is not running.
+    pub worker: Option<herd_jobs::WorkerHealth>,
+    /// How long a call to Stripe's API may take before its outcome counts as unknown.
+    pub stripe_timeout: std::time::Duration,
 }
 
 impl WebConfig {
@@ -78,6 +83,8 @@ impl WebConfig {
             auto_approve_invoice_orders: false,
             base_domain: None,
             dns_server: None,
+            worker: None,
+            stripe_timeout: herd_billing::stripe_api::DEFAULT_TIMEOUT,
         }
     }
 
@@ -107,7 +114,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(pool: PgPool, config: WebConfig, mailer: Mailer) -> Self {
         let stripe = config.stripe_secret_key.as_ref().and_then(|key| {
-            StripeApi::new(key, &config.stripe_api_base)
+            StripeApi::with_timeout(key, &config.stripe_api_base, config.stripe_timeout)
                 .map_err(
                     |e| tracing::error!(error = %e, "Stripe is misconfigured: card billing is off"),
                 )

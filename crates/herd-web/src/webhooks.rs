@@ -36,12 +36,18 @@ async fn stripe(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
         .get("stripe-signature")
         .and_then(|v| v.to_str().ok());
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    match herd_billing::ingest(
+    // An event of the other mode than the API key's (test against live) is refused.
+    let livemode =
+        state.config.stripe_secret_key.as_ref().and_then(|k| {
+            herd_billing::ingest::key_livemode(secrecy::ExposeSecret::expose_secret(k))
+        });
+    match herd_billing::ingest_in_mode(
         &state.pool,
         &body,
         signature,
         &state.config.stripe_webhook_secrets,
         now,
+        livemode,
     )
     .await
     {

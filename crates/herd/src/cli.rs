@@ -268,7 +268,8 @@ pub struct ServeArgs {
     pub stripe_webhook_secret: Vec<SecretString>,
 
     /// Stripe's secret API key (sk_live_… or sk_test_…). Without it card billing is off and
-    /// the portal says so; invoice billing still works.
+    /// the portal says so; invoice billing still works. The in-process worker uses it too,
+    /// to confirm card suspensions and deletions with Stripe.
     #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
     pub stripe_secret_key: Option<SecretString>,
 
@@ -413,6 +414,20 @@ pub struct WorkerArgs {
 
     #[command(flatten)]
     pub dns: DnsArgs,
+
+    /// Stripe's secret API key (sk_live_… or sk_test_…). The access policy re-reads a
+    /// card subscription from Stripe before suspending or deleting its servers; without the
+    /// key those changes are held back (logged and counted), never made unconfirmed.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<SecretString>,
+
+    /// Stripe's API address; point it elsewhere for tests or staging.
+    #[arg(
+        long,
+        env = "STRIPE_API_BASE",
+        default_value = "https://api.stripe.com/"
+    )]
+    pub stripe_api_base: String,
 }
 
 #[derive(Debug, Subcommand)]

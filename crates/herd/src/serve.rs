@@ -2,9 +2,10 @@
 
 use crate::cli::{DbArgs, MailArgs, ServeArgs, WorkerArgs};
 use anyhow::Context;
+use herd_billing::stripe_api::StripeApi;
 use herd_mail::Mailer;
 use herd_web::{AppState, WebConfig};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -66,9 +67,10 @@ fn registry(
     mailer: &Mailer,
     fleet: &herd_orchestrator::Orchestrator,
     dns: &herd_fleet::domains::DnsChecker,
+    stripe: Option<StripeApi>,
 ) -> herd_jobs::Registry {
     let mut r = herd_jobs::Registry::new();
-    herd_billing::worker::register(&mut r, pool, mailer);
+    herd_billing::worker::register_with(&mut r, pool, mailer, stripe);
     herd_web::emails::register(&mut r, pool, mailer);
     herd_fleet::domains::register(&mut r, pool, dns);
     herd_orchestrator::register(&mut r, fleet);
@@ -94,17 +96,18 @@ async fn run_worker(
     settings: herd_jobs::Settings,
     key: Option<herd_fleet::seal::SealKey>,
     dns: herd_fleet::domains::DnsChecker,
+    stripe: Option<StripeApi>,
 ) {
     // One connector (and its cache of cluster clients) for the jobs and the watches.
     let fleet = orchestrator(&pool, key);
     let runner = herd_jobs::Runner::new(
         pool.clone(),
-        registry(&pool, &mailer, &fleet, &dns),
+        registry(&pool, &mailer, &fleet, &dns, stripe.clone()),
         settings,
     );
     tokio::join!(
         runner.run(shutdown()),
-        herd_billing::worker::run_ticks(pool.clone(), shutdown()),
+        herd_billing::worker::run_ticks(pool.clone(), stripe, shutdown()),
         herd_orchestrator::run_ticks(pool, shutdown()),
         herd_orchestrator::watch::run(fleet, shutdown())
     );
@@ -116,9 +119,22 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let mailer = mailer(&args.mail)?;
     let key = args.key.key().context("HERD_ENCRYPTION_KEY")?;
     let dns = args.dns.checker().context("HERD_DNS_SERVER")?;
+    let stripe = stripe_api(args.stripe_secret_key.as_ref(), &args.stripe_api_base)?;
     tracing::info!("worker: processing the job queue");
-    run_worker(pool, mailer, args.jobs.settings(), key, dns).await;
+    run_worker(pool, mailer, args.jobs.settings(), key, dns, stripe).await;
     Ok(())
+}
+
+/// Stripe's API for the worker, when a key is set: the access policy confirms card
+/// suspensions and deletions with it.
+fn stripe_api(key: Option<&SecretString>, base: &str) -> anyhow::Result<Option<StripeApi>> {
+    match key.filter(|k| !k.expose_secret().trim().is_empty()) {
+        Some(k) => Ok(Some(StripeApi::new(k, base).context("STRIPE_SECRET_KEY")?)),
+        None => {
+            tracing::warn!("no STRIPE_SECRET_KEY for the worker: card suspensions and deletions are held back, as nothing can confirm them with Stripe");
+            Ok(None)
+        }
+    }
 }
 
 pub async fn migrate_only(db: DbArgs) -> anyhow::Result<()> {
@@ -176,13 +192,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if config.stripe_webhook_secrets.is_empty() {
         tracing::info!("no STRIPE_WEBHOOK_SECRET: Stripe webhooks are refused");
     }
+    let stripe = stripe_api(config.stripe_secret_key.as_ref(), &config.stripe_api_base)?;
+    // The in-process worker is supervised: a panic is logged, counted and the worker
+    // started again; /readyz fails while it does not run.
     let worker = (!args.no_worker).then(|| {
-        tokio::spawn(run_worker(
-            pool.clone(),
-            mailer.clone(),
-            args.jobs.settings(),
-            config.seal_key.clone(),
-            dns,
+        let health = herd_jobs::WorkerHealth::new();
+        config.worker = Some(health.clone());
+        let (pool, mailer, settings) = (pool.clone(), mailer.clone(), args.jobs.settings());
+        let key = config.seal_key.clone();
+        tokio::spawn(herd_jobs::supervise(
+            "in-process worker",
+            health,
+            Duration::from_secs(1),
+            move || {
+                run_worker(
+                    pool.clone(),
+                    mailer.clone(),
+                    settings.clone(),
+                    key.clone(),
+                    dns.clone(),
+                    stripe.clone(),
+                )
+            },
         ))
     });
     let state = AppState::new(pool.clone(), config, mailer);

@@ -1,13 +1,15 @@
-//! The access policy applied to a subscription over time, against a real PostgreSQL: every
-//! transition recorded once and emailed once to owners and billing members, operators'
-//! grace extension and paused clock, and recovery.
+//! The access policy applied to a subscription over time, against a real PostgreSQL and a
+//! local Stripe API serving Stripe's fixtures: every transition recorded once and emailed
+//! once to owners and billing members, operators' grace extension and paused clock,
+//! recovery, suspensions and deletions confirmed with Stripe first, and deletion final.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use herd_billing::access::{self, card_subject};
 use herd_billing::ingest;
+use herd_billing::stripe_api::StripeApi;
 use herd_mail::{read_outbox, Mailer};
 use herd_store::access as store;
-use herd_testkit::stripe;
+use herd_testkit::stripe::{self, FakeStripe};
 use secrecy::SecretString;
 use serde_json::json;
 use sqlx::PgPool;
@@ -22,6 +24,9 @@ struct World {
     pool: PgPool,
     outbox: PathBuf,
     mailer: Mailer,
+    /// Stripe's API, which the policy asks before a suspension or deletion.
+    fake: FakeStripe,
+    api: StripeApi,
 }
 
 impl World {
@@ -56,18 +61,51 @@ impl World {
                 .await
                 .unwrap();
         }
+        let fake = FakeStripe::start().await;
+        let api = stripe::api(&fake);
         let w = World {
             pool,
             outbox,
             mailer,
+            fake,
+            api,
         };
         // The subscription started three weeks ago.
         w.status("active", 21 * 86_400, org).await;
         w
     }
 
-    /// Stripe reports the subscription in `status`, `ago` seconds ago.
+    /// Stripe's API says the subscription is in `status`, its latest invoice in
+    /// `invoice_status` (whether or not a webhook said so).
+    fn stripe_says(&self, status: &str, invoice_status: &str, org: Uuid) {
+        self.fake.set_subscription(
+            stripe::subscription(
+                SUB,
+                "cus_Access1",
+                status,
+                "price_x",
+                stripe::now() + 30 * 86_400,
+                json!({ "herd_org_id": org.to_string() }),
+            ),
+            Some(stripe::invoice(
+                "in_Access1",
+                "cus_Access1",
+                SUB,
+                invoice_status,
+            )),
+        );
+    }
+
+    /// Stripe reports the subscription in `status`, `ago` seconds ago (by webhook, and
+    /// from then on in its API).
     async fn status(&self, status: &str, ago: i64, org: Uuid) {
+        let paid = matches!(status, "active" | "trialing" | "canceled");
+        self.stripe_says(status, if paid { "paid" } else { "open" }, org);
+        self.webhook(status, ago, org).await;
+    }
+
+    /// Only the webhook: Stripe reports `status`, `ago` seconds ago.
+    async fn webhook(&self, status: &str, ago: i64, org: Uuid) {
         let created = stripe::now() - ago;
         let id = format!("evt_access_{status}_{created}");
         let body = stripe::event(
@@ -106,14 +144,25 @@ impl World {
     }
 
     async fn work(&self) {
-        herd_testkit::jobs::run_jobs(&self.pool, &self.mailer).await;
+        herd_testkit::jobs::run_jobs_with_stripe(&self.pool, &self.mailer, &self.api).await;
     }
 
     /// The policy's view `days` from now (as the periodic sweep would see it then).
     async fn at(&self, days: i64) {
         let now = OffsetDateTime::now_utc() + Duration::days(days) + Duration::minutes(1);
-        access::sweep(&self.pool, now).await.unwrap();
+        access::sweep(&self.pool, now, Some(&self.api))
+            .await
+            .unwrap();
         self.work().await;
+    }
+
+    /// Stripe's API calls to read the subscription so far.
+    fn reads(&self) -> usize {
+        self.fake
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == format!("/v1/subscriptions/{SUB}"))
+            .count()
     }
 
     async fn state(&self) -> String {
@@ -294,4 +343,139 @@ async fn the_end_of_a_trial_is_announced(pool: PgPool) {
         .collect();
     assert_eq!(trial.len(), 2, "owner and billing member, once");
     assert!(trial[0].body.contains("payment method"));
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_lost_active_webhook_never_suspends_or_deletes_a_paying_customer(pool: PgPool) {
+    let w = World::new(pool).await;
+    let org = w.org().await;
+    w.status("past_due", 0, org).await;
+    assert_eq!(w.state().await, "grace");
+    // The customer pays; Stripe's `active` webhook never arrives.
+    w.stripe_says("active", "paid", org);
+    w.at(8).await;
+    assert_eq!(w.state().await, "running", "Stripe says it is paid");
+    assert!(w.reads() >= 1, "Stripe was asked before the suspension");
+    let s = herd_store::billing::subscription(&w.pool, SUB)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.status, "active", "what Stripe said is kept");
+    assert_eq!(s.payment_problem, None);
+    w.at(40).await;
+    assert_eq!(w.state().await, "running", "and never deleted");
+    let to: Vec<String> = store::transitions_of(&w.pool, &card_subject(SUB))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.to_state)
+        .collect();
+    assert!(
+        !to.iter()
+            .any(|s| s == "suspended" || s == "deleted" || s == "scheduled_for_deletion"),
+        "{to:?}"
+    );
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_suspension_waits_while_stripe_cannot_confirm_it(pool: PgPool) {
+    let w = World::new(pool).await;
+    let org = w.org().await;
+    w.status("past_due", 0, org).await;
+    // Without Stripe's API nothing confirms the suspension: held back.
+    let now = OffsetDateTime::now_utc() + Duration::days(8);
+    access::sweep(&w.pool, now, None).await.unwrap();
+    assert_eq!(w.state().await, "grace");
+    // Stripe's API fails (an unknown subscription there): held back too.
+    let gone = w.fake.object(SUB).unwrap();
+    w.fake.put(json!({ "id": SUB, "object": "deleted" }));
+    access::sweep(&w.pool, now, Some(&w.api)).await.unwrap();
+    assert_eq!(w.state().await, "grace");
+    // Stripe confirms: suspended.
+    w.fake.put(gone);
+    w.at(8).await;
+    assert_eq!(w.state().await, "suspended");
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn deletion_is_final_and_a_later_payment_is_told_to_order_again(pool: PgPool) {
+    let w = World::new(pool).await;
+    let org = w.org().await;
+    w.status("past_due", 0, org).await;
+    w.at(37).await;
+    assert_eq!(w.state().await, "deleted");
+    // The customer pays the open invoice after the deletion.
+    w.status("active", 0, org).await;
+    w.at(38).await;
+    assert_eq!(
+        w.state().await,
+        "deleted",
+        "nothing brings a deleted tenant back"
+    );
+    let a = store::get(&w.pool, &card_subject(SUB))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.next_state, None);
+    let told: Vec<_> = w
+        .mails()
+        .into_iter()
+        .filter(|m| m.subject.contains("deleted before the payment arrived"))
+        .collect();
+    assert_eq!(told.len(), 2, "owner and billing member, once");
+    assert!(told[0].body.contains("new order"), "{}", told[0].body);
+    assert!(!w
+        .mails()
+        .iter()
+        .any(|m| m.subject.contains("runs normally again")));
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_canceled_subscription_is_never_told_that_paying_brings_it_back(pool: PgPool) {
+    let w = World::new(pool).await;
+    let org = w.org().await;
+    w.status("canceled", 0, org).await;
+    w.at(1).await;
+    assert_eq!(w.state().await, "suspended");
+    w.at(24).await;
+    assert_eq!(w.state().await, "scheduled_for_deletion");
+    let notices: Vec<_> = w
+        .mails()
+        .into_iter()
+        .filter(|m| m.subject.contains("suspended") || m.subject.contains("will be deleted"))
+        .collect();
+    assert_eq!(notices.len(), 4, "two notices, to two people");
+    for m in &notices {
+        assert!(!m.body.contains("brings it back"), "{}", m.body);
+        assert!(m.body.contains("new order"), "{}", m.body);
+    }
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn operators_overrides_end_with_the_episode_they_were_granted_for(pool: PgPool) {
+    let w = World::new(pool).await;
+    let org = w.org().await;
+    let subject = card_subject(SUB);
+    w.status("past_due", 2, org).await;
+    let mut conn = w.pool.acquire().await.unwrap();
+    store::set_grace_until(
+        &mut conn,
+        &subject,
+        OffsetDateTime::now_utc() + Duration::days(20),
+    )
+    .await
+    .unwrap();
+    store::set_paused(&mut conn, &subject, true).await.unwrap();
+    // Paid: the episode is over, and so are its overrides.
+    w.status("active", 1, org).await;
+    assert_eq!(w.state().await, "running");
+    let a = store::get(&w.pool, &subject).await.unwrap().unwrap();
+    assert_eq!(
+        (a.grace_until, a.paused_since, a.paused_before_s),
+        (None, None, 0)
+    );
+    // The next failed renewal gets the policy's own seven days.
+    w.status("past_due", 0, org).await;
+    w.at(8).await;
+    assert_eq!(w.state().await, "suspended");
 }

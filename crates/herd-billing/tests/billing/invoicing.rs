@@ -161,7 +161,7 @@ async fn an_overdue_invoice_starts_the_grace_period_and_payment_ends_it(pool: Pg
         .unwrap()
         .remove(0);
     let now = OffsetDateTime::now_utc();
-    herd_billing::access::sweep(&pool, now).await.unwrap();
+    herd_billing::access::sweep(&pool, now, None).await.unwrap();
     herd_testkit::jobs::run_jobs(&pool, &mailer).await;
     let state = |pool: PgPool| async move {
         herd_store::access::get(&pool, &contract_subject(c))
@@ -171,7 +171,7 @@ async fn an_overdue_invoice_starts_the_grace_period_and_payment_ends_it(pool: Pg
             .state
     };
     assert_eq!(state(pool.clone()).await, "grace");
-    herd_billing::access::sweep(&pool, now + Duration::days(5))
+    herd_billing::access::sweep(&pool, now + Duration::days(5), None)
         .await
         .unwrap();
     assert_eq!(
@@ -191,7 +191,7 @@ async fn an_overdue_invoice_starts_the_grace_period_and_payment_ends_it(pool: Pg
             .unwrap(),
         "paid once"
     );
-    herd_billing::access::sweep(&pool, now + Duration::days(5))
+    herd_billing::access::sweep(&pool, now + Duration::days(5), None)
         .await
         .unwrap();
     assert_eq!(state(pool.clone()).await, "running");
@@ -227,5 +227,124 @@ async fn an_overdue_invoice_starts_the_grace_period_and_payment_ends_it(pool: Pg
         invoice_mail.body.contains("PO-2026-118"),
         "{}",
         invoice_mail.body
+    );
+}
+
+/// Whether another backend waits for a row lock on `tenant_access`.
+async fn waits_for_the_row(pool: &PgPool) -> bool {
+    sqlx::query_scalar(
+        "SELECT count(*) > 0 FROM pg_stat_activity
+         WHERE wait_event_type = 'Lock' AND query ILIKE '%FROM tenant_access%FOR UPDATE%'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_payment_recorded_while_the_sweep_waits_for_the_row_wins(pool: PgPool) {
+    let nantes = org(&pool, "nantes").await;
+    let issued_on = today() - Duration::days(33);
+    let c = contract(&pool, nantes, &terms(issued_on, Period::Year, 30)).await;
+    let inv = invoicing::issue_due(&pool, issued_on)
+        .await
+        .unwrap()
+        .remove(0);
+    let now = OffsetDateTime::now_utc();
+    herd_billing::access::sweep(&pool, now, None).await.unwrap();
+    let subject = contract_subject(c);
+    // Another transaction holds the subject's row (a payment being recorded, say).
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tenant_access WHERE subject = $1 FOR UPDATE")
+        .bind(&subject)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    // The sweep, five days on (past the grace period), reaches the row and waits.
+    let sweep = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            herd_billing::access::sweep(&pool, now + Duration::days(5), None)
+                .await
+                .unwrap()
+        }
+    });
+    while !waits_for_the_row(&pool).await {
+        assert!(!sweep.is_finished(), "the sweep did not wait for the row");
+        tokio::task::yield_now().await;
+    }
+    // Meanwhile the payment is recorded, then the row is let go.
+    assert!(
+        store::record_payment(&pool, inv.id, today(), "VIR-2026-556")
+            .await
+            .unwrap()
+    );
+    holder.commit().await.unwrap();
+    sweep.await.unwrap();
+    let a = herd_store::access::get(&pool, &subject)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.state, "running", "the payment wins");
+    let to: Vec<String> = herd_store::access::transitions_of(&pool, &subject)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.to_state)
+        .collect();
+    assert!(!to.contains(&"suspended".to_owned()), "{to:?}");
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_period_change_after_invoices_neither_bills_again_nor_skips(pool: PgPool) {
+    // Yearly, invoiced once; then monthly: the months the year covers are not billed again.
+    let lyon = org(&pool, "lyon").await;
+    let start = today() - Duration::days(70);
+    contract(&pool, lyon, &terms(start, Period::Year, 30)).await;
+    let year = invoicing::issue_due(&pool, today()).await.unwrap();
+    assert_eq!(year.len(), 1);
+    contract(&pool, lyon, &terms(start, Period::Month, 30)).await;
+    assert!(
+        invoicing::issue_due(&pool, today())
+            .await
+            .unwrap()
+            .is_empty(),
+        "the year is paid for"
+    );
+    let after_year = year[0].period_end + Duration::days(1);
+    let next = invoicing::issue_due(&pool, after_year).await.unwrap();
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(
+        next[0].period_start, after_year,
+        "starts where the year ended"
+    );
+    assert_eq!(
+        next[0].period_end,
+        Period::Month.next(after_year) - Duration::days(1)
+    );
+
+    // Monthly, invoiced three times; then yearly: the next period starts after the third
+    // month, not three years on.
+    let nantes = org(&pool, "nantes").await;
+    contract(&pool, nantes, &terms(start, Period::Month, 30)).await;
+    let months = invoicing::issue_due(&pool, today()).await.unwrap();
+    let months: Vec<_> = months
+        .into_iter()
+        .filter(|i| i.org_id == nantes.0)
+        .collect();
+    assert_eq!(months.len(), 3);
+    contract(&pool, nantes, &terms(start, Period::Year, 30)).await;
+    let after_months = months[2].period_end + Duration::days(1);
+    let next: Vec<_> = invoicing::issue_due(&pool, after_months)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.org_id == nantes.0)
+        .collect();
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0].period_start, after_months, "no period skipped");
+    assert_eq!(
+        next[0].period_end,
+        Period::Year.next(after_months) - Duration::days(1)
     );
 }

@@ -3,6 +3,7 @@
 
 mod access;
 mod common;
+mod fulfilment;
 mod invoicing;
 mod ordering;
 mod pipeline;

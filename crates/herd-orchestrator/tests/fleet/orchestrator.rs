@@ -88,8 +88,9 @@ async fn server(pool: &PgPool, org_slug: &str, domain: &str, region: Option<&str
 /// `preverified`), paid by subscription `sub` (fulfilled as the webhook fulfils it).
 /// Returns the order.
 async fn paid_order(pool: &PgPool, org: OrgId, domain: &str, sub: &str, preverified: bool) -> Uuid {
-    let order = herd_store::billing::create_order(
-        pool,
+    let mut conn = pool.acquire().await.unwrap();
+    let (order, _) = herd_store::billing::create_order(
+        &mut conn,
         &herd_store::billing::NewOrder {
             org,
             plan_code: "community",
@@ -98,6 +99,7 @@ async fn paid_order(pool: &PgPool, org: OrgId, domain: &str, sub: &str, preverif
             created_by: None,
             invoice: None,
             domain_preverified: preverified,
+            submission: None,
         },
     )
     .await
@@ -496,9 +498,55 @@ async fn a_paid_order_whose_domain_is_taken_keeps_its_payment_and_says_why(pool:
     assert_eq!(stuck[0].domain, "lyon.social");
 }
 
+/// Stripe's webhook says subscription sub_x (of `org`) entered `status` at `at` (stored and
+/// processed as a delivery would be), and Stripe's API says it is in `stripe_status` with
+/// its latest invoice `invoice_status`.
+async fn subscription_is(
+    pool: &PgPool,
+    fake: &herd_testkit::stripe::FakeStripe,
+    org: OrgId,
+    status: &str,
+    at: time::OffsetDateTime,
+    (stripe_status, invoice_status): (&str, &str),
+) {
+    use herd_testkit::stripe;
+    let id = format!("evt_x_{status}_{}", at.unix_timestamp());
+    let metadata = json!({ "herd_org_id": org.0.to_string() });
+    let sub = stripe::subscription("sub_x", "cus_x", status, "price_x", 0, metadata.clone());
+    let event = stripe::event(
+        &id,
+        "customer.subscription.updated",
+        at.unix_timestamp(),
+        sub,
+    )
+    .to_string();
+    let mut tx = pool.begin().await.unwrap();
+    herd_store::billing::insert_event(
+        &mut tx,
+        &herd_store::billing::NewEvent {
+            id: &id,
+            type_: "customer.subscription.updated",
+            livemode: false,
+            created: at,
+            payload: &event,
+            subscription_id: Some("sub_x"),
+            customer_id: Some("cus_x"),
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    herd_billing::process::recompute_subscription(pool, "sub_x", None)
+        .await
+        .unwrap();
+    fake.set_subscription(
+        stripe::subscription("sub_x", "cus_x", stripe_status, "price_x", 0, metadata),
+        Some(stripe::invoice("in_x", "cus_x", "sub_x", invoice_status)),
+    );
+}
+
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn the_billing_policy_suspends_an_unpaid_server_and_resumes_it_once_paid(pool: PgPool) {
-    use herd_domain::access::Standing;
     use time::{Duration, OffsetDateTime};
     let app = TestApp::spawn(pool.clone()).await;
     let op = operator_id(&pool).await;
@@ -510,18 +558,23 @@ async fn the_billing_policy_suspends_an_unpaid_server_and_resumes_it_once_paid(p
     app.run_jobs().await;
     let org = OrgId(row(&pool, id).await.org_id);
     let now = OffsetDateTime::now_utc();
-    let refresh = |standing, at| {
-        let pool = pool.clone();
+    let fake = herd_testkit::stripe::FakeStripe::start().await;
+    let api = herd_testkit::stripe::api(&fake);
+    let refresh = |at| {
+        let (pool, api) = (pool.clone(), api.clone());
         async move {
-            herd_billing::access::refresh(&pool, "stripe:sub_x", org, "card", standing, at)
+            herd_billing::access::refresh_subscription(&pool, "sub_x", at, Some(&api))
                 .await
                 .unwrap()
         }
     };
-    refresh(Standing::Good, now).await;
+    let month_ago = now - Duration::days(30);
+    subscription_is(&pool, &fake, org, "active", month_ago, ("active", "paid")).await;
+    refresh(now).await;
     // Overdue past the grace period: suspended, by the policy, on the cluster too.
     let since = now - Duration::days(8);
-    refresh(Standing::Overdue { since }, now).await;
+    subscription_is(&pool, &fake, org, "past_due", since, ("past_due", "open")).await;
+    refresh(now).await;
     let r = row(&pool, id).await;
     assert_eq!(r.desired, herd_domain::Desired::Suspended);
     app.run_jobs().await;
@@ -550,7 +603,8 @@ async fn the_billing_policy_suspends_an_unpaid_server_and_resumes_it_once_paid(p
         "{refused}"
     );
     // …and the payment brings it back.
-    refresh(Standing::Good, now + Duration::minutes(1)).await;
+    subscription_is(&pool, &fake, org, "active", now, ("active", "paid")).await;
+    refresh(now + Duration::minutes(1)).await;
     assert_eq!(row(&pool, id).await.desired, herd_domain::Desired::Running);
     app.run_jobs().await;
     assert!(
@@ -565,7 +619,6 @@ async fn the_billing_policy_suspends_an_unpaid_server_and_resumes_it_once_paid(p
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn the_billing_policy_never_resumes_a_server_its_organization_suspended(pool: PgPool) {
-    use herd_domain::access::Standing;
     use time::{Duration, OffsetDateTime};
     let _app = TestApp::spawn(pool.clone()).await;
     let id = server(&pool, "lyon", "lyon.social", None).await;
@@ -576,25 +629,109 @@ async fn the_billing_policy_never_resumes_a_server_its_organization_suspended(po
         .await
         .unwrap();
     let now = OffsetDateTime::now_utc();
-    herd_billing::access::refresh(
-        &pool,
-        "stripe:sub_x",
-        org,
-        "card",
-        Standing::Overdue {
-            since: now - Duration::days(1),
-        },
-        now,
-    )
-    .await
-    .unwrap();
-    herd_billing::access::refresh(&pool, "stripe:sub_x", org, "card", Standing::Good, now)
+    let fake = herd_testkit::stripe::FakeStripe::start().await;
+    let api = herd_testkit::stripe::api(&fake);
+    let since = now - Duration::days(1);
+    subscription_is(&pool, &fake, org, "past_due", since, ("past_due", "open")).await;
+    herd_billing::access::refresh_subscription(&pool, "sub_x", now, Some(&api))
+        .await
+        .unwrap();
+    subscription_is(&pool, &fake, org, "active", now, ("active", "paid")).await;
+    herd_billing::access::refresh_subscription(&pool, "sub_x", now, Some(&api))
         .await
         .unwrap();
     assert_eq!(
         row(&pool, id).await.desired,
         herd_domain::Desired::Suspended
     );
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn the_billing_policy_deletes_servers_only_once_stripe_confirms_and_for_good(pool: PgPool) {
+    use time::{Duration, OffsetDateTime};
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = operator_id(&pool).await;
+    let cluster = cluster_with_crd().await;
+    app.clusters.plug("eu-1", cluster.client.clone());
+    register(&app, op, "eu-1", "eu", 10).await;
+    let id = server(&pool, "lyon", "lyon.social", None).await;
+    app.run_jobs().await;
+    assert!(instances(&cluster).get("lyon-social").await.is_ok());
+    let org = OrgId(row(&pool, id).await.org_id);
+    let now = OffsetDateTime::now_utc();
+    let fake = herd_testkit::stripe::FakeStripe::start().await;
+    let api = herd_testkit::stripe::api(&fake);
+    let refresh = |at| {
+        let (pool, api) = (pool.clone(), api.clone());
+        async move {
+            herd_billing::access::refresh_subscription(&pool, "sub_x", at, Some(&api))
+                .await
+                .unwrap()
+        }
+    };
+    let state = || {
+        let pool = pool.clone();
+        async move {
+            herd_store::access::get(&pool, "stripe:sub_x")
+                .await
+                .unwrap()
+                .map(|a| a.state)
+        }
+    };
+    subscription_is(
+        &pool,
+        &fake,
+        org,
+        "active",
+        now - Duration::days(70),
+        ("active", "paid"),
+    )
+    .await;
+    refresh(now).await;
+    assert_eq!(state().await.as_deref(), Some("running"));
+    // The renewal failed 40 days ago, but Stripe's latest invoice is paid by now (the
+    // subscription's own update is on its way): nothing is taken away.
+    let since = now - Duration::days(40);
+    subscription_is(&pool, &fake, org, "past_due", since, ("past_due", "paid")).await;
+    refresh(now).await;
+    assert_eq!(state().await.as_deref(), Some("running"));
+    assert_eq!(row(&pool, id).await.desired, herd_domain::Desired::Running);
+
+    // Really unpaid for 40 days: Stripe agrees, and the server is deleted, by the same
+    // path as the portal's deletion (history, audit, apply job).
+    fake.set_subscription(
+        herd_testkit::stripe::subscription("sub_x", "cus_x", "past_due", "price_x", 0, json!({})),
+        Some(herd_testkit::stripe::invoice(
+            "in_x", "cus_x", "sub_x", "open",
+        )),
+    );
+    refresh(now).await;
+    assert_eq!(state().await.as_deref(), Some("deleted"));
+    assert_eq!(row(&pool, id).await.desired, herd_domain::Desired::Deleted);
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'instance.deleted' AND details->>'by' = 'billing policy'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+    assert!(fleet::events(&pool, id, 50)
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.message.contains("Deleted by the billing policy")));
+    app.run_jobs().await;
+    let on_cluster = instances(&cluster).get("lyon-social").await;
+    assert!(
+        on_cluster.map_or(true, |i| i.metadata.deletion_timestamp.is_some()),
+        "the cluster is told to delete it"
+    );
+
+    // A payment afterwards brings nothing back.
+    subscription_is(&pool, &fake, org, "active", now, ("active", "paid")).await;
+    refresh(now + Duration::minutes(1)).await;
+    assert_eq!(state().await.as_deref(), Some("deleted"));
+    assert_eq!(row(&pool, id).await.desired, herd_domain::Desired::Deleted);
 }
 
 /// Waits (up to 10 s) until `check` holds of the server's row.

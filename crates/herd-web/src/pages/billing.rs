@@ -88,6 +88,10 @@ struct OrderForm {
     vat_id: String,
     #[serde(default)]
     po_reference: String,
+    /// The form's one-time token: a second submission of the same form (a double click,
+    /// a browser retry) finds the order the first made instead of making another.
+    #[serde(default)]
+    submission: String,
 }
 
 #[derive(Template)]
@@ -139,6 +143,7 @@ async fn order_form(
             "invoice"
         }
         .into(),
+        submission: Uuid::now_v7().to_string(),
         ..OrderForm::default()
     };
     order_page(
@@ -150,25 +155,6 @@ async fn order_form(
         StatusCode::OK,
     )
     .await
-}
-
-/// The organization's Stripe customer, created when first needed.
-async fn customer(state: &AppState, ctx: &OrgCtx) -> Result<String, String> {
-    let api = state.stripe.as_ref().ok_or("card billing is off")?;
-    if let Some(c) = billing::customer_of(&state.pool, ctx.org.id())
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        return Ok(c);
-    }
-    let created = api
-        .create_customer(ctx.org.id().0, &ctx.org.name, ctx.user.email.as_str())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut conn = state.pool.acquire().await.map_err(|e| e.to_string())?;
-    billing::link_customer(&mut conn, ctx.org.id(), &created)
-        .await
-        .map_err(|e| e.to_string())
 }
 
 async fn order_create(
@@ -264,12 +250,12 @@ async fn order_create(
     if by_invoice {
         return order_by_invoice(&state, &ip, &ctx, &form, &plan, &domain, preverified).await;
     }
-    let Some(api) = state.stripe.clone() else {
+    if state.stripe.is_none() {
         return Err(AppError::Internal("card billing is off".into()));
-    };
+    }
     let mut tx = state.pool.begin().await?;
-    let order = billing::create_order(
-        &mut *tx,
+    let (order, new) = billing::create_order(
+        &mut tx,
         &NewOrder {
             org: ctx.org.id(),
             plan_code: &plan.code,
@@ -278,58 +264,121 @@ async fn order_create(
             created_by: Some(ctx.user.id().0),
             invoice: None,
             domain_preverified: preverified,
+            submission: Uuid::parse_str(&form.submission).ok(),
         },
     )
     .await?;
-    audit::record(
-        &mut tx,
-        Actor {
-            user: Some(&ctx.user),
-            ip: &ip,
-        },
-        Some(ctx.org.id()),
-        "billing.order.created",
-        order.to_string(),
-        json!({ "plan": plan.code, "app": form.app, "domain": domain.as_str() }),
-    )
-    .await?;
+    if new {
+        audit::record(
+            &mut tx,
+            Actor {
+                user: Some(&ctx.user),
+                ip: &ip,
+            },
+            Some(ctx.org.id()),
+            "billing.order.created",
+            order.to_string(),
+            json!({ "plan": plan.code, "app": form.app, "domain": domain.as_str() }),
+        )
+        .await?;
+    }
     tx.commit().await?;
-
-    let slug = ctx.org.slug.clone();
-    let checkout = async {
-        let customer = customer(&state, &ctx).await?;
-        let success = state.config.link(&format!(
-            "/o/{slug}/orders/{order}?session_id={{CHECKOUT_SESSION_ID}}"
-        ));
-        let cancel = state.config.link(&format!("/o/{slug}/order"));
-        api.create_checkout(&CheckoutRequest {
-            customer: &customer,
-            price_id: plan.provider_price_id.as_deref().unwrap_or_default(),
-            org: ctx.org.id().0,
-            order,
-            success_url: &success,
-            cancel_url: &cancel,
-        })
-        .await
-        .map_err(|e| e.to_string())
-    };
-    match checkout.await {
-        Ok(s) => {
-            billing::set_checkout_session(&state.pool, order, &s.id).await?;
-            let url = s
-                .url
-                .ok_or_else(|| AppError::Internal("Stripe gave no Checkout URL".into()))?;
-            Ok(Redirect::to(&url).into_response())
+    let order = org_order(&state, &ctx, order).await?;
+    match checkout_of(&state, &ctx, &order).await {
+        Ok(Some(url)) => Ok(Redirect::to(&url).into_response()),
+        // The form was sent again after the order was paid or ended: its page says so.
+        Ok(None) => {
+            Ok(Redirect::to(&format!("/o/{}/orders/{}", ctx.org.slug, order.id)).into_response())
+        }
+        Err(e) if e.outcome_unknown() => {
+            tracing::warn!(error = %e, order = %order.id, "Stripe did not answer in time: the Checkout Session's fate is unknown");
+            session::flash(
+                &session,
+                "error",
+                "Stripe did not answer in time, so we cannot tell yet whether the payment page was opened. Nothing is charged twice: this page asks Stripe again.".to_owned(),
+            )
+            .await?;
+            Ok(Redirect::to(&format!("/o/{}/orders/{}", ctx.org.slug, order.id)).into_response())
         }
         Err(e) => {
-            tracing::error!(error = %e, %order, "could not start Stripe Checkout");
+            tracing::error!(error = %e, order = %order.id, "could not start Stripe Checkout");
             errors.add(
                 "plan",
-                "The payment page could not be opened (Stripe did not answer). Nothing was charged; please try again.",
+                "The payment page could not be opened (Stripe refused). Nothing was charged; please try again.",
             );
             order_page(&state, &session, ctx, form, errors, StatusCode::BAD_GATEWAY).await
         }
     }
+}
+
+/// The Checkout Session of a pending card order, made the first time (with the order's
+/// idempotency key, so a repeat, after a double submission or a timeout, finds the session
+/// Stripe made) and recorded on the order: its payment page while it is open, `None` once
+/// it is complete or expired.
+async fn checkout_of(
+    state: &AppState,
+    ctx: &OrgCtx,
+    order: &Order,
+) -> Result<Option<String>, herd_billing::stripe_api::StripeApiError> {
+    use herd_billing::stripe_api::StripeApiError;
+    let (Some(api), "pending", "card") = (
+        state.stripe.as_ref(),
+        order.state.as_str(),
+        order.payment.as_str(),
+    ) else {
+        return Ok(None);
+    };
+    if let Some(id) = &order.checkout_session_id {
+        let s = api.checkout_session(id).await?;
+        return Ok(s.url.filter(|_| s.status.as_deref() == Some("open")));
+    }
+    let internal = StripeApiError::Local;
+    let price = plans::by_code(&state.pool, &order.plan_code)
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .and_then(|p| p.provider_price_id)
+        .ok_or(StripeApiError::Incomplete(
+            "a Stripe price for the order's plan",
+        ))?;
+    let customer = match billing::customer_of(&state.pool, ctx.org.id())
+        .await
+        .map_err(|e| internal(e.to_string()))?
+    {
+        Some(c) => c,
+        None => {
+            let created = api
+                .create_customer(ctx.org.id().0, &ctx.org.name, ctx.user.email.as_str())
+                .await?;
+            let mut conn = state
+                .pool
+                .acquire()
+                .await
+                .map_err(|e| internal(e.to_string()))?;
+            billing::link_customer(&mut conn, ctx.org.id(), &created)
+                .await
+                .map_err(|e| internal(e.to_string()))?
+        }
+    };
+    let slug = &ctx.org.slug;
+    let success = state.config.link(&format!(
+        "/o/{slug}/orders/{}?session_id={{CHECKOUT_SESSION_ID}}",
+        order.id
+    ));
+    let cancel = state.config.link(&format!("/o/{slug}/order"));
+    let s = api
+        .create_checkout(&CheckoutRequest {
+            customer: &customer,
+            price_id: &price,
+            org: ctx.org.id().0,
+            order: order.id,
+            success_url: &success,
+            cancel_url: &cancel,
+        })
+        .await?;
+    billing::set_checkout_session(&state.pool, order.id, &s.id)
+        .await
+        .map_err(|e| internal(e.to_string()))?;
+    Ok(s.url)
 }
 
 /// An order paid by invoice: recorded (audited), then approved at once when the provider
@@ -344,8 +393,8 @@ async fn order_by_invoice(
     domain_preverified: bool,
 ) -> Result<Response, AppError> {
     let mut tx = state.pool.begin().await?;
-    let order = billing::create_order(
-        &mut *tx,
+    let (order, new) = billing::create_order(
+        &mut tx,
         &NewOrder {
             org: ctx.org.id(),
             plan_code: &plan.code,
@@ -358,9 +407,14 @@ async fn order_by_invoice(
                 po_reference: form.po_reference.trim(),
             }),
             domain_preverified,
+            submission: Uuid::parse_str(&form.submission).ok(),
         },
     )
     .await?;
+    if !new {
+        // The same form again: the first submission's order stands.
+        return Ok(Redirect::to(&format!("/o/{}/orders/{order}", ctx.org.slug)).into_response());
+    }
     audit::record(
         &mut tx,
         Actor {
@@ -399,6 +453,10 @@ struct OrderStatusPage {
     order: Order,
     /// The server the order created, once fulfilled.
     server: Option<Uuid>,
+    /// The open payment page of a pending card order.
+    pay_url: Option<String>,
+    /// Stripe could not be asked about the pending order just now.
+    stripe_silent: bool,
 }
 
 /// Fulfils an order from its Checkout Session when Stripe says it is complete: the same
@@ -420,7 +478,9 @@ async fn fulfil_from_checkout(
             return Ok(());
         }
     };
-    let (Some("complete"), Some(sub)) = (s.status.as_deref(), s.subscription.as_deref()) else {
+    // Complete is not paid: a delayed method (SEPA Direct Debit) completes unpaid, and its
+    // order waits for `checkout.session.async_payment_succeeded`.
+    let (true, Some(sub)) = (s.is_paid(), s.subscription.as_deref()) else {
         return Ok(());
     };
     if s.client_reference_id.as_deref() != Some(order.id.to_string().as_str()) {
@@ -455,11 +515,26 @@ async fn order_status(
         fulfil_from_checkout(&state, &ctx, &order).await?;
         order = org_order(&state, &ctx, id).await?;
     }
+    // A pending card order is resolved from Stripe: its open payment page, made now if the
+    // first attempt's outcome was unknown (the order's idempotency key finds it).
+    let (mut pay_url, mut stripe_silent) = (None, false);
+    if order.state == "pending" && order.payment == "card" && ret.session_id.is_none() {
+        match checkout_of(&state, &ctx, &order).await {
+            Ok(url) => pay_url = url,
+            Err(e) => {
+                tracing::warn!(error = %e, order = %order.id, "could not resolve the order's Checkout Session");
+                stripe_silent = true;
+            }
+        }
+        order = org_order(&state, &ctx, id).await?;
+    }
     render(&OrderStatusPage {
         l: Layout::new(&session, Some(&ctx.user)).await?,
         server: herd_store::fleet::by_order(&state.pool, order.id).await?,
         ctx,
         order,
+        pay_url,
+        stripe_silent,
     })
 }
 
@@ -499,6 +574,16 @@ impl SubscriptionView {
         self.next
             .as_ref()
             .map(|(a, d)| format!("{} on {d}", describe(*a)))
+    }
+
+    /// The access policy deleted the server: final, whatever is paid afterwards.
+    pub fn is_deleted(&self) -> bool {
+        self.access == ServerAccess::Deleted
+    }
+
+    /// A canceled subscription cannot be paid again: only a new order brings a server.
+    pub fn has_ended(&self) -> bool {
+        matches!(self.sub.status.as_str(), "canceled" | "incomplete_expired")
     }
 
     pub fn can_change(&self) -> bool {

@@ -526,6 +526,7 @@ async fn record_payment(
         &state.pool,
         &herd_billing::invoicing::contract_subject(i.contract_id),
         OffsetDateTime::now_utc(),
+        state.stripe.as_ref(),
     )
     .await?;
     session::flash(&session, "ok", format!("{} is recorded as paid.", i.number)).await?;

@@ -319,8 +319,13 @@ async fn apply_override(
     )
     .await?;
     tx.commit().await?;
-    herd_billing::access::refresh_subject(&state.pool, subject, time::OffsetDateTime::now_utc())
-        .await?;
+    herd_billing::access::refresh_subject(
+        &state.pool,
+        subject,
+        time::OffsetDateTime::now_utc(),
+        state.stripe.as_ref(),
+    )
+    .await?;
     session::flash(
         session,
         "ok",

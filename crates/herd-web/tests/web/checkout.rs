@@ -153,10 +153,12 @@ async fn order_to_checkout_to_webhook_to_fulfilled_order(pool: PgPool) {
         )),
         "{success}"
     );
+    // Before paying, the order's page leads back to its payment page.
     owner
         .get(&format!("/o/lyon/orders/{order}"))
         .await
-        .assert_contains("data-state=\"pending\"");
+        .assert_contains("data-state=\"awaiting-payment\"")
+        .assert_contains(&format!("{}/pay/{session}", fake.base));
 
     paid(&app, &fake, &pool, order, &session).await;
     work(&app).await;
@@ -778,4 +780,208 @@ async fn a_paid_order_waits_for_a_cluster_then_runs_and_shows_the_owner_password
     .await
     .unwrap();
     assert_eq!(by_operator, 1);
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_bank_debit_checkout_waits_for_its_money_and_a_refusal_says_so(pool: PgPool) {
+    let fake = FakeStripe::start().await;
+    let app = app(pool.clone(), &fake).await;
+    let owner = app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
+    let (order, session) = order(&owner, &fake, &pool).await;
+    // SEPA Direct Debit: Checkout completes, the money is not there yet.
+    fake.complete_checkout_with(&session, "sub_LyonSepa", "unpaid");
+    owner
+        .get(&format!("/o/lyon/orders/{order}?session_id={session}"))
+        .await
+        .assert_contains("data-state=\"pending\"")
+        .assert_contains("SEPA Direct Debit");
+    let org = org_id(&pool, "lyon").await.to_string();
+    let customer = fake.object(&session).unwrap()["customer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut s = stripe::checkout_session(
+        &session,
+        &customer,
+        "sub_LyonSepa",
+        &order.to_string(),
+        &org,
+    );
+    s["payment_status"] = json!("unpaid");
+    let now = stripe::now();
+    webhook(
+        &app,
+        stripe::event(
+            "evt_sepa_done",
+            "checkout.session.completed",
+            now,
+            s.clone(),
+        ),
+    )
+    .await;
+    work(&app).await;
+    let servers: i64 = sqlx::query_scalar("SELECT count(*) FROM instances")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(servers, 0, "no server before the money arrives");
+    webhook(
+        &app,
+        stripe::event(
+            "evt_sepa_failed",
+            "checkout.session.async_payment_failed",
+            now + 1,
+            s,
+        ),
+    )
+    .await;
+    work(&app).await;
+    owner
+        .get(&format!("/o/lyon/orders/{order}"))
+        .await
+        .assert_contains("data-state=\"payment-failed\"")
+        .assert_contains("refused the payment");
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn an_ended_subscription_says_only_a_new_order_brings_a_server(pool: PgPool) {
+    let fake = FakeStripe::start().await;
+    let app = app(pool.clone(), &fake).await;
+    let owner = app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
+    let (order, session) = order(&owner, &fake, &pool).await;
+    paid(&app, &fake, &pool, order, &session).await;
+    work(&app).await;
+    let mut canceled = fake.object("sub_LyonPaid").unwrap();
+    canceled["status"] = json!("canceled");
+    fake.put(canceled.clone());
+    webhook(
+        &app,
+        stripe::event(
+            "evt_lyon_canceled",
+            "customer.subscription.deleted",
+            stripe::now() + 5,
+            canceled,
+        ),
+    )
+    .await;
+    work(&app).await;
+    let page = owner.get("/o/lyon/billing").await;
+    page.assert_contains("Ended")
+        .assert_contains("it cannot be paid again")
+        .assert_contains("Your server is suspended");
+    assert!(!page.body.contains("brings it back"));
+    let mails = herd_mail::read_outbox(&app.outbox).unwrap();
+    let suspended = herd_testkit::find_mail(&mails, "is suspended").unwrap();
+    assert!(
+        !suspended.body.contains("brings it back") && suspended.body.contains("new order"),
+        "{}",
+        suspended.body
+    );
+}
+
+/// The order form's one-time token, as the page renders it.
+async fn submission_token(owner: &Client) -> String {
+    let page = owner.get("/o/lyon/order").await;
+    let needle = "name=\"submission\" value=\"";
+    let at = page.body.find(needle).unwrap() + needle.len();
+    page.body[at..at + 36].to_owned()
+}
+
+fn posts(fake: &FakeStripe, path: &str) -> usize {
+    fake.requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == path)
+        .count()
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_double_submission_makes_one_order_one_customer_and_one_session(pool: PgPool) {
+    let fake = FakeStripe::start().await;
+    let app = app(pool.clone(), &fake).await;
+    let owner = app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
+    let token = submission_token(&owner).await;
+    let form = [
+        ("plan", "community"),
+        ("app", "mastodon"),
+        ("domain", "lyon.social"),
+        ("submission", token.as_str()),
+    ];
+    let first = owner.post("/o/lyon/order", &form).await.location.unwrap();
+    let second = owner.post("/o/lyon/order", &form).await.location.unwrap();
+    assert!(first.starts_with(&format!("{}/pay/", fake.base)), "{first}");
+    assert_eq!(first, second, "the same payment page");
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(orders, 1);
+    assert_eq!(posts(&fake, "/v1/customers"), 1);
+    assert_eq!(posts(&fake, "/v1/checkout/sessions"), 1);
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn after_a_stripe_timeout_the_order_page_finds_the_session_stripe_made(pool: PgPool) {
+    let fake = FakeStripe::start().await;
+    let base = fake.base.clone();
+    let app = TestApp::spawn_with(pool.clone(), move |c| {
+        c.stripe_secret_key = Some(SecretString::from("sk_test_herd".to_owned()));
+        c.stripe_api_base = base;
+        c.stripe_webhook_secrets = vec![SecretString::from(WHSEC.to_owned())];
+        c.stripe_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    sqlx::query("UPDATE plans SET provider_price_id = 'price_' || code")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let owner = app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
+    // Stripe makes the session but answers too late.
+    fake.stall_next(
+        "/v1/checkout/sessions",
+        1,
+        std::time::Duration::from_secs(2),
+    );
+    owner.get("/o/lyon/order").await.assert_status(200);
+    let r = owner
+        .post(
+            "/o/lyon/order",
+            &[
+                ("plan", "community"),
+                ("app", "mastodon"),
+                ("domain", "lyon.social"),
+            ],
+        )
+        .await;
+    let to = r
+        .location
+        .clone()
+        .unwrap_or_else(|| panic!("{} {}", r.status, r.body));
+    assert!(to.starts_with("/o/lyon/orders/"), "{to}");
+    let page = owner.get(&to).await;
+    page.assert_contains("cannot tell yet whether the payment page was opened")
+        .assert_contains("data-state=\"awaiting-payment\"");
+    // The page asked again with the order's key: Stripe's first session, not a second.
+    let sessions: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/checkout/sessions")
+        .map(|r| r.param("client_reference_id").unwrap().to_owned())
+        .collect();
+    assert_eq!(sessions.len(), 2, "asked twice");
+    let made: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE checkout_session_id IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(made, 1);
+    let session: String = sqlx::query_scalar("SELECT checkout_session_id FROM orders")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(fake.object(&session).is_some());
+    page.assert_contains(&format!("{}/pay/{session}", fake.base));
+    let created = (1..=20)
+        .filter(|n| fake.object(&format!("cs_test_fake{n}")).is_some())
+        .count();
+    assert_eq!(created, 1, "one session made");
 }

@@ -347,3 +347,28 @@ async fn readiness_does_not_show_the_database_error() {
     r.assert_status(503);
     assert_eq!(r.body, "not ready: database unavailable\n");
 }
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn readyz_fails_while_the_in_process_worker_is_not_running(pool: PgPool) {
+    let worker = herd_jobs::WorkerHealth::new();
+    let app = TestApp::spawn_with(pool, {
+        let worker = worker.clone();
+        move |c| c.worker = Some(worker)
+    })
+    .await;
+    let r = app.client().get("/readyz").await;
+    r.assert_status(503);
+    assert_eq!(r.body, "not ready: worker stopped\n");
+    // Running (as the supervisor marks it): ready.
+    let supervisor = tokio::spawn(herd_jobs::supervise(
+        "test",
+        worker.clone(),
+        std::time::Duration::from_millis(1),
+        std::future::pending::<()>,
+    ));
+    while !worker.is_running() {
+        tokio::task::yield_now().await;
+    }
+    app.client().get("/readyz").await.assert_status(200);
+    supervisor.abort();
+}

@@ -245,3 +245,28 @@ async fn one_event_on_32_connections_at_once_is_stored_once(pool: PgPool) {
         .unwrap();
     assert_eq!(jobs, 1);
 }
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn an_event_of_the_other_mode_than_the_key_is_refused(pool: PgPool) {
+    // A live installation (live key) receives a test-mode event signed with its secret:
+    // refused, not stored.
+    let app = TestApp::spawn_with(pool.clone(), |c| {
+        c.stripe_webhook_secrets = vec![SecretString::from(NEW.to_owned())];
+        c.stripe_secret_key = Some(SecretString::from("sk_live_herd".to_owned()));
+    })
+    .await;
+    let test_event = body("evt_web_testmode");
+    let sig = stripe::signature(NEW, stripe::now(), test_event.as_bytes());
+    let (status, _, text) = post(&app, &test_event, Some(sig)).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("test mode"), "{text}");
+    assert_eq!(stored(&pool).await, 0);
+    assert_eq!(rejections(&app, "livemode_mismatch").await, 1.0);
+    // The same event in live mode is taken.
+    let mut live: serde_json::Value = serde_json::from_str(&body("evt_web_livemode")).unwrap();
+    live["livemode"] = json!(true);
+    let live = live.to_string();
+    let sig = stripe::signature(NEW, stripe::now(), live.as_bytes());
+    assert_eq!(post(&app, &live, Some(sig)).await.0, 200);
+    assert_eq!(stored(&pool).await, 1);
+}
