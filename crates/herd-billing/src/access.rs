@@ -185,11 +185,14 @@ pub async fn refresh(
             }
         }
         let next = d.next.map(|(a, t)| (a.as_str(), t));
-        // Overrides end with their episode: once paid up (or never started), a later
-        // payment problem gets the policy's own deadlines.
-        if matches!(standing, Standing::Good | Standing::NotStarted)
-            && store::end_overrides(&mut tx, subject).await?
-        {
+        // Overrides end with their episode: once a payment problem is settled, a later one
+        // gets the policy's own deadlines. One granted while nothing was wrong yet (a
+        // purchase order known to be late) waits for the episode it was granted for.
+        let episode_over = matches!(
+            before,
+            Access::Grace | Access::Suspended | Access::ScheduledForDeletion
+        ) && matches!(standing, Standing::Good | Standing::NotStarted);
+        if episode_over && store::end_overrides(&mut tx, subject).await? {
             tracing::info!(
                 subject,
                 "operators' overrides ended with the payment problem"
@@ -200,6 +203,18 @@ pub async fn refresh(
             let id = store::record_transition(&mut tx, &current, d.access.as_str(), next).await?;
             if access::notice(before, d.access).is_some() {
                 herd_jobs::enqueue(&mut *tx, &AccessNotice { transition_id: id }).await?;
+            }
+            // Deleted servers are not billed: a card subscription is cancelled at Stripe.
+            if d.access == Access::Deleted {
+                if let Some(subscription) = subject.strip_prefix("stripe:") {
+                    herd_jobs::enqueue(
+                        &mut *tx,
+                        &crate::jobs::CancelSubscription {
+                            subscription: subscription.to_owned(),
+                        },
+                    )
+                    .await?;
+                }
             }
             // The servers it pays for follow, through their apply jobs, in this transaction.
             let servers = herd_fleet::lifecycle::follow_access(&mut tx, subject, d.access)
@@ -283,11 +298,15 @@ pub async fn sweep(
 ) -> Result<usize, StoreError> {
     let mut changed = crate::invoicing::sweep(pool, now).await?;
     for (subject, org) in store::card_subjects(pool).await? {
-        if refresh(pool, &subject, OrgId(org), "card", now, stripe)
-            .await?
-            .is_some()
-        {
-            changed += 1;
+        // One subject's failure (Stripe unreachable, a damaged row) does not stop the
+        // sweep for the others; the next sweep tries it again.
+        match refresh(pool, &subject, OrgId(org), "card", now, stripe).await {
+            Ok(Some(_)) => changed += 1,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(subject, error = %e, "access sweep: could not decide this subject");
+                metrics::counter!("herd_access_sweep_failures_total").increment(1);
+            }
         }
     }
     Ok(changed)

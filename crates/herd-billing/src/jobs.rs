@@ -86,3 +86,18 @@ impl Job for OrderPaymentFailed {
         Some(format!("order-payment-failed:{}", self.order_id))
     }
 }
+
+/// Cancel a Stripe subscription now: its servers were deleted by the access policy, or its
+/// order's delayed payment failed and no server was made. Retried until Stripe answers;
+/// without Stripe's key it fails, visibly, among the failing jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelSubscription {
+    pub subscription: String,
+}
+
+impl Job for CancelSubscription {
+    const KIND: &'static str = "billing.cancel_subscription";
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("cancel:{}", self.subscription))
+    }
+}

@@ -158,6 +158,14 @@ pub async fn recompute_subscription(
                 &crate::jobs::OrderPaymentFailed { order_id: order },
             )
             .await?;
+            // No server will be made: Stripe must not retry the debit or bill it later.
+            herd_jobs::enqueue(
+                &mut *tx,
+                &crate::jobs::CancelSubscription {
+                    subscription: id.to_owned(),
+                },
+            )
+            .await?;
             tracing::info!(order = %order, subscription = id, "the order's delayed payment failed");
         }
     }

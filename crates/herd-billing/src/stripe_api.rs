@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use stripe::StripeRequest;
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::subscription::{
-    RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
+    CancelSubscription, RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
     UpdateSubscriptionProrationBehavior,
 };
 use stripe_checkout::checkout_session::{
@@ -273,6 +273,20 @@ impl StripeApi {
             latest_invoice_status,
             livemode: self.livemode.unwrap_or(s.livemode),
         })
+    }
+
+    /// Cancels subscription `id` now, without proration or a final invoice: its servers are
+    /// gone (deleted by the access policy, or never made), so Stripe must stop billing it.
+    /// The idempotency key is the subscription's, so a retried job cancels it once.
+    pub async fn cancel_now(&self, id: &str) -> Result<(), StripeApiError> {
+        CancelSubscription::new(id)
+            .invoice_now(false)
+            .prorate(false)
+            .customize()
+            .request_strategy(key(format!("herd-cancel-{id}")))
+            .send(&self.client)
+            .await?;
+        Ok(())
     }
 
     /// Cancels at the end of the period (`true`), or undoes that (`false`).

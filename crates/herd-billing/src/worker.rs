@@ -63,6 +63,30 @@ pub fn register_with(
     mailer: &Mailer,
     stripe: Option<StripeApi>,
 ) {
+    let s2 = stripe.clone();
+    registry.register(move |job: crate::jobs::CancelSubscription| {
+        let stripe = s2.clone();
+        async move {
+            let Some(stripe) = stripe else {
+                anyhow::bail!(
+                    "no Stripe key: subscription {} cannot be cancelled; set STRIPE_SECRET_KEY for the worker",
+                    job.subscription
+                );
+            };
+            match stripe.cancel_now(&job.subscription).await {
+                Ok(()) => {
+                    tracing::info!(subscription = %job.subscription, "subscription cancelled at Stripe");
+                    Ok(())
+                }
+                // Already cancelled (by the customer, or an earlier run): done.
+                Err(e) if e.to_string().contains("No such") || e.to_string().contains("canceled") => {
+                    tracing::info!(subscription = %job.subscription, error = %e, "subscription already cancelled");
+                    Ok(())
+                }
+                Err(e) => Err(anyhow::Error::new(e)),
+            }
+        }
+    });
     let (p, s) = (pool.clone(), stripe);
     registry.register(move |job: StripeEvent| {
         let (pool, stripe) = (p.clone(), s.clone());

@@ -423,6 +423,16 @@ impl FakeStripe {
                     "url": format!("{}/portal/{n}", self.base),
                 }),
             )),
+            // Cancelling now, as Stripe does: once (a canceled subscription cannot be
+            // canceled again: 400 there, not found here).
+            ("DELETE", ["subscriptions", id]) => match st.objects.get_mut(*id) {
+                Some(s) if s["status"] != "canceled" => {
+                    s["status"] = json!("canceled");
+                    s["canceled_at"] = json!(now());
+                    Some(s.clone())
+                }
+                _ => None,
+            },
             ("POST", ["subscriptions", id]) => match st.objects.get_mut(*id) {
                 Some(s) => {
                     if let Some(c) = p("cancel_at_period_end") {

@@ -402,8 +402,24 @@ async fn deletion_is_final_and_a_later_payment_is_told_to_order_again(pool: PgPo
     let w = World::new(pool).await;
     let org = w.org().await;
     w.status("past_due", 0, org).await;
+    w.at(36).await;
+    assert!(
+        w.fake.requests().iter().all(|r| r.method != "DELETE"),
+        "nothing cancelled before the deletion"
+    );
     w.at(37).await;
     assert_eq!(w.state().await, "deleted");
+    // Stripe stops billing what was deleted: the subscription is cancelled, once.
+    let sub = w.fake.object(SUB).unwrap();
+    assert_eq!(sub["status"], "canceled", "{sub}");
+    let cancels: Vec<_> = w
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(cancels.len(), 1, "{cancels:?}");
+    assert!(cancels[0].path.ends_with(SUB));
     // The customer pays the open invoice after the deletion.
     w.status("active", 0, org).await;
     w.at(38).await;
@@ -456,6 +472,20 @@ async fn operators_overrides_end_with_the_episode_they_were_granted_for(pool: Pg
     let w = World::new(pool).await;
     let org = w.org().await;
     let subject = card_subject(SUB);
+    // Granted while all is well (a late purchase order announced): kept for the episode.
+    w.status("active", 4, org).await;
+    let mut conn = w.pool.acquire().await.unwrap();
+    store::set_grace_until(
+        &mut conn,
+        &subject,
+        OffsetDateTime::now_utc() + Duration::days(20),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    w.status("active", 3, org).await;
+    let a = store::get(&w.pool, &subject).await.unwrap().unwrap();
+    assert!(a.grace_until.is_some(), "not wiped while nothing was wrong");
     w.status("past_due", 2, org).await;
     let mut conn = w.pool.acquire().await.unwrap();
     store::set_grace_until(

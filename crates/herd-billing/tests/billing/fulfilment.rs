@@ -16,6 +16,15 @@ use uuid::Uuid;
 const SECRET: &str = "whsec_fulfilment_test";
 
 async fn deliver(pool: &PgPool, event: &Value) {
+    deliver_with(pool, event, None).await;
+}
+
+/// Delivers `event`, then runs the jobs it leads to (with Stripe's API when given).
+async fn deliver_with(
+    pool: &PgPool,
+    event: &Value,
+    stripe: Option<&herd_billing::stripe_api::StripeApi>,
+) {
     let body = event.to_string();
     let now = stripe::now();
     let header = stripe::signature(SECRET, now, body.as_bytes());
@@ -29,7 +38,14 @@ async fn deliver(pool: &PgPool, event: &Value) {
     .await
     .unwrap();
     let mailer = herd_mail::Mailer::outbox(&outbox(), "Herd <billing@herd.test>").unwrap();
-    herd_testkit::jobs::run_jobs(pool, &mailer).await;
+    match stripe {
+        Some(api) => {
+            herd_testkit::jobs::run_jobs_with_stripe(pool, &mailer, api).await;
+        }
+        None => {
+            herd_testkit::jobs::run_jobs(pool, &mailer).await;
+        }
+    }
 }
 
 fn outbox() -> std::path::PathBuf {
@@ -119,7 +135,18 @@ async fn a_completed_but_unpaid_checkout_waits_for_the_delayed_payment(pool: PgP
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn a_failed_delayed_payment_makes_no_server_and_says_so(pool: PgPool) {
     org_and_order(&pool).await;
-    deliver(
+    // The subscription the Checkout made, as Stripe holds it.
+    let fake = stripe::FakeStripe::start().await;
+    fake.put(stripe::subscription(
+        SUB,
+        CUSTOMER,
+        "incomplete",
+        "price_x",
+        T0 + 30 * DAY,
+        json!({ "herd_org_id": ORG }),
+    ));
+    let api = stripe::api(&fake);
+    deliver_with(
         &pool,
         &stripe::event(
             "evt_sepa_1",
@@ -127,9 +154,10 @@ async fn a_failed_delayed_payment_makes_no_server_and_says_so(pool: PgPool) {
             T0,
             session("unpaid"),
         ),
+        Some(&api),
     )
     .await;
-    deliver(
+    deliver_with(
         &pool,
         &stripe::event(
             "evt_sepa_3",
@@ -137,8 +165,11 @@ async fn a_failed_delayed_payment_makes_no_server_and_says_so(pool: PgPool) {
             T0 + 3 * DAY,
             session("unpaid"),
         ),
+        Some(&api),
     )
     .await;
+    // Stripe must not debit again or bill later for a server that was never made.
+    assert_eq!(fake.object(SUB).unwrap()["status"], "canceled");
     let o = order(&pool).await;
     assert_eq!(o.state, "abandoned");
     assert!(o.problem.unwrap().contains("refused the payment"));

@@ -649,7 +649,7 @@ async fn the_billing_policy_never_resumes_a_server_its_organization_suspended(po
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn the_billing_policy_deletes_servers_only_once_stripe_confirms_and_for_good(pool: PgPool) {
     use time::{Duration, OffsetDateTime};
-    let app = TestApp::spawn(pool.clone()).await;
+    let mut app = TestApp::spawn(pool.clone()).await;
     let op = operator_id(&pool).await;
     let cluster = cluster_with_crd().await;
     app.clusters.plug("eu-1", cluster.client.clone());
@@ -720,7 +720,10 @@ async fn the_billing_policy_deletes_servers_only_once_stripe_confirms_and_for_go
         .unwrap()
         .iter()
         .any(|e| e.message.contains("Deleted by the billing policy")));
+    // The worker has Stripe's key: the subscription of the deleted server is cancelled.
+    app.stripe = Some(api.clone());
     app.run_jobs().await;
+    assert_eq!(fake.object("sub_x").unwrap()["status"], "canceled");
     let on_cluster = instances(&cluster).get("lyon-social").await;
     assert!(
         on_cluster.map_or(true, |i| i.metadata.deletion_timestamp.is_some()),
