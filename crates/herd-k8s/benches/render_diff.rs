@@ -51,7 +51,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default);
     let all = instances(n);
-    let cluster_settings = ClusterSettings::default();
+    // Plans with several web pods keep media on a shared volume (or in S3).
+    let cluster_settings = ClusterSettings {
+        media_shared_storage_class: Some("shared-nfs".into()),
+        ..ClusterSettings::default()
+    };
     let secrets = AppSecrets::generate();
 
     // Pure rendering and normalizing, no cluster.
@@ -77,6 +81,9 @@ fn main() {
         .unwrap();
     let (first_time, first_writes, noop_time, noop_writes, noop_written) = rt.block_on(async {
         let cluster = herd_testkit::fake_cluster::start().await;
+        cluster
+            .add_storage_class("shared-nfs", "nfs.csi.k8s.io", true)
+            .await;
         let start = Instant::now();
         for inst in &all {
             apply_children(&cluster.client, inst, &cluster_settings)
