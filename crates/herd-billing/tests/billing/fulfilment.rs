@@ -4,7 +4,7 @@
 //! signed as Stripe signs them.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-use crate::common::{CUSTOMER, DAY, ORDER, ORG, SUB, T0};
+use crate::common::{org_and_order, CUSTOMER, DAY, ORDER, ORG, SUB, T0};
 use herd_billing::ingest;
 use herd_store::billing;
 use herd_testkit::stripe;
@@ -50,33 +50,6 @@ async fn deliver_with(
 
 fn outbox() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("herd-fulfilment-{}", std::process::id()))
-}
-
-async fn org_and_order(pool: &PgPool) {
-    let org = Uuid::parse_str(ORG).unwrap();
-    sqlx::query("INSERT INTO organizations (id, slug, name) VALUES ($1, 'lyon', 'Ville de Lyon')")
-        .bind(org)
-        .execute(pool)
-        .await
-        .unwrap();
-    let owner = Uuid::now_v7();
-    sqlx::query("INSERT INTO users (id, email, display_name, password_hash, email_verified_at) VALUES ($1, 'lea@lyon.example', 'Léa', 'x', now())")
-        .bind(owner)
-        .execute(pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO memberships (org_id, user_id, role) VALUES ($1, $2, 'owner')")
-        .bind(org)
-        .bind(owner)
-        .execute(pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO orders (id, org_id, plan_code, app, domain) VALUES ($1, $2, 'community', 'mastodon', 'lyon.social')")
-        .bind(Uuid::parse_str(ORDER).unwrap())
-        .bind(org)
-        .execute(pool)
-        .await
-        .unwrap();
 }
 
 async fn order(pool: &PgPool) -> billing::Order {

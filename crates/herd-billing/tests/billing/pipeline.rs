@@ -39,35 +39,6 @@ async fn deliver(pool: &PgPool, event: &serde_json::Value) -> Ingested {
         .unwrap()
 }
 
-/// The organization and pending order the history's metadata names.
-async fn org_and_order(pool: &PgPool) {
-    let org = Uuid::parse_str(ORG).unwrap();
-    sqlx::query("INSERT INTO organizations (id, slug, name) VALUES ($1, 'lyon', 'Ville de Lyon')")
-        .bind(org)
-        .execute(pool)
-        .await
-        .unwrap();
-    // The organization's owner becomes the owner of the server the order pays for.
-    let owner = Uuid::now_v7();
-    sqlx::query("INSERT INTO users (id, email, display_name, password_hash, email_verified_at) VALUES ($1, 'lea@lyon.example', 'Léa', 'x', now())")
-        .bind(owner)
-        .execute(pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO memberships (org_id, user_id, role) VALUES ($1, $2, 'owner')")
-        .bind(org)
-        .bind(owner)
-        .execute(pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO orders (id, org_id, plan_code, app, domain) VALUES ($1, $2, 'community', 'mastodon', 'lyon.social')")
-        .bind(Uuid::parse_str(ORDER).unwrap())
-        .bind(org)
-        .execute(pool)
-        .await
-        .unwrap();
-}
-
 async fn drain(pool: &PgPool) -> usize {
     herd_testkit::jobs::run_jobs(pool, &mailer())
         .await
@@ -100,7 +71,7 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn in_order_delivery_fulfils_the_order_and_tracks_the_subscription(pool: PgPool) {
-    org_and_order(&pool).await;
+    common::org_and_order(&pool).await;
     for (i, e) in history().iter().enumerate() {
         assert_eq!(deliver(&pool, e).await, Ingested::Stored);
         drain(&pool).await;
@@ -146,7 +117,7 @@ async fn in_order_delivery_fulfils_the_order_and_tracks_the_subscription(pool: P
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn random_order_and_redeliveries_reach_the_same_row(pool: PgPool) {
-    org_and_order(&pool).await;
+    common::org_and_order(&pool).await;
     for e in history() {
         deliver(&pool, &e).await;
     }
@@ -208,7 +179,7 @@ async fn random_order_and_redeliveries_reach_the_same_row(pool: PgPool) {
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn the_same_event_on_many_connections_at_once_is_stored_and_processed_once(pool: PgPool) {
-    org_and_order(&pool).await;
+    common::org_and_order(&pool).await;
     let event = history()[0].clone();
     let body = event.to_string();
     let now = stripe::now();
@@ -290,7 +261,7 @@ async fn the_same_event_on_many_connections_at_once_is_stored_and_processed_once
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn events_of_one_subscription_processed_concurrently_leave_the_newest_state(pool: PgPool) {
-    org_and_order(&pool).await;
+    common::org_and_order(&pool).await;
     for e in history() {
         deliver(&pool, &e).await;
     }
@@ -320,7 +291,7 @@ async fn events_of_one_subscription_processed_concurrently_leave_the_newest_stat
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn a_worker_that_dies_mid_job_leaves_it_to_the_next(pool: PgPool) {
-    org_and_order(&pool).await;
+    common::org_and_order(&pool).await;
     deliver(&pool, &history()[0]).await;
     // A worker claims the job with a short lease, then dies without a word.
     let claimed = herd_store::jobs::claim(

@@ -1,5 +1,6 @@
 //! A subscription's life as Stripe would report it, built from Stripe's fixtures.
 #![allow(dead_code, reason = "each test file uses part of it")]
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use herd_testkit::stripe;
 use serde_json::{json, Value};
@@ -114,4 +115,33 @@ pub fn scrambled(events: &[Value], seed: u64) -> Vec<Value> {
         out.swap(i, j);
     }
     out
+}
+
+/// The organization and pending order the history's metadata names.
+pub async fn org_and_order(pool: &sqlx::PgPool) {
+    let org = uuid::Uuid::parse_str(ORG).unwrap();
+    sqlx::query("INSERT INTO organizations (id, slug, name) VALUES ($1, 'lyon', 'Ville de Lyon')")
+        .bind(org)
+        .execute(pool)
+        .await
+        .unwrap();
+    // The organization's owner becomes the owner of the server the order pays for.
+    let owner = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO users (id, email, display_name, password_hash, email_verified_at) VALUES ($1, 'lea@lyon.example', 'Léa', 'x', now())")
+        .bind(owner)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO memberships (org_id, user_id, role) VALUES ($1, $2, 'owner')")
+        .bind(org)
+        .bind(owner)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO orders (id, org_id, plan_code, app, domain) VALUES ($1, $2, 'community', 'mastodon', 'lyon.social')")
+        .bind(uuid::Uuid::parse_str(ORDER).unwrap())
+        .bind(org)
+        .execute(pool)
+        .await
+        .unwrap();
 }
