@@ -88,6 +88,21 @@ impl Harness {
         self.reconcile().await.unwrap();
     }
 
+    /// One reconcile by an operator started with other cluster settings.
+    async fn reconcile_on(&self, cluster: ClusterSettings) {
+        let ctx = Context::new(
+            self.client(),
+            Settings {
+                cluster,
+                ..settings(true)
+            },
+            "herd-operator-test",
+        );
+        operator::reconcile(Arc::new(self.instance().await), ctx)
+            .await
+            .unwrap();
+    }
+
     async fn status(&self) -> herd_k8s::InstanceStatus {
         self.instance().await.status.unwrap_or_default()
     }
@@ -1145,20 +1160,11 @@ async fn an_auto_database_is_decided_once_and_an_api_error_decides_nothing() {
     );
     // An operator started while CloudNativePG's CRD answered (or with it installed since):
     // the tenant keeps its StatefulSet.
-    let cnpg = Context::new(
-        h.client(),
-        Settings {
-            cluster: ClusterSettings {
-                has_cloudnative_pg: true,
-                ..ClusterSettings::default()
-            },
-            ..settings(true)
-        },
-        "herd-operator-test",
-    );
-    operator::reconcile(Arc::new(h.instance().await), cnpg)
-        .await
-        .unwrap();
+    h.reconcile_on(ClusterSettings {
+        has_cloudnative_pg: true,
+        ..ClusterSettings::default()
+    })
+    .await;
     let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(h.client(), TENANT);
     assert!(sets.get_opt("postgres").await.unwrap().is_some());
 }
@@ -1362,20 +1368,11 @@ async fn a_tenant_keeps_the_media_volume_it_has_whatever_the_settings_say() {
             .annotation(herd_k8s::crd::MEDIA_ANNOTATION),
         Some("one-node")
     );
-    let shared = Context::new(
-        h.client(),
-        Settings {
-            cluster: ClusterSettings {
-                media_shared_storage_class: Some("nfs".into()),
-                ..ClusterSettings::default()
-            },
-            ..settings(true)
-        },
-        "herd-operator-test",
-    );
-    operator::reconcile(Arc::new(h.instance().await), shared)
-        .await
-        .unwrap();
+    h.reconcile_on(ClusterSettings {
+        media_shared_storage_class: Some("nfs".into()),
+        ..ClusterSettings::default()
+    })
+    .await;
     let web = h.deployment("web").await.unwrap();
     let affinity =
         serde_json::to_string(&web.spec.unwrap().template.spec.unwrap().affinity).unwrap();
