@@ -6,10 +6,11 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 /// The event types Herd acts on; others are stored and marked ignored.
-pub const HANDLED: [&str; 12] = [
+pub const HANDLED: [&str; 13] = [
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
     "checkout.session.async_payment_failed",
+    "checkout.session.expired",
     "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",

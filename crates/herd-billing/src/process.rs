@@ -20,6 +20,8 @@ pub enum Outcome {
     },
     /// Stored, not acted on (a type Herd does not handle, or about no subscription).
     Ignored,
+    /// An order's Checkout Session expired unpaid: the order ended (`true` the first time).
+    OrderExpired(bool),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +185,30 @@ pub async fn recompute_subscription(
     }))
 }
 
+/// What an order whose Checkout Session expired unpaid says.
+pub const CHECKOUT_EXPIRED: &str =
+    "the payment page expired before a payment was made (Stripe keeps it open for 24 hours), so nothing was charged and no server was made: place the order again";
+
+/// Ends the pending card order of an expired Checkout Session (its `client_reference_id`,
+/// checked against the organization in its metadata); `true` the first time.
+async fn expire_order(pool: &PgPool, event: &Envelope) -> Result<bool, ProcessError> {
+    let o = &event.object;
+    let order = o["client_reference_id"]
+        .as_str()
+        .and_then(|v| uuid::Uuid::parse_str(v).ok());
+    let org = o["metadata"][crate::subscription::META_ORG]
+        .as_str()
+        .and_then(|v| uuid::Uuid::parse_str(v).ok());
+    let (Some(order), Some(org)) = (order, org) else {
+        return Ok(false);
+    };
+    let ended = billing::fail_card_order(pool, order, OrgId(org), CHECKOUT_EXPIRED).await?;
+    if ended {
+        tracing::info!(order = %order, "the order's payment page expired unpaid");
+    }
+    Ok(ended)
+}
+
 /// What an order whose delayed payment failed says.
 pub const PAYMENT_FAILED: &str =
     "the bank refused the payment (it was made with a delayed method such as SEPA Direct Debit), so no server was made";
@@ -284,6 +310,11 @@ pub async fn process_event(
     if event.is_handled() && event.object_kind() == "invoice" {
         record_invoice(pool, &event).await?;
     }
+    if event.type_ == "checkout.session.expired" {
+        let ended = expire_order(pool, &event).await?;
+        billing::mark_event(pool, id, "processed", None).await?;
+        return Ok(Outcome::OrderExpired(ended));
+    }
     let outcome = match (event.is_handled(), event.subscription_id()) {
         (true, Some(sub)) => {
             // An event a recompute already took into account (one made for a later event
@@ -327,7 +358,7 @@ pub async fn process_event(
         _ => Outcome::Ignored,
     };
     let state = match outcome {
-        Outcome::Applied { .. } => "processed",
+        Outcome::Applied { .. } | Outcome::OrderExpired(_) => "processed",
         Outcome::Ignored => "ignored",
     };
     billing::mark_event(pool, id, state, None).await?;

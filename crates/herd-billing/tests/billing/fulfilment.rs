@@ -285,3 +285,69 @@ async fn snapshots_of_one_second_are_ordered_by_the_subscriptions_own_period(poo
     let s = billing::subscription(&pool, SUB).await.unwrap().unwrap();
     assert_eq!(s.status, "active", "the newer period's snapshot wins");
 }
+
+/// A Checkout Session that expired unpaid ends its order (its page says why and that
+/// ordering again is the way), instead of leaving it pending for ever; no server is made.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn an_expired_checkout_ends_the_order_and_says_so(pool: PgPool) {
+    org_and_order(&pool).await;
+    let mut expired = session("unpaid");
+    expired["status"] = json!("expired");
+    expired["subscription"] = Value::Null;
+    deliver(
+        &pool,
+        &stripe::event(
+            "evt_expired_1",
+            "checkout.session.expired",
+            T0 + DAY,
+            expired,
+        ),
+    )
+    .await;
+    let o = order(&pool).await;
+    assert_eq!(o.state, "abandoned");
+    let problem = o.problem.unwrap();
+    assert!(
+        problem.contains("expired") && problem.contains("place the order again"),
+        "{problem}"
+    );
+    assert_eq!(servers(&pool).await, 0);
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM stripe_events WHERE id = 'evt_expired_1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "processed");
+}
+
+/// An expired session never ends an order that was paid meanwhile (another session of the
+/// same order completed).
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn an_expired_session_leaves_a_paid_order_alone(pool: PgPool) {
+    org_and_order(&pool).await;
+    deliver(
+        &pool,
+        &stripe::event(
+            "evt_paid_1",
+            "checkout.session.completed",
+            T0,
+            session("paid"),
+        ),
+    )
+    .await;
+    let before = order(&pool).await.state;
+    assert_ne!(before, "pending");
+    let mut expired = session("unpaid");
+    expired["status"] = json!("expired");
+    deliver(
+        &pool,
+        &stripe::event(
+            "evt_expired_2",
+            "checkout.session.expired",
+            T0 + DAY,
+            expired,
+        ),
+    )
+    .await;
+    assert_eq!(order(&pool).await.state, before);
+}
