@@ -74,6 +74,8 @@ pub enum ApprovalError {
     NoReason,
     #[error("The server cannot be created: {0}. Nothing was changed; decline the order with this reason.")]
     NoServer(String),
+    #[error("This organization's contract was ended for non-payment and its servers deleted; a new server under it would never be billed or suspended. Nothing was changed: settle the contract (a new one for this organization) before approving, or decline the order.")]
+    ContractDeleted,
     #[error(transparent)]
     Fleet(#[from] FleetError),
 }
@@ -152,6 +154,14 @@ pub async fn approve_invoice_order(
             (invoicing::save_contract(&mut tx, org, &terms).await?, true)
         }
     };
+    // A contract the access policy deleted is final: a server under it would run unbilled.
+    let subject = crate::invoicing::contract_subject(contract.id);
+    if herd_store::access::get(&mut *tx, &subject)
+        .await?
+        .is_some_and(|a| a.state == herd_domain::access::Access::Deleted.as_str())
+    {
+        return Err(ApprovalError::ContractDeleted);
+    }
     billing::fulfil_invoice_order(&mut *tx, id).await?;
     // Nothing is paid yet: when the server cannot be created, nothing is approved.
     match herd_fleet::orders::fulfil(&mut tx, &order).await {

@@ -243,3 +243,73 @@ async fn an_approval_that_cannot_create_the_server_changes_nothing(pool: PgPool)
         .iter()
         .any(|m| m.to.contains("max@nantes.example") && m.subject.starts_with("Invoice ")));
 }
+
+/// A contract the billing policy deleted (unpaid) is final: a new order of that
+/// organization is not approved under it (its server would never be billed or suspended);
+/// the operator is told why and nothing changes.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn no_server_is_approved_under_a_contract_deleted_for_non_payment(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let lyon = app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
+    lyon.get("/o/lyon/order").await;
+    let first = order_id(
+        lyon.post("/o/lyon/order", &GOOD)
+            .await
+            .location
+            .as_deref()
+            .unwrap(),
+    );
+    let op = app.operator("ops@provider.example").await;
+    op.get("/operator/orders").await;
+    op.post(&format!("/operator/orders/{first}/approve"), &[])
+        .await
+        .assert_redirect("/operator/orders");
+    assert_eq!(count(&pool, "SELECT count(*) FROM instances").await, 1);
+    // Unpaid for months: the access policy deleted it.
+    let contract: uuid::Uuid = sqlx::query_scalar("SELECT id FROM contracts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let org: uuid::Uuid = sqlx::query_scalar("SELECT org_id FROM contracts")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO tenant_access (subject, org_id, channel, state) VALUES ($1, $2, 'invoice', 'deleted')
+         ON CONFLICT (subject) DO UPDATE SET state = 'deleted'",
+    )
+    .bind(format!("contract:{contract}"))
+    .bind(org)
+    .execute(&pool)
+    .await
+    .unwrap();
+    // A second order, for another domain.
+    lyon.get("/o/lyon/order").await;
+    let mut again = GOOD.to_vec();
+    again[2] = ("domain", "lyon2.social");
+    let second = order_id(
+        lyon.post("/o/lyon/order", &again)
+            .await
+            .location
+            .as_deref()
+            .unwrap(),
+    );
+    op.get("/operator/orders").await;
+    op.post(&format!("/operator/orders/{second}/approve"), &[])
+        .await
+        .assert_redirect("/operator/orders");
+    op.get("/operator/orders")
+        .await
+        .assert_contains("ended for non-payment");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM instances").await,
+        1,
+        "no server"
+    );
+    let state: String = sqlx::query_scalar("SELECT state FROM orders WHERE id = $1")
+        .bind(second)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "pending", "the order still waits");
+}
