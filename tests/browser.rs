@@ -354,7 +354,24 @@ async fn order(
     app.dns
         .set_txt("_herd-challenge.social.strasbourg.example", &[&value]);
     click(c, Locator::Css("#domain-proof button[type=submit]")).await?;
-    wait_for_heading(c, "social.strasbourg.example").await?;
+    // The page after the proof has the same heading as the one before: wait for the proof
+    // itself (committed with its placement job), not for the heading, before running the
+    // jobs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let proven: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM instances WHERE domain = 'social.strasbourg.example' AND domain_verified_at IS NOT NULL",
+        )
+        .fetch_one(&app.pool)
+        .await?;
+        if proven > 0 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("the domain's proof did not queue the server's placement".into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     app.run_jobs().await;
     c.refresh().await?;
     wait_for_heading(c, "social.strasbourg.example").await?;
