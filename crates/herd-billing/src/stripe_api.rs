@@ -32,6 +32,14 @@ pub enum StripeApiError {
 }
 
 impl StripeApiError {
+    /// Stripe answered that the object does not exist (404, `resource_missing`).
+    pub fn not_found(&self) -> bool {
+        matches!(
+            self,
+            StripeApiError::Stripe(stripe::StripeError::Stripe(_, 404))
+        )
+    }
+
     /// Stripe did not answer in time (or the connection broke): whether the write took
     /// effect is unknown. Repeating it with the same idempotency key finds out.
     pub fn outcome_unknown(&self) -> bool {

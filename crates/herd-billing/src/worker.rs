@@ -78,8 +78,8 @@ pub fn register_with(
                     tracing::info!(subscription = %job.subscription, "subscription cancelled at Stripe");
                     Ok(())
                 }
-                // Already cancelled (by the customer, or an earlier run): done.
-                Err(e) if e.to_string().contains("No such") || e.to_string().contains("canceled") => {
+                // Already gone (cancelled by the customer and removed, or never made).
+                Err(e) if e.not_found() => {
                     tracing::info!(subscription = %job.subscription, error = %e, "subscription already cancelled");
                     Ok(())
                 }
