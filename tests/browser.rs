@@ -445,6 +445,67 @@ async fn order(
         .await?;
     expect_eq("subscription status", &status, "Active")?;
     accessible(c, "billing").await?;
+    two_factor(c, app).await
+}
+
+/// The code of `secret` for the time step `offset` steps from now.
+fn totp_code(secret: &str, offset: i64) -> Result<String, Box<dyn std::error::Error>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    Ok(herd_web::totp::code_at(
+        &herd_web::totp::base32_decode(secret).ok_or("bad secret")?,
+        herd_web::totp::step_of(now) + offset,
+    ))
+}
+
+/// The account's pages: two-factor authentication set up, then the forms that move it or
+/// turn it off, which ask for the password or a code first (and explain a wrong one).
+async fn two_factor(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Error>> {
+    visit(c, app, "/account", "Your account").await?;
+    visit(c, app, "/account/2fa", "Two-factor authentication").await?;
+    click(c, Locator::Css("form[action='/account/2fa/start'] button")).await?;
+    let secret = wait_for(c, Locator::Id("totp-secret"))
+        .await?
+        .text()
+        .await?;
+    accessible(c, "the second factor's set-up").await?;
+    fill(c, "#code", &totp_code(&secret, 0)?).await?;
+    click(
+        c,
+        Locator::Css("form[action='/account/2fa/confirm'] button"),
+    )
+    .await?;
+    wait_for_heading(c, "Two-factor authentication is on").await?;
+    accessible(c, "the recovery codes").await?;
+    visit(c, app, "/account/2fa", "Two-factor authentication").await?;
+    fill(c, "#credential", "not the password").await?;
+    click(
+        c,
+        Locator::Css("form[action='/account/2fa/replace'] button"),
+    )
+    .await?;
+    wait_for(c, Locator::Id("credential-error")).await?;
+    accessible(c, "moving the second factor, after a wrong password").await?;
+    fill(c, "#credential", PASSWORD).await?;
+    click(
+        c,
+        Locator::Css("form[action='/account/2fa/replace'] button"),
+    )
+    .await?;
+    wait_for(
+        c,
+        Locator::Css("form[action='/account/2fa/replace/confirm']"),
+    )
+    .await?;
+    accessible(c, "moving the second factor to a new app").await?;
+    visit(
+        c,
+        app,
+        "/account/2fa/disable",
+        "Turn off two-factor authentication?",
+    )
+    .await?;
     Ok(())
 }
 
@@ -580,6 +641,13 @@ async fn console(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
     visit(c, app, "/operator/billing/events", "Stripe webhook events").await?;
     visit(c, app, "/operator/users", "Users").await?;
     visit(c, app, "/operator/audit", "Audit log").await?;
+    visit(
+        c,
+        app,
+        "/account/2fa/disable",
+        "Operators keep two-factor authentication",
+    )
+    .await?;
     Ok(())
 }
 

@@ -7,7 +7,8 @@
 use crate::jobs::{AccessNotice, PaidAfterDeletion};
 use crate::stripe_api::{StripeApi, SubscriptionNow};
 use herd_domain::access::{self, Access, Notice, Overrides, Policy, Standing};
-use herd_domain::{OrgId, Role};
+use herd_domain::role::Capability;
+use herd_domain::OrgId;
 use herd_store::access::{self as store, TenantAccess};
 use herd_store::{billing, orgs, StoreError};
 use sqlx::{PgConnection, PgPool};
@@ -326,7 +327,7 @@ pub(crate) async fn to_billing_contacts(
     Ok(orgs::members(pool, org)
         .await?
         .into_iter()
-        .filter(|m| matches!(m.role, Role::Owner | Role::Billing))
+        .filter(|m| m.role.can(Capability::ManageBilling))
         .map(|m| herd_mail::Email {
             to: m.email,
             subject: subject.to_owned(),

@@ -1,4 +1,6 @@
-//! Roles inside an organization and the rules for changing memberships.
+//! Roles inside an organization, what each may do there ([`Capability`]: the one table of
+//! who may do what, which the route table, the pages' texts and docs/SECURITY.md all read),
+//! and the rules for changing memberships.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -7,13 +9,13 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Everything, including deleting the organization and managing owners.
+    /// Everything, including managing owners.
     Owner,
-    /// Manages members (except owners) and instances.
+    /// Manages members (except owners) and servers; not billing.
     Admin,
-    /// Sees and manages billing: plans, payment, invoices.
+    /// Orders servers and manages billing: plans, payment, invoices.
     Billing,
-    /// Uses the organization's services, opens support tickets.
+    /// Sees the organization, its members and its servers.
     Member,
 }
 
@@ -60,21 +62,183 @@ impl Role {
         }
     }
 
-    /// May invite, change roles of and remove members.
-    pub fn can_manage_members(self) -> bool {
-        matches!(self, Role::Owner | Role::Admin)
+    /// The role's name in the plural, as texts name those who hold it ("billing members").
+    pub fn plural(self) -> &'static str {
+        match self {
+            Role::Owner => "owners",
+            Role::Admin => "admins",
+            Role::Billing => "billing members",
+            Role::Member => "members",
+        }
     }
 
-    /// May manage the organization's servers: see the owner's one-time password, and
-    /// (as they are built) suspend, resume, upgrade, change plan and delete.
-    pub fn can_manage_servers(self) -> bool {
-        matches!(self, Role::Owner | Role::Admin)
+    /// May this role do what `capability` covers? Reads [`Capability::allows`], the rule.
+    pub fn can(self, capability: Capability) -> bool {
+        capability.allows(self)
     }
 
-    /// May see and change the organization's billing.
-    pub fn can_manage_billing(self) -> bool {
-        matches!(self, Role::Owner | Role::Billing)
+    /// What this role may do, in words, derived from the table ("manage members and
+    /// servers").
+    pub fn summary(self) -> String {
+        let nouns: Vec<&str> = Capability::ALL
+            .into_iter()
+            .filter(|c| *c != Capability::View && self.can(*c))
+            .map(Capability::noun)
+            .collect();
+        if nouns.is_empty() {
+            Capability::View.action().to_owned()
+        } else {
+            format!("manage {}", join(&nouns))
+        }
     }
+}
+
+/// What an organization's page or action asks of the caller's role. Every organization
+/// route names one (`Access::Org(…)` in herd-web's route table) and [`Capability::allows`]
+/// says which roles have it: one rule, stated once, that the router enforces, the pages and
+/// refusals put in words and docs/SECURITY.md prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Capability {
+    /// See the organization, its members and its servers (with their live progress); leave
+    /// the organization.
+    View,
+    /// Invite members, revoke invitations, change roles (only owners touch the owner role)
+    /// and remove members.
+    ManageMembers,
+    /// Act on the organization's servers: suspend, resume, upgrade, delete, set the
+    /// maintenance window, check a custom domain's proof, see or reset the server owner's
+    /// one-time password.
+    ManageServers,
+    /// Order servers; see and change billing: subscriptions, plans, payment methods,
+    /// cancellations, orders and invoices.
+    ManageBilling,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 4] = [
+        Capability::View,
+        Capability::ManageMembers,
+        Capability::ManageServers,
+        Capability::ManageBilling,
+    ];
+
+    /// Which roles have this capability. The one place the rule is written: owners have
+    /// every capability; admins manage members and servers but not billing; billing members
+    /// order servers and manage billing but not members or servers; members only see.
+    pub fn allows(self, role: Role) -> bool {
+        use Role::*;
+        match self {
+            Capability::View => true,
+            Capability::ManageMembers | Capability::ManageServers => matches!(role, Owner | Admin),
+            Capability::ManageBilling => matches!(role, Owner | Billing),
+        }
+    }
+
+    /// The roles that have it, most powerful first.
+    pub fn roles(self) -> Vec<Role> {
+        Role::ALL.into_iter().filter(|r| self.allows(*r)).collect()
+    }
+
+    /// Its name in the route table and docs/SECURITY.md.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::View => "view",
+            Capability::ManageMembers => "manage members",
+            Capability::ManageServers => "manage servers",
+            Capability::ManageBilling => "manage billing",
+        }
+    }
+
+    /// What it lets one do, as the end of a sentence whose subject is a role ("owners and
+    /// admins may …").
+    pub fn action(self) -> &'static str {
+        match self {
+            Capability::View => "see the organization, its members and its servers",
+            Capability::ManageMembers => "manage members",
+            Capability::ManageServers => "manage the organization's servers",
+            Capability::ManageBilling => "order servers and manage billing",
+        }
+    }
+
+    /// Everything it covers, for the table docs/SECURITY.md prints.
+    pub fn covers(self) -> &'static str {
+        match self {
+            Capability::View => "see the organization, its members, its servers and their progress; leave",
+            Capability::ManageMembers => "invite members, revoke invitations, change roles (only owners touch the owner role), remove members",
+            Capability::ManageServers => "suspend, resume, upgrade and delete servers; the maintenance window; check a custom domain's proof; see or reset the server owner's password",
+            Capability::ManageBilling => "order servers; subscriptions, plan changes, payment methods, cancellations, orders and invoices",
+        }
+    }
+
+    /// What it manages, in one word for lists ("members", "servers", "billing").
+    fn noun(self) -> &'static str {
+        match self {
+            Capability::View => "nothing",
+            Capability::ManageMembers => "members",
+            Capability::ManageServers => "servers",
+            Capability::ManageBilling => "billing",
+        }
+    }
+
+    /// Who has it, in words: "owners and admins", "every member".
+    pub fn who(self) -> String {
+        let roles = self.roles();
+        if roles.len() == Role::ALL.len() {
+            return "every member".to_owned();
+        }
+        let names: Vec<&str> = roles.into_iter().map(Role::plural).collect();
+        join(&names)
+    }
+
+    /// [`who`](Self::who) at the start of a sentence: "Owners and admins".
+    pub fn who_capitalized(self) -> String {
+        capitalized(&self.who())
+    }
+
+    /// The rule as a sentence, for pages: "Owners and billing members may order servers and
+    /// manage billing."
+    pub fn rule(self) -> String {
+        format!("{} may {}.", self.who_capitalized(), self.action())
+    }
+
+    /// What a caller whose role lacks it is told (with a 403).
+    pub fn refusal(self) -> String {
+        format!(
+            "Your role does not allow this: only {} may {}.",
+            self.who(),
+            self.action()
+        )
+    }
+}
+
+/// "a", "a and b", "a, b and c".
+fn join(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// What every role may do, for the members page: "Owners manage members, servers and
+/// billing; admins manage members and servers; …", read from [`Capability::allows`].
+pub fn roles_summary() -> String {
+    let parts: Vec<String> = Role::ALL
+        .into_iter()
+        .map(|r| format!("{} {}", r.plural(), r.summary()))
+        .collect();
+    format!(
+        "{}. Only owners grant, change or remove the owner role.",
+        capitalized(&parts.join("; "))
+    )
 }
 
 impl fmt::Display for Role {
@@ -85,7 +249,7 @@ impl fmt::Display for Role {
 
 /// May `actor` give the role `new_role` to someone being invited?
 pub fn check_invite(actor: Role, new_role: Role) -> Result<(), MembershipError> {
-    if !actor.can_manage_members() {
+    if !actor.can(Capability::ManageMembers) {
         return Err(MembershipError::NotAllowed);
     }
     if new_role == Role::Owner && actor != Role::Owner {
@@ -105,7 +269,7 @@ pub fn check_change(
     owner_count: i64,
 ) -> Result<(), MembershipError> {
     let leaving = acting_on_self && to.is_none();
-    if !leaving && !actor.can_manage_members() {
+    if !leaving && !actor.can(Capability::ManageMembers) {
         return Err(MembershipError::NotAllowed);
     }
     let touches_owner = from == Role::Owner || to == Some(Role::Owner);
@@ -130,6 +294,43 @@ mod tests {
             assert_eq!(Role::parse(r.as_str()), Ok(r));
         }
         assert_eq!(Role::parse("root"), Err(MembershipError::UnknownRole));
+    }
+
+    #[test]
+    fn admins_manage_members_and_servers_billing_members_manage_billing() {
+        use Capability::*;
+        let table: Vec<(Capability, Vec<Role>)> = Capability::ALL
+            .into_iter()
+            .map(|c| (c, c.roles()))
+            .collect();
+        assert_eq!(
+            table,
+            vec![
+                (View, vec![Owner, Admin, Billing, Member]),
+                (ManageMembers, vec![Owner, Admin]),
+                (ManageServers, vec![Owner, Admin]),
+                (ManageBilling, vec![Owner, Billing]),
+            ]
+        );
+    }
+
+    #[test]
+    fn texts_name_exactly_the_roles_of_the_table() {
+        assert_eq!(
+            Capability::ManageBilling.refusal(),
+            "Your role does not allow this: only owners and billing members may order servers and manage billing."
+        );
+        assert_eq!(
+            Capability::ManageServers.rule(),
+            "Owners and admins may manage the organization's servers."
+        );
+        assert_eq!(Capability::View.who(), "every member");
+        assert_eq!(
+            roles_summary(),
+            "Owners manage members, servers and billing; admins manage members and servers; \
+             billing members manage billing; members see the organization, its members and its \
+             servers. Only owners grant, change or remove the owner role."
+        );
     }
 
     #[test]

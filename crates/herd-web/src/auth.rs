@@ -9,6 +9,7 @@ use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use herd_domain::role::Capability;
 use herd_domain::Role;
 use herd_store::orgs::{self, Org};
 use herd_store::users::{self, User};
@@ -66,6 +67,7 @@ async fn load_user(parts: &mut Parts, state: &AppState) -> Result<Option<User>, 
         user = None;
     }
     if let Some(u) = &user {
+        session::touch(&session);
         parts.extensions.insert(CurrentUser(u.clone()));
     }
     Ok(user)
@@ -114,19 +116,6 @@ impl FromRequestParts<AppState> for OrgCtx {
     }
 }
 
-impl OrgCtx {
-    /// Refuses (403) unless the caller's role allows managing members.
-    pub fn require_member_manager(&self) -> Result<(), AppError> {
-        if self.role.can_manage_members() {
-            Ok(())
-        } else {
-            Err(AppError::Forbidden(
-                "Only owners and admins can manage members.".into(),
-            ))
-        }
-    }
-}
-
 impl FromRequestParts<AppState> for Operator {
     type Rejection = AppError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
@@ -156,9 +145,18 @@ pub async fn require_user(
     }
 }
 
-/// Route middleware for [`Access::Org`](crate::routes::Access::Org).
-pub async fn require_org(ctx: Result<OrgCtx, AppError>, mut req: Request, next: Next) -> Response {
+/// Route middleware for [`Access::Org`](crate::routes::Access::Org): non-members get 404,
+/// members whose role lacks `capability` get 403 with the rule in words.
+pub async fn require_org(
+    capability: Capability,
+    ctx: Result<OrgCtx, AppError>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     match ctx {
+        Ok(ctx) if !ctx.role.can(capability) => {
+            AppError::Forbidden(capability.refusal()).into_response()
+        }
         Ok(ctx) => {
             req.extensions_mut().insert(ctx);
             next.run(req).await

@@ -1,5 +1,5 @@
-//! The emails Herd sends about accounts (confirmation, password reset, invitations), and
-//! the jobs that send them.
+//! The emails Herd sends about accounts (confirmation, password reset, a sign-up with an
+//! address that has an account already, invitations), and the jobs that send them.
 
 use crate::crypto;
 use crate::error::AppError;
@@ -30,6 +30,19 @@ pub fn reset_password(to: &str, link: &str) -> Email {
         subject: "Reset your Herd password".to_owned(),
         body: format!(
             "Hello,\n\nsomeone (hopefully you) asked to reset the password of this Herd account. Open this link within one hour to choose a new one; it works once:\n\n{link}\n\nIf you did not ask, ignore this message: your password stays as it is.\n"
+        ),
+    }
+}
+
+/// To the holder of an account when someone signs up with its address: the sign-up page
+/// looks the same either way (it never tells whether an address has an account), so the
+/// holder learns it here, with the ways in.
+pub fn account_exists(to: &str, name: &str, login_link: &str, reset_link: &str) -> Email {
+    Email {
+        to: to.to_owned(),
+        subject: "You already have a Herd account".to_owned(),
+        body: format!(
+            "Hello {name},\n\nsomeone (hopefully you) tried to sign up for Herd with this email address, which already has an account. No new account was made and nothing was changed.\n\nLog in here:\n\n{login_link}\n\nForgot your password? Ask for a new one here:\n\n{reset_link}\n\nIf it was not you, ignore this message.\n"
         ),
     }
 }
@@ -80,6 +93,27 @@ pub struct SendPasswordReset {
 impl Job for SendPasswordReset {
     const KIND: &'static str = "accounts.send_password_reset";
     const MAX_ATTEMPTS: i32 = 10;
+}
+
+/// Tell an account's holder that someone signed up with its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendAccountExists {
+    pub user_id: Uuid,
+    pub base_url: String,
+    /// When the sign-up was tried: at most one such email per account and hour, so
+    /// repeated sign-ups cannot flood an inbox.
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: OffsetDateTime,
+}
+
+impl Job for SendAccountExists {
+    const KIND: &'static str = "accounts.send_account_exists";
+    const MAX_ATTEMPTS: i32 = 10;
+
+    fn dedupe_key(&self) -> Option<String> {
+        let hour = self.requested_at.unix_timestamp().div_euclid(3600);
+        Some(format!("account-exists:{}:{hour}", self.user_id))
+    }
 }
 
 /// Send an invitation's link to the invited address.
@@ -133,6 +167,25 @@ pub async fn queue_password_reset(
             user_id: user.0,
             base_url: state.config.public_url.to_string(),
             expires_at: OffsetDateTime::now_utc() + state.config.reset_password_ttl,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Queues the email telling `user` that someone signed up with their address, in the
+/// caller's transaction (at most one per hour: a second within the hour is dropped).
+pub async fn queue_account_exists(
+    conn: &mut sqlx::PgConnection,
+    state: &AppState,
+    user: UserId,
+) -> Result<(), AppError> {
+    herd_jobs::enqueue(
+        conn,
+        &SendAccountExists {
+            user_id: user.0,
+            base_url: state.config.public_url.to_string(),
+            requested_at: OffsetDateTime::now_utc(),
         },
     )
     .await?;
@@ -212,6 +265,22 @@ pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer) {
             let email = reset_password(
                 &user.email,
                 &link(&job.base_url, &format!("/password/reset/{token}")),
+            );
+            Ok(mailer.send(&email).await?)
+        }
+    });
+    let (p, m) = (pool.clone(), mailer.clone());
+    registry.register(move |job: SendAccountExists| {
+        let (pool, mailer) = (p.clone(), m.clone());
+        async move {
+            let Some(user) = users::by_id(&pool, UserId(job.user_id)).await? else {
+                return Ok(());
+            };
+            let email = account_exists(
+                &user.email,
+                &user.display_name,
+                &link(&job.base_url, "/login"),
+                &link(&job.base_url, "/password/forgot"),
             );
             Ok(mailer.send(&email).await?)
         }

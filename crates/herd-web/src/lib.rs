@@ -58,7 +58,7 @@ fn app_with(state: AppState, portal: Router<AppState>) -> Router {
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
         .with_secure(state.config.secure_cookies())
-        .with_expiry(Expiry::OnInactivity(time::Duration::days(7)));
+        .with_expiry(Expiry::OnInactivity(session::IDLE_TIMEOUT));
 
     let portal = portal
         .layer(axum::middleware::from_fn(csrf::verify))

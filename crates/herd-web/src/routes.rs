@@ -1,12 +1,16 @@
 //! The route table. Every portal route is added through [`Routes`] with a declared
 //! [`Access`] level, which wraps it in the matching middleware; the same table is exported
-//! so tests can enumerate every route and check it refuses whom it must.
+//! so tests can enumerate every route and check it refuses whom it must. For organization
+//! routes the level names the [`Capability`] a role needs: the table of who may do what
+//! inside an organization, which [`roles_markdown`] prints for docs/SECURITY.md.
 
 use crate::auth;
 use crate::pages;
 use crate::state::AppState;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
+pub use herd_domain::role::Capability;
+use herd_domain::Role;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,8 +19,9 @@ pub enum Access {
     Public,
     /// Any logged-in user.
     User,
-    /// Members of the organization in the `{slug}` path segment; others get 404.
-    Org,
+    /// Members of the organization in the `{slug}` path segment whose role has the
+    /// capability (others of its members get 403); non-members get 404.
+    Org(Capability),
     /// Operators with two-factor authentication.
     Operator,
 }
@@ -87,9 +92,14 @@ impl Routes {
                     Access::User => {
                         mr.route_layer(from_fn_with_state(state.clone(), auth::require_user))
                     }
-                    Access::Org => {
-                        mr.route_layer(from_fn_with_state(state.clone(), auth::require_org))
-                    }
+                    Access::Org(capability) => mr.route_layer(from_fn_with_state(
+                        state.clone(),
+                        move |ctx: Result<auth::OrgCtx, crate::AppError>,
+                              req: axum::extract::Request,
+                              next: axum::middleware::Next| {
+                            auth::require_org(capability, ctx, req, next)
+                        },
+                    )),
                     Access::Operator => {
                         mr.route_layer(from_fn_with_state(state.clone(), auth::require_operator))
                     }
@@ -118,4 +128,44 @@ pub fn portal() -> Routes {
     let r = pages::operator_jobs::routes(r);
     let r = pages::operator_orders::routes(r);
     pages::plans::routes(r)
+}
+
+/// Who may do what inside an organization, as docs/SECURITY.md prints it (a test compares
+/// the two): the rule of each [`Capability`], then every organization route of `table`
+/// with the capability it needs.
+pub fn roles_markdown(table: &[RouteInfo]) -> String {
+    let mut out = String::from("| Capability | What it covers |");
+    for role in Role::ALL {
+        out.push_str(&format!(" {} |", role.label()));
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---|".repeat(Role::ALL.len()));
+    out.push('\n');
+    for capability in Capability::ALL {
+        out.push_str(&format!(
+            "| {} | {} |",
+            capability.as_str(),
+            capability.covers()
+        ));
+        for role in Role::ALL {
+            out.push_str(if role.can(capability) {
+                " yes |"
+            } else {
+                " no |"
+            });
+        }
+        out.push('\n');
+    }
+    out.push_str("\n| Route | Needs |\n|---|---|\n");
+    for route in table {
+        if let Access::Org(capability) = route.access {
+            out.push_str(&format!(
+                "| `{} {}` | {} |\n",
+                route.method,
+                route.path,
+                capability.as_str()
+            ));
+        }
+    }
+    out
 }

@@ -1,14 +1,23 @@
 //! What Herd keeps in a browser session: the logged-in user, a login waiting for its
-//! second factor, the CSRF token and a one-shot flash message.
+//! second factor, a replacement of the second factor under way, the CSRF token and a
+//! one-shot flash message; and how long an unused session lives.
 
 use crate::crypto;
 use crate::error::AppError;
 use herd_domain::UserId;
 use serde::{Deserialize, Serialize};
-use tower_sessions::Session;
+use tower_sessions::{Expiry, Session};
+
+/// A session nobody used for this long is over: the next request is anonymous (and a page
+/// that needs a login leads to the login page). Each request of a logged-in user starts
+/// the count again.
+pub const IDLE_TIMEOUT: time::Duration = time::Duration::days(7);
 
 const USER: &str = "uid";
 const PENDING_2FA: &str = "pending_2fa";
+/// The fingerprint of the new TOTP secret a user is moving to (after proving it was them),
+/// and how they proved it; the secret itself is only on the page the user was shown.
+const TOTP_REPLACEMENT: &str = "totp_replacement";
 const CSRF: &str = "csrf";
 const FLASH: &str = "flash";
 /// A fingerprint of the password the session was opened with: changing the password ends
@@ -24,6 +33,12 @@ pub struct Flash {
 
 pub async fn user_id(session: &Session) -> Result<Option<UserId>, AppError> {
     Ok(session.get::<UserId>(USER).await?)
+}
+
+/// A logged-in user's request: the session lives [`IDLE_TIMEOUT`] from now (every
+/// request counts as activity, not only the ones that change the session).
+pub fn touch(session: &Session) {
+    session.set_expiry(Some(Expiry::OnInactivity(IDLE_TIMEOUT)));
 }
 
 /// Logs `user` in: a new session id (against fixation), a new CSRF token, and the
@@ -67,6 +82,36 @@ pub async fn set_pending_2fa(session: &Session, user: UserId, next: &str) -> Res
 
 pub async fn pending_2fa(session: &Session) -> Result<Option<(UserId, String)>, AppError> {
     Ok(session.get::<(UserId, String)>(PENDING_2FA).await?)
+}
+
+/// The user proved it was them (`proof`) and was shown `secret` to scan: only a form
+/// that carries this secret back may make it the account's second factor.
+pub async fn set_totp_replacement(
+    session: &Session,
+    secret: &str,
+    proof: &str,
+) -> Result<(), AppError> {
+    let fingerprint = hex::encode(crypto::token_hash(secret));
+    session
+        .insert(TOTP_REPLACEMENT, (fingerprint, proof.to_owned()))
+        .await?;
+    Ok(())
+}
+
+/// How the user proved it was them, when `secret` is the replacement they were shown in
+/// this session.
+pub async fn totp_replacement(session: &Session, secret: &str) -> Result<Option<String>, AppError> {
+    let fingerprint = hex::encode(crypto::token_hash(secret));
+    Ok(session
+        .get::<(String, String)>(TOTP_REPLACEMENT)
+        .await?
+        .filter(|(f, _)| *f == fingerprint)
+        .map(|(_, proof)| proof))
+}
+
+pub async fn clear_totp_replacement(session: &Session) -> Result<(), AppError> {
+    session.remove_value(TOTP_REPLACEMENT).await?;
+    Ok(())
 }
 
 /// The session's CSRF token, created on first use.

@@ -1,14 +1,14 @@
 //! Ordering and paying: the order form (plan, app, domain) that hands over to Stripe
 //! Checkout, the order's live state after payment, and the organization's billing page
 //! (subscriptions, payment problems, the Customer Portal, plan changes, cancelling at the
-//! end of the period and undoing it). Owners, admins and billing members only.
+//! end of the period and undoing it). Every route needs [`Capability::ManageBilling`].
 
 use super::FieldErrors;
 use crate::audit::{self, Actor};
 use crate::auth::OrgCtx;
 use crate::client_ip::ClientIp;
 use crate::error::AppError;
-use crate::routes::{Access, Routes};
+use crate::routes::{Access, Capability, Routes};
 use crate::session;
 use crate::state::AppState;
 use crate::views::{render, render_status, ConfirmPage, Layout};
@@ -29,41 +29,32 @@ use tower_sessions::Session;
 use uuid::Uuid;
 
 pub fn routes(r: Routes) -> Routes {
-    r.get("/o/{slug}/order", Access::Org, order_form)
-        .post("/o/{slug}/order", Access::Org, order_create)
-        .get("/o/{slug}/orders/{order}", Access::Org, order_status)
-        .get("/o/{slug}/billing", Access::Org, overview)
-        .post("/o/{slug}/billing/portal", Access::Org, portal)
+    let billing = Access::Org(Capability::ManageBilling);
+    r.get("/o/{slug}/order", billing, order_form)
+        .post("/o/{slug}/order", billing, order_create)
+        .get("/o/{slug}/orders/{order}", billing, order_status)
+        .get("/o/{slug}/billing", billing, overview)
+        .post("/o/{slug}/billing/portal", billing, portal)
         .get(
             "/o/{slug}/billing/subscriptions/{sub}/cancel",
-            Access::Org,
+            billing,
             cancel_confirm,
         )
         .post(
             "/o/{slug}/billing/subscriptions/{sub}/cancel",
-            Access::Org,
+            billing,
             cancel,
         )
         .post(
             "/o/{slug}/billing/subscriptions/{sub}/resume",
-            Access::Org,
+            billing,
             resume,
         )
         .post(
             "/o/{slug}/billing/subscriptions/{sub}/plan",
-            Access::Org,
+            billing,
             change_plan,
         )
-}
-
-fn require_billing(ctx: &OrgCtx) -> Result<(), AppError> {
-    if ctx.role.can_manage_billing() {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(
-            "only owners, admins and billing members manage billing".into(),
-        ))
-    }
 }
 
 /// Plans that can be ordered: on sale (by card only those with a Stripe price).
@@ -134,7 +125,6 @@ async fn order_form(
     session: Session,
     ctx: OrgCtx,
 ) -> Result<Response, AppError> {
-    require_billing(&ctx)?;
     let form = OrderForm {
         app: "mastodon".into(),
         payment: if state.stripe.is_some() {
@@ -164,7 +154,6 @@ async fn order_create(
     ctx: OrgCtx,
     Form(form): Form<OrderForm>,
 ) -> Result<Response, AppError> {
-    require_billing(&ctx)?;
     let mut errors = FieldErrors::default();
     let plans = sellable(&state).await?;
     let plan = plans.iter().find(|p| p.code == form.plan).cloned();
@@ -509,7 +498,6 @@ async fn order_status(
     Path((_slug, id)): Path<(String, Uuid)>,
     Query(ret): Query<Return>,
 ) -> Result<Response, AppError> {
-    require_billing(&ctx)?;
     let mut order = org_order(&state, &ctx, id).await?;
     if order.state == "pending" && ret.session_id.is_some() {
         fulfil_from_checkout(&state, &ctx, &order).await?;
@@ -626,7 +614,6 @@ async fn overview(
     session: Session,
     ctx: OrgCtx,
 ) -> Result<Response, AppError> {
-    require_billing(&ctx)?;
     let plans = sellable(&state).await?;
     let all_plans = plans::all(&state.pool).await?;
     let now = OffsetDateTime::now_utc();
@@ -707,7 +694,6 @@ async fn portal(
     session: Session,
     ctx: OrgCtx,
 ) -> Result<Response, AppError> {
-    require_billing(&ctx)?;
     let (Some(api), Some(customer)) = (
         state.stripe.as_ref(),
         billing::customer_of(&state.pool, ctx.org.id()).await?,
@@ -765,7 +751,6 @@ async fn cancel_confirm(
     ctx: OrgCtx,
     Path((_slug, sub)): Path<(String, String)>,
 ) -> Result<Response, AppError> {
-    require_billing(&ctx)?;
     let s = org_subscription(&state, &ctx, &sub).await?;
     let end = s
         .current_period_end
@@ -791,7 +776,6 @@ async fn set_cancel(
     sub: String,
     cancel: bool,
 ) -> Result<Response, AppError> {
-    require_billing(&ctx)?;
     org_subscription(&state, &ctx, &sub).await?;
     let api = state.stripe.as_ref().ok_or(AppError::NotFound)?;
     if let Err(e) = api.cancel_at_period_end(&sub, cancel).await {
@@ -846,7 +830,6 @@ async fn change_plan(
     Path((_slug, sub)): Path<(String, String)>,
     Form(form): Form<PlanForm>,
 ) -> Result<Response, AppError> {
-    require_billing(&ctx)?;
     let current = org_subscription(&state, &ctx, &sub).await?;
     let back = format!("/o/{}/billing", ctx.org.slug);
     let Some(plan) = sellable(&state)

@@ -8,7 +8,7 @@ use crate::audit::{self, Actor};
 use crate::auth::{Operator, OrgCtx};
 use crate::client_ip::ClientIp;
 use crate::error::AppError;
-use crate::routes::{Access, Routes};
+use crate::routes::{Access, Capability, Routes};
 use crate::session;
 use crate::state::AppState;
 use crate::views::{render, render_status, Layout, Pager};
@@ -53,7 +53,7 @@ pub fn routes(r: Routes) -> Routes {
     )
     .get(
         "/o/{slug}/invoices/{invoice}",
-        Access::Org,
+        Access::Org(Capability::ManageBilling),
         customer_invoice,
     )
 }
@@ -436,11 +436,6 @@ async fn customer_invoice(
     ctx: OrgCtx,
     Path((_slug, id)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
-    if !ctx.role.can_manage_billing() {
-        return Err(AppError::Forbidden(
-            "only owners, admins and billing members see invoices".into(),
-        ));
-    }
     let i = invoicing::invoice(&state.pool, id)
         .await?
         .filter(|i| i.org_id == ctx.org.id().0)

@@ -5,7 +5,7 @@ use crate::audit::{self, Actor};
 use crate::auth::OrgCtx;
 use crate::client_ip::ClientIp;
 use crate::error::AppError;
-use crate::routes::{Access, Routes};
+use crate::routes::{Access, Capability, Routes};
 use crate::state::AppState;
 use crate::views::{datetime, render, render_status, ConfirmPage, Layout};
 use crate::{crypto, emails, session};
@@ -26,12 +26,29 @@ use uuid::Uuid;
 
 pub fn routes(r: Routes) -> Routes {
     use Access::Org;
-    r.get("/o/{slug}/members", Org, list)
-        .post("/o/{slug}/invitations", Org, invite)
-        .post("/o/{slug}/invitations/{id}/revoke", Org, revoke)
-        .post("/o/{slug}/members/{user_id}/role", Org, change_role)
-        .get("/o/{slug}/members/{user_id}/remove", Org, remove_confirm)
-        .post("/o/{slug}/members/{user_id}/remove", Org, remove)
+    use Capability::{ManageMembers, View};
+    r.get("/o/{slug}/members", Org(View), list)
+        .post("/o/{slug}/invitations", Org(ManageMembers), invite)
+        .post(
+            "/o/{slug}/invitations/{id}/revoke",
+            Org(ManageMembers),
+            revoke,
+        )
+        .post(
+            "/o/{slug}/members/{user_id}/role",
+            Org(ManageMembers),
+            change_role,
+        )
+        .get(
+            "/o/{slug}/members/{user_id}/remove",
+            Org(ManageMembers),
+            remove_confirm,
+        )
+        .post(
+            "/o/{slug}/members/{user_id}/remove",
+            Org(ManageMembers),
+            remove,
+        )
 }
 
 pub struct InvitationView {
@@ -59,6 +76,8 @@ struct MembersPage {
     invitations: Vec<InvitationView>,
     can_manage: bool,
     roles: [Role; 4],
+    /// What each role may do, in words.
+    roles_summary: String,
     form: InviteForm,
     errors: FieldErrors,
 }
@@ -72,7 +91,7 @@ async fn page(
 ) -> Result<Response, AppError> {
     let members = orgs::members(&state.pool, ctx.org.id()).await?;
     let now = OffsetDateTime::now_utc();
-    let invitations = if ctx.role.can_manage_members() {
+    let invitations = if ctx.role.can(Capability::ManageMembers) {
         invitations::pending(&state.pool, ctx.org.id())
             .await?
             .into_iter()
@@ -96,11 +115,12 @@ async fn page(
         status,
         &MembersPage {
             l: Layout::new(session, Some(&ctx.user)).await?,
-            can_manage: ctx.role.can_manage_members(),
+            can_manage: ctx.role.can(Capability::ManageMembers),
             ctx,
             members,
             invitations,
             roles: Role::ALL,
+            roles_summary: herd_domain::role::roles_summary(),
             form,
             errors,
         },
@@ -136,7 +156,6 @@ async fn invite(
     ctx: OrgCtx,
     Form(form): Form<InviteForm>,
 ) -> Result<Response, AppError> {
-    ctx.require_member_manager()?;
     let mut errors = FieldErrors::default();
     let email = Email::parse(&form.email)
         .map_err(|e| errors.add("email", e))
@@ -219,7 +238,6 @@ async fn revoke(
     ctx: OrgCtx,
     Path((_slug, id)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
-    ctx.require_member_manager()?;
     let mut tx = state.pool.begin().await?;
     let email = invitations::revoke(&mut tx, ctx.org.id(), InvitationId(id))
         .await?
@@ -324,7 +342,6 @@ async fn change_role(
     Path((_slug, user_id)): Path<(String, Uuid)>,
     Form(form): Form<RoleForm>,
 ) -> Result<Response, AppError> {
-    ctx.require_member_manager()?;
     let Ok(role) = Role::parse(&form.role) else {
         session::flash(&session, "error", "Choose one of the listed roles.").await?;
         return Ok(back(&ctx));
@@ -338,7 +355,6 @@ async fn remove_confirm(
     ctx: OrgCtx,
     Path((_slug, user_id)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
-    ctx.require_member_manager()?;
     let member = orgs::members(&state.pool, ctx.org.id())
         .await?
         .into_iter()
@@ -364,6 +380,5 @@ async fn remove(
     ctx: OrgCtx,
     Path((_slug, user_id)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
-    ctx.require_member_manager()?;
     change(&state, &session, &ip, &ctx, UserId(user_id), None).await
 }

@@ -6,7 +6,7 @@ use crate::audit::{self, Actor};
 use crate::auth::{CurrentUser, OrgCtx};
 use crate::client_ip::ClientIp;
 use crate::error::AppError;
-use crate::routes::{Access, Routes};
+use crate::routes::{Access, Capability, Routes};
 use crate::session;
 use crate::state::AppState;
 use crate::views::{render, render_status, ConfirmPage, Layout};
@@ -23,12 +23,13 @@ use serde_json::json;
 use tower_sessions::Session;
 
 pub fn routes(r: Routes) -> Routes {
+    use Capability::View;
     r.get("/orgs", Access::User, list)
         .get("/orgs/new", Access::User, new_form)
         .post("/orgs", Access::User, create)
-        .get("/o/{slug}", Access::Org, dashboard)
-        .get("/o/{slug}/leave", Access::Org, leave_confirm)
-        .post("/o/{slug}/leave", Access::Org, leave)
+        .get("/o/{slug}", Access::Org(View), dashboard)
+        .get("/o/{slug}/leave", Access::Org(View), leave_confirm)
+        .post("/o/{slug}/leave", Access::Org(View), leave)
 }
 
 #[derive(Template)]
@@ -163,6 +164,8 @@ struct DashboardPage {
     member_count: usize,
     can_manage: bool,
     can_bill: bool,
+    /// Who orders servers and manages billing, for those who do not.
+    billing_rule: String,
 }
 
 async fn dashboard(
@@ -174,8 +177,9 @@ async fn dashboard(
     render(&DashboardPage {
         l: Layout::new(&session, Some(&ctx.user)).await?,
         member_count: members.len(),
-        can_manage: ctx.role.can_manage_members(),
-        can_bill: ctx.role.can_manage_billing(),
+        can_manage: ctx.role.can(Capability::ManageMembers),
+        can_bill: ctx.role.can(Capability::ManageBilling),
+        billing_rule: Capability::ManageBilling.rule(),
         ctx,
     })
 }

@@ -5,7 +5,7 @@
 use crate::auth::OrgCtx;
 use crate::client_ip::ClientIp;
 use crate::error::AppError;
-use crate::routes::{Access, Routes};
+use crate::routes::{Access, Capability, Routes};
 use crate::session;
 use crate::state::AppState;
 use crate::views::{datetime, render, render_status, ConfirmPage, Layout, Pager, TypedConfirmPage};
@@ -28,48 +28,42 @@ use tower_sessions::Session;
 use uuid::Uuid;
 
 pub fn routes(r: Routes) -> Routes {
+    let view = Access::Org(Capability::View);
+    let manage = Access::Org(Capability::ManageServers);
     r.get("/assets/server.js", Access::Public, script)
-        .get("/o/{slug}/servers", Access::Org, list)
-        .get("/o/{slug}/servers/{server}", Access::Org, show)
-        .get("/o/{slug}/servers/{server}/events", Access::Org, events)
-        .post(
-            "/o/{slug}/servers/{server}/owner-password",
-            Access::Org,
-            reveal,
-        )
+        .get("/o/{slug}/servers", view, list)
+        .get("/o/{slug}/servers/{server}", view, show)
+        .get("/o/{slug}/servers/{server}/events", view, events)
+        .post("/o/{slug}/servers/{server}/owner-password", manage, reveal)
         .get(
             "/o/{slug}/servers/{server}/suspend",
-            Access::Org,
+            manage,
             suspend_confirm,
         )
-        .post("/o/{slug}/servers/{server}/suspend", Access::Org, suspend)
-        .post("/o/{slug}/servers/{server}/resume", Access::Org, resume)
-        .post("/o/{slug}/servers/{server}/upgrade", Access::Org, upgrade)
+        .post("/o/{slug}/servers/{server}/suspend", manage, suspend)
+        .post("/o/{slug}/servers/{server}/resume", manage, resume)
+        .post("/o/{slug}/servers/{server}/upgrade", manage, upgrade)
         .post(
             "/o/{slug}/servers/{server}/upgrade/cancel",
-            Access::Org,
+            manage,
             cancel_upgrade,
         )
-        .get(
-            "/o/{slug}/servers/{server}/delete",
-            Access::Org,
-            delete_confirm,
-        )
-        .post("/o/{slug}/servers/{server}/delete", Access::Org, delete)
-        .post("/o/{slug}/maintenance-window", Access::Org, set_window)
+        .get("/o/{slug}/servers/{server}/delete", manage, delete_confirm)
+        .post("/o/{slug}/servers/{server}/delete", manage, delete)
+        .post("/o/{slug}/maintenance-window", manage, set_window)
         .post(
             "/o/{slug}/servers/{server}/domain/check",
-            Access::Org,
+            manage,
             check_domain,
         )
         .get(
             "/o/{slug}/servers/{server}/owner-password/reset",
-            Access::Org,
+            manage,
             reset_password_confirm,
         )
         .post(
             "/o/{slug}/servers/{server}/owner-password/reset",
-            Access::Org,
+            manage,
             reset_password,
         )
 }
@@ -175,23 +169,12 @@ async fn events(
         .into_response())
 }
 
-fn require_manage(ctx: &OrgCtx) -> Result<(), AppError> {
-    if ctx.role.can_manage_servers() {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(
-            "only owners and admins manage the organization's servers".into(),
-        ))
-    }
-}
-
 async fn suspend_confirm(
     State(state): State<AppState>,
     session: Session,
     ctx: OrgCtx,
     Path((_slug, id)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
-    require_manage(&ctx)?;
     let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
     let back = format!("/o/{}/servers/{id}", ctx.org.slug);
     render(&ConfirmPage {
@@ -254,7 +237,6 @@ async fn lifecycle(
     id: Uuid,
     action: Action,
 ) -> Result<Response, AppError> {
-    require_manage(ctx)?;
     let result = lifecycle::request(&state.pool, member(ctx, ip), id, action).await;
     let done = match action {
         Action::Suspend => "The server is being suspended.",
@@ -301,7 +283,6 @@ async fn check_domain(
     ctx: OrgCtx,
     Path((_slug, id)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
-    require_manage(&ctx)?;
     let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
     let back = format!("/o/{}/servers/{id}", ctx.org.slug);
     check_domain_now(&state, &session, &i, &back).await
@@ -345,15 +326,14 @@ async fn reset_password_confirm(
     ctx: OrgCtx,
     Path((_slug, id)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
-    require_manage(&ctx)?;
     let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
     let back = format!("/o/{}/servers/{id}", ctx.org.slug);
     render(&ConfirmPage {
         l: Layout::new(&session, Some(&ctx.user)).await?,
         title: format!("Set a new password for @{}?", i.owner_username),
         message: format!(
-            "The owner account @{} of {} gets a new password; the current one stops working. Once the server has set it, it is shown on this page once, to an owner or admin of {}.",
-            i.owner_username, i.domain, ctx.org.name
+            "The owner account @{} of {} gets a new password; the current one stops working. Once the server has set it, it is shown on this page once, to {} of {}.",
+            i.owner_username, i.domain, Capability::ManageServers.who(), ctx.org.name
         ),
         action: format!("{back}/owner-password/reset"),
         button: "Set a new password".into(),
@@ -368,7 +348,6 @@ async fn reset_password(
     ctx: OrgCtx,
     Path((_slug, id)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
-    require_manage(&ctx)?;
     let result = lifecycle::reset_owner_password(&state.pool, member(&ctx, &ip), id).await;
     let done = "A new password is being set; it appears on this page once the server has set it.";
     answer(&session, &ctx, id, result, done).await
@@ -388,7 +367,6 @@ async fn upgrade(
     Path((_slug, id)): Path<(String, Uuid)>,
     Form(form): Form<UpgradeForm>,
 ) -> Result<Response, AppError> {
-    require_manage(&ctx)?;
     let (when, done) = match form.when.as_str() {
         "now" => (
             When::Now,
@@ -414,7 +392,6 @@ async fn cancel_upgrade(
     ctx: OrgCtx,
     Path((_slug, id)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
-    require_manage(&ctx)?;
     let result = lifecycle::cancel_upgrade(&state.pool, member(&ctx, &ip), id).await;
     answer(
         &session,
@@ -478,7 +455,6 @@ async fn delete_confirm(
     ctx: OrgCtx,
     Path((_slug, id)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
-    require_manage(&ctx)?;
     let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
     render(&delete_page(
         Layout::new(&session, Some(&ctx.user)).await?,
@@ -502,7 +478,6 @@ async fn delete(
     Path((_slug, id)): Path<(String, Uuid)>,
     Form(form): Form<TypedForm>,
 ) -> Result<Response, AppError> {
-    require_manage(&ctx)?;
     match lifecycle::delete(&state.pool, member(&ctx, &ip), id, &form.confirm).await {
         Err(FleetError::Invalid(m)) => {
             let i = instances::get_for_org(&state.pool, ctx.org.id(), id).await?;
@@ -529,7 +504,6 @@ async fn set_window(
     ctx: OrgCtx,
     Form(form): Form<WindowForm>,
 ) -> Result<Response, AppError> {
-    require_manage(&ctx)?;
     let window = match (form.day.parse::<u8>(), form.hour.parse::<u8>()) {
         (Ok(d), Ok(h)) => MaintenanceWindow::new(d, h),
         _ => Err("Choose a day and an hour.".to_owned()),
@@ -619,8 +593,8 @@ async fn list(
             })
             .collect(),
         pager,
-        can_order: ctx.role.can_manage_billing(),
-        can_manage: ctx.role.can_manage_servers(),
+        can_order: ctx.role.can(Capability::ManageBilling),
+        can_manage: ctx.role.can(Capability::ManageServers),
         window: lifecycle::maintenance_window(&state.pool, ctx.org.id()).await?,
         days: (1..=7).zip(MaintenanceWindow::DAYS).collect(),
         hours: (0..24).collect(),
@@ -640,6 +614,8 @@ struct ServerPage {
     /// Still moving: the page follows it live (server-sent events).
     moving: bool,
     can_manage: bool,
+    /// Who may see the owner's password, for those who may not.
+    password_who: String,
     /// The owner's password was shown already, at this time.
     password_shown: Option<String>,
     /// The password, on the one response that shows it.
@@ -690,7 +666,8 @@ async fn page(
                 | InstancePhase::Upgrading
                 | InstancePhase::Deleting
         ) && revealed.is_none(),
-        can_manage: ctx.role.can_manage_servers(),
+        can_manage: ctx.role.can(Capability::ManageServers),
+        password_who: Capability::ManageServers.who_capitalized(),
         password_shown: i.owner_password_revealed_at.map(datetime),
         revealed,
         password_note,
@@ -719,11 +696,6 @@ async fn reveal(
     ctx: OrgCtx,
     Path((_slug, id)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
-    if !ctx.role.can_manage_servers() {
-        return Err(AppError::Forbidden(
-            "only owners and admins may see the server owner's password".into(),
-        ));
-    }
     let outcome = instances::reveal_owner_password(
         &state.pool,
         state.config.seal_key.as_ref(),

@@ -1,6 +1,7 @@
 //! Integration tests of herd-web: the router over real HTTP against a real PostgreSQL, one
 //! test binary (one link of the workspace's dependencies instead of one per file).
 
+mod account_security;
 mod accounts;
 mod authorization;
 mod checkout;
@@ -9,5 +10,6 @@ mod health;
 mod invoice_orders;
 mod invoicing;
 mod operators;
+mod roles;
 mod server_lifecycle;
 mod webhooks;

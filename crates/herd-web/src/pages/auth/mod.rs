@@ -26,12 +26,14 @@ use tower_sessions::Session;
 
 mod login;
 mod password;
+mod reauth;
 mod signup;
 mod verify;
 
 pub use login::check_second_factor;
 use login::*;
 use password::*;
+pub use reauth::{reauthenticate, Proof, Refusal};
 pub use signup::create_org_unique_slug;
 use signup::*;
 use verify::*;

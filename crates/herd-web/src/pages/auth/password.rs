@@ -204,6 +204,10 @@ pub(super) async fn reset(
     tokens::revoke_all(&mut tx, uid, Purpose::ResetPassword).await?;
     // Following the emailed link proves the address too.
     users::mark_email_verified(&mut tx, uid).await?;
+    // ...and lifts the account's password lockout, as the throttled login page promises:
+    // it counts as the account's success. Failures counted per source address, and the
+    // second factor's own count, stay (the link proves neither).
+    login_attempts::record(&mut *tx, &user.email, &ip, true).await?;
     audit::record_own(&mut tx, &user, &ip, "user.password_reset", json!({})).await?;
     tx.commit().await?;
     session::flash(

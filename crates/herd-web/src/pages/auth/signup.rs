@@ -97,6 +97,9 @@ pub(super) async fn signup(
         );
     };
 
+    // The same work whether or not the address has an account (the hash included), and
+    // the same page: the sign-up never tells who has an account. The holder of an
+    // existing one gets an email instead.
     let hash = crypto::hash_password(form.password.clone())
         .await
         .map_err(AppError::Internal)?;
@@ -105,17 +108,7 @@ pub(super) async fn signup(
         Ok(u) => u,
         Err(e) if e.is_conflict_on(users::EMAIL_TAKEN) => {
             drop(tx);
-            errors.add("email", "An account with this email already exists. Log in, or reset your password if you forgot it.");
-            form.password.clear();
-            return render_status(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &SignupPage {
-                    l: Layout::new(&session, None).await?,
-                    form,
-                    errors,
-                    rules: PASSWORD_RULES,
-                },
-            );
+            return existing_account(&state, &session, &ip, &email).await;
         }
         Err(e) => return Err(e.into()),
     };
@@ -149,6 +142,34 @@ pub(super) async fn signup(
     render(&SignupDonePage {
         l: Layout::new(&session, None).await?,
         email: user.email,
+    })
+}
+
+/// A sign-up with the address of an existing account: nothing is made, the holder is told
+/// by email (at most once an hour), and the page is the one a new account gets.
+async fn existing_account(
+    state: &AppState,
+    session: &Session,
+    ip: &str,
+    email: &Email,
+) -> Result<Response, AppError> {
+    let mut tx = state.pool.begin().await?;
+    if let Some(holder) = users::by_email(&mut *tx, email).await? {
+        emails::queue_account_exists(&mut tx, state, holder.id()).await?;
+        audit::record(
+            &mut tx,
+            Actor { user: None, ip },
+            None,
+            "user.signed_up_with_existing_email",
+            holder.email.clone(),
+            json!({}),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    render(&SignupDonePage {
+        l: Layout::new(session, None).await?,
+        email: email.as_str().to_owned(),
     })
 }
 
