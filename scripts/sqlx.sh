@@ -13,7 +13,12 @@ if ! cargo sqlx --version >/dev/null 2>&1; then
   cargo install sqlx-cli --version '^0.8' --no-default-features --features postgres,rustls --locked >&2
 fi
 
-url=$(HERD_PG_DB=herd_sqlx scripts/pg.sh start)
+# The server of DATABASE_URL (or the local development cluster), with the scratch
+# database herd_sqlx in place of the named one: the development data is never dropped.
+base=$(scripts/pg.sh start)
+query=""
+case $base in *\?*) query="?${base#*\?}"; base=${base%%\?*} ;; esac
+url="${base%/*}/herd_sqlx$query"
 # A fresh scratch database with every migration applied.
 export DATABASE_URL=$url
 cargo sqlx database drop -y >/dev/null 2>&1 || true

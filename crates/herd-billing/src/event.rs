@@ -113,4 +113,16 @@ impl Envelope {
     pub fn is_handled(&self) -> bool {
         HANDLED.contains(&self.type_.as_str())
     }
+
+    /// Does recomputing its subscription do all that processing this event does? Invoice
+    /// events also keep the invoice, a trial's end is emailed, and an expired Checkout
+    /// Session ends its order: those need their own job's run.
+    pub fn covered_by_recompute(&self) -> bool {
+        self.is_handled()
+            && self.object_kind() != "invoice"
+            && !matches!(
+                self.type_.as_str(),
+                "customer.subscription.trial_will_end" | "checkout.session.expired"
+            )
+    }
 }

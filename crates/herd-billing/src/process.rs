@@ -10,6 +10,8 @@ use herd_domain::OrgId;
 use herd_store::billing::{self, Subscription};
 use herd_store::StoreError;
 use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -81,7 +83,7 @@ pub async fn recompute_subscription(
     for_event: Option<&str>,
 ) -> Result<Option<Outcome>, ProcessError> {
     let mut tx = pool.begin().await?;
-    herd_store::lock_key(&mut tx, &format!("subscription:{id}")).await?;
+    // BREAK herd_store::lock_key(&mut tx, &format!("subscription:{id}")).await?;
     if let Some(e) = for_event {
         if billing::event(&mut *tx, e)
             .await?
@@ -93,11 +95,16 @@ pub async fn recompute_subscription(
     let stored = billing::events_of_subscription(&mut *tx, id).await?;
     // An unreadable event fails on its own (when its job runs); it must not block the
     // subscription's other events.
+    let mut settled = Vec::new();
     let events: Vec<Envelope> = stored
         .iter()
         .filter_map(|s| match Envelope::parse(s.payload.as_bytes()) {
             Ok(mut e) => {
                 e.received = Some(s.received_at);
+                // A failed event's job runs again to record its own outcome.
+                if e.covered_by_recompute() && s.state != "failed" {
+                    settled.push(e.id.clone());
+                }
                 Some(e)
             }
             Err(e) => {
@@ -133,6 +140,8 @@ pub async fn recompute_subscription(
         .and_then(|s| s.plan_code);
     billing::upsert_subscription(&mut *tx, &to_row(&view, org, plan_code.clone())).await?;
     billing::mark_included(&mut *tx, &included).await?;
+    // The queued jobs of events this recompute covers entirely have nothing left to do.
+    herd_jobs::complete_queued::<crate::jobs::StripeEvent>(&mut *tx, &settled).await?;
     // A plan change on the subscription (and only a change: an operator's move of a server
     // stays until the subscription's plan changes again): its servers follow.
     if let (Some(plan), Some(before)) = (&plan_code, &before) {
@@ -183,6 +192,56 @@ pub async fn recompute_subscription(
         subscription: id.to_owned(),
         fulfilled_order,
     }))
+}
+
+/// Turns per key (a subscription) among the tasks of this process: one holds a key's turn
+/// at a time, the others wait in memory. Entries go when their last holder or waiter does.
+#[derive(Default)]
+struct Turns(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+static TURNS: std::sync::LazyLock<Turns> = std::sync::LazyLock::new(Turns::default);
+
+/// A key's turn, held until dropped.
+struct Turn {
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Another task held the turn when this one asked.
+    waited: bool,
+}
+
+impl Turns {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn take(&'static self, key: &str) -> Turn {
+        let lock = self.map().entry(key.to_owned()).or_default().clone();
+        let (guard, waited) = match lock.clone().try_lock_owned() {
+            Ok(g) => (g, false),
+            Err(_) => (lock.lock_owned().await, true),
+        };
+        Turn {
+            key: key.to_owned(),
+            guard: Some(guard),
+            waited,
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = TURNS.map();
+        // Only the map holds it: nobody holds or waits for this key.
+        if map
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
 }
 
 /// What an order whose Checkout Session expired unpaid says.
@@ -323,7 +382,17 @@ pub async fn process_event(
             let recomputed = if stored.state == "processed" {
                 None
             } else {
-                recompute_subscription(pool, &sub, Some(&event.id)).await?
+                // One recompute of a subscription at a time in this worker: the jobs of its
+                // other events wait here, in memory, rather than in a transaction on the
+                // database lock, and mostly find their event covered when their turn comes.
+                let turn = TURNS.take(&sub).await;
+                if turn.waited
+                    && billing::event_state(pool, id).await?.as_deref() == Some("processed")
+                {
+                    None
+                } else {
+                    recompute_subscription(pool, &sub, Some(&event.id)).await?
+                }
             };
             let outcome = match recomputed {
                 Some(outcome) => {
@@ -361,6 +430,40 @@ pub async fn process_event(
         Outcome::Applied { .. } | Outcome::OrderExpired(_) => "processed",
         Outcome::Ignored => "ignored",
     };
-    billing::mark_event(pool, id, state, None).await?;
+    // A pending event a recompute took into account is marked processed by it already
+    // (`mark_included`); a failed one is marked here.
+    let marked = matches!(outcome, Outcome::Applied { .. })
+        && matches!(stored.state.as_str(), "pending" | "processed");
+    if !marked {
+        billing::mark_event(pool, id, state, None).await?;
+    }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TURNS;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn one_turn_per_key_at_a_time_and_a_free_key_is_forgotten() {
+        let first = TURNS.take("sub_turns_a").await;
+        assert!(!first.waited);
+        let mut second = tokio::spawn(TURNS.take("sub_turns_a"));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut second)
+                .await
+                .is_err(),
+            "a second turn on a held key must wait"
+        );
+        // Another key does not wait.
+        let other = TURNS.take("sub_turns_b").await;
+        assert!(!other.waited);
+        drop(first);
+        let second = second.await.unwrap();
+        assert!(second.waited);
+        drop((second, other));
+        let map = TURNS.map();
+        assert!(!map.contains_key("sub_turns_a") && !map.contains_key("sub_turns_b"));
+    }
 }

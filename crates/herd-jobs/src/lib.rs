@@ -72,6 +72,16 @@ pub async fn enqueue_at<J: Job>(
     .await
 }
 
+/// Marks done the queued jobs of type `J` with these dedupe keys: another job did their
+/// work in the transaction `ex` belongs to (billing's recompute of a subscription covers
+/// the other events of that subscription). Jobs already running are left to finish.
+pub async fn complete_queued<J: Job>(
+    ex: impl PgExecutor<'_>,
+    keys: &[String],
+) -> Result<u64, StoreError> {
+    herd_store::jobs::complete_queued(ex, J::KIND, keys).await
+}
+
 /// The delay before retrying a job after its `attempt`-th failed run: `base` doubling per
 /// attempt, at most an hour, with ±20% jitter so that jobs failing together do not retry
 /// together. (`herd_store::jobs::reap_expired` uses the same formula in SQL.)

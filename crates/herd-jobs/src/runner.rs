@@ -209,16 +209,36 @@ impl Runner {
     /// Runs due jobs, `concurrency` at a time, until none is due; returns what happened.
     /// Jobs that fail are queued for later, so they do not keep this loop going. This is
     /// what tests call to let the queue catch up, and what a one-shot worker would run.
+    ///
+    /// Like [`Runner::run`], it keeps `concurrency` jobs going: a slot that frees is filled
+    /// at once, without waiting for the other jobs claimed with it.
     pub async fn drain(&self) -> Result<Stats, StoreError> {
         let mut stats = Stats::default();
+        let mut running = JoinSet::new();
+        let slots = self.settings.concurrency.max(1);
         loop {
-            let claimed = self.claim(self.settings.concurrency).await?;
-            if claimed.is_empty() {
+            let claimed = self.claim(slots - running.len()).await?;
+            if claimed.is_empty() && running.is_empty() {
                 return Ok(stats);
             }
-            let runs = claimed.into_iter().map(|job| self.execute(job));
-            for outcome in futures::future::join_all(runs).await {
-                stats.add(outcome?);
+            for job in claimed {
+                let me = self.clone();
+                running.spawn(async move { me.execute(job).await });
+            }
+            // Wait for one to finish (more may fall due meanwhile), then take every
+            // other finished one.
+            let mut finished = running.join_next().await.into_iter().collect::<Vec<_>>();
+            while let Some(done) = running.try_join_next() {
+                finished.push(done);
+            }
+            for done in finished {
+                match done {
+                    Ok(outcome) => stats.add(outcome?),
+                    // A handler's panic is caught as the job's failure; this is the
+                    // runner's own, and goes on as it would have without the task.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => return Err(StoreError::Invalid(format!("a job's task: {e}"))),
+                }
             }
         }
     }

@@ -475,3 +475,89 @@ async fn cancelling_a_running_job_discards_its_outcome(pool: PgPool) {
         JobState::Cancelled
     );
 }
+
+/// A job that waits until a later one has run: only a runner that fills a freed slot at
+/// once (without waiting for the rest of its batch) finishes.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn drain_fills_a_freed_slot_without_waiting_for_the_rest_of_its_batch(pool: PgPool) {
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Step {
+        n: u32,
+    }
+    impl Job for Step {
+        const KIND: &'static str = "test.step";
+    }
+    let released = Arc::new(tokio::sync::Notify::new());
+    let mut r = Registry::new();
+    let r2 = released.clone();
+    r.register(move |s: Step| {
+        let released = r2.clone();
+        async move {
+            match s.n {
+                // The first waits for the third; the second finishes at once.
+                0 => released.notified().await,
+                2 => released.notify_one(),
+                _ => {}
+            }
+            Ok(())
+        }
+    });
+    let t0 = time::OffsetDateTime::now_utc() - time::Duration::seconds(10);
+    for n in 0..3u32 {
+        herd_jobs::enqueue_at(
+            &pool,
+            &Step { n },
+            Some(t0 + time::Duration::seconds(n.into())),
+        )
+        .await
+        .unwrap();
+    }
+    let runner = Runner::new(pool.clone(), r, settings(2));
+    let stats = tokio::time::timeout(Duration::from_secs(20), runner.drain())
+        .await
+        .expect("the third job never ran while the first waited for it")
+        .unwrap();
+    assert_eq!(stats.completed, 3);
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn completing_queued_jobs_by_key_leaves_running_and_other_kinds_alone(pool: PgPool) {
+    for n in 0..3 {
+        herd_jobs::enqueue(&pool, &Broken { n })
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // Job 0 is running: it must be left to finish (its outcome belongs to its lease).
+    let claimed = jobs::claim(&pool, &["test.broken"], 1, time::Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let keys: Vec<String> = (0..3).map(|n| format!("broken:{n}")).collect();
+    let done = herd_jobs::complete_queued::<Broken>(&pool, &keys)
+        .await
+        .unwrap();
+    assert_eq!(done, 2, "the two queued jobs, not the running one");
+    assert_eq!(
+        count(&pool, "SELECT count(*) FROM jobs WHERE state = 'running'").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) FROM jobs WHERE state = 'done' AND finished_at IS NOT NULL"
+        )
+        .await,
+        2
+    );
+    // Another kind with the same keys is not touched.
+    assert_eq!(
+        herd_jobs::complete_queued::<Work>(&pool, &keys)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(jobs::complete(&pool, claimed[0].id, claimed[0].lease_token)
+        .await
+        .unwrap());
+}

@@ -71,6 +71,15 @@ pub async fn event(ex: impl PgExecutor<'_>, id: &str) -> Result<Option<StoredEve
     .await?)
 }
 
+/// The processing state of a stored event (`pending`, `processed`, `ignored`, `failed`).
+pub async fn event_state(ex: impl PgExecutor<'_>, id: &str) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar!("SELECT state FROM stripe_events WHERE id = $1", id)
+            .fetch_optional(ex)
+            .await?,
+    )
+}
+
 /// Every stored event about a subscription, oldest first by Stripe's time.
 pub async fn events_of_subscription(
     ex: impl PgExecutor<'_>,

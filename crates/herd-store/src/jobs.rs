@@ -198,6 +198,29 @@ pub async fn complete(ex: impl PgExecutor<'_>, id: Uuid, token: Uuid) -> Result<
     Ok(done.rows_affected() == 1)
 }
 
+/// Marks done the queued jobs of `kind` with these dedupe keys, whose work another job
+/// did (a recompute that took their events into account); running jobs are left to
+/// finish. Returns how many were marked.
+pub async fn complete_queued(
+    ex: impl PgExecutor<'_>,
+    kind: &str,
+    keys: &[String],
+) -> Result<u64, StoreError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query!(
+        "UPDATE jobs SET state = 'done', finished_at = now(), locked_until = NULL,
+                lease_token = NULL, last_error = NULL, updated_at = now()
+         WHERE kind = $1 AND dedupe_key = ANY($2) AND state = 'queued'",
+        kind,
+        keys
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// What became of a failed run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failed {

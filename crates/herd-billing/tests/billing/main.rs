@@ -2,6 +2,7 @@
 //! test binary.
 
 mod access;
+mod coalescing;
 mod common;
 mod fulfilment;
 mod invoicing;
