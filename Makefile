@@ -9,13 +9,16 @@ run:
 test:
 	scripts/test.sh
 
-## The benchmarks of docs/BENCHMARKS.md (release builds; starts PostgreSQL).
+## The benchmarks of docs/BENCHMARKS.md (release builds), on a PostgreSQL cluster with
+## durable settings (./var/postgres-bench, port 54330, started here) unless DATABASE_URL names
+## a server; each benchmark prints the machine and the server's settings with its figures.
+BENCH_DB = $$(HERD_PG_DIR=$(CURDIR)/var/postgres-bench HERD_PG_PORT=54330 HERD_PG_DURABLE=1 scripts/pg.sh start | sed 's|/herd$$|/postgres|')
 bench:
-	DATABASE_URL=$$(scripts/pg.sh start | sed 's|/herd$$|/postgres|') cargo bench -p herd-web --bench webhook_ingest
-	DATABASE_URL=$$(scripts/pg.sh start | sed 's|/herd$$|/postgres|') cargo bench -p herd-web --bench dashboard
-	DATABASE_URL=$$(scripts/pg.sh start | sed 's|/herd$$|/postgres|') cargo bench -p herd-billing --bench event_storm
-	DATABASE_URL=$$(scripts/pg.sh start | sed 's|/herd$$|/postgres|') cargo bench -p herd-orchestrator --bench order_to_apply
-	DATABASE_URL=$$(scripts/pg.sh start | sed 's|/herd$$|/postgres|') cargo bench -p herd-jobs --bench claims
+	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-web --bench webhook_ingest
+	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-web --bench dashboard
+	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-billing --bench event_storm
+	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-orchestrator --bench order_to_apply
+	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-jobs --bench claims
 	cargo bench -p herd-k8s --bench render_diff
 
 ## Formatting, lints, offline query data and layering checks, as CI runs them.

@@ -4,6 +4,9 @@
 # - If DATABASE_URL is set, it is used as it is (and printed back).
 # - Otherwise a private cluster is kept in $HERD_PG_DIR (default ./var/postgres), listening
 #   on 127.0.0.1:$HERD_PG_PORT (default 54329). If something already answers there, it is used.
+#   It is made for speed (fsync, synchronous_commit and full_page_writes off) unless
+#   HERD_PG_DURABLE=1 when it is first created: `make bench` keeps such a durable cluster in
+#   ./var/postgres-bench on port 54330, so figures are taken on settings a server would run.
 # - Debian's PostgreSQL is installed with apt-get when no server binaries are found.
 #
 # Usage: scripts/pg.sh [start|stop|status|url]   (default: start)
@@ -79,11 +82,14 @@ listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
 max_connections = 300
-fsync = off
-synchronous_commit = off
-full_page_writes = off
 shared_buffers = 128MB
 CONF
+      if [ "${HERD_PG_DURABLE:-0}" = 1 ]; then
+        log "durable settings (every commit flushed to disk), for benchmarks"
+      else
+        # Development and tests only: a crash may lose the last commits.
+        printf 'fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n' >>"$dir/postgresql.conf"
+      fi
     fi
     as_pg "$bindir/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null
     ready || { log "PostgreSQL did not start; see $dir/server.log"; exit 1; }

@@ -162,6 +162,7 @@ async fn pgbench(pool: &PgPool, url: &str, n: usize) -> Option<f64> {
 async fn main() {
     let base = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL: a PostgreSQL server's maintenance database (make bench sets it)");
+    herd_testkit::print_conditions(&base).await;
     let quick = !std::env::args().any(|a| a == "--bench");
     let n = if quick { 400 } else { 40_000 };
     let (pool, url) = scratch(&base, "herd_bench_claims").await;

@@ -176,6 +176,7 @@ async fn run(base: &str, n: usize) -> (f64, f64, f64) {
 async fn main() {
     let base = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL: a PostgreSQL server's maintenance database (make bench sets it)");
+    herd_testkit::print_conditions(&base).await;
     let quick = !std::env::args().any(|a| a == "--bench");
     let n = if quick { 40 } else { 1_000 };
     let (p50, p99, rate) = run(&base, n).await;

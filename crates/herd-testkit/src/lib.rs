@@ -15,6 +15,7 @@ mod pg;
 pub mod stripe;
 
 pub use client::{Client, Resp};
+pub use pg::print_conditions;
 pub use pg::{drop_database, scratch_database, TempPostgres};
 
 use herd_mail::{read_outbox, Mailer, OutboxMessage};

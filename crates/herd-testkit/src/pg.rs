@@ -181,3 +181,72 @@ async fn admin(base: &str) -> sqlx::PgPool {
         .await
         .unwrap_or_else(|e| panic!("connecting to {base}: {e}"))
 }
+
+/// The conditions a benchmark ran under, as lines to print with its figures: the machine
+/// (CPUs, model, memory, from /proc) and the settings of the PostgreSQL server `base`
+/// names that decide what a commit costs (durability, memory, connections).
+pub async fn conditions(base: &str) -> Vec<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpus = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown model".into());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .map(|kb| format!("{:.1} GiB", kb as f64 / 1_048_576.0))
+        .unwrap_or_else(|| "unknown memory".into());
+    let mut lines = vec![format!("machine: {cpus} CPUs ({model}), {memory}")];
+    let admin = admin(base).await;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("reading the server's version: {e}"));
+    let settings: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, current_setting(name) FROM pg_settings
+         WHERE name IN ('fsync', 'synchronous_commit', 'full_page_writes', 'shared_buffers',
+                        'max_connections', 'wal_level')
+         ORDER BY name",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap_or_else(|e| panic!("reading the server's settings: {e}"));
+    admin.close().await;
+    let durable = settings
+        .iter()
+        .filter(|(n, _)| {
+            matches!(
+                n.as_str(),
+                "fsync" | "synchronous_commit" | "full_page_writes"
+            )
+        })
+        .all(|(_, v)| v == "on");
+    lines.push(format!(
+        "PostgreSQL {version}, {}: {}",
+        if durable {
+            "durable (every commit flushed)"
+        } else {
+            "NOT DURABLE (commits not flushed: figures are optimistic)"
+        },
+        settings
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    lines
+}
+
+/// Prints [`conditions`], indented, as a benchmark's header.
+pub async fn print_conditions(base: &str) {
+    for line in conditions(base).await {
+        println!("  {line}");
+    }
+}

@@ -98,6 +98,7 @@ async fn load(
 async fn main() {
     let base = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| panic!("DATABASE_URL is not set: run `make bench`"));
+    herd_testkit::print_conditions(&base).await;
     let quick = !std::env::args().any(|a| a == "--bench");
     let (orgs, clients, requests) = if quick {
         (200, 8, 5)

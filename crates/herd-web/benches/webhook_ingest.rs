@@ -23,6 +23,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() {
     let base = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| panic!("DATABASE_URL is not set: run `make bench`"));
+    herd_testkit::print_conditions(&base).await;
     let db = format!("herd_bench_{}", std::process::id());
     let pool = herd_testkit::scratch_database(&base, &db, 40).await;
     let app = TestApp::spawn_with(pool.clone(), |c| {
