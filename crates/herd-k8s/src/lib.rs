@@ -8,6 +8,7 @@ pub mod lease;
 pub mod lifecycle;
 pub mod observe;
 pub mod operator;
+pub mod presign;
 pub mod reconcile;
 pub mod render;
 pub mod secrets;

@@ -3,8 +3,9 @@
 //! One reconcile: add the finalizer, read the app secrets and the children back, ask the
 //! lifecycle for the step and what to apply, apply it (writing only what differs), prune what
 //! is no longer rendered, and write the status when it changed. An unchanged Instance costs
-//! reads only. Deletion takes the final database dump, then deletes the namespace, then
-//! removes the finalizer. Errors back off with jitter, longer when the API server throttles.
+//! reads only. Deletion takes the final backup (database, and media on a volume) with
+//! upload URLs the operator presigns, then deletes the namespace, then removes the
+//! finalizer. Errors back off with jitter, longer when the API server throttles.
 
 use crate::crd::{
     Instance, InstanceStatus, Phase, DATABASE_ANNOTATION, DATABASE_CLOUDNATIVE_PG,
@@ -12,8 +13,11 @@ use crate::crd::{
 };
 use crate::lifecycle::{self, Step};
 use crate::observe::{self, job_state};
+use crate::presign::{self, BackupCredentials, PresignError};
 use crate::reconcile::{self, ReconcileError};
-use crate::render::backup::{final_backup, BackupTarget, FINAL_BACKUP_JOB};
+use crate::render::backup::{
+    final_backup, object_dir, upload_names, BackupTarget, FINAL_BACKUP_JOB,
+};
 use crate::render::{namespace_name, ClusterSettings, Tenant};
 use crate::status::{self, JobState};
 use k8s_openapi::api::batch::v1::Job;
@@ -43,9 +47,11 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     /// The namespace of the operator and of the Instances.
     pub namespace: String,
-    /// Where final dumps go; without it, deletion waits for an operator decision.
+    /// Where final backups go; without it, deletion waits for an operator decision.
     pub backup: Option<BackupTarget>,
-    /// The Secret in `namespace` with the backup target's credentials.
+    /// The Secret in `namespace` with the backup target's credentials (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`). They never leave that namespace: the operator presigns
+    /// upload URLs with them.
     pub backup_credentials_secret: String,
 }
 
@@ -100,6 +106,14 @@ pub enum OperatorError {
     Kube(#[from] kube::Error),
     #[error("the Instance has no namespace")]
     NoNamespace,
+    #[error("the backup credentials Secret {namespace}/{secret} has no {key}")]
+    BackupCredentials {
+        namespace: String,
+        secret: String,
+        key: &'static str,
+    },
+    #[error(transparent)]
+    Presign(#[from] PresignError),
 }
 
 fn kube_code(e: &kube::Error) -> Option<u16> {
@@ -129,6 +143,7 @@ impl OperatorError {
             OperatorError::Reconcile(ReconcileError::DamagedSecret { .. }) => "damaged_secret",
             OperatorError::Reconcile(ReconcileError::Encode { .. }) => "encode",
             OperatorError::NoNamespace => "no_namespace",
+            OperatorError::BackupCredentials { .. } | OperatorError::Presign(_) => "backup_target",
             _ => match self.kube().and_then(kube_code) {
                 Some(429) => "api_throttled",
                 Some(409) => "api_conflict",
@@ -597,7 +612,7 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let Some(target) = &ctx.settings.backup else {
-        let why = format!("no backup target is configured (HERD_BACKUP_S3_BUCKET), so the final database dump cannot be taken; configure one, or annotate the Instance with {SKIP_BACKUP_ANNOTATION}=true to delete the tenant's data without a backup");
+        let why = format!("no backup target is configured (HERD_BACKUP_S3_BUCKET), so the final backup cannot be taken; configure one, or annotate the Instance with {SKIP_BACKUP_ANNOTATION}=true to delete the tenant's data without a backup");
         if write_status(&api, instance, &deleting(instance, Some(why.clone()))).await? {
             ctx.event(instance, true, "BackupTargetMissing", why).await;
         }
@@ -618,14 +633,25 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
                 .as_ref()
                 .map(|t| t.0.to_string())
                 .unwrap_or_default();
-            let children =
-                final_backup(&t, target, &credentials, &stamp).map_err(ReconcileError::from)?;
+            // Upload URLs for this tenant's objects only, valid two hours: the
+            // credentials themselves stay in the operator's namespace.
+            let names = upload_names(&t).map_err(ReconcileError::from)?;
+            let dir = object_dir(target, &instance.spec.slug, &stamp);
+            let urls = presign::upload_urls(
+                target,
+                &credentials,
+                &dir,
+                &names,
+                jiff::Timestamp::now(),
+                presign::URL_VALIDITY,
+            )?;
+            let children = final_backup(&t, target, &urls, &stamp).map_err(ReconcileError::from)?;
             reconcile::apply(client, &children).await?;
             ctx.event(
                 instance,
                 false,
                 "FinalBackupStarted",
-                format!("Job {ns}/{FINAL_BACKUP_JOB} dumps the database before deletion"),
+                format!("Job {ns}/{FINAL_BACKUP_JOB} backs the tenant up to s3://{}/{dir} before deletion", target.bucket),
             )
             .await;
             write_status(&api, instance, &deleting(instance, None)).await?;
@@ -643,10 +669,23 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
 }
 
 /// The backup target's credentials, from the Secret in the operator's namespace.
-async fn backup_credentials(ctx: &Context) -> Result<BTreeMap<String, String>, OperatorError> {
+async fn backup_credentials(ctx: &Context) -> Result<BackupCredentials, OperatorError> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
     let secret = api.get(&ctx.settings.backup_credentials_secret).await?;
-    Ok(reconcile::secret_strings(secret))
+    let mut data = reconcile::secret_strings(secret);
+    let mut take = |key: &'static str| {
+        data.remove(key)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| OperatorError::BackupCredentials {
+                namespace: ctx.settings.namespace.clone(),
+                secret: ctx.settings.backup_credentials_secret.clone(),
+                key,
+            })
+    };
+    Ok(BackupCredentials {
+        access_key_id: take("AWS_ACCESS_KEY_ID")?,
+        secret_access_key: take("AWS_SECRET_ACCESS_KEY")?,
+    })
 }
 
 /// Whether the CloudNativePG `Cluster` CRD is installed (for `database.mode: Auto`).

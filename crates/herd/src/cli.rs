@@ -60,9 +60,9 @@ pub enum Command {
     /// Run the Kubernetes operator: keep every Instance's tenant as its spec says.
     ///
     /// Installs, upgrades (in Mastodon's migration order), suspends, resumes and deletes
-    /// tenants (after a final database dump). Uses the in-cluster service account, or
-    /// KUBECONFIG outside a cluster. Replicas elect a leader through a Lease; only the
-    /// leader reconciles. Serves /metrics and /healthz on --listen.
+    /// tenants (after a final backup of the database and of media on a volume). Uses the
+    /// in-cluster service account, or KUBECONFIG outside a cluster. Replicas elect a leader
+    /// through a Lease; only the leader reconciles. Serves /metrics and /healthz on --listen.
     Operator(OperatorArgs),
 }
 
@@ -118,9 +118,9 @@ pub struct OperatorArgs {
     )]
     pub node_local_dns: Vec<std::net::IpAddr>,
 
-    /// Bucket for the final database dump taken before a tenant is deleted. Without it,
-    /// deleting an Instance waits until one is configured or the Instance is annotated
-    /// herd.dev/skip-final-backup=true.
+    /// Bucket for the final backup (database, and media on a volume) taken before a tenant
+    /// is deleted. Without it, deleting an Instance waits until one is configured or the
+    /// Instance is annotated herd.dev/skip-final-backup=true.
     #[arg(long, env = "HERD_BACKUP_S3_BUCKET")]
     pub backup_s3_bucket: Option<String>,
 
@@ -128,12 +128,18 @@ pub struct OperatorArgs {
     #[arg(long, env = "HERD_BACKUP_S3_ENDPOINT")]
     pub backup_s3_endpoint: Option<String>,
 
-    /// Key prefix of final dumps in the bucket.
+    /// Key prefix of final backups in the bucket.
     #[arg(long, env = "HERD_BACKUP_S3_PREFIX", default_value = "final/")]
     pub backup_s3_prefix: String,
 
+    /// The region the backup bucket's upload URLs are signed for (SigV4); most
+    /// S3-compatible services without regions accept us-east-1.
+    #[arg(long, env = "HERD_BACKUP_S3_REGION", default_value = "us-east-1")]
+    pub backup_s3_region: String,
+
     /// The Secret in the operator's namespace with AWS_ACCESS_KEY_ID and
-    /// AWS_SECRET_ACCESS_KEY for the backup bucket.
+    /// AWS_SECRET_ACCESS_KEY for the backup bucket. They stay there: tenants' backup Jobs get
+    /// upload URLs the operator presigns, valid two hours, for their own objects only.
     #[arg(
         long,
         env = "HERD_BACKUP_SECRET",

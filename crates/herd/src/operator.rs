@@ -16,6 +16,7 @@ pub fn backup_target(args: &OperatorArgs) -> anyhow::Result<Option<BackupTarget>
             bucket: bucket.clone(),
             endpoint: endpoint.clone(),
             prefix: args.backup_s3_prefix.clone(),
+            region: args.backup_s3_region.clone(),
         })),
         _ => bail!("set both HERD_BACKUP_S3_BUCKET and HERD_BACKUP_S3_ENDPOINT, or neither"),
     }

@@ -2,7 +2,9 @@
 //! with its database migrations run at start.
 
 use super::data::container_security;
-use super::mastodon::{ingress, one_off_job, pod_spec_for, resources, secret_env, suspended_page};
+use super::mastodon::{
+    ingress, one_off_job, pin_to_media_node, pod_spec_for, resources, secret_env, suspended_page,
+};
 use super::tenancy::{with_extra_env, APP_CONFIG, APP_SECRET};
 use super::{build, config_hash, Child, RenderError, Tenant};
 use crate::secrets::DB_PASS;
@@ -205,20 +207,26 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         "securityContext": container_security(true),
         "volumeMounts": mounts,
     });
+    let mut template = json!({
+        "metadata": { "labels": t.labels("web"), "annotations": { "herd.dev/config-hash": hash } },
+        "spec": pod_spec_for(GOTOSOCIAL_UID, json!([container]), volumes, false),
+    });
+    // The final backup, which reads the storage volume, runs where this pod does.
+    pin_to_media_node(t, &mut template)?;
     // One replica: GoToSocial keeps in-process state and migrates its database at start.
-    out.push(Child::Deployment(build("Deployment gotosocial", json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": { "name": "web", "namespace": ns, "labels": t.labels("web") },
-        "spec": {
-            "replicas": if spec.suspended { 0 } else { 1 },
-            "selector": { "matchLabels": t.selector("web") },
-            "strategy": { "type": "Recreate" },
-            "template": {
-                "metadata": { "labels": t.labels("web"), "annotations": { "herd.dev/config-hash": hash } },
-                "spec": pod_spec_for(GOTOSOCIAL_UID, json!([container]), volumes, false),
+    out.push(Child::Deployment(build(
+        "Deployment gotosocial",
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": "web", "namespace": ns, "labels": t.labels("web") },
+            "spec": {
+                "replicas": if spec.suspended { 0 } else { 1 },
+                "selector": { "matchLabels": t.selector("web") },
+                "strategy": { "type": "Recreate" },
+                "template": template,
             },
-        },
-    }))?));
+        }),
+    )?));
     out.push(Child::Service(build("Service web", json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": { "name": "web", "namespace": ns, "labels": t.labels("web") },

@@ -133,6 +133,10 @@ fn media_volume(t: &Tenant<'_>) -> Result<MediaVolume, RenderError> {
     if spec.media_s3.is_some() {
         return Ok(MediaVolume::ObjectStorage);
     }
+    // GoToSocial's local storage: one pod, one ReadWriteOnce volume.
+    if spec.app == crate::crd::App::Gotosocial {
+        return Ok(MediaVolume::OneNode);
+    }
     // What the tenant was given (its volume's modes cannot change), else what the
     // operator's settings give a new one.
     let decided = t
@@ -151,11 +155,17 @@ fn media_volume(t: &Tenant<'_>) -> Result<MediaVolume, RenderError> {
     Ok(volume)
 }
 
+/// Whether the tenant's media (Mastodon's `public/system`, GoToSocial's local storage) are
+/// on its `media` volume rather than in object storage.
+pub(super) fn media_on_volume(t: &Tenant<'_>) -> Result<bool, RenderError> {
+    Ok(media_volume(t)? != MediaVolume::ObjectStorage)
+}
+
 /// A pod template mounting a one-node media volume runs on the node of the other pods that
 /// mount it (as Mastodon's chart does for ReadWriteOnce volumes): a pod elsewhere would
 /// wait forever for the volume to attach. The first such pod, matching its own rule, may
 /// go anywhere.
-fn pin_to_media_node(t: &Tenant<'_>, template: &mut Value) -> Result<(), RenderError> {
+pub(super) fn pin_to_media_node(t: &Tenant<'_>, template: &mut Value) -> Result<(), RenderError> {
     let mounts_media = template["spec"]["volumes"]
         .as_array()
         .is_some_and(|v| v.iter().any(|v| v["name"] == "media"));

@@ -215,6 +215,7 @@ fn rbac_grants_what_the_operator_does_and_no_wildcard() {
             bucket: "b".into(),
             endpoint: "https://s3.example".into(),
             prefix: String::new(),
+            region: "us-east-1".into(),
         };
         children
             .extend(render::backup::final_backup(&t, &target, &Default::default(), "t").unwrap());

@@ -2,6 +2,7 @@
 //! in-memory Kubernetes API, the deploy manifests against the schema, and the real-cluster
 //! suite (ignored by default); one test binary.
 
+mod backup;
 mod common;
 mod deploy;
 mod network;

@@ -40,6 +40,7 @@ fn settings(backup: bool) -> Settings {
             bucket: "herd-backups".into(),
             endpoint: "https://s3.example.net".into(),
             prefix: "final/".into(),
+            region: "us-east-1".into(),
         }),
         backup_credentials_secret: "herd-backup-credentials".into(),
     }
@@ -699,12 +700,15 @@ async fn deleting(h: &Harness) -> Result<Action, OperatorError> {
     operator::reconcile(Arc::new(i), h.ctx.clone()).await
 }
 
+const ACCESS_KEY_ID: &str = "AKIAPLATFORMBACKUPS1";
+const SECRET_ACCESS_KEY: &str = "pLaTfOrM/SeCrEt+KeY/oF/tHe/BaCkUp/BuCkEt";
+
 async fn backup_credentials(h: &Harness) {
     let api: Api<Secret> = Api::namespaced(h.client(), NS);
     let s: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": { "name": "herd-backup-credentials", "namespace": NS },
-        "stringData": { "AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "secret" },
+        "stringData": { "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY },
     }))
     .unwrap();
     api.create(&PostParams::default(), &s).await.unwrap();
@@ -723,13 +727,13 @@ async fn deletion_dumps_the_database_before_the_namespace_goes() {
         annotations
             .get("herd.dev/backup-object")
             .map(String::as_str),
-        Some("s3://herd-backups/final/lyon/final-20261129T120000Z.dump")
+        Some("s3://herd-backups/final/lyon/final-20261129T120000Z/")
     );
     let pod = serde_json::to_string(&job.spec.unwrap().template).unwrap();
     assert!(pod.contains("pg_dump"), "{pod}");
     let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
     assert!(secrets
-        .get_opt("final-backup-credentials")
+        .get_opt("final-backup-urls")
         .await
         .unwrap()
         .is_some());
@@ -780,6 +784,122 @@ async fn deletion_dumps_the_database_before_the_namespace_goes() {
             .contains(&operator::FINALIZER.to_owned()),
         "the finalizer is removed last"
     );
+}
+
+/// Every value of every Secret in the tenant namespace, decoded.
+async fn tenant_secret_values(h: &Harness) -> Vec<(String, String, String)> {
+    let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    let mut out = Vec::new();
+    for s in secrets.list(&ListParams::default()).await.unwrap().items {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        for (k, v) in s.data.unwrap_or_default() {
+            out.push((name.clone(), k, String::from_utf8_lossy(&v.0).into_owned()));
+        }
+        for (k, v) in s.string_data.unwrap_or_default() {
+            out.push((name.clone(), k, v));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn no_platform_credential_enters_the_tenant_namespace() {
+    let h = harness().await;
+    h.install().await;
+    backup_credentials(&h).await;
+    deleting(&h).await.unwrap();
+    assert!(h.job("final-backup").await.is_some());
+
+    let values = tenant_secret_values(&h).await;
+    assert!(values.iter().any(|(s, _, _)| s == "final-backup-urls"));
+    for (secret, key, value) in &values {
+        assert!(
+            !value.contains(SECRET_ACCESS_KEY) && !value.contains("pLaTfOrM"),
+            "{secret}/{key} holds the platform's secret key"
+        );
+        assert!(
+            !key.starts_with("AWS_"),
+            "{secret}/{key}: no credential variables"
+        );
+        // The key *id* appears only where SigV4 puts it in a presigned URL: the
+        // credential scope, which grants nothing without the secret.
+        if value.contains(ACCESS_KEY_ID) {
+            let url: url::Url = value.parse().unwrap_or_else(|_| {
+                panic!("{secret}/{key} holds the access key id outside a presigned URL")
+            });
+            let credential: String = url
+                .query_pairs()
+                .find(|(k, _)| k == "X-Amz-Credential")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            assert!(
+                credential.starts_with(&format!("{ACCESS_KEY_ID}/")),
+                "{secret}/{key}"
+            );
+            assert_eq!(
+                value.matches(ACCESS_KEY_ID).count(),
+                1,
+                "{secret}/{key}: only in the credential scope"
+            );
+        }
+    }
+    // Nor does the Job read any Secret of the platform.
+    let job = serde_json::to_string(&h.job("final-backup").await.unwrap()).unwrap();
+    assert!(!job.contains("herd-backup-credentials"), "{job}");
+    assert!(!job.contains("AWS_SECRET_ACCESS_KEY"), "{job}");
+}
+
+#[tokio::test]
+async fn upload_urls_are_for_this_tenants_objects_only_and_expire() {
+    let h = harness().await;
+    h.install().await;
+    backup_credentials(&h).await;
+    let before = jiff::Timestamp::now();
+    deleting(&h).await.unwrap();
+    let after = jiff::Timestamp::now();
+
+    let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    let urls = secrets.get("final-backup-urls").await.unwrap();
+    let urls: Vec<(String, String)> = urls
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+        .collect();
+    // 64 pieces of the dump, 64 of the media archive (media on a volume), the manifest.
+    assert_eq!(urls.len(), 129);
+    for (name, url) in &urls {
+        let url: url::Url = url.parse().unwrap();
+        assert_eq!(url.host_str(), Some("s3.example.net"));
+        assert_eq!(
+            url.path(),
+            format!("/herd-backups/final/lyon/final-20261129T120000Z/{name}"),
+            "this tenant's prefix, this object"
+        );
+        let q: std::collections::BTreeMap<String, String> =
+            url.query_pairs().into_owned().collect();
+        assert_eq!(q["X-Amz-Expires"], "7200", "valid two hours");
+        let signed = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", &q["X-Amz-Date"])
+            .unwrap()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .unwrap()
+            .timestamp();
+        assert!(
+            signed >= before - jiff::SignedDuration::from_secs(1)
+                && signed <= after + jiff::SignedDuration::from_secs(1),
+            "signed now: {signed}"
+        );
+        assert_eq!(q["X-Amz-SignedHeaders"], "host");
+        let signature = &q["X-Amz-Signature"];
+        assert!(
+            signature.len() == 64 && signature.chars().all(|c| c.is_ascii_hexdigit()),
+            "{signature}"
+        );
+    }
+    // The Job gives up before its URLs expire (a retry gets new ones).
+    let job = h.job("final-backup").await.unwrap();
+    let deadline = job.spec.unwrap().active_deadline_seconds.unwrap();
+    assert!(deadline > 0 && deadline < 7200, "{deadline}");
 }
 
 #[tokio::test]

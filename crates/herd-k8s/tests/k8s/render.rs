@@ -206,6 +206,7 @@ fn every_pod_meets_the_restricted_pod_security_standard() {
             bucket: "b".into(),
             endpoint: "https://s3.example".into(),
             prefix: String::new(),
+            region: "us-east-1".into(),
         };
         children
             .extend(render::backup::final_backup(&t, &target, &Default::default(), "t").unwrap());

@@ -120,11 +120,16 @@ fn rendered_objects_pass_openapi_validation() {
                 bucket: "backups".into(),
                 endpoint: "https://s3.example.net".into(),
                 prefix: "final/".into(),
+                region: "us-east-1".into(),
             };
-            let credentials = [("AWS_ACCESS_KEY_ID".to_owned(), "k".to_owned())].into();
+            let urls = [(
+                "manifest.txt".to_owned(),
+                "https://s3.example.net/backups/final/lyon/manifest.txt?X-Amz-Signature=0"
+                    .to_owned(),
+            )]
+            .into();
             children.extend(
-                render::backup::final_backup(&t, &target, &credentials, "2026-11-29T12:00:00Z")
-                    .unwrap(),
+                render::backup::final_backup(&t, &target, &urls, "2026-11-29T12:00:00Z").unwrap(),
             );
             for child in children {
                 // Other operators' resources (CloudNativePG) have no schema here.

@@ -1,0 +1,260 @@
+//! Presigned upload URLs for a tenant's final backup.
+//!
+//! The operator holds the backup bucket's credentials; the tenant's namespace never does.
+//! For each object the final-backup Job may write (the pieces of each artifact and the
+//! manifest, all under the tenant's own key prefix), the operator signs a `PUT` URL (AWS
+//! Signature Version 4, query-string authentication) valid for [`URL_VALIDITY`], and puts
+//! only those URLs in the tenant's namespace. A URL lets its holder write that one object
+//! until it expires, nothing else: no read, no list, no other key. It carries the access
+//! key's *id* in `X-Amz-Credential` (as every presigned URL does), never the secret key.
+
+use crate::render::backup::BackupTarget;
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long the upload URLs are valid; the Job is stopped before they expire
+/// (its `activeDeadlineSeconds`), and a retry gets new ones.
+pub const URL_VALIDITY: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// The backup bucket's credentials, read from the Secret in the operator's namespace.
+#[derive(Clone)]
+pub struct BackupCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for BackupCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"[redacted]")
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PresignError {
+    #[error("the backup endpoint {endpoint:?} is not an http(s) URL with a host (HERD_BACKUP_S3_ENDPOINT)")]
+    Endpoint { endpoint: String },
+    #[error("the backup bucket name {bucket:?} cannot be used in a URL (HERD_BACKUP_S3_BUCKET)")]
+    Bucket { bucket: String },
+}
+
+/// `PUT` URLs for the objects `names` under `dir` (a key prefix ending in `/`), signed at
+/// `now`, valid for `valid_for`: file name → URL.
+pub fn upload_urls(
+    target: &BackupTarget,
+    credentials: &BackupCredentials,
+    dir: &str,
+    names: &[String],
+    now: jiff::Timestamp,
+    valid_for: Duration,
+) -> Result<BTreeMap<String, String>, PresignError> {
+    let endpoint: url::Url = target
+        .endpoint
+        .parse()
+        .ok()
+        .filter(|u: &url::Url| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| PresignError::Endpoint {
+            endpoint: target.endpoint.clone(),
+        })?;
+    // Path-style URLs (`https://endpoint/bucket/key`): every S3-compatible service accepts
+    // them, and a bucket name with dots needs no wildcard certificate.
+    let bucket = Bucket::new(
+        endpoint,
+        UrlStyle::Path,
+        target.bucket.clone(),
+        target.region.clone(),
+    )
+    .map_err(|_| PresignError::Bucket {
+        bucket: target.bucket.clone(),
+    })?;
+    let credentials = Credentials::new(
+        credentials.access_key_id.clone(),
+        credentials.secret_access_key.clone(),
+    );
+    Ok(names
+        .iter()
+        .map(|name| {
+            let key = format!("{dir}{name}");
+            let url = bucket
+                .put_object(Some(&credentials), &key)
+                .sign_with_time(valid_for, &now);
+            (name.clone(), url.to_string())
+        })
+        .collect())
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+
+    const KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    fn hmac(key: &[u8], data: &str) -> Vec<u8> {
+        let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        m.update(data.as_bytes());
+        m.finalize().into_bytes().to_vec()
+    }
+
+    /// SigV4 query-string authentication written out from AWS's documentation
+    /// ("Authenticating Requests: Using Query Parameters"), independently of rusty-s3:
+    /// the signature of `method host path` with these (already encoded, sorted) query
+    /// parameters before `X-Amz-Signature`.
+    fn sigv4(
+        method: &str,
+        host: &str,
+        path: &str,
+        query: &str,
+        date: &str,
+        region: &str,
+    ) -> String {
+        let canonical = format!("{method}\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
+        let day = &date[..8];
+        let scope = format!("{day}/{region}/s3/aws4_request");
+        let to_sign = format!(
+            "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
+            hex::encode(Sha256::digest(canonical.as_bytes()))
+        );
+        let mut k = hmac(format!("AWS4{SECRET}").as_bytes(), day);
+        for part in [region, "s3", "aws4_request"] {
+            k = hmac(&k, part);
+        }
+        hex::encode(hmac(&k, &to_sign))
+    }
+
+    #[test]
+    fn the_independent_signer_matches_aws_documented_example() {
+        // AWS's example presigned URL: GET examplebucket/test.txt, 2013-05-24, 86400 s,
+        // signature aeeed9bb… as the SigV4 documentation gives it.
+        let query = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host";
+        assert_eq!(
+            sigv4(
+                "GET",
+                "examplebucket.s3.amazonaws.com",
+                "/test.txt",
+                query,
+                "20130524T000000Z",
+                "us-east-1"
+            ),
+            "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
+        );
+    }
+
+    fn target() -> BackupTarget {
+        BackupTarget {
+            bucket: "herd-backups".into(),
+            endpoint: "https://s3.fr-par.scw.cloud".into(),
+            prefix: "final/".into(),
+            region: "fr-par".into(),
+        }
+    }
+
+    #[test]
+    fn an_upload_url_is_for_one_key_expires_and_is_signed() {
+        let credentials = BackupCredentials {
+            access_key_id: KEY_ID.into(),
+            secret_access_key: SECRET.into(),
+        };
+        let now: jiff::Timestamp = "2026-11-29T12:00:00Z".parse().unwrap();
+        let names = vec!["database.dump.000".to_owned(), "manifest.txt".to_owned()];
+        let urls = upload_urls(
+            &target(),
+            &credentials,
+            "final/lyon/final-20261129T120000Z/",
+            &names,
+            now,
+            URL_VALIDITY,
+        )
+        .unwrap();
+        assert_eq!(urls.len(), 2);
+        let url: url::Url = urls["database.dump.000"].parse().unwrap();
+        assert_eq!(url.host_str(), Some("s3.fr-par.scw.cloud"));
+        assert_eq!(
+            url.path(),
+            "/herd-backups/final/lyon/final-20261129T120000Z/database.dump.000"
+        );
+        let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["X-Amz-Expires"], "7200");
+        assert_eq!(q["X-Amz-Date"], "20261129T120000Z");
+        assert_eq!(
+            q["X-Amz-Credential"],
+            "AKIAIOSFODNN7EXAMPLE/20261129/fr-par/s3/aws4_request"
+        );
+        assert_eq!(q["X-Amz-SignedHeaders"], "host");
+        assert!(!urls
+            .values()
+            .any(|u| u.contains(SECRET) || u.contains("wJalrXUtnFEMI")));
+
+        // The signature is the one AWS computes for a PUT of exactly this key.
+        let query = url.query().unwrap();
+        let (unsigned, signature) = query.split_once("&X-Amz-Signature=").unwrap();
+        assert_eq!(
+            signature,
+            sigv4(
+                "PUT",
+                "s3.fr-par.scw.cloud",
+                url.path(),
+                unsigned,
+                "20261129T120000Z",
+                "fr-par"
+            )
+        );
+        // …and not the one of a GET, or of another key.
+        assert_ne!(
+            signature,
+            sigv4(
+                "GET",
+                "s3.fr-par.scw.cloud",
+                url.path(),
+                unsigned,
+                "20261129T120000Z",
+                "fr-par"
+            )
+        );
+        let other: url::Url = urls["manifest.txt"].parse().unwrap();
+        assert_ne!(
+            other
+                .query()
+                .unwrap()
+                .split_once("&X-Amz-Signature=")
+                .unwrap()
+                .1,
+            signature
+        );
+    }
+
+    #[test]
+    fn a_bad_endpoint_is_refused_with_the_setting_named() {
+        let credentials = BackupCredentials {
+            access_key_id: KEY_ID.into(),
+            secret_access_key: SECRET.into(),
+        };
+        let mut t = target();
+        t.endpoint = "s3.fr-par.scw.cloud".into();
+        let err = upload_urls(
+            &t,
+            &credentials,
+            "d/",
+            &[],
+            jiff::Timestamp::now(),
+            URL_VALIDITY,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("HERD_BACKUP_S3_ENDPOINT"), "{err}");
+    }
+
+    #[test]
+    fn credentials_never_print_the_secret() {
+        let credentials = BackupCredentials {
+            access_key_id: KEY_ID.into(),
+            secret_access_key: SECRET.into(),
+        };
+        assert!(!format!("{credentials:?}").contains(SECRET));
+    }
+}
