@@ -83,7 +83,7 @@ pub async fn recompute_subscription(
     for_event: Option<&str>,
 ) -> Result<Option<Outcome>, ProcessError> {
     let mut tx = pool.begin().await?;
-    // BREAK herd_store::lock_key(&mut tx, &format!("subscription:{id}")).await?;
+    herd_store::lock_key(&mut tx, &format!("subscription:{id}")).await?;
     if let Some(e) = for_event {
         if billing::event(&mut *tx, e)
             .await?
