@@ -441,6 +441,7 @@ pub async fn process_event(
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::TURNS;
     use std::time::Duration;
