@@ -514,7 +514,7 @@ async fn sign_up_order_and_pay_in_chromium(pool: PgPool) {
     let fake = FakeStripe::start().await;
     let base = fake.base.clone();
     let app = TestApp::spawn_with(pool.clone(), move |c| {
-        c.stripe_secret_key = Some(secrecy::SecretString::from("sk_test_browser".to_owned()));
+        c.stripe_secret_key = Some(secrecy::SecretString::from(stripe::KEY.to_owned()));
         c.stripe_api_base = base;
         c.stripe_webhook_secrets = vec![secrecy::SecretString::from(WHSEC.to_owned())];
     })

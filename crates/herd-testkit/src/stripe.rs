@@ -137,6 +137,9 @@ pub struct Recorded {
     pub path: String,
     /// The form parameters, in order (`metadata[herd_org_id]`, `line_items[0][price]`…).
     pub params: Vec<(String, String)>,
+    /// The status the fake answered with (401 for a missing or wrong key, 400 for a
+    /// missing or unknown parameter, 404 for an unknown object).
+    pub status: u16,
 }
 
 impl Recorded {
@@ -153,6 +156,8 @@ type Answered = (String, Vec<(String, String)>, Value);
 
 #[derive(Default)]
 struct FakeState {
+    /// The secret key it accepts.
+    key: String,
     requests: Vec<Recorded>,
     objects: std::collections::HashMap<String, Value>,
     next: u64,
@@ -166,17 +171,24 @@ struct FakeState {
     stall: std::time::Duration,
 }
 
-/// A client of Stripe's API pointed at `fake`.
+/// The secret API key a [`FakeStripe`] accepts (from [`FakeStripe::start`]).
+pub const KEY: &str = "sk_test_herd";
+
+/// A client of Stripe's API pointed at `fake`, with the key it accepts.
 pub fn api(fake: &FakeStripe) -> herd_billing::stripe_api::StripeApi {
     herd_billing::stripe_api::StripeApi::new(
-        &secrecy::SecretString::from("sk_test_herd".to_owned()),
+        &secrecy::SecretString::from(KEY.to_owned()),
         &fake.base,
     )
     .expect("a Stripe client")
 }
 
 /// Stripe's API on a local port, answering with fixture objects and recording every
-/// request: customers, Checkout Sessions, Customer Portal sessions and subscriptions.
+/// request: customers, Checkout Sessions, Customer Portal sessions and subscriptions. As
+/// strict as Stripe where Herd could go wrong: a request without the account's secret key
+/// (`Authorization: Bearer sk_…`) gets 401, one with a parameter the endpoint does not know
+/// or without one it requires gets 400, each with Stripe's error object (the parameter
+/// lists follow Stripe's API reference for the endpoints Herd calls).
 #[derive(Clone)]
 pub struct FakeStripe {
     pub base: String,
@@ -198,13 +210,22 @@ fn metadata_of(params: &[(String, String)], prefix: &str) -> Value {
 }
 
 impl FakeStripe {
+    /// Starts it, accepting [`KEY`].
     pub async fn start() -> FakeStripe {
+        Self::start_with_key(KEY).await
+    }
+
+    /// Starts it, accepting the secret key `key` only.
+    pub async fn start_with_key(key: &str) -> FakeStripe {
         use axum::routing::any;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let fake = FakeStripe {
             base: base.clone(),
-            state: std::sync::Arc::default(),
+            state: std::sync::Arc::new(std::sync::Mutex::new(FakeState {
+                key: key.to_owned(),
+                ..FakeState::default()
+            })),
         };
         let f = fake.clone();
         let app = axum::Router::new().fallback(any(
@@ -214,6 +235,11 @@ impl FakeStripe {
                   body: axum::body::Bytes| {
                 let f = f.clone();
                 async move {
+                    if let Some(refused) =
+                        f.refuse(method.as_str(), uri.path(), uri.query(), &headers, &body)
+                    {
+                        return refused;
+                    }
                     let key = headers
                         .get("idempotency-key")
                         .and_then(|v| v.to_str().ok())
@@ -236,6 +262,84 @@ impl FakeStripe {
     /// Every request so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap().requests.clone()
+    }
+
+    /// The requests answered with an error (a wrong key, a bad parameter, an unknown
+    /// object).
+    pub fn refused(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.status >= 400)
+            .collect()
+    }
+
+    /// Answers as Stripe does before looking at the request's objects: 401 without the
+    /// account's secret key, 400 for a parameter the endpoint does not take or a required
+    /// one missing. `None` when the request passes.
+    fn refuse(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        headers: &axum::http::HeaderMap,
+        body: &[u8],
+    ) -> Option<axum::response::Response> {
+        use axum::response::IntoResponse;
+        let params: Vec<(String, String)> = if method == "GET" {
+            url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect()
+        } else {
+            url::form_urlencoded::parse(body).into_owned().collect()
+        };
+        let key = self.state.lock().unwrap().key.clone();
+        let given = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
+        let (status, error) = match given {
+            None => (
+                axum::http::StatusCode::UNAUTHORIZED,
+                json!({
+                    "type": "invalid_request_error",
+                    "message": "You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details, or we can help at https://support.stripe.com/.",
+                }),
+            ),
+            Some(k) if k != key => (
+                axum::http::StatusCode::UNAUTHORIZED,
+                json!({
+                    "type": "invalid_request_error",
+                    "message": format!("Invalid API Key provided: {}", masked(k)),
+                }),
+            ),
+            Some(_) => match schema::check(method, path, &params)? {
+                schema::Refusal::Missing(p) => (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    json!({
+                        "type": "invalid_request_error", "code": "parameter_missing",
+                        "doc_url": "https://stripe.com/docs/error-codes/parameter-missing",
+                        "message": format!("Missing required param: {p}."), "param": p,
+                    }),
+                ),
+                schema::Refusal::Unknown(p) => (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    json!({
+                        "type": "invalid_request_error", "code": "parameter_unknown",
+                        "doc_url": "https://stripe.com/docs/error-codes/parameter-unknown",
+                        "message": format!("Received unknown parameter: {p}"), "param": p,
+                    }),
+                ),
+            },
+        };
+        self.state.lock().unwrap().requests.push(Recorded {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            params,
+            status: status.as_u16(),
+        });
+        Some((status, axum::Json(json!({ "error": error }))).into_response())
     }
 
     /// Makes the next `n` requests to `path` (`/v1/checkout/sessions`) take effect at once
@@ -312,12 +416,14 @@ impl FakeStripe {
         if let (Some(k), "POST") = (&key, method) {
             let mut st = self.state.lock().unwrap();
             if let Some((p, form, reply)) = st.idempotent.get(k).cloned() {
+                let same = p == path && form == sorted;
                 st.requests.push(Recorded {
                     method: method.to_owned(),
                     path: path.to_owned(),
                     params: params.clone(),
+                    status: if same { 200 } else { 400 },
                 });
-                let reply = if p == path && form == sorted {
+                let reply = if same {
                     ([("idempotent-replayed", "true")], axum::Json(reply)).into_response()
                 } else {
                     (
@@ -362,11 +468,6 @@ impl FakeStripe {
             .map(|(_, v)| v.clone())
             .collect();
         let mut st = self.state.lock().unwrap();
-        st.requests.push(Recorded {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            params: params.clone(),
-        });
         st.next += 1;
         let n = st.next;
         let p = |k: &str| {
@@ -447,12 +548,441 @@ impl FakeStripe {
             },
             _ => None,
         };
-        match reply {
+        let (status, reply) = match reply {
             Some(v) => (axum::http::StatusCode::OK, v),
             None => (
                 axum::http::StatusCode::NOT_FOUND,
-                json!({ "error": { "type": "invalid_request_error", "message": format!("No such object: {path}") } }),
+                json!({ "error": {
+                    "type": "invalid_request_error", "code": "resource_missing",
+                    "doc_url": "https://stripe.com/docs/error-codes/resource-missing",
+                    "message": format!("No such object: '{}'", parts.last().copied().unwrap_or_default()),
+                    "param": "id",
+                } }),
+            ),
+        };
+        st.requests.push(Recorded {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            params,
+            status: status.as_u16(),
+        });
+        (status, reply)
+    }
+}
+
+/// A key as Stripe repeats it in an error: its prefix and last four characters.
+fn masked(key: &str) -> String {
+    let prefix = ["sk_test_", "sk_live_", "rk_test_", "rk_live_"]
+        .into_iter()
+        .find(|p| key.starts_with(p))
+        .unwrap_or_default();
+    let chars: Vec<char> = key[prefix.len()..].chars().collect();
+    let shown = chars.len().saturating_sub(4);
+    let last: String = chars[shown..].iter().collect();
+    format!("{prefix}{}{last}", "*".repeat(shown))
+}
+
+/// The parameters of the endpoints Herd calls, as Stripe's API reference lists them (the
+/// same lists async-stripe is generated from), and those Stripe requires: an unknown one
+/// gets `parameter_unknown`, a missing one `parameter_missing`, as from Stripe.
+mod schema {
+    /// What a parameter holds, as form encoding spells it.
+    #[derive(Clone, Copy)]
+    pub enum Shape {
+        /// A string, number or boolean: `name=value`.
+        Value,
+        /// Free keys (metadata): `name[key]=value`.
+        Map,
+        /// A list, each element of the inner shape: `name[0]…`.
+        List(&'static Shape),
+        /// Known keys only: `name[key]…`.
+        Object(&'static [(&'static str, Shape)]),
+        /// A hash Herd never sends, whose keys the fake does not list: anything below it.
+        Any,
+    }
+    use Shape::{Any, List, Map, Object, Value};
+
+    pub enum Refusal {
+        Missing(String),
+        Unknown(String),
+    }
+
+    const EXPAND: (&str, Shape) = ("expand", List(&Value));
+
+    const CUSTOMER_CREATE: &[(&str, Shape)] = &[
+        ("address", Any),
+        ("balance", Value),
+        ("business_name", Value),
+        ("cash_balance", Any),
+        ("description", Value),
+        ("email", Value),
+        EXPAND,
+        ("individual_name", Value),
+        ("invoice_prefix", Value),
+        ("invoice_settings", Any),
+        ("metadata", Map),
+        ("name", Value),
+        ("next_invoice_sequence", Value),
+        ("payment_method", Value),
+        ("phone", Value),
+        ("preferred_locales", List(&Value)),
+        ("shipping", Any),
+        ("source", Value),
+        ("tax", Any),
+        ("tax_exempt", Value),
+        ("tax_id_data", List(&Any)),
+        ("test_clock", Value),
+        ("validate", Value),
+    ];
+
+    const LINE_ITEM: &[(&str, Shape)] = &[
+        ("adjustable_quantity", Any),
+        ("dynamic_tax_rates", List(&Value)),
+        ("metadata", Map),
+        ("price", Value),
+        ("price_data", Any),
+        ("quantity", Value),
+        ("tax_rates", List(&Value)),
+    ];
+
+    const CHECKOUT_SUBSCRIPTION_DATA: &[(&str, Shape)] = &[
+        ("application_fee_percent", Value),
+        ("billing_cycle_anchor", Value),
+        ("billing_mode", Any),
+        ("default_tax_rates", List(&Value)),
+        ("description", Value),
+        ("invoice_settings", Any),
+        ("metadata", Map),
+        ("on_behalf_of", Value),
+        ("proration_behavior", Value),
+        ("transfer_data", Any),
+        ("trial_end", Value),
+        ("trial_period_days", Value),
+        ("trial_settings", Any),
+    ];
+
+    const CHECKOUT_CREATE: &[(&str, Shape)] = &[
+        ("adaptive_pricing", Any),
+        ("after_expiration", Any),
+        ("allow_promotion_codes", Value),
+        ("automatic_tax", Any),
+        ("billing_address_collection", Value),
+        ("branding_settings", Any),
+        ("cancel_url", Value),
+        ("client_reference_id", Value),
+        ("consent_collection", Any),
+        ("currency", Value),
+        ("custom_fields", List(&Any)),
+        ("custom_text", Any),
+        ("customer", Value),
+        ("customer_account", Value),
+        ("customer_creation", Value),
+        ("customer_email", Value),
+        ("customer_update", Any),
+        ("discounts", List(&Any)),
+        ("excluded_payment_method_types", List(&Value)),
+        EXPAND,
+        ("expires_at", Value),
+        ("invoice_creation", Any),
+        ("line_items", List(&Object(LINE_ITEM))),
+        ("locale", Value),
+        ("metadata", Map),
+        ("mode", Value),
+        ("name_collection", Any),
+        ("optional_items", List(&Any)),
+        ("origin_context", Value),
+        ("payment_intent_data", Any),
+        ("payment_method_collection", Value),
+        ("payment_method_configuration", Value),
+        ("payment_method_data", Any),
+        ("payment_method_options", Any),
+        ("payment_method_types", List(&Value)),
+        ("permissions", Any),
+        ("phone_number_collection", Any),
+        ("redirect_on_completion", Value),
+        ("return_url", Value),
+        ("saved_payment_method_options", Any),
+        ("setup_intent_data", Any),
+        ("shipping_address_collection", Any),
+        ("shipping_options", List(&Any)),
+        ("submit_type", Value),
+        ("subscription_data", Object(CHECKOUT_SUBSCRIPTION_DATA)),
+        ("success_url", Value),
+        ("tax_id_collection", Any),
+        ("ui_mode", Value),
+        ("wallet_options", Any),
+    ];
+
+    const PORTAL_CREATE: &[(&str, Shape)] = &[
+        ("configuration", Value),
+        ("customer", Value),
+        ("customer_account", Value),
+        EXPAND,
+        ("flow_data", Any),
+        ("locale", Value),
+        ("on_behalf_of", Value),
+        ("return_url", Value),
+    ];
+
+    const SUBSCRIPTION_ITEM: &[(&str, Shape)] = &[
+        ("billing_thresholds", Any),
+        ("clear_usage", Value),
+        ("current_trial", Any),
+        ("deleted", Value),
+        ("discounts", List(&Any)),
+        ("id", Value),
+        ("metadata", Map),
+        ("plan", Value),
+        ("price", Value),
+        ("price_data", Any),
+        ("quantity", Value),
+        ("tax_rates", List(&Value)),
+    ];
+
+    const SUBSCRIPTION_UPDATE: &[(&str, Shape)] = &[
+        ("add_invoice_items", List(&Any)),
+        ("application_fee_percent", Value),
+        ("automatic_tax", Any),
+        ("billing_cycle_anchor", Value),
+        ("billing_schedules", List(&Any)),
+        ("billing_thresholds", Any),
+        ("cancel_at", Value),
+        ("cancel_at_period_end", Value),
+        ("cancellation_details", Any),
+        ("collection_method", Value),
+        ("days_until_due", Value),
+        ("default_payment_method", Value),
+        ("default_source", Value),
+        ("default_tax_rates", List(&Value)),
+        ("description", Value),
+        ("discounts", List(&Any)),
+        EXPAND,
+        ("invoice_settings", Any),
+        ("items", List(&Object(SUBSCRIPTION_ITEM))),
+        ("metadata", Map),
+        ("off_session", Value),
+        ("on_behalf_of", Value),
+        ("pause_collection", Any),
+        ("payment_behavior", Value),
+        ("payment_settings", Any),
+        ("pending_invoice_item_interval", Any),
+        ("proration_behavior", Value),
+        ("proration_date", Value),
+        ("transfer_data", Any),
+        ("trial_end", Value),
+        ("trial_from_plan", Value),
+        ("trial_settings", Any),
+    ];
+
+    const SUBSCRIPTION_CANCEL: &[(&str, Shape)] = &[
+        ("cancellation_details", Any),
+        EXPAND,
+        ("invoice_now", Value),
+        ("prorate", Value),
+    ];
+
+    const RETRIEVE: &[(&str, Shape)] = &[EXPAND];
+
+    /// `name[a][b]` as `("name", ["a", "b"])`.
+    fn split(key: &str) -> (&str, Vec<&str>) {
+        match key.split_once('[') {
+            None => (key, Vec::new()),
+            Some((top, rest)) => (
+                top,
+                rest.trim_end_matches(']').split("][").collect::<Vec<_>>(),
             ),
         }
+    }
+
+    /// Whether `path` (the key's brackets, from `at` on) fits `shape`; the first bracket
+    /// that does not, if any.
+    fn fits(shape: Shape, path: &[&str], at: usize) -> Result<(), usize> {
+        match (shape, &path[at..]) {
+            // An empty value unsets a hash or a list, as in Stripe's form encoding.
+            (_, []) | (Any, _) | (Map, [_]) => Ok(()),
+            (List(inner), [i, ..]) if i.is_empty() || i.parse::<usize>().is_ok() => {
+                fits(*inner, path, at + 1)
+            }
+            (Object(fields), [k, ..]) => match fields.iter().find(|(name, _)| name == k) {
+                Some((_, inner)) => fits(*inner, path, at + 1),
+                None => Err(at),
+            },
+            _ => Err(at),
+        }
+    }
+
+    fn has(params: &[(String, String)], key: &str) -> bool {
+        params.iter().any(|(k, v)| k == key && !v.is_empty())
+    }
+
+    /// What Stripe requires of a request (the API reference's "required", and "required
+    /// conditionally" where Herd's requests meet the condition).
+    fn missing(endpoint: &str, params: &[(String, String)]) -> Option<String> {
+        match endpoint {
+            "checkout" => {
+                if !has(params, "mode") {
+                    return Some("mode".into());
+                }
+                let mode = params
+                    .iter()
+                    .find(|(k, _)| k == "mode")
+                    .map(|(_, v)| v.as_str());
+                // Payment and subscription mode sell line items, each a price (or its
+                // data) in a quantity.
+                if mode != Some("setup") {
+                    if !params.iter().any(|(k, _)| k.starts_with("line_items[")) {
+                        return Some("line_items".into());
+                    }
+                    for i in 0.. {
+                        let item = format!("line_items[{i}]");
+                        if !params.iter().any(|(k, _)| k.starts_with(&item)) {
+                            break;
+                        }
+                        if !has(params, &format!("{item}[price]"))
+                            && !params
+                                .iter()
+                                .any(|(k, _)| k.starts_with(&format!("{item}[price_data]")))
+                        {
+                            return Some(format!("{item}[price]"));
+                        }
+                        if !has(params, &format!("{item}[quantity]")) {
+                            return Some(format!("{item}[quantity]"));
+                        }
+                    }
+                }
+                // The hosted page (the default) sends the customer back there.
+                let hosted = params
+                    .iter()
+                    .find(|(k, _)| k == "ui_mode")
+                    .is_none_or(|(_, v)| v == "hosted");
+                (hosted && !has(params, "success_url")).then(|| "success_url".into())
+            }
+            "portal" => (!has(params, "customer") && !has(params, "customer_account"))
+                .then(|| "customer".into()),
+            _ => None,
+        }
+    }
+
+    /// Checks a request to one of the endpoints Herd calls; `None` when it passes or is
+    /// not one of them (the fake answers 404 for those).
+    pub fn check(method: &str, path: &str, params: &[(String, String)]) -> Option<Refusal> {
+        let parts: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+        let (endpoint, known) = match (method, parts.as_slice()) {
+            ("POST", ["customers"]) => ("customer", CUSTOMER_CREATE),
+            ("POST", ["checkout", "sessions"]) => ("checkout", CHECKOUT_CREATE),
+            ("GET", ["checkout", "sessions", _]) => ("retrieve", RETRIEVE),
+            ("POST", ["billing_portal", "sessions"]) => ("portal", PORTAL_CREATE),
+            ("GET", ["subscriptions", _]) => ("retrieve", RETRIEVE),
+            ("POST", ["subscriptions", _]) => ("update", SUBSCRIPTION_UPDATE),
+            ("DELETE", ["subscriptions", _]) => ("cancel", SUBSCRIPTION_CANCEL),
+            _ => return None,
+        };
+        for (key, _) in params {
+            let (top, path) = split(key);
+            let Some((_, shape)) = known.iter().find(|(name, _)| *name == top) else {
+                return Some(Refusal::Unknown(top.to_owned()));
+            };
+            if let Err(at) = fits(*shape, &path, 0) {
+                // Named as far as its first bracket the endpoint does not take.
+                let named = path[..=at]
+                    .iter()
+                    .fold(top.to_owned(), |n, p| format!("{n}[{p}]"));
+                return Some(Refusal::Unknown(named));
+            }
+        }
+        missing(endpoint, params).map(Refusal::Missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FakeStripe, KEY};
+
+    /// The fake is as strict as Stripe: without a key, with an unknown parameter or without a
+    /// required one, it answers as Stripe does (so Herd's calls passing it means something).
+    #[tokio::test]
+    async fn the_fake_refuses_what_stripe_refuses() {
+        let fake = FakeStripe::start().await;
+        let post = |path: &str, key: Option<&str>, form: &[(&str, &str)]| {
+            let mut req = reqwest::Client::new()
+                .post(format!("{}{path}", fake.base))
+                .form(form);
+            if let Some(k) = key {
+                req = req.bearer_auth(k);
+            }
+            async move {
+                let resp = req.send().await.unwrap();
+                let status = resp.status().as_u16();
+                (
+                    status,
+                    resp.json::<serde_json::Value>().await.unwrap()["error"].clone(),
+                )
+            }
+        };
+        let (status, e) = post("/v1/customers", None, &[("name", "Lyon")]).await;
+        assert_eq!(status, 401);
+        assert!(e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("You did not provide an API key"));
+
+        let key = Some(KEY);
+        let (status, e) = post("/v1/customers", key, &[("nmae", "Lyon")]).await;
+        assert_eq!(
+            (status, &e["code"], &e["param"]),
+            (400, &"parameter_unknown".into(), &"nmae".into())
+        );
+        assert_eq!(e["message"], "Received unknown parameter: nmae");
+
+        let (status, e) = post(
+            "/v1/billing_portal/sessions",
+            key,
+            &[("return_url", "https://x.example")],
+        )
+        .await;
+        assert_eq!(
+            (status, &e["code"], &e["param"]),
+            (400, &"parameter_missing".into(), &"customer".into())
+        );
+        assert_eq!(e["message"], "Missing required param: customer.");
+
+        let checkout = [
+            ("mode", "subscription"),
+            ("customer", "cus_x"),
+            ("line_items[0][price]", "price_x"),
+            ("success_url", "https://x.example/ok"),
+        ];
+        let (status, e) = post("/v1/checkout/sessions", key, &checkout).await;
+        assert_eq!(
+            (status, &e["param"]),
+            (400, &"line_items[0][quantity]".into())
+        );
+        let mut with_quantity = checkout.to_vec();
+        with_quantity.push(("line_items[0][quantity]", "1"));
+        with_quantity.push(("subscription_data[metdata][herd_org_id]", "x"));
+        let (status, e) = post("/v1/checkout/sessions", key, &with_quantity).await;
+        assert_eq!(
+            (status, &e["code"], &e["param"]),
+            (
+                400,
+                &"parameter_unknown".into(),
+                &"subscription_data[metdata]".into()
+            )
+        );
+        with_quantity.pop();
+        let (status, e) = post("/v1/checkout/sessions", key, &with_quantity[1..]).await;
+        assert_eq!((status, &e["param"]), (400, &"mode".into()));
+        assert_eq!(
+            post("/v1/checkout/sessions", key, &with_quantity).await.0,
+            200
+        );
+
+        let (status, e) = post(
+            "/v1/subscriptions/sub_x",
+            key,
+            &[("items[0][prise]", "price_x")],
+        )
+        .await;
+        assert_eq!((status, &e["param"]), (400, &"items[0][prise]".into()));
     }
 }

@@ -136,6 +136,29 @@ impl World {
         self.work().await;
     }
 
+    /// Stripe delivers stored event `id` again (the same event, signed anew), and the
+    /// worker runs.
+    async fn redeliver(&self, id: &str) {
+        let body: String = sqlx::query_scalar("SELECT payload FROM stripe_events WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        let now = stripe::now();
+        let header = stripe::signature(SECRET, now, body.as_bytes());
+        let outcome = ingest(
+            &self.pool,
+            body.as_bytes(),
+            Some(&header),
+            &[SecretString::from(SECRET.to_owned())],
+            now,
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome, herd_billing::Ingested::Duplicate);
+        self.work().await;
+    }
+
     async fn org(&self) -> Uuid {
         sqlx::query_scalar("SELECT id FROM organizations WHERE slug = 'nantes'")
             .fetch_one(&self.pool)
@@ -324,24 +347,44 @@ async fn the_end_of_a_trial_is_announced(pool: PgPool) {
         sub,
     )
     .to_string();
-    let now = stripe::now();
-    ingest(
-        &w.pool,
-        body.as_bytes(),
-        Some(&stripe::signature(SECRET, now, body.as_bytes())),
-        &[SecretString::from(SECRET.to_owned())],
-        now,
-    )
-    .await
-    .unwrap();
+    let trial_mails = || {
+        w.mails()
+            .into_iter()
+            .filter(|m| m.subject.contains("trial ends on"))
+            .collect::<Vec<_>>()
+    };
+    // Delivered, processed; then Stripe delivers the same event again (the same id, as
+    // when our answer did not reach it), and an operator has it processed again.
+    for delivery in 0..2 {
+        let now = stripe::now();
+        let stored = ingest(
+            &w.pool,
+            body.as_bytes(),
+            Some(&stripe::signature(SECRET, now, body.as_bytes())),
+            &[SecretString::from(SECRET.to_owned())],
+            now,
+        )
+        .await
+        .unwrap();
+        assert_eq!(stored == herd_billing::Ingested::Stored, delivery == 0);
+        w.work().await;
+        assert_eq!(trial_mails().len(), 2, "delivery {delivery}");
+    }
+    assert!(
+        herd_store::jobs::requeue_by_key(&w.pool, "evt_access_trial")
+            .await
+            .unwrap()
+    );
     w.work().await;
-    w.work().await;
-    let trial: Vec<_> = w
-        .mails()
-        .into_iter()
-        .filter(|m| m.subject.contains("trial ends on"))
-        .collect();
+    let trial = trial_mails();
     assert_eq!(trial.len(), 2, "owner and billing member, once");
+    assert_eq!(
+        trial
+            .iter()
+            .filter(|m| m.to == "owner@nantes.example")
+            .count(),
+        1
+    );
     assert!(trial[0].body.contains("payment method"));
 }
 
@@ -355,7 +398,7 @@ async fn a_lost_active_webhook_never_suspends_or_deletes_a_paying_customer(pool:
     w.stripe_says("active", "paid", org);
     w.at(8).await;
     assert_eq!(w.state().await, "running", "Stripe says it is paid");
-    assert!(w.reads() >= 1, "Stripe was asked before the suspension");
+    assert_eq!(w.reads(), 1, "Stripe was asked before the suspension");
     let s = herd_store::billing::subscription(&w.pool, SUB)
         .await
         .unwrap()
@@ -420,8 +463,21 @@ async fn deletion_is_final_and_a_later_payment_is_told_to_order_again(pool: PgPo
         .collect();
     assert_eq!(cancels.len(), 1, "{cancels:?}");
     assert!(cancels[0].path.ends_with(SUB));
-    // The customer pays the open invoice after the deletion.
+    // The customer pays the open invoice after the deletion; Stripe delivers that event
+    // twice (the same id), and an operator has it processed again.
     w.status("active", 0, org).await;
+    let paid: String = sqlx::query_scalar(
+        "SELECT id FROM stripe_events WHERE payload::jsonb #>> '{data,object,status}' = 'active'
+         ORDER BY received_at DESC LIMIT 1",
+    )
+    .fetch_one(&w.pool)
+    .await
+    .unwrap();
+    w.redeliver(&paid).await;
+    assert!(herd_store::jobs::requeue_by_key(&w.pool, &paid)
+        .await
+        .unwrap());
+    w.work().await;
     w.at(38).await;
     assert_eq!(
         w.state().await,

@@ -37,7 +37,7 @@ async fn deliver_with(
     )
     .await
     .unwrap();
-    let mailer = herd_mail::Mailer::outbox(&outbox(), "Herd <billing@herd.test>").unwrap();
+    let mailer = herd_mail::Mailer::outbox(&outbox(pool), "Herd <billing@herd.test>").unwrap();
     match stripe {
         Some(api) => {
             herd_testkit::jobs::run_jobs_with_stripe(pool, &mailer, api).await;
@@ -48,8 +48,11 @@ async fn deliver_with(
     }
 }
 
-fn outbox() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("herd-fulfilment-{}", std::process::id()))
+/// The test's own outbox in this run (named after the process and the test's database),
+/// so that another test's emails, or an earlier run's, are not counted as its own.
+fn outbox(pool: &PgPool) -> std::path::PathBuf {
+    let database = pool.connect_options().get_database().unwrap().to_owned();
+    std::env::temp_dir().join(format!("herd-fulfilment-{}-{database}", std::process::id()))
 }
 
 async fn order(pool: &PgPool) -> billing::Order {
@@ -147,7 +150,25 @@ async fn a_failed_delayed_payment_makes_no_server_and_says_so(pool: PgPool) {
     assert_eq!(o.state, "abandoned");
     assert!(o.problem.unwrap().contains("refused the payment"));
     assert_eq!(servers(&pool).await, 0);
-    let told: Vec<_> = herd_mail::read_outbox(&outbox())
+    // Stripe delivers the failure again (the same event), and an operator has it
+    // processed again: the owner is still told once.
+    let failed = stripe::event(
+        "evt_sepa_3",
+        "checkout.session.async_payment_failed",
+        T0 + 3 * DAY,
+        session("unpaid"),
+    );
+    deliver_with(&pool, &failed, Some(&api)).await;
+    assert!(herd_store::jobs::requeue_by_key(&pool, "evt_sepa_3")
+        .await
+        .unwrap());
+    herd_testkit::jobs::run_jobs_with_stripe(
+        &pool,
+        &herd_mail::Mailer::outbox(&outbox(&pool), "Herd <billing@herd.test>").unwrap(),
+        &api,
+    )
+    .await;
+    let told: Vec<_> = herd_mail::read_outbox(&outbox(&pool))
         .unwrap()
         .into_iter()
         .filter(|m| m.subject == "The payment for lyon.social did not go through")

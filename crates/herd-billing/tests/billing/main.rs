@@ -4,6 +4,7 @@
 mod access;
 mod coalescing;
 mod common;
+mod concurrent;
 mod fulfilment;
 mod invoicing;
 mod ordering;

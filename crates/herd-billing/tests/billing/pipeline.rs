@@ -20,7 +20,7 @@ use uuid::Uuid;
 const SECRET: &str = "whsec_pipeline_test";
 
 /// A mailer writing to a scratch outbox.
-fn mailer() -> herd_mail::Mailer {
+pub(crate) fn mailer() -> herd_mail::Mailer {
     let dir = std::env::temp_dir().join(format!("herd-billing-outbox-{}", std::process::id()));
     herd_mail::Mailer::outbox(&dir, "Herd <billing@herd.test>").unwrap()
 }
@@ -30,7 +30,7 @@ fn secrets() -> Vec<SecretString> {
 }
 
 /// Delivers `event` as Stripe would (signed now) and returns the outcome.
-async fn deliver(pool: &PgPool, event: &serde_json::Value) -> Ingested {
+pub(crate) async fn deliver(pool: &PgPool, event: &serde_json::Value) -> Ingested {
     let body = event.to_string();
     let now = stripe::now();
     let header = stripe::signature(SECRET, now, body.as_bytes());
@@ -47,7 +47,7 @@ async fn drain(pool: &PgPool) -> usize {
 
 /// A runner of billing's jobs only (the server an order starts is another test's
 /// business), with the fast test settings and `concurrency` slots.
-fn runner(pool: &PgPool, concurrency: usize) -> herd_jobs::Runner {
+pub(crate) fn runner(pool: &PgPool, concurrency: usize) -> herd_jobs::Runner {
     let mut registry = herd_jobs::Registry::new();
     herd_billing::worker::register(&mut registry, pool, &mailer());
     herd_jobs::Runner::new(
@@ -65,7 +65,7 @@ async fn run_due(pool: &PgPool) -> usize {
     runner(pool, 10).drain().await.unwrap().claimed()
 }
 
-async fn count(pool: &PgPool, sql: &str) -> i64 {
+pub(crate) async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
@@ -256,36 +256,6 @@ async fn the_same_event_on_many_connections_at_once_is_stored_and_processed_once
         )
         .await,
         1
-    );
-}
-
-#[sqlx::test(migrator = "herd_store::MIGRATOR")]
-async fn events_of_one_subscription_processed_concurrently_leave_the_newest_state(pool: PgPool) {
-    common::org_and_order(&pool).await;
-    for e in history() {
-        deliver(&pool, &e).await;
-    }
-    // Ten workers, one job each, all at once.
-    let mut workers = Vec::new();
-    for _ in 0..10 {
-        let pool = pool.clone();
-        workers.push(tokio::spawn(async move {
-            runner(&pool, 1).drain().await.unwrap().claimed()
-        }));
-    }
-    for w in workers {
-        w.await.unwrap();
-    }
-    drain(&pool).await;
-    let s = billing::subscription(&pool, SUB).await.unwrap().unwrap();
-    assert_eq!(s.status, "canceled");
-    assert_eq!(
-        count(
-            &pool,
-            "SELECT count(*) FROM jobs WHERE kind = 'stripe.event' AND state = 'done'"
-        )
-        .await,
-        10
     );
 }
 

@@ -15,7 +15,7 @@ const WHSEC: &str = "whsec_checkout_test";
 async fn app(pool: PgPool, fake: &FakeStripe) -> TestApp {
     let base = fake.base.clone();
     let app = TestApp::spawn_with(pool.clone(), move |c| {
-        c.stripe_secret_key = Some(SecretString::from("sk_test_herd".to_owned()));
+        c.stripe_secret_key = Some(SecretString::from(stripe::KEY.to_owned()));
         c.stripe_api_base = base;
         c.stripe_webhook_secrets = vec![SecretString::from(WHSEC.to_owned())];
     })
@@ -195,6 +195,8 @@ async fn order_to_checkout_to_webhook_to_fulfilled_order(pool: PgPool) {
             .count(),
         1
     );
+    // Every call passed Stripe's checks (key, parameters).
+    assert_eq!(fake.refused().len(), 0, "{:#?}", fake.refused());
 }
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
@@ -435,6 +437,45 @@ async fn billing_page_cancels_resumes_changes_plan_and_opens_the_portal(pool: Pg
         .post("/o/paris/billing/subscriptions/sub_LyonPaid/cancel", &[])
         .await
         .assert_status(404);
+    // Every call passed Stripe's checks (key, parameters).
+    assert_eq!(fake.refused().len(), 0, "{:#?}", fake.refused());
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_wrong_stripe_key_shows_that_the_payment_page_could_not_be_opened(pool: PgPool) {
+    // The key of another account (or a rolled one): Stripe answers 401.
+    let fake = FakeStripe::start_with_key("sk_test_the_accounts_own_key").await;
+    let app = app(pool.clone(), &fake).await;
+    let owner = app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
+    owner.get("/o/lyon/order").await.assert_status(200);
+    let r = owner
+        .post(
+            "/o/lyon/order",
+            &[
+                ("plan", "community"),
+                ("app", "mastodon"),
+                ("domain", "lyon.social"),
+            ],
+        )
+        .await;
+    r.assert_status(502)
+        .assert_contains("The payment page could not be opened (Stripe refused)")
+        .assert_contains("Nothing was charged");
+    assert!(!r.body.contains(stripe::KEY), "the key is never shown");
+    // Stripe refused the first call, for the key: nothing was made there.
+    let refused = fake.refused();
+    assert_eq!(refused.len(), 1, "{refused:#?}");
+    assert_eq!(
+        (refused[0].path.as_str(), refused[0].status),
+        ("/v1/customers", 401)
+    );
+    assert_eq!(fake.requests().len(), 1);
+    let (state, session): (String, Option<String>) =
+        sqlx::query_as("SELECT state, checkout_session_id FROM orders")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), session), ("pending", None));
 }
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
@@ -924,7 +965,7 @@ async fn after_a_stripe_timeout_the_order_page_finds_the_session_stripe_made(poo
     let fake = FakeStripe::start().await;
     let base = fake.base.clone();
     let app = TestApp::spawn_with(pool.clone(), move |c| {
-        c.stripe_secret_key = Some(SecretString::from("sk_test_herd".to_owned()));
+        c.stripe_secret_key = Some(SecretString::from(stripe::KEY.to_owned()));
         c.stripe_api_base = base;
         c.stripe_webhook_secrets = vec![SecretString::from(WHSEC.to_owned())];
         c.stripe_timeout = std::time::Duration::from_millis(300);

@@ -12,4 +12,5 @@ mod invoicing;
 mod operators;
 mod roles;
 mod server_lifecycle;
+mod webhook_db_down;
 mod webhooks;

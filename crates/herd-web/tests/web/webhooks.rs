@@ -3,6 +3,7 @@
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use herd_testkit::{stripe, TestApp};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use secrecy::SecretString;
 use serde_json::json;
 use sqlx::PgPool;
@@ -62,15 +63,21 @@ async fn stored(pool: &PgPool) -> i64 {
         .unwrap()
 }
 
-async fn rejections(app: &TestApp, reason: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", app.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+/// A metrics recorder of the test's own. Set as its thread's default (with
+/// [`metrics::set_default_local_recorder`]), it receives what the app counts (the app runs
+/// on the test's single-threaded runtime) and nothing of the tests running beside it,
+/// which the process-wide `/metrics` also counts.
+fn own_metrics() -> (PrometheusRecorder, PrometheusHandle) {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    (recorder, handle)
+}
+
+fn rejections(metrics: &PrometheusHandle, reason: &str) -> f64 {
     let series = format!("herd_stripe_webhook_rejections_total{{reason=\"{reason}\"}}");
-    text.lines()
+    metrics
+        .render()
+        .lines()
         .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
@@ -122,6 +129,8 @@ async fn a_signed_delivery_is_stored_queued_and_acknowledged(pool: PgPool) {
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn bad_deliveries_get_400_and_change_nothing(pool: PgPool) {
+    let (recorder, metrics) = own_metrics();
+    let _counted_here = metrics::set_default_local_recorder(&recorder);
     let app = app(pool.clone()).await;
     let b = body("evt_web_bad");
     let now = stripe::now();
@@ -149,16 +158,26 @@ async fn bad_deliveries_get_400_and_change_nothing(pool: PgPool) {
         ),
     ];
     for (reason, signature, payload) in cases {
-        let before = rejections(&app, reason).await;
+        let before = rejections(&metrics, reason);
         let (status, ctype, text) = post(&app, &payload, signature).await;
         assert_eq!(status, 400, "{reason}: {text}");
         assert_eq!(ctype, "application/problem+json", "{reason}");
         let problem: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(problem["status"], 400);
-        assert!(
-            rejections(&app, reason).await >= before + 1.0,
-            "{reason} is counted"
+        assert_eq!(
+            rejections(&metrics, reason),
+            before + 1.0,
+            "{reason} is counted, once"
         );
+    }
+    // bad_signature twice, each of the others once.
+    for (reason, n) in [
+        ("bad_signature", 2.0),
+        ("expired", 1.0),
+        ("missing_header", 1.0),
+        ("malformed_header", 1.0),
+    ] {
+        assert_eq!(rejections(&metrics, reason), n, "{reason}");
     }
     assert_eq!(stored(&pool).await, 0);
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
@@ -250,6 +269,8 @@ async fn one_event_on_32_connections_at_once_is_stored_once(pool: PgPool) {
 async fn an_event_of_the_other_mode_than_the_key_is_refused(pool: PgPool) {
     // A live installation (live key) receives a test-mode event signed with its secret:
     // refused, not stored.
+    let (recorder, metrics) = own_metrics();
+    let _counted_here = metrics::set_default_local_recorder(&recorder);
     let app = TestApp::spawn_with(pool.clone(), |c| {
         c.stripe_webhook_secrets = vec![SecretString::from(NEW.to_owned())];
         c.stripe_secret_key = Some(SecretString::from("sk_live_herd".to_owned()));
@@ -261,7 +282,7 @@ async fn an_event_of_the_other_mode_than_the_key_is_refused(pool: PgPool) {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("test mode"), "{text}");
     assert_eq!(stored(&pool).await, 0);
-    assert_eq!(rejections(&app, "livemode_mismatch").await, 1.0);
+    assert_eq!(rejections(&metrics, "livemode_mismatch"), 1.0);
     // The same event in live mode is taken.
     let mut live: serde_json::Value = serde_json::from_str(&body("evt_web_livemode")).unwrap();
     live["livemode"] = json!(true);
