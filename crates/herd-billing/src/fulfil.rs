@@ -148,6 +148,9 @@ pub async fn approve_invoice_order(
                 po_reference: order.po_reference.clone().unwrap_or_default(),
                 billing_address: order.billing_address.clone().unwrap_or_default(),
                 vat_id: order.vat_id.clone().unwrap_or_default(),
+                // Orders do not ask for the country: until an operator enters it in the
+                // contract, its invoices say VAT was not computed.
+                country: None,
                 starts_on: today,
                 ends_on: None,
             };

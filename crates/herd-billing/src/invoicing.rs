@@ -1,12 +1,16 @@
 //! Invoice billing's moving parts: issuing the invoices contracts are due for (each emailed
 //! to the organization's owners and billing members), and what overdue invoices mean for
 //! the access policy.
+//!
+//! An invoice is frozen when it is issued: the issuer (as `herd serve` recorded it at start,
+//! see [`record_issuer`]), the customer's name and country, its lines, VAT and totals are
+//! copied onto it, and its page and email read only that copy.
 
 use crate::jobs::InvoiceEmail;
 use herd_domain::access::Standing;
 use herd_domain::OrgId;
-use herd_store::invoicing::{self, Contract, Invoice};
-use herd_store::{orgs, plans, StoreError};
+use herd_store::invoicing::{self, Contract, Invoice, Issuer};
+use herd_store::{plans, StoreError};
 use sqlx::PgPool;
 use time::{Date, OffsetDateTime, Time};
 
@@ -41,6 +45,27 @@ pub async fn save_contract(
         _ => Vec::new(),
     };
     Ok((saved, moved))
+}
+
+/// Records who invoices are issued by from now on (`herd serve` does at start, from
+/// HERD_INVOICE_ISSUER, HERD_INVOICE_ISSUER_COUNTRY and HERD_INVOICE_ISSUER_VAT_ID): every
+/// process that issues invoices, a separate `herd worker` included, reads it at issue.
+pub async fn record_issuer(pool: &PgPool, issuer: &Issuer) -> Result<(), StoreError> {
+    invoicing::record_issuer(pool, issuer).await?;
+    match issuer.country {
+        None => tracing::warn!(
+            "HERD_INVOICE_ISSUER_COUNTRY is not set: invoices are issued without VAT, saying it was not computed"
+        ),
+        Some(c) if !c.is_eu() => tracing::warn!(
+            country = %c,
+            "the invoice issuer is outside the EU: invoices are issued without VAT, saying it was not computed"
+        ),
+        Some(_) if issuer.vat_id.is_none() => tracing::warn!(
+            "HERD_INVOICE_ISSUER_VAT_ID is not set: invoices do not show the issuer's VAT id"
+        ),
+        Some(_) => {}
+    }
+    Ok(())
 }
 
 /// Issues every invoice due by `today`; returns them.
@@ -110,7 +135,8 @@ pub async fn sweep(pool: &PgPool, now: OffsetDateTime) -> Result<usize, StoreErr
     Ok(changed)
 }
 
-/// The emails of an issued invoice.
+/// The emails of an issued invoice, written from the invoice alone (its customer's name as
+/// issued; only the recipients are the organization's current billing contacts).
 pub async fn invoice_emails(
     pool: &PgPool,
     id: uuid::Uuid,
@@ -118,25 +144,38 @@ pub async fn invoice_emails(
     let Some(inv) = invoicing::invoice(pool, id).await? else {
         return Ok(Vec::new());
     };
-    let Some(org) = orgs::by_id(pool, OrgId(inv.org_id)).await? else {
-        return Ok(Vec::new());
-    };
-    let amount = herd_domain::Money {
-        minor: inv.amount_minor,
+    let money = |minor| herd_domain::Money {
+        minor,
         currency: inv.currency.clone(),
     };
-    let subject = format!("Invoice {} for {}", inv.number, org.name);
+    let subject = format!("Invoice {} for {}", inv.number, inv.customer_name);
+    let vat = if inv.tax_treatment.charges_vat() {
+        format!(
+            "net {}, VAT {} {}, total {}",
+            money(inv.net_minor),
+            herd_domain::vat::percent(u32::try_from(inv.vat_rate_bp).unwrap_or(0)),
+            money(inv.tax_minor),
+            money(inv.gross_minor)
+        )
+    } else {
+        format!("{}, no VAT charged", money(inv.gross_minor))
+    };
     let body = format!(
-        "Invoice {} of {amount} for {}, {}, is due on {}{}. You can see and print it in Herd (Billing › Invoices).",
+        "Invoice {} for {}, {}: {vat}. It is due on {}{}.{} You can see and print it in Herd (Billing › Invoices).",
         inv.number,
-        org.name,
+        inv.customer_name,
         inv.description,
         inv.due_on,
         if inv.po_reference.is_empty() {
             String::new()
         } else {
             format!(" (purchase order {})", inv.po_reference)
+        },
+        if inv.tax_note.is_empty() {
+            String::new()
+        } else {
+            format!("\n\n{}.", inv.tax_note)
         }
     );
-    crate::access::to_billing_contacts(pool, org.id(), &subject, &body).await
+    crate::access::to_billing_contacts(pool, OrgId(inv.org_id), &subject, &body).await
 }

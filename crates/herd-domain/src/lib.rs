@@ -1,6 +1,6 @@
 //! Herd's domain model: identifiers, validated values (email, slug, password policy),
-//! organization roles and their rules, the plan catalogue, and the access policy that
-//! turns billing facts into what a tenant's server should be.
+//! organization roles and their rules, the plan catalogue, VAT on invoices, and the access
+//! policy that turns billing facts into what a tenant's server should be.
 //!
 //! This crate does no IO. CI checks that it never depends on sqlx, axum, kube or stripe.
 
@@ -15,6 +15,7 @@ pub mod password;
 pub mod plan;
 pub mod role;
 pub mod slug;
+pub mod vat;
 pub mod version;
 
 pub use domain::{DomainError, DomainName};
@@ -26,7 +27,9 @@ pub use password::{
     check_password, PasswordError, PASSWORD_MAX_LEN, PASSWORD_MIN_LEN, PASSWORD_RULES,
 };
 pub use plan::{
-    default_catalogue, BillingInterval, ComputeSize, Money, MoneyError, PlanLimits, PlanSeed,
+    default_catalogue, minor_units, BillingInterval, ComputeSize, Money, MoneyError, PlanLimits,
+    PlanSeed,
 };
 pub use role::{check_change, check_invite, MembershipError, Role};
 pub use slug::{Slug, SlugError};
+pub use vat::{Country, CountryError, TaxTreatment, VatId, VatIdError};

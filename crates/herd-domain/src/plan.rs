@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// A price in minor units (cents) of an ISO 4217 currency.
+/// A price in minor units of an ISO 4217 currency: cents for EUR, yen for JPY (which has
+/// no minor unit), fils for KWD (a thousandth of a dinar); see [`minor_units`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Money {
     pub minor: i64,
@@ -16,54 +17,100 @@ pub struct Money {
 pub enum MoneyError {
     #[error("Enter a price like 49 or 49.90.")]
     Format,
+    #[error("{}", decimals_message(currency, *exponent))]
+    Decimals { currency: String, exponent: u32 },
     #[error("The currency is a three-letter ISO code such as EUR.")]
     Currency,
     #[error("The price is too large.")]
     TooLarge,
 }
 
+fn decimals_message(currency: &str, exponent: u32) -> String {
+    match exponent {
+        0 => format!("{currency} has no minor unit: enter a whole amount such as 1200."),
+        3 => format!("{currency} has at most 3 decimals, such as 1.234."),
+        n => format!("{currency} has at most {n} decimals, such as 49.90."),
+    }
+}
+
+/// The number of decimals of a currency's minor unit (its ISO 4217 exponent): 0 for the
+/// currencies without one (JPY, KRW, ISK, CLP, VND, UGX, XAF, XOF, …), 3 for the dinars
+/// and rials that count in thousandths (BHD, IQD, JOD, KWD, LYD, OMR, TND), 4 for the
+/// units of account CLF and UYW, 2 for every other code.
+pub fn minor_units(currency: &str) -> u32 {
+    match currency {
+        "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
+        | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+        "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
+        "CLF" | "UYW" => 4,
+        _ => 2,
+    }
+}
+
 impl Money {
-    /// Reads a price in major units with at most two decimals ("49", "49.9", "49.90").
-    /// Negative prices are refused.
+    /// Reads a price in major units with at most the currency's decimals ("49", "49.9",
+    /// "49.90" for EUR; "1200" for JPY, which has none; "1.234" for KWD). Negative prices
+    /// are refused.
     pub fn parse(amount: &str, currency: &str) -> Result<Self, MoneyError> {
         let currency = currency.trim().to_ascii_uppercase();
         if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
             return Err(MoneyError::Currency);
         }
+        let exponent = minor_units(&currency);
         let amount = amount.trim();
         let (whole, frac) = amount.split_once('.').unwrap_or((amount, ""));
         let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
-        if !digits(whole)
-            || (!frac.is_empty() && !digits(frac))
-            || frac.len() > 2
-            || amount.ends_with('.')
-        {
+        let point = amount.contains('.');
+        if !digits(whole) || (point && !digits(frac) && exponent > 0) {
             return Err(MoneyError::Format);
         }
+        if point && (exponent == 0 || frac.len() > exponent as usize) {
+            return Err(MoneyError::Decimals { currency, exponent });
+        }
         let whole: i64 = whole.parse().map_err(|_| MoneyError::TooLarge)?;
-        let cents: i64 = format!("{frac:0<2}")
-            .parse()
-            .map_err(|_| MoneyError::Format)?;
+        let frac: i64 = if exponent == 0 {
+            0
+        } else {
+            format!("{frac:0<width$}", width = exponent as usize)
+                .parse()
+                .map_err(|_| MoneyError::Format)?
+        };
         let minor = whole
-            .checked_mul(100)
-            .and_then(|w| w.checked_add(cents))
+            .checked_mul(10_i64.pow(exponent))
+            .and_then(|w| w.checked_add(frac))
             .ok_or(MoneyError::TooLarge)?;
         Ok(Self { minor, currency })
     }
 
-    /// The amount in major units without the currency ("49.00"), as forms show it.
+    /// The number of decimals of this currency's minor unit.
+    pub fn exponent(&self) -> u32 {
+        minor_units(&self.currency)
+    }
+
+    /// The amount in major units without the currency ("49.00", "1200" for JPY), as forms
+    /// show it.
     pub fn major(&self) -> String {
-        let s = self.to_string();
-        s.rsplit_once(' ').map(|(a, _)| a.to_owned()).unwrap_or(s)
+        let sign = if self.minor < 0 { "-" } else { "" };
+        let abs = self.minor.unsigned_abs();
+        match self.exponent() {
+            0 => format!("{sign}{abs}"),
+            e => {
+                let unit = 10_u64.pow(e);
+                format!(
+                    "{sign}{}.{:0width$}",
+                    abs / unit,
+                    abs % unit,
+                    width = e as usize
+                )
+            }
+        }
     }
 }
 
 impl fmt::Display for Money {
-    /// `49.00 EUR`: two decimals, the currency code after.
+    /// `49.00 EUR`, `1200 JPY`, `1.234 KWD`: the currency's decimals, its code after.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.minor < 0 { "-" } else { "" };
-        let abs = self.minor.unsigned_abs();
-        write!(f, "{sign}{}.{:02} {}", abs / 100, abs % 100, self.currency)
+        write!(f, "{} {}", self.major(), self.currency)
     }
 }
 
@@ -224,7 +271,10 @@ mod tests {
         );
         assert_eq!(p(" 49.9 ", "EUR").map(|m| m.minor), Ok(4_990));
         assert_eq!(p("0.05", "EUR").map(|m| m.minor), Ok(5));
-        assert_eq!(p("49.999", "EUR"), Err(MoneyError::Format));
+        assert!(matches!(
+            p("49.999", "EUR"),
+            Err(MoneyError::Decimals { exponent: 2, .. })
+        ));
         assert_eq!(p("-1", "EUR"), Err(MoneyError::Format));
         assert_eq!(p("4,90", "EUR"), Err(MoneyError::Format));
         assert_eq!(p("49.", "EUR"), Err(MoneyError::Format));
@@ -238,6 +288,80 @@ mod tests {
             }
             .major(),
             "49.00"
+        );
+    }
+
+    #[test]
+    fn minor_units_follow_iso_4217() {
+        for c in [
+            "JPY", "KRW", "ISK", "CLP", "VND", "UGX", "XAF", "XOF", "PYG", "XPF",
+        ] {
+            assert_eq!(minor_units(c), 0, "{c}");
+        }
+        for c in ["BHD", "KWD", "OMR", "JOD", "TND", "IQD", "LYD"] {
+            assert_eq!(minor_units(c), 3, "{c}");
+        }
+        for c in ["EUR", "USD", "GBP", "CHF", "SEK", "HUF"] {
+            assert_eq!(minor_units(c), 2, "{c}");
+        }
+    }
+
+    #[test]
+    fn zero_decimal_currencies_have_no_minor_unit() {
+        let yen = Money::parse("1200", "jpy").expect("a yen price");
+        assert_eq!(
+            yen,
+            Money {
+                minor: 1_200,
+                currency: "JPY".into()
+            }
+        );
+        assert_eq!(yen.to_string(), "1200 JPY");
+        assert_eq!(yen.major(), "1200");
+        assert!(matches!(
+            Money::parse("1200.5", "JPY"),
+            Err(MoneyError::Decimals { exponent: 0, .. })
+        ));
+        assert!(Money::parse("1200.00", "JPY").is_err());
+        assert!(Money::parse("1200.", "JPY").is_err());
+        assert_eq!(
+            Money::parse("1200.5", "JPY")
+                .expect_err("no decimals")
+                .to_string(),
+            "JPY has no minor unit: enter a whole amount such as 1200."
+        );
+        assert_eq!(
+            Money {
+                minor: -5,
+                currency: "KRW".into()
+            }
+            .to_string(),
+            "-5 KRW"
+        );
+    }
+
+    #[test]
+    fn three_decimal_currencies_have_three_decimals() {
+        assert_eq!(Money::parse("1.234", "KWD").map(|m| m.minor), Ok(1_234));
+        assert_eq!(Money::parse("1.2", "KWD").map(|m| m.minor), Ok(1_200));
+        assert_eq!(Money::parse("12", "BHD").map(|m| m.minor), Ok(12_000));
+        assert!(matches!(
+            Money::parse("1.2345", "KWD"),
+            Err(MoneyError::Decimals { exponent: 3, .. })
+        ));
+        let dinar = |minor| Money {
+            minor,
+            currency: "KWD".into(),
+        };
+        assert_eq!(dinar(1_234).to_string(), "1.234 KWD");
+        assert_eq!(dinar(5).to_string(), "0.005 KWD");
+        assert_eq!(dinar(1_234).major(), "1.234");
+        // Two decimals stay the default, and prices stored in minor units keep their value.
+        assert_eq!(
+            Money::parse("49.999", "EUR")
+                .expect_err("two decimals")
+                .to_string(),
+            "EUR has at most 2 decimals, such as 49.90."
         );
     }
 

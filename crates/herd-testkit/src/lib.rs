@@ -80,7 +80,17 @@ impl TestApp {
             .await
             .unwrap();
         tx.commit().await.unwrap();
-        Self::spawn_unseeded(pool, adjust).await
+        // As `herd serve` does at start: invoices are issued by the configured issuer.
+        let mut issuer = None;
+        let app = Self::spawn_unseeded(pool.clone(), |c| {
+            adjust(c);
+            issuer = Some(c.invoice_issuer());
+        })
+        .await;
+        herd_billing::invoicing::record_issuer(&pool, &issuer.unwrap())
+            .await
+            .unwrap();
+        app
     }
 
     /// Starts the app without touching the database first.

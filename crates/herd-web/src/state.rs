@@ -38,9 +38,15 @@ pub struct WebConfig {
     pub stripe_secret_key: Option<SecretString>,
     /// Where Stripe's API is (tests and staging point it elsewhere).
     pub stripe_api_base: String,
-    /// The issuer block of Herd's invoices: the provider's name, address, VAT id, bank
-    /// details (several lines).
+    /// The issuer block of Herd's invoices: the provider's name, address, bank details
+    /// (several lines). Recorded in the database at start with the two settings below
+    /// ([`WebConfig::invoice_issuer`]); each invoice copies it when it is issued.
     pub invoice_issuer: String,
+    /// Where the issuer is established (`HERD_INVOICE_ISSUER_COUNTRY`): VAT is computed
+    /// from it and the customer's country; without it, invoices carry no VAT and say so.
+    pub invoice_issuer_country: Option<herd_domain::Country>,
+    /// The issuer's own VAT id (`HERD_INVOICE_ISSUER_VAT_ID`), printed on invoices.
+    pub invoice_issuer_vat_id: Option<herd_domain::VatId>,
     /// Seals kubeconfigs and owners' one-time passwords in the database
     /// (`HERD_ENCRYPTION_KEY`); without it, clusters can only use in-cluster credentials
     /// and owner passwords stay on the cluster.
@@ -79,12 +85,24 @@ impl WebConfig {
             stripe_secret_key: None,
             stripe_api_base: herd_billing::stripe_api::DEFAULT_API_BASE.to_owned(),
             invoice_issuer: "Your hosting provider (set HERD_INVOICE_ISSUER)".to_owned(),
+            invoice_issuer_country: None,
+            invoice_issuer_vat_id: None,
             seal_key: None,
             auto_approve_invoice_orders: false,
             base_domain: None,
             dns_server: None,
             worker: None,
             stripe_timeout: herd_billing::stripe_api::DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Who invoices are issued by, as these settings say: `herd serve` records it in the
+    /// database at start (`herd_billing::invoicing::record_issuer`).
+    pub fn invoice_issuer(&self) -> herd_store::invoicing::Issuer {
+        herd_store::invoicing::Issuer {
+            details: self.invoice_issuer.clone(),
+            country: self.invoice_issuer_country,
+            vat_id: self.invoice_issuer_vat_id.clone(),
         }
     }
 

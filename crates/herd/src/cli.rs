@@ -287,10 +287,23 @@ pub struct ServeArgs {
     )]
     pub stripe_api_base: String,
 
-    /// The issuer block printed on Herd's invoices: the provider's name, address, VAT id and
-    /// bank details, lines separated by "\n".
+    /// The issuer block printed on Herd's invoices: the provider's name, address and bank
+    /// details, lines separated by "\n". Each invoice keeps the issuer it was issued with.
     #[arg(long, env = "HERD_INVOICE_ISSUER", default_value = "")]
     pub invoice_issuer: String,
+
+    /// The invoice issuer's country, as its ISO 3166-1 two-letter code (FR, DE, …). VAT on
+    /// invoices is computed from it and each contract's country and VAT id (domestic rate,
+    /// reverse charge, the customer's EU rate, or outside the scope of EU VAT). Unset,
+    /// invoices carry no VAT and say "VAT not computed: HERD_INVOICE_ISSUER_COUNTRY is not
+    /// set".
+    #[arg(long, env = "HERD_INVOICE_ISSUER_COUNTRY", default_value = "")]
+    pub invoice_issuer_country: String,
+
+    /// The invoice issuer's own VAT id (FR12345678901, EL123456789, …), checked against
+    /// HERD_INVOICE_ISSUER_COUNTRY and printed on invoices.
+    #[arg(long, env = "HERD_INVOICE_ISSUER_VAT_ID", default_value = "")]
+    pub invoice_issuer_vat_id: String,
 
     /// Approve orders paid by invoice at once (the contract is made and the server starts)
     /// instead of waiting for an operator in the console.

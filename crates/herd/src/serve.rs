@@ -186,6 +186,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !args.invoice_issuer.trim().is_empty() {
         config.invoice_issuer = args.invoice_issuer.replace("\\n", "\n");
     }
+    config.invoice_issuer_country = match args.invoice_issuer_country.trim() {
+        "" => None,
+        c => Some(
+            herd_domain::Country::parse(c)
+                .map_err(|e| anyhow::anyhow!("HERD_INVOICE_ISSUER_COUNTRY {c:?}: {e}"))?,
+        ),
+    };
+    config.invoice_issuer_vat_id = match (
+        args.invoice_issuer_vat_id.trim(),
+        config.invoice_issuer_country,
+    ) {
+        ("", _) => None,
+        (v, Some(c)) => Some(
+            herd_domain::VatId::parse(v, c)
+                .map_err(|e| anyhow::anyhow!("HERD_INVOICE_ISSUER_VAT_ID {v:?}: {e}"))?,
+        ),
+        (_, None) => anyhow::bail!(
+            "HERD_INVOICE_ISSUER_VAT_ID is checked against HERD_INVOICE_ISSUER_COUNTRY: set both"
+        ),
+    };
+    // Invoices issued from now on, by this process or a separate `herd worker`, name this
+    // issuer and compute VAT from its country.
+    herd_billing::invoicing::record_issuer(&pool, &config.invoice_issuer())
+        .await
+        .context("recording the invoice issuer")?;
     if config.stripe_secret_key.is_none() {
         tracing::info!("no STRIPE_SECRET_KEY: card billing is off");
     }

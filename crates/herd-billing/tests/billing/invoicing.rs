@@ -54,6 +54,7 @@ fn terms(starts_on: Date, period: Period, terms_days: i32) -> Terms {
         po_reference: "PO-2026-118".into(),
         billing_address: "Hôtel de Ville\n1 place de la Comédie\n69001 Lyon".into(),
         vat_id: "FR12345678901".into(),
+        country: None,
         starts_on,
         ends_on: None,
     }

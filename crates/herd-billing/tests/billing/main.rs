@@ -10,3 +10,4 @@ mod invoicing;
 mod ordering;
 mod pipeline;
 mod stripe_api;
+mod vat;

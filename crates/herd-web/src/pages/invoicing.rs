@@ -1,7 +1,8 @@
 //! Invoice billing pages. Operators put an organization on invoice billing with a contract
-//! (plan, negotiated price, period, payment terms, purchase order, billing address, VAT id),
-//! list invoices (overdue ones on their own) and record payments; customers read and print
-//! their invoices. Every operator action is audited.
+//! (plan, negotiated price, period, payment terms, purchase order, billing address, country
+//! and VAT id), list invoices (overdue ones on their own) and record payments; customers
+//! read and print their invoices, which show only what was frozen on them at issue. Every
+//! operator action is audited.
 
 use super::FieldErrors;
 use crate::audit::{self, Actor};
@@ -18,6 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use herd_domain::invoice::Period;
+use herd_domain::vat::{self, Country, VatId};
 use herd_domain::{Money, OrgId};
 use herd_store::invoicing::{self, Contract, Invoice, Terms};
 use herd_store::orgs::{self, Org};
@@ -84,6 +86,8 @@ struct ContractForm {
     #[serde(default)]
     vat_id: String,
     #[serde(default)]
+    country: String,
+    #[serde(default)]
     starts_on: String,
     #[serde(default)]
     ends_on: String,
@@ -104,12 +108,20 @@ impl ContractForm {
             po_reference: c.po_reference.clone(),
             billing_address: c.billing_address.clone(),
             vat_id: c.vat_id.clone(),
+            country: c.country.clone(),
             starts_on: c.starts_on.to_string(),
             ends_on: c.ends_on.map(|d| d.to_string()).unwrap_or_default(),
         }
     }
 
-    fn validate(&self, plans: &[Plan]) -> Result<Terms, FieldErrors> {
+    /// The contract's terms, or what is wrong with them. With the issuer's country set
+    /// (VAT is computed), the customer's country is required; a VAT id is checked against
+    /// the country (an EU VAT id's format and prefix, EL for Greece).
+    fn validate(
+        &self,
+        plans: &[Plan],
+        issuer_country: Option<Country>,
+    ) -> Result<Terms, FieldErrors> {
         let mut errors = FieldErrors::default();
         if !plans.iter().any(|p| p.code == self.plan) {
             errors.add("plan", "Choose one of the plans.");
@@ -135,12 +147,34 @@ impl ContractForm {
                 "Enter the billing address (at most 1000 characters).",
             );
         }
-        if self.po_reference.chars().count() > 100 || self.vat_id.chars().count() > 40 {
+        if self.po_reference.chars().count() > 100 {
             errors.add(
                 "po_reference",
-                "Keep the purchase order under 100 and the VAT id under 40 characters.",
+                "Keep the purchase order under 100 characters.",
             );
         }
+        let country_given = !self.country.trim().is_empty();
+        let country = Country::parse(&self.country)
+            .map_err(|e| {
+                if country_given {
+                    errors.add("country", e);
+                }
+            })
+            .ok();
+        let vat_id = self.vat_id.trim();
+        if !country_given && (issuer_country.is_some() || !vat_id.is_empty()) {
+            errors.add(
+                "country",
+                "Enter the customer's country, such as FR or DE: the VAT on its invoices and the format of its VAT id depend on it.",
+            );
+        }
+        let vat_id = match country {
+            Some(c) if !vat_id.is_empty() => VatId::parse(vat_id, c)
+                .map_err(|e| errors.add("vat_id", e))
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
         let starts_on = parse_date(&self.starts_on);
         if starts_on.is_none() {
             errors.add("starts_on", "Enter a date like 2026-12-01.");
@@ -165,7 +199,8 @@ impl ContractForm {
                 payment_terms_days: terms_days,
                 po_reference: self.po_reference.trim().to_owned(),
                 billing_address: address,
-                vat_id: self.vat_id.trim().to_owned(),
+                vat_id,
+                country,
                 starts_on,
                 ends_on,
             }),
@@ -183,6 +218,23 @@ struct ContractPage {
     form: ContractForm,
     errors: FieldErrors,
     existing: bool,
+    /// Why VAT is not computed on this contract's invoices, when it is not.
+    vat_notice: Option<String>,
+}
+
+/// Why the invoices of a contract will carry no VAT although they should: the issuer's
+/// country is not set, or not in the EU.
+fn vat_notice(issuer: &invoicing::Issuer) -> Option<String> {
+    match issuer.country {
+        None => Some(format!(
+            "{}: this contract's invoices will carry no VAT and say so. Set it where Herd runs, then restart.",
+            vat::NO_ISSUER_COUNTRY_NOTE
+        )),
+        Some(c) if !c.is_eu() => Some(format!(
+            "The invoice issuer's country ({c}) is outside the EU: Herd computes EU VAT only, so this contract's invoices will carry no VAT."
+        )),
+        Some(_) => None,
+    }
 }
 
 async fn org_by_slug(state: &AppState, slug: &str) -> Result<Org, AppError> {
@@ -199,6 +251,7 @@ async fn contract_form(
 ) -> Result<Response, AppError> {
     let org = org_by_slug(&state, &slug).await?;
     let existing = invoicing::contract_of(&state.pool, org.id()).await?;
+    let issuer = invoicing::issuer(&state.pool).await?;
     let form = existing.as_ref().map_or_else(
         || ContractForm {
             currency: "EUR".into(),
@@ -216,6 +269,7 @@ async fn contract_form(
         org,
         form,
         errors: FieldErrors::default(),
+        vat_notice: vat_notice(&issuer),
     })
 }
 
@@ -229,7 +283,9 @@ async fn contract_save(
 ) -> Result<Response, AppError> {
     let org = org_by_slug(&state, &slug).await?;
     let plans = plans::all(&state.pool).await?;
-    let terms = match form.validate(&plans) {
+    // The issuer invoices will be issued by, as recorded at start.
+    let issuer = invoicing::issuer(&state.pool).await?;
+    let terms = match form.validate(&plans, issuer.country) {
         Ok(t) => t,
         Err(errors) => {
             let existing = invoicing::contract_of(&state.pool, org.id())
@@ -244,6 +300,7 @@ async fn contract_save(
                     form,
                     errors,
                     existing,
+                    vat_notice: vat_notice(&issuer),
                 },
             );
         }
@@ -262,7 +319,7 @@ async fn contract_save(
         json!({
             "plan": saved.plan_code, "price_minor": saved.price_minor, "currency": saved.currency,
             "period": saved.period, "payment_terms_days": saved.payment_terms_days,
-            "po_reference": saved.po_reference, "vat_id": saved.vat_id,
+            "po_reference": saved.po_reference, "vat_id": saved.vat_id, "country": saved.country,
             "starts_on": saved.starts_on.to_string(), "ends_on": saved.ends_on.map(|d| d.to_string()),
             "servers_moved": moved,
         }),
@@ -303,21 +360,35 @@ async fn contract_save(
     Ok(Redirect::to(&format!("/operator/orgs/{slug}/contract")).into_response())
 }
 
-/// An invoice with its amounts formatted, for the templates.
+/// An invoice with its amounts formatted in its currency's minor units, for the templates.
 pub struct InvoiceView {
     pub i: Invoice,
+    /// The amount due (the gross).
     pub amount: String,
+    pub net: String,
+    pub tax: String,
+    /// The VAT rate ("20%").
+    pub rate: String,
+    /// Whether the invoice charges VAT (a rate line) or carries a mention instead.
+    pub charges_vat: bool,
     pub overdue: bool,
 }
 
 impl InvoiceView {
     pub(crate) fn new(i: Invoice, today: Date) -> Self {
-        Self {
-            amount: Money {
-                minor: i.amount_minor,
+        let money = |minor| {
+            Money {
+                minor,
                 currency: i.currency.clone(),
             }
-            .to_string(),
+            .to_string()
+        };
+        Self {
+            amount: money(i.amount_minor),
+            net: money(i.net_minor),
+            tax: money(i.tax_minor),
+            rate: vat::percent(u32::try_from(i.vat_rate_bp).unwrap_or(0)),
+            charges_vat: i.tax_treatment.charges_vat(),
             overdue: i.status == "open" && i.due_on < today,
             i,
         }
@@ -375,16 +446,14 @@ async fn invoice_list(
 #[template(path = "invoice.html")]
 struct InvoicePage {
     l: Layout,
+    /// Everything it shows was frozen on the invoice at issue (issuer, customer, lines).
     v: InvoiceView,
-    org_name: String,
-    issuer: String,
     /// Operators record payments from the same page.
     operator: bool,
     errors: FieldErrors,
 }
 
 async fn invoice_page(
-    state: &AppState,
     session: &Session,
     user: &herd_store::users::User,
     i: Invoice,
@@ -392,17 +461,11 @@ async fn invoice_page(
     errors: FieldErrors,
     status: StatusCode,
 ) -> Result<Response, AppError> {
-    let org_name = orgs::by_id(&state.pool, OrgId(i.org_id))
-        .await?
-        .map(|o| o.name)
-        .unwrap_or_default();
     render_status(
         status,
         &InvoicePage {
             l: Layout::new(session, Some(user)).await?,
             v: InvoiceView::new(i, OffsetDateTime::now_utc().date()),
-            org_name,
-            issuer: state.config.invoice_issuer.clone(),
             operator,
             errors,
         },
@@ -419,7 +482,6 @@ async fn operator_invoice(
         .await?
         .ok_or(AppError::NotFound)?;
     invoice_page(
-        &state,
         &session,
         &op,
         i,
@@ -441,7 +503,6 @@ async fn customer_invoice(
         .filter(|i| i.org_id == ctx.org.id().0)
         .ok_or(AppError::NotFound)?;
     invoice_page(
-        &state,
         &session,
         &ctx.user,
         i,
@@ -492,7 +553,6 @@ async fn record_payment(
     }
     let (Some(paid_on), true) = (paid_on, errors.is_empty()) else {
         return invoice_page(
-            &state,
             &session,
             &op,
             i,

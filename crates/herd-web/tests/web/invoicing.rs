@@ -41,6 +41,7 @@ async fn contract_invoice_print_and_payment(pool: PgPool) {
         ("vat_id", "FR12345678901"),
         ("starts_on", today.as_str()),
         ("ends_on", ""),
+        ("country", "FR"),
     ];
     let mut bad = good.to_vec();
     bad[1] = ("price", "lots");

@@ -12,5 +12,6 @@ mod invoicing;
 mod operators;
 mod roles;
 mod server_lifecycle;
+mod vat;
 mod webhook_db_down;
 mod webhooks;
