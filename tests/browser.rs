@@ -250,7 +250,30 @@ async fn journey(
     let url = c.current_url().await?;
     expect_eq("dashboard address", url.path(), "/o/ville-de-strasbourg")?;
     accessible(c, "the organization's dashboard").await?;
+    support(c, app).await?;
     order(c, app, fake).await
+}
+
+/// The customer opens a support ticket from the portal, by the form.
+async fn support(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Error>> {
+    visit(c, app, "/o/ville-de-strasbourg/support", "Support").await?;
+    click(c, Locator::LinkText("Open a ticket")).await?;
+    wait_for_heading(c, "Open a ticket").await?;
+    accessible(c, "the new ticket form").await?;
+    fill(c, "#subject", "Our logo does not show").await?;
+    fill(c, "#body", "Since yesterday the header image is missing.").await?;
+    click(
+        c,
+        Locator::Css("form[action='/o/ville-de-strasbourg/support'] button[type=submit]"),
+    )
+    .await?;
+    wait_for_heading(c, "Our logo does not show").await?;
+    accessible(c, "a ticket's page").await?;
+    // Back to the dashboard, where the order starts.
+    click(c, Locator::LinkText("← Support")).await?;
+    wait_for_heading(c, "Support").await?;
+    click(c, Locator::LinkText("← Ville de Strasbourg")).await?;
+    wait_for_heading(c, "Ville de Strasbourg").await
 }
 
 const WHSEC: &str = "whsec_browser_test";
@@ -641,6 +664,48 @@ async fn console(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
     visit(c, app, "/operator/billing/events", "Stripe webhook events").await?;
     visit(c, app, "/operator/users", "Users").await?;
     visit(c, app, "/operator/audit", "Audit log").await?;
+    // The support desk, with a ticket of Lyon's.
+    let ticket = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO tickets (id, org_id, subject, category, priority) SELECT $1, id, 'Federation is slow', 'technical', 'normal' FROM organizations WHERE slug = 'lyon'")
+        .bind(ticket)
+        .execute(&app.pool)
+        .await?;
+    sqlx::query("INSERT INTO ticket_messages (id, ticket_id, author_name, from_operator, body) VALUES ($1, $2, 'Léa', false, 'Posts arrive late.')")
+        .bind(uuid::Uuid::now_v7())
+        .bind(ticket)
+        .execute(&app.pool)
+        .await?;
+    visit(c, app, "/operator/support", "Support queue").await?;
+    visit(
+        c,
+        app,
+        &format!("/operator/support/{ticket}"),
+        "Federation is slow",
+    )
+    .await?;
+    // The operator answers it, and the page comes back with the answer.
+    fill(c, "#body", "We moved your server to a quieter node.").await?;
+    click(
+        c,
+        Locator::Css("form[action$='/reply'] button[type=submit]"),
+    )
+    .await?;
+    wait_for(c, Locator::Css(".flash")).await?;
+    wait_for_heading(c, "Federation is slow").await?;
+    accessible(c, "a ticket after the answer").await?;
+    let answered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ticket_messages WHERE from_operator")
+            .fetch_one(&app.pool)
+            .await?;
+    expect_eq("operator answers", &answered.to_string(), "1")?;
+    visit(c, app, "/operator/support/tiers", "Support tiers").await?;
+    visit(
+        c,
+        app,
+        "/operator/support/tiers/community",
+        "Support tier of Community",
+    )
+    .await?;
     visit(
         c,
         app,

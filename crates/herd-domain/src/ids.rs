@@ -72,6 +72,10 @@ id_type!(
     /// An entry of the audit log.
     AuditId
 );
+id_type!(
+    /// A support ticket.
+    TicketId
+);
 
 #[cfg(test)]
 mod tests {

@@ -15,6 +15,7 @@ pub mod password;
 pub mod plan;
 pub mod role;
 pub mod slug;
+pub mod support;
 pub mod vat;
 pub mod version;
 

@@ -112,14 +112,18 @@ pub enum Capability {
     /// Order servers; see and change billing: subscriptions, plans, payment methods,
     /// cancellations, orders and invoices.
     ManageBilling,
+    /// See and answer every support ticket of the organization (every member sees the
+    /// tickets they opened and those shared with the organization).
+    SeeAllTickets,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 4] = [
+    pub const ALL: [Capability; 5] = [
         Capability::View,
         Capability::ManageMembers,
         Capability::ManageServers,
         Capability::ManageBilling,
+        Capability::SeeAllTickets,
     ];
 
     /// Which roles have this capability. The one place the rule is written: owners have
@@ -129,7 +133,9 @@ impl Capability {
         use Role::*;
         match self {
             Capability::View => true,
-            Capability::ManageMembers | Capability::ManageServers => matches!(role, Owner | Admin),
+            Capability::ManageMembers | Capability::ManageServers | Capability::SeeAllTickets => {
+                matches!(role, Owner | Admin)
+            }
             Capability::ManageBilling => matches!(role, Owner | Billing),
         }
     }
@@ -146,6 +152,7 @@ impl Capability {
             Capability::ManageMembers => "manage members",
             Capability::ManageServers => "manage servers",
             Capability::ManageBilling => "manage billing",
+            Capability::SeeAllTickets => "see all tickets",
         }
     }
 
@@ -157,6 +164,7 @@ impl Capability {
             Capability::ManageMembers => "manage members",
             Capability::ManageServers => "manage the organization's servers",
             Capability::ManageBilling => "order servers and manage billing",
+            Capability::SeeAllTickets => "see every support ticket of the organization",
         }
     }
 
@@ -167,6 +175,7 @@ impl Capability {
             Capability::ManageMembers => "invite members, revoke invitations, change roles (only owners touch the owner role), remove members",
             Capability::ManageServers => "suspend, resume, upgrade and delete servers; the maintenance window; check a custom domain's proof; see or reset the server owner's password",
             Capability::ManageBilling => "order servers; subscriptions, plan changes, payment methods, cancellations, orders and invoices",
+            Capability::SeeAllTickets => "see, answer, close and rate every support ticket of the organization (every member has those they opened and those shared with the organization)",
         }
     }
 
@@ -177,6 +186,7 @@ impl Capability {
             Capability::ManageMembers => "members",
             Capability::ManageServers => "servers",
             Capability::ManageBilling => "billing",
+            Capability::SeeAllTickets => "support tickets",
         }
     }
 
@@ -310,6 +320,7 @@ mod tests {
                 (ManageMembers, vec![Owner, Admin]),
                 (ManageServers, vec![Owner, Admin]),
                 (ManageBilling, vec![Owner, Billing]),
+                (SeeAllTickets, vec![Owner, Admin]),
             ]
         );
     }
@@ -327,8 +338,8 @@ mod tests {
         assert_eq!(Capability::View.who(), "every member");
         assert_eq!(
             roles_summary(),
-            "Owners manage members, servers and billing; admins manage members and servers; \
-             billing members manage billing; members see the organization, its members and its \
+            "Owners manage members, servers, billing and support tickets; admins manage members, \
+             servers and support tickets; billing members manage billing; members see the organization, its members and its \
              servers. Only owners grant, change or remove the owner role."
         );
     }

@@ -17,6 +17,7 @@ pub mod orgs;
 pub mod page;
 pub mod plans;
 pub mod second_factor;
+pub mod support;
 pub mod tokens;
 pub mod users;
 

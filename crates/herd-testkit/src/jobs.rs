@@ -71,6 +71,7 @@ pub fn registry_with_stripe(
     herd_web::emails::register(&mut r, pool, mailer);
     let checker = herd_fleet::domains::DnsChecker::at(dns).expect("a DNS resolver");
     herd_fleet::domains::register(&mut r, pool, &checker);
+    herd_support::jobs::register(&mut r, pool, mailer);
     herd_orchestrator::register(
         &mut r,
         &herd_orchestrator::Orchestrator {

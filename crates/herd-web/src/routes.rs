@@ -127,6 +127,8 @@ pub fn portal() -> Routes {
     let r = pages::operator_fleet::routes(r);
     let r = pages::operator_jobs::routes(r);
     let r = pages::operator_orders::routes(r);
+    let r = pages::support::routes(r);
+    let r = pages::operator_support::routes(r);
     pages::plans::routes(r)
 }
 

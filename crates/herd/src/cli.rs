@@ -382,6 +382,11 @@ pub struct JobArgs {
     /// Jobs one worker runs at once (Stripe events, emails, provisioning).
     #[arg(long, env = "HERD_JOB_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
     pub job_concurrency: u16,
+
+    /// Days a resolved support ticket stays resolved before the worker closes it
+    /// (customers may reopen it within 7 days of its resolution either way).
+    #[arg(long, env = "HERD_SUPPORT_AUTO_CLOSE_DAYS", default_value_t = herd_support::jobs::AUTO_CLOSE_AFTER_DAYS, value_parser = clap::value_parser!(u16).range(1..=365))]
+    pub support_auto_close_days: u16,
 }
 
 impl JobArgs {

@@ -73,6 +73,7 @@ fn registry(
     herd_billing::worker::register_with(&mut r, pool, mailer, stripe);
     herd_web::emails::register(&mut r, pool, mailer);
     herd_fleet::domains::register(&mut r, pool, dns);
+    herd_support::jobs::register(&mut r, pool, mailer);
     herd_orchestrator::register(&mut r, fleet);
     r
 }
@@ -97,6 +98,7 @@ async fn run_worker(
     key: Option<herd_fleet::seal::SealKey>,
     dns: herd_fleet::domains::DnsChecker,
     stripe: Option<StripeApi>,
+    support_auto_close_days: u16,
 ) {
     // One connector (and its cache of cluster clients) for the jobs and the watches.
     let fleet = orchestrator(&pool, key);
@@ -108,6 +110,7 @@ async fn run_worker(
     tokio::join!(
         runner.run(shutdown()),
         herd_billing::worker::run_ticks(pool.clone(), stripe, shutdown()),
+        herd_support::jobs::run_ticks(pool.clone(), support_auto_close_days, shutdown()),
         herd_orchestrator::run_ticks(pool, shutdown()),
         herd_orchestrator::watch::run(fleet, shutdown())
     );
@@ -121,7 +124,17 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let dns = args.dns.checker().context("HERD_DNS_SERVER")?;
     let stripe = stripe_api(args.stripe_secret_key.as_ref(), &args.stripe_api_base)?;
     tracing::info!("worker: processing the job queue");
-    run_worker(pool, mailer, args.jobs.settings(), key, dns, stripe).await;
+    let auto_close = args.jobs.support_auto_close_days;
+    run_worker(
+        pool,
+        mailer,
+        args.jobs.settings(),
+        key,
+        dns,
+        stripe,
+        auto_close,
+    )
+    .await;
     Ok(())
 }
 
@@ -224,6 +237,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let health = herd_jobs::WorkerHealth::new();
         config.worker = Some(health.clone());
         let (pool, mailer, settings) = (pool.clone(), mailer.clone(), args.jobs.settings());
+        let auto_close = args.jobs.support_auto_close_days;
         let key = config.seal_key.clone();
         tokio::spawn(herd_jobs::supervise(
             "in-process worker",
@@ -237,6 +251,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     key.clone(),
                     dns.clone(),
                     stripe.clone(),
+                    auto_close,
                 )
             },
         ))

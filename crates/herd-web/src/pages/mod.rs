@@ -12,10 +12,12 @@ pub mod operator_billing;
 pub mod operator_fleet;
 pub mod operator_jobs;
 pub mod operator_orders;
+pub mod operator_support;
 pub mod orgs;
 pub mod plans;
 pub mod public;
 pub mod servers;
+pub mod support;
 
 use crate::error::AppError;
 

@@ -120,8 +120,19 @@ async fn every_route_refuses_outsiders(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
+    // A ticket of the victim's, for the support routes.
+    let ticket_id = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO tickets (id, org_id, opener_id, subject, category, priority) VALUES ($1, $2, $3, 'Help', 'technical', 'normal')")
+        .bind(ticket_id)
+        .bind(victim_org)
+        .bind(victor_id)
+        .execute(&pool)
+        .await
+        .unwrap();
     let fill = |path: &str| {
         path.replace("{slug}", "victim")
+            .replace("{ticket}", &ticket_id.to_string())
+            .replace("{code}", "community")
             .replace("{invoice}", &invoice_id.to_string())
             .replace("{subject}", "stripe:sub_Victim")
             .replace("{event}", "evt_Victim")

@@ -12,6 +12,7 @@ mod invoicing;
 mod operators;
 mod roles;
 mod server_lifecycle;
+mod support;
 mod vat;
 mod webhook_db_down;
 mod webhooks;

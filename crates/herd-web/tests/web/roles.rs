@@ -218,6 +218,7 @@ async fn every_role_may_do_what_the_table_says_and_nothing_else(pool: PgPool) {
     let contract = Uuid::now_v7();
     let invoice = Uuid::now_v7();
     let server = Uuid::now_v7();
+    let ticket = Uuid::now_v7();
     for (sql, ids) in [
         ("INSERT INTO billing_customers (org_id, stripe_customer_id) VALUES ($1, 'cus_Lyon')", vec![org]),
         ("INSERT INTO orders (id, org_id, plan_code, app, domain) VALUES ($2, $1, 'community', 'mastodon', 'lyon.social')", vec![org, order]),
@@ -226,6 +227,8 @@ async fn every_role_may_do_what_the_table_says_and_nothing_else(pool: PgPool) {
         ("INSERT INTO contracts (id, org_id, plan_code, price_minor, currency, period, payment_terms_days, billing_address, starts_on, next_invoice_on) VALUES ($2, $1, 'institution', 100000, 'EUR', 'year', 30, 'Mairie', current_date, current_date + 365)", vec![org, contract]),
         ("INSERT INTO invoices (id, contract_id, org_id, number, year, seq, issued_on, due_on, period_start, period_end, description, amount_minor, currency, po_reference, billing_address, vat_id) VALUES ($3, $2, $1, 'HERD-2026-000001', 2026, 1, current_date, current_date + 30, current_date, current_date + 364, 'Hosting', 100000, 'EUR', '', 'Mairie', '')", vec![org, contract, invoice]),
         ("INSERT INTO instances (id, org_id, order_id, app, version, plan_code, slug, domain, owner_username, owner_email) VALUES ($3, $1, $2, 'mastodon', 'v4.7.6', 'community', 'lyon-social', 'lyon.social', 'olga', 'olga@lyon.example')", vec![org, order, server]),
+        // A ticket shared with the organization: every member may see and answer it.
+        ("INSERT INTO tickets (id, org_id, subject, category, priority, shared_with_org) VALUES ($2, $1, 'Help', 'technical', 'normal', true)", vec![org, ticket]),
     ] {
         let mut q = sqlx::query(sql);
         for id in ids {
@@ -241,6 +244,7 @@ async fn every_role_may_do_what_the_table_says_and_nothing_else(pool: PgPool) {
             .replace("{user_id}", &tom.to_string())
             .replace("{id}", &invitation.to_string())
             .replace("{server}", &server.to_string())
+            .replace("{ticket}", &ticket.to_string())
     };
 
     let table = route_table();

@@ -1,0 +1,190 @@
+//! The support desk's background jobs: the email of an operator's reply, the SLA check
+//! that records breaches, and the automatic closing of resolved tickets. [`register`]
+//! hands their handlers to the worker; [`run_ticks`] queues the periodic ones.
+
+use herd_domain::ids::TicketId;
+use herd_jobs::{Job, Registry};
+use herd_mail::{Email, Mailer};
+use herd_store::support as store;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use std::time::Duration as StdDuration;
+use uuid::Uuid;
+
+/// Email an operator's reply to the ticket's customers: its opener, or every member of
+/// the organization when it is shared with them. Internal notes are never sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyEmail {
+    pub message_id: Uuid,
+    /// Herd's public address (the link starts with it).
+    pub base_url: String,
+}
+
+impl Job for ReplyEmail {
+    const KIND: &'static str = "support.reply_email";
+    const MAX_ATTEMPTS: i32 = 10;
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("support-reply:{}", self.message_id))
+    }
+}
+
+/// Recompute every unresolved ticket's clock and record breaches (each minute).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckSlas {
+    pub bucket: i64,
+}
+
+impl Job for CheckSlas {
+    const KIND: &'static str = "support.check_slas";
+    const MAX_ATTEMPTS: i32 = 3;
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("support-sla:{}", self.bucket))
+    }
+}
+
+/// Close tickets resolved more than `after_days` days ago (each hour).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoClose {
+    pub bucket: i64,
+    pub after_days: u16,
+}
+
+impl Job for AutoClose {
+    const KIND: &'static str = "support.auto_close";
+    const MAX_ATTEMPTS: i32 = 3;
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("support-close:{}", self.bucket))
+    }
+}
+
+/// The email of reply `message_id`, one per recipient; none for an internal note.
+pub async fn reply_emails(
+    pool: &PgPool,
+    message_id: Uuid,
+    base_url: &str,
+) -> anyhow::Result<Vec<Email>> {
+    let Some((ticket_id, message)) = store::message(pool, message_id).await? else {
+        return Ok(Vec::new());
+    };
+    if message.internal || !message.from_operator {
+        return Ok(Vec::new());
+    }
+    let Some(ticket) = store::ticket(pool, ticket_id).await? else {
+        return Ok(Vec::new());
+    };
+    Ok(store::customer_recipients(pool, ticket_id)
+        .await?
+        .into_iter()
+        .map(|to| reply_email(&to, &ticket, &message, base_url))
+        .collect())
+}
+
+fn reply_email(to: &str, t: &store::Ticket, m: &store::Message, base_url: &str) -> Email {
+    let link = format!(
+        "{}/o/{}/support/{}",
+        base_url.trim_end_matches('/'),
+        t.org_slug,
+        t.id
+    );
+    Email {
+        to: to.to_owned(),
+        subject: format!("[Support] Re: {}", t.subject),
+        body: format!(
+            "Hello,\n\n{} from support answered your ticket \"{}\" ({}):\n\n{}\n\nSee the ticket and reply here:\n\n{link}\n",
+            m.author_name,
+            t.subject,
+            t.org_name,
+            m.body.trim(),
+        ),
+    }
+}
+
+/// Registers the support desk's job handlers.
+pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer) {
+    let (p, m) = (pool.clone(), mailer.clone());
+    registry.register(move |job: ReplyEmail| {
+        let (pool, mailer) = (p.clone(), m.clone());
+        async move {
+            for email in reply_emails(&pool, job.message_id, &job.base_url).await? {
+                mailer.send(&email).await?;
+            }
+            Ok(())
+        }
+    });
+    let p = pool.clone();
+    registry.register(move |_: CheckSlas| {
+        let pool = p.clone();
+        async move {
+            let n = crate::tickets::check_slas(&pool).await?;
+            if n > 0 {
+                tracing::info!(breaches = n, "SLA breaches recorded");
+            }
+            Ok(())
+        }
+    });
+    let p = pool.clone();
+    registry.register(move |job: AutoClose| {
+        let pool = p.clone();
+        async move {
+            let cutoff =
+                time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(job.after_days));
+            let n = crate::tickets::close_resolved_before(&pool, cutoff).await?;
+            if n > 0 {
+                tracing::info!(closed = n, "resolved tickets closed");
+            }
+            Ok(())
+        }
+    });
+}
+
+/// How long resolved tickets stay resolved before they are closed, by default.
+pub const AUTO_CLOSE_AFTER_DAYS: u16 = 7;
+
+/// Queues the SLA check (one per minute) and the automatic closing (one per hour).
+pub async fn tick(pool: &PgPool, auto_close_after_days: u16) -> Result<(), herd_store::StoreError> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    herd_jobs::enqueue(
+        pool,
+        &CheckSlas {
+            bucket: now.div_euclid(60),
+        },
+    )
+    .await?;
+    herd_jobs::enqueue(
+        pool,
+        &AutoClose {
+            bucket: now.div_euclid(3600),
+            after_days: auto_close_after_days,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs [`tick`] every minute until `shutdown` resolves.
+pub async fn run_ticks(
+    pool: PgPool,
+    auto_close_after_days: u16,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut every = tokio::time::interval(StdDuration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = every.tick() => {
+                if let Err(e) = tick(&pool, auto_close_after_days).await {
+                    tracing::warn!(error = %e, "queueing the support desk's checks failed");
+                }
+            }
+        }
+    }
+}
+
+/// The ticket a job's message belongs to (for tests and logs).
+pub async fn ticket_of_message(
+    pool: &PgPool,
+    message_id: Uuid,
+) -> anyhow::Result<Option<TicketId>> {
+    Ok(store::message(pool, message_id).await?.map(|(t, _)| t))
+}
