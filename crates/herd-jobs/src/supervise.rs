@@ -43,17 +43,30 @@ impl WorkerHealth {
 /// The longest wait before a restart.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// How long to wait before restarting a worker that panicked after running for `ran`,
+/// when the last wait was `last` (`None` at the first panic); the first restart comes
+/// after `backoff`, then twice as long for each panic soon after a restart (at most a
+/// minute). A worker that ran a minute or more was not crash-looping: the back-off starts
+/// afresh (else /readyz would stay down a minute after any later panic).
+fn restart_wait(backoff: Duration, last: Option<Duration>, ran: Duration) -> Duration {
+    match last {
+        Some(last) if ran < MAX_BACKOFF => (last * 2).min(MAX_BACKOFF),
+        _ => backoff,
+    }
+}
+
 /// Runs `make()`'s worker until it returns (its shutdown), starting it again after each
-/// panic: the first restart after `backoff`, then twice as long each time (at most a
-/// minute). `health` follows.
+/// panic, after a back-off that doubles while it keeps failing at once (see
+/// `restart_wait`). `health` follows.
 pub async fn supervise<F, Fut>(name: &'static str, health: WorkerHealth, backoff: Duration, make: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut wait = backoff;
+    let mut last_wait = None;
     loop {
         health.set(true);
+        let started = std::time::Instant::now();
         let outcome = AssertUnwindSafe(make()).catch_unwind().await;
         health.set(false);
         match outcome {
@@ -68,9 +81,10 @@ where
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a panic without a message".to_owned());
                 metrics::counter!(PANICS, "worker" => name).increment(1);
+                let wait = restart_wait(backoff, last_wait, started.elapsed());
                 tracing::error!(worker = name, panic = %message, restart_in = ?wait, "worker panicked; restarting it");
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(MAX_BACKOFF);
+                last_wait = Some(wait);
                 health.restarts.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -115,5 +129,23 @@ mod tests {
         supervisor.await.unwrap();
         assert!(!health.is_running(), "stopped for good");
         assert_eq!(starts.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn the_back_off_doubles_in_a_crash_loop_and_starts_afresh_after_a_long_run() {
+        let (b, soon) = (Duration::from_secs(1), Duration::from_millis(5));
+        let mut waits = Vec::new();
+        let mut last = None;
+        for ran in [soon, soon, soon, Duration::from_secs(120), soon] {
+            let w = restart_wait(b, last, ran);
+            waits.push(w.as_secs());
+            last = Some(w);
+        }
+        assert_eq!(waits, [1, 2, 4, 1, 2]);
+        // Capped at a minute.
+        assert_eq!(
+            restart_wait(b, Some(Duration::from_secs(40)), soon),
+            MAX_BACKOFF
+        );
     }
 }
