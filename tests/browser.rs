@@ -494,6 +494,7 @@ async fn two_factor(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error:
         .await?;
     accessible(c, "the second factor's set-up").await?;
     fill(c, "#code", &totp_code(&secret, 0)?).await?;
+    fill(c, "#password", PASSWORD).await?;
     click(
         c,
         Locator::Css("form[action='/account/2fa/confirm'] button"),

@@ -314,9 +314,12 @@ impl TestApp {
             &herd_web::totp::base32_decode(&secret).unwrap(),
             herd_web::totp::step_of(now),
         );
-        op.post("/account/2fa/confirm", &[("code", &code)])
-            .await
-            .assert_status(200);
+        op.post(
+            "/account/2fa/confirm",
+            &[("code", &code), ("password", PASSWORD)],
+        )
+        .await
+        .assert_status(200);
         op
     }
 }

@@ -140,6 +140,10 @@ async fn enrol_start(
 struct CodeForm {
     #[serde(default)]
     code: String,
+    /// The account's password: a session alone must not be enough to put an authenticator
+    /// of someone else's on an account (its owner would be locked out).
+    #[serde(default)]
+    password: String,
 }
 
 #[derive(Template)]
@@ -172,6 +176,17 @@ async fn enrol_confirm(
     let Some(secret) = user.totp_secret.clone().filter(|_| !user.totp_enabled()) else {
         return Ok(Redirect::to("/account/2fa").into_response());
     };
+    // The password first (two-factor authentication is not on yet, so only the password
+    // is accepted): counted and throttled as at login.
+    if let Err(Refusal { status, message }) =
+        reauthenticate(&state, &user, &ip, &form.password).await?
+    {
+        let mut page = EnrolPage::new(&session, &user)
+            .await?
+            .showing(&user, secret);
+        page.reauth_error = Some(message);
+        return render_status(status, &page);
+    }
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let Some(step) = totp::verify(&secret, &form.code, now) else {
         return enrol_page(&session, &user, Some(WRONG_NEW_CODE.into())).await;

@@ -20,9 +20,12 @@ async fn enrol(c: &Client) -> String {
     c.get("/account/2fa").await.assert_status(200);
     let r = c.post("/account/2fa/start", &[]).await;
     let secret = r.select_text("#totp-secret").pop().unwrap();
-    c.post("/account/2fa/confirm", &[("code", &code(&secret, 0))])
-        .await
-        .assert_status(200);
+    c.post(
+        "/account/2fa/confirm",
+        &[("code", &code(&secret, 0)), ("password", PASSWORD)],
+    )
+    .await
+    .assert_status(200);
     secret
 }
 
@@ -552,4 +555,47 @@ async fn pages_that_send_email_answer_while_the_mail_server_is_down(pool: PgPool
         "confirmation, reset, taken address"
     );
     assert_eq!(to("uma@example.org"), 2, "confirmation, and the new link");
+}
+
+/// A session alone cannot put an authenticator on an account that has none: whoever took
+/// it over would lock the owner out with a second factor of their own.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn turning_on_two_factor_asks_for_the_password(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let c = app.signed_up("Léa", "lea@lyon.example", None).await;
+    c.get("/account/2fa").await.assert_status(200);
+    let r = c.post("/account/2fa/start", &[]).await;
+    let secret = r.select_text("#totp-secret").pop().unwrap();
+    let enabled = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT totp_enabled_at IS NOT NULL FROM users WHERE email = 'lea@lyon.example'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    // A right code without the password, and with a wrong one: refused, nothing changes.
+    c.post("/account/2fa/confirm", &[("code", &code(&secret, 0))])
+        .await
+        .assert_status(422)
+        .assert_contains("Enter your password");
+    c.post(
+        "/account/2fa/confirm",
+        &[
+            ("code", &code(&secret, 0)),
+            ("password", "not the password at all"),
+        ],
+    )
+    .await
+    .assert_status(401);
+    assert!(!enabled().await);
+    // With the password it goes on.
+    c.post(
+        "/account/2fa/confirm",
+        &[("code", &code(&secret, 0)), ("password", PASSWORD)],
+    )
+    .await
+    .assert_status(200)
+    .assert_contains("ecovery code");
+    assert!(enabled().await);
 }

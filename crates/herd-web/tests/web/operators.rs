@@ -38,13 +38,16 @@ async fn operators_need_two_factor_and_see_the_console(pool: PgPool) {
     let r = op.post("/account/2fa/start", &[]).await;
     r.assert_status(200).assert_contains("<svg");
     let secret = r.select_text("#totp-secret").pop().unwrap();
-    op.post("/account/2fa/confirm", &[("code", "000000")])
-        .await
-        .assert_status(422);
+    op.post(
+        "/account/2fa/confirm",
+        &[("code", "000000"), ("password", PASSWORD)],
+    )
+    .await
+    .assert_status(422);
     let r = op
         .post(
             "/account/2fa/confirm",
-            &[("code", &current_code(&secret, 0))],
+            &[("code", &current_code(&secret, 0)), ("password", PASSWORD)],
         )
         .await;
     r.assert_status(200);
@@ -111,7 +114,7 @@ async fn console_lists_search_and_paginate(pool: PgPool) {
     let secret = r.select_text("#totp-secret").pop().unwrap();
     op.post(
         "/account/2fa/confirm",
-        &[("code", &current_code(&secret, 0))],
+        &[("code", &current_code(&secret, 0)), ("password", PASSWORD)],
     )
     .await
     .assert_status(200);
@@ -626,7 +629,7 @@ async fn enrolled_secret(app: &TestApp, email: &str) -> String {
     let secret = r.select_text("#totp-secret").pop().unwrap();
     op.post(
         "/account/2fa/confirm",
-        &[("code", &current_code(&secret, 0))],
+        &[("code", &current_code(&secret, 0)), ("password", PASSWORD)],
     )
     .await
     .assert_status(200);
