@@ -62,17 +62,55 @@ pub struct Context {
     recorder: Recorder,
     /// Consecutive failures per Instance, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The API server's addresses as last read (`settings.cluster.api_server` at start),
+    /// read again while the operator runs ([`Context::refresh_api_server`]).
+    api_server: std::sync::RwLock<Vec<std::net::SocketAddr>>,
 }
 
 impl Context {
     pub fn new(client: kube::Client, settings: Settings, reporter: &str) -> Arc<Context> {
         let recorder = Recorder::new(client.clone(), Reporter::from(reporter.to_owned()));
+        let api_server = std::sync::RwLock::new(settings.cluster.api_server.clone());
         Arc::new(Context {
             client,
             settings,
             recorder,
             failures: Mutex::default(),
+            api_server,
         })
+    }
+
+    /// The cluster's settings as they stand now: the API server's addresses are the ones
+    /// last read.
+    pub fn cluster(&self) -> ClusterSettings {
+        let mut cluster = self.settings.cluster.clone();
+        cluster.api_server = self
+            .api_server
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        cluster
+    }
+
+    /// Reads the API server's addresses again (they change when control-plane nodes are
+    /// replaced); `true` when they changed, so that every tenant's NetworkPolicy follows.
+    /// An empty answer keeps the addresses known: a tenant never loses its way to the API
+    /// server to a read that found nothing.
+    pub async fn refresh_api_server(&self) -> Result<bool, kube::Error> {
+        let found = api_server_endpoints(&self.client).await?;
+        if found.is_empty() {
+            return Ok(false);
+        }
+        let mut known = self
+            .api_server
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *known == found {
+            return Ok(false);
+        }
+        tracing::info!(before = ?*known, now = ?found, "the API server's addresses changed");
+        *known = found;
+        Ok(true)
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -332,10 +370,11 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         return Ok(next);
     }
     let secrets = reconcile::load_or_generate_secrets(client, &ns).await?;
+    let cluster = ctx.cluster();
     let t = Tenant {
         instance,
         secrets: &secrets,
-        cluster: &ctx.settings.cluster,
+        cluster: &cluster,
     };
     let mut observed = observe::observe(client, &t).await?;
     let mut plan = lifecycle::plan(&t, &observed).map_err(ReconcileError::from)?;
@@ -621,10 +660,11 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
     match state {
         None => {
             let secrets = reconcile::load_or_generate_secrets(client, &ns).await?;
+            let cluster = ctx.cluster();
             let t = Tenant {
                 instance,
                 secrets: &secrets,
-                cluster: &ctx.settings.cluster,
+                cluster: &cluster,
             };
             let credentials = backup_credentials(ctx).await?;
             let stamp = instance
@@ -695,6 +735,9 @@ pub async fn has_cloudnative_pg(client: &kube::Client) -> Result<bool, kube::Err
     Ok(api.get_opt("clusters.postgresql.cnpg.io").await?.is_some())
 }
 
+/// How often the operator reads the API server's addresses again.
+pub const API_SERVER_REFRESH: Duration = Duration::from_secs(300);
+
 /// The API server's addresses as pods reach them: the EndpointSlices of the `kubernetes`
 /// Service in `default` (NetworkPolicies see the endpoint, not the Service's address).
 pub async fn api_server_endpoints(
@@ -760,7 +803,22 @@ pub async fn run(
     let (m1, m2) = (to_instance.clone(), to_instance);
     let instances: Api<Instance> = Api::namespaced(client.clone(), &settings.namespace);
     let ctx = Context::new(client.clone(), settings, "herd-operator");
+    // The API server's addresses are read again every few minutes; a change reconciles
+    // every tenant (their NetworkPolicies name the addresses).
+    let api_server_changed = futures::stream::unfold(ctx.clone(), |ctx| async move {
+        loop {
+            tokio::time::sleep(API_SERVER_REFRESH).await;
+            match ctx.refresh_api_server().await {
+                Ok(true) => return Some(((), ctx)),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the API server's endpoints again; keeping the known ones");
+                }
+            }
+        }
+    });
     let controller = Controller::new(instances, watcher::Config::default())
+        .reconcile_all_on(api_server_changed)
         .watches(
             Api::<Deployment>::all(client.clone()),
             children.clone(),

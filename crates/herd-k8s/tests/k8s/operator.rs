@@ -1501,3 +1501,53 @@ async fn a_tenant_keeps_the_media_volume_it_has_whatever_the_settings_say() {
         "still pinned: {affinity}"
     );
 }
+
+/// The API server's addresses are read again while the operator runs (control-plane nodes
+/// get replaced): a change is taken up by the next reconciles (CloudNativePG tenants'
+/// NetworkPolicy names the addresses), and a read that finds none keeps the known ones.
+#[tokio::test]
+async fn the_api_server_addresses_are_read_again_and_an_empty_read_keeps_them() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let cluster = fake_cluster::start().await;
+    let started_with: Vec<std::net::SocketAddr> = vec!["172.18.0.2:6443".parse().unwrap()];
+    let ctx = Context::new(
+        cluster.client.clone(),
+        Settings {
+            cluster: ClusterSettings {
+                has_cloudnative_pg: true,
+                api_server: started_with.clone(),
+                ..ClusterSettings::default()
+            },
+            ..settings(true)
+        },
+        "herd-operator-test",
+    );
+    // No slice to read: nothing changes, the tenants keep their allowance.
+    assert!(!ctx.refresh_api_server().await.unwrap());
+    assert_eq!(ctx.cluster().api_server, started_with);
+    // The control plane moved.
+    let api: Api<EndpointSlice> = Api::namespaced(cluster.client.clone(), "default");
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": { "name": "kubernetes", "namespace": "default", "labels": { "kubernetes.io/service-name": "kubernetes" } },
+        "addressType": "IPv4",
+        "endpoints": [{ "addresses": ["172.18.0.9"] }],
+        "ports": [{ "name": "https", "port": 6443, "protocol": "TCP" }],
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &slice).await.unwrap();
+    assert!(
+        ctx.refresh_api_server().await.unwrap(),
+        "a change is reported"
+    );
+    let now: Vec<std::net::SocketAddr> = vec!["172.18.0.9:6443".parse().unwrap()];
+    assert_eq!(ctx.cluster().api_server, now);
+    // The rest of the cluster's settings stay as the operator started with them.
+    assert!(ctx.cluster().has_cloudnative_pg);
+    // Read again unchanged: nothing to do.
+    assert!(!ctx.refresh_api_server().await.unwrap());
+    // A failed read is an error, and keeps what is known.
+    cluster.fail(http::Method::GET, "endpointslices", 500, 1);
+    assert!(ctx.refresh_api_server().await.is_err());
+    assert_eq!(ctx.cluster().api_server, now);
+}
