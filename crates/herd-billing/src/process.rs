@@ -218,15 +218,21 @@ impl Turns {
 
     async fn take(&'static self, key: &str) -> Turn {
         let lock = self.map().entry(key.to_owned()).or_default().clone();
-        let (guard, waited) = match lock.clone().try_lock_owned() {
-            Ok(g) => (g, false),
-            Err(_) => (lock.lock_owned().await, true),
-        };
-        Turn {
+        // Made before waiting, so that a wait cancelled (its job stopped) still removes
+        // the entry when nobody else holds or waits for the key.
+        let mut turn = Turn {
             key: key.to_owned(),
-            guard: Some(guard),
-            waited,
+            guard: None,
+            waited: false,
+        };
+        match lock.clone().try_lock_owned() {
+            Ok(g) => turn.guard = Some(g),
+            Err(_) => {
+                turn.waited = true;
+                turn.guard = Some(lock.lock_owned().await);
+            }
         }
+        turn
     }
 }
 
@@ -466,5 +472,20 @@ mod tests {
         drop((second, other));
         let map = TURNS.map();
         assert!(!map.contains_key("sub_turns_a") && !map.contains_key("sub_turns_b"));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_leaves_no_entry_behind() {
+        let holder = TURNS.take("sub_turns_c").await;
+        // A waiter whose job is stopped as its turn comes: the holder leaves while the
+        // waiter still waits (so the entry stays for it), then the waiter is cancelled
+        // before it runs again (this test's runtime runs one task at a time).
+        let waiter = tokio::spawn(TURNS.take("sub_turns_c"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(holder);
+        assert!(TURNS.map().contains_key("sub_turns_c"));
+        waiter.abort();
+        assert!(matches!(waiter.await, Err(e) if e.is_cancelled()));
+        assert!(!TURNS.map().contains_key("sub_turns_c"));
     }
 }

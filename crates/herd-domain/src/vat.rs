@@ -79,6 +79,18 @@ impl Country {
         self.member().is_some()
     }
 
+    /// Where this country stands for VAT: Monaco is part of France's VAT territory (its
+    /// businesses hold FR VAT ids); the French overseas departments (Guadeloupe,
+    /// Martinique, Réunion, French Guiana, Mayotte) are in the EU but outside its VAT
+    /// territory, with rules of their own that Herd does not compute.
+    fn for_vat(self) -> VatPlace {
+        match self.as_str() {
+            "MC" => VatPlace::Country(Country(*b"FR")),
+            "GP" | "MQ" | "RE" | "GF" | "YT" => VatPlace::OwnRules,
+            _ => VatPlace::Country(self),
+        }
+    }
+
     /// The standard VAT rate of an EU member state, in basis points (2000 = 20%).
     pub fn standard_rate_bp(self) -> Option<u32> {
         self.member().map(|m| m.rate_bp)
@@ -203,6 +215,10 @@ impl VatId {
         if s.chars().count() > 40 || s.chars().any(char::is_control) {
             return Err(VatIdError::TooLong);
         }
+        let country = match country.for_vat() {
+            VatPlace::Country(c) => c,
+            VatPlace::OwnRules => country,
+        };
         let Some(m) = country.member() else {
             return Ok(Self(s.to_owned()));
         };
@@ -290,6 +306,15 @@ impl TaxTreatment {
     }
 }
 
+/// A country's place for VAT (see `Country::for_vat`).
+enum VatPlace {
+    Country(Country),
+    OwnRules,
+}
+
+/// What an invoice to one of the French overseas departments says.
+pub const OWN_RULES_NOTE: &str = "VAT not computed: the French overseas departments have VAT rules of their own, which Herd does not compute";
+
 /// The VAT an invoice gets: its treatment, rate and the mention printed on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vat {
@@ -315,6 +340,15 @@ pub fn vat_for(issuer: Option<Country>, customer: Option<Country>, customer_vat_
     let Some(issuer) = issuer else {
         return Vat::none(TaxTreatment::NotComputed, NO_ISSUER_COUNTRY_NOTE);
     };
+    let (VatPlace::Country(issuer), Some(VatPlace::Country(customer))) =
+        (issuer.for_vat(), customer.map(Country::for_vat))
+    else {
+        return match customer {
+            None => Vat::none(TaxTreatment::NotComputed, NO_CUSTOMER_COUNTRY_NOTE),
+            Some(_) => Vat::none(TaxTreatment::NotComputed, OWN_RULES_NOTE),
+        };
+    };
+    let customer = Some(customer);
     let Some(issuer_rate) = issuer.standard_rate_bp() else {
         return Vat::none(
             TaxTreatment::NotComputed,
@@ -341,6 +375,28 @@ pub fn vat_for(issuer: Option<Country>, customer: Option<Country>, customer_vat_
         },
     }
 }
+
+/// Why an invoice must not be issued yet, when it must not: issuing it would freeze a
+/// wrong VAT. The issuer computes VAT (its country is in the EU) but the customer's
+/// country is not recorded (contracts made before VAT, or from an order); or the invoice
+/// is a reverse charge, which must show the issuer's VAT id, and none is set.
+pub fn held(
+    issuer: Option<Country>,
+    issuer_vat_id: bool,
+    customer_recorded: bool,
+    vat: &Vat,
+) -> Option<&'static str> {
+    if issuer.is_some_and(Country::is_eu) && !customer_recorded {
+        return Some(HELD_NO_COUNTRY);
+    }
+    if vat.treatment == TaxTreatment::ReverseCharge && !issuer_vat_id {
+        return Some(HELD_NO_ISSUER_VAT_ID);
+    }
+    None
+}
+
+pub const HELD_NO_COUNTRY: &str = "invoices are held until the customer's country is entered in the contract (Console › Organizations › Invoice billing): its VAT depends on it";
+pub const HELD_NO_ISSUER_VAT_ID: &str = "reverse-charge invoices are held until HERD_INVOICE_ISSUER_VAT_ID is set: they must show the issuer's VAT id";
 
 /// The VAT on `net_minor` at `rate_bp`, in minor units, rounded half up (half away from
 /// zero): 0.5 cent is a cent.
@@ -564,5 +620,47 @@ mod tests {
         assert_eq!(percent(2550), "25.5%");
         assert_eq!(percent(825), "8.25%");
         assert_eq!(percent(0), "0%");
+    }
+
+    #[test]
+    fn monaco_is_french_for_vat_and_the_overseas_departments_are_not_computed() {
+        let c = |s| Country::parse(s).unwrap();
+        // Monaco: French VAT from a French issuer, reverse charge from another member
+        // state with its (FR-prefixed) VAT id.
+        let v = vat_for(Some(c("FR")), Some(c("MC")), false);
+        assert_eq!((v.treatment, v.rate_bp), (TaxTreatment::Domestic, 2000));
+        assert!(VatId::parse("FR40303265045", c("MC")).is_ok());
+        assert!(VatId::parse("MC40303265045", c("MC")).is_err());
+        let v = vat_for(Some(c("DE")), Some(c("MC")), true);
+        assert_eq!(v.treatment, TaxTreatment::ReverseCharge);
+        // Réunion: in the EU, outside its VAT territory; never "outside the EU".
+        for dom in ["RE", "GP", "MQ", "GF", "YT"] {
+            let v = vat_for(Some(c("FR")), Some(c(dom)), false);
+            assert_eq!(
+                (v.treatment, v.rate_bp),
+                (TaxTreatment::NotComputed, 0),
+                "{dom}"
+            );
+            assert_eq!(v.note, OWN_RULES_NOTE);
+        }
+    }
+
+    #[test]
+    fn invoices_that_would_freeze_a_wrong_vat_are_held() {
+        let c = |s| Country::parse(s).unwrap();
+        let fr = Some(c("FR"));
+        let domestic = vat_for(fr, Some(c("FR")), false);
+        assert_eq!(held(fr, true, true, &domestic), None);
+        // No country on the contract while the issuer computes VAT.
+        let unknown = vat_for(fr, None, false);
+        assert_eq!(held(fr, true, false, &unknown), Some(HELD_NO_COUNTRY));
+        // Without an issuer country nothing is computed, and nothing is held.
+        let none = vat_for(None, None, false);
+        assert_eq!(held(None, false, false, &none), None);
+        // Reverse charge needs the issuer's VAT id.
+        let rc = vat_for(fr, Some(c("DE")), true);
+        assert_eq!(rc.treatment, TaxTreatment::ReverseCharge);
+        assert_eq!(held(fr, false, true, &rc), Some(HELD_NO_ISSUER_VAT_ID));
+        assert_eq!(held(fr, true, true, &rc), None);
     }
 }

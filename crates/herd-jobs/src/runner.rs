@@ -212,9 +212,28 @@ impl Runner {
     ///
     /// Like [`Runner::run`], it keeps `concurrency` jobs going: a slot that frees is filled
     /// at once, without waiting for the other jobs claimed with it.
+    ///
+    /// On an error (the queue unreachable, an outcome that could not be recorded) it stops
+    /// claiming, lets the jobs it started finish (dropping them would cut them off
+    /// mid-run), then returns the first error.
     pub async fn drain(&self) -> Result<Stats, StoreError> {
-        let mut stats = Stats::default();
         let mut running = JoinSet::new();
+        let result = self.drain_into(&mut running).await;
+        while let Some(done) = running.join_next().await {
+            if let Err(e) = done {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }
+        result
+    }
+
+    async fn drain_into(
+        &self,
+        running: &mut JoinSet<Result<Outcome, StoreError>>,
+    ) -> Result<Stats, StoreError> {
+        let mut stats = Stats::default();
         let slots = self.settings.concurrency.max(1);
         loop {
             let claimed = self.claim(slots - running.len()).await?;

@@ -250,13 +250,17 @@ pub struct Issuer {
     pub vat_id: Option<VatId>,
 }
 
-/// Records who invoices are issued by from now on (invoices issued before keep theirs).
+/// Records who invoices are issued by from now on (invoices issued before keep theirs). A
+/// process started without the issuer's country keeps the country (and VAT id) recorded
+/// before: one replica started without the setting must not turn VAT off for everyone.
 #[tracing::instrument(skip_all)]
 pub async fn record_issuer(ex: impl PgExecutor<'_>, issuer: &Issuer) -> Result<(), StoreError> {
     sqlx::query!(
         "INSERT INTO invoice_issuer (singleton, details, country, vat_id) VALUES (true, $1, $2, $3)
-         ON CONFLICT (singleton) DO UPDATE SET details = EXCLUDED.details, country = EXCLUDED.country,
-             vat_id = EXCLUDED.vat_id, recorded_at = now()",
+         ON CONFLICT (singleton) DO UPDATE SET details = EXCLUDED.details,
+             country = CASE WHEN EXCLUDED.country = '' THEN invoice_issuer.country ELSE EXCLUDED.country END,
+             vat_id = CASE WHEN EXCLUDED.country = '' THEN invoice_issuer.vat_id ELSE EXCLUDED.vat_id END,
+             recorded_at = now()",
         issuer.details,
         issuer.country.map(String::from).unwrap_or_default(),
         issuer.vat_id.as_ref().map(VatId::as_str).unwrap_or_default()
@@ -345,6 +349,17 @@ pub async fn issue_due(
         .filter(|_| !c.vat_id.is_empty())
         .and_then(|country| VatId::parse(&c.vat_id, country).ok());
     let tax = vat::vat_for(issuer.country, customer, customer_vat_id.is_some());
+    if let Some(reason) = vat::held(
+        issuer.country,
+        issuer.vat_id.is_some(),
+        customer.is_some(),
+        &tax,
+    ) {
+        // Nothing issued (a wrong VAT would be frozen on it); asked again every minute,
+        // and the contract's page in the console says why.
+        tracing::warn!(contract = %c.id, reason, "invoices held");
+        return Ok(Vec::new());
+    }
     let totals = vat::totals(c.price_minor, tax.rate_bp);
     let mut out = Vec::new();
     loop {

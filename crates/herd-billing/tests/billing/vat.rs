@@ -301,4 +301,173 @@ async fn the_database_refuses_to_change_an_issued_invoice(pool: PgPool) {
         (paid.gross_minor, paid.tax_minor, &paid.customer_name),
         (144_000, 24_000, &inv.customer_name)
     );
+    // A recorded payment is final: the invoice is not made unpaid again, its reference
+    // not rewritten; and the table is not emptied by TRUNCATE either.
+    for change in [
+        "status = 'open', paid_on = NULL",
+        "payment_reference = 'VIR 43'",
+    ] {
+        let refused = sqlx::query(&format!("UPDATE invoices SET {change} WHERE id = $1"))
+            .bind(inv.id)
+            .execute(&pool)
+            .await
+            .expect_err(change);
+        assert!(
+            refused.to_string().contains("is paid"),
+            "{change}: {refused}"
+        );
+    }
+    let refused = sqlx::query("TRUNCATE invoices CASCADE")
+        .execute(&pool)
+        .await
+        .expect_err("issued invoices are not truncated away");
+    assert!(refused.to_string().contains("truncated"), "{refused}");
+    assert_eq!(store::invoice(&pool, inv.id).await.unwrap().unwrap(), paid);
+}
+
+/// An invoice that would freeze a wrong VAT is not issued: a contract without the
+/// customer's country while the issuer computes VAT (made before VAT, or from an order),
+/// or a reverse charge while the issuer's VAT id is not set. Entering what is missing
+/// issues it.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn invoices_that_would_freeze_a_wrong_vat_are_held(pool: PgPool) {
+    let start = today() - Duration::days(1);
+    invoicing::record_issuer(&pool, &issuer("Coop", "FR", "FR99999999999"))
+        .await
+        .unwrap();
+    let lyon = org(&pool, "lyon", "Ville de Lyon").await;
+    let mut t = terms(start, "FR", "", "Lyon", 10_000);
+    t.country = None;
+    save(&pool, lyon, &t).await;
+    assert!(invoicing::issue_due(&pool, today())
+        .await
+        .unwrap()
+        .is_empty());
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM invoices")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(count().await, 0);
+    save(&pool, lyon, &terms(start, "FR", "", "Lyon", 10_000)).await;
+    let inv = invoicing::issue_due(&pool, today())
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        (inv.tax_treatment, inv.tax_minor),
+        (TaxTreatment::Domestic, 2_000)
+    );
+
+    // Reverse charge without the issuer's VAT id: held until it is set.
+    invoicing::record_issuer(
+        &pool,
+        &Issuer {
+            details: "Coop".into(),
+            country: Some(country("FR")),
+            vat_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let berlin = org(&pool, "berlin", "Berlin").await;
+    save(
+        &pool,
+        berlin,
+        &terms(start, "DE", "DE123456789", "Berlin", 10_000),
+    )
+    .await;
+    assert!(invoicing::issue_due(&pool, today())
+        .await
+        .unwrap()
+        .is_empty());
+    invoicing::record_issuer(&pool, &issuer("Coop", "FR", "FR99999999999"))
+        .await
+        .unwrap();
+    let inv = invoicing::issue_due(&pool, today())
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(inv.tax_treatment, TaxTreatment::ReverseCharge);
+    assert_eq!(count().await, 2);
+}
+
+/// A process started without the issuer's country keeps the one recorded before (one
+/// replica started without the setting must not turn VAT off for everyone).
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_start_without_the_issuer_country_keeps_the_recorded_one(pool: PgPool) {
+    invoicing::record_issuer(&pool, &issuer("Coop", "FR", "FR99999999999"))
+        .await
+        .unwrap();
+    invoicing::record_issuer(
+        &pool,
+        &Issuer {
+            details: "Coop, new address".into(),
+            country: None,
+            vat_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let now = store::issuer(&pool).await.unwrap();
+    assert_eq!(now.details, "Coop, new address");
+    assert_eq!(now.country, Some(country("FR")));
+    assert_eq!(
+        now.vat_id.map(|v| v.to_string()).as_deref(),
+        Some("FR99999999999")
+    );
+}
+
+/// Amounts stored before money knew each currency's minor unit (every price was read with
+/// two decimals) are rescaled to what was typed: a JPY price "1200" stored as 120000 is
+/// 1200 yen again; a KWD "1.23" stored as 123 is 1230 fils.
+#[sqlx::test(migrations = false)]
+async fn amounts_stored_with_two_decimals_are_rescaled_to_the_currency(pool: PgPool) {
+    const FIX: i64 = 20261207300001;
+    let mut before = herd_store::MIGRATOR
+        .iter()
+        .filter(|m| m.version < FIX)
+        .cloned()
+        .collect::<Vec<_>>();
+    let migrator = |ms: Vec<sqlx::migrate::Migration>| sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(ms),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    migrator(std::mem::take(&mut before))
+        .run(&pool)
+        .await
+        .unwrap();
+    for (code, currency, minor) in [
+        ("yen", "JPY", 120_000_i64),
+        ("dinar", "KWD", 123),
+        ("euro", "EUR", 4_990),
+    ] {
+        sqlx::query(
+            "INSERT INTO plans (id, code, name, price_minor, currency, billing_interval,
+                                max_active_users, media_storage_gb, custom_domain,
+                                support_response_hours, moderation_hours_per_month, compute_size)
+             VALUES (gen_random_uuid(), $1, $1, $2, $3, 'month', 10, 10, false, 24, 0, 'small')",
+        )
+        .bind(code)
+        .bind(minor)
+        .bind(currency)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    herd_store::MIGRATOR.run(&pool).await.unwrap();
+    let price = |code: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT price_minor FROM plans WHERE code = $1")
+                .bind(code)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(price("yen").await, 1_200);
+    assert_eq!(price("dinar").await, 1_230);
+    assert_eq!(price("euro").await, 4_990);
 }

@@ -223,8 +223,27 @@ struct ContractPage {
 }
 
 /// Why the invoices of a contract will carry no VAT although they should: the issuer's
-/// country is not set, or not in the EU.
-fn vat_notice(issuer: &invoicing::Issuer) -> Option<String> {
+/// country is not set, or not in the EU; or why they are held (see `vat::held`).
+fn vat_notice(
+    issuer: &invoicing::Issuer,
+    existing: Option<&invoicing::Contract>,
+) -> Option<String> {
+    if let Some(c) = existing {
+        let customer = Country::parse(&c.country).ok();
+        let tax = vat::vat_for(
+            issuer.country,
+            customer,
+            customer.is_some() && !c.vat_id.is_empty(),
+        );
+        if let Some(reason) = vat::held(
+            issuer.country,
+            issuer.vat_id.is_some(),
+            customer.is_some(),
+            &tax,
+        ) {
+            return Some(format!("This contract's {reason}."));
+        }
+    }
     match issuer.country {
         None => Some(format!(
             "{}: this contract's invoices will carry no VAT and say so. Set it where Herd runs, then restart.",
@@ -269,7 +288,7 @@ async fn contract_form(
         org,
         form,
         errors: FieldErrors::default(),
-        vat_notice: vat_notice(&issuer),
+        vat_notice: vat_notice(&issuer, existing.as_ref()),
     })
 }
 
@@ -288,9 +307,8 @@ async fn contract_save(
     let terms = match form.validate(&plans, issuer.country) {
         Ok(t) => t,
         Err(errors) => {
-            let existing = invoicing::contract_of(&state.pool, org.id())
-                .await?
-                .is_some();
+            let contract = invoicing::contract_of(&state.pool, org.id()).await?;
+            let existing = contract.is_some();
             return render_status(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &ContractPage {
@@ -300,7 +318,7 @@ async fn contract_save(
                     form,
                     errors,
                     existing,
-                    vat_notice: vat_notice(&issuer),
+                    vat_notice: vat_notice(&issuer, contract.as_ref()),
                 },
             );
         }
@@ -454,13 +472,19 @@ struct InvoicePage {
 }
 
 async fn invoice_page(
+    state: &AppState,
     session: &Session,
     user: &herd_store::users::User,
-    i: Invoice,
+    mut i: Invoice,
     operator: bool,
     errors: FieldErrors,
     status: StatusCode,
 ) -> Result<Response, AppError> {
+    // Invoices issued before issuers were kept on them (their VAT "not computed") show the
+    // issuer recorded now, as they always did.
+    if i.issuer.is_empty() {
+        i.issuer = invoicing::issuer(&state.pool).await?.details;
+    }
     render_status(
         status,
         &InvoicePage {
@@ -482,6 +506,7 @@ async fn operator_invoice(
         .await?
         .ok_or(AppError::NotFound)?;
     invoice_page(
+        &state,
         &session,
         &op,
         i,
@@ -503,6 +528,7 @@ async fn customer_invoice(
         .filter(|i| i.org_id == ctx.org.id().0)
         .ok_or(AppError::NotFound)?;
     invoice_page(
+        &state,
         &session,
         &ctx.user,
         i,
@@ -553,6 +579,7 @@ async fn record_payment(
     }
     let (Some(paid_on), true) = (paid_on, errors.is_empty()) else {
         return invoice_page(
+            &state,
             &session,
             &op,
             i,
