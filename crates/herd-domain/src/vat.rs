@@ -624,7 +624,6 @@ mod tests {
 
     #[test]
     fn monaco_is_french_for_vat_and_the_overseas_departments_are_not_computed() {
-        let c = |s| Country::parse(s).unwrap();
         // Monaco: French VAT from a French issuer, reverse charge from another member
         // state with its (FR-prefixed) VAT id.
         let v = vat_for(Some(c("FR")), Some(c("MC")), false);
@@ -647,7 +646,6 @@ mod tests {
 
     #[test]
     fn invoices_that_would_freeze_a_wrong_vat_are_held() {
-        let c = |s| Country::parse(s).unwrap();
         let fr = Some(c("FR"));
         let domestic = vat_for(fr, Some(c("FR")), false);
         assert_eq!(held(fr, true, true, &domestic), None);
