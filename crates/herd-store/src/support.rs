@@ -155,14 +155,15 @@ pub async fn set_tier(conn: &mut PgConnection, tier: &TierRow) -> Result<(), Sto
 }
 
 /// The plan whose support tier an organization has: the highest in the catalogue among
-/// its servers', contracts' and live subscriptions' plans.
+/// its servers', contracts' (not ended) and live subscriptions' plans.
 #[tracing::instrument(skip(ex))]
 pub async fn org_plan(ex: impl PgExecutor<'_>, org: OrgId) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar!(
         "SELECT p.code FROM plans p
          WHERE p.code IN (
              SELECT plan_code FROM instances WHERE org_id = $1 AND desired <> 'deleted'
-             UNION SELECT plan_code FROM contracts WHERE org_id = $1
+             UNION SELECT plan_code FROM contracts
+                   WHERE org_id = $1 AND (ends_on IS NULL OR ends_on >= current_date)
              UNION SELECT plan_code FROM subscriptions
                    WHERE org_id = $1 AND plan_code IS NOT NULL
                      AND status IN ('active', 'trialing', 'past_due'))
@@ -295,6 +296,8 @@ pub struct NewTicket<'a> {
     pub instance: Option<Uuid>,
     pub shared_with_org: bool,
     pub plan_code: Option<&'a str>,
+    /// The tier in force at opening (a snapshot).
+    pub tier: serde_json::Value,
     pub at: OffsetDateTime,
 }
 
@@ -323,7 +326,7 @@ pub async fn insert_ticket(conn: &mut PgConnection, t: &NewTicket<'_>) -> Result
         conn,
         t.id,
         t.at,
-        Event::Plan(t.plan_code.map(str::to_owned)),
+        Event::Plan(t.plan_code.map(str::to_owned), Some(t.tier.clone())),
     )
     .await
 }
@@ -512,8 +515,7 @@ pub async fn queue(
                AND CASE $1::text
                    WHEN 'unassigned' THEN t.assignee_id IS NULL
                    WHEN 'mine' THEN t.assignee_id = $2
-                   WHEN 'breaching' THEN NOT (t.first_response_breached OR t.resolution_breached)
-                                         AND t.next_due <= $3
+                   WHEN 'breaching' THEN t.next_due <= $3
                    WHEN 'breached' THEN t.first_response_breached OR t.resolution_breached
                    ELSE true END
                AND ($4::text IS NULL OR o.slug = $4)
@@ -645,8 +647,9 @@ pub async fn message(
 pub enum Event {
     Status(Status),
     Priority(Priority),
-    /// The plan whose tier applies from now (`None`: no plan, the default tier).
-    Plan(Option<String>),
+    /// The plan whose tier applies from now (`None`: no plan, the default tier), with the
+    /// tier as it was then (a snapshot; `None` on events written before snapshots).
+    Plan(Option<String>, Option<serde_json::Value>),
     FirstResponse,
 }
 
@@ -657,21 +660,22 @@ pub async fn add_event(
     at: OffsetDateTime,
     event: Event,
 ) -> Result<(), StoreError> {
-    let (kind, status, priority, plan) = match &event {
-        Event::Status(s) => ("status", Some(s.as_str()), None, None),
-        Event::Priority(p) => ("priority", None, Some(p.as_str()), None),
-        Event::Plan(p) => ("plan", None, None, p.as_deref()),
-        Event::FirstResponse => ("first_response", None, None, None),
+    let (kind, status, priority, plan, tier) = match &event {
+        Event::Status(s) => ("status", Some(s.as_str()), None, None, None),
+        Event::Priority(p) => ("priority", None, Some(p.as_str()), None, None),
+        Event::Plan(p, t) => ("plan", None, None, p.as_deref(), t.as_ref()),
+        Event::FirstResponse => ("first_response", None, None, None, None),
     };
     sqlx::query!(
-        "INSERT INTO ticket_events (ticket_id, at, kind, status, priority, plan_code)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO ticket_events (ticket_id, at, kind, status, priority, plan_code, tier)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         ticket.0,
         at,
         kind,
         status,
         priority,
-        plan
+        plan,
+        tier
     )
     .execute(conn)
     .await?;
@@ -685,7 +689,7 @@ pub async fn events(
     ticket: TicketId,
 ) -> Result<Vec<(OffsetDateTime, Event)>, StoreError> {
     let rows = sqlx::query!(
-        "SELECT at, kind, status, priority, plan_code FROM ticket_events
+        "SELECT at, kind, status, priority, plan_code, tier FROM ticket_events
          WHERE ticket_id = $1 ORDER BY at, id",
         ticket.0
     )
@@ -696,7 +700,7 @@ pub async fn events(
             let event = match (r.kind.as_str(), r.status, r.priority) {
                 ("status", Some(s), _) => Event::Status(parsed(Status::parse(&s))?),
                 ("priority", _, Some(p)) => Event::Priority(parsed(Priority::parse(&p))?),
-                ("plan", _, _) => Event::Plan(r.plan_code),
+                ("plan", _, _) => Event::Plan(r.plan_code, r.tier),
                 ("first_response", _, _) => Event::FirstResponse,
                 (k, _, _) => return Err(StoreError::Invalid(format!("ticket event {k:?}"))),
             };
@@ -752,6 +756,7 @@ pub async fn set_plan(
     conn: &mut PgConnection,
     id: TicketId,
     plan: Option<&str>,
+    tier: serde_json::Value,
     at: OffsetDateTime,
 ) -> Result<(), StoreError> {
     sqlx::query!(
@@ -761,7 +766,32 @@ pub async fn set_plan(
     )
     .execute(&mut *conn)
     .await?;
-    add_event(conn, id, at, Event::Plan(plan.map(str::to_owned))).await
+    add_event(
+        conn,
+        id,
+        at,
+        Event::Plan(plan.map(str::to_owned), Some(tier)),
+    )
+    .await
+}
+
+/// The unresolved tickets following plan `code`'s tier, in id order (to lock them).
+#[tracing::instrument(skip(ex))]
+pub async fn active_tickets_on_plan(
+    ex: impl PgExecutor<'_>,
+    code: &str,
+) -> Result<Vec<TicketId>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM tickets
+         WHERE plan_code = $1 AND status IN ('new', 'open', 'waiting_on_customer')
+         ORDER BY id",
+        code
+    )
+    .fetch_all(ex)
+    .await?
+    .into_iter()
+    .map(TicketId)
+    .collect())
 }
 
 #[tracing::instrument(skip(conn))]

@@ -11,21 +11,49 @@ use sqlx::PgPool;
 use std::time::Duration as StdDuration;
 use uuid::Uuid;
 
-/// Email an operator's reply to the ticket's customers: its opener, or every member of
-/// the organization when it is shared with them. Internal notes are never sent.
+/// Email an operator's reply to one of the ticket's customers: its opener, or every member
+/// of the organization when it is shared with them (one job each, so that an address
+/// that fails does not make the others be sent again on each retry). Internal notes are
+/// never sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyEmail {
     pub message_id: Uuid,
     /// Herd's public address (the link starts with it).
     pub base_url: String,
+    /// The recipient; empty in jobs queued before there was one job per recipient, which
+    /// queue one job per recipient when they run.
+    #[serde(default)]
+    pub to: String,
 }
 
 impl Job for ReplyEmail {
     const KIND: &'static str = "support.reply_email";
     const MAX_ATTEMPTS: i32 = 10;
     fn dedupe_key(&self) -> Option<String> {
-        Some(format!("support-reply:{}", self.message_id))
+        Some(format!("support-reply:{}:{}", self.message_id, self.to))
     }
+}
+
+/// Queues the email of reply `message_id` to each of the ticket's customers, as they are
+/// now.
+pub async fn enqueue_reply_emails(
+    conn: &mut sqlx::PgConnection,
+    ticket: TicketId,
+    message_id: Uuid,
+    base_url: &str,
+) -> Result<(), herd_store::StoreError> {
+    for to in store::customer_recipients(&mut *conn, ticket).await? {
+        herd_jobs::enqueue(
+            &mut *conn,
+            &ReplyEmail {
+                message_id,
+                base_url: base_url.to_owned(),
+                to,
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Recompute every unresolved ticket's clock and record breaches (each minute).
@@ -57,26 +85,24 @@ impl Job for AutoClose {
     }
 }
 
-/// The email of reply `message_id`, one per recipient; none for an internal note.
-pub async fn reply_emails(
+/// The email of reply `message_id` to `to`; none for an internal note or a customer's
+/// message.
+pub async fn reply_email_to(
     pool: &PgPool,
     message_id: Uuid,
+    to: &str,
     base_url: &str,
-) -> anyhow::Result<Vec<Email>> {
+) -> anyhow::Result<Option<Email>> {
     let Some((ticket_id, message)) = store::message(pool, message_id).await? else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     if message.internal || !message.from_operator {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let Some(ticket) = store::ticket(pool, ticket_id).await? else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
-    Ok(store::customer_recipients(pool, ticket_id)
-        .await?
-        .into_iter()
-        .map(|to| reply_email(&to, &ticket, &message, base_url))
-        .collect())
+    Ok(Some(reply_email(to, &ticket, &message, base_url)))
 }
 
 fn reply_email(to: &str, t: &store::Ticket, m: &store::Message, base_url: &str) -> Email {
@@ -105,7 +131,19 @@ pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer) {
     registry.register(move |job: ReplyEmail| {
         let (pool, mailer) = (p.clone(), m.clone());
         async move {
-            for email in reply_emails(&pool, job.message_id, &job.base_url).await? {
+            if job.to.is_empty() {
+                // A job of before: one job per recipient now.
+                let Some(ticket) = ticket_of_message(&pool, job.message_id).await? else {
+                    return Ok(());
+                };
+                let mut tx = pool.begin().await?;
+                enqueue_reply_emails(&mut tx, ticket, job.message_id, &job.base_url).await?;
+                tx.commit().await?;
+                return Ok(());
+            }
+            if let Some(email) =
+                reply_email_to(&pool, job.message_id, &job.to, &job.base_url).await?
+            {
                 mailer.send(&email).await?;
             }
             Ok(())

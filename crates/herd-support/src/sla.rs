@@ -1,12 +1,14 @@
 //! The SLA clock over a ticket's stored history: what herd-domain computes, with the
 //! tiers of the plans the ticket went through, and recorded back on the ticket.
 
-use crate::tiers::tier_for;
+use crate::tiers::{from_snapshot, snapshot, tier_for};
 use crate::SupportError;
 use herd_domain::ids::TicketId;
 use herd_domain::support::sla::{self, Change, ClockEvent};
 use herd_domain::support::{Priority, Sla, SupportTier};
+use herd_store::audit::{self, NewEntry};
 use herd_store::support::{self as store, Event, SlaColumns, Ticket};
+use serde_json::json;
 use sqlx::PgConnection;
 use std::collections::HashMap;
 use time::OffsetDateTime;
@@ -32,10 +34,13 @@ pub async fn clock(
                 }
                 Change::Priority(p)
             }
-            Event::Plan(code) => {
-                let tier = match tiers.get(&code) {
-                    Some(t) => t.clone(),
-                    None => {
+            Event::Plan(code, snapshot) => {
+                // The tier in force then; the plan's tier as it is now only for events
+                // written before snapshots.
+                let tier = match (snapshot.as_ref().and_then(from_snapshot), tiers.get(&code)) {
+                    (Some(t), _) => t,
+                    (None, Some(t)) => t.clone(),
+                    (None, None) => {
                         let t = tier_for(&mut *conn, code.as_deref()).await?;
                         tiers.insert(code, t.clone());
                         t
@@ -74,7 +79,8 @@ pub async fn clock(
 }
 
 /// Recomputes `ticket`'s clock at `now` (after noting a change of the organization's
-/// plan) and stores its due times; returns the breaches newly recorded.
+/// plan) and stores its due times; returns the breaches newly recorded, each of which it
+/// writes to the audit log (`support.ticket.breached`), whichever action found it.
 pub async fn refresh(
     conn: &mut PgConnection,
     id: TicketId,
@@ -86,13 +92,18 @@ pub async fn refresh(
     if ticket.status.is_active() {
         let plan = store::org_plan(&mut *conn, ticket.org()).await?;
         if plan != ticket.plan_code {
-            store::set_plan(&mut *conn, id, plan.as_deref(), now).await?;
+            let tier = tier_for(&mut *conn, plan.as_deref()).await?;
+            store::set_plan(&mut *conn, id, plan.as_deref(), snapshot(&tier), now).await?;
             ticket.plan_code = plan;
         }
     }
     let (sla, _) = clock(&mut *conn, &ticket, now).await?;
+    // Only targets still to meet: one already breached stays breached (and recorded), so
+    // its past due time must not hold the ticket at the head of the check and the queue.
     let running = |t: &herd_domain::support::SlaTarget| {
-        (t.met_at.is_none() && !t.paused).then_some(t.due).flatten()
+        (t.met_at.is_none() && !t.paused && !t.breached())
+            .then_some(t.due)
+            .flatten()
     };
     let next_due = [running(&sla.first_response), running(&sla.resolution)]
         .into_iter()
@@ -109,5 +120,22 @@ pub async fn refresh(
         first_response_breached: sla.first_response.breached(),
         resolution_breached: sla.resolution.breached(),
     };
-    Ok(store::set_sla(conn, id, columns).await?)
+    let (first, resolution) = store::set_sla(&mut *conn, id, columns).await?;
+    for (breached, which) in [(first, "first_response"), (resolution, "resolution")] {
+        if breached {
+            audit::record(
+                &mut *conn,
+                NewEntry {
+                    actor: None,
+                    org: Some(ticket.org()),
+                    action: "support.ticket.breached",
+                    target: id.to_string(),
+                    source_ip: None,
+                    details: json!({ "target": which, "priority": ticket.priority.as_str() }),
+                },
+            )
+            .await?;
+        }
+    }
+    Ok((first, resolution))
 }

@@ -2,7 +2,7 @@
 //! holding the ticket's row lock, writes the audit entry, recomputes the SLA clock, and
 //! queues the email that follows from it (an operator's public reply).
 
-use crate::jobs::ReplyEmail;
+use crate::jobs::enqueue_reply_emails;
 use crate::sla::{clock, refresh};
 use crate::{SupportError, Who};
 use herd_domain::ids::TicketId;
@@ -39,7 +39,7 @@ impl Member<'_> {
     }
 }
 
-fn now() -> OffsetDateTime {
+pub(crate) fn now() -> OffsetDateTime {
     // Microseconds, as PostgreSQL stores them, so that what is written reads back equal.
     let t = OffsetDateTime::now_utc();
     t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
@@ -148,6 +148,7 @@ pub async fn open(pool: &PgPool, m: Member<'_>, o: &Opening) -> Result<TicketId,
             instance,
             shared_with_org: o.shared_with_org,
             plan_code: plan.as_deref(),
+            tier: crate::tiers::snapshot(&tier),
             at,
         },
     )
@@ -391,7 +392,7 @@ pub async fn rate(
     score: &str,
     comment: &str,
 ) -> Result<(), SupportError> {
-    let t = visible(pool, m, id).await?;
+    visible(pool, m, id).await?;
     let score = score
         .trim()
         .parse::<i64>()
@@ -405,13 +406,15 @@ pub async fn rate(
             "Keep the comment under 2,000 characters.",
         ));
     }
+    let mut tx = pool.begin().await?;
+    // The status as it is under the ticket's lock: a reopen racing with the rating waits.
+    let t = locked(&mut tx, id).await?;
     if t.status.is_active() {
         return Err(SupportError::invalid(
             "score",
             "Tickets are rated once resolved.",
         ));
     }
-    let mut tx = pool.begin().await?;
     if !store::rate(&mut tx, id, i16::from(score.get()), comment, m.who.id).await? {
         return Err(SupportError::invalid(
             "score",
@@ -483,14 +486,7 @@ pub async fn operator_reply(
     if let Some(to) = to.filter(|s| *s != t.status) {
         move_to(&mut tx, &t, to, at).await?;
     }
-    herd_jobs::enqueue(
-        &mut *tx,
-        &ReplyEmail {
-            message_id: message,
-            base_url: base_url.to_owned(),
-        },
-    )
-    .await?;
+    enqueue_reply_emails(&mut tx, id, message, base_url).await?;
     record(
         &mut tx,
         op,
@@ -563,7 +559,13 @@ pub async fn assign(
     Ok(())
 }
 
-/// An operator moves the ticket to another status.
+/// The message when an operator would stop the first-response clock without answering.
+pub const UNANSWERED: &str = "Answer the customer first: a ticket cannot wait on the customer or be resolved before its first response.";
+
+/// An operator moves the ticket to another status. Before the first public answer it
+/// cannot wait on the customer or be resolved: that would stop the first-response clock
+/// without a response (reply with "then wait" or "then resolve" instead). Closing stays
+/// possible (spam, duplicates) and does not count as a response.
 pub async fn change_status(
     pool: &PgPool,
     op: Who<'_>,
@@ -575,6 +577,9 @@ pub async fn change_status(
     let at = now();
     let mut tx = pool.begin().await?;
     let t = locked(&mut tx, id).await?;
+    if t.first_response_at.is_none() && matches!(to, Status::WaitingOnCustomer | Status::Resolved) {
+        return Err(SupportError::invalid("status", UNANSWERED));
+    }
     move_to(&mut tx, &t, to, at).await?;
     record(
         &mut tx,
@@ -660,25 +665,9 @@ pub async fn check_slas(pool: &PgPool) -> Result<usize, SupportError> {
     let mut breaches = 0;
     for id in ids {
         let mut tx = pool.begin().await?;
-        let t = locked(&mut tx, id).await?;
+        locked(&mut tx, id).await?;
         let (first, resolution) = refresh(&mut tx, id, now()).await?;
-        for (breached, which) in [(first, "first_response"), (resolution, "resolution")] {
-            if breached {
-                breaches += 1;
-                audit::record(
-                    &mut tx,
-                    NewEntry {
-                        actor: None,
-                        org: Some(t.org()),
-                        action: "support.ticket.breached",
-                        target: id.to_string(),
-                        source_ip: None,
-                        details: json!({ "target": which, "priority": t.priority.as_str() }),
-                    },
-                )
-                .await?;
-            }
-        }
+        breaches += usize::from(first) + usize::from(resolution);
         tx.commit().await?;
     }
     Ok(breaches)

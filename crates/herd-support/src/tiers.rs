@@ -4,7 +4,8 @@ use crate::{SupportError, Who};
 use herd_domain::support::{BusinessHours, SupportHours, SupportTier, Targets};
 use herd_store::audit::{self, NewEntry};
 use herd_store::support::{self as store, PlanTier, TierRow};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use sqlx::{PgExecutor, PgPool};
 
 /// The first-response hours of the default tier when an organization has no plan.
@@ -58,6 +59,58 @@ pub async fn tier_for(
         || SupportTier::default_for(NO_PLAN_RESPONSE_HOURS),
         tier_of_plan,
     ))
+}
+
+/// A tier as stored on a ticket's event: what was in force then, whatever the plan's tier
+/// becomes later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Snapshot {
+    urgent_allowed: bool,
+    around_the_clock: bool,
+    business_start_minute: i32,
+    business_end_minute: i32,
+    time_zone: String,
+    first_response_minutes: Vec<i32>,
+    resolution_minutes: Vec<i32>,
+}
+
+/// `tier` as a snapshot for a ticket's event.
+pub fn snapshot(tier: &SupportTier) -> Value {
+    let (around_the_clock, start, end, zone) = match &tier.hours {
+        SupportHours::Always => (true, 0, 0, String::new()),
+        SupportHours::Business(b) => (false, b.start(), b.end(), b.zone().to_owned()),
+    };
+    let minutes = |f: fn(&Targets) -> u32| {
+        tier.targets
+            .iter()
+            .map(|t| i32::try_from(f(t)).unwrap_or(i32::MAX))
+            .collect()
+    };
+    serde_json::to_value(Snapshot {
+        urgent_allowed: tier.urgent_allowed,
+        around_the_clock,
+        business_start_minute: i32::from(start),
+        business_end_minute: i32::from(end),
+        time_zone: zone,
+        first_response_minutes: minutes(|t| t.first_response_minutes),
+        resolution_minutes: minutes(|t| t.resolution_minutes),
+    })
+    .unwrap_or(Value::Null)
+}
+
+/// The tier a snapshot describes; `None` when it does not make one.
+pub fn from_snapshot(v: &Value) -> Option<SupportTier> {
+    let s: Snapshot = serde_json::from_value(v.clone()).ok()?;
+    tier_of_row(&TierRow {
+        plan_code: String::new(),
+        urgent_allowed: s.urgent_allowed,
+        around_the_clock: s.around_the_clock,
+        business_start_minute: s.business_start_minute,
+        business_end_minute: s.business_end_minute,
+        time_zone: s.time_zone,
+        first_response_minutes: s.first_response_minutes,
+        resolution_minutes: s.resolution_minutes,
+    })
 }
 
 /// Every plan with the tier it gives.
@@ -202,6 +255,23 @@ pub async fn save(
         .await?
         .ok_or(SupportError::NotFound)?;
     store::set_tier(&mut tx, &row).await?;
+    // The plan's unresolved tickets follow the new tier from now on: the time counted so
+    // far stays counted in the tier of then.
+    let tier = tier_for(&mut *tx, Some(code)).await?;
+    let at = crate::tickets::now();
+    for id in store::active_tickets_on_plan(&mut *tx, code).await? {
+        if !store::lock(&mut tx, id).await? {
+            continue;
+        }
+        store::add_event(
+            &mut tx,
+            id,
+            at,
+            store::Event::Plan(Some(code.to_owned()), Some(snapshot(&tier))),
+        )
+        .await?;
+        crate::sla::refresh(&mut tx, id, at).await?;
+    }
     let describe = |r: &TierRow| {
         json!({
             "urgent_allowed": r.urgent_allowed,
@@ -240,6 +310,18 @@ mod tests {
             SupportError::Invalid(list) => list.into_iter().map(|(f, _)| f).collect(),
             other => panic!("not a refusal: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_snapshot_gives_the_tier_back() {
+        let business = SupportTier::default_for(24);
+        assert_eq!(from_snapshot(&snapshot(&business)), Some(business));
+        let always = SupportTier {
+            hours: SupportHours::Always,
+            ..SupportTier::default_for(4)
+        };
+        assert_eq!(from_snapshot(&snapshot(&always)), Some(always));
+        assert_eq!(from_snapshot(&json!({ "around_the_clock": true })), None);
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! it, reopening starts it again where it stopped. The targets are those of the ticket's
 //! current priority and tier, applied to all the time counted so far: raising the
 //! priority brings the due time forward.
+//!
+//! Only [`Change::FirstResponse`] (the provider's first public answer) meets the
+//! first-response target: no status change does, so nobody stops that clock without
+//! answering (the service also refuses "waiting on customer" and "resolved" before it).
 
 use super::{Priority, Status, SupportHours, SupportTier};
 use time::OffsetDateTime;
@@ -135,10 +139,9 @@ pub fn compute(
                 } else if !running && s.clock_runs() {
                     start(&mut runs, e.at, &tier.hours);
                 }
-                if !s.is_active() && first_met.is_none() {
-                    first_met = Some(e.at);
-                    first_runs = Some(runs.clone());
-                }
+                // A status change is never an answer: resolving or closing without one
+                // stops the first-response clock (its runs end here) but does not meet
+                // it, so a target already overrun stays breached.
                 resolved_at = (!s.is_active()).then_some(resolved_at.unwrap_or(e.at));
                 status = *s;
             }
@@ -462,5 +465,37 @@ mod tests {
         assert_eq!(reopened.resolution.met_at, None);
         assert_eq!(reopened.resolution.elapsed, 2 * 3600);
         assert_eq!(reopened.resolution.due, Some(OPENED + Duration::hours(13)));
+    }
+
+    #[test]
+    fn resolving_without_an_answer_does_not_meet_the_first_response() {
+        let t = tier(60, 240, SupportHours::Always);
+        let events = [
+            ev(
+                OPENED + Duration::hours(2),
+                Change::Status(Status::Resolved),
+            ),
+            ev(OPENED + Duration::hours(3), Change::Status(Status::Open)),
+        ];
+        let resolved = compute(
+            OPENED,
+            Priority::Normal,
+            &t,
+            &events[..1],
+            OPENED + Duration::hours(2) + Duration::minutes(30),
+        );
+        assert_eq!(resolved.first_response.met_at, None);
+        assert_eq!(resolved.first_response.elapsed, 2 * 3600);
+        assert!(resolved.first_response.breached());
+        // Reopened: still unanswered, the first-response clock runs on where it stopped.
+        let reopened = compute(
+            OPENED,
+            Priority::Normal,
+            &t,
+            &events,
+            OPENED + Duration::hours(4),
+        );
+        assert_eq!(reopened.first_response.met_at, None);
+        assert_eq!(reopened.first_response.elapsed, 3 * 3600);
     }
 }

@@ -516,15 +516,17 @@ async fn the_sla_check_records_breaches_and_the_queue_sorts_and_filters(pool: Pg
 
     // The queue: soonest due first; the breached view; filters.
     let subjects = |r: &herd_testkit::Resp| r.select_text(".queue-row td:first-child");
+    // The late ticket's breached first response no longer counts: its resolution, due in
+    // days, comes after the fresh ticket's first response.
     let all = op.get("/operator/support?view=open").await;
-    assert_eq!(subjects(&all), vec!["Late ticket", "Fresh ticket"]);
+    assert_eq!(subjects(&all), vec!["Fresh ticket", "Late ticket"]);
     let breached = op.get("/operator/support?view=breached").await;
     assert_eq!(subjects(&breached), vec!["Late ticket"]);
     let by_org = op.get("/operator/support?view=open&org=other").await;
     assert_eq!(subjects(&by_org), vec!["Fresh ticket"]);
     let by_priority = op.get("/operator/support?view=open&priority=high").await;
     assert!(subjects(&by_priority).is_empty());
-    // Breaching soon: due within two hours and not breached yet.
+    // Breaching soon: a target not breached yet due within two hours.
     let soon = op.get("/operator/support?view=breaching").await;
     assert!(subjects(&soon).is_empty(), "{:?}", subjects(&soon));
     sqlx::query("UPDATE tickets SET next_due = now() + interval '1 hour' WHERE id = $1")
@@ -563,4 +565,392 @@ async fn the_sla_check_records_breaches_and_the_queue_sorts_and_filters(pool: Pg
     .await
     .assert_status(422)
     .assert_contains("Choose an operator.");
+}
+
+/// The organization's id.
+async fn org_id(pool: &PgPool, slug: &str) -> Uuid {
+    sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1")
+        .bind(slug)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Moves a ticket's whole history `days` back.
+async fn age(pool: &PgPool, id: Uuid, days: i32) {
+    for sql in [
+        "UPDATE tickets SET created_at = created_at - make_interval(days => $2) WHERE id = $1",
+        "UPDATE ticket_events SET at = at - make_interval(days => $2) WHERE ticket_id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(id)
+            .bind(days)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
+async fn breach_entries(pool: &PgPool, id: Uuid) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT details->>'target' FROM audit_log
+         WHERE action = 'support.ticket.breached' AND target = $1 ORDER BY at",
+    )
+    .bind(id.to_string())
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn an_ended_contract_no_longer_gives_its_support_tier(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let carla = app
+        .signed_up("Carla", "carla@acme.example", Some("Acme"))
+        .await;
+    let org = org_id(&pool, "acme").await;
+    sqlx::query(
+        "INSERT INTO contracts (id, org_id, plan_code, price_minor, currency, period, payment_terms_days, billing_address, starts_on, next_invoice_on, ends_on)
+         VALUES ($1, $2, 'institution', 100000, 'EUR', 'year', 30, 'Acme', current_date - 400, current_date + 330, current_date - 1)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let plan_of = |id: Uuid| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>("SELECT plan_code FROM tickets WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let ended = open(&carla, "acme", "After the contract", false).await;
+    assert_eq!(plan_of(ended).await, None, "an ended contract's tier");
+
+    // Running until tomorrow: its plan's tier.
+    sqlx::query("UPDATE contracts SET ends_on = current_date + 1 WHERE org_id = $1")
+        .bind(org)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let running = open(&carla, "acme", "During the contract", false).await;
+    assert_eq!(plan_of(running).await.as_deref(), Some("institution"));
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn no_status_change_stops_the_first_response_clock_without_an_answer(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let carla = app
+        .signed_up("Carla", "carla@acme.example", Some("Acme"))
+        .await;
+    let op = app.operator("ops@herd.test").await;
+    let id = open(&carla, "acme", "Nobody answers", false).await;
+    let due = next_due(&pool, id).await;
+    assert!(due.is_some());
+
+    for status in ["waiting_on_customer", "resolved"] {
+        let r = op
+            .post(
+                &format!("/operator/support/{id}/status"),
+                &[("status", status)],
+            )
+            .await;
+        r.assert_status(422)
+            .assert_contains("Answer the customer first");
+        assert_eq!(status_of(&pool, id).await, "new", "{status}");
+        assert_eq!(next_due(&pool, id).await, due, "{status}");
+    }
+    let changed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'support.ticket.status_changed'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(changed, 0);
+
+    // Closing without an answer (spam, say) stays possible but is no answer: a first
+    // response already overdue stays breached, and reopened the clock runs on.
+    age(&pool, id, 30).await;
+    op.post(
+        &format!("/operator/support/{id}/status"),
+        &[("status", "closed")],
+    )
+    .await
+    .assert_redirect(&format!("/operator/support/{id}"));
+    let (first_at, breached): (Option<time::OffsetDateTime>, bool) = sqlx::query_as(
+        "SELECT first_response_at, first_response_breached FROM tickets WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(first_at, None);
+    assert!(breached, "closing unanswered hid an overdue first response");
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_breach_found_by_an_action_is_audited_and_does_not_starve_the_check(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let carla = app
+        .signed_up("Carla", "carla@acme.example", Some("Acme"))
+        .await;
+    let op = app.operator("ops@herd.test").await;
+    let late = open(&carla, "acme", "Late ticket", false).await;
+    let unanswered = open(&carla, "acme", "Unanswered ticket", false).await;
+    age(&pool, late, 30).await;
+    age(&pool, unanswered, 30).await;
+
+    // The operator's late answer finds the breach: audited at once, not by the check.
+    op.post(
+        &format!("/operator/support/{late}/reply"),
+        &[("body", "Sorry for the wait."), ("then", "keep")],
+    )
+    .await
+    .assert_redirect(&format!("/operator/support/{late}"));
+    assert_eq!(breach_entries(&pool, late).await, vec!["first_response"]);
+
+    // The customer's reply finds the other one's breach.
+    carla
+        .post(
+            &format!("/o/acme/support/{unanswered}/reply"),
+            &[("body", "Anyone?")],
+        )
+        .await
+        .assert_redirect(&format!("/o/acme/support/{unanswered}"));
+    assert_eq!(
+        breach_entries(&pool, unanswered).await,
+        vec!["first_response"]
+    );
+
+    // A breached, still unanswered first response no longer holds a past due time: the
+    // next due time is the resolution's, in the future, so the check moves on.
+    let (next, resolution_due): (Option<time::OffsetDateTime>, Option<time::OffsetDateTime>) =
+        sqlx::query_as("SELECT next_due, resolution_due FROM tickets WHERE id = $1")
+            .bind(unanswered)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(next, resolution_due);
+    assert!(next.unwrap() > time::OffsetDateTime::now_utc());
+    herd_jobs::enqueue(&pool, &herd_support::jobs::CheckSlas { bucket: 1 })
+        .await
+        .unwrap();
+    app.run_jobs().await;
+    assert_eq!(
+        breach_entries(&pool, unanswered).await.len(),
+        1,
+        "recorded once"
+    );
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn an_address_that_fails_does_not_resend_the_reply_to_the_others(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let carla = app
+        .signed_up("Carla", "carla@acme.example", Some("Acme"))
+        .await;
+    app.signed_up("Max", "max@acme.example", None).await;
+    app.join("acme", "max@acme.example", "member").await;
+    // An address the mailer cannot send to (stored before addresses were checked).
+    sqlx::query("UPDATE users SET email = 'zz not an address' WHERE email = 'max@acme.example'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let op = app.operator("ops@herd.test").await;
+    let id = open(&carla, "acme", "Shared trouble", true).await;
+    op.post(
+        &format!("/operator/support/{id}/reply"),
+        &[("body", "Looking into it."), ("then", "keep")],
+    )
+    .await
+    .assert_redirect(&format!("/operator/support/{id}"));
+
+    // Every attempt runs (each retry made due at once) until the bad one gives up.
+    for _ in 0..20 {
+        app.runner().drain().await.unwrap();
+        sqlx::query("UPDATE jobs SET run_at = now() WHERE state = 'queued'")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let to_carla = read_outbox_to(&app, "carla@acme.example");
+    assert_eq!(to_carla, 1, "the reply was sent again to a good address");
+    let jobs: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT payload->>'to', state, attempts FROM jobs WHERE kind = 'support.reply_email' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(jobs.len(), 2, "one job per recipient: {jobs:?}");
+    assert_eq!(
+        jobs[0],
+        ("carla@acme.example".to_owned(), "done".to_owned(), 1)
+    );
+    assert_eq!(jobs[1].0, "zz not an address");
+    assert_ne!(jobs[1].1, "done");
+    assert_eq!(jobs[1].2, 10, "{jobs:?}");
+}
+
+fn read_outbox_to(app: &TestApp, to: &str) -> usize {
+    herd_mail::read_outbox(&app.outbox)
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| m.to.contains(to) && m.body.contains("Looking into it."))
+        .count()
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_member_cannot_close_reopen_or_rate_another_members_private_ticket(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let carla = app
+        .signed_up("Carla", "carla@acme.example", Some("Acme"))
+        .await;
+    let max = app.signed_up("Max", "max@acme.example", None).await;
+    app.join("acme", "max@acme.example", "member").await;
+    let op = app.operator("ops@herd.test").await;
+    let private = open(&carla, "acme", "Private matter", false).await;
+
+    max.get("/orgs").await;
+    max.post(&format!("/o/acme/support/{private}/close"), &[])
+        .await
+        .assert_status(404);
+    assert_eq!(status_of(&pool, private).await, "new");
+
+    op.post(
+        &format!("/operator/support/{private}/reply"),
+        &[("body", "Done."), ("then", "resolve")],
+    )
+    .await
+    .assert_redirect(&format!("/operator/support/{private}"));
+    max.post(&format!("/o/acme/support/{private}/reopen"), &[])
+        .await
+        .assert_status(404);
+    assert_eq!(status_of(&pool, private).await, "resolved");
+    max.post(
+        &format!("/o/acme/support/{private}/rate"),
+        &[("score", "1"), ("comment", "not mine")],
+    )
+    .await
+    .assert_status(404);
+    let ratings: i64 = sqlx::query_scalar("SELECT count(*) FROM ticket_ratings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(ratings, 0);
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_tier_change_applies_from_then_on_and_keeps_the_time_counted(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let carla = app
+        .signed_up("Carla", "carla@acme.example", Some("Acme"))
+        .await;
+    let op = app.operator("ops@herd.test").await;
+    let org = org_id(&pool, "acme").await;
+    let order = Uuid::now_v7();
+    sqlx::query("INSERT INTO orders (id, org_id, plan_code, app, domain) VALUES ($1, $2, 'community', 'mastodon', 'acme.social')")
+        .bind(order)
+        .bind(org)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO instances (id, org_id, order_id, app, version, plan_code, slug, domain, owner_username, owner_email) VALUES ($1, $2, $3, 'mastodon', 'v4.7.6', 'community', 'acme-social', 'acme.social', 'carla', 'carla@acme.example')")
+        .bind(Uuid::now_v7())
+        .bind(org)
+        .bind(order)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Opened three days ago under the plan's business-hours tier.
+    let id = open(&carla, "acme", "Slow timeline", false).await;
+    age(&pool, id, 3).await;
+    let counted = || async {
+        herd_support::tickets::operator_view(&pool, herd_domain::ids::TicketId(id))
+            .await
+            .unwrap()
+            .sla
+            .resolution
+            .elapsed
+    };
+    let before = counted().await;
+
+    // The plan's tier becomes 24/7: the three days stay counted in business hours.
+    let tier = [
+        ("around_the_clock", "on"),
+        ("start", "08:00"),
+        ("end", "18:00"),
+        ("time_zone", "Europe/Paris"),
+        ("first_low", "48"),
+        ("first_normal", "24"),
+        ("first_high", "4"),
+        ("first_urgent", "1"),
+        ("resolution_low", "240"),
+        ("resolution_normal", "120"),
+        ("resolution_high", "24"),
+        ("resolution_urgent", "8"),
+    ];
+    op.get("/operator/support/tiers/community").await;
+    op.post("/operator/support/tiers/community", &tier)
+        .await
+        .assert_redirect("/operator/support/tiers");
+    let after = counted().await;
+    assert!(
+        (0..120).contains(&(after - before)),
+        "the past was recounted in the new tier: {before} s, then {after} s"
+    );
+    let plan_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ticket_events WHERE ticket_id = $1 AND kind = 'plan' AND tier IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(plan_events, 2, "opening and the tier change");
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_rating_waits_for_a_reopen_in_flight_and_sees_it(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let carla = app
+        .signed_up("Carla", "carla@acme.example", Some("Acme"))
+        .await;
+    let op = app.operator("ops@herd.test").await;
+    let id = open(&carla, "acme", "Fixed?", false).await;
+    op.post(
+        &format!("/operator/support/{id}/reply"),
+        &[("body", "Fixed."), ("then", "resolve")],
+    )
+    .await
+    .assert_redirect(&format!("/operator/support/{id}"));
+    carla.get(&format!("/o/acme/support/{id}")).await;
+
+    // A reopen holds the ticket's lock while the rating arrives: the rating must read the
+    // status under the lock, once the reopen is committed, and refuse.
+    let mut reopen = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM tickets WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *reopen)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tickets SET status = 'open', resolved_at = NULL WHERE id = $1")
+        .bind(id)
+        .execute(&mut *reopen)
+        .await
+        .unwrap();
+    let path = format!("/o/acme/support/{id}/rate");
+    let (r, ()) = tokio::join!(carla.post(&path, &[("score", "2")]), async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        reopen.commit().await.unwrap();
+    });
+    r.assert_status(422)
+        .assert_contains("Tickets are rated once resolved.");
+    let ratings: i64 = sqlx::query_scalar("SELECT count(*) FROM ticket_ratings")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(ratings, 0, "an open ticket was rated");
 }
