@@ -234,3 +234,53 @@ async fn without_the_issuer_country_invoices_say_vat_was_not_computed(pool: PgPo
     );
     assert!(body.contains("4800.00 EUR"), "{body}");
 }
+
+/// A contract without the customer's country (one made before VAT, or from an order) gets
+/// no invoice while the issuer computes VAT, and its page in the console says why; an
+/// invoice issued before issuers were kept on invoices shows the issuer recorded now.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_contract_without_its_country_is_held_and_says_why(pool: PgPool) {
+    let app = TestApp::spawn_with(pool.clone(), french_issuer).await;
+    let owner = app
+        .signed_up("Anna", "anna@koeln.example", Some("Koeln"))
+        .await;
+    let op = app.operator("ops@provider.example").await;
+    // A contract from before VAT: no country.
+    sqlx::query(
+        "INSERT INTO contracts (id, org_id, plan_code, price_minor, currency, period,
+                                payment_terms_days, po_reference, billing_address, vat_id,
+                                starts_on, next_invoice_on)
+         SELECT gen_random_uuid(), id, 'institution', 480000, 'EUR', 'year', 30, '', 'Köln', '',
+                current_date, current_date FROM organizations WHERE slug = 'koeln'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    herd_billing::invoicing::issue_due(&pool, time::OffsetDateTime::now_utc().date())
+        .await
+        .unwrap();
+    let invoices: i64 = sqlx::query_scalar("SELECT count(*) FROM invoices")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(invoices, 0, "held");
+    op.get("/operator/orgs/koeln/contract")
+        .await
+        .assert_status(200)
+        .assert_contains("invoices are held until the customer");
+
+    // An invoice issued before issuers were kept on invoices (its issuer empty).
+    sqlx::query(
+        "INSERT INTO invoices (id, contract_id, org_id, number, year, seq, issued_on, due_on,
+                               period_start, period_end, description, amount_minor, currency,
+                               po_reference, billing_address, vat_id)
+         SELECT gen_random_uuid(), c.id, c.org_id, 'HERD-2025-000001', 2025, 1, '2025-12-01',
+                '2025-12-31', '2025-12-01', '2026-11-30', 'Hosting', 480000, 'EUR', '', 'Köln', ''
+         FROM contracts c",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let page = the_invoice(&owner, &pool, "koeln").await;
+    assert!(page.contains("Hosting Coop SCIC"), "{page}");
+}
