@@ -57,12 +57,12 @@ async fn load_user(parts: &mut Parts, state: &AppState) -> Result<Option<User>, 
     };
     let mut user = users::by_id(&state.pool, id).await?;
     let current = match &user {
-        Some(u) => session::password_current(&session, u).await?,
+        Some(u) => session::credentials_current(&session, u).await?,
         None => false,
     };
     if !current {
-        // The account is gone, or its password changed since this session began (a reset
-        // ends every session): end it.
+        // The account is gone, or its password or second factor changed since this
+        // session began (that ends every other session): end it.
         session::log_out(&session).await?;
         user = None;
     }

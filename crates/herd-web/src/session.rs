@@ -20,8 +20,9 @@ const PENDING_2FA: &str = "pending_2fa";
 const TOTP_REPLACEMENT: &str = "totp_replacement";
 const CSRF: &str = "csrf";
 const FLASH: &str = "flash";
-/// A fingerprint of the password the session was opened with: changing the password ends
-/// every other session.
+/// A fingerprint of the password and the second factor in force when the session was
+/// opened: changing the password, or turning on, moving or turning off two-factor
+/// authentication, ends every other session.
 const PASSWORD_VERSION: &str = "pwv";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -42,30 +43,37 @@ pub fn touch(session: &Session) {
 }
 
 /// Logs `user` in: a new session id (against fixation), a new CSRF token, and the
-/// fingerprint of the current password.
+/// fingerprint of the current password and second factor (`user` as it now is).
 pub async fn log_in(session: &Session, user: &herd_store::users::User) -> Result<(), AppError> {
     session.cycle_id().await?;
     session.remove_value(PENDING_2FA).await?;
     session.insert(USER, user.id()).await?;
     session
-        .insert(PASSWORD_VERSION, password_version(&user.password_hash))
+        .insert(PASSWORD_VERSION, credentials_version(user))
         .await?;
     session.insert(CSRF, crypto::random_token()).await?;
     Ok(())
 }
 
-/// A short fingerprint of a password hash (never the hash itself in the session).
-pub fn password_version(password_hash: &str) -> String {
-    hex::encode(&crypto::token_hash(password_hash)[..8])
+/// A short fingerprint of the password hash and of the TOTP secret in force (never either
+/// of them in the session). A secret still being set up does not count.
+pub fn credentials_version(user: &herd_store::users::User) -> String {
+    let totp = user
+        .totp_secret
+        .as_deref()
+        .filter(|_| user.totp_enabled())
+        .unwrap_or_default();
+    let material = format!("{}\n{totp}", user.password_hash);
+    hex::encode(&crypto::token_hash(&material)[..8])
 }
 
-/// Whether the session was opened with the user's current password.
-pub async fn password_current(
+/// Whether the session was opened with the user's current password and second factor.
+pub async fn credentials_current(
     session: &Session,
     user: &herd_store::users::User,
 ) -> Result<bool, AppError> {
     Ok(session.get::<String>(PASSWORD_VERSION).await?.as_deref()
-        == Some(password_version(&user.password_hash).as_str()))
+        == Some(credentials_version(user).as_str()))
 }
 
 pub async fn log_out(session: &Session) -> Result<(), AppError> {

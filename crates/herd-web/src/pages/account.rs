@@ -1,7 +1,9 @@
 //! The user's own account: profile overview and two-factor authentication (turning it
 //! on, moving it to a new app, turning it off). Moving or turning it off asks for the
-//! password or a current code first, so a stolen session cannot remove the second factor;
-//! operators cannot turn it off at all while they are operators (the console needs it).
+//! password first (a current code is not enough: a stolen session and one code relayed
+//! from the owner's app must not move the second factor to someone else's app); operators
+//! cannot turn it off at all while they are operators (the console needs it). Pages that
+//! show a secret or recovery codes are never cached.
 
 use crate::audit;
 use crate::auth::CurrentUser;
@@ -14,7 +16,7 @@ use crate::views::{render, render_status, Layout, MessagePage};
 use crate::{crypto, session, totp};
 use askama::Template;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use herd_store::users::{self, User};
@@ -96,6 +98,15 @@ impl EnrolPage {
     }
 }
 
+/// `page` with `status`, marked so that no cache keeps it: it may show a TOTP secret or
+/// recovery codes.
+fn render_secret(status: StatusCode, page: &impl Template) -> Result<Response, AppError> {
+    let mut resp = render_status(status, page)?;
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
 async fn enrol_page(
     session: &Session,
     user: &User,
@@ -111,7 +122,7 @@ async fn enrol_page(
         StatusCode::OK
     };
     page.error = error;
-    render_status(status, &page)
+    render_secret(status, &page)
 }
 
 async fn enrol_form(
@@ -170,7 +181,7 @@ async fn enrol_confirm(
     State(state): State<AppState>,
     session: Session,
     ClientIp(ip): ClientIp,
-    CurrentUser(user): CurrentUser,
+    CurrentUser(mut user): CurrentUser,
     Form(form): Form<CodeForm>,
 ) -> Result<Response, AppError> {
     let Some(secret) = user.totp_secret.clone().filter(|_| !user.totp_enabled()) else {
@@ -185,7 +196,7 @@ async fn enrol_confirm(
             .await?
             .showing(&user, secret);
         page.reauth_error = Some(message);
-        return render_status(status, &page);
+        return render_secret(status, &page);
     }
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let Some(step) = totp::verify(&secret, &form.code, now) else {
@@ -197,23 +208,27 @@ async fn enrol_confirm(
     users::claim_totp_step(&mut tx, user.id(), step).await?;
     audit::record_own(&mut tx, &user, &ip, "user.2fa_enabled", json!({})).await?;
     tx.commit().await?;
-    // A new session id now that the account's protection changed.
+    // A new session id now that the account's protection changed; other sessions end.
+    user.totp_enabled_at = Some(OffsetDateTime::now_utc());
     session::log_in(&session, &user).await?;
-    render(&RecoveryCodesPage {
-        l: Layout::new(&session, Some(&user)).await?,
-        codes,
-    })
+    render_secret(
+        StatusCode::OK,
+        &RecoveryCodesPage {
+            l: Layout::new(&session, Some(&user)).await?,
+            codes,
+        },
+    )
 }
 
-/// The password or a current code, asked before the second factor is moved or removed.
+/// The password, asked before the second factor is moved or removed.
 #[derive(Debug, Deserialize)]
 struct ReauthForm {
     #[serde(default)]
     credential: String,
 }
 
-/// Moving to a new authenticator app, step 1: the password or a current code, then a new
-/// secret to scan. The one in use keeps working until the new one is confirmed.
+/// Moving to a new authenticator app, step 1: the password (a current code is not enough),
+/// then a new secret to scan. The one in use keeps working until the new one is confirmed.
 async fn replace_start(
     State(state): State<AppState>,
     session: Session,
@@ -238,7 +253,7 @@ async fn replace_start(
         .await?
         .showing(&user, secret);
     page.replacing = true;
-    render(&page)
+    render_secret(StatusCode::OK, &page)
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,7 +272,7 @@ async fn replace_confirm(
     State(state): State<AppState>,
     session: Session,
     ClientIp(ip): ClientIp,
-    CurrentUser(user): CurrentUser,
+    CurrentUser(mut user): CurrentUser,
     Form(form): Form<ReplaceForm>,
 ) -> Result<Response, AppError> {
     let proof = match session::totp_replacement(&session, &form.secret).await? {
@@ -266,7 +281,7 @@ async fn replace_confirm(
             session::flash(
                 &session,
                 "error",
-                "Moving to a new app starts again: confirm it is you with your password or a current code.",
+                "Moving to a new app starts again: confirm it is you with your password.",
             )
             .await?;
             return Ok(Redirect::to("/account/2fa").into_response());
@@ -279,7 +294,7 @@ async fn replace_confirm(
             .showing(&user, form.secret);
         page.replacing = true;
         page.error = Some(WRONG_NEW_CODE.into());
-        return render_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        return render_secret(StatusCode::UNPROCESSABLE_ENTITY, &page);
     };
     let (codes, hashes) = new_recovery_codes();
     let mut tx = state.pool.begin().await?;
@@ -297,11 +312,16 @@ async fn replace_confirm(
     .await?;
     tx.commit().await?;
     session::clear_totp_replacement(&session).await?;
+    // A new session id for this one; the user's other sessions end.
+    user.totp_secret = Some(form.secret);
     session::log_in(&session, &user).await?;
-    render(&RecoveryCodesPage {
-        l: Layout::new(&session, Some(&user)).await?,
-        codes,
-    })
+    render_secret(
+        StatusCode::OK,
+        &RecoveryCodesPage {
+            l: Layout::new(&session, Some(&user)).await?,
+            codes,
+        },
+    )
 }
 
 /// Operators keep their second factor: the console needs it. Why, and what to do instead.
@@ -348,7 +368,7 @@ async fn disable(
     State(state): State<AppState>,
     session: Session,
     ClientIp(ip): ClientIp,
-    CurrentUser(user): CurrentUser,
+    CurrentUser(mut user): CurrentUser,
     Form(form): Form<ReauthForm>,
 ) -> Result<Response, AppError> {
     if user.is_operator {
@@ -380,6 +400,10 @@ async fn disable(
     )
     .await?;
     tx.commit().await?;
+    // A new session id for this one; the user's other sessions end.
+    user.totp_secret = None;
+    user.totp_enabled_at = None;
+    session::log_in(&session, &user).await?;
     session::flash(&session, "ok", "Two-factor authentication is off.").await?;
     Ok(Redirect::to("/account").into_response())
 }

@@ -1,6 +1,7 @@
 //! What protects an account beyond its password: turning off or moving the second factor
-//! asks for proof (and operators keep theirs), sign-up never tells who has an account,
-//! idle sessions end, a password reset and the lockout, and pages while mail is down.
+//! asks for the password (and operators keep theirs) and ends the other sessions, secrets
+//! are never cached, neither sign-up nor login tells who has an account, idle sessions
+//! end, a password reset and the lockout, and pages while mail is down.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use herd_testkit::{Client, TestApp, PASSWORD};
@@ -51,13 +52,13 @@ async fn audited(pool: &PgPool, action: &str) -> Vec<serde_json::Value> {
 }
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
-async fn turning_off_two_factor_asks_for_the_password_or_a_current_code(pool: PgPool) {
+async fn turning_off_two_factor_asks_for_the_password(pool: PgPool) {
     let app = TestApp::spawn(pool.clone()).await;
     let email = "mona@example.org";
     let c = app.signed_up("Mona", email, None).await;
     let secret = enrol(&c).await;
 
-    // The session alone is not enough: no answer, a wrong password, a wrong code.
+    // The session alone is not enough: no answer, a wrong password, a code.
     c.get("/account/2fa/disable")
         .await
         .assert_status(200)
@@ -65,7 +66,7 @@ async fn turning_off_two_factor_asks_for_the_password_or_a_current_code(pool: Pg
     c.post("/account/2fa/disable", &[])
         .await
         .assert_status(422)
-        .assert_contains("Enter your password or the current code");
+        .assert_contains("Enter your password");
     c.post(
         "/account/2fa/disable",
         &[("credential", "not my password at all")],
@@ -76,18 +77,15 @@ async fn turning_off_two_factor_asks_for_the_password_or_a_current_code(pool: Pg
     c.post("/account/2fa/disable", &[("credential", "000000")])
         .await
         .assert_status(401);
+    // A current code is not enough either (the code of the next step: this one was used
+    // at set-up).
+    c.post("/account/2fa/disable", &[("credential", &code(&secret, 1))])
+        .await
+        .assert_status(401);
     assert_eq!(active_secret(&pool, email).await.as_deref(), Some(&*secret));
     assert!(audited(&pool, "user.2fa_disabled").await.is_empty());
 
-    // A current code does it (the code of the next step: this one was used at set-up).
-    c.post("/account/2fa/disable", &[("credential", &code(&secret, 1))])
-        .await
-        .assert_redirect("/account");
-    assert_eq!(active_secret(&pool, email).await, None);
-
-    // So does the password.
-    enrol(&c).await;
-    c.get("/account/2fa/disable").await;
+    // The password does it.
     c.post("/account/2fa/disable", &[("credential", PASSWORD)])
         .await
         .assert_redirect("/account");
@@ -97,7 +95,7 @@ async fn turning_off_two_factor_asks_for_the_password_or_a_current_code(pool: Pg
         .iter()
         .map(|d| d["confirmed_by"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(how, ["totp", "password"]);
+    assert_eq!(how, ["password"]);
 }
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
@@ -121,7 +119,7 @@ async fn wrong_answers_before_turning_off_two_factor_are_throttled(pool: PgPool)
         .assert_status(429)
         .assert_contains("Too many");
     assert_eq!(active_secret(&pool, email).await.as_deref(), Some(&*secret));
-    // The wrong codes count against the second factor at login too.
+    // The wrong answers count against the account at login too.
     let d = app.client();
     d.get("/login").await;
     let r = d
@@ -131,7 +129,9 @@ async fn wrong_answers_before_turning_off_two_factor_are_throttled(pool: PgPool)
 }
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
-async fn moving_two_factor_to_a_new_app_needs_proof_and_a_code_from_the_new_app(pool: PgPool) {
+async fn moving_two_factor_to_a_new_app_needs_the_password_and_a_code_from_the_new_app(
+    pool: PgPool,
+) {
     let app = TestApp::spawn(pool.clone()).await;
     let email = "olga@example.org";
     let c = app.signed_up("Olga", email, None).await;
@@ -239,7 +239,7 @@ async fn operators_cannot_turn_off_two_factor(pool: PgPool) {
     // Moving it to a new app is how an operator changes phones; the console stays open.
     op.get("/account/2fa").await;
     let r = op
-        .post("/account/2fa/replace", &[("credential", &code(&secret, 1))])
+        .post("/account/2fa/replace", &[("credential", PASSWORD)])
         .await;
     let new = r.select_text("#totp-secret").pop().unwrap();
     op.post(
@@ -254,7 +254,7 @@ async fn operators_cannot_turn_off_two_factor(pool: PgPool) {
         .iter()
         .map(|d| d["confirmed_by"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(how, ["totp"]);
+    assert_eq!(how, ["password"]);
 }
 
 /// The sign-up's answer with the address and the CSRF token taken out.
@@ -598,4 +598,175 @@ async fn turning_on_two_factor_asks_for_the_password(pool: PgPool) {
     .assert_status(200)
     .assert_contains("ecovery code");
     assert!(enabled().await);
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_stolen_session_and_a_relayed_code_cannot_move_two_factor(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let email = "rosa@example.org";
+    let c = app.signed_up("Rosa", email, None).await;
+    let old = enrol(&c).await;
+    c.get("/account/2fa").await;
+    // A current code from the owner's app, as a phishing page would relay it.
+    let r = c
+        .post("/account/2fa/replace", &[("credential", &code(&old, 1))])
+        .await;
+    r.assert_status(401).assert_contains("Nothing was changed");
+    assert!(r.select_text("#totp-secret").is_empty(), "{}", r.body);
+    assert_eq!(active_secret(&pool, email).await.as_deref(), Some(&*old));
+    assert!(audited(&pool, "user.2fa_replaced").await.is_empty());
+}
+
+/// The login's answer with the address and the CSRF token taken out.
+async fn log_in_as(app: &TestApp, email: &str, password: &str) -> (u16, String) {
+    let c = app.client();
+    c.get("/login").await.assert_status(200);
+    let r = c
+        .post("/login", &[("email", email), ("password", password)])
+        .await;
+    (r.status, comparable(&r.body, email, c.csrf()))
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn login_does_not_tell_a_new_sign_up_from_an_existing_account(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    app.signed_up("Sara", "sara@example.org", None).await;
+    // Someone signs up with Sara's address and with a new one, then logs in with the
+    // password they chose: a new account (not confirmed yet) must answer as Sara's.
+    let chosen = "a fresh long passphrase";
+    sign_up(&app, "sara@example.org").await;
+    sign_up(&app, "tove@example.org").await;
+    let existing = log_in_as(&app, "sara@example.org", chosen).await;
+    let new = log_in_as(&app, "tove@example.org", chosen).await;
+    assert_eq!(existing.0, 401, "{}", existing.1);
+    assert_eq!(new, existing, "the same answer for a new account");
+    assert!(new.1.contains("not confirmed yet"), "{}", new.1);
+    assert!(new.1.contains("/verify-email/resend"), "{}", new.1);
+}
+
+/// `Cache-Control` of `r`, which shows a secret: `no-store`.
+#[track_caller]
+fn not_cached(r: &herd_testkit::Resp, what: &str) {
+    assert_eq!(
+        r.cache_control.as_deref(),
+        Some("no-store"),
+        "{what} (status {})",
+        r.status
+    );
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn pages_with_a_second_factor_secret_are_not_cached(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let c = app.signed_up("Ulla", "ulla@example.org", None).await;
+    c.get("/account/2fa").await;
+    let r = c.post("/account/2fa/start", &[]).await;
+    not_cached(&r, "the new secret");
+    let secret = r.select_text("#totp-secret").pop().unwrap();
+    not_cached(&c.get("/account/2fa").await, "the pending secret again");
+    let r = c
+        .post(
+            "/account/2fa/confirm",
+            &[("code", "000000"), ("password", PASSWORD)],
+        )
+        .await;
+    r.assert_status(422);
+    not_cached(&r, "a wrong code at set-up");
+    let r = c
+        .post(
+            "/account/2fa/confirm",
+            &[
+                ("code", &code(&secret, 0)),
+                ("password", "wrong password here"),
+            ],
+        )
+        .await;
+    r.assert_status(401);
+    not_cached(&r, "a wrong password at set-up");
+    let r = c
+        .post(
+            "/account/2fa/confirm",
+            &[("code", &code(&secret, 0)), ("password", PASSWORD)],
+        )
+        .await;
+    r.assert_status(200);
+    not_cached(&r, "the recovery codes");
+
+    c.get("/account/2fa").await;
+    let r = c
+        .post("/account/2fa/replace", &[("credential", PASSWORD)])
+        .await;
+    r.assert_status(200);
+    not_cached(&r, "the replacement secret");
+    let new = r.select_text("#totp-secret").pop().unwrap();
+    let r = c
+        .post(
+            "/account/2fa/replace/confirm",
+            &[("secret", &new), ("code", "000000")],
+        )
+        .await;
+    r.assert_status(422);
+    not_cached(&r, "a wrong code for the replacement");
+    let r = c
+        .post(
+            "/account/2fa/replace/confirm",
+            &[("secret", &new), ("code", &code(&new, 0))],
+        )
+        .await;
+    r.assert_status(200);
+    not_cached(&r, "the new recovery codes");
+}
+
+/// Logs `email` in on a new client, with `second_factor` (a code or a recovery code).
+async fn second_session(app: &TestApp, email: &str, second_factor: &str) -> Client {
+    let d = app.client();
+    d.get("/login").await;
+    d.post("/login", &[("email", email), ("password", PASSWORD)])
+        .await
+        .assert_redirect("/login/2fa");
+    d.get("/login/2fa").await;
+    d.post("/login/2fa", &[("code", second_factor)])
+        .await
+        .assert_redirect("/orgs");
+    d.get("/account").await.assert_status(200);
+    d
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn changing_two_factor_ends_the_other_sessions(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let email = "vera@example.org";
+    let c = app.signed_up("Vera", email, None).await;
+    let old = enrol(&c).await;
+
+    // Moving it to a new app: the session that did it goes on, the other one is over.
+    let other = second_session(&app, email, &code(&old, 1)).await;
+    c.get("/account/2fa").await;
+    let r = c
+        .post("/account/2fa/replace", &[("credential", PASSWORD)])
+        .await;
+    let new = r.select_text("#totp-secret").pop().unwrap();
+    let r = c
+        .post(
+            "/account/2fa/replace/confirm",
+            &[("secret", &new), ("code", &code(&new, 0))],
+        )
+        .await;
+    r.assert_status(200);
+    let recovery = r.select_text("#recovery-codes li").pop().unwrap();
+    c.get("/account").await.assert_status(200);
+    other.get("/account").await.assert_redirect("/login?next=");
+
+    // Turning it off: the same (the other session logs in with a recovery code: the
+    // codes of this half-minute are used).
+    let other = second_session(&app, email, &recovery).await;
+    c.get("/account/2fa/disable").await;
+    c.post("/account/2fa/disable", &[("credential", PASSWORD)])
+        .await
+        .assert_redirect("/account");
+    c.get("/account")
+        .await
+        .assert_status(200)
+        .assert_contains("Two-factor authentication is off");
+    other.get("/account").await.assert_redirect("/login?next=");
 }

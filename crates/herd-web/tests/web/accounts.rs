@@ -42,8 +42,8 @@ async fn full_membership_journey(pool: PgPool) {
             &[("email", "alice@lyon.example"), ("password", PASSWORD)],
         )
         .await
-        .assert_status(403)
-        .assert_contains("Confirm your email");
+        .assert_status(401)
+        .assert_contains("the address is not confirmed yet");
 
     let link = app.link_in_last_mail_to("alice@lyon.example").await;
     assert!(link.starts_with("/verify-email/"), "{link}");

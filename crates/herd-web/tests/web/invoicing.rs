@@ -7,14 +7,10 @@ use herd_testkit::{Client, TestApp};
 use herd_web::WebConfig;
 use sqlx::PgPool;
 
-async fn operator(app: &TestApp, pool: &PgPool) -> Client {
-    // An operator with two-factor authentication, made directly in the database.
-    let c = app.signed_up("Ops", "ops@provider.example", None).await;
-    sqlx::query("UPDATE users SET is_operator = true, totp_secret = 'JBSWY3DPEHPK3PXP', totp_enabled_at = now() WHERE email = 'ops@provider.example'")
-        .execute(pool)
-        .await
-        .unwrap();
-    c
+async fn operator(app: &TestApp, _pool: &PgPool) -> Client {
+    // An operator with two-factor authentication (enrolled through the pages: turning it
+    // on behind the session's back ends the session, as any change of the second factor).
+    app.operator("ops@provider.example").await
 }
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]

@@ -18,8 +18,15 @@ pub(super) struct LoginPage {
     email: String,
     next: String,
     error: Option<String>,
-    unverified: bool,
+    /// Offer a new confirmation link (after a refused password: the account may be one
+    /// whose address is not confirmed yet, which the page must not tell apart).
+    offer_resend: bool,
 }
+
+/// The answer to a wrong password, and to the right password of an account whose address
+/// is not confirmed yet: the same, or signing up with someone's address and then logging
+/// in with the password chosen would tell whether they had an account before.
+const REFUSED: &str = "Wrong email or password, or the address is not confirmed yet: check your inbox for the confirmation link.";
 
 pub(super) async fn login_form(
     session: Session,
@@ -34,7 +41,7 @@ pub(super) async fn login_form(
         email: String::new(),
         next: q.next.unwrap_or_default(),
         error: None,
-        unverified: false,
+        offer_resend: false,
     })
 }
 
@@ -66,7 +73,7 @@ pub(super) async fn login(
     let next = session::safe_next(form.next.as_deref());
     let typed = form.email.trim().to_lowercase();
     // The form again, with what was typed (never the password) and the reason.
-    let refuse = |status: StatusCode, error: String, unverified: bool| {
+    let refuse = |status: StatusCode, error: String, offer_resend: bool| {
         let (session, form) = (&session, &form);
         async move {
             let page = LoginPage {
@@ -74,7 +81,7 @@ pub(super) async fn login(
                 email: form.email.clone(),
                 next: form.next.clone().unwrap_or_default(),
                 error: Some(error),
-                unverified,
+                offer_resend,
             };
             render_status(status, &page)
         }
@@ -92,16 +99,10 @@ pub(super) async fn login(
     let ok = crypto::verify_password(form.password.clone(), hash).await && user.is_some();
     login_attempts::record(&state.pool, &typed, &ip, ok).await?;
     let (Some(user), true) = (user, ok) else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "Wrong email or password.".into(),
-            false,
-        )
-        .await;
+        return refuse(StatusCode::UNAUTHORIZED, REFUSED.into(), true).await;
     };
     if user.email_verified_at.is_none() {
-        let msg = "Confirm your email address first: open the link we sent you.";
-        return refuse(StatusCode::FORBIDDEN, msg.into(), true).await;
+        return refuse(StatusCode::UNAUTHORIZED, REFUSED.into(), true).await;
     }
     if user.password_must_change {
         return replace_one_time_password(&state, &session, &user, &ip).await;
