@@ -77,6 +77,49 @@ fn help_explains_every_command_and_its_environment() {
     );
 }
 
+/// The README and `--help` name the same settings: every variable of the README's
+/// configuration tables is read by a command, and every variable a command reads is in the
+/// README (tables or the operator's paragraph).
+#[test]
+fn the_readme_and_help_name_the_same_settings() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let helps: String = [
+        &["serve"][..],
+        &["worker"],
+        &["operator"],
+        &["migrate"],
+        &["render"],
+        &["admin", "create-operator"],
+    ]
+    .iter()
+    .map(|args| help(args))
+    .collect();
+    let in_tables: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|v| v.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    assert!(in_tables.len() > 10, "the README's tables were not found");
+    for v in &in_tables {
+        assert!(
+            helps.contains(v),
+            "the README lists {v}, which no command's --help names"
+        );
+    }
+    for v in helps.split("[env: ").skip(1) {
+        let v: String = v
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+            .collect();
+        assert!(
+            readme.contains(&v),
+            "--help reads {v}, which the README does not name"
+        );
+    }
+}
+
 /// `herd operator` refuses a half-configured backup target, and says how to reach a
 /// cluster when it cannot, instead of starting without one.
 #[test]
