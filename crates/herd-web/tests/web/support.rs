@@ -364,20 +364,7 @@ async fn bad_input_is_refused_and_changes_nothing(pool: PgPool) {
         .fetch_one(&pool)
         .await
         .unwrap();
-    let order = Uuid::now_v7();
-    sqlx::query("INSERT INTO orders (id, org_id, plan_code, app, domain) VALUES ($1, $2, 'community', 'mastodon', 'acme.social')")
-        .bind(order)
-        .bind(org)
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO instances (id, org_id, order_id, app, version, plan_code, slug, domain, owner_username, owner_email) VALUES ($1, $2, $3, 'mastodon', 'v4.7.6', 'community', 'acme-social', 'acme.social', 'carla', 'carla@acme.example')")
-        .bind(Uuid::now_v7())
-        .bind(org)
-        .bind(order)
-        .execute(&pool)
-        .await
-        .unwrap();
+    community_server(&pool, org).await;
     op.get("/operator/support/tiers").await.assert_status(200);
     op.get("/operator/support/tiers/community")
         .await
@@ -568,6 +555,24 @@ async fn the_sla_check_records_breaches_and_the_queue_sorts_and_filters(pool: Pg
 }
 
 /// The organization's id.
+/// Acme's server on the community plan (acme.social), as an order's fulfilment leaves it.
+async fn community_server(pool: &PgPool, org: Uuid) {
+    let order = Uuid::now_v7();
+    sqlx::query("INSERT INTO orders (id, org_id, plan_code, app, domain) VALUES ($1, $2, 'community', 'mastodon', 'acme.social')")
+        .bind(order)
+        .bind(org)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO instances (id, org_id, order_id, app, version, plan_code, slug, domain, owner_username, owner_email) VALUES ($1, $2, $3, 'mastodon', 'v4.7.6', 'community', 'acme-social', 'acme.social', 'carla', 'carla@acme.example')")
+        .bind(Uuid::now_v7())
+        .bind(org)
+        .bind(order)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 async fn org_id(pool: &PgPool, slug: &str) -> Uuid {
     sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1")
         .bind(slug)
@@ -851,20 +856,7 @@ async fn a_tier_change_applies_from_then_on_and_keeps_the_time_counted(pool: PgP
         .await;
     let op = app.operator("ops@herd.test").await;
     let org = org_id(&pool, "acme").await;
-    let order = Uuid::now_v7();
-    sqlx::query("INSERT INTO orders (id, org_id, plan_code, app, domain) VALUES ($1, $2, 'community', 'mastodon', 'acme.social')")
-        .bind(order)
-        .bind(org)
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("INSERT INTO instances (id, org_id, order_id, app, version, plan_code, slug, domain, owner_username, owner_email) VALUES ($1, $2, $3, 'mastodon', 'v4.7.6', 'community', 'acme-social', 'acme.social', 'carla', 'carla@acme.example')")
-        .bind(Uuid::now_v7())
-        .bind(org)
-        .bind(order)
-        .execute(&pool)
-        .await
-        .unwrap();
+    community_server(&pool, org).await;
     // Opened three days ago under the plan's business-hours tier.
     let id = open(&carla, "acme", "Slow timeline", false).await;
     age(&pool, id, 3).await;
