@@ -13,6 +13,11 @@ if ! cargo sqlx --version >/dev/null 2>&1; then
   cargo install sqlx-cli --version '^0.8' --no-default-features --features postgres,rustls --locked >&2
 fi
 
+# One run at a time on this checkout: the scratch database is shared.
+mkdir -p var
+exec 9>var/sqlx.lock
+flock 9
+
 # The server of DATABASE_URL (or the local development cluster), with the scratch
 # database herd_sqlx in place of the named one: the development data is never dropped.
 base=$(scripts/pg.sh start)
