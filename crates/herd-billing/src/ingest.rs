@@ -150,6 +150,11 @@ async fn ingest_inner(
     )
     .await?;
     if new {
+        // Woken after the commit: a commit that notifies waits for every other one that
+        // does (see `herd_jobs::wake`), and a storm's deliveries would commit one by one.
+        herd_jobs::defer_wakeup(&mut tx)
+            .await
+            .map_err(StoreError::from)?;
         herd_jobs::enqueue(
             &mut *tx,
             &StripeEvent {
@@ -159,6 +164,9 @@ async fn ingest_inner(
         .await?;
     }
     tx.commit().await.map_err(StoreError::from)?;
+    if new {
+        herd_jobs::wake(pool);
+    }
     Ok(if new {
         Ingested::Stored
     } else {

@@ -20,9 +20,11 @@
 pub mod admin;
 mod runner;
 pub mod supervise;
+mod wakeup;
 
 pub use runner::{Registry, Runner, Settings, Stats};
 pub use supervise::{supervise, WorkerHealth};
+pub use wakeup::{defer_wakeup, wake};
 
 use herd_store::jobs::NewJob;
 use herd_store::StoreError;

@@ -565,3 +565,100 @@ async fn completing_queued_jobs_by_key_leaves_running_and_other_kinds_alone(pool
         .await
         .unwrap());
 }
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_deferred_wakeup_notifies_after_the_commit_not_at_it(pool: PgPool) {
+    setup(&pool).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener.listen("herd_jobs").await.unwrap();
+    // An ordinary enqueue notifies at its commit.
+    enqueue_work(&pool, 1, 0).await;
+    assert!(!quiet(&mut listener).await, "an enqueue notifies at commit");
+
+    // A deferred one commits silently: its commit does not take NOTIFY's lock.
+    let mut tx = pool.begin().await.unwrap();
+    herd_jobs::defer_wakeup(&mut tx).await.unwrap();
+    herd_jobs::enqueue(&mut *tx, &Work { n: 2, ms: 0 })
+        .await
+        .unwrap();
+    herd_jobs::enqueue(&mut *tx, &Work { n: 3, ms: 0 })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        quiet(&mut listener).await,
+        "the deferred enqueue notified at commit"
+    );
+    // The setting was the transaction's only: the next enqueue notifies again.
+    enqueue_work(&pool, 4, 0).await;
+    assert!(
+        !quiet(&mut listener).await,
+        "the deferral outlived its transaction"
+    );
+
+    // `wake` notifies; a burst of wake-ups is coalesced but the last one is never lost.
+    herd_jobs::wake(&pool);
+    assert!(!quiet(&mut listener).await, "wake sent nothing");
+    for _ in 0..50 {
+        herd_jobs::wake(&pool);
+    }
+    let mut got = 0;
+    while !quiet(&mut listener).await {
+        got += 1;
+    }
+    assert!(
+        (1..50).contains(&got),
+        "50 wake-ups in a burst made {got} notifications"
+    );
+
+    // An idle worker (polling every 120 s) runs a deferred job as soon as it is woken.
+    let seen = Arc::new(Seen::default());
+    let runner = Runner::new(
+        pool.clone(),
+        registry(&pool, seen.clone()),
+        Settings {
+            poll: Duration::from_secs(120),
+            ..settings(2)
+        },
+    );
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(runner.run(async {
+        let _ = stop_rx.await;
+    }));
+    let mut woke = false;
+    for _ in 0..200 {
+        if count(&pool, "SELECT count(*) FROM effects").await == 4 {
+            woke = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(woke, "the first pass did not run the four jobs");
+    let mut tx = pool.begin().await.unwrap();
+    herd_jobs::defer_wakeup(&mut tx).await.unwrap();
+    herd_jobs::enqueue(&mut *tx, &Work { n: 5, ms: 0 })
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    herd_jobs::wake(&pool);
+    let mut woke = false;
+    for _ in 0..200 {
+        if count(&pool, "SELECT count(*) FROM effects").await == 5 {
+            woke = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(woke, "the deferred job waited for the 120 s poll");
+    stop_tx.send(()).unwrap();
+    worker.await.unwrap();
+}
+
+/// No notification arrives on `l` within 300 ms.
+async fn quiet(l: &mut sqlx::postgres::PgListener) -> bool {
+    tokio::time::timeout(Duration::from_millis(300), l.try_recv())
+        .await
+        .is_err()
+}
