@@ -232,15 +232,47 @@ async fn main() {
         );
     }
     for arrival in [Arrival::BySubscription, Arrival::Interleaved] {
-        let bodies = storm(subs, arrival);
-        let t = scratch(
-            &base,
-            |pool| async move { end_to_end(&pool, bodies, 16).await },
-        )
-        .await;
+        let mut times = Vec::new();
+        for wakeup in [Wakeup::AtCommit, Wakeup::AfterCommit] {
+            let bodies = storm(subs, arrival);
+            let t = scratch(&base, |pool| async move {
+                if wakeup == Wakeup::AtCommit {
+                    notify_at_commit(&pool).await;
+                }
+                end_to_end(&pool, bodies, 16).await
+            })
+            .await;
+            println!(
+                "  end to end ({CLIENTS} delivering, concurrency 16), {arrival:?}, {wakeup:?}: {}",
+                rate(n, t)
+            );
+            times.push(t);
+        }
         println!(
-            "  end to end ({CLIENTS} delivering, concurrency 16), {arrival:?}: {}",
-            rate(n, t)
+            "  speed-up of waking after the commit ({arrival:?}): {:.1}×",
+            times[0].as_secs_f64() / times[1].as_secs_f64()
         );
     }
+}
+
+/// How the webhook's commits wake the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wakeup {
+    /// As before 20261208600001: `NOTIFY` in every delivery's transaction, so their
+    /// commits take PostgreSQL's notification lock one after another.
+    AtCommit,
+    /// As Herd does: one coalesced `NOTIFY` after the commits (`herd_jobs::wake`).
+    AfterCommit,
+}
+
+/// Puts back, in this scratch database only, the trigger function of before
+/// 20261208600001, which notifies in every enqueueing transaction.
+async fn notify_at_commit(pool: &PgPool) {
+    sqlx::query(
+        "CREATE OR REPLACE FUNCTION herd_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_notify('herd_jobs', ''); RETURN NULL; END $$",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
 }

@@ -159,6 +159,7 @@ async fn ingest_inner(
             &mut *tx,
             &StripeEvent {
                 event_id: event.id.clone(),
+                subscription: subscription.clone(),
             },
         )
         .await?;

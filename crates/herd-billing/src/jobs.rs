@@ -9,12 +9,21 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StripeEvent {
     pub event_id: String,
+    /// The subscription the event is about: its events' jobs run one at a time, so one
+    /// recompute covers those stored before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
 }
 
 impl Job for StripeEvent {
     const KIND: &'static str = "stripe.event";
     fn dedupe_key(&self) -> Option<String> {
         Some(self.event_id.clone())
+    }
+    fn group_key(&self) -> Option<String> {
+        self.subscription
+            .as_ref()
+            .map(|s| format!("subscription:{s}"))
     }
 }
 

@@ -45,6 +45,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn dedupe_key(&self) -> Option<String> {
         None
     }
+
+    /// Jobs of one group run one at a time, oldest first (e.g. the events of one Stripe
+    /// subscription): a worker never takes several of them at once.
+    fn group_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Enqueues `job` to run now; `None` when a job with its dedupe key exists already.
@@ -61,12 +67,14 @@ pub async fn enqueue_at<J: Job>(
     let payload = serde_json::to_value(job)
         .map_err(|e| StoreError::Invalid(format!("payload of a {} job: {e}", J::KIND)))?;
     let key = job.dedupe_key();
+    let group = job.group_key();
     herd_store::jobs::enqueue(
         ex,
         NewJob {
             kind: J::KIND,
             payload,
             dedupe_key: key.as_deref(),
+            group_key: group.as_deref(),
             max_attempts: J::MAX_ATTEMPTS,
             run_at: at,
         },

@@ -662,3 +662,82 @@ async fn quiet(l: &mut sqlx::postgres::PgListener) -> bool {
         .await
         .is_err()
 }
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn jobs_of_one_group_run_one_at_a_time_in_order_and_groups_run_side_by_side(pool: PgPool) {
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Grouped {
+        g: u32,
+        n: u32,
+    }
+    impl Job for Grouped {
+        const KIND: &'static str = "test.grouped";
+        fn group_key(&self) -> Option<String> {
+            Some(format!("g{}", self.g))
+        }
+    }
+    /// (group, job) in the order they started, and what ran at once per group.
+    #[derive(Default)]
+    struct Log {
+        started: Mutex<Vec<(u32, u32)>>,
+        running: Mutex<HashMap<u32, usize>>,
+        overlap: AtomicUsize,
+        now: AtomicUsize,
+        peak: AtomicUsize,
+    }
+    let log = Arc::new(Log::default());
+    let mut registry = Registry::new();
+    let l = log.clone();
+    registry.register(move |j: Grouped| {
+        let log = l.clone();
+        async move {
+            {
+                let mut running = log.running.lock().unwrap();
+                let r = running.entry(j.g).or_default();
+                *r += 1;
+                if *r > 1 {
+                    log.overlap.fetch_add(1, Ordering::SeqCst);
+                }
+                log.started.lock().unwrap().push((j.g, j.n));
+            }
+            let now = log.now.fetch_add(1, Ordering::SeqCst) + 1;
+            log.peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            log.now.fetch_sub(1, Ordering::SeqCst);
+            *log.running.lock().unwrap().get_mut(&j.g).unwrap() -= 1;
+            Ok(())
+        }
+    });
+    // Each group's jobs enqueued together, one group after the other (as a renewal run
+    // sends one subscription's events together).
+    for g in 0..4 {
+        for n in 0..5 {
+            herd_jobs::enqueue(&pool, &Grouped { g, n }).await.unwrap();
+        }
+    }
+    let stats = Runner::new(pool.clone(), registry, settings(8))
+        .drain()
+        .await
+        .unwrap();
+    assert_eq!(stats.retrying + stats.dead, 0);
+    let started = log.started.lock().unwrap().clone();
+    assert_eq!(started.len(), 20, "every job ran once: {started:?}");
+    assert_eq!(
+        log.overlap.load(Ordering::SeqCst),
+        0,
+        "two jobs of one group ran at once: {started:?}"
+    );
+    for g in 0..4 {
+        let order: Vec<u32> = started
+            .iter()
+            .filter(|(sg, _)| *sg == g)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(order, vec![0, 1, 2, 3, 4], "group {g} out of order");
+    }
+    assert!(
+        log.peak.load(Ordering::SeqCst) >= 3,
+        "the groups did not run side by side (peak {})",
+        log.peak.load(Ordering::SeqCst)
+    );
+}

@@ -19,6 +19,9 @@ pub struct NewJob<'a> {
     pub payload: serde_json::Value,
     /// Enqueue at most once per key (e.g. the Stripe event id).
     pub dedupe_key: Option<&'a str>,
+    /// Jobs of one group (e.g. one Stripe subscription) run one at a time: a claim takes
+    /// at most one per group, and none while one of the group runs.
+    pub group_key: Option<&'a str>,
     pub max_attempts: i32,
     /// Not before this time; `None` is now.
     pub run_at: Option<OffsetDateTime>,
@@ -91,14 +94,15 @@ impl RawRow {
 pub async fn enqueue(ex: impl PgExecutor<'_>, job: NewJob<'_>) -> Result<Option<Uuid>, StoreError> {
     let id = Uuid::now_v7();
     let row = sqlx::query_scalar!(
-        "INSERT INTO jobs (id, kind, payload, dedupe_key, max_attempts, run_at)
-         VALUES ($1, $2, $3, $4, $5, coalesce($6, now()))
+        "INSERT INTO jobs (id, kind, payload, dedupe_key, group_key, max_attempts, run_at)
+         VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now()))
          ON CONFLICT (dedupe_key) DO NOTHING
          RETURNING id",
         id,
         job.kind,
         job.payload,
         job.dedupe_key,
+        job.group_key,
         job.max_attempts,
         job.run_at
     )
@@ -133,7 +137,9 @@ pub async fn reap_expired(ex: impl PgExecutor<'_>, base_secs: f64) -> Result<u64
 }
 
 /// Claims up to `limit` due jobs of the given kinds for `lease`, each with a fresh lease
-/// token.
+/// token, oldest first: at most one job per group, and none of a group that has a job
+/// running (its next job waits for it; the candidates looked at are the `8 × limit`
+/// oldest due jobs).
 pub async fn claim(
     ex: impl PgExecutor<'_>,
     kinds: &[&str],
@@ -149,7 +155,17 @@ pub async fn claim(
                 locked_until = now() + make_interval(secs => $3::float8 / 1000)
          WHERE id IN (
              SELECT id FROM jobs
-             WHERE kind = ANY($1) AND state = 'queued' AND run_at <= now()
+             WHERE id IN (
+                 SELECT DISTINCT ON (coalesce(c.group_key, c.id::text)) c.id
+                 FROM (SELECT q.id, q.group_key, q.run_at FROM jobs q
+                       WHERE q.kind = ANY($1) AND q.state = 'queued' AND q.run_at <= now()
+                         AND (q.group_key IS NULL OR NOT EXISTS (
+                             SELECT 1 FROM jobs r
+                             WHERE r.group_key = q.group_key AND r.state = 'running'))
+                       ORDER BY q.run_at
+                       LIMIT $2::int8 * 8) c
+                 ORDER BY coalesce(c.group_key, c.id::text), c.run_at)
+               AND state = 'queued' AND run_at <= now()
              ORDER BY run_at
              LIMIT $2
              FOR UPDATE SKIP LOCKED)

@@ -334,6 +334,7 @@ async fn a_failing_event_is_retried_then_marked_failed_and_can_be_reprocessed(po
             kind: StripeEvent::KIND,
             payload: serde_json::json!({ "event_id": "evt_broken" }),
             dedupe_key: Some("evt_broken"),
+            group_key: None,
             max_attempts: 2,
             run_at: None,
         },

@@ -191,6 +191,7 @@ async fn reprocess(
             &mut *tx,
             &StripeEvent {
                 event_id: e.id.clone(),
+                subscription: e.subscription_id.clone(),
             },
         )
         .await?;
