@@ -8,6 +8,8 @@
 //! - [`clusters`] registers clusters (kubeconfigs sealed at rest, [`seal`]), cordons them.
 //! - [`instances`] lists and shows an organization's servers and reveals the owner's
 //!   one-time password once.
+//! - [`backups`] records tenants' backups as their clusters report them and raises the
+//!   alert on a failed or missed one (console, email, metric).
 //! - [`lifecycle`] suspends, resumes, upgrades (now or in the maintenance window) and
 //!   deletes a server, for its organization or an operator; [`releases`] are the versions
 //!   the provider offers.
@@ -16,6 +18,7 @@
 //! `herd-orchestrator`'s part: it runs this crate's [`jobs`]. This crate does no
 //! Kubernetes IO, so the web layer can call it.
 
+pub mod backups;
 pub mod clusters;
 pub mod domains;
 pub mod instances;

@@ -60,6 +60,9 @@ pub struct InstanceSpec {
     /// Extra environment for plan features (e.g. `SINGLE_USER_MODE`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra_env: BTreeMap<String, String>,
+    /// Scheduled backups: how often and how long they are kept, from the plan.
+    #[serde(default)]
+    pub backup: BackupSpec,
 }
 
 impl InstanceSpec {
@@ -89,6 +92,39 @@ impl InstanceSpec {
             smtp_secret_ref: None,
             owner,
             extra_env: BTreeMap::new(),
+            backup: crate::sizing::backup_for_plan(limits),
+        }
+    }
+}
+
+/// A tenant's scheduled backups (see `render::schedule`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// Hours between two backups, a divisor of 24 (others are rounded up to one): 24 is
+    /// daily.
+    #[serde(default = "BackupSpec::default_interval")]
+    pub interval_hours: u32,
+    /// Days a scheduled backup is kept.
+    #[serde(default = "BackupSpec::default_retention")]
+    pub retention_days: u32,
+}
+
+impl BackupSpec {
+    fn default_interval() -> u32 {
+        24
+    }
+
+    fn default_retention() -> u32 {
+        7
+    }
+}
+
+impl Default for BackupSpec {
+    fn default() -> Self {
+        Self {
+            interval_hours: Self::default_interval(),
+            retention_days: Self::default_retention(),
         }
     }
 }
@@ -253,6 +289,71 @@ pub struct InstanceStatus {
     /// The owner-password reset last done (`spec.owner.passwordGeneration`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_password_generation: Option<u32>,
+    /// The most recent backups, newest first (at most [`RECENT_BACKUPS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<BackupRecord>,
+    /// When the last backup that succeeded (and was verified, for a dump) finished,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<String>,
+}
+
+/// How many backup records the status keeps.
+pub const RECENT_BACKUPS: usize = 10;
+
+/// Why a backup was taken.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BackupReason {
+    Scheduled,
+    BeforeUpgrade,
+}
+
+/// How a backup was taken.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BackupMethod {
+    /// A Job of Herd's: `pg_dump` (unless CloudNativePG backs the database up), media on
+    /// a volume, the sealed app secrets, and a manifest of checksums.
+    Dump,
+    /// CloudNativePG's barman backup of the database to the object store.
+    Barman,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BackupOutcome {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// One backup, as the cluster reported it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// The Job's or CloudNativePG Backup's name.
+    pub name: String,
+    pub reason: BackupReason,
+    pub method: BackupMethod,
+    pub outcome: BackupOutcome,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+    /// Bytes uploaded, when the method tells (barman does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
+    /// Where it is (`s3://bucket/dir/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The manifest's SHA-256 (the manifest lists every object's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    /// Why it failed or cannot be trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The annotation recording the version a tenant was installed or last upgraded to. The

@@ -2,6 +2,7 @@
 //! says what a tenant bought, and the generation of a tenant's app secrets in the formats
 //! Mastodon expects, and the pure renderer from an Instance to the tenant's objects.
 
+pub mod backups;
 pub mod crd;
 pub mod diff;
 pub mod lease;
@@ -11,6 +12,7 @@ pub mod operator;
 pub mod presign;
 pub mod reconcile;
 pub mod render;
+pub mod seal;
 pub mod secrets;
 pub mod sizing;
 pub mod status;

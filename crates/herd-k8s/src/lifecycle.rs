@@ -56,6 +56,8 @@ pub enum Step {
     StartApp,
     /// Installed and on the spec's version.
     Ready,
+    /// Upgrade: the database is backed up (and the backup verified) before anything moves.
+    BackupBeforeUpgrade,
     /// Upgrade: pre-deployment migrations run; the Deployments stay on the old version.
     MigrateBeforeRoll,
     /// Upgrade: the Deployments roll to the new version.
@@ -80,7 +82,10 @@ impl Step {
     pub fn is_upgrade(&self) -> bool {
         matches!(
             self,
-            Step::MigrateBeforeRoll | Step::Roll | Step::MigrateAfterRoll
+            Step::BackupBeforeUpgrade
+                | Step::MigrateBeforeRoll
+                | Step::Roll
+                | Step::MigrateAfterRoll
         )
     }
 
@@ -92,6 +97,7 @@ impl Step {
             Step::CreateOwner => "CreateOwner",
             Step::StartApp => "StartApp",
             Step::Ready => "Ready",
+            Step::BackupBeforeUpgrade => "BackupBeforeUpgrade",
             Step::MigrateBeforeRoll => "MigrateBeforeRoll",
             Step::Roll => "Roll",
             Step::MigrateAfterRoll => "MigrateAfterRoll",
@@ -122,6 +128,9 @@ pub struct Plan {
     /// Failed Jobs to delete before applying, each replaced by its next attempt (in
     /// `apply`).
     pub replace: Vec<String>,
+    /// The backup Job to make now before an upgrade (the operator presigns its URLs and
+    /// makes it, see [`crate::render::backup::before_upgrade_backup`]).
+    pub backup_before_upgrade: Option<String>,
 }
 
 /// The Job that sets reset number `generation` of the owner's password.
@@ -169,7 +178,7 @@ fn to_make(name: &str, o: &Observed, plan: &Plan) -> bool {
 
 /// The Jobs of `jobs` named `name`, numbered as the attempt after the observed one when it
 /// replaces a failed one.
-fn attempt_of(mut jobs: Vec<Child>, name: &str, o: &Observed, plan: &Plan) -> Vec<Child> {
+pub fn attempt_of(mut jobs: Vec<Child>, name: &str, o: &Observed, plan: &Plan) -> Vec<Child> {
     let at = o.job_attempts.get(name).copied().unwrap_or(1);
     let number = if plan.replace.iter().any(|r| r == name) {
         Some(at + 1)
@@ -238,6 +247,7 @@ pub fn plan(t: &Tenant<'_>, observed: &Observed) -> Result<Plan, RenderError> {
             .as_ref()
             .and_then(|s| s.owner_password_generation),
         replace: Vec::new(),
+        backup_before_upgrade: None,
     };
     match running {
         None => install(t, observed, target, &mut plan)?,
@@ -378,6 +388,23 @@ fn upgrade(
         plan.step = Step::Refused(why);
         plan.keep = current.iter().map(Child::describe).collect();
         plan.apply = current;
+        return Ok(());
+    }
+    // A verified backup of the database first; nothing moves until it is taken.
+    let backup = crate::render::backup::before_upgrade_job_name(&spec.version);
+    if !succeeded(job_state(o, &backup)) {
+        plan.keep = current.iter().map(Child::describe).collect();
+        plan.apply = current;
+        if t.cluster.backup.is_none() {
+            plan.step = Step::Refused(
+                "no backup target is configured (HERD_BACKUP_S3_BUCKET), and an upgrade waits for a verified backup of the database".into(),
+            );
+            return Ok(());
+        }
+        plan.step = job_failed(&backup, o, plan).unwrap_or(Step::BackupBeforeUpgrade);
+        if plan.step == Step::BackupBeforeUpgrade && to_make(&backup, o, plan) {
+            plan.backup_before_upgrade = Some(backup);
+        }
         return Ok(());
     }
     if spec.app == App::Gotosocial {

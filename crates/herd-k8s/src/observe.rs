@@ -6,6 +6,7 @@ use crate::render::{namespace_name, Tenant};
 use crate::status::{DeploymentState, JobState, Observed};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 
@@ -114,7 +115,45 @@ pub async fn observe(client: &kube::Client, t: &Tenant<'_>) -> Result<Observed, 
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), &ns);
 
     let sets = sets.list(&lp).await?.items;
-    let job_list = jobs.list(&lp).await?.items;
+    let mut job_list = jobs.list(&lp).await?.items;
+    // Backup Jobs: records; those before an upgrade stay a step's Job, which succeeded
+    // only once verified.
+    let mut backups = Vec::new();
+    let mut backup_states = std::collections::BTreeMap::new();
+    if job_list
+        .iter()
+        .any(|j| crate::backups::kind_of(j).is_some())
+    {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let plp = ListParams::default().labels(&format!(
+            "{},{}",
+            selector(t.instance),
+            crate::render::backup::BACKUP_LABEL
+        ));
+        let pods = pods.list(&plp).await?.items;
+        for j in &job_list {
+            if let Some((record, state)) = crate::backups::from_job(j, &pods) {
+                if record.reason == crate::crd::BackupReason::BeforeUpgrade {
+                    backup_states.insert(record.name.clone(), state);
+                }
+                backups.push(record);
+            }
+        }
+    }
+    job_list.retain(|j| {
+        !matches!(
+            crate::backups::kind_of(j),
+            Some(crate::render::backup::BackupKind::Scheduled)
+        )
+    });
+    if t.uses_cloudnative_pg() && t.cluster.backup.is_some() {
+        let gvk = GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Backup");
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &ns, &ApiResource::from_gvk(&gvk));
+        for b in api.list(&ListParams::default()).await?.items {
+            backups.extend(crate::backups::from_cnpg(&b));
+        }
+    }
     let database_ready = if t.uses_cloudnative_pg() {
         let gvk = GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster");
         let api: Api<DynamicObject> =
@@ -149,8 +188,13 @@ pub async fn observe(client: &kube::Client, t: &Tenant<'_>) -> Result<Observed, 
         },
         jobs: job_list
             .iter()
-            .filter_map(|j| Some((j.metadata.name.clone()?, job_state(j))))
+            .filter_map(|j| {
+                let name = j.metadata.name.clone()?;
+                let state = backup_states.remove(&name).unwrap_or_else(|| job_state(j));
+                Some((name, state))
+            })
             .collect(),
+        backups,
         ingress_ready: ingresses
             .get_opt(crate::render::mastodon::INGRESS)
             .await?

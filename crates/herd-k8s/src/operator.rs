@@ -16,12 +16,17 @@ use crate::observe::{self, job_state};
 use crate::presign::{self, BackupCredentials, PresignError};
 use crate::reconcile::{self, ReconcileError};
 use crate::render::backup::{
-    final_backup, object_dir, upload_names, BackupTarget, FINAL_BACKUP_JOB,
+    before_upgrade_backup, before_upgrade_dir, final_backup, object_dir, scheduled_dir,
+    sealed_secrets, upload_names, urls_secret, BackupKind, BackupTarget, FINAL_BACKUP_JOB,
+    SEALED_DIGEST_ANNOTATION, SEALED_SECRETS,
 };
-use crate::render::{namespace_name, ClusterSettings, Tenant};
+use crate::render::schedule::{
+    Schedule, SCHEDULED_BACKUP_URLS, SLOT_TOLERANCE_SECS, TENANT_BACKUP_CREDENTIALS,
+};
+use crate::render::{namespace_name, Child, ClusterSettings, Tenant};
 use crate::status::{self, JobState};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -65,9 +70,27 @@ pub struct Context {
     /// The API server's addresses as last read (`settings.cluster.api_server` at start),
     /// read again while the operator runs ([`Context::refresh_api_server`]).
     api_server: std::sync::RwLock<Vec<std::net::SocketAddr>>,
+    /// The time now: the system clock, or the tests' (see [`Context::set_clock`]).
+    clock: std::sync::RwLock<Option<jiff::Timestamp>>,
 }
 
 impl Context {
+    /// The time now (the system clock unless a test set one).
+    pub fn now(&self) -> jiff::Timestamp {
+        self.clock
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(jiff::Timestamp::now)
+    }
+
+    /// Sets the time the operator sees (tests play hours and days without waiting).
+    pub fn set_clock(&self, at: jiff::Timestamp) {
+        *self
+            .clock
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(at);
+    }
+
     pub fn new(client: kube::Client, settings: Settings, reporter: &str) -> Arc<Context> {
         let recorder = Recorder::new(client.clone(), Reporter::from(reporter.to_owned()));
         let api_server = std::sync::RwLock::new(settings.cluster.api_server.clone());
@@ -77,6 +100,7 @@ impl Context {
             recorder,
             failures: Mutex::default(),
             api_server,
+            clock: std::sync::RwLock::new(None),
         })
     }
 
@@ -89,6 +113,7 @@ impl Context {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        cluster.backup = self.settings.backup.clone();
         cluster
     }
 
@@ -152,6 +177,8 @@ pub enum OperatorError {
     },
     #[error(transparent)]
     Presign(#[from] PresignError),
+    #[error(transparent)]
+    Seal(#[from] crate::seal::SealError),
 }
 
 fn kube_code(e: &kube::Error) -> Option<u16> {
@@ -181,7 +208,9 @@ impl OperatorError {
             OperatorError::Reconcile(ReconcileError::DamagedSecret { .. }) => "damaged_secret",
             OperatorError::Reconcile(ReconcileError::Encode { .. }) => "encode",
             OperatorError::NoNamespace => "no_namespace",
-            OperatorError::BackupCredentials { .. } | OperatorError::Presign(_) => "backup_target",
+            OperatorError::BackupCredentials { .. }
+            | OperatorError::Presign(_)
+            | OperatorError::Seal(_) => "backup_target",
             _ => match self.kube().and_then(kube_code) {
                 Some(429) => "api_throttled",
                 Some(409) => "api_conflict",
@@ -284,10 +313,6 @@ pub async fn reconcile(
 fn instances(ctx: &Context, instance: &Instance) -> Result<Api<Instance>, OperatorError> {
     let ns = instance.namespace().ok_or(OperatorError::NoNamespace)?;
     Ok(Api::namespaced(ctx.client.clone(), &ns))
-}
-
-fn now() -> String {
-    jiff::Timestamp::now().to_string()
 }
 
 /// Writes the status when it differs from the stored one; `null` clears optional fields.
@@ -414,6 +439,35 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         )
         .await;
     }
+    // The upgrade's backup: URLs presigned now for its objects only, valid two hours.
+    if let (Some(name), Some(target)) = (plan.backup_before_upgrade.clone(), &ctx.settings.backup) {
+        ensure_sealed_secrets(ctx, &t, target).await?;
+        let credentials = backup_credentials(ctx).await?;
+        let names = upload_names(&t, BackupKind::BeforeUpgrade).map_err(ReconcileError::from)?;
+        let dir = before_upgrade_dir(target, &instance.spec.slug, &name);
+        let urls = presign::upload_urls(
+            target,
+            &credentials,
+            &dir,
+            &names,
+            ctx.now(),
+            presign::URL_VALIDITY,
+        )?;
+        let children =
+            before_upgrade_backup(&t, target, &urls, &name).map_err(ReconcileError::from)?;
+        plan.apply
+            .extend(lifecycle::attempt_of(children, &name, &observed, &plan));
+        ctx.event(
+            instance,
+            false,
+            "BackupBeforeUpgrade",
+            format!(
+                "Job {ns}/{name} backs the database up to s3://{}/{dir} before the upgrade to {}",
+                target.bucket, instance.spec.version
+            ),
+        )
+        .await;
+    }
     if plan.needs_owner_password
         && reconcile::ensure_owner_password(client, &t, plan.owner_password_for).await?
     {
@@ -435,6 +489,24 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
             .await;
     }
     let pruned = reconcile::prune(client, instance, &plan.keep).await?;
+    // What the scheduled backups need besides their CronJob: the sealed secrets, the
+    // coming run's URLs, and for CloudNativePG the tenant's own object-store credentials.
+    // A failure here does not hold the tenant's reconcile: the run it spoils is a missed
+    // backup, which the control plane alerts on.
+    if let Some(target) = &ctx.settings.backup {
+        let prepared = async {
+            ensure_sealed_secrets(ctx, &t, target).await?;
+            ensure_scheduled_urls(ctx, &t, target).await?;
+            if t.uses_cloudnative_pg() {
+                ensure_tenant_credentials(ctx, &t, target).await?;
+            }
+            Ok::<(), OperatorError>(())
+        }
+        .await;
+        if let Err(e) = prepared {
+            tracing::warn!(instance = %key(instance), error = %e, "the scheduled backup could not be prepared");
+        }
+    }
     if !report.written.is_empty() || !pruned.is_empty() {
         tracing::info!(instance = %key(instance), step = plan.step.name(), written = ?report.written, pruned = ?pruned, "applied");
     }
@@ -443,7 +515,7 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         &observed,
         &plan.step,
         plan.running_version.as_deref(),
-        &now(),
+        &ctx.now().to_string(),
     );
     status.owner_password_generation = plan.owner_password_generation;
     if let Some(version) = plan.running_version.as_deref() {
@@ -666,7 +738,18 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
                 secrets: &secrets,
                 cluster: &cluster,
             };
+            // The app stops first: the media archive and the dump are then of a server
+            // that no longer writes.
+            let running = stop_app(ctx, &t).await?;
+            if running > 0 {
+                let why = format!(
+                    "waiting for the app to stop ({running} pods left) before the final backup"
+                );
+                write_status(&api, instance, &deleting(instance, Some(why))).await?;
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
             let credentials = backup_credentials(ctx).await?;
+            ensure_sealed_secrets(ctx, &t, target).await?;
             let stamp = instance
                 .metadata
                 .deletion_timestamp
@@ -675,14 +758,14 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
                 .unwrap_or_default();
             // Upload URLs for this tenant's objects only, valid two hours: the
             // credentials themselves stay in the operator's namespace.
-            let names = upload_names(&t).map_err(ReconcileError::from)?;
+            let names = upload_names(&t, BackupKind::Final).map_err(ReconcileError::from)?;
             let dir = object_dir(target, &instance.spec.slug, &stamp);
             let urls = presign::upload_urls(
                 target,
                 &credentials,
                 &dir,
                 &names,
-                jiff::Timestamp::now(),
+                ctx.now(),
                 presign::URL_VALIDITY,
             )?;
             let children = final_backup(&t, target, &urls, &stamp).map_err(ReconcileError::from)?;
@@ -706,6 +789,167 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
         }
         Some(_) => Ok(Action::requeue(Duration::from_secs(15))),
     }
+}
+
+/// The components whose pods write media or the database: web, streaming, sidekiq and
+/// the app's Jobs.
+const WRITERS: [&str; 4] = ["web", "streaming", "sidekiq", "jobs"];
+
+/// Scales the app's Deployments to zero and suspends its CronJobs (as a suspension does),
+/// then counts the app's pods still there (terminating ones included).
+async fn stop_app(ctx: &Context, t: &Tenant<'_>) -> Result<usize, OperatorError> {
+    let mut stopped = t.instance.clone();
+    stopped.spec.suspended = true;
+    let app = lifecycle::app_deployments(stopped.spec.app);
+    let children: Vec<Child> = crate::render::render(&Tenant {
+        instance: &stopped,
+        ..*t
+    })
+    .map_err(ReconcileError::from)?
+    .into_iter()
+    .filter_map(|c| match c {
+        Child::Deployment(d) if d.metadata.name.as_deref().is_some_and(|n| app.contains(&n)) => {
+            Some(Child::Deployment(d))
+        }
+        Child::CronJob(mut c) => {
+            if let Some(spec) = c.spec.as_mut() {
+                spec.suspend = Some(true);
+            }
+            Some(Child::CronJob(c))
+        }
+        _ => None,
+    })
+    .collect();
+    reconcile::apply(&ctx.client, &children).await?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &t.namespace());
+    let lp = kube::api::ListParams::default().labels(&observe::selector(t.instance));
+    Ok(pods
+        .list(&lp)
+        .await?
+        .items
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app.kubernetes.io/component"))
+                .is_some_and(|c| WRITERS.contains(&c.as_str()))
+        })
+        .count())
+}
+
+/// Makes the Secret of the tenant's sealed app secrets ([`SEALED_SECRETS`]) when it is
+/// missing or seals other secrets or for another recipient (sealing is randomized: an
+/// unchanged Secret is never written again).
+async fn ensure_sealed_secrets(
+    ctx: &Context,
+    t: &Tenant<'_>,
+    target: &BackupTarget,
+) -> Result<(), OperatorError> {
+    let digest = crate::seal::digest(t.secrets, &target.secrets_recipient);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &t.namespace());
+    let current = api.get_opt(SEALED_SECRETS).await?;
+    let sealed_for = current
+        .as_ref()
+        .and_then(|s| s.metadata.annotations.as_ref())
+        .and_then(|a| a.get(SEALED_DIGEST_ANNOTATION));
+    if sealed_for == Some(&digest) {
+        return Ok(());
+    }
+    let sealed = crate::seal::seal(t.secrets, &target.secrets_recipient)?;
+    let child = sealed_secrets(t, &sealed, &digest).map_err(ReconcileError::from)?;
+    reconcile::apply(&ctx.client, &[child]).await?;
+    Ok(())
+}
+
+/// Keeps the scheduled backup's URL Secret signed for the coming run (see
+/// [`crate::render::schedule`]): rewritten only when that run changes.
+async fn ensure_scheduled_urls(
+    ctx: &Context,
+    t: &Tenant<'_>,
+    target: &BackupTarget,
+) -> Result<(), OperatorError> {
+    let spec = &t.instance.spec;
+    let schedule = Schedule::of(spec);
+    let now = ctx.now();
+    let run = schedule.upcoming(now);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &t.namespace());
+    let signed_for = api
+        .get_opt(SCHEDULED_BACKUP_URLS)
+        .await?
+        .and_then(|s| reconcile::secret_strings(s).remove("slot"));
+    if signed_for == Some(run.as_second().to_string()) {
+        return Ok(());
+    }
+    let credentials = backup_credentials(ctx).await?;
+    let names = upload_names(t, BackupKind::Scheduled).map_err(ReconcileError::from)?;
+    let dir = scheduled_dir(
+        target,
+        &spec.slug,
+        spec.backup.retention_days,
+        &run.to_string(),
+    );
+    // Valid until the run's last possible start plus its deadline, and at most the seven
+    // days SigV4 allows.
+    let expires = run.as_second() + (SLOT_TOLERANCE_SECS + 2 * 3600) as i64;
+    let valid = u64::try_from(expires - now.as_second())
+        .unwrap_or(1)
+        .clamp(1, 7 * 24 * 3600);
+    let mut urls = presign::upload_urls(
+        target,
+        &credentials,
+        &dir,
+        &names,
+        now,
+        Duration::from_secs(valid),
+    )?;
+    urls.insert("slot".into(), run.as_second().to_string());
+    let secret = urls_secret(t, SCHEDULED_BACKUP_URLS, &urls).map_err(ReconcileError::from)?;
+    reconcile::apply(&ctx.client, &[secret]).await?;
+    tracing::info!(tenant = %spec.slug, run = %run, "scheduled backup URLs signed for the coming run");
+    Ok(())
+}
+
+/// The Secret in the operator's namespace with each CloudNativePG tenant's own
+/// object-store credentials, scoped to its prefix: keys `<slug>.AWS_ACCESS_KEY_ID` and
+/// `<slug>.AWS_SECRET_ACCESS_KEY`.
+pub const TENANT_CREDENTIALS_SECRET: &str = "herd-backup-tenant-credentials";
+
+/// Copies a CloudNativePG tenant's own credentials into its namespace
+/// ([`TENANT_BACKUP_CREDENTIALS`]), where CloudNativePG reads them. Without them its
+/// backups fail (and the failure is an alert): the platform's credentials never go there.
+async fn ensure_tenant_credentials(
+    ctx: &Context,
+    t: &Tenant<'_>,
+    target: &BackupTarget,
+) -> Result<(), OperatorError> {
+    let slug = &t.instance.spec.slug;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let mut all = match api.get_opt(TENANT_CREDENTIALS_SECRET).await {
+        Ok(Some(s)) => reconcile::secret_strings(s),
+        Ok(None) => Default::default(),
+        Err(kube::Error::Api(e)) if e.code == 403 => Default::default(),
+        Err(e) => return Err(e.into()),
+    };
+    let (Some(id), Some(key)) = (
+        all.remove(&format!("{slug}.AWS_ACCESS_KEY_ID")),
+        all.remove(&format!("{slug}.AWS_SECRET_ACCESS_KEY")),
+    ) else {
+        tracing::warn!(tenant = %slug, "no object-store credentials for this CloudNativePG tenant in {TENANT_CREDENTIALS_SECRET}: its database backups will fail (docs/BACKUPS.md)");
+        return Ok(());
+    };
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": TENANT_BACKUP_CREDENTIALS, "namespace": t.namespace(), "labels": t.labels("backup") },
+        "type": "Opaque",
+        "stringData": { "ACCESS_KEY_ID": id, "ACCESS_SECRET_KEY": key, "REGION": target.region },
+    }))
+    .map_err(|source| ReconcileError::Encode {
+        what: format!("Secret/{TENANT_BACKUP_CREDENTIALS}"),
+        source,
+    })?;
+    reconcile::apply(&ctx.client, &[Child::Secret(secret)]).await?;
+    Ok(())
 }
 
 /// The backup target's credentials, from the Secret in the operator's namespace.

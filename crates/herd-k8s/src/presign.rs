@@ -152,6 +152,8 @@ mod tests {
             endpoint: "https://s3.fr-par.scw.cloud".into(),
             prefix: "final/".into(),
             region: "fr-par".into(),
+            secrets_recipient: "age1302c8smchfv42meeqncfqp9dg39kscy7a06xlx9s0frmwvc0zsnqrl9ujm"
+                .into(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! From a plan's compute size to replicas, requests, limits and volume sizes.
 
-use crate::crd::{Resources, Sizing};
+use crate::crd::{BackupSpec, Resources, Sizing};
 use herd_domain::{ComputeSize, PlanLimits};
 
 fn res(cpu_request: &str, memory_request: &str, cpu_limit: &str, memory_limit: &str) -> Resources {
@@ -54,6 +54,21 @@ pub fn for_plan(limits: &PlanLimits) -> Sizing {
         sidekiq,
         database_storage: db.into(),
         media_storage: format!("{}Gi", limits.media_storage_gb),
+    }
+}
+
+/// The backups of a plan: daily on every plan (every tenant has a backup less than a day
+/// old), kept a week on the small plan, two weeks on the medium one, and on the large one
+/// every six hours, kept thirty days.
+pub fn backup_for_plan(limits: &PlanLimits) -> BackupSpec {
+    let (interval_hours, retention_days) = match limits.compute {
+        ComputeSize::Small => (24, 7),
+        ComputeSize::Medium => (24, 14),
+        ComputeSize::Large => (6, 30),
+    };
+    BackupSpec {
+        interval_hours,
+        retention_days,
     }
 }
 

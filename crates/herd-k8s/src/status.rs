@@ -65,6 +65,10 @@ pub struct Observed {
     pub job_attempts: BTreeMap<String, u32>,
     /// The ingress has an address (the controller picked it up).
     pub ingress_ready: bool,
+    /// The backups the cluster reports (scheduled and before upgrades); the Jobs of
+    /// scheduled ones are not in `jobs`, those before an upgrade are, failed when they
+    /// succeeded without verifying.
+    pub backups: Vec<crate::crd::BackupRecord>,
 }
 
 fn condition(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
@@ -321,6 +325,11 @@ pub fn compute(
             .status
             .as_ref()
             .and_then(|s| s.owner_password_generation),
+        backups: crate::backups::merge(&previous.backups, &observed.backups),
+        last_successful_backup: crate::backups::last_successful(
+            &observed.backups,
+            previous.last_successful_backup.as_deref(),
+        ),
     }
 }
 
@@ -385,13 +394,27 @@ mod tests {
             .collect(),
             job_attempts: BTreeMap::new(),
             ingress_ready: true,
+            backups: Vec::new(),
         }
     }
 
     /// The status the operator would write: the lifecycle's plan, then `compute`.
     fn status(i: &Instance, o: &Observed, now: &str) -> InstanceStatus {
+        status_on(i, o, now, true)
+    }
+
+    fn status_on(i: &Instance, o: &Observed, now: &str, backup: bool) -> InstanceStatus {
         let secrets = AppSecrets::generate();
-        let cluster = ClusterSettings::default();
+        let cluster = ClusterSettings {
+            backup: backup.then(|| crate::render::backup::BackupTarget {
+                bucket: "b".into(),
+                endpoint: "https://s3.example".into(),
+                prefix: String::new(),
+                region: "us-east-1".into(),
+                secrets_recipient: "age1x".into(),
+            }),
+            ..ClusterSettings::default()
+        };
         let t = Tenant {
             instance: i,
             secrets: &secrets,
@@ -511,6 +534,11 @@ mod tests {
         i.status = Some(status(&i, &healthy(), "t1"));
         i.spec.version = "v4.8.0".into();
         let mut o = healthy();
+        // The backup first: the upgrade waits for it, running nothing else.
+        let s = status(&i, &o, "t2");
+        assert_eq!(s.phase, Phase::Upgrading);
+        o.jobs
+            .insert("backup-before-v4-8-0".into(), JobState::Succeeded);
         o.jobs
             .insert("migrate-pre-v4-8-0".into(), JobState::Running);
         let s = status(&i, &o, "t2");
@@ -536,6 +564,8 @@ mod tests {
         i.status = Some(status(&i, &healthy(), "t1"));
         i.spec.version = "v4.8.0".into();
         let mut o = healthy();
+        o.jobs
+            .insert("backup-before-v4-8-0".into(), JobState::Succeeded);
         o.jobs.insert(
             "migrate-pre-v4-8-0".into(),
             JobState::Failed("BackoffLimitExceeded".into()),
@@ -569,6 +599,21 @@ mod tests {
         assert_eq!(s.running_version.as_deref(), Some("v4.7.6"));
         let err = s.last_error.expect("error");
         assert!(err.contains("v4.8.x first"), "{err}");
+    }
+
+    /// Before an upgrade's first migration, a verified backup: without a backup target
+    /// the upgrade does not start, and says why.
+    #[test]
+    fn an_upgrade_waits_for_a_backup_and_needs_a_backup_target() {
+        let mut i = instance();
+        i.status = Some(status(&i, &healthy(), "t1"));
+        i.spec.version = "v4.8.0".into();
+        let s = status_on(&i, &healthy(), "t2", false);
+        assert_eq!(s.phase, Phase::Failed);
+        assert_eq!(s.running_version.as_deref(), Some("v4.7.6"));
+        let err = s.last_error.expect("error");
+        assert!(err.contains("HERD_BACKUP_S3_BUCKET"), "{err}");
+        assert!(err.contains("verified backup"), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::Context;
 use herd_domain::{Desired, InstancePhase};
 use herd_fleet::jobs::ApplyInstance;
 use herd_fleet::seal::owner_password_purpose;
-use herd_k8s::crd::{Instance, Phase};
+use herd_k8s::crd::{BackupRecord, Instance, Phase};
 use herd_k8s::lifecycle::OWNER_PASSWORD_SECRET;
 use herd_k8s::reconcile::secret_strings;
 use herd_k8s::render::namespace_name;
@@ -31,6 +31,49 @@ pub fn phase_of(p: Phase) -> InstancePhase {
 
 /// Writes one Instance's reported status onto its row (if it is one of ours).
 pub async fn record(o: &Orchestrator, id: Uuid, i: &Instance) -> anyhow::Result<()> {
+    record_at(o, id, i, time::OffsetDateTime::now_utc()).await
+}
+
+/// A backup record as the control plane keeps it.
+pub fn backup_of(r: &BackupRecord) -> herd_store::backups::Backup {
+    use herd_domain::backup::{BackupMethod, BackupOutcome, BackupReason};
+    let at = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(herd_k8s::backups::epoch_nanos)
+            .and_then(|n| time::OffsetDateTime::from_unix_timestamp_nanos(n).ok())
+    };
+    herd_store::backups::Backup {
+        name: r.name.clone(),
+        reason: match r.reason {
+            herd_k8s::crd::BackupReason::Scheduled => BackupReason::Scheduled,
+            herd_k8s::crd::BackupReason::BeforeUpgrade => BackupReason::BeforeUpgrade,
+        },
+        method: match r.method {
+            herd_k8s::crd::BackupMethod::Dump => BackupMethod::Dump,
+            herd_k8s::crd::BackupMethod::Barman => BackupMethod::Barman,
+        },
+        outcome: match r.outcome {
+            herd_k8s::crd::BackupOutcome::Running => BackupOutcome::Running,
+            herd_k8s::crd::BackupOutcome::Succeeded => BackupOutcome::Succeeded,
+            herd_k8s::crd::BackupOutcome::Failed => BackupOutcome::Failed,
+        },
+        started_at: at(&r.started_at),
+        finished_at: at(&r.finished_at),
+        duration_seconds: r.duration_seconds.filter(|d| *d >= 0),
+        size_bytes: r.size_bytes.filter(|s| *s >= 0),
+        location: r.location.clone(),
+        checksum: r.checksum.clone(),
+        message: r.message.clone(),
+    }
+}
+
+/// [`record`] at `now` (tests play the hours and days after a backup).
+pub async fn record_at(
+    o: &Orchestrator,
+    id: Uuid,
+    i: &Instance,
+    now: time::OffsetDateTime,
+) -> anyhow::Result<()> {
     let Some(status) = &i.status else {
         return Ok(());
     };
@@ -47,6 +90,10 @@ pub async fn record(o: &Orchestrator, id: Uuid, i: &Instance) -> anyhow::Result<
         },
     )
     .await?;
+    // The backups it reports, and the alert they call for.
+    let backups: Vec<_> = status.backups.iter().map(backup_of).collect();
+    let interval = i32::try_from(i.spec.backup.interval_hours).unwrap_or(24);
+    herd_fleet::backups::record(&mut tx, id, interval, &backups, now).await?;
     if let Some(done) = status.owner_password_generation.filter(|g| *g > 0) {
         let done = i32::try_from(done).unwrap_or(i32::MAX);
         if fleet::record_owner_password_done(&mut *tx, id, done).await? {

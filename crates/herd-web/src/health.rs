@@ -64,12 +64,19 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
     metrics::gauge!("herd_db_pool_idle_connections").set(f64::from(idle));
     metrics::gauge!("herd_db_pool_max_connections")
         .set(f64::from(state.pool.options().get_max_connections()));
+    let mut body = state.metrics.render();
+    // Each tenant's backup age, read at each scrape (a deleted tenant's series goes with
+    // it); the rest of the page still answers when the database does not.
+    match herd_fleet::backups::metrics_text(&state.pool, time::OffsetDateTime::now_utc()).await {
+        Ok(text) => body.push_str(&text),
+        Err(e) => tracing::warn!(error = %e, "backup ages left out of /metrics"),
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        body,
     )
         .into_response()
 }

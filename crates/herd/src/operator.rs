@@ -12,12 +12,19 @@ use std::time::Duration;
 pub fn backup_target(args: &OperatorArgs) -> anyhow::Result<Option<BackupTarget>> {
     match (&args.backup_s3_bucket, &args.backup_s3_endpoint) {
         (None, None) => Ok(None),
-        (Some(bucket), Some(endpoint)) => Ok(Some(BackupTarget {
-            bucket: bucket.clone(),
-            endpoint: endpoint.clone(),
-            prefix: args.backup_s3_prefix.clone(),
-            region: args.backup_s3_region.clone(),
-        })),
+        (Some(bucket), Some(endpoint)) => {
+            let Some(recipient) = &args.backup_secrets_recipient else {
+                bail!("set HERD_BACKUP_SECRETS_RECIPIENT (an age recipient, age1…) with the backup bucket: backups carry the tenants' app secrets sealed to it");
+            };
+            herd_k8s::seal::recipient(recipient)?;
+            Ok(Some(BackupTarget {
+                bucket: bucket.clone(),
+                endpoint: endpoint.clone(),
+                prefix: args.backup_s3_prefix.clone(),
+                region: args.backup_s3_region.clone(),
+                secrets_recipient: recipient.trim().to_owned(),
+            }))
+        }
         _ => bail!("set both HERD_BACKUP_S3_BUCKET and HERD_BACKUP_S3_ENDPOINT, or neither"),
     }
 }
@@ -63,6 +70,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             cnpg_namespace: args.cnpg_namespace.clone(),
             node_local_dns: args.node_local_dns.clone(),
             api_server,
+            backup: backup.clone(),
         },
         namespace: args.namespace.clone(),
         backup,

@@ -177,7 +177,7 @@ fn cloudnative_pg(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         "stringData": { "username": t.database_name(), "password": password },
     });
     let large = t.instance.spec.sizing.web_replicas > 2;
-    let cluster = json!({
+    let mut cluster = json!({
         "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
         "metadata": { "name": CNPG_CLUSTER, "namespace": ns, "labels": t.labels("database") },
         "spec": {
@@ -189,6 +189,10 @@ fn cloudnative_pg(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
             "inheritedMetadata": { "labels": t.selector("database") },
         },
     });
+    // Base backups and WAL to the object store, with the tenant's own credentials.
+    if let Some(target) = &t.cluster.backup {
+        cluster["spec"]["backup"] = super::schedule::cnpg_cluster_backup(t, target);
+    }
     Ok(vec![
         Child::Secret(build("Secret postgres-app", auth)?),
         Child::Dynamic(build("Cluster postgres", cluster)?),

@@ -7,6 +7,7 @@ mod data;
 mod gotosocial;
 pub mod mastodon;
 mod network;
+pub mod schedule;
 pub mod tenancy;
 
 pub use mastodon::upgrade_jobs;
@@ -51,6 +52,9 @@ pub struct ClusterSettings {
     /// Addresses of a node-local DNS cache pods may query besides the cluster DNS in
     /// `kube-system` (NodeLocal DNSCache listens on 169.254.20.10 on every node).
     pub node_local_dns: Vec<std::net::IpAddr>,
+    /// Where tenants are backed up (scheduled backups, and CloudNativePG's object store);
+    /// without one, no scheduled backup is rendered.
+    pub backup: Option<backup::BackupTarget>,
 }
 
 impl Default for ClusterSettings {
@@ -66,6 +70,7 @@ impl Default for ClusterSettings {
             node_local_dns: vec![std::net::IpAddr::V4(std::net::Ipv4Addr::new(
                 169, 254, 20, 10,
             ))],
+            backup: None,
         }
     }
 }
@@ -280,6 +285,7 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         App::Mastodon => mastodon::render(t)?,
         App::Gotosocial => gotosocial::render(t)?,
     });
+    out.extend(schedule::render(t)?);
     Ok(out)
 }
 

@@ -176,6 +176,21 @@ fn cloudnative_pg(
             }),
         )?,
     ];
+    // Base backups and WAL go from the instances to the object store (barman), which,
+    // like the final backup's endpoint, is on the internet.
+    if t.cluster.backup.is_some() {
+        out.push(policy(
+            "allow-cnpg-backup",
+            json!({
+                "podSelector": cnpg_pods(),
+                "policyTypes": ["Egress"],
+                "egress": [{
+                    "to": [{ "ipBlock": { "cidr": "0.0.0.0/0", "except": PRIVATE_RANGES } }],
+                    "ports": [{ "protocol": "TCP", "port": 443 }, { "protocol": "TCP", "port": 80 }],
+                }],
+            }),
+        )?);
+    }
     // The instance manager in each pod reads and writes its Cluster through the API
     // server. Without its addresses nothing is allowed (an egress rule without
     // destinations would allow everything).

@@ -7,7 +7,7 @@
 use crate::common;
 
 use herd_k8s::crd::{App, Instance, S3Spec};
-use herd_k8s::render::backup::{self, BackupTarget, MAX_PIECES};
+use herd_k8s::render::backup::{self, BackupKind, BackupTarget, Summary, MAX_PIECES};
 use herd_k8s::render::{self, Tenant};
 use herd_k8s::secrets::AppSecrets;
 use herd_testkit::netpol::{allows, Peer};
@@ -19,6 +19,7 @@ fn target() -> BackupTarget {
         endpoint: "https://s3.example.net".into(),
         prefix: "final/".into(),
         region: "us-east-1".into(),
+        secrets_recipient: crate::common::BACKUP_RECIPIENT.into(),
     }
 }
 
@@ -56,7 +57,7 @@ fn render_with_backup(i: &Instance) -> (Vec<Value>, Vec<Value>, Vec<String>) {
     (
         json(&tenant),
         json(&backup),
-        backup::upload_names(&t).unwrap(),
+        backup::upload_names(&t, BackupKind::Final).unwrap(),
     )
 }
 
@@ -311,11 +312,20 @@ fn the_upload_script_cuts_uploads_and_lists_every_piece() {
     let header = env(pod, "upload", "MANIFEST_HEADER").unwrap().to_owned();
 
     let root = std::env::temp_dir().join(format!("herd-backup-script-{}", std::process::id()));
-    let (scratch, urls, media) = (root.join("scratch"), root.join("urls"), root.join("media"));
+    let (scratch, urls, media, sealed) = (
+        root.join("scratch"),
+        root.join("urls"),
+        root.join("media"),
+        root.join("sealed"),
+    );
     let long = media.join("cache/media_attachments/files/113/456/789/012/345/678/original");
-    for d in [&scratch, &urls, &long] {
+    for d in [&scratch, &urls, &long, &sealed] {
         std::fs::create_dir_all(d).unwrap();
     }
+    // What the operator leaves in the sealed Secret.
+    let sealed_secrets = b"age-encryption.org/v1 sealed app secrets".to_vec();
+    std::fs::write(sealed.join("app-secrets.env.age"), &sealed_secrets).unwrap();
+    let termination = root.join("termination-log");
     // What the init container leaves: a dump of 2.5 MiB.
     let dump: Vec<u8> = (0..5 * 512 * 1024u32)
         .map(|i| (i.wrapping_mul(7919) % 251) as u8)
@@ -337,8 +347,11 @@ fn the_upload_script_cuts_uploads_and_lists_every_piece() {
             .env("SCRATCH", &scratch)
             .env("URLS", &urls)
             .env("MEDIA_DIR", &media)
+            .env("SEALED", &sealed)
+            .env("TERMINATION_LOG", &termination)
             .env("PIECE_MIB", "1")
             .env("MAX_PIECES", "64")
+            .env("DATABASE", "dump")
             .env("MEDIA", "volume")
             .env("MANIFEST_HEADER", &header)
             .output()
@@ -409,6 +422,43 @@ fn the_upload_script_cuts_uploads_and_lists_every_piece() {
         !scratch.join("database.dump").exists(),
         "the scratch volume is emptied"
     );
+    // The sealed app secrets are uploaded as they are, and checked like the rest.
+    assert_eq!(object("app-secrets.env.age"), sealed_secrets);
+    let line = format!(
+        "{}  app-secrets.env.age",
+        hex::encode(Sha256::digest(&sealed_secrets))
+    );
+    assert!(manifest.lines().any(|l| l == line), "{manifest}");
+    assert!(
+        manifest.contains("# location: s3://herd-backups/final/lyon/final-x/"),
+        "{manifest}"
+    );
+    // The Job's termination message sums it up for the operator's record.
+    let summary = Summary::parse(&std::fs::read_to_string(&termination).unwrap());
+    assert_eq!(
+        summary.location.as_deref(),
+        Some("s3://herd-backups/final/lyon/final-x/")
+    );
+    assert_eq!(summary.bytes["database.dump"], dump.len() as u64);
+    assert_eq!(summary.bytes["media.tar"], tar.len() as u64);
+    assert_eq!(
+        summary.bytes["app-secrets.env.age"],
+        sealed_secrets.len() as u64
+    );
+    assert_eq!(
+        summary.objects, 5,
+        "three dump pieces, the tar, the secrets"
+    );
+    assert_eq!(summary.checksums, 5);
+    assert_eq!(
+        summary.manifest_sha256.as_deref(),
+        Some(hex::encode(Sha256::digest(manifest.as_bytes())).as_str())
+    );
+    assert_eq!(
+        summary.unverified(&["database.dump", "media.tar"]),
+        None,
+        "verified"
+    );
 
     // Beyond the presigned pieces: the Job fails, saying why, and writes no manifest.
     std::fs::write(scratch.join("database.dump"), &dump).unwrap();
@@ -434,4 +484,67 @@ fn the_upload_script_cuts_uploads_and_lists_every_piece() {
         .iter()
         .any(|(p, _)| p.ends_with("manifest.txt")));
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Every backup carries the app secrets, sealed: the Job mounts the sealed Secret (never
+/// `app-secrets` itself, which only the dump's password comes from) and has a URL for them.
+#[test]
+fn every_backup_carries_the_sealed_app_secrets_and_never_the_clear_ones() {
+    for i in [common::lyon("community"), gotosocial()] {
+        let (_, backup, names) = render_with_backup(&i);
+        assert!(
+            names.iter().any(|n| n == "app-secrets.env.age"),
+            "{names:?}"
+        );
+        assert_eq!(names.last().map(String::as_str), Some("manifest.txt"));
+        let pod = job_pod(&backup);
+        let volumes = pod["spec"]["volumes"].as_array().unwrap();
+        assert!(volumes
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "backup-sealed-secrets"));
+        assert!(
+            !volumes
+                .iter()
+                .any(|v| v["secret"]["secretName"] == "app-secrets"),
+            "the clear secrets are never mounted"
+        );
+        let upload = serde_json::to_string(&pod["spec"]["containers"][0]).unwrap();
+        assert!(!upload.contains("\"app-secrets\""), "{upload}");
+        assert!(env(pod, "upload", "MANIFEST_HEADER")
+            .unwrap()
+            .contains("app-secrets.env.age, sealed with age"));
+    }
+}
+
+/// What the operator trusts of a Job's report: a manifest checksum, a checksum per
+/// object, and no empty artifact.
+#[test]
+fn a_backup_is_verified_only_with_every_checksum_and_no_empty_artifact() {
+    let good = "location s3://b/final/lyon/final-x/\nbytes database.dump 2048\nbytes app-secrets.env.age 600\nobjects 2\nchecksums 2\nmanifest-sha256 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n";
+    let s = Summary::parse(good);
+    assert_eq!(s.unverified(&["database.dump"]), None);
+    assert_eq!(s.total_bytes(), 2648);
+    let broken = [
+        (good.replace("manifest-sha256", "x"), "no manifest checksum"),
+        (
+            good.replace("checksums 2", "checksums 1"),
+            "1 checksums for 2 objects",
+        ),
+        (
+            good.replace("database.dump 2048", "database.dump 0"),
+            "database.dump is empty",
+        ),
+        (
+            good.replace("bytes app-secrets.env.age 600\n", ""),
+            "app-secrets.env.age is empty or missing",
+        ),
+    ];
+    for (report, says) in broken {
+        let why = Summary::parse(&report).unverified(&["database.dump"]);
+        assert!(why.as_deref().is_some_and(|w| w.contains(says)), "{why:?}");
+    }
+    assert!(
+        s.unverified(&["database.dump", "media.tar"]).is_some(),
+        "an expected artifact missing"
+    );
 }

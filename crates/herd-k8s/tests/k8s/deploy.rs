@@ -201,8 +201,18 @@ fn rbac_grants_what_the_operator_does_and_no_wildcard() {
         let mut i = common::lyon("institution");
         i.spec.app = app;
         let secrets = AppSecrets::generate();
+        let target = BackupTarget {
+            bucket: "b".into(),
+            endpoint: "https://s3.example".into(),
+            prefix: String::new(),
+            region: "us-east-1".into(),
+            secrets_recipient: crate::common::BACKUP_RECIPIENT.into(),
+        };
+        // With a backup target: the scheduled backups' CronJob and, for CloudNativePG,
+        // its ScheduledBackup.
         let settings = ClusterSettings {
             has_cloudnative_pg: cnpg,
+            backup: Some(target.clone()),
             ..common::cluster_for(&i)
         };
         let t = Tenant {
@@ -211,14 +221,18 @@ fn rbac_grants_what_the_operator_does_and_no_wildcard() {
             cluster: &settings,
         };
         let mut children = render::render(&t).unwrap();
-        let target = BackupTarget {
-            bucket: "b".into(),
-            endpoint: "https://s3.example".into(),
-            prefix: String::new(),
-            region: "us-east-1".into(),
-        };
         children
             .extend(render::backup::final_backup(&t, &target, &Default::default(), "t").unwrap());
+        children.extend(
+            render::backup::before_upgrade_backup(
+                &t,
+                &target,
+                &Default::default(),
+                "backup-before-v4-8-0",
+            )
+            .unwrap(),
+        );
+        children.push(render::backup::sealed_secrets(&t, b"sealed", "digest").unwrap());
         for c in children {
             let v = c.to_value().unwrap();
             let api_version = v["apiVersion"].as_str().unwrap().to_owned();
@@ -256,6 +270,24 @@ fn rbac_grants_what_the_operator_does_and_no_wildcard() {
     ] {
         needs(&cluster, group, resource, &["list"], "ClusterRole");
     }
+    assert!(
+        kinds.contains(&(
+            "postgresql.cnpg.io".into(),
+            "v1".into(),
+            "ScheduledBackup".into()
+        )),
+        "{kinds:?}"
+    );
+    // Pods: waiting for the app to stop, reading backup summaries; CloudNativePG's
+    // Backups: their outcome.
+    needs(&cluster, "", "pods", &["list"], "ClusterRole");
+    needs(
+        &cluster,
+        "postgresql.cnpg.io",
+        "backups",
+        &["list"],
+        "ClusterRole",
+    );
     needs(&cluster, "apps", "deployments", &["watch"], "ClusterRole");
     needs(&cluster, "batch", "jobs", &["watch"], "ClusterRole");
     // In its own namespace.

@@ -10,4 +10,5 @@ mod operator;
 mod real_cluster;
 mod reconcile;
 mod render;
+mod schedule;
 mod validation;

@@ -41,6 +41,7 @@ fn settings(backup: bool) -> Settings {
             endpoint: "https://s3.example.net".into(),
             prefix: "final/".into(),
             region: "us-east-1".into(),
+            secrets_recipient: crate::common::BACKUP_RECIPIENT.into(),
         }),
         backup_credentials_secret: "herd-backup-credentials".into(),
     }
@@ -64,7 +65,11 @@ async fn harness_with(instance: Instance, backup: bool) -> Harness {
         settings(backup),
         "herd-operator-test",
     );
-    Harness { cluster, ctx }
+    let h = Harness { cluster, ctx };
+    if backup {
+        backup_credentials(&h).await;
+    }
+    h
 }
 
 async fn harness() -> Harness {
@@ -166,6 +171,38 @@ impl Harness {
         .await;
     }
 
+    /// Plays the Job controller for backup Job `job`: its pod uploaded what it reports
+    /// in its termination message (`summary`), and the Job succeeded.
+    async fn backup_reported(&self, job: &str, summary: &str) {
+        let kind = self.job(job).await.unwrap().metadata.labels.unwrap()["herd.dev/backup"].clone();
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client(), TENANT);
+        let pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": format!("{job}-x1"), "namespace": TENANT, "labels": {
+                "herd.dev/instance": "lyon", "herd.dev/backup": kind,
+                "batch.kubernetes.io/job-name": job, "app.kubernetes.io/component": "jobs",
+            }},
+            "spec": { "containers": [{ "name": "upload", "image": "curl" }] },
+            "status": { "phase": "Succeeded", "containerStatuses": [{
+                "name": "upload", "image": "curl", "imageID": "", "ready": false, "restartCount": 0,
+                "state": { "terminated": { "exitCode": 0, "message": summary } },
+            }]},
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        self.job_status(
+            job,
+            json!({ "succeeded": 1, "startTime": "2026-12-08T02:17:05Z", "completionTime": "2026-12-08T02:19:35Z" }),
+        )
+        .await;
+    }
+
+    /// The backup before the upgrade to `version` is taken and verified.
+    async fn backed_up_before(&self, version: &str) {
+        let job = format!("backup-before-{}", version.replace('.', "-"));
+        self.backup_reported(&job, &verified_summary(&job)).await;
+    }
+
     /// Plays the StatefulSet controller: PostgreSQL and Redis are ready.
     async fn data_ready(&self) {
         let api: Api<k8s_openapi::api::apps::v1::StatefulSet> =
@@ -222,6 +259,14 @@ impl Harness {
         self.ok().await;
         assert_eq!(self.status().await.phase, Phase::Running);
     }
+}
+
+/// What a backup Job that uploaded a dump and the sealed secrets reports.
+fn verified_summary(job: &str) -> String {
+    format!(
+        "location s3://herd-backups/final/lyon/{job}/\nbytes database.dump 1048576\nbytes app-secrets.env.age 700\nobjects 2\nchecksums 2\nmanifest-sha256 {}\n",
+        "ab".repeat(32)
+    )
 }
 
 /// The reason of a status condition.
@@ -359,6 +404,13 @@ async fn an_upgrade_runs_each_step_only_after_the_previous_one() {
     let h = harness().await;
     h.install().await;
     h.edit(|s| s["version"] = json!("v4.8.0")).await;
+
+    // A backup of the database first; nothing else moves until it is verified.
+    h.ok().await;
+    assert!(h.job("backup-before-v4-8-0").await.is_some());
+    assert!(h.job("migrate-pre-v4-8-0").await.is_none());
+    assert_eq!(h.status().await.phase, Phase::Upgrading);
+    h.backed_up_before("v4.8.0").await;
 
     // Pre-deployment migrations with the new image; the app stays on the old one.
     h.ok().await;
@@ -542,6 +594,8 @@ async fn a_release_candidate_to_its_final_release_is_an_upgrade_with_its_migrati
     h.install().await;
     h.edit(|s| s["version"] = json!("v4.8.0-rc.1")).await;
     h.ok().await;
+    h.backed_up_before("v4.8.0-rc-1").await;
+    h.ok().await;
     h.succeed("migrate-pre-v4-8-0-rc-1").await;
     h.ok().await;
     h.roll_out().await;
@@ -553,8 +607,10 @@ async fn a_release_candidate_to_its_final_release_is_an_upgrade_with_its_migrati
         Some("v4.8.0-rc.1")
     );
 
-    // v4.8.0 is not "the same version": its migrations run before it rolls.
+    // v4.8.0 is not "the same version": its backup and migrations run before it rolls.
     h.edit(|s| s["version"] = json!("v4.8.0")).await;
+    h.ok().await;
+    h.backed_up_before("v4.8.0").await;
     h.ok().await;
     assert!(h.job("migrate-pre-v4-8-0").await.is_some());
     assert!(h.web_image().await.ends_with(":v4.8.0-rc.1"));
@@ -566,6 +622,8 @@ async fn a_failed_migration_stops_the_upgrade_where_it_is() {
     let h = harness().await;
     h.install().await;
     h.edit(|s| s["version"] = json!("v4.8.0")).await;
+    h.ok().await;
+    h.backed_up_before("v4.8.0").await;
     h.ok().await;
     // A failed attempt is replaced by the next one, twice; the step fails at the third.
     let attempt = |j: Job| {
@@ -711,7 +769,11 @@ async fn backup_credentials(h: &Harness) {
         "stringData": { "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY },
     }))
     .unwrap();
-    api.create(&PostParams::default(), &s).await.unwrap();
+    match api.create(&PostParams::default(), &s).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("{e}"),
+    }
 }
 
 #[tokio::test]
@@ -783,6 +845,106 @@ async fn deletion_dumps_the_database_before_the_namespace_goes() {
             .unwrap_or_default()
             .contains(&operator::FINALIZER.to_owned()),
         "the finalizer is removed last"
+    );
+}
+
+/// A pod of the app, as the Deployment controller would have made it.
+async fn app_pod(h: &Harness, name: &str, component: &str) {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(h.client(), TENANT);
+    let pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name, "namespace": TENANT, "labels": {
+            "herd.dev/instance": "lyon", "app.kubernetes.io/component": component,
+        }},
+        "spec": { "containers": [{ "name": "c", "image": "i" }] },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+}
+
+#[tokio::test]
+async fn deletion_stops_the_app_then_backs_it_up_with_its_secrets_sealed() {
+    let h = harness().await;
+    h.install().await;
+    backup_credentials(&h).await;
+    app_pod(&h, "web-1", "web").await;
+    app_pod(&h, "sidekiq-1", "sidekiq").await;
+    app_pod(&h, "postgres-0", "database").await;
+
+    deleting(&h).await.unwrap();
+    // The app is scaled down and its CronJobs suspended before anything is archived.
+    for name in ["web", "streaming", "sidekiq"] {
+        let d = h.deployment(name).await.unwrap();
+        assert_eq!(d.spec.unwrap().replicas, Some(0), "{name}");
+    }
+    let cron: Api<k8s_openapi::api::batch::v1::CronJob> = Api::namespaced(h.client(), TENANT);
+    for c in cron.list(&ListParams::default()).await.unwrap() {
+        assert_eq!(c.spec.unwrap().suspend, Some(true));
+    }
+    assert!(
+        h.job("final-backup").await.is_none(),
+        "no backup while web and sidekiq still write"
+    );
+    let err = h.status().await.last_error.unwrap();
+    assert!(
+        err.contains("waiting for the app to stop (2 pods left)"),
+        "{err}"
+    );
+
+    // The pods are gone (the database's stays): the backup starts.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(h.client(), TENANT);
+    for p in ["web-1", "sidekiq-1"] {
+        pods.delete(p, &Default::default()).await.unwrap();
+    }
+    deleting(&h).await.unwrap();
+    let job = h.job("final-backup").await.unwrap();
+    let pod = serde_json::to_string(&job.spec.unwrap().template).unwrap();
+    assert!(pod.contains("backup-sealed-secrets"), "{pod}");
+
+    // The sealed Secret opens with the platform's identity, to the tenant's app secrets.
+    let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    let clear = herd_k8s::reconcile::secret_strings(secrets.get("app-secrets").await.unwrap());
+    let sealed = secrets.get("backup-sealed-secrets").await.unwrap();
+    let sealed = sealed.data.unwrap()["app-secrets.env.age"].0.clone();
+    let identity: age::x25519::Identity = common::BACKUP_IDENTITY.parse().unwrap();
+    let opened = String::from_utf8(age::decrypt(&identity, &sealed).unwrap()).unwrap();
+    for key in [
+        "SECRET_KEY_BASE",
+        "OTP_SECRET",
+        "VAPID_PRIVATE_KEY",
+        "VAPID_PUBLIC_KEY",
+        "ACTIVE_RECORD_ENCRYPTION_PRIMARY_KEY",
+        "ACTIVE_RECORD_ENCRYPTION_DETERMINISTIC_KEY",
+        "ACTIVE_RECORD_ENCRYPTION_KEY_DERIVATION_SALT",
+    ] {
+        let line = format!("{key}={}", clear[key]);
+        assert!(opened.lines().any(|l| l == line), "{key}");
+        assert!(
+            !String::from_utf8_lossy(&sealed).contains(clear[key].as_str()),
+            "{key} in clear"
+        );
+    }
+    // Sealed once: a reconcile that finds it up to date does not seal again.
+    let version = secrets
+        .get("backup-sealed-secrets")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let jobs: Api<Job> = Api::namespaced(h.client(), TENANT);
+    jobs.delete("final-backup", &Default::default())
+        .await
+        .unwrap();
+    deleting(&h).await.unwrap();
+    assert!(h.job("final-backup").await.is_some(), "a retry");
+    assert_eq!(
+        secrets
+            .get("backup-sealed-secrets")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        version
     );
 }
 
@@ -866,8 +1028,9 @@ async fn upload_urls_are_for_this_tenants_objects_only_and_expire() {
         .into_iter()
         .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
         .collect();
-    // 64 pieces of the dump, 64 of the media archive (media on a volume), the manifest.
-    assert_eq!(urls.len(), 129);
+    // 64 pieces of the dump, 64 of the media archive (media on a volume), the sealed
+    // app secrets, the manifest.
+    assert_eq!(urls.len(), 130);
     for (name, url) in &urls {
         let url: url::Url = url.parse().unwrap();
         assert_eq!(url.host_str(), Some("s3.example.net"));
@@ -1550,4 +1713,349 @@ async fn the_api_server_addresses_are_read_again_and_an_empty_read_keeps_them() 
     cluster.fail(http::Method::GET, "endpointslices", 500, 1);
     assert!(ctx.refresh_api_server().await.is_err());
     assert_eq!(ctx.cluster().api_server, now);
+}
+
+fn ts(s: &str) -> jiff::Timestamp {
+    s.parse().unwrap()
+}
+
+/// The scheduled backup's URLs as the tenant namespace holds them: (slot, name → URL).
+async fn scheduled_urls(h: &Harness) -> (String, std::collections::BTreeMap<String, String>) {
+    let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    let mut urls =
+        herd_k8s::reconcile::secret_strings(secrets.get("scheduled-backup-urls").await.unwrap());
+    let slot = urls.remove("slot").unwrap();
+    (slot, urls)
+}
+
+/// The CronJob cannot ask for URLs when it starts: the operator keeps them signed for the
+/// coming run, under that run's own prefix, valid until the run's deadline, and renews
+/// them once the run is past (never before: a run starting late still finds its own).
+#[tokio::test]
+async fn scheduled_backup_urls_are_signed_for_the_coming_run_and_renewed_after_it() {
+    let h = harness().await;
+    h.ctx.set_clock(ts("2026-12-08T00:00:00Z"));
+    h.install().await;
+    let spec = h.instance().await.spec;
+    let schedule = herd_k8s::render::schedule::Schedule::of(&spec);
+    let cron: Api<k8s_openapi::api::batch::v1::CronJob> = Api::namespaced(h.client(), TENANT);
+    let cronjob = cron.get("scheduled-backup").await.unwrap();
+    assert_eq!(cronjob.spec.unwrap().schedule, schedule.cron());
+
+    let run = schedule.upcoming(ts("2026-12-08T00:00:00Z"));
+    let (slot, urls) = scheduled_urls(&h).await;
+    assert_eq!(slot, run.as_second().to_string());
+    let stamp: String = run
+        .to_string()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    assert_eq!(
+        urls.len(),
+        64 + 64 + 2,
+        "dump and media pieces, secrets, manifest"
+    );
+    for (name, url) in &urls {
+        let url: url::Url = url.parse().unwrap();
+        assert_eq!(
+            url.path(),
+            format!("/herd-backups/final/scheduled/keep-7d/lyon/{stamp}/{name}")
+        );
+        let q: std::collections::BTreeMap<String, String> =
+            url.query_pairs().into_owned().collect();
+        // Valid until the latest start (an hour late) plus the run's two hours.
+        let expires = run.as_second() + 3 * 3600 - ts("2026-12-08T00:00:00Z").as_second();
+        assert_eq!(q["X-Amz-Expires"], expires.to_string());
+    }
+
+    // Reconciles before the run and while it may still start write nothing.
+    h.ok().await; // the install's last writes settle
+    let writes = h.cluster.writes();
+    h.ok().await;
+    h.ctx.set_clock(
+        run.checked_add(jiff::SignedDuration::from_mins(59))
+            .unwrap(),
+    );
+    h.ok().await;
+    assert_eq!(h.cluster.writes(), writes, "no write until the run is past");
+    assert_eq!(scheduled_urls(&h).await.0, slot);
+
+    // Once it is past: the next run's, under its own prefix (never the last run's objects).
+    h.ctx.set_clock(
+        run.checked_add(jiff::SignedDuration::from_mins(61))
+            .unwrap(),
+    );
+    h.ok().await;
+    let (next, urls) = scheduled_urls(&h).await;
+    let next_run = run
+        .checked_add(jiff::SignedDuration::from_hours(24))
+        .unwrap();
+    assert_eq!(next, next_run.as_second().to_string());
+    assert!(urls["manifest.txt"].contains(
+        &next_run
+            .to_string()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+    ));
+}
+
+/// A Job as the CronJob makes it at `minute` (its template's labels and spec).
+async fn scheduled_job(h: &Harness, minute: u64) -> String {
+    let cron: Api<k8s_openapi::api::batch::v1::CronJob> = Api::namespaced(h.client(), TENANT);
+    let template = cron
+        .get("scheduled-backup")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .job_template;
+    let name = format!("scheduled-backup-{minute}");
+    let mut job = Job {
+        metadata: template.metadata.unwrap_or_default(),
+        spec: template.spec,
+        status: None,
+    };
+    job.metadata.name = Some(name.clone());
+    job.metadata.namespace = Some(TENANT.into());
+    let jobs: Api<Job> = Api::namespaced(h.client(), TENANT);
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    name
+}
+
+#[tokio::test]
+async fn scheduled_backups_are_recorded_from_their_jobs_and_a_failure_never_fails_the_tenant() {
+    let h = harness().await;
+    h.install().await;
+    let first = scheduled_job(&h, 29_418_497).await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.backups[0].name, first);
+    assert_eq!(s.backups[0].outcome, herd_k8s::crd::BackupOutcome::Running);
+
+    let summary = "location s3://herd-backups/final/scheduled/keep-7d/lyon/20261208T021700Z/\nbytes database.dump 1048576\nbytes media.tar 4096\nbytes app-secrets.env.age 700\nobjects 3\nchecksums 3\nmanifest-sha256 ".to_owned() + &"cd".repeat(32) + "\n";
+    h.backup_reported(&first, &summary).await;
+    h.ok().await;
+    let s = h.status().await;
+    let b = &s.backups[0];
+    assert_eq!(b.outcome, herd_k8s::crd::BackupOutcome::Succeeded);
+    assert_eq!(b.reason, herd_k8s::crd::BackupReason::Scheduled);
+    assert_eq!(b.method, herd_k8s::crd::BackupMethod::Dump);
+    assert_eq!(b.size_bytes, Some(1_048_576 + 4096 + 700));
+    assert_eq!(b.duration_seconds, Some(150));
+    assert_eq!(b.checksum.as_deref(), Some("cd".repeat(32).as_str()));
+    assert_eq!(
+        b.location.as_deref(),
+        Some("s3://herd-backups/final/scheduled/keep-7d/lyon/20261208T021700Z/")
+    );
+    assert_eq!(
+        s.last_successful_backup.as_deref(),
+        Some("2026-12-08T02:19:35Z")
+    );
+
+    // One that reports a checksum short is not a backup: failed, with why.
+    let second = scheduled_job(&h, 29_419_937).await;
+    h.backup_reported(&second, &summary.replace("checksums 3", "checksums 2"))
+        .await;
+    // And one that failed outright.
+    let third = scheduled_job(&h, 29_421_377).await;
+    h.fail(&third).await;
+    h.ok().await;
+    let s = h.status().await;
+    let by = |n: &str| s.backups.iter().find(|b| b.name == n).unwrap().clone();
+    assert_eq!(by(&second).outcome, herd_k8s::crd::BackupOutcome::Failed);
+    assert!(
+        by(&second)
+            .message
+            .unwrap()
+            .contains("2 checksums for 3 objects"),
+        "not verified"
+    );
+    assert_eq!(by(&third).outcome, herd_k8s::crd::BackupOutcome::Failed);
+    assert!(by(&third).message.unwrap().contains("BackoffLimitExceeded"));
+    // The tenant runs on: a failed backup is an alert, not a failed server.
+    assert_eq!(s.phase, Phase::Running);
+    assert_eq!(condition(&s, "Migrations"), "Done");
+    assert_eq!(
+        s.last_successful_backup.as_deref(),
+        Some("2026-12-08T02:19:35Z")
+    );
+}
+
+#[tokio::test]
+async fn an_unverified_backup_does_not_let_the_upgrade_through() {
+    let h = harness().await;
+    h.install().await;
+    h.edit(|s| s["version"] = json!("v4.8.0")).await;
+    h.ok().await;
+    let job = "backup-before-v4-8-0";
+    // It succeeded, but uploaded an empty dump.
+    h.backup_reported(
+        job,
+        &verified_summary(job).replace("database.dump 1048576", "database.dump 0"),
+    )
+    .await;
+    h.ok().await;
+    assert!(h.job("migrate-pre-v4-8-0").await.is_none(), "no migration");
+    assert!(h.web_image().await.ends_with(":v4.7.6"));
+    // …and is taken again (its next attempt).
+    let again = h.job(job).await.unwrap();
+    assert_eq!(
+        again.metadata.annotations.unwrap_or_default()["herd.dev/attempt"],
+        "2"
+    );
+    assert_eq!(h.status().await.phase, Phase::Upgrading);
+    let s = h.status().await;
+    let record = s.backups.iter().find(|b| b.name == job);
+    assert!(record.is_none_or(|r| r.reason == herd_k8s::crd::BackupReason::BeforeUpgrade));
+}
+
+/// Without a backup target an upgrade does not start: it waits for one, and says so.
+#[tokio::test]
+async fn without_a_backup_target_an_upgrade_waits() {
+    let h = harness_with(common::lyon("community"), false).await;
+    h.install().await;
+    h.edit(|s| s["version"] = json!("v4.8.0")).await;
+    h.ok().await;
+    assert!(h.job("backup-before-v4-8-0").await.is_none());
+    assert!(h.job("migrate-pre-v4-8-0").await.is_none());
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Failed);
+    assert!(s.last_error.unwrap().contains("HERD_BACKUP_S3_BUCKET"));
+    assert_eq!(s.running_version.as_deref(), Some("v4.7.6"));
+}
+
+mod cnpg {
+    //! CloudNativePG's kinds, registered in the fake cluster as the CRDs would be.
+    use kube::CustomResource;
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(
+        group = "postgresql.cnpg.io",
+        version = "v1",
+        kind = "Cluster",
+        namespaced
+    )]
+    pub struct ClusterSpec {
+        pub instances: i64,
+    }
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(
+        group = "postgresql.cnpg.io",
+        version = "v1",
+        kind = "ScheduledBackup",
+        namespaced
+    )]
+    pub struct ScheduledBackupSpec {
+        pub schedule: String,
+    }
+
+    #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema)]
+    #[kube(
+        group = "postgresql.cnpg.io",
+        version = "v1",
+        kind = "Backup",
+        namespaced
+    )]
+    pub struct BackupSpec {
+        pub cluster: serde_json::Value,
+    }
+}
+
+#[tokio::test]
+async fn cloudnative_pg_backups_are_recorded_from_their_status_with_the_tenants_own_credentials() {
+    let mut i = common::lyon("community");
+    i.spec.database.mode = herd_k8s::crd::DatabaseMode::CloudNativePg;
+    let cluster = fake_cluster::start_with(|b| {
+        b.with_resource::<Instance>()
+            .with_resource::<cnpg::Cluster>()
+            .with_resource::<cnpg::ScheduledBackup>()
+            .with_resource::<cnpg::Backup>()
+    })
+    .await;
+    let api: Api<Instance> = Api::namespaced(cluster.client.clone(), NS);
+    api.create(&PostParams::default(), &with_status(i))
+        .await
+        .unwrap();
+    let ctx = Context::new(cluster.client.clone(), settings(true), "herd-operator-test");
+    let h = Harness { cluster, ctx };
+    backup_credentials(&h).await;
+    // The provider's per-tenant credentials, scoped to this tenant's prefix.
+    let own: Api<Secret> = Api::namespaced(h.client(), NS);
+    own.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": "herd-backup-tenant-credentials", "namespace": NS },
+            "stringData": { "lyon.AWS_ACCESS_KEY_ID": "AKIALYONONLY", "lyon.AWS_SECRET_ACCESS_KEY": "lyon-only-secret" },
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    h.ok().await;
+    h.ok().await;
+    let dynamic = |kind: &str| {
+        let gvk = kube::api::GroupVersionKind::gvk("postgresql.cnpg.io", "v1", kind);
+        Api::<kube::api::DynamicObject>::namespaced_with(
+            h.client(),
+            TENANT,
+            &kube::api::ApiResource::from_gvk(&gvk),
+        )
+    };
+    let sb = dynamic("ScheduledBackup").get("scheduled").await.unwrap();
+    assert_eq!(sb.data["spec"]["cluster"]["name"], "postgres");
+    let pg = dynamic("Cluster").get("postgres").await.unwrap();
+    assert_eq!(
+        pg.data["spec"]["backup"]["barmanObjectStore"]["destinationPath"],
+        "s3://herd-backups/final/cnpg/lyon/"
+    );
+    // The tenant's own credentials, never the platform's.
+    let values = tenant_secret_values(&h).await;
+    let creds: Vec<_> = values.iter().filter(|(s, _, _)| s == "backup-s3").collect();
+    assert!(creds
+        .iter()
+        .any(|(_, k, v)| k == "ACCESS_KEY_ID" && v == "AKIALYONONLY"));
+    assert!(!values.iter().any(|(_, _, v)| v.contains(SECRET_ACCESS_KEY)));
+
+    // CloudNativePG reports a backup (as its ScheduledBackup makes them).
+    let backups = dynamic("Backup");
+    let backup: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Backup",
+        "metadata": { "name": "scheduled-20261208021700", "namespace": TENANT,
+                      "labels": { "cnpg.io/cluster": "postgres", "cnpg.io/scheduled-backup": "scheduled" } },
+        "spec": { "cluster": { "name": "postgres" } },
+        "status": {
+            "phase": "completed", "startedAt": "2026-12-08T02:17:00Z", "stoppedAt": "2026-12-08T02:21:10Z",
+            "destinationPath": "s3://herd-backups/final/cnpg/lyon/", "backupId": "20261208T021700",
+        },
+    }))
+    .unwrap();
+    backups
+        .create(&PostParams::default(), &backup)
+        .await
+        .unwrap();
+    h.ok().await;
+    let s = h.status().await;
+    let b = s
+        .backups
+        .iter()
+        .find(|b| b.name == "scheduled-20261208021700")
+        .unwrap();
+    assert_eq!(b.method, herd_k8s::crd::BackupMethod::Barman);
+    assert_eq!(b.outcome, herd_k8s::crd::BackupOutcome::Succeeded);
+    assert_eq!(b.duration_seconds, Some(250));
+    assert_eq!(b.size_bytes, None, "barman does not say");
+    assert!(b
+        .location
+        .as_deref()
+        .unwrap()
+        .contains("s3://herd-backups/final/cnpg/lyon/ (barman backup 20261208T021700)"));
+    assert_eq!(
+        s.last_successful_backup.as_deref(),
+        Some("2026-12-08T02:21:10Z")
+    );
 }

@@ -49,6 +49,7 @@ fn backup_bucket() -> Option<(BackupTarget, BackupCredentials)> {
             endpoint: var("ENDPOINT")?,
             prefix: "herd-real-cluster/".into(),
             region: var("REGION").unwrap_or_else(|| "us-east-1".into()),
+            secrets_recipient: crate::common::BACKUP_RECIPIENT.into(),
         },
         BackupCredentials {
             access_key_id: var("ACCESS_KEY_ID")?,

@@ -207,6 +207,7 @@ fn every_pod_meets_the_restricted_pod_security_standard() {
             endpoint: "https://s3.example".into(),
             prefix: String::new(),
             region: "us-east-1".into(),
+            secrets_recipient: crate::common::BACKUP_RECIPIENT.into(),
         };
         children
             .extend(render::backup::final_backup(&t, &target, &Default::default(), "t").unwrap());

@@ -103,7 +103,18 @@ fn rendered_objects_pass_openapi_validation() {
     {
         for variant in [0u8, 1] {
             let inst = instance(plan, (i as u8) * 2 + variant);
-            let cluster = crate::common::cluster_for(&inst);
+            let target = BackupTarget {
+                bucket: "backups".into(),
+                endpoint: "https://s3.example.net".into(),
+                prefix: "final/".into(),
+                region: "us-east-1".into(),
+                secrets_recipient: crate::common::BACKUP_RECIPIENT.into(),
+            };
+            // With a backup target: the scheduled backup's CronJob is rendered too.
+            let cluster = render::ClusterSettings {
+                backup: Some(target.clone()),
+                ..crate::common::cluster_for(&inst)
+            };
             let secrets = AppSecrets::generate();
             let t = Tenant {
                 instance: &inst,
@@ -116,12 +127,6 @@ fn rendered_objects_pass_openapi_validation() {
                 let (pre, post) = render::upgrade_jobs(&t).unwrap();
                 children.extend([pre, post]);
             }
-            let target = BackupTarget {
-                bucket: "backups".into(),
-                endpoint: "https://s3.example.net".into(),
-                prefix: "final/".into(),
-                region: "us-east-1".into(),
-            };
             let urls = [(
                 "manifest.txt".to_owned(),
                 "https://s3.example.net/backups/final/lyon/manifest.txt?X-Amz-Signature=0"
@@ -130,6 +135,23 @@ fn rendered_objects_pass_openapi_validation() {
             .into();
             children.extend(
                 render::backup::final_backup(&t, &target, &urls, "2026-11-29T12:00:00Z").unwrap(),
+            );
+            // The operator's backup objects: before an upgrade, the sealed secrets, the
+            // scheduled run's URLs.
+            children.extend(
+                render::backup::before_upgrade_backup(&t, &target, &urls, "backup-before-v4-8-0")
+                    .unwrap(),
+            );
+            children.push(render::backup::sealed_secrets(&t, b"age", "d").unwrap());
+            children.push(
+                render::backup::urls_secret(&t, render::schedule::SCHEDULED_BACKUP_URLS, &urls)
+                    .unwrap(),
+            );
+            assert!(
+                children
+                    .iter()
+                    .any(|c| c.describe() == "CronJob/scheduled-backup"),
+                "the scheduled backup is validated"
             );
             for child in children {
                 // Other operators' resources (CloudNativePG) have no schema here.

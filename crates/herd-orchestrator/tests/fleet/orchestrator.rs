@@ -834,3 +834,203 @@ async fn a_watch_per_cluster_records_each_status_as_it_changes(pool: PgPool) {
         task.abort();
     }
 }
+
+/// An Instance status reporting `backups` (newest first) on a running v4.7.6.
+async fn report_backups(api: &Api<Instance>, backups: serde_json::Value) {
+    api.patch_status(
+        "lyon-social",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": {
+            "phase": "Running", "runningVersion": "v4.7.6", "backups": backups,
+        }})),
+    )
+    .await
+    .unwrap();
+}
+
+fn backup(name: &str, outcome: &str, finished: &str) -> serde_json::Value {
+    json!({
+        "name": name, "reason": "Scheduled", "method": "Dump", "outcome": outcome,
+        "startedAt": "2026-12-08T02:17:05Z", "finishedAt": finished, "durationSeconds": 150,
+        "sizeBytes": 1_048_576_000, "location": format!("s3://herd-backups/herd/scheduled/keep-7d/lyon-social/{name}/"),
+        "checksum": "ab".repeat(32),
+        "message": if outcome == "Failed" { json!("BackoffLimitExceeded: Job has reached the specified backoff limit") } else { json!(null) },
+    })
+}
+
+fn at(s: &str) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(herd_k8s::backups::epoch_nanos(s).unwrap())
+        .unwrap()
+}
+
+/// The status sync copies each backup into `tenant_backups`; a missed or failed backup
+/// opens one alert (on the console page, in the history) and emails the operators once
+/// per incident; a success closes it; the metric gives each tenant's backup age.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn backups_are_recorded_and_a_missed_or_failed_one_alerts_once(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = operator_id(&pool).await;
+    let cluster = cluster_with_crd().await;
+    app.clusters.plug("eu-1", cluster.client.clone());
+    register(&app, op, "eu-1", "eu", 10).await;
+    let id = server(&pool, "lyon", "lyon.social", None).await;
+    app.run_jobs().await;
+    let api = instances(&cluster);
+    let o = herd_orchestrator::Orchestrator {
+        pool: pool.clone(),
+        clusters: std::sync::Arc::new(app.clusters.clone()),
+        key: None,
+    };
+    let sync = |now: &str| {
+        let (o, api, now) = (o.clone(), api.clone(), at(now));
+        async move {
+            let i = api.get("lyon-social").await.unwrap();
+            herd_orchestrator::sync::record_at(&o, id, &i, now)
+                .await
+                .unwrap();
+        }
+    };
+    let alerts = |pool: PgPool| async move {
+        sqlx::query_as::<_, (String, String, Option<time::OffsetDateTime>)>(
+            "SELECT kind, message, closed_at FROM tenant_backup_alerts WHERE instance_id = $1 ORDER BY opened_at",
+        )
+        .bind(id)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    let emails = |app: &TestApp| {
+        let outbox = app.outbox.clone();
+        async move {
+            herd_mail::read_outbox(&outbox)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| m.subject.contains("Backup"))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // A backup that succeeded: recorded with what the cluster reported.
+    report_backups(
+        &api,
+        json!([backup(
+            "scheduled-backup-1",
+            "Succeeded",
+            "2026-12-08T02:19:35Z"
+        )]),
+    )
+    .await;
+    sync("2026-12-08T03:00:00Z").await;
+    let rows = herd_store::backups::recent(&pool, id, 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let b = &rows[0];
+    assert_eq!(b.name, "scheduled-backup-1");
+    assert_eq!(b.outcome, herd_domain::backup::BackupOutcome::Succeeded);
+    assert_eq!(b.size_bytes, Some(1_048_576_000));
+    assert_eq!(b.duration_seconds, Some(150));
+    assert_eq!(b.finished_at, Some(at("2026-12-08T02:19:35Z")));
+    assert_eq!(b.checksum.as_deref(), Some("ab".repeat(32).as_str()));
+    assert!(b
+        .location
+        .as_deref()
+        .unwrap()
+        .starts_with("s3://herd-backups/"));
+    assert!(alerts(pool.clone()).await.is_empty());
+    // The metric: the age of that backup.
+    let text = herd_fleet::backups::metrics_text(&pool, at("2026-12-08T03:19:35Z"))
+        .await
+        .unwrap();
+    assert!(
+        text.contains("herd_tenant_backup_age_seconds{tenant=\"lyon-social\"} 3600\n"),
+        "{text}"
+    );
+
+    // A day and the grace later, no new success: missed, one alert, one email per
+    // operator, however many syncs follow.
+    sync("2026-12-09T04:00:00Z").await;
+    assert!(
+        alerts(pool.clone()).await.is_empty(),
+        "not yet: within the grace"
+    );
+    sync("2026-12-09T05:30:00Z").await;
+    app.run_jobs().await;
+    let open = alerts(pool.clone()).await;
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].0, "missed");
+    assert!(
+        open[0].1.contains("no backup succeeded for 27 hours"),
+        "{}",
+        open[0].1
+    );
+    for later in [
+        "2026-12-09T05:30:15Z",
+        "2026-12-09T08:00:00Z",
+        "2026-12-10T08:00:00Z",
+    ] {
+        sync(later).await;
+        app.run_jobs().await;
+    }
+    assert_eq!(alerts(pool.clone()).await.len(), 1, "one incident");
+    let sent = emails(&app).await;
+    assert_eq!(sent.len(), 1, "once per incident: {sent:?}");
+    assert_eq!(sent[0].to, "ops@provider.example");
+    assert!(
+        sent[0].subject.contains("Backup missed: lyon.social"),
+        "{}",
+        sent[0].subject
+    );
+    assert!(sent[0].body.contains(&format!("/operator/instances/{id}")));
+    let text = herd_fleet::backups::metrics_text(&pool, at("2026-12-10T08:00:00Z"))
+        .await
+        .unwrap();
+    assert!(
+        text.contains("herd_tenant_backup_age_seconds{tenant=\"lyon-social\"} 193225\n"),
+        "{text}"
+    );
+    let console = herd_fleet::backups::for_console(&pool, id).await.unwrap();
+    assert!(console.alert.is_some());
+    assert_eq!(console.recent.len(), 1);
+
+    // A success closes it.
+    report_backups(
+        &api,
+        json!([
+            backup("scheduled-backup-3", "Succeeded", "2026-12-10T08:30:00Z"),
+            backup("scheduled-backup-1", "Succeeded", "2026-12-08T02:19:35Z"),
+        ]),
+    )
+    .await;
+    sync("2026-12-10T09:00:00Z").await;
+    let all = alerts(pool.clone()).await;
+    assert!(all[0].2.is_some(), "closed");
+    let history = fleet::events(&pool, id, 50).await.unwrap();
+    assert!(history
+        .iter()
+        .any(|e| e.message.contains("Backups are healthy again")));
+
+    // A failed backup alerts at once, in its own incident, with the cluster's reason.
+    report_backups(
+        &api,
+        json!([
+            backup("scheduled-backup-4", "Failed", "2026-12-11T02:20:00Z"),
+            backup("scheduled-backup-3", "Succeeded", "2026-12-10T08:30:00Z"),
+        ]),
+    )
+    .await;
+    sync("2026-12-11T02:30:00Z").await;
+    sync("2026-12-11T02:30:15Z").await;
+    app.run_jobs().await;
+    let all = alerts(pool.clone()).await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].0, "failed");
+    assert!(all[1].1.contains("BackoffLimitExceeded"), "{}", all[1].1);
+    let sent = emails(&app).await;
+    assert_eq!(sent.len(), 2);
+    assert!(
+        sent[1].subject.contains("Backup failed"),
+        "{}",
+        sent[1].subject
+    );
+    let rows = herd_store::backups::recent(&pool, id, 10).await.unwrap();
+    assert_eq!(rows.len(), 3, "each backup once");
+}

@@ -639,6 +639,75 @@ struct InstancePage {
     namespace: String,
     offered: Vec<String>,
     challenge: Option<(String, String, Option<String>)>,
+    backups: BackupsView,
+}
+
+/// A tenant's backups as its console page shows them.
+struct BackupsView {
+    alert: Option<String>,
+    last_success: String,
+    interval_hours: i32,
+    recent: Vec<BackupLine>,
+}
+
+struct BackupLine {
+    name: String,
+    what: String,
+    outcome: &'static str,
+    started: String,
+    duration: String,
+    size: String,
+    location: String,
+    checksum: String,
+    message: String,
+}
+
+fn backups_view(b: herd_fleet::backups::TenantBackups) -> BackupsView {
+    use herd_domain::backup::{BackupMethod, BackupOutcome, BackupReason};
+    BackupsView {
+        alert: b
+            .alert
+            .map(|a| format!("{} (since {})", a.message, datetime(a.opened_at))),
+        last_success: b.last_success.map_or_else(|| "none yet".into(), datetime),
+        interval_hours: b.interval_hours,
+        recent: b
+            .recent
+            .into_iter()
+            .map(|r| BackupLine {
+                what: format!(
+                    "{}, {}",
+                    match r.reason {
+                        BackupReason::Scheduled => "scheduled",
+                        BackupReason::BeforeUpgrade => "before an upgrade",
+                    },
+                    match r.method {
+                        BackupMethod::Dump => "dump",
+                        BackupMethod::Barman => "CloudNativePG",
+                    }
+                ),
+                outcome: match r.outcome {
+                    BackupOutcome::Running => "running",
+                    BackupOutcome::Succeeded => "succeeded",
+                    BackupOutcome::Failed => "failed",
+                },
+                started: r.started_at.map_or_else(|| "–".into(), datetime),
+                duration: r
+                    .duration_seconds
+                    .map_or_else(|| "–".into(), |d| format!("{}m {:02}s", d / 60, d % 60)),
+                size: r.size_bytes.map_or_else(
+                    || "–".into(),
+                    |b| format!("{:.1} MiB", b as f64 / 1_048_576.0),
+                ),
+                location: r.location.unwrap_or_default(),
+                checksum: r
+                    .checksum
+                    .map(|c| c.chars().take(12).collect())
+                    .unwrap_or_default(),
+                message: r.message.unwrap_or_default(),
+                name: r.name,
+            })
+            .collect(),
+    }
 }
 
 async fn instance_page(
@@ -668,6 +737,7 @@ async fn instance_page(
         namespace: format!("herd-{}", i.slug),
         offered: lifecycle::upgrade_options(&state.pool, &i, true).await?,
         challenge: challenge_of(&i),
+        backups: backups_view(herd_fleet::backups::for_console(&state.pool, id).await?),
         i,
     })
 }

@@ -42,3 +42,9 @@ pub fn cluster_for(i: &Instance) -> herd_k8s::render::ClusterSettings {
     }
     c
 }
+
+/// The tests' backup identity (the platform's, in production never in a cluster) and its
+/// recipient, which the operator seals app secrets to.
+pub const BACKUP_IDENTITY: &str =
+    "AGE-SECRET-KEY-1QDJK0HMQWXASQE06459U40CJFS7C8CSGQ002SW58TSJPKR63CXZQG4A0DJ";
+pub const BACKUP_RECIPIENT: &str = "age1302c8smchfv42meeqncfqp9dg39kscy7a06xlx9s0frmwvc0zsnqrl9ujm";

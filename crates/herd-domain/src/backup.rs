@@ -1,0 +1,166 @@
+//! Tenant backups as the control plane records them, and the rule that tells a healthy
+//! tenant from one whose backups need an operator: the last one failed, or none succeeded
+//! for longer than its schedule plus a grace period.
+
+use time::{Duration, OffsetDateTime};
+
+macro_rules! text_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// Why a backup was taken.
+    BackupReason { Scheduled => "scheduled", BeforeUpgrade => "before_upgrade" }
+);
+text_enum!(
+    /// How: Herd's dump Job, or CloudNativePG's barman backup.
+    BackupMethod { Dump => "dump", Barman => "barman" }
+);
+text_enum!(
+    BackupOutcome { Running => "running", Succeeded => "succeeded", Failed => "failed" }
+);
+text_enum!(
+    /// What is wrong with a tenant's backups.
+    BackupAlertKind { Missed => "missed", Failed => "failed" }
+);
+
+/// How late a backup may be past its interval before it counts as missed: a run may start
+/// an hour late and take two.
+pub const GRACE: Duration = Duration::hours(3);
+
+/// What an operator must know about a tenant's backups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupHealth {
+    Healthy,
+    Alert {
+        kind: BackupAlertKind,
+        message: String,
+    },
+}
+
+/// The latest finished backup of one method, for [`assess`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub name: String,
+    pub method: BackupMethod,
+    pub outcome: BackupOutcome,
+    pub message: Option<String>,
+}
+
+/// The health of a tenant's backups at `now`: failed when the latest finished backup of
+/// any method failed (a CloudNativePG tenant has two: the database's, and media and
+/// secrets'); missed when the last success (or, without one, `since`, when the tenant
+/// started to be backed up) is older than `interval_hours` plus [`GRACE`].
+pub fn assess(
+    now: OffsetDateTime,
+    interval_hours: i32,
+    since: OffsetDateTime,
+    last_success: Option<OffsetDateTime>,
+    latest: &[Finished],
+) -> BackupHealth {
+    if let Some(f) = latest.iter().find(|f| f.outcome == BackupOutcome::Failed) {
+        return BackupHealth::Alert {
+            kind: BackupAlertKind::Failed,
+            message: format!(
+                "backup {} ({}) failed: {}",
+                f.name,
+                f.method.as_str(),
+                f.message.as_deref().unwrap_or("no reason given")
+            ),
+        };
+    }
+    let due = Duration::hours(i64::from(interval_hours.max(1))) + GRACE;
+    let from = last_success.unwrap_or(since);
+    if now - from > due {
+        let hours = (now - from).whole_hours();
+        return BackupHealth::Alert {
+            kind: BackupAlertKind::Missed,
+            message: match last_success {
+                Some(_) => format!("no backup succeeded for {hours} hours (one is due every {interval_hours} hours)"),
+                None => format!("no backup has succeeded yet, {hours} hours after backups started (one is due every {interval_hours} hours)"),
+            },
+        };
+    }
+    BackupHealth::Healthy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(h: i64) -> OffsetDateTime {
+        OffsetDateTime::UNIX_EPOCH + Duration::hours(h)
+    }
+
+    fn finished(outcome: BackupOutcome) -> Finished {
+        Finished {
+            name: "scheduled-backup-1".into(),
+            method: BackupMethod::Dump,
+            outcome,
+            message: Some("BackoffLimitExceeded".into()),
+        }
+    }
+
+    #[test]
+    fn a_backup_is_missed_after_its_interval_and_the_grace() {
+        let ok = assess(at(26), 24, at(0), Some(at(1)), &[]);
+        assert_eq!(ok, BackupHealth::Healthy);
+        let late = assess(at(29), 24, at(0), Some(at(1)), &[]);
+        assert!(
+            matches!(late, BackupHealth::Alert { kind: BackupAlertKind::Missed, ref message } if message.contains("28 hours")),
+            "{late:?}"
+        );
+        // Never one: counted from when backups started.
+        assert_eq!(assess(at(20), 24, at(0), None, &[]), BackupHealth::Healthy);
+        assert!(matches!(
+            assess(at(30), 6, at(0), Some(at(20)), &[]),
+            BackupHealth::Alert {
+                kind: BackupAlertKind::Missed,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn the_latest_backup_failing_is_an_alert_at_once() {
+        let failed = assess(
+            at(2),
+            24,
+            at(0),
+            Some(at(1)),
+            &[finished(BackupOutcome::Failed)],
+        );
+        assert!(
+            matches!(failed, BackupHealth::Alert { kind: BackupAlertKind::Failed, ref message } if message.contains("BackoffLimitExceeded")),
+            "{failed:?}"
+        );
+        assert_eq!(
+            assess(
+                at(2),
+                24,
+                at(0),
+                Some(at(1)),
+                &[finished(BackupOutcome::Succeeded)]
+            ),
+            BackupHealth::Healthy
+        );
+        for s in ["scheduled", "before_upgrade"] {
+            assert_eq!(BackupReason::parse(s).map(BackupReason::as_str), Some(s));
+        }
+        assert_eq!(BackupOutcome::parse("done"), None);
+    }
+}

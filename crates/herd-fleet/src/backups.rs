@@ -1,0 +1,193 @@
+//! Tenant backups on the control plane: the records the status sync copies from each
+//! cluster, the alert raised when a tenant's last backup failed or none succeeded in time
+//! (shown on its console page, emailed to operators once per incident, closed by the next
+//! success), and the age of each tenant's last good backup for Prometheus
+//! (`herd_tenant_backup_age_seconds`).
+
+use crate::FleetError;
+use herd_domain::backup::{assess, BackupAlertKind, BackupHealth};
+use herd_domain::InstancePhase;
+use herd_jobs::{Job, Registry};
+use herd_mail::{Email, Mailer};
+use herd_store::backups::{self as store, Alert, Backup};
+use herd_store::fleet::{self, EventKind};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Records what the cluster reports of `instance`'s backups (`interval_hours`: its
+/// schedule, from its Instance), then checks them at `now`.
+pub async fn record(
+    conn: &mut PgConnection,
+    instance: Uuid,
+    interval_hours: i32,
+    backups: &[Backup],
+    now: OffsetDateTime,
+) -> Result<(), FleetError> {
+    store::set_interval(&mut *conn, instance, interval_hours.max(1)).await?;
+    for b in backups {
+        store::upsert(&mut *conn, instance, b).await?;
+    }
+    check(conn, instance, now).await
+}
+
+/// Opens, updates or closes `instance`'s alert from its backups at `now`. A new alert
+/// queues one email to the operators; a changed one only changes what it says.
+pub async fn check(
+    conn: &mut PgConnection,
+    instance: Uuid,
+    now: OffsetDateTime,
+) -> Result<(), FleetError> {
+    let Some(inst) = fleet::instance(&mut *conn, instance).await? else {
+        return Ok(());
+    };
+    let watched = inst.running_version.is_some()
+        && !matches!(inst.phase, InstancePhase::Deleting | InstancePhase::Deleted);
+    let health = if watched {
+        assess(
+            now,
+            store::interval(&mut *conn, instance).await?,
+            inst.created_at,
+            store::last_success(&mut *conn, instance).await?,
+            &store::latest_finished(&mut *conn, instance).await?,
+        )
+    } else {
+        BackupHealth::Healthy
+    };
+    let open = store::open_alert(&mut *conn, instance).await?;
+    match (health, open) {
+        (BackupHealth::Healthy, None) => {}
+        (BackupHealth::Healthy, Some(a)) => {
+            store::close(&mut *conn, a.id, now).await?;
+            if watched {
+                fleet::add_event(
+                    &mut *conn,
+                    instance,
+                    EventKind::Phase,
+                    "Backups are healthy again",
+                    None,
+                )
+                .await?;
+            }
+        }
+        (BackupHealth::Alert { kind, message }, None) => {
+            let id = store::open(&mut *conn, instance, kind, &message, now).await?;
+            fleet::add_event(
+                &mut *conn,
+                instance,
+                EventKind::Error,
+                &format!("Backup alert: {message}"),
+                None,
+            )
+            .await?;
+            herd_jobs::enqueue(&mut *conn, &BackupAlertEmail { alert_id: id }).await?;
+            tracing::warn!(%instance, kind = kind.as_str(), %message, "backup alert opened");
+        }
+        (BackupHealth::Alert { kind, message }, Some(a)) => {
+            if a.kind != kind || a.message != message {
+                store::update(&mut *conn, a.id, kind, &message).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A tenant's backups as its console page shows them.
+#[derive(Debug, Clone)]
+pub struct TenantBackups {
+    pub recent: Vec<Backup>,
+    pub last_success: Option<OffsetDateTime>,
+    pub alert: Option<Alert>,
+    pub interval_hours: i32,
+}
+
+pub async fn for_console(pool: &PgPool, instance: Uuid) -> Result<TenantBackups, FleetError> {
+    let mut conn = pool.acquire().await?;
+    Ok(TenantBackups {
+        recent: store::recent(&mut *conn, instance, 10).await?,
+        last_success: store::last_success(&mut *conn, instance).await?,
+        alert: store::open_alert(&mut conn, instance).await?,
+        interval_hours: store::interval(&mut *conn, instance).await?,
+    })
+}
+
+/// The Prometheus text of `herd_tenant_backup_age_seconds`: per installed tenant, the age
+/// at `now` of its last successful backup (of the tenant itself while it has none). Read
+/// from the database at each scrape, so a deleted tenant's series goes with it.
+pub async fn metrics_text(pool: &PgPool, now: OffsetDateTime) -> Result<String, FleetError> {
+    let mut out = String::from(
+        "# HELP herd_tenant_backup_age_seconds Seconds since the tenant's last successful backup finished (since the tenant was created while it has none).\n# TYPE herd_tenant_backup_age_seconds gauge\n",
+    );
+    for (slug, age) in store::ages(pool, now).await? {
+        // Slugs are [a-z0-9-]: nothing to escape in a label value.
+        out.push_str(&format!(
+            "herd_tenant_backup_age_seconds{{tenant=\"{slug}\"}} {}\n",
+            age.max(0)
+        ));
+    }
+    Ok(out)
+}
+
+/// Email the operators that alert `alert_id` opened (once per incident).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupAlertEmail {
+    pub alert_id: Uuid,
+}
+
+impl Job for BackupAlertEmail {
+    const KIND: &'static str = "fleet.backup_alert_email";
+    const MAX_ATTEMPTS: i32 = 10;
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("backup-alert:{}", self.alert_id))
+    }
+}
+
+/// The emails of an alert, one per operator; none once it closed or was sent.
+pub async fn alert_emails(pool: &PgPool, alert_id: Uuid) -> Result<Vec<Email>, FleetError> {
+    let Some(a) = store::alert(pool, alert_id).await? else {
+        return Ok(Vec::new());
+    };
+    if a.closed_at.is_some() || a.notified_at.is_some() {
+        return Ok(Vec::new());
+    }
+    let Some(inst) = fleet::instance(pool, a.instance_id).await? else {
+        return Ok(Vec::new());
+    };
+    let what = match a.kind {
+        BackupAlertKind::Failed => "failed",
+        BackupAlertKind::Missed => "missed",
+    };
+    Ok(store::operator_emails(pool)
+        .await?
+        .into_iter()
+        .map(|to| Email {
+            to,
+            subject: format!("[Herd] Backup {what}: {} ({})", inst.domain, inst.slug),
+            body: format!(
+                "The backups of {} ({}, organization {}) need attention since {}:\n\n{}\n\nThe tenant's page in the console shows its recent backups: /operator/instances/{}\nRunbook: docs/BACKUPS.md, \"When a backup alert fires\".\n\nThis alert is sent once; it closes when a backup succeeds again.\n",
+                inst.domain,
+                inst.slug,
+                inst.org_name,
+                a.opened_at,
+                a.message,
+                inst.id,
+            ),
+        })
+        .collect())
+}
+
+/// Registers the alert email's handler.
+pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer) {
+    let (p, m) = (pool.clone(), mailer.clone());
+    registry.register(move |job: BackupAlertEmail| {
+        let (pool, mailer) = (p.clone(), m.clone());
+        async move {
+            for email in alert_emails(&pool, job.alert_id).await? {
+                mailer.send(&email).await?;
+            }
+            store::mark_notified(&pool, job.alert_id).await?;
+            Ok(())
+        }
+    });
+}

@@ -1,0 +1,292 @@
+//! Backup records: what the cluster reports of each backup (a backup Job's status and the
+//! summary its pod leaves in its termination message, or a CloudNativePG `Backup`'s
+//! status), as the Instance's status keeps them and the control plane copies them.
+
+use crate::crd::{BackupMethod, BackupOutcome, BackupReason, BackupRecord, RECENT_BACKUPS};
+use crate::observe::job_state;
+use crate::render::backup::{
+    BackupKind, Summary, BACKUP_LABEL, BACKUP_OBJECT_ANNOTATION, DATABASE_ARTIFACT, MEDIA_ARTIFACT,
+};
+use crate::status::JobState;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::DynamicObject;
+
+/// The label the Job controller puts on a Job's pods.
+const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// Its older spelling, still set.
+const LEGACY_JOB_NAME_LABEL: &str = "job-name";
+
+/// The backup kind of a Job, from its [`BACKUP_LABEL`].
+pub fn kind_of(job: &Job) -> Option<BackupKind> {
+    job.metadata
+        .labels
+        .as_ref()?
+        .get(BACKUP_LABEL)
+        .and_then(|k| BackupKind::from_label(k))
+}
+
+/// The summary the Job's upload container left in its termination message.
+fn summary(job: &Job, pods: &[Pod]) -> Option<Summary> {
+    let name = job.metadata.name.as_deref()?;
+    pods.iter()
+        .filter(|p| {
+            p.metadata.labels.as_ref().is_some_and(|l| {
+                l.get(JOB_NAME_LABEL)
+                    .or_else(|| l.get(LEGACY_JOB_NAME_LABEL))
+                    == Some(&name.to_owned())
+            })
+        })
+        .filter_map(|p| {
+            p.status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .iter()
+                .find(|c| c.name == "upload")?
+                .state
+                .as_ref()?
+                .terminated
+                .as_ref()?
+                .message
+                .clone()
+        })
+        .map(|m| Summary::parse(&m))
+        .find(|s| s.manifest_sha256.is_some())
+}
+
+/// The artifacts the Job was to write, from its upload container's environment.
+fn expected(job: &Job) -> Vec<&'static str> {
+    let env = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.iter().find(|c| c.name == "upload"))
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    if value("DATABASE") == "dump" {
+        out.push(DATABASE_ARTIFACT);
+    }
+    if value("MEDIA") == "volume" {
+        out.push(MEDIA_ARTIFACT);
+    }
+    out
+}
+
+fn rfc3339(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> String {
+    t.0.to_string()
+}
+
+fn duration(started: Option<&str>, finished: Option<&str>) -> Option<i64> {
+    let s: jiff::Timestamp = started?.parse().ok()?;
+    let f: jiff::Timestamp = finished?.parse().ok()?;
+    Some(f.duration_since(s).as_secs())
+}
+
+/// A backup Job's record and state: a Job that succeeded counts only when its summary
+/// verifies (a manifest checksum, a checksum per object, no empty artifact); otherwise it
+/// is failed, with why. `None` for a Job that is no backup, or the final backup.
+pub fn from_job(job: &Job, pods: &[Pod]) -> Option<(BackupRecord, JobState)> {
+    let reason = match kind_of(job)? {
+        BackupKind::Scheduled => BackupReason::Scheduled,
+        BackupKind::BeforeUpgrade => BackupReason::BeforeUpgrade,
+        BackupKind::Final => return None,
+    };
+    let status = job.status.clone().unwrap_or_default();
+    let started_at = status.start_time.as_ref().map(rfc3339);
+    let summary = summary(job, pods);
+    let mut state = job_state(job);
+    if state == JobState::Succeeded {
+        let why = match &summary {
+            Some(s) => s.unverified(&expected(job)),
+            None => Some("the Job left no summary of what it uploaded".into()),
+        };
+        if let Some(why) = why {
+            state = JobState::Failed(format!("the backup is not verified: {why}"));
+        }
+    }
+    let finished_at = match &state {
+        JobState::Running => None,
+        _ => status.completion_time.as_ref().map(rfc3339).or_else(|| {
+            status
+                .conditions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "Failed" && c.status == "True")
+                .and_then(|c| c.last_transition_time.as_ref().map(rfc3339))
+        }),
+    };
+    let record = BackupRecord {
+        name: job.metadata.name.clone()?,
+        reason,
+        method: BackupMethod::Dump,
+        outcome: match &state {
+            JobState::Running => BackupOutcome::Running,
+            JobState::Succeeded => BackupOutcome::Succeeded,
+            JobState::Failed(_) => BackupOutcome::Failed,
+        },
+        duration_seconds: duration(started_at.as_deref(), finished_at.as_deref()),
+        started_at,
+        finished_at,
+        size_bytes: summary
+            .as_ref()
+            .map(|s| i64::try_from(s.total_bytes()).unwrap_or(i64::MAX)),
+        location: summary
+            .as_ref()
+            .and_then(|s| s.location.clone())
+            .or_else(|| {
+                job.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(BACKUP_OBJECT_ANNOTATION).cloned())
+            }),
+        checksum: summary.and_then(|s| s.manifest_sha256),
+        message: match &state {
+            JobState::Failed(m) => Some(m.clone()),
+            _ => None,
+        },
+    };
+    Some((record, state))
+}
+
+/// A CloudNativePG `Backup`'s record (its size is not reported; its checksums are
+/// barman's own).
+pub fn from_cnpg(backup: &DynamicObject) -> Option<BackupRecord> {
+    let status = &backup.data["status"];
+    let text = |k: &str| {
+        status[k]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let outcome = match status["phase"].as_str().unwrap_or_default() {
+        "completed" => BackupOutcome::Succeeded,
+        "failed" | "walArchivingFailing" | "invalid backup definition" => BackupOutcome::Failed,
+        _ => BackupOutcome::Running,
+    };
+    let (started_at, finished_at) = (text("startedAt"), text("stoppedAt"));
+    Some(BackupRecord {
+        name: backup.metadata.name.clone()?,
+        reason: BackupReason::Scheduled,
+        method: BackupMethod::Barman,
+        outcome,
+        duration_seconds: duration(started_at.as_deref(), finished_at.as_deref()),
+        started_at,
+        finished_at: match outcome {
+            BackupOutcome::Running => None,
+            _ => finished_at,
+        },
+        size_bytes: None,
+        location: text("destinationPath").map(|d| match text("backupId") {
+            Some(id) => format!("{d} (barman backup {id})"),
+            None => d,
+        }),
+        checksum: None,
+        message: match outcome {
+            BackupOutcome::Failed => Some(
+                text("error")
+                    .unwrap_or_else(|| status["phase"].as_str().unwrap_or("failed").to_owned()),
+            ),
+            _ => None,
+        },
+    })
+}
+
+/// The status's records after this observation: what was observed replaces the record of
+/// the same name, records no longer observed (their Job expired) are kept, newest first,
+/// at most [`RECENT_BACKUPS`].
+pub fn merge(previous: &[BackupRecord], observed: &[BackupRecord]) -> Vec<BackupRecord> {
+    let mut out: Vec<BackupRecord> = observed.to_vec();
+    for p in previous {
+        if !out.iter().any(|o| o.name == p.name) {
+            out.push(p.clone());
+        }
+    }
+    // Newest first; one not started yet is the newest of all.
+    out.sort_by(|a, b| {
+        let key = |r: &BackupRecord| r.started_at.clone().unwrap_or_else(|| "~".into());
+        key(b).cmp(&key(a)).then_with(|| b.name.cmp(&a.name))
+    });
+    out.truncate(RECENT_BACKUPS);
+    out
+}
+
+/// An RFC 3339 time of a record in nanoseconds since the Unix epoch.
+pub fn epoch_nanos(rfc3339: &str) -> Option<i128> {
+    rfc3339
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_nanosecond())
+}
+
+/// The latest finish of a backup that succeeded, among `records` and what was known.
+pub fn last_successful(records: &[BackupRecord], known: Option<&str>) -> Option<String> {
+    let parse = |s: &str| s.parse::<jiff::Timestamp>().ok();
+    records
+        .iter()
+        .filter(|r| r.outcome == BackupOutcome::Succeeded)
+        .filter_map(|r| r.finished_at.as_deref())
+        .chain(known)
+        .filter_map(|s| parse(s).map(|t| (t, s)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(t, _)| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, started: Option<&str>, outcome: BackupOutcome) -> BackupRecord {
+        BackupRecord {
+            name: name.into(),
+            reason: BackupReason::Scheduled,
+            method: BackupMethod::Dump,
+            outcome,
+            started_at: started.map(str::to_owned),
+            finished_at: started.map(str::to_owned),
+            duration_seconds: None,
+            size_bytes: None,
+            location: None,
+            checksum: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn records_are_kept_newest_first_and_bounded() {
+        let previous: Vec<BackupRecord> = (0..RECENT_BACKUPS)
+            .map(|d| {
+                rec(
+                    &format!("b{d}"),
+                    Some(&format!("2026-11-{:02}T02:00:00Z", d + 10)),
+                    BackupOutcome::Succeeded,
+                )
+            })
+            .collect();
+        let now = rec("new", None, BackupOutcome::Running);
+        let merged = merge(&previous, &[now]);
+        assert_eq!(merged.len(), RECENT_BACKUPS);
+        assert_eq!(merged[0].name, "new");
+        assert_eq!(merged[1].name, "b9");
+        assert!(!merged.iter().any(|r| r.name == "b0"), "the oldest goes");
+        let done = rec("new", Some("2026-12-01T02:00:00Z"), BackupOutcome::Failed);
+        let merged = merge(&merged, std::slice::from_ref(&done));
+        assert_eq!(merged[0], done, "replaced, not added");
+        assert_eq!(
+            last_successful(&merged, None).as_deref(),
+            Some("2026-11-19T02:00:00Z")
+        );
+        assert_eq!(
+            last_successful(&[], Some("2026-11-01T00:00:00Z")).as_deref(),
+            Some("2026-11-01T00:00:00Z"),
+            "kept when the records roll over"
+        );
+    }
+}
