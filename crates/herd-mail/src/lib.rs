@@ -31,6 +31,16 @@ pub struct Email {
     pub body: String,
 }
 
+/// What some emails carry besides the basics.
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    /// Where replies go (the support desk's signed address of a ticket).
+    pub reply_to: Option<String>,
+    /// Sent by Herd in answer to an email (a bounce): `Auto-Submitted: auto-replied`, so
+    /// that mail systems never answer it in turn.
+    pub auto_replied: bool,
+}
+
 #[derive(Clone)]
 enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
@@ -88,14 +98,29 @@ impl Mailer {
         }
     }
 
-    #[tracing::instrument(skip(self, email), fields(subject = %email.subject))]
     pub async fn send(&self, email: &Email) -> Result<(), MailError> {
-        let msg = Message::builder()
+        self.send_with(email, &Headers::default()).await
+    }
+
+    /// Sends `email` with `headers`.
+    #[tracing::instrument(skip(self, email, headers), fields(subject = %email.subject))]
+    pub async fn send_with(&self, email: &Email, headers: &Headers) -> Result<(), MailError> {
+        let mut builder = Message::builder()
             .from(self.from.clone())
             .to(email.to.parse()?)
             .subject(&email.subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(email.body.clone())?;
+            .message_id(None)
+            .header(ContentType::TEXT_PLAIN);
+        if let Some(reply_to) = &headers.reply_to {
+            builder = builder.reply_to(reply_to.parse()?);
+        }
+        if headers.auto_replied {
+            builder = builder.raw_header(lettre::message::header::HeaderValue::new(
+                lettre::message::header::HeaderName::new_from_ascii_str("Auto-Submitted"),
+                "auto-replied".to_owned(),
+            ));
+        }
+        let msg = builder.body(email.body.clone())?;
         match &self.transport {
             Transport::Smtp(t) => {
                 t.send(msg).await?;
@@ -129,6 +154,12 @@ pub struct OutboxMessage {
     pub to: String,
     pub subject: String,
     pub body: String,
+    /// The `Reply-To` address, when there is one.
+    pub reply_to: Option<String>,
+    /// The `Message-ID`, angle brackets included.
+    pub message_id: Option<String>,
+    /// The `Auto-Submitted` header, when there is one.
+    pub auto_submitted: Option<String>,
 }
 
 impl OutboxMessage {
@@ -138,10 +169,19 @@ impl OutboxMessage {
         let (head, body) = raw.split_once("\n\n").unwrap_or((&raw, ""));
         let mut to = String::new();
         let mut subject = String::new();
+        let (mut reply_to, mut message_id, mut auto_submitted) = (None, None, None);
         let mut qp = false;
+        // Long headers are folded onto lines starting with white space: unfold them.
+        let head = head.replace("\n ", " ").replace("\n\t", " ");
         for line in head.lines() {
             if let Some(v) = line.strip_prefix("To: ") {
                 to = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("Reply-To: ") {
+                reply_to = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("Message-ID: ") {
+                message_id = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("Auto-Submitted: ") {
+                auto_submitted = Some(v.trim().to_owned());
             } else if let Some(v) = line.strip_prefix("Subject: ") {
                 subject = v.trim().to_owned();
             } else if line.eq_ignore_ascii_case("Content-Transfer-Encoding: quoted-printable") {
@@ -149,7 +189,14 @@ impl OutboxMessage {
             }
         }
         let body = if qp { decode_qp(body) } else { body.to_owned() };
-        Self { to, subject, body }
+        Self {
+            to,
+            subject,
+            body,
+            reply_to,
+            message_id,
+            auto_submitted,
+        }
     }
 
     /// The first `http(s)://` link in the body.
@@ -220,6 +267,34 @@ mod tests {
             msgs[0].first_link(),
             Some("https://herd.test/verify/abc=def?x=1")
         );
+        assert_eq!(msgs[0].reply_to, None);
+        assert!(msgs[0]
+            .message_id
+            .as_deref()
+            .is_some_and(|m| m.starts_with('<')));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn reply_to_and_auto_submitted_are_written() {
+        let dir = std::env::temp_dir().join(format!("herd-mail-headers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mailer = Mailer::outbox(&dir, "Herd <noreply@herd.test>").expect("mailer");
+        let email = Email {
+            to: "elise@example.org".into(),
+            subject: "Re: help".into(),
+            body: "Hello".into(),
+        };
+        let long =
+            "support+0193a6f0c4b27e2a9d5f1c3b8e4a7d60.0123456789abcdef0123@support.help.herd.test";
+        let headers = Headers {
+            reply_to: Some(long.into()),
+            auto_replied: true,
+        };
+        mailer.send_with(&email, &headers).await.expect("send");
+        let msgs = read_outbox(&dir).expect("read");
+        assert_eq!(msgs[0].reply_to.as_deref(), Some(long));
+        assert_eq!(msgs[0].auto_submitted.as_deref(), Some("auto-replied"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -203,6 +203,10 @@ pub struct Ticket {
     pub closed_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// Its number for people ("#1234").
+    pub number: i64,
+    /// The ticket it was merged into, as a duplicate.
+    pub merged_into: Option<Uuid>,
 }
 
 impl Ticket {
@@ -244,6 +248,8 @@ struct TicketRow {
     closed_at: Option<OffsetDateTime>,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
+    number: i64,
+    merged_into: Option<Uuid>,
 }
 
 impl TryFrom<TicketRow> for Ticket {
@@ -276,6 +282,8 @@ impl TryFrom<TicketRow> for Ticket {
             closed_at: r.closed_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            number: r.number,
+            merged_into: r.merged_into,
         })
     }
 }
@@ -375,7 +383,7 @@ pub async fn ticket(ex: impl PgExecutor<'_>, id: TicketId) -> Result<Option<Tick
                     t.assignee_id, a.display_name AS \"assignee_name?\", t.plan_code,
                     t.first_response_due, t.first_response_at, t.resolution_due, t.next_due,
                     t.first_response_breached, t.resolution_breached, t.resolved_at,
-                    t.closed_at, t.created_at, t.updated_at
+                    t.closed_at, t.created_at, t.updated_at, t.number, t.merged_into
              FROM tickets t
              JOIN organizations o ON o.id = t.org_id
              LEFT JOIN users op ON op.id = t.opener_id
@@ -418,7 +426,7 @@ pub async fn org_tickets(
                     t.assignee_id, a.display_name AS \"assignee_name?\", t.plan_code,
                     t.first_response_due, t.first_response_at, t.resolution_due, t.next_due,
                     t.first_response_breached, t.resolution_breached, t.resolved_at,
-                    t.closed_at, t.created_at, t.updated_at
+                    t.closed_at, t.created_at, t.updated_at, t.number, t.merged_into
              FROM tickets t
              JOIN organizations o ON o.id = t.org_id
              LEFT JOIN users op ON op.id = t.opener_id
@@ -506,7 +514,7 @@ pub async fn queue(
                     t.assignee_id, a.display_name AS \"assignee_name?\", t.plan_code,
                     t.first_response_due, t.first_response_at, t.resolution_due, t.next_due,
                     t.first_response_breached, t.resolution_breached, t.resolved_at,
-                    t.closed_at, t.created_at, t.updated_at
+                    t.closed_at, t.created_at, t.updated_at, t.number, t.merged_into
              FROM tickets t
              JOIN organizations o ON o.id = t.org_id
              LEFT JOIN users op ON op.id = t.opener_id

@@ -1,10 +1,12 @@
-//! The support desk's background jobs: the email of an operator's reply, the SLA check
+//! The support desk's background jobs: the email of an operator's reply (with the
+//! ticket's signed reply address), the bounce of an email not taken, the SLA check
 //! that records breaches, and the automatic closing of resolved tickets. [`register`]
 //! hands their handlers to the worker; [`run_ticks`] queues the periodic ones.
 
+use crate::inbound::{BounceEmail, ReplyAddresses};
 use herd_domain::ids::TicketId;
 use herd_jobs::{Job, Registry};
-use herd_mail::{Email, Mailer};
+use herd_mail::{Email, Headers, Mailer};
 use herd_store::support as store;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -86,13 +88,15 @@ impl Job for AutoClose {
 }
 
 /// The email of reply `message_id` to `to`; none for an internal note or a customer's
-/// message.
+/// message. With `replies`, it carries the ticket's signed reply address (Reply-To), so
+/// that answering the email adds to the ticket.
 pub async fn reply_email_to(
     pool: &PgPool,
     message_id: Uuid,
     to: &str,
     base_url: &str,
-) -> anyhow::Result<Option<Email>> {
+    replies: Option<&ReplyAddresses>,
+) -> anyhow::Result<Option<(Email, Headers)>> {
     let Some((ticket_id, message)) = store::message(pool, message_id).await? else {
         return Ok(None);
     };
@@ -102,10 +106,21 @@ pub async fn reply_email_to(
     let Some(ticket) = store::ticket(pool, ticket_id).await? else {
         return Ok(None);
     };
-    Ok(Some(reply_email(to, &ticket, &message, base_url)))
+    let headers = Headers {
+        reply_to: replies.map(|r| r.for_ticket(ticket.id())),
+        auto_replied: false,
+    };
+    let email = reply_email(to, &ticket, &message, base_url, headers.reply_to.is_some());
+    Ok(Some((email, headers)))
 }
 
-fn reply_email(to: &str, t: &store::Ticket, m: &store::Message, base_url: &str) -> Email {
+fn reply_email(
+    to: &str,
+    t: &store::Ticket,
+    m: &store::Message,
+    base_url: &str,
+    by_email: bool,
+) -> Email {
     let link = format!(
         "{}/o/{}/support/{}",
         base_url.trim_end_matches('/'),
@@ -116,20 +131,31 @@ fn reply_email(to: &str, t: &store::Ticket, m: &store::Message, base_url: &str) 
         to: to.to_owned(),
         subject: format!("[Support] Re: {}", t.subject),
         body: format!(
-            "Hello,\n\n{} from support answered your ticket \"{}\" ({}):\n\n{}\n\nSee the ticket and reply here:\n\n{link}\n",
+            "Hello,\n\n{} from support answered your ticket \"{}\" ({}):\n\n{}\n\n{}\n\n{link}\n",
             m.author_name,
             t.subject,
             t.org_name,
             m.body.trim(),
+            if by_email {
+                "Reply to this email to answer (your reply is added to the ticket), or see the ticket and its files here:"
+            } else {
+                "See the ticket and reply here:"
+            },
         ),
     }
 }
 
-/// Registers the support desk's job handlers.
-pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer) {
-    let (p, m) = (pool.clone(), mailer.clone());
+/// Registers the support desk's job handlers; with `replies` (the support address and the
+/// key of its signed reply addresses), reply emails can be answered by email.
+pub fn register(
+    registry: &mut Registry,
+    pool: &PgPool,
+    mailer: &Mailer,
+    replies: Option<&ReplyAddresses>,
+) {
+    let (p, m, r) = (pool.clone(), mailer.clone(), replies.cloned());
     registry.register(move |job: ReplyEmail| {
-        let (pool, mailer) = (p.clone(), m.clone());
+        let (pool, mailer, replies) = (p.clone(), m.clone(), r.clone());
         async move {
             if job.to.is_empty() {
                 // A job of before: one job per recipient now.
@@ -141,11 +167,29 @@ pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer) {
                 tx.commit().await?;
                 return Ok(());
             }
-            if let Some(email) =
-                reply_email_to(&pool, job.message_id, &job.to, &job.base_url).await?
+            if let Some((email, headers)) = reply_email_to(
+                &pool,
+                job.message_id,
+                &job.to,
+                &job.base_url,
+                replies.as_ref(),
+            )
+            .await?
             {
-                mailer.send(&email).await?;
+                mailer.send_with(&email, &headers).await?;
             }
+            Ok(())
+        }
+    });
+    let m = mailer.clone();
+    registry.register(move |job: BounceEmail| {
+        let mailer = m.clone();
+        async move {
+            let headers = Headers {
+                reply_to: None,
+                auto_replied: true,
+            };
+            mailer.send_with(&job.email(), &headers).await?;
             Ok(())
         }
     });

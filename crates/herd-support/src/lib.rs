@@ -6,6 +6,10 @@
 //!   rating; each change audited, with the SLA clock recomputed in the same transaction.
 //! - [`tiers`]: plans' support tiers (the editor's checks, the tier a ticket follows).
 //! - [`sla`]: the clock (herd-domain's rules) over a ticket's stored history.
+//! - [`canned`], [`merge`], [`dashboard`]: canned replies, merging duplicate tickets, and
+//!   the support dashboard's figures.
+//! - [`attachments`], [`inbound`]: files on tickets (checked on their bytes, kept in an
+//!   object store), and replies and new tickets by email (signed reply addresses).
 //! - [`jobs`]: the reply email, the SLA check that records breaches, the automatic
 //!   closing of resolved tickets; [`jobs::register`] hands them to the worker.
 //!
@@ -14,7 +18,12 @@
 //! [`Capability::SeeAllTickets`](herd_domain::role::Capability)); operators see every
 //! ticket, and only they see internal notes.
 
+pub mod attachments;
+pub mod canned;
+pub mod dashboard;
+pub mod inbound;
 pub mod jobs;
+pub mod merge;
 pub mod sla;
 pub mod tickets;
 pub mod tiers;
@@ -33,6 +42,9 @@ pub enum SupportError {
     NotFound,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The attachment store (directory or bucket) failed.
+    #[error("attachment store: {0}")]
+    Attachments(String),
 }
 
 impl SupportError {

@@ -2,6 +2,7 @@
 //! holding the ticket's row lock, writes the audit entry, recomputes the SLA clock, and
 //! queues the email that follows from it (an operator's public reply).
 
+use crate::attachments::Extras;
 use crate::jobs::enqueue_reply_emails;
 use crate::sla::{clock, refresh};
 use crate::{SupportError, Who};
@@ -33,7 +34,7 @@ impl Member<'_> {
     }
 
     /// May this member see `t`? Its organization's, and theirs, shared, or all by role.
-    fn may_see(&self, t: &Ticket) -> bool {
+    pub(crate) fn may_see(&self, t: &Ticket) -> bool {
         t.org_id == self.org.0
             && (self.sees_all() || t.shared_with_org || t.opener_id == Some(self.who.id.0))
     }
@@ -96,7 +97,18 @@ pub const NO_URGENT: &str = "Your plan's support does not include urgent tickets
 
 /// Opens a ticket with its first message; nothing is written if anything is wrong.
 pub async fn open(pool: &PgPool, m: Member<'_>, o: &Opening) -> Result<TicketId, SupportError> {
-    let mut errors = Vec::new();
+    open_with(pool, m, o, Extras::default()).await
+}
+
+/// [`open`], with files or the email it came from ([`crate::attachments`],
+/// [`crate::inbound`]).
+pub(crate) async fn open_with(
+    pool: &PgPool,
+    m: Member<'_>,
+    o: &Opening,
+    extras: Extras<'_>,
+) -> Result<TicketId, SupportError> {
+    let mut errors = extras.errors.clone();
     let subject = check_subject(&o.subject)
         .map_err(|e| errors.push(("subject", e.to_owned())))
         .ok();
@@ -153,7 +165,7 @@ pub async fn open(pool: &PgPool, m: Member<'_>, o: &Opening) -> Result<TicketId,
         },
     )
     .await?;
-    store::add_message(
+    let message = store::add_message(
         &mut tx,
         &NewMessage {
             ticket: id,
@@ -176,7 +188,9 @@ pub async fn open(pool: &PgPool, m: Member<'_>, o: &Opening) -> Result<TicketId,
     )
     .await?;
     refresh(&mut tx, id, at).await?;
-    tx.commit().await?;
+    extras
+        .attach_and_commit(tx, m.who, m.org, id, message, at)
+        .await?;
     Ok(id)
 }
 
@@ -192,6 +206,8 @@ pub struct TicketView {
     pub ticket: Ticket,
     /// Internal notes only for operators.
     pub messages: Vec<Message>,
+    /// The files of those messages.
+    pub attachments: Vec<crate::attachments::Attachment>,
     pub sla: Sla,
     pub tier: SupportTier,
     pub rating: Option<Rating>,
@@ -207,9 +223,13 @@ async fn view(pool: &PgPool, ticket: Ticket, operator: bool) -> Result<TicketVie
     let (sla, tier) = clock(&mut conn, &ticket, at).await?;
     let messages = store::messages(&mut *conn, ticket.id(), operator).await?;
     let rating = store::rating(&mut *conn, ticket.id()).await?;
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.id).collect();
+    let attachments =
+        herd_store::support_attachments::of_messages(&mut *conn, &ids, operator).await?;
     Ok(TicketView {
+        attachments,
         can_reopen: may_reopen(&ticket, at),
-        can_rate: !ticket.status.is_active() && rating.is_none(),
+        can_rate: !ticket.status.is_active() && rating.is_none() && ticket.merged_into.is_none(),
         ticket,
         messages,
         sla,
@@ -219,11 +239,17 @@ async fn view(pool: &PgPool, ticket: Ticket, operator: bool) -> Result<TicketVie
 }
 
 fn may_reopen(t: &Ticket, at: OffsetDateTime) -> bool {
-    !t.status.is_active() && t.resolved_at.is_some_and(|r| at - r <= REOPEN_WINDOW)
+    t.merged_into.is_none()
+        && !t.status.is_active()
+        && t.resolved_at.is_some_and(|r| at - r <= REOPEN_WINDOW)
 }
 
 /// A ticket for a member who may see it (anyone else: not found).
-async fn visible(pool: &PgPool, m: Member<'_>, id: TicketId) -> Result<Ticket, SupportError> {
+pub(crate) async fn visible(
+    pool: &PgPool,
+    m: Member<'_>,
+    id: TicketId,
+) -> Result<Ticket, SupportError> {
     store::ticket(pool, id)
         .await?
         .filter(|t| m.may_see(t))
@@ -262,6 +288,9 @@ async fn move_to(
     to: Status,
     at: OffsetDateTime,
 ) -> Result<(), SupportError> {
+    if t.merged_into.is_some() {
+        return Err(SupportError::invalid("status", crate::merge::MERGED));
+    }
     if !t.status.can_move_to(to) {
         return Err(SupportError::invalid(
             "status",
@@ -284,7 +313,18 @@ pub async fn customer_reply(
     id: TicketId,
     body: &str,
 ) -> Result<(), SupportError> {
-    let body = check_body(body).map_err(|e| SupportError::invalid("body", e))?;
+    customer_reply_with(pool, m, id, body, Extras::default()).await
+}
+
+/// [`customer_reply`], with files or the email it came from.
+pub(crate) async fn customer_reply_with(
+    pool: &PgPool,
+    m: Member<'_>,
+    id: TicketId,
+    body: &str,
+    extras: Extras<'_>,
+) -> Result<(), SupportError> {
+    let body = extras.body("body", check_body(body))?;
     visible(pool, m, id).await?;
     let at = now();
     let mut tx = pool.begin().await?;
@@ -295,7 +335,7 @@ pub async fn customer_reply(
             "This ticket is resolved or closed: reopen it to reply.",
         ));
     }
-    store::add_message(
+    let message = store::add_message(
         &mut tx,
         &NewMessage {
             ticket: id,
@@ -321,8 +361,9 @@ pub async fn customer_reply(
     )
     .await?;
     refresh(&mut tx, id, at).await?;
-    tx.commit().await?;
-    Ok(())
+    extras
+        .attach_and_commit(tx, m.who, t.org(), id, message, at)
+        .await
 }
 
 /// A member closes the ticket (solved for them, or no longer needed).
@@ -362,6 +403,9 @@ pub async fn reopen(pool: &PgPool, m: Member<'_>, id: TicketId) -> Result<(), Su
             "status",
             "This ticket is open already.",
         ));
+    }
+    if t.merged_into.is_some() {
+        return Err(SupportError::invalid("status", crate::merge::MERGED));
     }
     if !may_reopen(&t, at) {
         return Err(SupportError::invalid(
@@ -415,6 +459,9 @@ pub async fn rate(
             "Tickets are rated once resolved.",
         ));
     }
+    if t.merged_into.is_some() {
+        return Err(SupportError::invalid("score", crate::merge::MERGED));
+    }
     if !store::rate(&mut tx, id, i16::from(score.get()), comment, m.who.id).await? {
         return Err(SupportError::invalid(
             "score",
@@ -454,7 +501,20 @@ pub async fn operator_reply(
     after: AfterReply,
     base_url: &str,
 ) -> Result<(), SupportError> {
-    let body = check_body(body).map_err(|e| SupportError::invalid("body", e))?;
+    operator_reply_with(pool, op, id, body, after, base_url, Extras::default()).await
+}
+
+/// [`operator_reply`], with files.
+pub(crate) async fn operator_reply_with(
+    pool: &PgPool,
+    op: Who<'_>,
+    id: TicketId,
+    body: &str,
+    after: AfterReply,
+    base_url: &str,
+    extras: Extras<'_>,
+) -> Result<(), SupportError> {
+    let body = extras.body("body", check_body(body))?;
     let at = now();
     let mut tx = pool.begin().await?;
     let t = locked(&mut tx, id).await?;
@@ -497,8 +557,9 @@ pub async fn operator_reply(
     )
     .await?;
     refresh(&mut tx, id, at).await?;
-    tx.commit().await?;
-    Ok(())
+    extras
+        .attach_and_commit(tx, op, t.org(), id, message, at)
+        .await
 }
 
 /// An operator's internal note: only operators see it; nobody is emailed.
@@ -508,11 +569,22 @@ pub async fn note(
     id: TicketId,
     body: &str,
 ) -> Result<(), SupportError> {
-    let body = check_body(body).map_err(|e| SupportError::invalid("note", e))?;
+    note_with(pool, op, id, body, Extras::default()).await
+}
+
+/// [`note`], with files (only operators ever get them).
+pub(crate) async fn note_with(
+    pool: &PgPool,
+    op: Who<'_>,
+    id: TicketId,
+    body: &str,
+    extras: Extras<'_>,
+) -> Result<(), SupportError> {
+    let body = extras.body("note", check_body(body))?;
     let at = now();
     let mut tx = pool.begin().await?;
     let t = locked(&mut tx, id).await?;
-    store::add_message(
+    let message = store::add_message(
         &mut tx,
         &NewMessage {
             ticket: id,
@@ -526,8 +598,9 @@ pub async fn note(
     )
     .await?;
     record(&mut tx, op, t.org(), "support.ticket.noted", id, json!({})).await?;
-    tx.commit().await?;
-    Ok(())
+    extras
+        .attach_and_commit(tx, op, t.org(), id, message, at)
+        .await
 }
 
 /// Assigns the ticket to an operator, or to nobody.

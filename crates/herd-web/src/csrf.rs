@@ -3,7 +3,9 @@
 //! Each session holds a random token; every form carries it in a hidden `csrf_token`
 //! field (or a script sends it in `X-CSRF-Token`). Any request that is not GET, HEAD or
 //! OPTIONS without the matching token is refused with 403 before it reaches a handler, so
-//! a new form cannot forget the check.
+//! a new form cannot forget the check. Forms with files (`multipart/form-data`) carry the
+//! same field, read from their parts; they may be larger (up to
+//! [`MAX_MULTIPART_BYTES`](crate::uploads::MAX_MULTIPART_BYTES), 413 beyond).
 
 use crate::error::AppError;
 use crate::session;
@@ -16,7 +18,7 @@ use tower_sessions::Session;
 
 pub const FIELD: &str = "csrf_token";
 pub const HEADER: &str = "x-csrf-token";
-/// Forms larger than this are refused (no uploads go through forms yet).
+/// Forms without files larger than this are refused.
 const MAX_FORM_BYTES: usize = 1024 * 1024;
 
 pub async fn verify(session: Session, req: Request, next: Next) -> Response {
@@ -38,15 +40,33 @@ async fn check(session: &Session, req: Request) -> Result<Request, AppError> {
         .get(HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let boundary = crate::uploads::multipart_boundary(
+        req.headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    // Only a signed-in user's form may carry files: an anonymous session (anyone who
+    // fetched the login page) must not make the server hold an upload's worth of memory.
+    let signed_in = boundary.is_some() && session::user_id(session).await?.is_some();
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, MAX_FORM_BYTES)
-        .await
-        .map_err(|_| AppError::Csrf)?;
-    let presented = header.or_else(|| {
-        url::form_urlencoded::parse(&bytes)
+    let bytes = match &boundary {
+        None => to_bytes(body, MAX_FORM_BYTES)
+            .await
+            .map_err(|_| AppError::Csrf)?,
+        Some(_) if !signed_in => to_bytes(body, MAX_FORM_BYTES)
+            .await
+            .map_err(|_| AppError::TooLarge(crate::uploads::TOO_LARGE.to_owned()))?,
+        Some(_) => to_bytes(body, crate::uploads::MAX_MULTIPART_BYTES)
+            .await
+            .map_err(|_| AppError::TooLarge(crate::uploads::TOO_LARGE.to_owned()))?,
+    };
+    let presented = match (header, &boundary) {
+        (Some(h), _) => Some(h),
+        (None, Some(boundary)) => multipart_token(bytes.clone(), boundary).await,
+        (None, None) => url::form_urlencoded::parse(&bytes)
             .find(|(k, _)| k == FIELD)
-            .map(|(_, v)| v.into_owned())
-    });
+            .map(|(_, v)| v.into_owned()),
+    };
     match presented {
         Some(p) if constant_time_eq(p.as_bytes(), expected.as_bytes()) => {
             Ok(Request::from_parts(parts, Body::from(bytes)))
@@ -56,6 +76,18 @@ async fn check(session: &Session, req: Request) -> Result<Request, AppError> {
             Err(AppError::Csrf)
         }
     }
+}
+
+/// The token field of a multipart body (forms put it first, so the files are not read).
+async fn multipart_token(body: bytes::Bytes, boundary: &str) -> Option<String> {
+    let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut parts = multer::Multipart::new(stream, boundary);
+    while let Ok(Some(field)) = parts.next_field().await {
+        if field.name() == Some(FIELD) && field.file_name().is_none() {
+            return field.text().await.ok();
+        }
+    }
+    None
 }
 
 /// Whether `a` and `b` are equal, taking as long wherever they differ.

@@ -3,6 +3,7 @@
 //! what a plan promises ([`tier::SupportTier`]: targets per priority and the hours they
 //! count in) and the SLA clock ([`sla`]) that turns a ticket's history into due times.
 
+pub mod attachment;
 pub mod sla;
 pub mod tier;
 

@@ -1,7 +1,13 @@
 //! The console's support desk: the queue (unassigned, mine, all open, breaching soon,
 //! breached; filters; soonest due first), a ticket's page with replies, internal notes,
 //! assignment, status and priority, and the editor of each plan's support tier. Every
-//! action is audited by herd-support.
+//! action is audited by herd-support. Canned replies ([`canned`]), merging duplicates
+//! ([`merge`]) and the dashboard ([`dashboard`]) have their own modules.
+
+mod canned;
+mod charts;
+mod dashboard;
+pub(super) mod merge;
 
 use super::support::{app_error, field_errors, sla_text, Row};
 use super::FieldErrors;
@@ -32,7 +38,8 @@ use uuid::Uuid;
 
 pub fn routes(r: Routes) -> Routes {
     use Access::Operator;
-    r.get("/operator/support", Operator, queue)
+    let r = r
+        .get("/operator/support", Operator, queue)
         .get("/operator/support/tiers", Operator, tier_list)
         .get("/operator/support/tiers/{code}", Operator, tier_form)
         .post("/operator/support/tiers/{code}", Operator, tier_save)
@@ -41,7 +48,10 @@ pub fn routes(r: Routes) -> Routes {
         .post("/operator/support/{ticket}/note", Operator, note)
         .post("/operator/support/{ticket}/assign", Operator, assign)
         .post("/operator/support/{ticket}/status", Operator, status)
-        .post("/operator/support/{ticket}/priority", Operator, priority)
+        .post("/operator/support/{ticket}/priority", Operator, priority);
+    let r = canned::routes(r);
+    let r = merge::routes(r);
+    dashboard::routes(r)
 }
 
 fn who<'a>(op: &'a User, ip: &'a str) -> Who<'a> {
@@ -174,6 +184,15 @@ struct TicketPage {
     note: String,
     opened: String,
     hours: String,
+    /// Each message's files.
+    files: Vec<(Uuid, Vec<super::support_files::FileLink>)>,
+    /// Canned replies offered, grouped ("For billing tickets", "Other replies").
+    canned: Vec<canned::Group>,
+    canned_selected: String,
+    merges: merge::Sections,
+    /// Where this ticket may be merged (the organization's other open tickets).
+    merge_candidates: Vec<herd_store::support_ops::TicketRef>,
+    into: String,
 }
 
 async fn ticket_page(
@@ -188,7 +207,17 @@ async fn ticket_page(
     let v = tickets::operator_view(&state.pool, TicketId(id))
         .await
         .map_err(app_error)?;
+    let canned = canned::groups(state, v.ticket.category).await?;
+    let merges = merge::Sections::for_operator(state, &v.ticket).await?;
+    let merge_candidates = herd_support::merge::candidates(&state.pool, &v.ticket)
+        .await
+        .map_err(app_error)?;
     Ok(TicketPage {
+        canned,
+        canned_selected: String::new(),
+        merges,
+        merge_candidates,
+        into: String::new(),
         l: Layout::new(session, Some(op)).await?,
         messages: v
             .messages
@@ -198,6 +227,7 @@ async fn ticket_page(
         first_response: sla_text(&v.sla.first_response),
         resolution: sla_text(&v.sla.resolution),
         opened: datetime(v.ticket.created_at),
+        files: super::support_files::links(&v, "/operator/support"),
         hours: v.tier.hours.label(),
         operators: store::operators(&state.pool)
             .await?
@@ -269,7 +299,7 @@ async fn reply(
     ClientIp(ip): ClientIp,
     Operator(op): Operator,
     Path(id): Path<Uuid>,
-    Form(form): Form<ReplyForm>,
+    crate::uploads::FormWithFiles(form, files): crate::uploads::FormWithFiles<ReplyForm>,
 ) -> Result<Response, AppError> {
     let after = match form.then.as_str() {
         "wait" => AfterReply::WaitOnCustomer,
@@ -282,13 +312,15 @@ async fn reply(
         .as_str()
         .trim_end_matches('/')
         .to_owned();
-    let result = tickets::operator_reply(
+    let result = herd_support::attachments::operator_reply(
         &state.pool,
+        &state.config.support_attachments,
         who(&op, &ip),
         TicketId(id),
         &form.body,
         after,
         &base,
+        files,
     )
     .await;
     let done = "Reply sent; the customer is emailed.";

@@ -10,6 +10,7 @@ use crate::error::AppError;
 use crate::routes::{Access, Capability, Routes};
 use crate::session;
 use crate::state::AppState;
+use crate::uploads::FormWithFiles;
 use crate::views::{datetime, render, render_status, Layout, Pager};
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -20,6 +21,7 @@ use herd_domain::ids::TicketId;
 use herd_domain::support::{Category, Priority, SlaTarget};
 use herd_store::support::{Message, Ticket};
 use herd_store::Page;
+use herd_support::attachments;
 use herd_support::tickets::{self, Member, Opening, TicketView};
 use herd_support::{SupportError, Who};
 use serde::Deserialize;
@@ -44,6 +46,7 @@ pub(super) fn app_error(e: SupportError) -> AppError {
         SupportError::NotFound => AppError::NotFound,
         SupportError::Store(s) => s.into(),
         SupportError::Invalid(m) => AppError::Internal(format!("unexpected refusal: {m:?}")),
+        SupportError::Attachments(m) => AppError::Internal(m),
     }
 }
 
@@ -89,7 +92,7 @@ pub(super) fn sla_text(t: &SlaTarget) -> String {
     }
 }
 
-fn member<'a>(ctx: &'a OrgCtx, ip: &'a str) -> Member<'a> {
+pub(super) fn member<'a>(ctx: &'a OrgCtx, ip: &'a str) -> Member<'a> {
     Member {
         org: ctx.org.id(),
         role: ctx.role,
@@ -223,7 +226,7 @@ async fn open(
     session: Session,
     ClientIp(ip): ClientIp,
     ctx: OrgCtx,
-    Form(form): Form<OpenForm>,
+    FormWithFiles(form, files): FormWithFiles<OpenForm>,
 ) -> Result<Response, AppError> {
     let opening = Opening {
         subject: form.subject.clone(),
@@ -233,7 +236,8 @@ async fn open(
         instance: form.instance.clone(),
         shared_with_org: form.shared.is_some(),
     };
-    match tickets::open(&state.pool, member(&ctx, &ip), &opening).await {
+    let store = &state.config.support_attachments;
+    match attachments::open(&state.pool, store, member(&ctx, &ip), &opening, files).await {
         Ok(id) => {
             session::flash(
                 &session,
@@ -258,12 +262,16 @@ struct TicketPage {
     ctx: OrgCtx,
     v: TicketView,
     messages: Vec<(Message, String)>,
+    /// Each message's files.
+    files: Vec<(Uuid, Vec<super::support_files::FileLink>)>,
     first_response: String,
     resolution: String,
     errors: FieldErrors,
     body: String,
     /// Who sees every ticket, in words ("owners and admins").
     who_sees_all: String,
+    /// Merged into another ticket, or others merged into this one.
+    merges: super::operator_support::merge::Sections,
 }
 
 async fn ticket_page(
@@ -278,7 +286,11 @@ async fn ticket_page(
     let v = tickets::customer_view(&state.pool, member(&ctx, ip), TicketId(id))
         .await
         .map_err(app_error)?;
+    let merges =
+        super::operator_support::merge::Sections::for_member(state, member(&ctx, ip), &v.ticket)
+            .await?;
     Ok(TicketPage {
+        merges,
         l: Layout::new(session, Some(&ctx.user)).await?,
         messages: v
             .messages
@@ -287,6 +299,7 @@ async fn ticket_page(
             .collect(),
         first_response: sla_text(&v.sla.first_response),
         resolution: sla_text(&v.sla.resolution),
+        files: super::support_files::links(&v, &format!("/o/{}/support", ctx.org.slug)),
         v,
         ctx,
         errors,
@@ -352,10 +365,12 @@ async fn reply(
     ClientIp(ip): ClientIp,
     ctx: OrgCtx,
     Path((_slug, id)): Path<(String, Uuid)>,
-    Form(form): Form<ReplyForm>,
+    FormWithFiles(form, files): FormWithFiles<ReplyForm>,
 ) -> Result<Response, AppError> {
+    let store = &state.config.support_attachments;
+    let m = member(&ctx, &ip);
     let result =
-        tickets::customer_reply(&state.pool, member(&ctx, &ip), TicketId(id), &form.body).await;
+        attachments::customer_reply(&state.pool, store, m, TicketId(id), &form.body, files).await;
     answer(
         &state,
         &session,
