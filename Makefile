@@ -16,6 +16,7 @@ BENCH_DB = $$(HERD_PG_DIR=$(CURDIR)/var/postgres-bench HERD_PG_PORT=54330 HERD_P
 bench:
 	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-web --bench webhook_ingest
 	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-web --bench dashboard
+	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-web --bench support_queue
 	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-billing --bench event_storm
 	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-orchestrator --bench order_to_apply
 	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-jobs --bench claims

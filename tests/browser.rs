@@ -665,7 +665,12 @@ async fn console(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
     visit(c, app, "/operator/billing/events", "Stripe webhook events").await?;
     visit(c, app, "/operator/users", "Users").await?;
     visit(c, app, "/operator/audit", "Audit log").await?;
-    // The support desk, with a ticket of Lyon's.
+    // The support desk, with a ticket of Lyon's and a canned reply to answer it with.
+    let canned = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO canned_replies (id, title, body, category) VALUES ($1, 'Slow federation', 'Hello {{customer_name}}, we are on it.', 'technical')")
+        .bind(canned)
+        .execute(&app.pool)
+        .await?;
     let ticket = uuid::Uuid::now_v7();
     sqlx::query("INSERT INTO tickets (id, org_id, subject, category, priority) SELECT $1, id, 'Federation is slow', 'technical', 'normal' FROM organizations WHERE slug = 'lyon'")
         .bind(ticket)
@@ -684,11 +689,22 @@ async fn console(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
         "Federation is slow",
     )
     .await?;
-    // The operator answers it, and the page comes back with the answer.
+    // The operator types, inserts the canned reply (no script: the page comes back with
+    // it filled in below the text), answers, and the page comes back with the answer.
     fill(c, "#body", "We moved your server to a quieter node.").await?;
+    click(c, Locator::Css(&format!("#canned option[value='{canned}']"))).await?;
+    click(c, Locator::Css("button[formaction$='/canned']")).await?;
+    wait_for(c, Locator::Css("#canned option[selected]")).await?;
+    let text = c.find(Locator::Id("body")).await?.prop("value").await?;
+    expect_eq(
+        "the reply with the canned one inserted",
+        text.as_deref().unwrap_or_default(),
+        "We moved your server to a quieter node.\n\nHello there, we are on it.",
+    )?;
+    accessible(c, "a ticket with a canned reply inserted").await?;
     click(
         c,
-        Locator::Css("form[action$='/reply'] button[type=submit]"),
+        Locator::Css("form[action$='/reply'] button[type=submit]:not([formaction])"),
     )
     .await?;
     wait_for(c, Locator::Css(".flash")).await?;
@@ -699,6 +715,29 @@ async fn console(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
             .fetch_one(&app.pool)
             .await?;
     expect_eq("operator answers", &answered.to_string(), "1")?;
+    // Its duplicate: the merge's confirmation.
+    let duplicate = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO tickets (id, org_id, subject, category, priority) SELECT $1, id, 'Posts late', 'technical', 'normal' FROM organizations WHERE slug = 'lyon'")
+        .bind(duplicate)
+        .execute(&app.pool)
+        .await?;
+    let (kept, dup): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT number FROM tickets WHERE id = $1), (SELECT number FROM tickets WHERE id = $2)",
+    )
+    .bind(ticket)
+    .bind(duplicate)
+    .fetch_one(&app.pool)
+    .await?;
+    visit(
+        c,
+        app,
+        &format!("/operator/support/{duplicate}/merge?into={kept}"),
+        &format!("Merge #{dup} into #{kept}?"),
+    )
+    .await?;
+    visit(c, app, "/operator/support/dashboard", "Support dashboard").await?;
+    visit(c, app, "/operator/support/canned", "Canned replies").await?;
+    visit(c, app, "/operator/support/canned/new", "New canned reply").await?;
     visit(c, app, "/operator/support/tiers", "Support tiers").await?;
     visit(
         c,

@@ -5,12 +5,14 @@
 //! This crate does no IO. CI checks that it never depends on sqlx, axum, kube or stripe.
 
 pub mod access;
+pub mod backup;
 pub mod domain;
 pub mod email;
 pub mod ids;
 pub mod instance;
 pub mod invoice;
 pub mod job;
+pub mod moderation;
 pub mod password;
 pub mod plan;
 pub mod role;

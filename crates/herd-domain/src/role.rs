@@ -115,15 +115,19 @@ pub enum Capability {
     /// See and answer every support ticket of the organization (every member sees the
     /// tickets they opened and those shared with the organization).
     SeeAllTickets,
+    /// See the managed moderation of the organization's servers; write their moderation
+    /// policy, decide escalated reports, connect the moderator account's token.
+    ManageModeration,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Capability::View,
         Capability::ManageMembers,
         Capability::ManageServers,
         Capability::ManageBilling,
         Capability::SeeAllTickets,
+        Capability::ManageModeration,
     ];
 
     /// Which roles have this capability. The one place the rule is written: owners have
@@ -133,9 +137,10 @@ impl Capability {
         use Role::*;
         match self {
             Capability::View => true,
-            Capability::ManageMembers | Capability::ManageServers | Capability::SeeAllTickets => {
-                matches!(role, Owner | Admin)
-            }
+            Capability::ManageMembers
+            | Capability::ManageServers
+            | Capability::SeeAllTickets
+            | Capability::ManageModeration => matches!(role, Owner | Admin),
             Capability::ManageBilling => matches!(role, Owner | Billing),
         }
     }
@@ -153,6 +158,7 @@ impl Capability {
             Capability::ManageServers => "manage servers",
             Capability::ManageBilling => "manage billing",
             Capability::SeeAllTickets => "see all tickets",
+            Capability::ManageModeration => "manage moderation",
         }
     }
 
@@ -165,6 +171,7 @@ impl Capability {
             Capability::ManageServers => "manage the organization's servers",
             Capability::ManageBilling => "order servers and manage billing",
             Capability::SeeAllTickets => "see every support ticket of the organization",
+            Capability::ManageModeration => "manage the moderation of the organization's servers",
         }
     }
 
@@ -176,6 +183,7 @@ impl Capability {
             Capability::ManageServers => "suspend, resume, upgrade and delete servers; the maintenance window; check a custom domain's proof; see or reset the server owner's password",
             Capability::ManageBilling => "order servers; subscriptions, plan changes, payment methods, cancellations, orders and invoices",
             Capability::SeeAllTickets => "see, answer, close and rate every support ticket of the organization (every member has those they opened and those shared with the organization)",
+            Capability::ManageModeration => "see the managed moderation of the organization's servers (reports, decisions, hours, the monthly report); write the moderation policy; decide escalated reports; connect or revoke the moderator account's token",
         }
     }
 
@@ -187,6 +195,7 @@ impl Capability {
             Capability::ManageServers => "servers",
             Capability::ManageBilling => "billing",
             Capability::SeeAllTickets => "support tickets",
+            Capability::ManageModeration => "moderation",
         }
     }
 
@@ -321,6 +330,7 @@ mod tests {
                 (ManageServers, vec![Owner, Admin]),
                 (ManageBilling, vec![Owner, Billing]),
                 (SeeAllTickets, vec![Owner, Admin]),
+                (ManageModeration, vec![Owner, Admin]),
             ]
         );
     }
@@ -338,8 +348,8 @@ mod tests {
         assert_eq!(Capability::View.who(), "every member");
         assert_eq!(
             roles_summary(),
-            "Owners manage members, servers, billing and support tickets; admins manage members, \
-             servers and support tickets; billing members manage billing; members see the organization, its members and its \
+            "Owners manage members, servers, billing, support tickets and moderation; admins manage \
+             members, servers, support tickets and moderation; billing members manage billing; members see the organization, its members and its \
              servers. Only owners grant, change or remove the owner role."
         );
     }

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod backups;
 pub mod billing;
 pub mod error;
 pub mod fleet;
@@ -13,11 +14,14 @@ pub mod invitations;
 pub mod invoicing;
 pub mod jobs;
 pub mod login_attempts;
+pub mod moderation;
 pub mod orgs;
 pub mod page;
 pub mod plans;
 pub mod second_factor;
 pub mod support;
+pub mod support_attachments;
+pub mod support_ops;
 pub mod tokens;
 pub mod users;
 

@@ -231,4 +231,96 @@ impl Client {
         self.read(self.http.post(self.url(path)).form(form).send().await)
             .await
     }
+
+    /// POSTs a form with files as `multipart/form-data`, as a browser does for a form with
+    /// a file input: the CSRF token of the last page first, then the fields, then the
+    /// files, each (field, file name, bytes).
+    pub async fn post_multipart(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        files: &[(&str, &str, &[u8])],
+    ) -> Resp {
+        let token = self.csrf().unwrap_or_default();
+        let mut fields = vec![(herd_web::csrf::FIELD, token.as_str())];
+        fields.extend_from_slice(form);
+        self.post_multipart_raw(path, &fields, files).await
+    }
+
+    /// POSTs exactly these fields and files as `multipart/form-data` (no token added).
+    pub async fn post_multipart_raw(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        files: &[(&str, &str, &[u8])],
+    ) -> Resp {
+        let boundary = format!("herd-test-{}", uuid_like());
+        let mut body = Vec::new();
+        for (name, value) in form {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                    .as_bytes(),
+            );
+        }
+        for (field, file_name, bytes) in files {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+                    .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let req = self
+            .http
+            .post(self.url(path))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body);
+        self.read(req.send().await).await
+    }
+
+    /// GETs a file: its status, headers and bytes, as they came.
+    pub async fn download(&self, path: &str) -> Download {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request failed: {e}"));
+        Download {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            bytes: resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+        }
+    }
+}
+
+/// A file as downloaded.
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub bytes: Vec<u8>,
+}
+
+impl Download {
+    /// A header's value, or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{nanos:x}")
 }

@@ -54,7 +54,7 @@ pub fn registry_with(
     key: Option<SealKey>,
     dns: SocketAddr,
 ) -> Registry {
-    registry_with_stripe(pool, mailer, clusters, key, dns, None)
+    registry_with_stripe(pool, mailer, clusters, key, dns, None, None)
 }
 
 /// [`registry_with`], with `stripe` (a [`crate::stripe::FakeStripe`]'s) as Stripe's API.
@@ -65,13 +65,16 @@ pub fn registry_with_stripe(
     key: Option<SealKey>,
     dns: SocketAddr,
     stripe: Option<herd_billing::stripe_api::StripeApi>,
+    replies: Option<&herd_support::inbound::ReplyAddresses>,
 ) -> Registry {
     let mut r = Registry::new();
     herd_billing::worker::register_with(&mut r, pool, mailer, stripe);
     herd_web::emails::register(&mut r, pool, mailer);
     let checker = herd_fleet::domains::DnsChecker::at(dns).expect("a DNS resolver");
     herd_fleet::domains::register(&mut r, pool, &checker);
-    herd_support::jobs::register(&mut r, pool, mailer);
+    herd_fleet::backups::register(&mut r, pool, mailer);
+    herd_support::jobs::register(&mut r, pool, mailer, replies);
+    herd_moderation::jobs::register(&mut r, pool, mailer, key.clone());
     herd_orchestrator::register(
         &mut r,
         &herd_orchestrator::Orchestrator {
@@ -138,6 +141,7 @@ pub async fn run_jobs_with_stripe(
         None,
         nowhere,
         Some(stripe.clone()),
+        None,
     );
     drain_checked(
         &Runner::new(pool.clone(), registry, Settings::default()),

@@ -8,13 +8,14 @@
 mod client;
 pub mod fake_cluster;
 pub mod fake_dns;
+pub mod fake_mastodon;
 pub mod fake_rules;
 pub mod jobs;
 pub mod netpol;
 mod pg;
 pub mod stripe;
 
-pub use client::{Client, Resp};
+pub use client::{Client, Download, Resp};
 pub use pg::print_conditions;
 pub use pg::{drop_database, scratch_database, TempPostgres};
 
@@ -56,6 +57,9 @@ pub struct TestApp {
     /// Stripe's API as the app is configured to reach it (a `FakeStripe`), which the
     /// worker uses too.
     pub stripe: Option<herd_billing::stripe_api::StripeApi>,
+    /// The support desk's addresses (support@support.herd.test unless the test set
+    /// others), which the worker signs reply emails with.
+    pub support_replies: Option<herd_support::inbound::ReplyAddresses>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -106,10 +110,17 @@ impl TestApp {
         let _ = std::fs::remove_dir_all(&outbox);
         let mailer = Mailer::outbox(&outbox, "Herd <noreply@herd.test>").unwrap();
         let mut config = WebConfig::new(url::Url::parse(&base).unwrap());
-        let seal_key =
-            herd_fleet::seal::SealKey::from_base64(&herd_fleet::seal::SealKey::generate_base64())
-                .unwrap();
+        let seal_base64 = herd_fleet::seal::SealKey::generate_base64();
+        let seal_key = herd_fleet::seal::SealKey::from_base64(&seal_base64).unwrap();
         config.seal_key = Some(seal_key.clone());
+        // As `herd serve` derives them from HERD_SUPPORT_EMAIL and HERD_ENCRYPTION_KEY.
+        config.support_replies = Some(
+            herd_support::inbound::ReplyAddresses::new(
+                "support@support.herd.test",
+                seal_base64.as_bytes(),
+            )
+            .unwrap(),
+        );
         let dns = fake_dns::FakeDns::start(pool.clone()).await;
         config.dns_server = Some(dns.addr);
         adjust(&mut config);
@@ -117,6 +128,7 @@ impl TestApp {
             .stripe_secret_key
             .as_ref()
             .map(|k| herd_billing::stripe_api::StripeApi::new(k, &config.stripe_api_base).unwrap());
+        let support_replies = config.support_replies.clone();
         let state = AppState::new(pool.clone(), config, mailer.clone());
         let app = herd_web::app(state).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
@@ -132,6 +144,7 @@ impl TestApp {
             seal_key,
             dns,
             stripe,
+            support_replies,
             server,
         }
     }
@@ -148,6 +161,7 @@ impl TestApp {
                 Some(self.seal_key.clone()),
                 self.dns.addr,
                 self.stripe.clone(),
+                self.support_replies.as_ref(),
             ),
             jobs::fast_settings(),
         )

@@ -20,6 +20,12 @@ pub enum AppError {
     Forbidden(String),
     #[error("the form's security token is missing or stale")]
     Csrf,
+    /// A request Herd cannot read (a broken form); the message says so.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// A body larger than the route takes (files); the message says the limit.
+    #[error("too large: {0}")]
+    TooLarge(String),
     #[error("database unavailable")]
     Unavailable,
     #[error("internal error: {0}")]
@@ -92,6 +98,8 @@ impl IntoResponse for AppError {
                 "Form expired",
                 "The form's security token was missing or stale. Go back, reload the page and try again; nothing was changed.".to_owned(),
             ),
+            AppError::BadRequest(msg) => (StatusCode::BAD_REQUEST, "Bad request", msg.clone()),
+            AppError::TooLarge(msg) => (StatusCode::PAYLOAD_TOO_LARGE, "Too large", msg.clone()),
             AppError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Temporarily unavailable",

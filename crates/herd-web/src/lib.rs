@@ -11,6 +11,7 @@ pub mod csrf;
 pub mod emails;
 pub mod error;
 pub mod health;
+pub mod inbound_mail;
 pub mod metrics;
 pub mod pages;
 pub mod routes;
@@ -18,6 +19,7 @@ pub mod security_headers;
 pub mod session;
 pub mod state;
 pub mod totp;
+pub mod uploads;
 pub mod views;
 pub mod webhooks;
 
@@ -67,6 +69,7 @@ fn app_with(state: AppState, portal: Router<AppState>) -> Router {
     Router::new()
         .merge(health::router())
         .merge(webhooks::router())
+        .merge(inbound_mail::router())
         .merge(portal)
         .fallback(pages::not_found)
         .route_layer(axum::middleware::from_fn(metrics::track))

@@ -128,7 +128,9 @@ pub fn portal() -> Routes {
     let r = pages::operator_jobs::routes(r);
     let r = pages::operator_orders::routes(r);
     let r = pages::support::routes(r);
+    let r = pages::support_files::routes(r);
     let r = pages::operator_support::routes(r);
+    let r = pages::moderation::routes(r);
     pages::plans::routes(r)
 }
 

@@ -65,6 +65,18 @@ pub struct WebConfig {
     pub worker: Option<herd_jobs::WorkerHealth>,
     /// How long a call to Stripe's API may take before its outcome counts as unknown.
     pub stripe_timeout: std::time::Duration,
+    /// Where support tickets' files are kept (`HERD_SUPPORT_ATTACHMENTS_URL`); in memory
+    /// unless set (`herd serve` always sets it).
+    pub support_attachments: herd_support::attachments::AttachmentStore,
+    /// The support address and the key of tickets' signed reply addresses
+    /// (`HERD_SUPPORT_EMAIL`, with `HERD_ENCRYPTION_KEY`): replies by email need both.
+    pub support_replies: Option<herd_support::inbound::ReplyAddresses>,
+    /// The secret the mail server presents to `POST /inbound/support-mail`
+    /// (`HERD_SUPPORT_INBOUND_SECRET`); without it, the endpoint is not there (404).
+    pub support_inbound_secret: Option<SecretString>,
+    /// The authserv-id of the `Authentication-Results` header the receiving mail server
+    /// adds (`HERD_SUPPORT_MAIL_AUTHSERV_ID`); unset, inbound mail opens no tickets.
+    pub support_mail_authserv_id: Option<String>,
 }
 
 impl WebConfig {
@@ -93,6 +105,10 @@ impl WebConfig {
             dns_server: None,
             worker: None,
             stripe_timeout: herd_billing::stripe_api::DEFAULT_TIMEOUT,
+            support_attachments: herd_support::attachments::AttachmentStore::in_memory(),
+            support_replies: None,
+            support_inbound_secret: None,
+            support_mail_authserv_id: None,
         }
     }
 

@@ -146,6 +146,12 @@ pub struct OperatorArgs {
         default_value = "herd-backup-credentials"
     )]
     pub backup_secret: String,
+
+    /// The age recipient (age1…, from `age-keygen`) every backup seals the tenant's app
+    /// secrets to; required with a backup bucket. Its identity stays with the platform's
+    /// operators, never in a cluster (docs/BACKUPS.md).
+    #[arg(long, env = "HERD_BACKUP_SECRETS_RECIPIENT")]
+    pub backup_secrets_recipient: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +334,29 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub dns: DnsArgs,
+
+    /// Where support tickets' files are kept: a directory (created if missing), a
+    /// file:///path URL, or s3://bucket/prefix, with credentials, region and endpoint from
+    /// the AWS_* variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ENDPOINT).
+    #[arg(
+        long,
+        env = "HERD_SUPPORT_ATTACHMENTS_URL",
+        default_value = "var/support-attachments"
+    )]
+    pub support_attachments_url: String,
+
+    /// The shared secret the mail server presents to POST /inbound/support-mail (as a
+    /// bearer token or a basic-authentication password). Unset, the endpoint answers 404.
+    #[arg(long, env = "HERD_SUPPORT_INBOUND_SECRET", hide_env_values = true)]
+    pub support_inbound_secret: Option<SecretString>,
+
+    /// The authserv-id of the Authentication-Results header the receiving mail server adds
+    /// (OpenDMARC, OpenDKIM, rspamd, or the provider). Inbound mail acts as its sender only
+    /// with dmarc=pass or an aligned dkim=pass there. Unset, only replies to signed reply
+    /// addresses are taken, never new tickets.
+    #[arg(long, env = "HERD_SUPPORT_MAIL_AUTHSERV_ID")]
+    pub support_mail_authserv_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -416,6 +445,14 @@ pub struct MailArgs {
         default_value = "Herd <noreply@localhost>"
     )]
     pub mail_from: String,
+
+    /// The support desk's address (support@help.example.org): emails to it from a member
+    /// of one organization open tickets, and each reply email carries a ticket's signed
+    /// reply address at its domain (support+<ticket>.<signature>@…), signed with a key
+    /// derived from HERD_ENCRYPTION_KEY. Route both to POST /inbound/support-mail
+    /// (docs/OPERATIONS.md). Unset, support emails carry no reply address.
+    #[arg(long, env = "HERD_SUPPORT_EMAIL")]
+    pub support_email: Option<String>,
 }
 
 #[derive(Debug, Args)]

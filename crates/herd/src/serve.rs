@@ -1,9 +1,10 @@
 //! `herd serve` and `herd migrate`.
 
-use crate::cli::{DbArgs, MailArgs, ServeArgs, WorkerArgs};
+use crate::cli::{DbArgs, KeyArgs, MailArgs, ServeArgs, WorkerArgs};
 use anyhow::Context;
 use herd_billing::stripe_api::StripeApi;
 use herd_mail::Mailer;
+use herd_support::inbound::ReplyAddresses;
 use herd_web::{AppState, WebConfig};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
@@ -61,6 +62,30 @@ pub fn mailer(args: &MailArgs) -> anyhow::Result<Mailer> {
     })
 }
 
+/// The support desk's addresses (HERD_SUPPORT_EMAIL), signed with a key derived from
+/// HERD_ENCRYPTION_KEY; without either, support emails carry no reply address.
+pub fn support_replies(mail: &MailArgs, key: &KeyArgs) -> anyhow::Result<Option<ReplyAddresses>> {
+    let Some(address) = mail
+        .support_email
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    else {
+        tracing::info!("no HERD_SUPPORT_EMAIL: support emails cannot be answered by email");
+        return Ok(None);
+    };
+    let Some(secret) = key
+        .encryption_key
+        .as_ref()
+        .map(|k| k.expose_secret().trim().to_owned())
+        .filter(|k| !k.is_empty())
+    else {
+        tracing::warn!("HERD_SUPPORT_EMAIL is set but HERD_ENCRYPTION_KEY is not: reply addresses cannot be signed, so support emails cannot be answered by email");
+        return Ok(None);
+    };
+    Ok(Some(ReplyAddresses::new(address, secret.as_bytes())?))
+}
+
 /// Every capability's job handlers: the one registry `herd worker` and `herd serve` run.
 fn registry(
     pool: &PgPool,
@@ -68,12 +93,15 @@ fn registry(
     fleet: &herd_orchestrator::Orchestrator,
     dns: &herd_fleet::domains::DnsChecker,
     stripe: Option<StripeApi>,
+    replies: Option<&ReplyAddresses>,
 ) -> herd_jobs::Registry {
     let mut r = herd_jobs::Registry::new();
     herd_billing::worker::register_with(&mut r, pool, mailer, stripe);
     herd_web::emails::register(&mut r, pool, mailer);
     herd_fleet::domains::register(&mut r, pool, dns);
-    herd_support::jobs::register(&mut r, pool, mailer);
+    herd_fleet::backups::register(&mut r, pool, mailer);
+    herd_support::jobs::register(&mut r, pool, mailer, replies);
+    herd_moderation::jobs::register(&mut r, pool, mailer, fleet.key.clone());
     herd_orchestrator::register(&mut r, fleet);
     r
 }
@@ -91,6 +119,10 @@ fn orchestrator(
 
 /// Runs the job runner, billing's minute tick, the fleet's tick and the clusters' watches
 /// until `shutdown()` resolves.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the worker's settings, as the two commands have them"
+)]
 async fn run_worker(
     pool: PgPool,
     mailer: Mailer,
@@ -99,18 +131,27 @@ async fn run_worker(
     dns: herd_fleet::domains::DnsChecker,
     stripe: Option<StripeApi>,
     support_auto_close_days: u16,
+    replies: Option<ReplyAddresses>,
 ) {
     // One connector (and its cache of cluster clients) for the jobs and the watches.
     let fleet = orchestrator(&pool, key);
     let runner = herd_jobs::Runner::new(
         pool.clone(),
-        registry(&pool, &mailer, &fleet, &dns, stripe.clone()),
+        registry(
+            &pool,
+            &mailer,
+            &fleet,
+            &dns,
+            stripe.clone(),
+            replies.as_ref(),
+        ),
         settings,
     );
     tokio::join!(
         runner.run(shutdown()),
         herd_billing::worker::run_ticks(pool.clone(), stripe, shutdown()),
         herd_support::jobs::run_ticks(pool.clone(), support_auto_close_days, shutdown()),
+        herd_moderation::jobs::run_ticks(pool.clone(), shutdown()),
         herd_orchestrator::run_ticks(pool, shutdown()),
         herd_orchestrator::watch::run(fleet, shutdown())
     );
@@ -125,6 +166,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let stripe = stripe_api(args.stripe_secret_key.as_ref(), &args.stripe_api_base)?;
     tracing::info!("worker: processing the job queue");
     let auto_close = args.jobs.support_auto_close_days;
+    let replies = support_replies(&args.mail, &args.key)?;
     run_worker(
         pool,
         mailer,
@@ -133,6 +175,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         dns,
         stripe,
         auto_close,
+        replies,
     )
     .await;
     Ok(())
@@ -192,6 +235,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
     config.dns_server = args.dns.dns_server;
+    config.support_replies = support_replies(&args.mail, &args.key)?;
+    config.support_inbound_secret = args
+        .support_inbound_secret
+        .clone()
+        .filter(|s| !s.expose_secret().trim().is_empty());
+    config.support_mail_authserv_id = args
+        .support_mail_authserv_id
+        .clone()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty());
+    config.support_attachments =
+        herd_support::attachments::AttachmentStore::from_setting(&args.support_attachments_url)
+            .context("HERD_SUPPORT_ATTACHMENTS_URL")?;
+    tracing::info!(
+        at = config.support_attachments.place(),
+        "support attachments"
+    );
+    if config.support_inbound_secret.is_none() {
+        tracing::info!("no HERD_SUPPORT_INBOUND_SECRET: POST /inbound/support-mail is off");
+    }
     let dns = args.dns.checker().context("HERD_DNS_SERVER")?;
     if config.seal_key.is_none() {
         tracing::info!("no HERD_ENCRYPTION_KEY: clusters can only use the worker's own credentials, and owners' passwords stay on the cluster");
@@ -239,6 +302,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let (pool, mailer, settings) = (pool.clone(), mailer.clone(), args.jobs.settings());
         let auto_close = args.jobs.support_auto_close_days;
         let key = config.seal_key.clone();
+        let replies = config.support_replies.clone();
         tokio::spawn(herd_jobs::supervise(
             "in-process worker",
             health,
@@ -252,6 +316,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     dns.clone(),
                     stripe.clone(),
                     auto_close,
+                    replies.clone(),
                 )
             },
         ))

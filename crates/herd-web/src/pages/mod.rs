@@ -7,6 +7,7 @@ pub mod billing;
 pub mod invitations;
 pub mod invoicing;
 pub mod members;
+pub mod moderation;
 pub mod operator;
 pub mod operator_billing;
 pub mod operator_fleet;
@@ -18,6 +19,7 @@ pub mod plans;
 pub mod public;
 pub mod servers;
 pub mod support;
+pub mod support_files;
 
 use crate::error::AppError;
 

@@ -129,9 +129,27 @@ async fn every_route_refuses_outsiders(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
+    // A file on that ticket, for the files' routes.
+    victim
+        .get(&format!("/o/victim/support/{ticket_id}"))
+        .await
+        .assert_status(200);
+    victim
+        .post_multipart(
+            &format!("/o/victim/support/{ticket_id}/reply"),
+            &[("body", "The log.")],
+            &[("attachments", "server.log", b"502 Bad Gateway\n")],
+        )
+        .await
+        .assert_redirect(&format!("/o/victim/support/{ticket_id}"));
+    let file_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM ticket_attachments")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     let fill = |path: &str| {
         path.replace("{slug}", "victim")
             .replace("{ticket}", &ticket_id.to_string())
+            .replace("{file}", &file_id.to_string())
             .replace("{code}", "community")
             .replace("{invoice}", &invoice_id.to_string())
             .replace("{subject}", "stripe:sub_Victim")

@@ -236,6 +236,17 @@ async fn every_role_may_do_what_the_table_says_and_nothing_else(pool: PgPool) {
         }
         q.execute(&pool).await.unwrap();
     }
+    // A file on that ticket, for the files' route.
+    owner.get(&format!("/o/lyon/support/{ticket}")).await;
+    owner
+        .post_multipart(
+            &format!("/o/lyon/support/{ticket}/reply"),
+            &[("body", "The log.")],
+            &[("attachments", "server.log", b"502 Bad Gateway\n")],
+        )
+        .await
+        .assert_redirect(&format!("/o/lyon/support/{ticket}"));
+    let file = one("SELECT id FROM ticket_attachments").await;
     let fill = |path: &str| {
         path.replace("{slug}", "lyon")
             .replace("{order}", &order.to_string())
@@ -245,6 +256,7 @@ async fn every_role_may_do_what_the_table_says_and_nothing_else(pool: PgPool) {
             .replace("{id}", &invitation.to_string())
             .replace("{server}", &server.to_string())
             .replace("{ticket}", &ticket.to_string())
+            .replace("{file}", &file.to_string())
     };
 
     let table = route_table();
