@@ -692,7 +692,11 @@ async fn console(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
     // The operator types, inserts the canned reply (no script: the page comes back with
     // it filled in below the text), answers, and the page comes back with the answer.
     fill(c, "#body", "We moved your server to a quieter node.").await?;
-    click(c, Locator::Css(&format!("#canned option[value='{canned}']"))).await?;
+    click(
+        c,
+        Locator::Css(&format!("#canned option[value='{canned}']")),
+    )
+    .await?;
     click(c, Locator::Css("button[formaction$='/canned']")).await?;
     wait_for(c, Locator::Css("#canned option[selected]")).await?;
     let text = c.find(Locator::Id("body")).await?.prop("value").await?;
