@@ -1,5 +1,6 @@
 //! Job claims per second: Herd's claim and completion (`herd_store::jobs::claim`, one
-//! `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED)`, then `complete` under the
+//! `UPDATE … WHERE id IN (…)` over candidates taken `FOR UPDATE SKIP LOCKED`, one per job
+//! group, then `complete` under the
 //! claim's lease token, as the runner does, through sqlx) against pgbench running the same
 //! two statements, on the same table, with as many clients. Each side takes `n` jobs from a
 //! queue of `2n` (so no claim finds the queue empty), rebuilt before each side (same rows,
@@ -30,11 +31,19 @@ fn claim_sql() -> String {
                 lease_token = gen_random_uuid(), updated_at = now(),
                 locked_until = now() + make_interval(secs => {LEASE_MS}::float8 / 1000)
          WHERE id IN (
-             SELECT id FROM jobs
-             WHERE kind = ANY(ARRAY['{KIND}']) AND state = 'queued' AND run_at <= now()
-             ORDER BY run_at
-             LIMIT 1
-             FOR UPDATE SKIP LOCKED)
+             SELECT d.id FROM (
+                 SELECT DISTINCT ON (coalesce(c.group_key, c.id::text)) c.id, c.run_at
+                 FROM (SELECT q.id, q.group_key, q.run_at FROM jobs q
+                       WHERE q.kind = ANY(ARRAY['{KIND}']) AND q.state = 'queued' AND q.run_at <= now()
+                         AND (q.group_key IS NULL OR NOT EXISTS (
+                             SELECT 1 FROM jobs r
+                             WHERE r.group_key = q.group_key AND r.state = 'running'))
+                       ORDER BY q.run_at
+                       LIMIT 8
+                       FOR UPDATE SKIP LOCKED) c
+                 ORDER BY coalesce(c.group_key, c.id::text), c.run_at) d
+             ORDER BY d.run_at
+             LIMIT 1)
          RETURNING id, kind, payload, lease_token, attempts, max_attempts"
     );
     let complete = "UPDATE jobs SET state = 'done', finished_at = now(), locked_until = NULL,

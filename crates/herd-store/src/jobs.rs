@@ -138,8 +138,11 @@ pub async fn reap_expired(ex: impl PgExecutor<'_>, base_secs: f64) -> Result<u64
 
 /// Claims up to `limit` due jobs of the given kinds for `lease`, each with a fresh lease
 /// token, oldest first: at most one job per group, and none of a group that has a job
-/// running (its next job waits for it; the candidates looked at are the `8 × limit`
-/// oldest due jobs).
+/// running (its next job waits for it). The candidates are the `8 × limit` oldest due
+/// jobs that no other claim holds (skipped, as every claim skips locked rows, so a claim
+/// never comes back empty while unlocked jobs are due); two workers claiming at the same
+/// instant may still each take a job of one group, which is why handlers that need one
+/// at a time (billing's recompute) also lock.
 pub async fn claim(
     ex: impl PgExecutor<'_>,
     kinds: &[&str],
@@ -154,21 +157,19 @@ pub async fn claim(
                 lease_token = gen_random_uuid(), updated_at = now(),
                 locked_until = now() + make_interval(secs => $3::float8 / 1000)
          WHERE id IN (
-             SELECT id FROM jobs
-             WHERE id IN (
-                 SELECT DISTINCT ON (coalesce(c.group_key, c.id::text)) c.id
+             SELECT d.id FROM (
+                 SELECT DISTINCT ON (coalesce(c.group_key, c.id::text)) c.id, c.run_at
                  FROM (SELECT q.id, q.group_key, q.run_at FROM jobs q
                        WHERE q.kind = ANY($1) AND q.state = 'queued' AND q.run_at <= now()
                          AND (q.group_key IS NULL OR NOT EXISTS (
                              SELECT 1 FROM jobs r
                              WHERE r.group_key = q.group_key AND r.state = 'running'))
                        ORDER BY q.run_at
-                       LIMIT $2::int8 * 8) c
-                 ORDER BY coalesce(c.group_key, c.id::text), c.run_at)
-               AND state = 'queued' AND run_at <= now()
-             ORDER BY run_at
-             LIMIT $2
-             FOR UPDATE SKIP LOCKED)
+                       LIMIT $2::int8 * 8
+                       FOR UPDATE SKIP LOCKED) c
+                 ORDER BY coalesce(c.group_key, c.id::text), c.run_at) d
+             ORDER BY d.run_at
+             LIMIT $2)
          RETURNING id, kind, payload, lease_token AS "lease_token!", attempts, max_attempts"#,
         &kinds,
         limit,
