@@ -13,6 +13,8 @@ pub enum InstancePhase {
     Provisioning,
     Running,
     Upgrading,
+    /// Being restored from a backup; the app is stopped meanwhile.
+    Restoring,
     Suspended,
     Deleting,
     Deleted,
@@ -21,11 +23,12 @@ pub enum InstancePhase {
 }
 
 impl InstancePhase {
-    pub const ALL: [InstancePhase; 8] = [
+    pub const ALL: [InstancePhase; 9] = [
         InstancePhase::Queued,
         InstancePhase::Provisioning,
         InstancePhase::Running,
         InstancePhase::Upgrading,
+        InstancePhase::Restoring,
         InstancePhase::Suspended,
         InstancePhase::Deleting,
         InstancePhase::Deleted,
@@ -38,6 +41,7 @@ impl InstancePhase {
             InstancePhase::Provisioning => "provisioning",
             InstancePhase::Running => "running",
             InstancePhase::Upgrading => "upgrading",
+            InstancePhase::Restoring => "restoring",
             InstancePhase::Suspended => "suspended",
             InstancePhase::Deleting => "deleting",
             InstancePhase::Deleted => "deleted",
@@ -55,6 +59,7 @@ impl InstancePhase {
             InstancePhase::Provisioning => "Setting up",
             InstancePhase::Running => "Running",
             InstancePhase::Upgrading => "Upgrading",
+            InstancePhase::Restoring => "Restoring from a backup",
             InstancePhase::Suspended => "Suspended",
             InstancePhase::Deleting => "Being deleted",
             InstancePhase::Deleted => "Deleted",

@@ -63,6 +63,48 @@ pub struct InstanceSpec {
     /// Scheduled backups: how often and how long they are kept, from the plan.
     #[serde(default)]
     pub backup: BackupSpec,
+    /// Asked by the control plane: restore this tenant from a backup (see
+    /// [`RestoreSpec`]). Set on a running tenant, it restores in place; set on a new
+    /// Instance, the tenant is made from the backup instead of installed fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
+    /// A restore drill's scratch copy: no ingress, no scheduled backups, no final backup
+    /// when it is deleted. Set only on Instances the control plane makes for a drill.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drill: bool,
+    /// Asked by the control plane: take an export for the customer (see [`ExportSpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportSpec>,
+}
+
+/// A restore asked of the operator. The operator reports its progress in
+/// `status.restore` under the same `id`; a spec with a new `id` is a new restore, and the
+/// operator never runs the same `id` twice.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// Chosen by the control plane (its restore's id), unique per request.
+    pub id: String,
+    /// The backup directory, as recorded in [`BackupRecord::location`]
+    /// (`s3://bucket/prefix/.../`); it must lie under the operator's backup prefix.
+    pub source: String,
+    /// Restore the media archive too, when the backup holds one (default: yes).
+    #[serde(default = "default_true")]
+    pub media: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// An export asked of the operator: a database dump, a media archive and a manifest (app,
+/// version, domain, sizes, checksums) under the export prefix. Reported in
+/// `status.export` under the same `id`; a new `id` is a new export.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportSpec {
+    /// Chosen by the control plane (its export's id), unique per request.
+    pub id: String,
 }
 
 impl InstanceSpec {
@@ -93,6 +135,9 @@ impl InstanceSpec {
             owner,
             extra_env: BTreeMap::new(),
             backup: crate::sizing::backup_for_plan(limits),
+            restore: None,
+            drill: false,
+            export: None,
         }
     }
 }
@@ -248,6 +293,8 @@ pub enum Phase {
     Provisioning,
     Running,
     Upgrading,
+    /// Restoring from a backup (`spec.restore`): the app is stopped meanwhile.
+    Restoring,
     Suspended,
     Deleting,
     Failed,
@@ -296,6 +343,79 @@ pub struct InstanceStatus {
     /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_successful_backup: Option<String>,
+    /// The last restore asked for (`spec.restore`), as far as it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+    /// The last export asked for (`spec.export`), as far as it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportStatus>,
+}
+
+/// Where a restore is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RestoreStep {
+    /// Web, streaming, sidekiq and the CronJobs are being stopped.
+    StoppingApp,
+    /// The restore Job downloads, checks (against the manifest) and restores.
+    Restoring,
+    /// Migrations bring the restored database to the running version.
+    Migrating,
+    /// The app is started again.
+    Starting,
+    Succeeded,
+    Failed,
+}
+
+/// One restore, as the operator reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// `spec.restore.id`.
+    pub id: String,
+    pub step: RestoreStep,
+    /// `spec.restore.source`.
+    pub source: String,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339, once it succeeded or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Rows of the main tables when the backup was taken, from its manifest (Mastodon:
+    /// `accounts`, `statuses`; GoToSocial: `accounts`, `statuses`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_rows: BTreeMap<String, i64>,
+    /// The same tables counted after the restore.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub restored_rows: BTreeMap<String, i64>,
+    /// Why it failed, in words an operator can act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One export, as the operator reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportStatus {
+    /// `spec.export.id`.
+    pub id: String,
+    pub outcome: BackupOutcome,
+    /// Where it is (`s3://bucket/dir/`); its `manifest.txt` lists every object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
+    /// The manifest's SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// How many backup records the status keeps.

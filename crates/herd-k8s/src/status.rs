@@ -330,6 +330,10 @@ pub fn compute(
             &observed.backups,
             previous.last_successful_backup.as_deref(),
         ),
+        // Not built yet: the operator does not act on spec.restore or spec.export; what
+        // an earlier status said about them is kept.
+        restore: previous.restore.clone(),
+        export: previous.export.clone(),
     }
 }
 

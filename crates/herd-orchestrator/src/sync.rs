@@ -23,6 +23,7 @@ pub fn phase_of(p: Phase) -> InstancePhase {
         Phase::Pending | Phase::Provisioning => InstancePhase::Provisioning,
         Phase::Running => InstancePhase::Running,
         Phase::Upgrading => InstancePhase::Upgrading,
+        Phase::Restoring => InstancePhase::Restoring,
         Phase::Suspended => InstancePhase::Suspended,
         Phase::Deleting => InstancePhase::Deleting,
         Phase::Failed => InstancePhase::Failed,

@@ -579,7 +579,7 @@ struct InstancesPage {
     l: Layout,
     q: InstanceQuery,
     clusters: Vec<Cluster>,
-    phases: [InstancePhase; 8],
+    phases: [InstancePhase; 9],
     rows: Vec<TenantRow>,
     pager: Pager,
     /// Paid orders that could not become servers.

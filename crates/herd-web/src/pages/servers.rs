@@ -664,6 +664,7 @@ async fn page(
             InstancePhase::Queued
                 | InstancePhase::Provisioning
                 | InstancePhase::Upgrading
+                | InstancePhase::Restoring
                 | InstancePhase::Deleting
         ) && revealed.is_none(),
         can_manage: ctx.role.can(Capability::ManageServers),
