@@ -735,6 +735,22 @@ async fn reply(
     if !member.may_see(&ticket) {
         return Err(not_allowed());
     }
+    // An answer to a ticket merged since its email was sent continues on the ticket it
+    // went into (merging moves earlier merges along, so there is one step at most), when
+    // the sender may see that one; otherwise it is refused with the merge's reason.
+    let (id, ticket) = match ticket.merged_into {
+        Some(into) => match store::ticket(pool, TicketId(into)).await? {
+            Some(kept) if member.may_see(&kept) => (kept.id(), kept),
+            _ => {
+                return Err(Refused(format!(
+                    "This ticket was merged into a ticket you cannot see, and stays closed: open a new ticket at {}/o/{}/support/new if you need more help.",
+                    cfg.base_url.trim_end_matches('/'),
+                    ticket.org_slug
+                )))
+            }
+        },
+        None => (id, ticket),
+    };
     let mut extras = Extras::files(cfg.files, mail.files.clone());
     extras.email_message_id = Some(&mail.message_id);
     extras.email_authentication = Some(mail.auth);

@@ -181,6 +181,16 @@ pub fn register(
             Ok(())
         }
     });
+    let (p, m) = (pool.clone(), mailer.clone());
+    registry.register(move |job: crate::merge::MergedEmail| {
+        let (pool, mailer) = (p.clone(), m.clone());
+        async move {
+            if let Some(email) = crate::merge::merged_email(&pool, &job).await? {
+                mailer.send(&email).await?;
+            }
+            Ok(())
+        }
+    });
     let m = mailer.clone();
     registry.register(move |job: BounceEmail| {
         let mailer = m.clone();

@@ -122,13 +122,16 @@ pub async fn plan(pool: &PgPool, source: TicketId, into: &str) -> Result<MergePl
     })
 }
 
-/// Merges `source` into `target` (see the module's documentation); a refusal names the
-/// field `into`.
+/// Merges `source` into `target` (see the module's documentation) and tells the
+/// duplicate's customers by email where their conversation went ([`MergedEmail`], one job
+/// each, queued in the merge's transaction); a refusal names the field `into`.
+/// `base_url`: Herd's public address, for the emails' links.
 pub async fn merge(
     pool: &PgPool,
     op: Who<'_>,
     source: TicketId,
     target: TicketId,
+    base_url: &str,
 ) -> Result<(), SupportError> {
     let at = now();
     let mut tx = pool.begin().await?;
@@ -157,6 +160,18 @@ pub async fn merge(
     }
     let moved = ops::set_merged(&mut tx, source, target, at).await?;
     refresh(&mut tx, source, at).await?;
+    for to in store::customer_recipients(&mut *tx, source).await? {
+        herd_jobs::enqueue(
+            &mut *tx,
+            &MergedEmail {
+                source: source.0,
+                target: target.0,
+                to,
+                base_url: base_url.to_owned(),
+            },
+        )
+        .await?;
+    }
     audit::record(
         &mut tx,
         NewEntry {
@@ -177,6 +192,82 @@ pub async fn merge(
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The email telling one of a duplicate's customers (its opener, or every member when it
+/// was shared) that it was merged: with the kept ticket's link when they may see it, and
+/// otherwise only that the conversation goes on there.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MergedEmail {
+    pub source: Uuid,
+    pub target: Uuid,
+    pub to: String,
+    pub base_url: String,
+}
+
+impl herd_jobs::Job for MergedEmail {
+    const KIND: &'static str = "support.merged_email";
+    const MAX_ATTEMPTS: i32 = 10;
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("support-merged:{}:{}", self.source, self.to))
+    }
+}
+
+/// The email of [`MergedEmail`] as things are when it is sent; `None` when the tickets or
+/// the recipient's account are gone.
+pub async fn merged_email(
+    pool: &PgPool,
+    job: &MergedEmail,
+) -> Result<Option<herd_mail::Email>, SupportError> {
+    let (Some(source), Some(target)) = (
+        store::ticket(pool, TicketId(job.source)).await?,
+        store::ticket(pool, TicketId(job.target)).await?,
+    ) else {
+        return Ok(None);
+    };
+    let Ok(address) = herd_domain::Email::parse(&job.to) else {
+        return Ok(None);
+    };
+    let Some(user) = herd_store::users::by_email(pool, &address).await? else {
+        return Ok(None);
+    };
+    let membership = herd_store::orgs::for_user(pool, user.id())
+        .await?
+        .into_iter()
+        .find(|m| m.org.id == source.org_id);
+    let Some(membership) = membership else {
+        return Ok(None);
+    };
+    let member = Member {
+        org: membership.org.id(),
+        role: membership.role,
+        who: Who {
+            id: herd_domain::UserId(user.id),
+            name: &user.display_name,
+            email: &user.email,
+            ip: "",
+        },
+    };
+    let base = job.base_url.trim_end_matches('/');
+    let next = if member.may_see(&target) {
+        format!(
+            "It continues on ticket #{} \"{}\": follow and answer it there (answers to the old ticket's emails go there too):\n\n{base}/o/{}/support/{}\n",
+            target.number, target.subject, target.org_slug, target.id
+        )
+    } else {
+        format!(
+            "Support continues the conversation on a ticket you cannot see. If you need more help, open a new ticket:\n\n{base}/o/{}/support/new\n",
+            source.org_slug
+        )
+    };
+    Ok(Some(herd_mail::Email {
+        to: job.to.clone(),
+        subject: format!("[Support] #{} merged: {}", source.number, source.subject),
+        body: format!(
+            "Hello,\n\nYour ticket #{} \"{}\" ({}) was the same question as another ticket, so support merged the two and closed #{}. Its messages and files are kept.\n\n{next}",
+            source.number, source.subject, source.org_name, source.number
+        ),
+    }))
 }
 
 /// The ticket a merged one went into, as its page points to it.

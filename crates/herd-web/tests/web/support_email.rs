@@ -660,3 +660,97 @@ async fn a_webhook_form_field_is_read_as_bytes(pool: PgPool) {
     let after = messages(&pool, ticket).await;
     assert_eq!(after.last().unwrap().0, "Café fermé.", "{after:?}");
 }
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn an_answer_to_a_merged_ticket_continues_on_the_ticket_kept(pool: PgPool) {
+    let app = spawn(&pool).await;
+    let (carla, dup, mail) = answered(&app, &pool).await;
+    let op = app.operator("lead@herd.test").await;
+    // Carla opened the same question twice; the operator merges the answered one into
+    // the other after the email went out.
+    let kept = open(&carla, "Server down (again)").await;
+    op.post(
+        &format!("/operator/support/{dup}/merge"),
+        &[("into", &kept.to_string())],
+    )
+    .await
+    .assert_redirect(&format!("/operator/support/{kept}"));
+    let before_dup = messages(&pool, dup).await.len();
+    // Carla is told where the conversation went.
+    app.run_jobs().await;
+    let told = app.last_mail_to("carla@acme.example").await;
+    assert!(told.subject.contains("merged"), "{told:?}");
+    assert!(
+        told.body.contains(&format!("/o/acme/support/{kept}")),
+        "{told:?}"
+    );
+
+    let raw = answer_to(
+        &mail,
+        "carla@acme.example",
+        "<after-merge@acme.example>",
+        "Still 502 after the restart.",
+    );
+    let (status, json) = post(&app, &raw).await;
+    assert_eq!(
+        (status, json["outcome"].as_str()),
+        (200, Some("added")),
+        "{json}"
+    );
+    assert_eq!(json["ticket"], kept.to_string(), "added to the ticket kept");
+    assert_eq!(
+        messages(&pool, dup).await.len(),
+        before_dup,
+        "the duplicate stays closed"
+    );
+    assert!(
+        messages(&pool, kept)
+            .await
+            .iter()
+            .any(|(b, _)| b == "Still 502 after the restart."),
+        "the answer is on the ticket kept"
+    );
+
+    // Max's private ticket merged into Carla's private one: Max may not see it, so his
+    // answer by email is refused with the merge's reason and adds nothing anywhere.
+    let max = app.signed_up("Max", "max@acme.example", None).await;
+    app.join("acme", "max@acme.example", "member").await;
+    let maxs = open(&max, "Also down").await;
+    op.get(&format!("/operator/support/{maxs}")).await;
+    op.post(
+        &format!("/operator/support/{maxs}/reply"),
+        &[("body", "Looking into it."), ("then", "wait")],
+    )
+    .await
+    .assert_redirect(&format!("/operator/support/{maxs}"));
+    app.run_jobs().await;
+    let max_mail = app.last_mail_to("max@acme.example").await;
+    op.post(
+        &format!("/operator/support/{maxs}/merge"),
+        &[("into", &kept.to_string())],
+    )
+    .await
+    .assert_redirect(&format!("/operator/support/{kept}"));
+    let on_kept = messages(&pool, kept).await.len();
+    // Max is told, without a link to a ticket he may not open.
+    app.run_jobs().await;
+    let told = app.last_mail_to("max@acme.example").await;
+    assert!(told.subject.contains("merged"), "{told:?}");
+    assert!(
+        !told.body.contains(&kept.to_string()) && told.body.contains("/o/acme/support/new"),
+        "{told:?}"
+    );
+    let raw = answer_to(
+        &max_mail,
+        "max@acme.example",
+        "<max-after-merge@acme.example>",
+        "Mine too.",
+    );
+    let (status, json) = post(&app, &raw).await;
+    assert_eq!(status, 422, "{json}");
+    assert!(
+        json["detail"].as_str().unwrap_or("").contains("merged"),
+        "{json}"
+    );
+    assert_eq!(messages(&pool, kept).await.len(), on_kept);
+}

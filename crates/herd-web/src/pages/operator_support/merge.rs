@@ -174,7 +174,16 @@ async fn merge(
         errors.add("into", "Enter the number of the ticket to keep, e.g. 1234.");
         return refused(&state, &session, &op, id, errors, String::new()).await;
     };
-    match merge::merge(&state.pool, who(&op, &ip), TicketId(id), TicketId(target)).await {
+    let base = state.config.public_url.as_str().trim_end_matches('/');
+    match merge::merge(
+        &state.pool,
+        who(&op, &ip),
+        TicketId(id),
+        TicketId(target),
+        base,
+    )
+    .await
+    {
         Ok(()) => {
             session::flash(
                 &session,
