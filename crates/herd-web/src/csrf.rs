@@ -4,8 +4,9 @@
 //! field (or a script sends it in `X-CSRF-Token`). Any request that is not GET, HEAD or
 //! OPTIONS without the matching token is refused with 403 before it reaches a handler, so
 //! a new form cannot forget the check. Forms with files (`multipart/form-data`) carry the
-//! same field, read from their parts; they may be larger (up to
-//! [`MAX_MULTIPART_BYTES`](crate::uploads::MAX_MULTIPART_BYTES), 413 beyond).
+//! same field, read from their parts; on the routes that take files
+//! ([`takes_files`](crate::uploads::takes_files)) and for a signed-in user they may be
+//! larger (up to [`MAX_MULTIPART_BYTES`](crate::uploads::MAX_MULTIPART_BYTES)), 413 beyond.
 
 use crate::error::AppError;
 use crate::session;
@@ -45,9 +46,12 @@ async fn check(session: &Session, req: Request) -> Result<Request, AppError> {
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok()),
     );
-    // Only a signed-in user's form may carry files: an anonymous session (anyone who
-    // fetched the login page) must not make the server hold an upload's worth of memory.
-    let signed_in = boundary.is_some() && session::user_id(session).await?.is_some();
+    // Only a signed-in user's form, and only on a route that takes files, may be as large
+    // as an upload: an anonymous session (anyone who fetched the login page), or any
+    // other form, must not make the server hold an upload's worth of memory.
+    let signed_in = boundary.is_some()
+        && crate::uploads::takes_files(req.uri().path())
+        && session::user_id(session).await?.is_some();
     let (parts, body) = req.into_parts();
     let bytes = match &boundary {
         None => to_bytes(body, MAX_FORM_BYTES)

@@ -28,6 +28,18 @@ const MAX_PARTS: usize = 64 + MAX_FILES;
 #[derive(Debug)]
 pub struct FormWithFiles<T>(pub T, pub Vec<Upload>);
 
+/// The routes whose forms take files (a ticket's opening and replies): only there may a
+/// signed-in user's multipart body be larger than an ordinary form (see `csrf`). Kept
+/// next to the routes' paths in `pages::support` and `pages::operator_support`; the test
+/// `uploads::tests::only_the_ticket_forms_take_files` pins them.
+pub fn takes_files(path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    matches!(
+        parts.as_slice(),
+        ["o", _, "support"] | ["o", _, "support", _, "reply"] | ["operator", "support", _, "reply"]
+    )
+}
+
 /// Is this request's body `multipart/form-data`? Its boundary, when it is.
 pub fn multipart_boundary(content_type: Option<&str>) -> Option<String> {
     let ct = content_type?;
@@ -129,6 +141,22 @@ pub fn too_large() -> axum::response::Response {
 #[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_ticket_forms_take_files() {
+        assert!(takes_files("/o/acme/support"));
+        assert!(takes_files("/o/acme/support/0190/reply"));
+        assert!(takes_files("/operator/support/0190/reply"));
+        for p in [
+            "/login",
+            "/o/acme/support/0190/close",
+            "/o/acme/settings",
+            "/operator/support/0190/note",
+            "/o/acme/support/new",
+        ] {
+            assert!(!takes_files(p), "{p}");
+        }
+    }
 
     #[tokio::test]
     async fn a_multipart_form_gives_its_fields_and_files_but_not_an_empty_file_input() {

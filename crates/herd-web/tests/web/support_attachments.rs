@@ -432,4 +432,27 @@ async fn an_anonymous_session_cannot_send_an_upload_sized_form(pool: PgPool) {
         .await;
     assert_ne!(small.status, 413);
     assert!(dir.files().is_empty());
+
+    // Signed in, an upload-sized form is taken only by the forms that take files.
+    let carla = app
+        .signed_up("Carla", "carla@acme.example", Some("Acme"))
+        .await;
+    let ticket = ticket_of(&open_with_files(&carla, "Crash", &[]).await);
+    carla.get(&format!("/o/acme/support/{ticket}")).await;
+    carla
+        .post_multipart(
+            &format!("/o/acme/support/{ticket}/close"),
+            &[],
+            &[("files", "big.log", &big)],
+        )
+        .await
+        .assert_status(413);
+    carla
+        .post_multipart(
+            &format!("/o/acme/support/{ticket}/reply"),
+            &[("body", "The log.")],
+            &[("attachments", "big.log", &big)],
+        )
+        .await
+        .assert_redirect(&format!("/o/acme/support/{ticket}"));
 }
