@@ -174,3 +174,16 @@ pub async fn email_seen(
     .await?
     .map(TicketId))
 }
+
+/// Which of these storage keys belong to a recorded attachment.
+pub async fn known_keys(
+    ex: impl PgExecutor<'_>,
+    keys: &[String],
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT storage_key FROM ticket_attachments WHERE storage_key = ANY($1)",
+        keys
+    )
+    .fetch_all(ex)
+    .await?)
+}

@@ -148,6 +148,50 @@ impl AttachmentStore {
         }
     }
 
+    /// Removes the objects under `tickets/` that no attachment row names and that were
+    /// written before `cutoff` (an upload is put before its row commits, so a younger
+    /// object may be one whose message is being saved right now). Such objects are left
+    /// by a process that died between storing files and committing their message, or
+    /// by a removal that failed after a refused one. Returns how many were removed; a
+    /// removal that fails is logged and left for the next sweep.
+    pub async fn sweep_orphans(
+        &self,
+        pool: &PgPool,
+        cutoff: OffsetDateTime,
+    ) -> Result<usize, SupportError> {
+        use futures::TryStreamExt;
+        let prefix = ObjectPath::from("tickets");
+        let old: Vec<String> = self
+            .inner
+            .list(Some(&prefix))
+            .try_filter(|m| {
+                let written = OffsetDateTime::from_unix_timestamp(m.last_modified.timestamp())
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                std::future::ready(written < cutoff)
+            })
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .map_err(|e| SupportError::Attachments(format!("listing: {e}")))?;
+        let mut removed = 0;
+        for batch in old.chunks(1000) {
+            let known: std::collections::HashSet<String> =
+                store::known_keys(pool, batch).await?.into_iter().collect();
+            for key in batch.iter().filter(|k| !known.contains(*k)) {
+                match self.inner.delete(&ObjectPath::from(key.as_str())).await {
+                    Ok(()) => {
+                        tracing::info!(key, "orphaned support attachment removed");
+                        removed += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(key, error = %e, "could not remove an orphaned attachment")
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Every key in the store (for tests and checks: a refused upload leaves none).
     pub async fn keys(&self) -> Result<Vec<String>, SupportError> {
         use futures::TryStreamExt;

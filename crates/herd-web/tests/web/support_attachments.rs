@@ -456,3 +456,49 @@ async fn an_anonymous_session_cannot_send_an_upload_sized_form(pool: PgPool) {
         .await
         .assert_redirect(&format!("/o/acme/support/{ticket}"));
 }
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn files_no_attachment_names_are_swept_once_old_enough(pool: PgPool) {
+    let dir = Dir::new();
+    let app = spawn(&pool, &dir).await;
+    let carla = app
+        .signed_up("Carla", "carla@acme.example", Some("Acme"))
+        .await;
+    let ticket =
+        ticket_of(&open_with_files(&carla, "Crash", &[("attachments", "shot.png", PNG)]).await);
+    assert_eq!(dir.files().len(), 1, "the ticket's file");
+    // What a process that died between storing a file and committing its message leaves.
+    let stray = dir
+        .0
+        .join("tickets")
+        .join(ticket.to_string())
+        .join(Uuid::now_v7().to_string());
+    std::fs::write(&stray, b"left behind").unwrap();
+    let store = dir.store();
+    let now = time::OffsetDateTime::now_utc();
+
+    // A young file may be a message being saved right now: kept.
+    let n = store
+        .sweep_orphans(&pool, now - herd_support::jobs::ORPHAN_AFTER)
+        .await
+        .unwrap();
+    assert_eq!((n, dir.files().len()), (0, 2));
+    // Once old enough, only the file no attachment names goes.
+    let n = store
+        .sweep_orphans(&pool, now + time::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(!stray.exists(), "the orphan was removed");
+    assert_eq!(dir.files().len(), 1, "the ticket's file stays");
+    let page = carla.get(&format!("/o/acme/support/{ticket}")).await;
+    let href = page
+        .body
+        .split("href=\"")
+        .filter_map(|r| r.split('"').next())
+        .find(|h| h.contains("/files/"))
+        .unwrap()
+        .to_owned();
+    let d = carla.download(&href).await;
+    assert_eq!((d.status, d.bytes.as_slice()), (200, PNG));
+}
