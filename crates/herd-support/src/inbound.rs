@@ -162,14 +162,24 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A reply's own text: without quoted lines (`>`), the attribution before a quote
-/// ("On Mon, 7 Dec 2026, Herd wrote:", also over two lines and in a few languages),
-/// forwarded or Outlook-style originals ("-----Original Message-----", a `From:`/`Sent:`
-/// block), and everything from the signature separator (`-- `) or a "Sent from my …"
-/// line on.
-pub fn strip_quoted(text: &str) -> String {
+/// A reply's own text: without the email it answers and without the signature.
+///
+/// `quoting`: a text only Herd's email to this ticket carries (the path of the ticket's
+/// link). What looks like the quote of that email (lines starting with `>`, the
+/// attribution before a quote, "On Mon, 7 Dec 2026, Herd wrote:", also over two lines
+/// and in a few languages, an Outlook-style original, "-----Original Message-----" or a
+/// `From:`/`Sent:` block, a forwarded message) is dropped only when it does carry
+/// `quoting`: a customer who pastes an email's headers, forwards a message or quotes a
+/// log in their answer keeps it. With `quoting` `None` (a new ticket by email: it answers
+/// nothing of Herd's) only the signature goes. The signature: everything from the
+/// separator (`-- `) or a "Sent from my …" line on.
+pub fn strip_quoted(text: &str, quoting: Option<&str>) -> String {
     let lines: Vec<&str> = text.lines().collect();
+    // Where Herd's email shows up first: a quote's attribution or original header is
+    // the one just before it (a pasted header block further up is the customer's).
+    let herd_at = quoting.and_then(|q| lines.iter().position(|l| l.contains(q)));
     let mut end = lines.len();
+    let mut boundary = None;
     for (i, line) in lines.iter().enumerate() {
         let t = line.trim();
         let next = lines.get(i + 1).map_or("", |l| l.trim());
@@ -189,14 +199,31 @@ pub fn strip_quoted(text: &str) -> String {
             || *line == "-- "
             || t.starts_with("Sent from my ")
             || t.starts_with("Get Outlook for ");
-        if attribution || outlook || signature {
+        if signature {
             end = i;
             break;
         }
+        if (attribution || outlook) && herd_at.is_some_and(|h| i <= h) {
+            // One block: a separator line and the header under it count as one.
+            boundary = match boundary {
+                Some(b) if b + 1 == i => Some(b),
+                _ => Some(i),
+            };
+        }
     }
+    if let Some(b) = boundary {
+        end = end.min(b);
+    }
+    let quoted = |l: &&str| l.trim_start().starts_with('>');
+    let drop_quoted = quoting.is_some_and(|q| {
+        lines[..end]
+            .iter()
+            .filter(|l| quoted(l))
+            .any(|l| l.contains(q))
+    });
     let kept: Vec<&str> = lines[..end]
         .iter()
-        .filter(|l| !l.trim_start().starts_with('>'))
+        .filter(|l| !(drop_quoted && quoted(l)))
         .copied()
         .collect();
     kept.join("\n").trim().to_owned()
@@ -695,8 +722,8 @@ async fn known(pool: &PgPool, mail: &Mail) -> Result<bool, InboundError> {
 
 /// The text of the email without what it quotes; an email with files only gets a line
 /// saying so.
-fn text_of(mail: &Mail) -> String {
-    let text = strip_quoted(&mail.body);
+fn text_of(mail: &Mail, quoting: Option<&str>) -> String {
+    let text = strip_quoted(&mail.body, quoting);
     if text.is_empty() && !mail.files.is_empty() {
         "(files sent by email)".to_owned()
     } else {
@@ -735,6 +762,8 @@ async fn reply(
     if !member.may_see(&ticket) {
         return Err(not_allowed());
     }
+    // The ticket's emails carry its link: what quotes it is the email answered.
+    let quoting = format!("/support/{}", ticket.id);
     // An answer to a ticket merged since its email was sent continues on the ticket it
     // went into (merging moves earlier merges along, so there is one step at most), when
     // the sender may see that one; otherwise it is refused with the merge's reason.
@@ -754,7 +783,7 @@ async fn reply(
     let mut extras = Extras::files(cfg.files, mail.files.clone());
     extras.email_message_id = Some(&mail.message_id);
     extras.email_authentication = Some(mail.auth);
-    tickets::customer_reply_with(pool, member, id, &text_of(mail), extras)
+    tickets::customer_reply_with(pool, member, id, &text_of(mail, Some(&quoting)), extras)
         .await
         .map_err(|e| match e {
             SupportError::NotFound => not_allowed(),
@@ -822,7 +851,7 @@ async fn open(pool: &PgPool, cfg: Inbound<'_>, mail: &Mail) -> Result<Outcome, N
         } else {
             subject
         },
-        body: text_of(mail),
+        body: text_of(mail, None),
         category: "other".to_owned(),
         priority: "normal".to_owned(),
         instance: String::new(),
@@ -969,28 +998,59 @@ mod tests {
 
     #[test]
     fn quoted_text_and_signatures_are_stripped() {
-        let gmail = "Thanks, restarted it.\n\nOn Mon, 7 Dec 2026 at 10:00, Herd Support <support+x@help.test> wrote:\n> Please restart the web pod.\n> Regards\n";
-        assert_eq!(strip_quoted(gmail), "Thanks, restarted it.");
-        let wrapped = "Still broken.\nOn Mon, 7 Dec 2026 at 10:00, Herd Support\n<support+x@help.test> wrote:\n\n> quoted\n";
-        assert_eq!(strip_quoted(wrapped), "Still broken.");
+        // Herd's email to the ticket ends with its link; quotes carry it.
+        let q = Some("/support/0190");
+        let link = "https://herd.test/o/acme/support/0190";
+        let gmail = format!("Thanks, restarted it.\n\nOn Mon, 7 Dec 2026 at 10:00, Herd Support <support+x@help.test> wrote:\n> Please restart the web pod.\n> {link}\n");
+        assert_eq!(strip_quoted(&gmail, q), "Thanks, restarted it.");
+        let wrapped = format!("Still broken.\nOn Mon, 7 Dec 2026 at 10:00, Herd Support\n<support+x@help.test> wrote:\n\n> quoted\n> {link}\n");
+        assert_eq!(strip_quoted(&wrapped, q), "Still broken.");
         let french =
-            "Merci !\n\nLe lun. 7 déc. 2026 à 10:00, Herd <s@h.test> a écrit :\n> Bonjour\n";
-        assert_eq!(strip_quoted(french), "Merci !");
-        let interleaved = "> Did you restart it?\nYes, twice.\n> And?\nStill 502.\n";
-        assert_eq!(strip_quoted(interleaved), "Yes, twice.\nStill 502.");
+            format!("Merci !\n\nLe lun. 7 déc. 2026 à 10:00, Herd <s@h.test> a écrit :\n> Bonjour\n> {link}\n");
+        assert_eq!(strip_quoted(&french, q), "Merci !");
+        let interleaved =
+            format!("> Did you restart it?\nYes, twice.\n> And?\nStill 502.\n> {link}\n");
+        assert_eq!(strip_quoted(&interleaved, q), "Yes, twice.\nStill 502.");
         let signed = "It works now.\n\n-- \nCarla Dupont\nAcme IT\n";
-        assert_eq!(strip_quoted(signed), "It works now.");
+        assert_eq!(strip_quoted(signed, q), "It works now.");
+        assert_eq!(strip_quoted(signed, None), "It works now.");
         let phone = "OK\n\nSent from my iPhone\n\n> quoted";
-        assert_eq!(strip_quoted(phone), "OK");
-        let outlook =
-            "Done.\n\n-----Original Message-----\nFrom: Herd\nSent: Monday\nPlease restart\n";
-        assert_eq!(strip_quoted(outlook), "Done.");
-        let outlook2 =
-            "Done.\n\n________________________________\nFrom: Herd Support\nSent: Monday\n";
-        assert_eq!(strip_quoted(outlook2), "Done.");
+        assert_eq!(strip_quoted(phone, q), "OK");
+        let outlook = format!(
+            "Done.\n\n-----Original Message-----\nFrom: Herd\nSent: Monday\nPlease restart\n{link}\n"
+        );
+        assert_eq!(strip_quoted(&outlook, q), "Done.");
+        let outlook2 = format!(
+            "Done.\n\n________________________________\nFrom: Herd Support\nSent: Monday\n{link}\n"
+        );
+        assert_eq!(strip_quoted(&outlook2, q), "Done.");
         // A sentence starting with "On" is kept.
         let plain = "On our side the server answers 502.\nSince this morning.";
-        assert_eq!(strip_quoted(plain), plain);
-        assert_eq!(strip_quoted("> only a quote\n"), "");
+        assert_eq!(strip_quoted(plain, q), plain);
+        assert_eq!(strip_quoted(&format!("> only a quote\n> {link}\n"), q), "");
+    }
+
+    #[test]
+    fn what_the_customer_pastes_or_forwards_is_kept() {
+        let q = Some("/support/0190");
+        // Headers of another email pasted into the answer, with Herd's quote below.
+        let pasted = "The abuse report we got:\nFrom: abuse@isp.example\nDate: Mon, 7 Dec 2026\nSubject: Spam from your server\n\nPlease act.\n\nOn Mon, 7 Dec 2026, Herd wrote:\n> Send us the report.\n> https://herd.test/o/acme/support/0190\n";
+        assert_eq!(
+            strip_quoted(pasted, q),
+            "The abuse report we got:\nFrom: abuse@isp.example\nDate: Mon, 7 Dec 2026\nSubject: Spam from your server\n\nPlease act."
+        );
+        // A forwarded message without Herd's quote: all of it stays.
+        let forwarded = "See below.\n\n---------- Forwarded message ---------\nFrom: abuse@isp.example\nDate: Mon\n\nSpam from your server.";
+        assert_eq!(strip_quoted(forwarded, q), forwarded);
+        // Quoted lines that are not Herd's email (a log, another message) stay.
+        let log = "The proxy says:\n> upstream timed out\n> while reading response header";
+        assert_eq!(strip_quoted(log, q), log);
+        // A new ticket by email quotes nothing of Herd's: only the signature goes.
+        let new =
+            "Please look at this:\n\nOn Sunday, Bob wrote:\n> our server is slow\n\n-- \nCarla";
+        assert_eq!(
+            strip_quoted(new, None),
+            "Please look at this:\n\nOn Sunday, Bob wrote:\n> our server is slow"
+        );
     }
 }
