@@ -18,6 +18,7 @@ pub mod routes;
 pub mod security_headers;
 pub mod session;
 pub mod state;
+pub mod timeout;
 pub mod totp;
 pub mod uploads;
 pub mod views;
@@ -30,10 +31,8 @@ pub use state::{AppState, WebConfig};
 use axum::extract::MatchedPath;
 use axum::Router;
 use std::sync::Arc;
-use std::time::Duration;
 use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
@@ -75,7 +74,7 @@ fn app_with(state: AppState, portal: Router<AppState>) -> Router {
         .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(axum::middleware::from_fn(error::log_server_errors))
         .layer(CompressionLayer::new())
-        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(axum::middleware::from_fn(timeout::limit))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(security_headers::SecurityHeaders::new(&state.config)),
             security_headers::add,
