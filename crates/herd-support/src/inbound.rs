@@ -22,6 +22,7 @@ use crate::attachments::{AttachmentStore, Extras, Upload};
 use crate::tickets::{self, Member, Opening};
 use crate::{SupportError, Who};
 use herd_domain::ids::TicketId;
+use herd_domain::support::attachment::check_files;
 use herd_domain::support::MAX_SUBJECT;
 use herd_domain::{Email, UserId};
 use herd_jobs::Job;
@@ -482,6 +483,8 @@ struct Mail {
     recipients: Vec<String>,
     body: String,
     files: Vec<Upload>,
+    /// Inline images left out (a format the desk does not take).
+    left_out: usize,
     /// Why it is automatic mail, if it is.
     automatic: Option<&'static str>,
     /// The `Authentication-Results` headers, topmost first.
@@ -568,14 +571,40 @@ fn parse(raw: &[u8], envelope_to: Option<&str>) -> Result<Mail, InboundError> {
         })
         .collect();
     let body = msg.body_text(0).map(|b| b.into_owned()).unwrap_or_default();
-    let files = msg
-        .attachments()
-        .filter(|p| !p.is_message() || p.attachment_name().is_some())
-        .map(|p| Upload {
+    let mut files = Vec::new();
+    let mut left_out = 0;
+    for p in msg.attachments() {
+        if p.is_message() && p.attachment_name().is_none() {
+            continue;
+        }
+        let ct = p
+            .content_type()
+            .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")))
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        // An S/MIME or OpenPGP signature (or key) is the mail client's, not a file the
+        // customer sends: signed mail is common in public bodies.
+        if SIGNATURE_PARTS.contains(&ct.as_str()) {
+            continue;
+        }
+        let upload = Upload {
             name: p.attachment_name().unwrap_or("attachment").to_owned(),
             bytes: bytes::Bytes::copy_from_slice(p.contents()),
-        })
-        .collect();
+        };
+        // Images inside the text (a signature's logo, often in a format the desk does
+        // not take) are kept when they pass the checks, and otherwise left out rather
+        // than refusing the email; attached files are checked with the rest.
+        let inline = p
+            .content_disposition()
+            .map_or(p.content_id().is_some(), |d| {
+                d.ctype().eq_ignore_ascii_case("inline")
+            });
+        if inline && check_files(&[(upload.name.as_str(), upload.bytes.as_ref())]).is_err() {
+            left_out += 1;
+            continue;
+        }
+        files.push(upload);
+    }
     Ok(Mail {
         subject: msg.subject().unwrap_or_default().trim().to_owned(),
         from: from_address,
@@ -584,12 +613,21 @@ fn parse(raw: &[u8], envelope_to: Option<&str>) -> Result<Mail, InboundError> {
         recipients,
         body,
         files,
+        left_out,
         automatic,
         auth_results,
         auth: SenderAuth::NotConfigured.as_str(),
         null_sender,
     })
 }
+
+/// Content types of signature parts, never taken as files.
+const SIGNATURE_PARTS: [&str; 4] = [
+    "application/pkcs7-signature",
+    "application/x-pkcs7-signature",
+    "application/pgp-signature",
+    "application/pgp-keys",
+];
 
 /// Takes an email (`raw`, RFC 822) delivered to the support desk; `envelope_to` is the
 /// address the mail server delivered it to, when it says. See the module's doc.
@@ -724,10 +762,15 @@ async fn known(pool: &PgPool, mail: &Mail) -> Result<bool, InboundError> {
 /// saying so.
 fn text_of(mail: &Mail, quoting: Option<&str>) -> String {
     let text = strip_quoted(&mail.body, quoting);
-    if text.is_empty() && !mail.files.is_empty() {
+    let text = if text.is_empty() && !mail.files.is_empty() {
         "(files sent by email)".to_owned()
     } else {
         text
+    };
+    match mail.left_out {
+        0 => text,
+        1 => format!("{text}\n\n(An image inside the email, in a format the support desk does not take, was left out.)"),
+        n => format!("{text}\n\n({n} images inside the email, in a format the support desk does not take, were left out.)"),
     }
 }
 
@@ -1028,6 +1071,33 @@ mod tests {
         let plain = "On our side the server answers 502.\nSince this morning.";
         assert_eq!(strip_quoted(plain, q), plain);
         assert_eq!(strip_quoted(&format!("> only a quote\n> {link}\n"), q), "");
+    }
+
+    #[test]
+    fn signatures_are_no_files_and_odd_inline_images_are_left_out() {
+        let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJ";
+        let raw = format!(
+            "From: carla@acme.example\r\nTo: support@help.test\r\nSubject: Signed\r\nMessage-ID: <s@acme.example>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"s1\"\r\n\r\n\
+             --s1\r\nContent-Type: multipart/related; boundary=\"r1\"\r\n\r\n\
+             --r1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe screenshot is inline.\r\n\
+             --r1\r\nContent-Type: image/png; name=\"shot.png\"\r\nContent-Disposition: inline; filename=\"shot.png\"\r\nContent-ID: <shot>\r\nContent-Transfer-Encoding: base64\r\n\r\n{png}\r\n\
+             --r1\r\nContent-Type: image/x-emf; name=\"logo.emf\"\r\nContent-ID: <logo>\r\nContent-Transfer-Encoding: base64\r\n\r\nAQAAAGwAAAAAAAAA\r\n\
+             --r1--\r\n\
+             --s1\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQEx\r\n\
+             --s1--\r\n"
+        );
+        let mail = parse(raw.as_bytes(), None).unwrap();
+        let names: Vec<&str> = mail.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["shot.png"],
+            "the signature and the EMF logo are no files"
+        );
+        assert_eq!(mail.left_out, 1);
+        let text = text_of(&mail, None);
+        assert!(text.starts_with("The screenshot is inline."), "{text}");
+        assert!(text.contains("was left out"), "{text}");
     }
 
     #[test]
