@@ -49,7 +49,10 @@ async fn next_due(pool: &PgPool, id: Uuid) -> Option<time::OffsetDateTime> {
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn a_ticket_lives_from_opening_to_rating(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
+    let app = TestApp::spawn_with(pool.clone(), |c| {
+        c.support_inbound_secret = Some("inbound-secret".to_owned().into());
+    })
+    .await;
     let carla = app
         .signed_up("Carla", "carla@acme.example", Some("Acme"))
         .await;
@@ -130,14 +133,31 @@ async fn a_ticket_lives_from_opening_to_rating(pool: PgPool) {
         .unwrap_or_else(|| panic!("{left:?}"));
     assert!(hours >= 239, "the wait was counted: {left:?}");
 
-    // The customer replies: open again, the clock runs on.
-    carla
-        .post(
-            &format!("/o/acme/support/{id}/reply"),
-            &[("body", "Restarted, still 502.")],
-        )
+    // The customer replies by answering the email (as the mail server's pipe hands it
+    // on): open again, the clock runs on.
+    let quoted: String = mail.body.lines().map(|l| format!("> {l}\r\n")).collect();
+    let raw = format!(
+        "From: Carla <carla@acme.example>\r\nTo: {}\r\nSubject: Re: {}\r\nMessage-ID: <life-1@acme.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nRestarted, still 502.\r\n\r\nOn Mon, 7 Dec 2026 at 10:00, Herd wrote:\r\n{quoted}",
+        mail.reply_to.as_deref().expect("a signed Reply-To"),
+        mail.subject
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/inbound/support-mail", app.base))
+        .header("authorization", "Bearer inbound-secret")
+        .header("content-type", "message/rfc822")
+        .body(raw)
+        .send()
         .await
-        .assert_redirect(&format!("/o/acme/support/{id}"));
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let last: String = sqlx::query_scalar(
+        "SELECT body FROM ticket_messages WHERE ticket_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(last, "Restarted, still 502.", "added without the quote");
     assert_eq!(status_of(&pool, id).await, "open");
     assert!(next_due(&pool, id).await.is_some());
 
