@@ -187,3 +187,12 @@ pub async fn known_keys(
     .fetch_all(ex)
     .await?)
 }
+
+/// Is any attachment recorded at all?
+pub async fn any(ex: impl PgExecutor<'_>) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar!("SELECT EXISTS (SELECT 1 FROM ticket_attachments) AS \"any!\"")
+            .fetch_one(ex)
+            .await?,
+    )
+}

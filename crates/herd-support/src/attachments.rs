@@ -173,8 +173,18 @@ impl AttachmentStore {
             .try_collect()
             .await
             .map_err(|e| SupportError::Attachments(format!("listing: {e}")))?;
+        // A store that holds old files while the database knows no attachment at all is
+        // the wrong database (or a bucket shared with another deployment): remove nothing.
+        if !old.is_empty() && !store::any(pool).await? {
+            tracing::error!(
+                objects = old.len(),
+                place = %self.place,
+                "the attachment store holds files but the database has no attachment: not sweeping (is HERD_SUPPORT_ATTACHMENTS_URL shared or the database new?)"
+            );
+            return Ok(0);
+        }
         let mut removed = 0;
-        for batch in old.chunks(1000) {
+        for batch in old.chunks(1000).take(SWEEP_BATCHES) {
             let known: std::collections::HashSet<String> =
                 store::known_keys(pool, batch).await?.into_iter().collect();
             for key in batch.iter().filter(|k| !known.contains(*k)) {
@@ -206,6 +216,10 @@ impl AttachmentStore {
         Ok(keys)
     }
 }
+
+/// At most this many batches of 1,000 old files are looked at per sweep (the rest at the
+/// next one), so that one sweep stays short.
+const SWEEP_BATCHES: usize = 10;
 
 /// A file as the browser or the email sent it.
 #[derive(Debug, Clone)]

@@ -808,15 +808,29 @@ async fn reply(
     // The ticket's emails carry its link: what quotes it is the email answered.
     let quoting = format!("/support/{}", ticket.id);
     // An answer to a ticket merged since its email was sent continues on the ticket it
-    // went into (merging moves earlier merges along, so there is one step at most), when
-    // the sender may see that one; otherwise it is refused with the merge's reason.
+    // went into (merging moves earlier merges along, so there is one step at most) when
+    // nobody new would read it there: the same opener, and shared with the organization
+    // only if the duplicate was. Otherwise it is refused with where to go, so that what
+    // the sender wrote for the duplicate's readers never reaches others.
+    let base = cfg.base_url.trim_end_matches('/');
     let (id, ticket) = match ticket.merged_into {
         Some(into) => match store::ticket(pool, TicketId(into)).await? {
-            Some(kept) if member.may_see(&kept) => (kept.id(), kept),
+            Some(kept)
+                if kept.opener_id == ticket.opener_id
+                    && (ticket.shared_with_org || !kept.shared_with_org)
+                    && member.may_see(&kept) =>
+            {
+                (kept.id(), kept)
+            }
+            Some(kept) if member.may_see(&kept) => {
+                return Err(Refused(format!(
+                    "This ticket was merged into #{} and stays closed. Its readers are not the same as this ticket's, so your answer was not moved there: answer on #{} in the portal, at {base}/o/{}/support/{}",
+                    kept.number, kept.number, kept.org_slug, kept.id
+                )))
+            }
             _ => {
                 return Err(Refused(format!(
-                    "This ticket was merged into a ticket you cannot see, and stays closed: open a new ticket at {}/o/{}/support/new if you need more help.",
-                    cfg.base_url.trim_end_matches('/'),
+                    "This ticket was merged into a ticket you cannot see, and stays closed: open a new ticket at {base}/o/{}/support/new if you need more help.",
                     ticket.org_slug
                 )))
             }

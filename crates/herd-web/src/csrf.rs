@@ -57,9 +57,18 @@ async fn check(session: &Session, req: Request) -> Result<Request, AppError> {
         None => to_bytes(body, MAX_FORM_BYTES)
             .await
             .map_err(|_| AppError::Csrf)?,
-        Some(_) if !signed_in => to_bytes(body, MAX_FORM_BYTES)
-            .await
-            .map_err(|_| AppError::TooLarge(crate::uploads::TOO_LARGE.to_owned()))?,
+        // The route's longer time for uploads (`crate::timeout`) is a signed-in user's:
+        // anyone else's body must arrive within the ordinary limit.
+        Some(_) if !signed_in => {
+            match tokio::time::timeout(crate::timeout::DEFAULT, to_bytes(body, MAX_FORM_BYTES))
+                .await
+            {
+                Ok(read) => {
+                    read.map_err(|_| AppError::TooLarge(crate::uploads::TOO_LARGE.to_owned()))?
+                }
+                Err(_) => return Err(AppError::Timeout),
+            }
+        }
         Some(_) => to_bytes(body, crate::uploads::MAX_MULTIPART_BYTES)
             .await
             .map_err(|_| AppError::TooLarge(crate::uploads::TOO_LARGE.to_owned()))?,

@@ -26,6 +26,9 @@ pub enum AppError {
     /// A body larger than the route takes (files); the message says the limit.
     #[error("too large: {0}")]
     TooLarge(String),
+    /// The request's body did not arrive in time.
+    #[error("request timeout")]
+    Timeout,
     #[error("database unavailable")]
     Unavailable,
     #[error("internal error: {0}")]
@@ -100,6 +103,11 @@ impl IntoResponse for AppError {
             ),
             AppError::BadRequest(msg) => (StatusCode::BAD_REQUEST, "Bad request", msg.clone()),
             AppError::TooLarge(msg) => (StatusCode::PAYLOAD_TOO_LARGE, "Too large", msg.clone()),
+            AppError::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "Too slow",
+                "The form took too long to arrive; nothing was changed. Please try again.".to_owned(),
+            ),
             AppError::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Temporarily unavailable",

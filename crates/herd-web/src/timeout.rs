@@ -1,6 +1,7 @@
 //! How long a request may take before it is answered 408: 30 seconds, except a form
 //! with files on a route that takes them ([`crate::uploads::takes_files`]), which may
-//! take [`UPLOAD`]: 25 MB on a slow office line (2 Mbit/s) takes nearly two minutes to
+//! take [`UPLOAD`] (the CSRF layer still holds anyone not signed in to [`DEFAULT`] for the
+//! body): 25 MB on a slow office line (2 Mbit/s) takes nearly two minutes to
 //! arrive. Only the time to the response's head counts; a download's body streams on.
 
 use axum::extract::Request;

@@ -477,6 +477,28 @@ async fn files_no_attachment_names_are_swept_once_old_enough(pool: PgPool) {
     let store = dir.store();
     let now = time::OffsetDateTime::now_utc();
 
+    // Pointed at a database that knows no attachment (a new one, or another
+    // deployment's bucket), the sweep removes nothing.
+    for sql in [
+        "CREATE TABLE saved_attachments AS SELECT * FROM ticket_attachments",
+        "DELETE FROM ticket_attachments",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    let n = store
+        .sweep_orphans(&pool, now + time::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (n, dir.files().len()),
+        (0, 2),
+        "nothing swept from an empty database"
+    );
+    sqlx::query("INSERT INTO ticket_attachments SELECT * FROM saved_attachments")
+        .execute(&pool)
+        .await
+        .unwrap();
+
     // A young file may be a message being saved right now: kept.
     let n = store
         .sweep_orphans(&pool, now - herd_support::jobs::ORPHAN_AFTER)

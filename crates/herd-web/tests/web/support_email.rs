@@ -711,6 +711,68 @@ async fn an_answer_to_a_merged_ticket_continues_on_the_ticket_kept(pool: PgPool)
         "the answer is on the ticket kept"
     );
 
+    // Carla's private duplicate merged into a ticket shared with all of Acme: what she
+    // wrote for the private one is not moved where every member reads it.
+    let private = open(&carla, "Private question").await;
+    op.get(&format!("/operator/support/{private}")).await;
+    op.post(
+        &format!("/operator/support/{private}/reply"),
+        &[("body", "Which account?"), ("then", "wait")],
+    )
+    .await
+    .assert_redirect(&format!("/operator/support/{private}"));
+    app.run_jobs().await;
+    let private_mail = app.last_mail_to("carla@acme.example").await;
+    carla.get("/o/acme/support/new").await.assert_status(200);
+    let r = carla
+        .post(
+            "/o/acme/support",
+            &[
+                ("subject", "Shared question"),
+                ("body", "For everyone at Acme."),
+                ("category", "technical"),
+                ("priority", "normal"),
+                ("instance", ""),
+                ("shared", "on"),
+            ],
+        )
+        .await;
+    let shared: Uuid = r
+        .location
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    op.post(
+        &format!("/operator/support/{private}/merge"),
+        &[("into", &shared.to_string())],
+    )
+    .await
+    .assert_redirect(&format!("/operator/support/{shared}"));
+    let on_shared = messages(&pool, shared).await.len();
+    let raw = answer_to(
+        &private_mail,
+        "carla@acme.example",
+        "<private-after-merge@acme.example>",
+        "The account is carla-private, password hint: cats.",
+    );
+    let (status, json) = post(&app, &raw).await;
+    assert_eq!(status, 422, "{json}");
+    assert!(
+        json["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("readers are not the same"),
+        "{json}"
+    );
+    assert_eq!(
+        messages(&pool, shared).await.len(),
+        on_shared,
+        "nothing moved to the shared ticket"
+    );
+
     // Max's private ticket merged into Carla's private one: Max may not see it, so his
     // answer by email is refused with the merge's reason and adds nothing anywhere.
     let max = app.signed_up("Max", "max@acme.example", None).await;
