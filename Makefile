@@ -21,6 +21,7 @@ bench:
 	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-orchestrator --bench order_to_apply
 	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-jobs --bench claims
 	cargo bench -p herd-k8s --bench render_diff
+	DATABASE_URL=$(BENCH_DB) cargo bench -p herd-k8s --bench dump_restore
 
 ## Formatting, lints, offline query data and layering checks, as CI runs them.
 check:

@@ -2,7 +2,9 @@
 //! summary its pod leaves in its termination message, or a CloudNativePG `Backup`'s
 //! status), as the Instance's status keeps them and the control plane copies them.
 
-use crate::crd::{BackupMethod, BackupOutcome, BackupReason, BackupRecord, RECENT_BACKUPS};
+use crate::crd::{
+    BackupMethod, BackupOutcome, BackupReason, BackupRecord, ExportStatus, RECENT_BACKUPS,
+};
 use crate::observe::job_state;
 use crate::render::backup::{
     BackupKind, Summary, BACKUP_LABEL, BACKUP_OBJECT_ANNOTATION, DATABASE_ARTIFACT, MEDIA_ARTIFACT,
@@ -26,9 +28,12 @@ pub fn kind_of(job: &Job) -> Option<BackupKind> {
         .and_then(|k| BackupKind::from_label(k))
 }
 
-/// The summary the Job's upload container left in its termination message.
-fn summary(job: &Job, pods: &[Pod]) -> Option<Summary> {
-    let name = job.metadata.name.as_deref()?;
+/// The termination messages the container (or init container) `container` of the Job's
+/// pods left, in the order the pods are listed.
+pub fn termination_messages(job: &Job, pods: &[Pod], container: &str) -> Vec<String> {
+    let Some(name) = job.metadata.name.as_deref() else {
+        return Vec::new();
+    };
     pods.iter()
         .filter(|p| {
             p.metadata.labels.as_ref().is_some_and(|l| {
@@ -38,12 +43,13 @@ fn summary(job: &Job, pods: &[Pod]) -> Option<Summary> {
             })
         })
         .filter_map(|p| {
-            p.status
-                .as_ref()?
-                .container_statuses
-                .as_ref()?
+            let status = p.status.as_ref()?;
+            status
+                .init_container_statuses
                 .iter()
-                .find(|c| c.name == "upload")?
+                .chain(status.container_statuses.iter())
+                .flatten()
+                .find(|c| c.name == container)?
                 .state
                 .as_ref()?
                 .terminated
@@ -51,7 +57,14 @@ fn summary(job: &Job, pods: &[Pod]) -> Option<Summary> {
                 .message
                 .clone()
         })
-        .map(|m| Summary::parse(&m))
+        .collect()
+}
+
+/// The summary the Job's upload container left in its termination message.
+fn summary(job: &Job, pods: &[Pod]) -> Option<Summary> {
+    termination_messages(job, pods, "upload")
+        .iter()
+        .map(|m| Summary::parse(m))
         .find(|s| s.manifest_sha256.is_some())
 }
 
@@ -97,7 +110,7 @@ pub fn from_job(job: &Job, pods: &[Pod]) -> Option<(BackupRecord, JobState)> {
     let reason = match kind_of(job)? {
         BackupKind::Scheduled => BackupReason::Scheduled,
         BackupKind::BeforeUpgrade => BackupReason::BeforeUpgrade,
-        BackupKind::Final => return None,
+        BackupKind::Final | BackupKind::Export => return None,
     };
     let status = job.status.clone().unwrap_or_default();
     let started_at = status.start_time.as_ref().map(rfc3339);
@@ -154,6 +167,78 @@ pub fn from_job(job: &Job, pods: &[Pod]) -> Option<(BackupRecord, JobState)> {
         },
     };
     Some((record, state))
+}
+
+/// An export's status from its Job (see [`crate::render::export`]) and the summary its
+/// pod left: succeeded only when verified (the manifest's checksum reported, a checksum
+/// per object, the dump not empty); its size is every byte uploaded, its checksum the
+/// manifest's SHA-256.
+pub fn export_status(id: &str, job: &Job, pods: &[Pod]) -> ExportStatus {
+    let status = job.status.clone().unwrap_or_default();
+    let summary = summary(job, pods);
+    let mut state = job_state(job);
+    if state == JobState::Succeeded {
+        let why = match &summary {
+            Some(s) if s.manifest_sha256.is_none() => {
+                Some("the Job reported no manifest checksum".to_owned())
+            }
+            Some(s) if s.objects == 0 || s.checksums != s.objects => Some(format!(
+                "the manifest lists {} checksums for {} objects",
+                s.checksums, s.objects
+            )),
+            Some(s) => expected(job)
+                .into_iter()
+                .find(|a| s.bytes.get(*a).is_none_or(|n| *n == 0))
+                .map(|a| format!("{a} is empty or missing")),
+            None => Some("the Job left no summary of what it uploaded".into()),
+        };
+        if let Some(why) = why {
+            state = JobState::Failed(format!("the export is not verified: {why}"));
+        }
+    }
+    let finished_at = match &state {
+        JobState::Running => None,
+        _ => status.completion_time.as_ref().map(rfc3339).or_else(|| {
+            status
+                .conditions
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "Failed" && c.status == "True")
+                .and_then(|c| c.last_transition_time.as_ref().map(rfc3339))
+        }),
+    };
+    ExportStatus {
+        id: id.to_owned(),
+        outcome: match &state {
+            JobState::Running => BackupOutcome::Running,
+            JobState::Succeeded => BackupOutcome::Succeeded,
+            JobState::Failed(_) => BackupOutcome::Failed,
+        },
+        location: summary
+            .as_ref()
+            .and_then(|s| s.location.clone())
+            .or_else(|| {
+                job.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(BACKUP_OBJECT_ANNOTATION).cloned())
+            }),
+        started_at: status.start_time.as_ref().map(rfc3339),
+        finished_at,
+        size_bytes: summary
+            .as_ref()
+            .map(|s| i64::try_from(s.total_bytes()).unwrap_or(i64::MAX)),
+        checksum: summary.and_then(|s| s.manifest_sha256),
+        message: match &state {
+            JobState::Failed(m) => Some(format!(
+                "{m}; read `kubectl logs -n {} job/{}`, then ask for a new export",
+                job.metadata.namespace.as_deref().unwrap_or_default(),
+                job.metadata.name.as_deref().unwrap_or_default()
+            )),
+            _ => None,
+        },
+    }
 }
 
 /// A CloudNativePG `Backup`'s record (its size is not reported; its checksums are

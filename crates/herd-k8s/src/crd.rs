@@ -66,14 +66,17 @@ pub struct InstanceSpec {
     /// Asked by the control plane: restore this tenant from a backup (see
     /// [`RestoreSpec`]). Set on a running tenant, it restores in place; set on a new
     /// Instance, the tenant is made from the backup instead of installed fresh.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Always sent (`null`: no restore asked for), so that an apply that stops asking
+    /// removes it whatever the apply's merge rules (as `owner.passwordGeneration`).
+    #[serde(default)]
     pub restore: Option<RestoreSpec>,
     /// A restore drill's scratch copy: no ingress, no scheduled backups, no final backup
     /// when it is deleted. Set only on Instances the control plane makes for a drill.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drill: bool,
     /// Asked by the control plane: take an export for the customer (see [`ExportSpec`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Always sent (`null`: none asked for), like `restore`.
+    #[serde(default)]
     pub export: Option<ExportSpec>,
 }
 
@@ -91,6 +94,11 @@ pub struct RestoreSpec {
     /// Restore the media archive too, when the backup holds one (default: yes).
     #[serde(default = "default_true")]
     pub media: bool,
+    /// The SHA-256 of the backup's manifest as the control plane recorded it when the
+    /// backup was taken: the restore refuses a manifest that differs (and a drill, which
+    /// must prove the backup, refuses to run without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -388,7 +396,7 @@ pub struct RestoreStatus {
     /// The same tables counted after the restore.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub restored_rows: BTreeMap<String, i64>,
-    /// Why it failed, in words an operator can act on.
+    /// Why it failed, in words an operator can act on; while it runs, what it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

@@ -205,7 +205,8 @@ fn succeeded(state: Option<&JobState>) -> bool {
     matches!(state, Some(JobState::Succeeded))
 }
 
-fn rolled_out(app: App, o: &Observed, version: &str) -> bool {
+/// Every Deployment of the app is rolled out at `version`.
+pub fn rolled_out(app: App, o: &Observed, version: &str) -> bool {
     app_deployments(app).iter().all(|d| {
         o.deployments
             .get(*d)

@@ -140,11 +140,21 @@ pub async fn observe(client: &kube::Client, t: &Tenant<'_>) -> Result<Observed, 
             }
         }
     }
+    // Scheduled backups are records only; restores and exports are the operator's own
+    // business (see `crate::operator`), reported in `status.restore` and `status.export`,
+    // never a step of the install or an upgrade.
     job_list.retain(|j| {
         !matches!(
             crate::backups::kind_of(j),
-            Some(crate::render::backup::BackupKind::Scheduled)
-        )
+            Some(
+                crate::render::backup::BackupKind::Scheduled
+                    | crate::render::backup::BackupKind::Export
+            )
+        ) && !j
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(crate::render::restore::RESTORE_LABEL))
     });
     if t.uses_cloudnative_pg() && t.cluster.backup.is_some() {
         let gvk = GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Backup");

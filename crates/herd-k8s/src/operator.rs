@@ -6,10 +6,16 @@
 //! reads only. Deletion takes the final backup (database, and media on a volume) with
 //! upload URLs the operator presigns, then deletes the namespace, then removes the
 //! finalizer. Errors back off with jitter, longer when the API server throttles.
+//!
+//! A restore (`spec.restore`) comes before everything else: the app is stopped, the
+//! restore Job runs, then (Mastodon) the migrations, then the app starts again; on a new
+//! tenant it replaces the install (see [`restore_step`] and docs/BACKUPS.md). An export
+//! (`spec.export`) is a one-off Job while the app runs, reported in `status.export`.
 
 use crate::crd::{
-    Instance, InstanceStatus, Phase, DATABASE_ANNOTATION, DATABASE_CLOUDNATIVE_PG,
-    DATABASE_STATEFULSET, INSTALLED_VERSION_ANNOTATION, MEDIA_ANNOTATION,
+    BackupOutcome, ExportSpec, ExportStatus, Instance, InstanceStatus, Phase, RestoreSpec,
+    RestoreStatus, RestoreStep, DATABASE_ANNOTATION, DATABASE_CLOUDNATIVE_PG, DATABASE_STATEFULSET,
+    INSTALLED_VERSION_ANNOTATION, MEDIA_ANNOTATION,
 };
 use crate::lifecycle::{self, Step};
 use crate::observe::{self, job_state};
@@ -23,7 +29,9 @@ use crate::render::backup::{
 use crate::render::schedule::{
     Schedule, SCHEDULED_BACKUP_URLS, SLOT_TOLERANCE_SECS, TENANT_BACKUP_CREDENTIALS,
 };
-use crate::render::{namespace_name, Child, ClusterSettings, Tenant};
+use crate::render::tenancy::APP_SECRET;
+use crate::render::{export, namespace_name, restore, Child, ClusterSettings, Tenant};
+use crate::secrets::AppSecrets;
 use crate::status::{self, JobState};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
@@ -330,6 +338,28 @@ async fn write_status(
             .as_object_mut()
             .map(|o| o.entry(field).or_insert(serde_json::Value::Null));
     }
+    // A merge patch keeps what it does not mention: the restore's and export's cleared
+    // fields are cleared explicitly.
+    for (record, fields) in [
+        ("restore", &["startedAt", "finishedAt", "message"][..]),
+        (
+            "export",
+            &[
+                "location",
+                "startedAt",
+                "finishedAt",
+                "sizeBytes",
+                "checksum",
+                "message",
+            ][..],
+        ),
+    ] {
+        if let Some(o) = value.get_mut(record).and_then(|r| r.as_object_mut()) {
+            for field in fields {
+                o.entry(*field).or_insert(serde_json::Value::Null);
+            }
+        }
+    }
     api.patch_status(
         &instance.name_any(),
         &PatchParams::default(),
@@ -391,11 +421,41 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         // The write triggers the next reconcile, with the finalizer in place.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
+    // A restore asked for runs first; the rest of the reconcile goes on only once it
+    // starts the app again (or when it is over).
+    let mut starting = None;
+    if let Some(wanted) = instance.spec.restore.clone() {
+        match restore_end(instance, &wanted.id) {
+            // Boxed, as are the other steps' futures: the reconcile's own stays small.
+            None => match Box::pin(restore_step(instance, ctx, &api, &ns, &wanted)).await? {
+                Restoring::Wait(next) => return Ok(next),
+                Restoring::Start(rs, installed) => starting = Some((rs, installed)),
+            },
+            Some(end) if holds(instance, end) => {
+                return Box::pin(hold_after_restore(instance, ctx, &api, &ns)).await;
+            }
+            Some(_) => {}
+        }
+    }
+    // Marked installed by the restore just now: the rest of this reconcile sees it too.
+    let annotated;
+    let instance = match starting.as_ref().and_then(|(_, v)| v.clone()) {
+        Some(version) => {
+            let mut i = instance.clone();
+            i.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(INSTALLED_VERSION_ANNOTATION.to_owned(), version);
+            annotated = i;
+            &annotated
+        }
+        None => instance,
+    };
     if let Some(next) = reinstall_if_gone(instance, ctx, &api, &ns).await? {
         return Ok(next);
     }
     let secrets = reconcile::load_or_generate_secrets(client, &ns).await?;
-    let cluster = ctx.cluster();
+    let cluster = cluster_for(ctx, instance);
     let t = Tenant {
         instance,
         secrets: &secrets,
@@ -493,7 +553,8 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
     // coming run's URLs, and for CloudNativePG the tenant's own object-store credentials.
     // A failure here does not hold the tenant's reconcile: the run it spoils is a missed
     // backup, which the control plane alerts on.
-    if let Some(target) = &ctx.settings.backup {
+    // A drill's copy is never backed up.
+    if let (Some(target), false) = (&ctx.settings.backup, instance.spec.drill) {
         let prepared = async {
             ensure_sealed_secrets(ctx, &t, target).await?;
             ensure_scheduled_urls(ctx, &t, target).await?;
@@ -518,6 +579,40 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         &ctx.now().to_string(),
     );
     status.owner_password_generation = plan.owner_password_generation;
+    // The restore's last step: done once the app runs again (or at once when suspended).
+    let mut busy = false;
+    if let Some((mut rs, _)) = starting {
+        let version = plan
+            .running_version
+            .clone()
+            .unwrap_or_else(|| instance.spec.version.clone());
+        if instance.spec.suspended || lifecycle::rolled_out(instance.spec.app, &observed, &version)
+        {
+            rs.step = RestoreStep::Succeeded;
+            rs.finished_at = Some(ctx.now().to_string());
+            rs.message = None;
+            let done = format!("{}:{}", rs.id, RestoreEnd::Succeeded.label());
+            annotate(&api, instance, RESTORE_ANNOTATION, Some(&done)).await?;
+            ctx.event(
+                instance,
+                false,
+                "RestoreSucceeded",
+                format!("restored from {}; the app runs {version}", rs.source),
+            )
+            .await;
+        } else {
+            status.phase = Phase::Restoring;
+            busy = true;
+        }
+        status.restore = Some(rs);
+    }
+    // An export asked for, once the tenant runs.
+    if let (Some(wanted), Some(_)) = (instance.spec.export.clone(), &plan.running_version) {
+        if let Some(x) = Box::pin(export_step(instance, ctx, &t, &wanted)).await? {
+            busy |= x.outcome == BackupOutcome::Running;
+            status.export = Some(x);
+        }
+    }
     if let Some(version) = plan.running_version.as_deref() {
         if instance.annotation(INSTALLED_VERSION_ANNOTATION) != Some(version) {
             annotate(&api, instance, INSTALLED_VERSION_ANNOTATION, Some(version)).await?;
@@ -534,11 +629,586 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
             .await;
     }
     Ok(match plan.step {
-        Step::Ready if !report.written.is_empty() => Action::requeue(Duration::from_secs(15)),
+        Step::Ready if busy || !report.written.is_empty() => {
+            Action::requeue(Duration::from_secs(15))
+        }
         Step::Ready => Action::requeue(Duration::from_secs(600)),
         Step::Refused(_) | Step::JobFailed { .. } => Action::requeue(Duration::from_secs(120)),
         _ => Action::requeue(Duration::from_secs(10)),
     })
+}
+
+/// The cluster settings a tenant is rendered with: a restore drill's copy gets no backup
+/// target (no scheduled backup, no CloudNativePG object store: it is never backed up).
+fn cluster_for(ctx: &Context, instance: &Instance) -> ClusterSettings {
+    let mut cluster = ctx.cluster();
+    if instance.spec.drill {
+        cluster.backup = None;
+    }
+    cluster
+}
+
+/// The annotation recording the last restore that ended, `<id>:<end>`
+/// ([`RestoreEnd::label`]): it survives a lost status, so a restore is never run twice.
+pub const RESTORE_ANNOTATION: &str = "herd.dev/restore";
+
+/// How a restore ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RestoreEnd {
+    Succeeded,
+    /// Failed once the app was stopped: it stays stopped (see [`holds`]).
+    Failed,
+    /// Refused before anything was stopped (no backup target, a source outside the
+    /// prefix, a barman backup, an id that cannot name a Job).
+    Refused,
+}
+
+impl RestoreEnd {
+    fn label(self) -> &'static str {
+        match self {
+            RestoreEnd::Succeeded => "succeeded",
+            RestoreEnd::Failed => "failed",
+            RestoreEnd::Refused => "refused",
+        }
+    }
+}
+
+/// How restore `id` ended, if it did: from [`RESTORE_ANNOTATION`], else the status.
+fn restore_end(instance: &Instance, id: &str) -> Option<RestoreEnd> {
+    if let Some((done, end)) = instance
+        .annotation(RESTORE_ANNOTATION)
+        .and_then(|a| a.rsplit_once(':'))
+    {
+        if done == id {
+            return [
+                RestoreEnd::Succeeded,
+                RestoreEnd::Failed,
+                RestoreEnd::Refused,
+            ]
+            .into_iter()
+            .find(|e| e.label() == end);
+        }
+    }
+    let rs = instance.status.as_ref()?.restore.as_ref()?;
+    match (rs.id == id, rs.step) {
+        (true, RestoreStep::Succeeded) => Some(RestoreEnd::Succeeded),
+        (true, RestoreStep::Failed) => Some(RestoreEnd::Failed),
+        _ => None,
+    }
+}
+
+/// Whether the tenant stays held after its restore ended: a restore that failed once the
+/// app was stopped leaves it stopped, as long as `spec.restore` asks for that restore
+/// (the operator cannot tell from a failed Job whether the database was left as it was
+/// or restored without its migrations or its rows: starting the app on it would serve
+/// and federate from a database nobody checked). A new tenant whose restore was refused
+/// is not installed fresh either. The control plane decides: a new restore (a new id),
+/// or `spec.restore` removed to start the app on the database as it is.
+fn holds(instance: &Instance, end: RestoreEnd) -> bool {
+    match end {
+        RestoreEnd::Succeeded => false,
+        RestoreEnd::Failed => true,
+        RestoreEnd::Refused => instance.installed_version().is_none(),
+    }
+}
+
+/// Where a restore is.
+enum Restoring {
+    /// Not done yet: come back after this.
+    Wait(Action),
+    /// Restored (and migrated): the app starts; the version to mark the tenant installed
+    /// at, when it was not.
+    Start(RestoreStatus, Option<String>),
+}
+
+/// The tenant's children as they are, with the app held: web, streaming and sidekiq at
+/// zero replicas and every CronJob suspended (the scheduled backup too: a backup of a
+/// database being restored is worth nothing). Nothing is pruned.
+async fn hold_app(ctx: &Context, t: &Tenant<'_>) -> Result<usize, OperatorError> {
+    let app = lifecycle::app_deployments(t.instance.spec.app);
+    let mut children: Vec<Child> = crate::render::render(t)
+        .map_err(ReconcileError::from)?
+        .into_iter()
+        .filter(|c| !matches!(c, Child::Job(_)))
+        .map(|c| match c {
+            Child::Deployment(mut d)
+                if d.metadata.name.as_deref().is_some_and(|n| app.contains(&n)) =>
+            {
+                if let Some(spec) = d.spec.as_mut() {
+                    spec.replicas = Some(0);
+                }
+                Child::Deployment(d)
+            }
+            Child::CronJob(mut c) => {
+                if let Some(spec) = c.spec.as_mut() {
+                    spec.suspend = Some(true);
+                }
+                Child::CronJob(c)
+            }
+            other => other,
+        })
+        .collect();
+    if let Some(digest) = reconcile::referenced_secrets_digest(&ctx.client, t.instance).await? {
+        reconcile::stamp_referenced_secrets(&mut children, t.instance, &digest);
+    }
+    reconcile::apply(&ctx.client, &children).await?;
+    writers_left(ctx, t).await
+}
+
+/// Writes the status of a restore under way (or ended): `phase`, `status.restore`, and
+/// the last error.
+async fn write_restore(
+    api: &Api<Instance>,
+    instance: &Instance,
+    rs: RestoreStatus,
+    phase: Phase,
+    error: Option<String>,
+) -> Result<bool, OperatorError> {
+    let status = InstanceStatus {
+        phase,
+        last_error: error,
+        restore: Some(rs),
+        ..instance.status.clone().unwrap_or_default()
+    };
+    write_status(api, instance, &status).await
+}
+
+/// Ends a restore that failed or was refused: recorded on the Instance
+/// ([`RESTORE_ANNOTATION`]) and in its status (`Failed`, with why), told in an Event.
+async fn restore_ended(
+    ctx: &Context,
+    api: &Api<Instance>,
+    instance: &Instance,
+    mut rs: RestoreStatus,
+    end: RestoreEnd,
+    why: String,
+) -> Result<Restoring, OperatorError> {
+    rs.step = RestoreStep::Failed;
+    rs.finished_at = Some(ctx.now().to_string());
+    rs.message = Some(why.clone());
+    let done = format!("{}:{}", rs.id, end.label());
+    annotate(api, instance, RESTORE_ANNOTATION, Some(&done)).await?;
+    if write_restore(api, instance, rs, Phase::Failed, Some(why.clone())).await? {
+        ctx.event(instance, true, "RestoreFailed", why).await;
+    }
+    Ok(Restoring::Wait(Action::requeue(Duration::from_secs(
+        match end {
+            // The next reconcile runs the tenant as it was.
+            RestoreEnd::Refused => 1,
+            _ => 300,
+        },
+    ))))
+}
+
+/// After a restore that failed: the app stays stopped (see [`holds`]) and the status says
+/// why, until the control plane asks for another restore or removes `spec.restore`.
+async fn hold_after_restore(
+    instance: &Instance,
+    ctx: &Context,
+    api: &Api<Instance>,
+    ns: &str,
+) -> Result<Action, OperatorError> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    if namespaces.get_opt(ns).await?.is_some() {
+        if let Some(secret) = secrets.get_opt(APP_SECRET).await? {
+            let secrets = app_secrets(ns, secret)?;
+            let cluster = cluster_for(ctx, instance);
+            let t = Tenant {
+                instance,
+                secrets: &secrets,
+                cluster: &cluster,
+            };
+            hold_app(ctx, &t).await?;
+        }
+    }
+    let previous = instance.status.clone().unwrap_or_default();
+    let why = previous
+        .restore
+        .as_ref()
+        .and_then(|r| r.message.clone())
+        .or(previous.last_error.clone());
+    let status = InstanceStatus {
+        phase: Phase::Failed,
+        last_error: why,
+        ..previous
+    };
+    write_status(api, instance, &status).await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+fn app_secrets(ns: &str, secret: Secret) -> Result<AppSecrets, OperatorError> {
+    Ok(
+        AppSecrets::from_data(&reconcile::secret_strings(secret)).map_err(|source| {
+            ReconcileError::DamagedSecret {
+                namespace: ns.to_owned(),
+                source,
+            }
+        })?,
+    )
+}
+
+/// One step of restore `wanted` (see docs/BACKUPS.md, "Restores"):
+///
+/// 1. Checks first, before anything stops: a backup target, an id that can name Jobs, a
+///    source under the operator's prefix that is a dump backup (not CloudNativePG's).
+/// 2. The tenant's `app-secrets`: on a new tenant (or one whose namespace is gone) the
+///    operator makes the namespace and waits for the control plane to copy the source's
+///    secrets there; it never generates them for a restore.
+/// 3. The app stops (web, streaming, sidekiq, the CronJobs) and the restore waits until
+///    no pod of the app is left, and for PostgreSQL.
+/// 4. Job `restore-<id>` with `GET` URLs for the backup's objects (Secret
+///    `restore-<id>-urls`); its report gives the rows counted before and after, which
+///    must agree.
+/// 5. Mastodon: Job `restore-<id>-migrate` (`db:migrate`, pre- and post-deployment
+///    migrations together) with the running version's image.
+/// 6. The app starts (the caller's reconcile), the tenant marked installed; the restore
+///    succeeds once it is rolled out.
+///
+/// The Jobs carry the id, and a restore that ended is recorded ([`RESTORE_ANNOTATION`]):
+/// the same id never runs twice.
+async fn restore_step(
+    instance: &Instance,
+    ctx: &Context,
+    api: &Api<Instance>,
+    ns: &str,
+    wanted: &RestoreSpec,
+) -> Result<Restoring, OperatorError> {
+    let id = wanted.id.as_str();
+    let client = &ctx.client;
+    let mut rs = instance
+        .status
+        .as_ref()
+        .and_then(|s| s.restore.clone())
+        .filter(|r| r.id == wanted.id)
+        .unwrap_or_else(|| RestoreStatus {
+            id: wanted.id.clone(),
+            step: RestoreStep::StoppingApp,
+            source: wanted.source.clone(),
+            started_at: Some(ctx.now().to_string()),
+            finished_at: None,
+            source_rows: BTreeMap::new(),
+            restored_rows: BTreeMap::new(),
+            message: None,
+        });
+    let refuse =
+        |why: String| restore_ended(ctx, api, instance, rs.clone(), RestoreEnd::Refused, why);
+    let Some(target) = &ctx.settings.backup else {
+        return refuse("no backup target is configured (HERD_BACKUP_S3_BUCKET): there is nothing to restore from".into()).await;
+    };
+    if !restore::valid_id(id) {
+        return refuse(format!("spec.restore.id {id:?} cannot name the restore's Jobs: use at most 40 lowercase letters, digits and '-'")).await;
+    }
+    let dir = match presign::source_dir(target, &wanted.source) {
+        Ok(dir) => dir,
+        Err(why) => return refuse(why).await,
+    };
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns_exists = namespaces.get_opt(ns).await?.is_some();
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = match ns_exists {
+        true => secrets_api.get_opt(APP_SECRET).await?,
+        false => None,
+    };
+    let Some(secret) = secret else {
+        // The namespace, for the control plane to copy the source's secrets into: a
+        // restored database is unreadable without them.
+        let placeholder = AppSecrets::generate();
+        let cluster = cluster_for(ctx, instance);
+        let t = Tenant {
+            instance,
+            secrets: &placeholder,
+            cluster: &cluster,
+        };
+        let namespace: Vec<Child> = crate::render::tenancy::render(&t)
+            .map_err(ReconcileError::from)?
+            .into_iter()
+            .filter(|c| matches!(c, Child::Namespace(_)))
+            .collect();
+        reconcile::apply(client, &namespace).await?;
+        rs.step = RestoreStep::Restoring;
+        rs.message = Some(format!("waiting for Secret {APP_SECRET} in namespace {ns}: the control plane copies the source tenant's app secrets there (a restored database is unreadable without them; the operator never generates them for a restore)"));
+        write_restore(api, instance, rs, Phase::Restoring, None).await?;
+        return Ok(Restoring::Wait(Action::requeue(Duration::from_secs(10))));
+    };
+    let secrets = app_secrets(ns, secret)?;
+    let cluster = cluster_for(ctx, instance);
+    let t = Tenant {
+        instance,
+        secrets: &secrets,
+        cluster: &cluster,
+    };
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let job_name = restore::job_name(id);
+    let job = jobs.get_opt(&job_name).await?;
+    let wait = |secs| Ok(Restoring::Wait(Action::requeue(Duration::from_secs(secs))));
+    let Some(job) = job else {
+        let left = hold_app(ctx, &t).await?;
+        if left > 0 {
+            rs.step = RestoreStep::StoppingApp;
+            rs.message = Some(format!(
+                "waiting for the app to stop ({left} pods left) before the restore"
+            ));
+            write_restore(api, instance, rs, Phase::Restoring, None).await?;
+            return wait(5);
+        }
+        let observed = observe::observe(client, &t).await?;
+        if !observed.database_ready {
+            rs.step = RestoreStep::Restoring;
+            rs.message = Some("waiting for PostgreSQL to accept connections".into());
+            write_restore(api, instance, rs, Phase::Restoring, None).await?;
+            return wait(10);
+        }
+        let media = restore::restores_media(&t, wanted.media).map_err(ReconcileError::from)?;
+        let credentials = backup_credentials(ctx).await?;
+        let urls = presign::download_urls(
+            target,
+            &credentials,
+            &dir,
+            &restore::download_names(media),
+            ctx.now(),
+            restore::URL_VALIDITY,
+        )?;
+        // The manifest's checksum, when the tenant's own records have this backup.
+        let source = format!("s3://{}/{dir}", target.bucket);
+        let known = instance.status.as_ref().and_then(|s| {
+            s.backups
+                .iter()
+                .find(|b| b.location.as_deref() == Some(source.as_str()))
+                .and_then(|b| b.checksum.clone())
+        });
+        // The control plane's record wins: the tenant's own status may not hold the
+        // backup (a new tenant, a drill), and a drill must check it.
+        let known = wanted.manifest_sha256.clone().or(known);
+        if known.is_none() && instance.spec.drill {
+            let why = "a drill needs the backup's manifest checksum (spec.restore.manifestSha256) to prove it; none was given".to_owned();
+            return restore_ended(ctx, api, instance, rs, RestoreEnd::Failed, why).await;
+        }
+        let children = restore::restore(&t, &urls, id, &source, media, known.as_deref())
+            .map_err(ReconcileError::from)?;
+        reconcile::apply(client, &children).await?;
+        ctx.event(
+            instance,
+            false,
+            "RestoreStarted",
+            format!("Job {ns}/{job_name} restores the tenant from {source}"),
+        )
+        .await;
+        rs.step = RestoreStep::Restoring;
+        rs.message = None;
+        write_restore(api, instance, rs, Phase::Restoring, None).await?;
+        return wait(15);
+    };
+    let logs = format!("`kubectl logs -n {ns} job/{job_name} --all-containers`");
+    let stopped = "The app is left stopped: ask for a new restore (a new id), or remove spec.restore to start it on the database as it is";
+    match job_state(&job) {
+        JobState::Running => {
+            hold_app(ctx, &t).await?;
+            rs.step = RestoreStep::Restoring;
+            rs.message = None;
+            write_restore(api, instance, rs, Phase::Restoring, None).await?;
+            return wait(15);
+        }
+        JobState::Failed(m) => {
+            let pods = job_pods(ctx, &t).await?;
+            let reason = crate::backups::termination_messages(&job, &pods, "fetch")
+                .into_iter()
+                .chain(crate::backups::termination_messages(
+                    &job,
+                    &pods,
+                    restore::RESTORE_CONTAINER,
+                ))
+                .map(|m| m.trim().to_owned())
+                .find(|m| !m.is_empty());
+            let why = match reason {
+                Some(r) => format!(
+                    "the restore Job {ns}/{job_name} failed: {r} ({m}). Read {logs}. {stopped}."
+                ),
+                None => {
+                    format!("the restore Job {ns}/{job_name} failed ({m}). Read {logs}. {stopped}.")
+                }
+            };
+            return restore_ended(ctx, api, instance, rs, RestoreEnd::Failed, why).await;
+        }
+        JobState::Succeeded => {}
+    }
+    let pods = job_pods(ctx, &t).await?;
+    let summary = crate::backups::termination_messages(&job, &pods, restore::RESTORE_CONTAINER)
+        .iter()
+        .map(|m| restore::RestoreSummary::parse(m))
+        .find(|s| !s.restored_rows.is_empty() || !s.source_rows.is_empty())
+        .unwrap_or_default();
+    rs.source_rows = summary.source_rows.clone();
+    rs.restored_rows = summary.restored_rows.clone();
+    if summary.restored_rows.is_empty() {
+        // Without its counts (the pod is gone, or left no message) nothing says the
+        // database holds the backup: never served on trust.
+        let why = format!(
+            "the restore Job left no row counts to check the database against the backup. Read {logs}. {stopped}."
+        );
+        return restore_ended(ctx, api, instance, rs, RestoreEnd::Failed, why).await;
+    }
+    if let Some(why) = summary.mismatch() {
+        let why = format!(
+            "the restored database does not match the backup ({why}). Read {logs}. {stopped}."
+        );
+        return restore_ended(ctx, api, instance, rs, RestoreEnd::Failed, why).await;
+    }
+    let version = instance
+        .installed_version()
+        .unwrap_or(&instance.spec.version)
+        .to_owned();
+    if let Some(from) = summary.source_version.as_deref() {
+        use herd_domain::version::Precedence;
+        if Precedence::of(from) > Precedence::of(&version) {
+            let why = format!("the backup is of {from}, newer than {version}, which the tenant runs: its database cannot be migrated back. Set spec.version to {from} or later and ask for a new restore. {stopped}.");
+            return restore_ended(ctx, api, instance, rs, RestoreEnd::Failed, why).await;
+        }
+    }
+    if let Some(migrate) = restore::migrate_job(&t, &version, id).map_err(ReconcileError::from)? {
+        let name = restore::migrate_job_name(id);
+        match jobs.get_opt(&name).await?.as_ref().map(job_state) {
+            None => {
+                hold_app(ctx, &t).await?;
+                reconcile::apply(client, &[migrate]).await?;
+                rs.step = RestoreStep::Migrating;
+                rs.message = None;
+                write_restore(api, instance, rs, Phase::Restoring, None).await?;
+                return wait(10);
+            }
+            Some(JobState::Running) => {
+                hold_app(ctx, &t).await?;
+                rs.step = RestoreStep::Migrating;
+                write_restore(api, instance, rs, Phase::Restoring, None).await?;
+                return wait(10);
+            }
+            Some(JobState::Failed(m)) => {
+                let why = format!("the migrations to {version} after the restore failed (Job {ns}/{name}: {m}): the database is restored but not migrated. Read `kubectl logs -n {ns} job/{name}`. {stopped}.");
+                return restore_ended(ctx, api, instance, rs, RestoreEnd::Failed, why).await;
+            }
+            Some(JobState::Succeeded) => {}
+        }
+    }
+    rs.step = RestoreStep::Starting;
+    rs.message = None;
+    // Never installed fresh from now on: the database is the backup's.
+    let installed = (instance.annotation(INSTALLED_VERSION_ANNOTATION) != Some(version.as_str()))
+        .then(|| version.clone());
+    if let Some(v) = &installed {
+        annotate(api, instance, INSTALLED_VERSION_ANNOTATION, Some(v)).await?;
+    }
+    Ok(Restoring::Start(rs, installed))
+}
+
+/// The pods of the tenant's Jobs (their termination messages are read).
+async fn job_pods(ctx: &Context, t: &Tenant<'_>) -> Result<Vec<Pod>, OperatorError> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &t.namespace());
+    let lp = kube::api::ListParams::default().labels(&format!(
+        "{},app.kubernetes.io/component=jobs",
+        observe::selector(t.instance)
+    ));
+    Ok(pods.list(&lp).await?.items)
+}
+
+/// Export `wanted` (see [`crate::render::export`]): its Job made once, with upload URLs
+/// for its own directory, and its status read from the Job and its report. An export
+/// that ended is never run again; `None` while nothing is to be said.
+async fn export_step(
+    instance: &Instance,
+    ctx: &Context,
+    t: &Tenant<'_>,
+    wanted: &ExportSpec,
+) -> Result<Option<ExportStatus>, OperatorError> {
+    let id = wanted.id.as_str();
+    let previous = instance
+        .status
+        .as_ref()
+        .and_then(|s| s.export.clone())
+        .filter(|x| x.id == id);
+    if previous
+        .as_ref()
+        .is_some_and(|x| x.outcome != BackupOutcome::Running)
+    {
+        return Ok(previous);
+    }
+    let now = ctx.now().to_string();
+    let failed = |why: String| {
+        Some(ExportStatus {
+            id: id.to_owned(),
+            outcome: BackupOutcome::Failed,
+            location: None,
+            started_at: previous.as_ref().and_then(|p| p.started_at.clone()),
+            finished_at: Some(now.clone()),
+            size_bytes: None,
+            checksum: None,
+            message: Some(why),
+        })
+    };
+    let Some(target) = &ctx.settings.backup else {
+        return Ok(failed("no backup target is configured (HERD_BACKUP_S3_BUCKET): an export is written to the backup bucket".into()));
+    };
+    if !restore::valid_id(id) {
+        return Ok(failed(format!("spec.export.id {id:?} cannot name the export's Job: use at most 40 lowercase letters, digits and '-'")));
+    }
+    let ns = t.namespace();
+    let name = export::job_name(id);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(job) = jobs.get_opt(&name).await? else {
+        if previous.is_some() {
+            return Ok(failed(format!("the export Job {ns}/{name} is gone before it was seen to finish; ask for a new export")));
+        }
+        let credentials = backup_credentials(ctx).await?;
+        let dir = export::export_dir(target, &t.instance.spec.slug, id);
+        let names = export::names(t).map_err(ReconcileError::from)?;
+        let urls = presign::upload_urls(
+            target,
+            &credentials,
+            &dir,
+            &names,
+            ctx.now(),
+            presign::URL_VALIDITY,
+        )?;
+        let children = export::export(t, target, &urls, id).map_err(ReconcileError::from)?;
+        reconcile::apply(&ctx.client, &children).await?;
+        let location = format!("s3://{}/{dir}", target.bucket);
+        ctx.event(
+            instance,
+            false,
+            "ExportStarted",
+            format!("Job {ns}/{name} exports the tenant to {location}"),
+        )
+        .await;
+        return Ok(Some(ExportStatus {
+            id: id.to_owned(),
+            outcome: BackupOutcome::Running,
+            location: Some(location),
+            started_at: Some(now),
+            finished_at: None,
+            size_bytes: None,
+            checksum: None,
+            message: None,
+        }));
+    };
+    let pods = job_pods(ctx, t).await?;
+    let mut x = crate::backups::export_status(id, &job, &pods);
+    if x.started_at.is_none() {
+        x.started_at = previous.and_then(|p| p.started_at);
+    }
+    if x.outcome != BackupOutcome::Running {
+        ctx.event(
+            instance,
+            x.outcome == BackupOutcome::Failed,
+            "ExportFinished",
+            x.message.clone().unwrap_or_else(|| {
+                format!(
+                    "export {id} is in {}",
+                    x.location.clone().unwrap_or_default()
+                )
+            }),
+        )
+        .await;
+    }
+    Ok(Some(x))
 }
 
 /// Sets (or, with `None`, removes) one of the Instance's annotations.
@@ -699,10 +1369,12 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
         write_status(&api, instance, &deleting(instance, None)).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
-    let skip = instance
-        .annotations()
-        .get(SKIP_BACKUP_ANNOTATION)
-        .is_some_and(|v| v == "true");
+    // A restore drill's copy holds nothing of its own: it goes without a final backup.
+    let skip = instance.spec.drill
+        || instance
+            .annotations()
+            .get(SKIP_BACKUP_ANNOTATION)
+            .is_some_and(|v| v == "true");
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
     let backup = jobs.get_opt(FINAL_BACKUP_JOB).await?;
     let state = backup.as_ref().map(job_state);
@@ -714,6 +1386,9 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
             .and_then(|j| j.annotations().get("herd.dev/backup-object").cloned())
         {
             Some(object) if !skip => format!("final backup in {object}; deleting namespace {ns}"),
+            _ if instance.spec.drill => {
+                format!("deleting namespace {ns}, a restore drill's copy, without a final backup")
+            }
             _ => {
                 format!("deleting namespace {ns} without a final backup ({SKIP_BACKUP_ANNOTATION})")
             }
@@ -821,6 +1496,12 @@ async fn stop_app(ctx: &Context, t: &Tenant<'_>) -> Result<usize, OperatorError>
     })
     .collect();
     reconcile::apply(&ctx.client, &children).await?;
+    writers_left(ctx, t).await
+}
+
+/// The pods of the app (or of its Jobs) still there, terminating ones included; those
+/// that finished (a Job's completed pod) write nothing.
+async fn writers_left(ctx: &Context, t: &Tenant<'_>) -> Result<usize, OperatorError> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &t.namespace());
     let lp = kube::api::ListParams::default().labels(&observe::selector(t.instance));
     Ok(pods
@@ -834,6 +1515,12 @@ async fn stop_app(ctx: &Context, t: &Tenant<'_>) -> Result<usize, OperatorError>
                 .as_ref()
                 .and_then(|l| l.get("app.kubernetes.io/component"))
                 .is_some_and(|c| WRITERS.contains(&c.as_str()))
+        })
+        .filter(|p| {
+            !p.status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_some_and(|phase| phase == "Succeeded" || phase == "Failed")
         })
         .count())
 }

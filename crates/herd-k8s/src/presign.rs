@@ -1,4 +1,5 @@
-//! Presigned upload URLs for a tenant's final backup.
+//! Presigned URLs for a tenant's backups: `PUT` URLs for the objects a backup or export
+//! Job writes, `GET` URLs for the objects a restore Job reads.
 //!
 //! The operator holds the backup bucket's credentials; the tenant's namespace never does.
 //! For each object the final-backup Job may write (the pieces of each artifact and the
@@ -51,6 +52,79 @@ pub fn upload_urls(
     now: jiff::Timestamp,
     valid_for: Duration,
 ) -> Result<BTreeMap<String, String>, PresignError> {
+    sign(Method::Put, target, credentials, dir, names, now, valid_for)
+}
+
+/// `GET` URLs for the objects `names` of the backup directory `dir` (a key prefix ending
+/// in `/`, from [`source_dir`]: under the target's prefix), signed at `now`, valid for
+/// `valid_for`: file name → URL. A URL lets its holder read that one object until it
+/// expires: no write, no list, no other key.
+pub fn download_urls(
+    target: &BackupTarget,
+    credentials: &BackupCredentials,
+    dir: &str,
+    names: &[String],
+    now: jiff::Timestamp,
+    valid_for: Duration,
+) -> Result<BTreeMap<String, String>, PresignError> {
+    sign(Method::Get, target, credentials, dir, names, now, valid_for)
+}
+
+/// The key prefix (ending in `/`) of the backup directory `source` names
+/// (`s3://bucket/prefix/.../`, as a backup record's location), or why it cannot be
+/// restored from: outside the operator's bucket or prefix, or a CloudNativePG barman
+/// backup (restored by CloudNativePG's own recovery, see docs/BACKUPS.md).
+pub fn source_dir(target: &BackupTarget, source: &str) -> Result<String, String> {
+    let outside = || {
+        format!(
+            "the restore source {source:?} is not under the operator's backup prefix s3://{}/{}: only backups taken by this operator's target can be restored",
+            target.bucket, target.prefix
+        )
+    };
+    if source.contains("barman backup") {
+        return Err(format!("the restore source {source:?} is a CloudNativePG barman backup: restore it with CloudNativePG's recovery (docs/BACKUPS.md); the operator restores dump backups only"));
+    }
+    let Some(key) = source.strip_prefix(&format!("s3://{}/", target.bucket)) else {
+        return Err(outside());
+    };
+    let mut dir = key.to_owned();
+    if !dir.ends_with('/') {
+        dir.push('/');
+    }
+    let Some(rest) = dir.strip_prefix(&target.prefix) else {
+        return Err(outside());
+    };
+    let clean = !rest.is_empty()
+        && rest != "/"
+        && !dir.contains("//")
+        && dir.split('/').all(|part| part != ".." && part != ".")
+        && dir
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '?' | '#' | '%' | '\\'));
+    if !clean {
+        return Err(outside());
+    }
+    if rest.starts_with("cnpg/") {
+        return Err(format!("the restore source {source:?} is in CloudNativePG's object store (barman base backups and WAL): restore it with CloudNativePG's recovery (docs/BACKUPS.md); the operator restores dump backups only"));
+    }
+    Ok(dir)
+}
+
+#[derive(Clone, Copy)]
+enum Method {
+    Put,
+    Get,
+}
+
+fn sign(
+    method: Method,
+    target: &BackupTarget,
+    credentials: &BackupCredentials,
+    dir: &str,
+    names: &[String],
+    now: jiff::Timestamp,
+    valid_for: Duration,
+) -> Result<BTreeMap<String, String>, PresignError> {
     let endpoint: url::Url = target
         .endpoint
         .parse()
@@ -78,9 +152,14 @@ pub fn upload_urls(
         .iter()
         .map(|name| {
             let key = format!("{dir}{name}");
-            let url = bucket
-                .put_object(Some(&credentials), &key)
-                .sign_with_time(valid_for, &now);
+            let url = match method {
+                Method::Put => bucket
+                    .put_object(Some(&credentials), &key)
+                    .sign_with_time(valid_for, &now),
+                Method::Get => bucket
+                    .get_object(Some(&credentials), &key)
+                    .sign_with_time(valid_for, &now),
+            };
             (name.clone(), url.to_string())
         })
         .collect())
@@ -249,6 +328,88 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("HERD_BACKUP_S3_ENDPOINT"), "{err}");
+    }
+
+    #[test]
+    fn a_download_url_is_a_signed_get_of_one_key() {
+        let credentials = BackupCredentials {
+            access_key_id: KEY_ID.into(),
+            secret_access_key: SECRET.into(),
+        };
+        let now: jiff::Timestamp = "2026-12-06T12:00:00Z".parse().unwrap();
+        let dir = "final/scheduled/keep-7d/lyon/20261206T021700Z/";
+        let urls = download_urls(
+            &target(),
+            &credentials,
+            dir,
+            &["manifest.txt".to_owned()],
+            now,
+            Duration::from_secs(6 * 3600),
+        )
+        .unwrap();
+        let url: url::Url = urls["manifest.txt"].parse().unwrap();
+        assert_eq!(url.path(), format!("/herd-backups/{dir}manifest.txt"));
+        let query = url.query().unwrap();
+        let (unsigned, signature) = query.split_once("&X-Amz-Signature=").unwrap();
+        assert!(unsigned.contains("X-Amz-Expires=21600"), "{unsigned}");
+        let get = sigv4(
+            "GET",
+            "s3.fr-par.scw.cloud",
+            url.path(),
+            unsigned,
+            "20261206T120000Z",
+            "fr-par",
+        );
+        assert_eq!(signature, get, "a GET");
+        assert_ne!(
+            signature,
+            sigv4(
+                "PUT",
+                "s3.fr-par.scw.cloud",
+                url.path(),
+                unsigned,
+                "20261206T120000Z",
+                "fr-par"
+            ),
+            "never a PUT"
+        );
+    }
+
+    #[test]
+    fn a_restore_source_must_be_a_dump_backup_under_the_prefix() {
+        let t = target();
+        assert_eq!(
+            source_dir(&t, "s3://herd-backups/final/lyon/final-20261129T120000Z/").unwrap(),
+            "final/lyon/final-20261129T120000Z/"
+        );
+        assert_eq!(
+            source_dir(&t, "s3://herd-backups/final/scheduled/keep-7d/lyon/x").unwrap(),
+            "final/scheduled/keep-7d/lyon/x/",
+            "a directory, with its slash"
+        );
+        for outside in [
+            "s3://other-bucket/final/lyon/x/",
+            "s3://herd-backups/elsewhere/lyon/x/",
+            "s3://herd-backups/final/",
+            "s3://herd-backups/final/../secret/",
+            "s3://herd-backups/final/lyon//x/",
+            "s3://herd-backups/final/lyon/x?versionId=1",
+            "https://herd-backups/final/lyon/x/",
+            "s3://herd-backups-2/final/lyon/x/",
+        ] {
+            let why = source_dir(&t, outside).unwrap_err();
+            assert!(
+                why.contains("not under the operator's backup prefix"),
+                "{outside}: {why}"
+            );
+        }
+        for barman in [
+            "s3://herd-backups/final/cnpg/lyon/",
+            "s3://herd-backups/final/cnpg/lyon/ (barman backup 20261206T021700)",
+        ] {
+            let why = source_dir(&t, barman).unwrap_err();
+            assert!(why.contains("CloudNativePG"), "{barman}: {why}");
+        }
     }
 
     #[test]

@@ -330,8 +330,8 @@ pub fn compute(
             &observed.backups,
             previous.last_successful_backup.as_deref(),
         ),
-        // Not built yet: the operator does not act on spec.restore or spec.export; what
-        // an earlier status said about them is kept.
+        // The operator sets these from the restore's and the export's own steps (see
+        // `crate::operator`); otherwise what an earlier status said is kept.
         restore: previous.restore.clone(),
         export: previous.export.clone(),
     }

@@ -82,6 +82,9 @@ pub enum BackupKind {
     Scheduled,
     /// Before an upgrade's first migration: the database and the secrets.
     BeforeUpgrade,
+    /// A customer's export (see [`super::export`]): like a scheduled backup, without the
+    /// app secrets.
+    Export,
 }
 
 impl BackupKind {
@@ -91,6 +94,7 @@ impl BackupKind {
             BackupKind::Final => "final",
             BackupKind::Scheduled => "scheduled",
             BackupKind::BeforeUpgrade => "before-upgrade",
+            BackupKind::Export => "export",
         }
     }
 
@@ -99,6 +103,7 @@ impl BackupKind {
             BackupKind::Final,
             BackupKind::Scheduled,
             BackupKind::BeforeUpgrade,
+            BackupKind::Export,
         ]
         .into_iter()
         .find(|k| k.label() == s)
@@ -163,10 +168,74 @@ pub fn upload_names(t: &Tenant<'_>, kind: BackupKind) -> Result<Vec<String>, Ren
         .iter()
         .flat_map(|a| (0..MAX_PIECES).map(move |i| format!("{a}.{i:03}")))
         .collect();
-    names.push(SECRETS_ARTIFACT.to_owned());
+    if kind != BackupKind::Export {
+        names.push(SECRETS_ARTIFACT.to_owned());
+    }
     names.push(MANIFEST.to_owned());
     Ok(names)
 }
+
+/// The tables whose rows every dump counts, in the dump's own snapshot, for the manifest
+/// (`# rows accounts=… statuses=…`); a restore counts them again (see
+/// [`super::restore_scripts`]). Both apps have them under these names.
+pub const COUNTED_TABLES: [&str; 2] = ["accounts", "statuses"];
+
+/// The statement counting [`COUNTED_TABLES`] (those that exist): one line,
+/// `rows accounts=123 statuses=4567`. The dump and the restore run the same one.
+macro_rules! count_rows_sql {
+    () => {
+        "SELECT 'rows ' || coalesce(string_agg(t || '=' || (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I', t), false, true, '')))[1]::text, ' ' ORDER BY o), '') FROM unnest(ARRAY['accounts', 'statuses']) WITH ORDINALITY AS x(t, o) WHERE to_regclass(t) IS NOT NULL;"
+    };
+}
+pub(crate) use count_rows_sql;
+
+/// [`count_rows_sql`], for tests.
+pub const COUNT_ROWS_SQL: &str = count_rows_sql!();
+
+/// The dump init container's script (the PostgreSQL image's BusyBox `sh`; a test runs it
+/// with `dash`): one session opens a `REPEATABLE READ` transaction, exports its snapshot
+/// and counts [`COUNTED_TABLES`] in it, and holds it open while `pg_dump --snapshot` dumps
+/// that same snapshot: the counts in the manifest are those of the dump, while the app
+/// writes. Leaves `database.dump` and `rows` (`accounts=… statuses=…`) in `SCRATCH`.
+pub const DUMP_SCRIPT: &str = concat!(
+    r##"set -eu
+scratch=$SCRATCH
+in="$scratch/.snapshot-in"
+out="$scratch/.snapshot-out"
+err="$scratch/.snapshot-err"
+rm -f "$in" "$out" "$err" "$scratch/rows"
+mkfifo "$in"
+psql -X -q -A -t -v ON_ERROR_STOP=1 < "$in" > "$out" 2> "$err" &
+holder=$!
+failed() {
+  cat "$err" >&2
+  echo "could not open a snapshot of database $PGDATABASE at $PGHOST to dump and count it" >&2
+  exit 1
+}
+exec 3> "$in"
+cat >&3 <<'SQL' || failed
+BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+SELECT 'snapshot ' || pg_export_snapshot();
+"##,
+    count_rows_sql!(),
+    r##"
+SQL
+waited=0
+until grep -q '^rows' "$out"; do
+  if [ -s "$err" ] || [ "$waited" -gt 1200 ]; then failed; fi
+  waited=$((waited + 1))
+  sleep 0.1
+done
+snapshot=$(sed -n 's/^snapshot //p' "$out")
+sed -n 's/^rows //p' "$out" > "$scratch/rows"
+pg_dump --format=custom --no-owner --snapshot="$snapshot" --file="$scratch/database.dump"
+echo 'COMMIT;' >&3
+exec 3>&-
+wait "$holder"
+rm -f "$in" "$out" "$err"
+echo "dumped $PGDATABASE; rows in its snapshot: $(cat "$scratch/rows")"
+"##
+);
 
 /// The Job's script (BusyBox `sh`; a test runs it with GNU tools too). Directories come
 /// from `SCRATCH`, `URLS`, `SEALED` and `MEDIA_DIR`. URLs are handed to curl on its
@@ -225,19 +294,23 @@ fi
 if [ "$MEDIA" = volume ]; then
   tar -C "$MEDIA_DIR" -cf - . | pieces media.tar
 fi
-put "$SEALED/app-secrets.env.age" app-secrets.env.age
-sealed=$(stat -c %s "$SEALED/app-secrets.env.age")
-record "$SEALED/app-secrets.env.age" app-secrets.env.age "$sealed"
-echo "bytes app-secrets.env.age $sealed" >> "$scratch/totals"
+if [ -n "$SEALED" ]; then
+  put "$SEALED/app-secrets.env.age" app-secrets.env.age
+  sealed=$(stat -c %s "$SEALED/app-secrets.env.age")
+  record "$SEALED/app-secrets.env.age" app-secrets.env.age "$sealed"
+  echo "bytes app-secrets.env.age $sealed" >> "$scratch/totals"
+fi
 {
   printf '%s\n' "$MANIFEST_HEADER"
   echo "# location: $location"
   echo "# taken: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  if [ -s "$scratch/rows" ]; then echo "# rows $(cat "$scratch/rows")"; fi
   cat "$scratch/sizes" "$scratch/sums"
 } > "$scratch/manifest.txt"
 put "$scratch/manifest.txt" manifest.txt
 {
   echo "location $location"
+  if [ -s "$scratch/rows" ]; then echo "rows $(cat "$scratch/rows")"; fi
   cat "$scratch/totals"
   echo "objects $(grep -c . "$scratch/sizes")"
   echo "checksums $(grep -c . "$scratch/sums")"
@@ -256,6 +329,7 @@ fn manifest_header(t: &Tenant<'_>, kind: BackupKind) -> String {
         BackupKind::Final => "final backup",
         BackupKind::Scheduled => "scheduled backup",
         BackupKind::BeforeUpgrade => "backup before an upgrade",
+        BackupKind::Export => "export",
     };
     let database = if dumps_database(t, kind) {
         format!(
@@ -270,14 +344,27 @@ fn manifest_header(t: &Tenant<'_>, kind: BackupKind) -> String {
         (Some(s3), _) => format!("object storage, bucket {} at {}; not copied: the objects stay in that bucket, under its provider's versioning and lifecycle rules", s3.bucket, s3.endpoint),
         (None, BackupKind::BeforeUpgrade) => "on the volume; not copied (an upgrade does not touch them)".to_owned(),
         (None, BackupKind::Final) => format!("volume, in {MEDIA_ARTIFACT} (a tar of the volume's content, taken with the app stopped)"),
-        (None, BackupKind::Scheduled) => format!("volume, in {MEDIA_ARTIFACT} (a tar of the volume's content, taken after the database dump while the app runs)"),
+        (None, BackupKind::Scheduled | BackupKind::Export) => format!("volume, in {MEDIA_ARTIFACT} (a tar of the volume's content, taken after the database dump while the app runs)"),
     };
+    // The version whose schema the database has: the one running (before an upgrade's
+    // backup, the spec already names the next one).
+    let version = t
+        .instance
+        .status
+        .as_ref()
+        .and_then(|s| s.running_version.as_deref())
+        .unwrap_or(&spec.version);
     [
         format!("# Herd {title}, format 2"),
-        format!("# tenant: {} ({}), {app} {}", spec.slug, spec.local_domain, spec.version),
+        format!("# tenant: {} ({}), {app} {version}", spec.slug, spec.local_domain),
+        format!("# version {version}"),
         format!("# database: {database}"),
         format!("# media: {media}"),
-        format!("# app secrets: {SECRETS_ARTIFACT}, sealed with age to the platform's backup recipient; open with `age -d -i <identity> {SECRETS_ARTIFACT}`"),
+        if kind == BackupKind::Export {
+            "# app secrets: not in an export".to_owned()
+        } else {
+            format!("# app secrets: {SECRETS_ARTIFACT}, sealed with age to the platform's backup recipient; open with `age -d -i <identity> {SECRETS_ARTIFACT}`")
+        },
         format!("# pieces: concatenate {{artifact}}.000, .001, … in order; check with `sha256sum -c {MANIFEST}`"),
     ]
     .join("\n")
@@ -303,13 +390,18 @@ fn backup_template(
     ];
     let dump_mounts = mounts.clone();
     mounts.push(json!({ "name": "urls", "mountPath": "/urls", "readOnly": true }));
-    mounts.push(json!({ "name": "sealed", "mountPath": "/sealed", "readOnly": true }));
+    let sealed = kind != BackupKind::Export;
+    if sealed {
+        mounts.push(json!({ "name": "sealed", "mountPath": "/sealed", "readOnly": true }));
+    }
     let mut volumes = vec![
         json!({ "name": "backup", "emptyDir": {} }),
         json!({ "name": "tmp", "emptyDir": {} }),
         json!({ "name": "urls", "secret": { "secretName": urls_secret, "defaultMode": 0o440 } }),
-        json!({ "name": "sealed", "secret": { "secretName": SEALED_SECRETS, "defaultMode": 0o440 } }),
     ];
+    if sealed {
+        volumes.push(json!({ "name": "sealed", "secret": { "secretName": SEALED_SECRETS, "defaultMode": 0o440 } }));
+    }
     if media {
         volumes.push(json!({ "name": "media", "persistentVolumeClaim": { "claimName": "media", "readOnly": true } }));
         mounts.push(json!({ "name": "media", "mountPath": "/media", "readOnly": true }));
@@ -318,7 +410,7 @@ fn backup_template(
         json!({ "name": "HOME", "value": "/tmp" }),
         json!({ "name": "SCRATCH", "value": "/backup" }),
         json!({ "name": "URLS", "value": "/urls" }),
-        json!({ "name": "SEALED", "value": "/sealed" }),
+        json!({ "name": "SEALED", "value": if sealed { "/sealed" } else { "" } }),
         json!({ "name": "MEDIA_DIR", "value": "/media" }),
         json!({ "name": "PIECE_MIB", "value": PIECE_MIB.to_string() }),
         json!({ "name": "MAX_PIECES", "value": MAX_PIECES.to_string() }),
@@ -349,8 +441,9 @@ fn backup_template(
         pod["initContainers"] = json!([{
             "name": "dump",
             "image": POSTGRES_IMAGE,
-            "command": ["pg_dump", "--format=custom", "--no-owner", "--file=/backup/database.dump"],
+            "command": ["/bin/sh", "-c", DUMP_SCRIPT],
             "env": [
+                { "name": "SCRATCH", "value": "/backup" },
                 { "name": "PGHOST", "value": database_host(t) },
                 { "name": "PGUSER", "value": db },
                 { "name": "PGDATABASE", "value": db },
@@ -395,7 +488,7 @@ pub fn urls_secret(
 
 /// A one-off backup Job (final, or before an upgrade): stopped before its URLs expire (a
 /// retry gets new ones).
-fn one_off(
+pub(super) fn one_off(
     t: &Tenant<'_>,
     kind: BackupKind,
     name: &str,
@@ -506,6 +599,19 @@ pub fn sealed_secrets(t: &Tenant<'_>, sealed: &[u8], digest: &str) -> Result<Chi
 /// The annotation on [`SEALED_SECRETS`] with [`crate::seal::digest`] of what it seals.
 pub const SEALED_DIGEST_ANNOTATION: &str = "herd.dev/sealed-digest";
 
+/// Reads `accounts=123 statuses=4567` (table → rows); words that are not `name=number`
+/// are left out.
+pub fn parse_rows(words: &str) -> BTreeMap<String, i64> {
+    words
+        .split_whitespace()
+        .filter_map(|w| {
+            let (table, n) = w.split_once('=')?;
+            Some((table.to_owned(), n.parse().ok()?))
+        })
+        .filter(|(table, _)| !table.is_empty())
+        .collect()
+}
+
 /// What a backup Job reported in its termination message (see [`UPLOAD_SCRIPT`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -517,6 +623,9 @@ pub struct Summary {
     /// Checksum lines in the manifest.
     pub checksums: u32,
     pub manifest_sha256: Option<String>,
+    /// Rows of [`COUNTED_TABLES`] in the dump's snapshot (table → rows), as in the
+    /// manifest's `# rows` line; empty without a dump.
+    pub rows: BTreeMap<String, i64>,
 }
 
 impl Summary {
@@ -532,6 +641,7 @@ impl Summary {
                         s.bytes.insert(a.to_owned(), n);
                     }
                 }
+                (Some("rows"), _, _) => s.rows = parse_rows(line.trim_start_matches("rows")),
                 (Some("objects"), Some(n), None) => s.objects = n.parse().unwrap_or(0),
                 (Some("checksums"), Some(n), None) => s.checksums = n.parse().unwrap_or(0),
                 (Some("manifest-sha256"), Some(h), None)

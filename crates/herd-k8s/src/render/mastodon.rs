@@ -339,15 +339,28 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         web,
         volumes.clone(),
     )?);
+    // A drill's scratch copy runs only its web pods (enough to prove it comes up):
+    // no streaming, and no sidekiq, whose jobs would deliver to the outside world (web
+    // pushes with the source's keys, federation, emails) from a copy.
     out.push(deployment(
         "streaming",
-        spec.sizing.streaming_replicas,
+        if spec.drill {
+            0
+        } else {
+            spec.sizing.streaming_replicas
+        },
         false,
         streaming,
         vec![json!({ "name": "system-tmp", "emptyDir": {} })],
     )?);
     // One sidekiq only: it serves the scheduler queue, which must never run twice.
-    out.push(deployment("sidekiq", 1, true, sidekiq, volumes)?);
+    out.push(deployment(
+        "sidekiq",
+        if spec.drill { 0 } else { 1 },
+        true,
+        sidekiq,
+        volumes,
+    )?);
     for (name, port) in [("web", 3000), ("streaming", 4000)] {
         out.push(Child::Service(build("Service", json!({
             "apiVersion": "v1", "kind": "Service",
@@ -382,12 +395,17 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
 
 /// The Ingress of the web domain: `routes` (path, service, port) while running, the
 /// suspended page while suspended; and a redirect from the local domain when it differs.
+/// None for a restore drill's scratch copy (`spec.drill`): it is never served, and asks
+/// for no certificate.
 pub(super) fn ingress(
     t: &Tenant<'_>,
     routes: &[(&str, &str, i64)],
     main_backend: (&str, i64),
 ) -> Result<Vec<Child>, RenderError> {
     let spec = &t.instance.spec;
+    if spec.drill {
+        return Ok(Vec::new());
+    }
     let ns = t.namespace();
     let backend = |service: &str, port: i64| json!({ "service": { "name": service, "port": { "number": port } } });
     let paths: Vec<Value> = if spec.suspended {

@@ -4,9 +4,12 @@
 
 pub mod backup;
 mod data;
+pub mod export;
 mod gotosocial;
 pub mod mastodon;
 mod network;
+pub mod restore;
+pub mod restore_scripts;
 pub mod schedule;
 pub mod tenancy;
 

@@ -117,8 +117,9 @@ impl Schedule {
 /// The scheduled backup's objects, when the cluster has a backup target: the CronJob, and
 /// for a CloudNativePG tenant its `ScheduledBackup` (the `Cluster`'s object-store
 /// configuration is in [`super::data`]).
+/// A restore drill's scratch copy (`spec.drill`) is never backed up.
 pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
-    let Some(_target) = &t.cluster.backup else {
+    let (Some(_target), false) = (&t.cluster.backup, t.instance.spec.drill) else {
         return Ok(Vec::new());
     };
     let schedule = Schedule::of(&t.instance.spec);

@@ -10,5 +10,7 @@ mod operator;
 mod real_cluster;
 mod reconcile;
 mod render;
+mod restore;
+mod restore_scripts;
 mod schedule;
 mod validation;

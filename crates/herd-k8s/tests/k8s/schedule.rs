@@ -92,7 +92,10 @@ fn the_schedule_and_retention_follow_the_plan() {
         assert!(job["spec"]["activeDeadlineSeconds"].as_u64().unwrap() < 7200);
         let pod = &job["spec"]["template"]["spec"];
         // StatefulSet PostgreSQL: the dump is the Job's.
-        assert_eq!(pod["initContainers"][0]["command"][0], "pg_dump");
+        assert!(pod["initContainers"][0]["command"][2]
+            .as_str()
+            .unwrap()
+            .contains("pg_dump --format=custom"));
         let upload = &pod["containers"][0];
         assert_eq!(env(upload, "DATABASE"), Some("dump"));
         assert_eq!(env(upload, "SLOT_TOLERANCE"), Some("3600"));

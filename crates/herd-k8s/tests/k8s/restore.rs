@@ -1,0 +1,878 @@
+//! Restores, drills and exports (`spec.restore`, `spec.drill`, `spec.export`) against an
+//! in-memory Kubernetes API (kube-fake-client). The fake runs no controllers: the tests
+//! play the cluster's part (pods gone, Jobs finished with their termination messages,
+//! Deployments rolled out), then reconcile again.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use crate::common;
+
+use herd_k8s::crd::{BackupOutcome, Instance, Phase, RestoreSpec, RestoreStep};
+use herd_k8s::operator::{self, Context, Settings};
+use herd_k8s::render::backup::BackupTarget;
+use herd_k8s::render::ClusterSettings;
+use herd_k8s::secrets::AppSecrets;
+use herd_testkit::fake_cluster::{self, FakeCluster};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const NS: &str = "herd-system";
+const TENANT: &str = "herd-lyon";
+/// A scheduled backup of the tenant, under the operator's prefix (`final/`).
+const SOURCE: &str = "s3://herd-backups/final/scheduled/keep-7d/lyon/20261206T021700Z/";
+const ROWS: &str = "source-rows accounts=12 statuses=340\nsource-version v4.7.6\nrestored-rows accounts=12 statuses=340\n";
+
+struct Harness {
+    cluster: FakeCluster,
+    ctx: Arc<Context>,
+}
+
+fn settings() -> Settings {
+    Settings {
+        cluster: ClusterSettings::default(),
+        namespace: NS.into(),
+        backup: Some(BackupTarget {
+            bucket: "herd-backups".into(),
+            endpoint: "https://s3.example.net".into(),
+            prefix: "final/".into(),
+            region: "us-east-1".into(),
+            secrets_recipient: common::BACKUP_RECIPIENT.into(),
+        }),
+        backup_credentials_secret: "herd-backup-credentials".into(),
+    }
+}
+
+fn restore_spec(id: &str, source: &str) -> RestoreSpec {
+    RestoreSpec {
+        id: id.into(),
+        source: source.into(),
+        media: true,
+        manifest_sha256: None,
+    }
+}
+
+async fn harness_with(mut instance: Instance) -> Harness {
+    let cluster = fake_cluster::start_with(|b| b.with_resource::<Instance>()).await;
+    instance.status = Some(Default::default());
+    let api: Api<Instance> = Api::namespaced(cluster.client.clone(), NS);
+    api.create(&PostParams::default(), &instance).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), NS);
+    let s: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "herd-backup-credentials", "namespace": NS },
+        "stringData": { "AWS_ACCESS_KEY_ID": "AKIAPLATFORMBACKUPS1", "AWS_SECRET_ACCESS_KEY": "pLaTfOrM/SeCrEt" },
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    let ctx = Context::new(cluster.client.clone(), settings(), "herd-operator-test");
+    Harness { cluster, ctx }
+}
+
+impl Harness {
+    fn client(&self) -> kube::Client {
+        self.cluster.client.clone()
+    }
+
+    async fn instance(&self) -> Instance {
+        let api: Api<Instance> = Api::namespaced(self.client(), NS);
+        api.get("lyon").await.unwrap()
+    }
+
+    async fn ok(&self) {
+        operator::reconcile(Arc::new(self.instance().await), self.ctx.clone())
+            .await
+            .unwrap();
+    }
+
+    /// The operator restarts: a new context, nothing remembered but the cluster.
+    fn restart(&mut self) {
+        self.ctx = Context::new(self.client(), settings(), "herd-operator-test");
+    }
+
+    async fn status(&self) -> herd_k8s::InstanceStatus {
+        self.instance().await.status.unwrap_or_default()
+    }
+
+    async fn restore_status(&self) -> herd_k8s::crd::RestoreStatus {
+        self.status().await.restore.expect("status.restore")
+    }
+
+    async fn edit(&self, spec: serde_json::Value) {
+        let api: Api<Instance> = Api::namespaced(self.client(), NS);
+        api.patch(
+            "lyon",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn job(&self, name: &str) -> Option<Job> {
+        let api: Api<Job> = Api::namespaced(self.client(), TENANT);
+        api.get_opt(name).await.unwrap()
+    }
+
+    async fn job_names(&self) -> Vec<String> {
+        let api: Api<Job> = Api::namespaced(self.client(), TENANT);
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|j| j.metadata.name)
+            .collect()
+    }
+
+    async fn delete_job(&self, name: &str) {
+        let api: Api<Job> = Api::namespaced(self.client(), TENANT);
+        api.delete(name, &Default::default()).await.unwrap();
+    }
+
+    async fn secret(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        let api: Api<Secret> = Api::namespaced(self.client(), TENANT);
+        api.get_opt(name)
+            .await
+            .unwrap()
+            .map(herd_k8s::reconcile::secret_strings)
+    }
+
+    /// Replicas of web, streaming and sidekiq.
+    async fn app_replicas(&self) -> Vec<i32> {
+        let api: Api<Deployment> = Api::namespaced(self.client(), TENANT);
+        let mut out = Vec::new();
+        for name in ["web", "streaming", "sidekiq"] {
+            let d = api.get(name).await.unwrap();
+            out.push(d.spec.unwrap().replicas.unwrap_or(1));
+        }
+        out
+    }
+
+    async fn cronjobs_suspended(&self) -> Vec<(String, bool)> {
+        let api: Api<CronJob> = Api::namespaced(self.client(), TENANT);
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|c| {
+                (
+                    c.metadata.name.unwrap_or_default(),
+                    c.spec.unwrap().suspend == Some(true),
+                )
+            })
+            .collect()
+    }
+
+    async fn job_status(&self, name: &str, status: serde_json::Value) {
+        let api: Api<Job> = Api::namespaced(self.client(), TENANT);
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn succeed(&self, job: &str) {
+        self.job_status(job, json!({ "succeeded": 1 })).await;
+    }
+
+    async fn fail(&self, job: &str) {
+        self.job_status(
+            job,
+            json!({ "failed": 1, "conditions": [{
+                "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+            }]}),
+        )
+        .await;
+    }
+
+    /// Plays the Job controller: Job `job`'s pod ended with container `container` (an
+    /// init container when `init`) leaving `message`, and the Job `succeeded` or failed.
+    async fn finished(&self, job: &str, container: &str, init: bool, message: &str, ok: bool) {
+        let pods: Api<Pod> = Api::namespaced(self.client(), TENANT);
+        let statuses = json!([{
+            "name": container, "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "terminated": { "exitCode": if ok { 0 } else { 1 }, "message": message } },
+        }]);
+        let mut status = json!({ "phase": if ok { "Succeeded" } else { "Failed" } });
+        status[if init {
+            "initContainerStatuses"
+        } else {
+            "containerStatuses"
+        }] = statuses;
+        let pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": format!("{job}-x1"), "namespace": TENANT, "labels": {
+                "herd.dev/instance": "lyon", "batch.kubernetes.io/job-name": job,
+                "app.kubernetes.io/component": "jobs",
+            }},
+            "spec": { "containers": [{ "name": container, "image": "i" }] },
+            "status": status,
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+        if ok {
+            self.job_status(
+                job,
+                json!({ "succeeded": 1, "startTime": "2026-12-06T12:00:05Z", "completionTime": "2026-12-06T12:04:35Z" }),
+            )
+            .await;
+        } else {
+            self.fail(job).await;
+        }
+    }
+
+    async fn data_ready(&self) {
+        let api: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+            Api::namespaced(self.client(), TENANT);
+        for set in api.list(&ListParams::default()).await.unwrap() {
+            api.patch_status(
+                set.metadata.name.as_deref().unwrap(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": { "replicas": 1, "readyReplicas": 1 } })),
+            )
+            .await
+            .unwrap();
+        }
+    }
+
+    async fn roll_out(&self) {
+        let api: Api<Deployment> = Api::namespaced(self.client(), TENANT);
+        for d in api.list(&ListParams::default()).await.unwrap() {
+            let n = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            api.patch_status(
+                d.metadata.name.as_deref().unwrap(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": {
+                    "replicas": n, "readyReplicas": n, "updatedReplicas": n, "availableReplicas": n,
+                    "observedGeneration": d.metadata.generation,
+                }})),
+            )
+            .await
+            .unwrap();
+        }
+    }
+
+    async fn app_pod(&self, name: &str, component: &str) {
+        let pods: Api<Pod> = Api::namespaced(self.client(), TENANT);
+        let pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": name, "namespace": TENANT, "labels": {
+                "herd.dev/instance": "lyon", "app.kubernetes.io/component": component,
+            }},
+            "spec": { "containers": [{ "name": "c", "image": "i" }] },
+            "status": { "phase": "Running" },
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+
+    async fn delete_pod(&self, name: &str) {
+        let pods: Api<Pod> = Api::namespaced(self.client(), TENANT);
+        pods.delete(name, &Default::default()).await.unwrap();
+    }
+
+    /// From nothing to a running v4.7.6.
+    async fn install(&self) {
+        self.ok().await;
+        self.ok().await;
+        self.data_ready().await;
+        self.ok().await;
+        self.succeed("db-prepare-v4-7-6").await;
+        self.ok().await;
+        self.succeed("create-owner").await;
+        self.ok().await;
+        self.roll_out().await;
+        self.ok().await;
+        assert_eq!(self.status().await.phase, Phase::Running);
+    }
+
+    /// Copies app secrets into the tenant's namespace, as the control plane does for a
+    /// restore into a new tenant.
+    async fn copy_app_secrets(&self) -> BTreeMap<String, String> {
+        let data = AppSecrets::generate().data().clone();
+        let api: Api<Secret> = Api::namespaced(self.client(), TENANT);
+        let s: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": { "name": "app-secrets", "namespace": TENANT },
+            "stringData": data,
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &s).await.unwrap();
+        data
+    }
+}
+
+fn env<'a>(job: &'a Job, container: &str, name: &str) -> Option<&'a str> {
+    let pod = job.spec.as_ref()?.template.spec.as_ref()?;
+    let c = pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten())
+        .find(|c| c.name == container)?;
+    c.env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .value
+        .as_deref()
+}
+
+#[tokio::test]
+async fn an_in_place_restore_stops_restores_migrates_then_starts_the_app() {
+    let mut h = harness_with(common::lyon("community")).await;
+    h.install().await;
+    h.app_pod("web-1", "web").await;
+    h.app_pod("sidekiq-1", "sidekiq").await;
+    h.edit(json!({ "restore": restore_spec("r1", SOURCE) }))
+        .await;
+
+    // 1. The app stops first; nothing is restored while a pod of it is left.
+    h.ok().await;
+    assert_eq!(h.app_replicas().await, [0, 0, 0]);
+    let crons = h.cronjobs_suspended().await;
+    assert!(
+        !crons.is_empty() && crons.iter().all(|(_, s)| *s),
+        "{crons:?}"
+    );
+    assert!(
+        h.job("restore-r1").await.is_none(),
+        "no restore while the app writes"
+    );
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Restoring);
+    let rs = s.restore.unwrap();
+    assert_eq!(rs.step, RestoreStep::StoppingApp);
+    assert!(rs.started_at.is_some());
+    assert!(rs.message.unwrap().contains("2 pods left"));
+
+    // 2. No pod left: the restore Job, with the app still stopped.
+    h.delete_pod("web-1").await;
+    h.delete_pod("sidekiq-1").await;
+    h.ok().await;
+    let job = h.job("restore-r1").await.expect("the restore Job");
+    assert_eq!(env(&job, "restore", "PGHOST"), Some("postgres"));
+    assert_eq!(env(&job, "restore", "APP"), Some("mastodon"));
+    assert_eq!(env(&job, "fetch", "MEDIA"), Some("volume"));
+    assert!(
+        h.job("restore-r1-migrate").await.is_none(),
+        "migrations after"
+    );
+    assert_eq!(h.restore_status().await.step, RestoreStep::Restoring);
+    assert_eq!(h.restore_status().await.message, None);
+    h.ok().await;
+    assert_eq!(h.app_replicas().await, [0, 0, 0], "held while it runs");
+
+    // 3. Restored: the counts are reported, then the migrations run, app still stopped.
+    h.finished("restore-r1", "restore", false, ROWS, true).await;
+    h.ok().await;
+    let rs = h.restore_status().await;
+    assert_eq!(rs.step, RestoreStep::Migrating);
+    assert_eq!(rs.source_rows["statuses"], 340);
+    assert_eq!(rs.restored_rows["accounts"], 12);
+    let migrate = h
+        .job("restore-r1-migrate")
+        .await
+        .expect("the migration Job");
+    let c = &migrate.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(c.image.as_deref(), Some("ghcr.io/mastodon/mastodon:v4.7.6"));
+    assert_eq!(
+        c.command.clone().unwrap(),
+        ["bundle", "exec", "rails", "db:migrate"]
+    );
+    assert!(
+        !c.env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "SKIP_POST_DEPLOYMENT_MIGRATIONS"),
+        "pre and post together: the app is stopped"
+    );
+    assert_eq!(h.app_replicas().await, [0, 0, 0]);
+
+    // 4. Migrated: the app starts again; the restore is done once it runs.
+    h.succeed("restore-r1-migrate").await;
+    h.ok().await;
+    assert_eq!(h.app_replicas().await, [1, 1, 1]);
+    assert!(h.cronjobs_suspended().await.iter().all(|(_, s)| !*s));
+    assert_eq!(h.restore_status().await.step, RestoreStep::Starting);
+    assert_eq!(h.status().await.phase, Phase::Restoring);
+    h.roll_out().await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Running);
+    let rs = s.restore.unwrap();
+    assert_eq!(rs.step, RestoreStep::Succeeded);
+    assert!(rs.finished_at.is_some());
+    assert_eq!(rs.source, SOURCE);
+
+    // Never twice: after an operator restart, with its Jobs expired and even its status
+    // lost, the same id is not run again and the app keeps running.
+    h.delete_job("restore-r1").await;
+    h.delete_job("restore-r1-migrate").await;
+    let api: Api<Instance> = Api::namespaced(h.client(), NS);
+    api.patch_status(
+        "lyon",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": { "restore": null } })),
+    )
+    .await
+    .unwrap();
+    h.restart();
+    h.ok().await;
+    h.ok().await;
+    assert!(h.job("restore-r1").await.is_none(), "not run again");
+    assert_eq!(h.app_replicas().await, [1, 1, 1]);
+    assert_eq!(h.status().await.phase, Phase::Running);
+}
+
+#[tokio::test]
+async fn a_failed_restore_says_why_and_leaves_the_app_stopped_until_told() {
+    let mut h = harness_with(common::lyon("community")).await;
+    h.install().await;
+    h.edit(json!({ "restore": restore_spec("r1", SOURCE) }))
+        .await;
+    h.ok().await;
+    assert!(h.job("restore-r1").await.is_some());
+    h.finished(
+        "restore-r1",
+        "fetch",
+        true,
+        "database.dump.001 does not match its checksum in the manifest; nothing was restored",
+        false,
+    )
+    .await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Failed);
+    let rs = s.restore.unwrap();
+    assert_eq!(rs.step, RestoreStep::Failed);
+    assert!(rs.finished_at.is_some());
+    let why = rs.message.unwrap();
+    for says in [
+        "database.dump.001 does not match its checksum",
+        "kubectl logs -n herd-lyon job/restore-r1",
+        "left stopped",
+        "remove spec.restore",
+    ] {
+        assert!(why.contains(says), "{says}: {why}");
+    }
+    assert_eq!(s.last_error.as_deref(), Some(why.as_str()));
+    assert!(
+        h.job("restore-r1-migrate").await.is_none(),
+        "no migration after a failure"
+    );
+    // Left stopped, and never run again, across an operator restart too.
+    h.delete_job("restore-r1").await;
+    h.restart();
+    h.ok().await;
+    h.ok().await;
+    assert_eq!(h.app_replicas().await, [0, 0, 0]);
+    assert!(
+        h.job("restore-r1").await.is_none(),
+        "the same id never runs twice"
+    );
+    assert_eq!(h.status().await.phase, Phase::Failed);
+
+    // A new id is a new restore.
+    h.edit(json!({ "restore": restore_spec("r2", SOURCE) }))
+        .await;
+    h.ok().await;
+    assert!(h.job("restore-r2").await.is_some());
+    assert_eq!(h.restore_status().await.id, "r2");
+    assert_eq!(h.status().await.phase, Phase::Restoring);
+    h.fail("restore-r2").await;
+    h.ok().await;
+    assert_eq!(h.status().await.phase, Phase::Failed);
+
+    // The control plane removes spec.restore: the app starts on the database as it is.
+    let api: Api<Instance> = Api::namespaced(h.client(), NS);
+    api.patch(
+        "lyon",
+        &PatchParams::default(),
+        &Patch::Json::<()>(
+            serde_json::from_value(json!([{ "op": "remove", "path": "/spec/restore" }])).unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    h.ok().await;
+    assert_eq!(h.app_replicas().await, [1, 1, 1]);
+    h.roll_out().await;
+    h.ok().await;
+    assert_eq!(h.status().await.phase, Phase::Running);
+}
+
+#[tokio::test]
+async fn restored_rows_that_differ_from_the_backup_fail_the_restore() {
+    let h = harness_with(common::lyon("community")).await;
+    h.install().await;
+    h.edit(json!({ "restore": restore_spec("r1", SOURCE) }))
+        .await;
+    h.ok().await;
+    h.finished(
+        "restore-r1",
+        "restore",
+        false,
+        "source-rows accounts=12 statuses=340\nrestored-rows accounts=12 statuses=339\n",
+        true,
+    )
+    .await;
+    h.ok().await;
+    let rs = h.restore_status().await;
+    assert_eq!(rs.step, RestoreStep::Failed);
+    assert!(
+        rs.message
+            .as_deref()
+            .unwrap()
+            .contains("statuses: 340 in the backup, 339 restored"),
+        "{rs:?}"
+    );
+    assert!(h.job("restore-r1-migrate").await.is_none());
+    assert_eq!(h.app_replicas().await, [0, 0, 0]);
+}
+
+#[tokio::test]
+async fn the_restore_reads_the_source_only_through_get_urls() {
+    let h = harness_with(common::lyon("community")).await;
+    h.install().await;
+    h.edit(json!({ "restore": restore_spec("r1", SOURCE) }))
+        .await;
+    h.ok().await;
+    let urls = h.secret("restore-r1-urls").await.expect("the URL Secret");
+    // The manifest, 64 pieces of the dump and 64 of the media archive; nothing else (no
+    // sealed secrets: the namespace holds its own).
+    assert_eq!(urls.len(), 129);
+    assert!(urls.contains_key("manifest.txt") && urls.contains_key("media.tar.063"));
+    for (name, url) in &urls {
+        let url: url::Url = url.parse().unwrap();
+        assert_eq!(
+            url.path(),
+            format!("/herd-backups/final/scheduled/keep-7d/lyon/20261206T021700Z/{name}"),
+            "the source's directory, this object"
+        );
+        let q: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["X-Amz-Expires"], "21600", "valid six hours");
+        assert!(!url.as_str().contains("pLaTfOrM"), "no secret key");
+    }
+    // GET, not PUT: the signature of a GET of this key with the test's key.
+    let manifest: url::Url = urls["manifest.txt"].parse().unwrap();
+    let now: jiff::Timestamp = jiff::civil::DateTime::strptime(
+        "%Y%m%dT%H%M%SZ",
+        manifest
+            .query_pairs()
+            .find(|(k, _)| k == "X-Amz-Date")
+            .unwrap()
+            .1
+            .as_ref(),
+    )
+    .unwrap()
+    .to_zoned(jiff::tz::TimeZone::UTC)
+    .unwrap()
+    .timestamp();
+    let credentials = herd_k8s::presign::BackupCredentials {
+        access_key_id: "AKIAPLATFORMBACKUPS1".into(),
+        secret_access_key: "pLaTfOrM/SeCrEt".into(),
+    };
+    let target = settings().backup.unwrap();
+    let dir = "final/scheduled/keep-7d/lyon/20261206T021700Z/";
+    let names = vec!["manifest.txt".to_owned()];
+    let valid = std::time::Duration::from_secs(21600);
+    let get =
+        herd_k8s::presign::download_urls(&target, &credentials, dir, &names, now, valid).unwrap();
+    let put =
+        herd_k8s::presign::upload_urls(&target, &credentials, dir, &names, now, valid).unwrap();
+    assert_eq!(urls["manifest.txt"], get["manifest.txt"]);
+    assert_ne!(urls["manifest.txt"], put["manifest.txt"]);
+    // The Job stops before its URLs expire.
+    let job = h.job("restore-r1").await.unwrap();
+    let deadline = job.spec.unwrap().active_deadline_seconds.unwrap();
+    assert!(deadline > 3600 && deadline < 21600, "{deadline}");
+}
+
+#[tokio::test]
+async fn a_source_outside_the_prefix_or_a_barman_backup_is_refused_before_anything_stops() {
+    let h = harness_with(common::lyon("community")).await;
+    h.install().await;
+    for (id, source, says) in [
+        (
+            "r1",
+            "s3://herd-backups/elsewhere/lyon/x/",
+            "not under the operator's backup prefix s3://herd-backups/final/",
+        ),
+        (
+            "r2",
+            "s3://other/final/lyon/x/",
+            "not under the operator's backup prefix",
+        ),
+        (
+            "r3",
+            "s3://herd-backups/final/cnpg/lyon/ (barman backup 20261206T021700)",
+            "CloudNativePG barman backup",
+        ),
+        ("r4", "s3://herd-backups/final/cnpg/lyon/", "CloudNativePG"),
+    ] {
+        h.edit(json!({ "restore": restore_spec(id, source) })).await;
+        h.ok().await;
+        let rs = h.restore_status().await;
+        assert_eq!((rs.id.as_str(), rs.step), (id, RestoreStep::Failed));
+        let why = rs.message.unwrap();
+        assert!(why.contains(says), "{id}: {why}");
+        assert!(h.secret(&format!("restore-{id}-urls")).await.is_none());
+        assert!(h.job(&format!("restore-{id}")).await.is_none());
+        assert_eq!(h.app_replicas().await, [1, 1, 1], "{id}: the app runs on");
+        // The tenant goes on as it was; the refusal stays in status.restore.
+        h.ok().await;
+        let s = h.status().await;
+        assert_eq!(s.phase, Phase::Running);
+        assert_eq!(s.restore.unwrap().step, RestoreStep::Failed);
+    }
+}
+
+/// A Mastodon tenant made from a backup: `spec.restore` from the start.
+fn new_tenant(drill: bool) -> Instance {
+    let mut i = common::lyon("community");
+    let mut spec = restore_spec("r1", SOURCE);
+    // What the control plane recorded of the backup (a drill needs it).
+    spec.manifest_sha256 = Some("ab".repeat(32));
+    i.spec.restore = Some(spec);
+    i.spec.drill = drill;
+    i
+}
+
+/// Runs a new tenant's restore to its end, checking it is never installed fresh.
+async fn restore_new_tenant(h: &Harness) -> BTreeMap<String, String> {
+    h.ok().await; // finalizer and decisions
+    h.ok().await;
+    // The namespace, for the control plane to copy the secrets into; nothing generated.
+    assert!(h.cluster.namespaces().contains_key(TENANT));
+    assert!(h.secret("app-secrets").await.is_none(), "never generated");
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Restoring);
+    let why = s.restore.unwrap().message.unwrap();
+    assert!(
+        why.contains("waiting for Secret app-secrets in namespace herd-lyon"),
+        "{why}"
+    );
+    h.ok().await;
+    assert!(
+        h.secret("app-secrets").await.is_none(),
+        "still not generated"
+    );
+
+    let copied = h.copy_app_secrets().await;
+    h.ok().await;
+    assert!(
+        h.job("restore-r1").await.is_none(),
+        "PostgreSQL is not ready"
+    );
+    assert!(h
+        .restore_status()
+        .await
+        .message
+        .unwrap()
+        .contains("waiting for PostgreSQL"));
+    h.data_ready().await;
+    h.ok().await;
+    assert!(h.job("restore-r1").await.is_some());
+    assert_eq!(h.app_replicas().await, [0, 0, 0]);
+    h.finished("restore-r1", "restore", false, ROWS, true).await;
+    h.ok().await;
+    h.succeed("restore-r1-migrate").await;
+    h.ok().await;
+    assert_eq!(
+        h.instance()
+            .await
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("herd.dev/installed-version")
+            .map(String::as_str),
+        Some("v4.7.6"),
+        "marked installed: never installed again"
+    );
+    h.roll_out().await;
+    h.ok().await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Running);
+    assert_eq!(s.restore.unwrap().step, RestoreStep::Succeeded);
+    let jobs = h.job_names().await;
+    assert!(
+        !jobs
+            .iter()
+            .any(|j| j.starts_with("db-prepare") || j == "create-owner"),
+        "no fresh install: {jobs:?}"
+    );
+    assert!(h.secret("owner-password").await.is_none());
+    assert_eq!(
+        h.secret("app-secrets").await.unwrap(),
+        copied,
+        "the copied secrets, untouched"
+    );
+    copied
+}
+
+#[tokio::test]
+async fn a_new_tenant_with_a_restore_waits_for_its_secrets_and_is_never_installed_fresh() {
+    let h = harness_with(new_tenant(false)).await;
+    restore_new_tenant(&h).await;
+    // An ordinary tenant: served, backed up.
+    let ingresses: Api<Ingress> = Api::namespaced(h.client(), TENANT);
+    assert!(ingresses.get_opt("app").await.unwrap().is_some());
+    assert!(h
+        .cronjobs_suspended()
+        .await
+        .iter()
+        .any(|(n, s)| n == "scheduled-backup" && !*s));
+}
+
+#[tokio::test]
+async fn a_drill_without_the_manifest_checksum_is_refused() {
+    let mut i = new_tenant(true);
+    if let Some(r) = i.spec.restore.as_mut() {
+        r.manifest_sha256 = None;
+    }
+    let h = harness_with(i).await;
+    h.ok().await;
+    h.ok().await;
+    h.copy_app_secrets().await;
+    h.ok().await;
+    h.data_ready().await;
+    h.ok().await;
+    h.ok().await;
+    assert!(h.job("restore-r1").await.is_none(), "nothing fetched");
+    let s = h.restore_status().await;
+    assert_eq!(s.step, RestoreStep::Failed);
+    assert!(s.message.unwrap().contains("manifest checksum"));
+}
+
+#[tokio::test]
+async fn a_drill_is_never_served_nor_backed_up_and_goes_without_a_final_backup() {
+    let h = harness_with(new_tenant(true)).await;
+    restore_new_tenant(&h).await;
+    let replicas = h.app_replicas().await;
+    assert_eq!(
+        replicas[1..],
+        [0, 0],
+        "a scratch copy runs web only: no streaming, no sidekiq ({replicas:?})"
+    );
+    let ingresses: Api<Ingress> = Api::namespaced(h.client(), TENANT);
+    let served = ingresses.list(&ListParams::default()).await.unwrap().items;
+    assert!(served.is_empty(), "no ingress, so no certificate either");
+    let crons = h.cronjobs_suspended().await;
+    assert!(
+        !crons.iter().any(|(n, _)| n == "scheduled-backup"),
+        "{crons:?}"
+    );
+    assert!(h.secret("scheduled-backup-urls").await.is_none());
+    assert!(h.secret("backup-sealed-secrets").await.is_none());
+    assert!(!h.job_names().await.iter().any(|j| j.contains("backup")));
+
+    // Deleted: the namespace goes at once, without a final backup.
+    let mut i = h.instance().await;
+    i.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-12-06T13:00:00Z".parse().unwrap(),
+    ));
+    operator::reconcile(Arc::new(i), h.ctx.clone())
+        .await
+        .unwrap();
+    assert!(h.job("final-backup").await.is_none());
+    assert_eq!(
+        h.cluster.namespaces()[TENANT]["status"]["phase"],
+        "Terminating"
+    );
+}
+
+#[tokio::test]
+async fn an_export_runs_once_while_the_app_runs_and_reports_its_manifest() {
+    let h = harness_with(common::lyon("community")).await;
+    h.install().await;
+    h.edit(json!({ "export": { "id": "e1" } })).await;
+    h.ok().await;
+    let job = h.job("export-e1").await.expect("the export Job");
+    assert_eq!(
+        job.metadata.labels.clone().unwrap()["herd.dev/backup"],
+        "export"
+    );
+    let header = env(&job, "upload", "MANIFEST_HEADER").unwrap();
+    for says in [
+        "export",
+        "mastodon v4.7.6",
+        "lyon.social",
+        "not in an export",
+    ] {
+        assert!(header.contains(says), "{says}: {header}");
+    }
+    assert_eq!(env(&job, "upload", "MEDIA"), Some("volume"));
+    let pod = serde_json::to_string(&job.spec.clone().unwrap().template).unwrap();
+    assert!(
+        !pod.contains("backup-sealed-secrets"),
+        "no app secrets: {pod}"
+    );
+    let urls = h.secret("export-e1-urls").await.unwrap();
+    assert!(!urls.contains_key("app-secrets.env.age"));
+    for (name, url) in &urls {
+        let url: url::Url = url.parse().unwrap();
+        assert_eq!(
+            url.path(),
+            format!("/herd-backups/final/exports/lyon/e1/{name}")
+        );
+    }
+    assert_eq!(h.app_replicas().await, [1, 1, 1], "the app runs");
+    let x = h.status().await.export.unwrap();
+    assert_eq!((x.id.as_str(), x.outcome), ("e1", BackupOutcome::Running));
+    assert_eq!(h.status().await.phase, Phase::Running);
+
+    let sha = "cd".repeat(32);
+    let summary = format!("location s3://herd-backups/final/exports/lyon/e1/\nbytes database.dump 1048576\nbytes media.tar 2048\nobjects 2\nchecksums 2\nmanifest-sha256 {sha}\n");
+    h.finished("export-e1", "upload", false, &summary, true)
+        .await;
+    h.ok().await;
+    let x = h.status().await.export.unwrap();
+    assert_eq!(x.outcome, BackupOutcome::Succeeded);
+    assert_eq!(
+        x.location.as_deref(),
+        Some("s3://herd-backups/final/exports/lyon/e1/")
+    );
+    assert_eq!(x.size_bytes, Some(1_050_624));
+    assert_eq!(x.checksum.as_deref(), Some(sha.as_str()));
+    assert_eq!(x.finished_at.as_deref(), Some("2026-12-06T12:04:35Z"));
+    assert_eq!(x.message, None);
+    // A finished export is never run again.
+    h.delete_job("export-e1").await;
+    h.ok().await;
+    assert!(h.job("export-e1").await.is_none());
+    assert_eq!(
+        h.status().await.export.unwrap().outcome,
+        BackupOutcome::Succeeded
+    );
+
+    // One that uploaded without a verified manifest fails, saying so.
+    h.edit(json!({ "export": { "id": "e2" } })).await;
+    h.ok().await;
+    h.finished(
+        "export-e2",
+        "upload",
+        false,
+        "location s3://herd-backups/final/exports/lyon/e2/\nbytes database.dump 10\nobjects 3\nchecksums 2\nmanifest-sha256 00\n",
+        true,
+    )
+    .await;
+    h.ok().await;
+    let x = h.status().await.export.unwrap();
+    assert_eq!((x.id.as_str(), x.outcome), ("e2", BackupOutcome::Failed));
+    assert!(
+        x.message.as_deref().unwrap().contains("not verified"),
+        "{x:?}"
+    );
+    assert_eq!(h.status().await.phase, Phase::Running, "the tenant runs on");
+}
