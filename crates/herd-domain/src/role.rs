@@ -107,7 +107,7 @@ pub enum Capability {
     ManageMembers,
     /// Act on the organization's servers: suspend, resume, upgrade, delete, set the
     /// maintenance window, check a custom domain's proof, see or reset the server owner's
-    /// one-time password.
+    /// one-time password, take and download exports of their data.
     ManageServers,
     /// Order servers; see and change billing: subscriptions, plans, payment methods,
     /// cancellations, orders and invoices.
@@ -180,7 +180,7 @@ impl Capability {
         match self {
             Capability::View => "see the organization, its members, its servers and their progress; leave",
             Capability::ManageMembers => "invite members, revoke invitations, change roles (only owners touch the owner role), remove members",
-            Capability::ManageServers => "suspend, resume, upgrade and delete servers; the maintenance window; check a custom domain's proof; see or reset the server owner's password",
+            Capability::ManageServers => "suspend, resume, upgrade and delete servers; the maintenance window; check a custom domain's proof; see or reset the server owner's password; take and download exports",
             Capability::ManageBilling => "order servers; subscriptions, plan changes, payment methods, cancellations, orders and invoices",
             Capability::SeeAllTickets => "see, answer, close and rate every support ticket of the organization (every member has those they opened and those shared with the organization)",
             Capability::ManageModeration => "see the managed moderation of the organization's servers (reports, decisions, hours, the monthly report); write the moderation policy; decide escalated reports; connect or revoke the moderator account's token",
@@ -263,6 +263,32 @@ pub fn roles_summary() -> String {
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// An operator's standing among the provider's staff. Every operator works the console;
+/// only those who manage operators give or take operators' roles (the moderator role).
+/// Set with `herd admin create-operator --manages-operators` (`users.manages_operators`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OperatorStanding {
+    /// Works the console.
+    Operator,
+    /// Works the console and manages operators' roles.
+    ManagesOperators,
+}
+
+impl OperatorStanding {
+    pub fn from_flag(manages_operators: bool) -> Self {
+        if manages_operators {
+            OperatorStanding::ManagesOperators
+        } else {
+            OperatorStanding::Operator
+        }
+    }
+
+    /// May this operator give or take an operator's role (the moderator role)?
+    pub fn may_manage_operators(self) -> bool {
+        self == OperatorStanding::ManagesOperators
     }
 }
 

@@ -35,15 +35,16 @@ pub async fn org_instance(
 
 /// Stores the token of the moderator account `moderator_account` for one of `org`'s
 /// servers, replacing any earlier one, and fetches its reports. The plan must include
-/// moderation. Audited (without the token).
+/// moderation. `base_url`: Herd's public address (for the overdue digest's links).
+/// Audited (without the token).
 pub async fn connect(
     pool: &PgPool,
     key: Option<&SealKey>,
     who: Who<'_>,
     org: OrgId,
     instance: Uuid,
-    moderator_account: &str,
-    token: &str,
+    (moderator_account, token): (&str, &str),
+    base_url: &str,
 ) -> Result<(), ModerationError> {
     let i = org_instance(pool, org, instance).await?;
     let mut errors = Vec::new();
@@ -79,7 +80,7 @@ pub async fn connect(
     };
     let sealed = key.seal(&token_purpose(instance), token.expose().as_bytes());
     let mut tx = pool.begin().await?;
-    store::connect(&mut tx, instance, account, &sealed, who.id).await?;
+    store::connect(&mut tx, instance, account, &sealed, who.id, base_url).await?;
     record(
         &mut tx,
         who,

@@ -262,3 +262,76 @@ pub async fn retry(pool: &PgPool, who: Who<'_>, decision: Uuid) -> Result<(), Mo
     tx.commit().await?;
     Ok(())
 }
+
+/// Minutes logged on their own, as typed: a whole number from 1 to 480.
+fn check_logged_minutes(s: &str) -> Result<i32, &'static str> {
+    const MESSAGE: &str = "Enter the minutes spent, a whole number from 1 to 480.";
+    match check_minutes(s) {
+        Ok(0) | Err(_) => Err(MESSAGE),
+        Ok(m) => i32::try_from(m).map_err(|_| MESSAGE),
+    }
+}
+
+/// A moderator logs time spent on a report without deciding (reading, asking around):
+/// counted in the month's hours like a decision's minutes. `submission`: the form's
+/// one-time token; the same form posted again logs nothing (returns false). Audited.
+pub async fn log_time(
+    pool: &PgPool,
+    who: Who<'_>,
+    report: Uuid,
+    (minutes, note): (&str, &str),
+    submission: Option<Uuid>,
+) -> Result<bool, ModerationError> {
+    require_moderator(pool, who.id).await?;
+    let r = store::report(pool, report)
+        .await?
+        .ok_or(ModerationError::NotFound)?;
+    let mut errors = Vec::new();
+    let minutes = check_logged_minutes(minutes)
+        .map_err(|e| errors.push(("time_minutes", e.to_owned())))
+        .ok();
+    let note = check_note(note, false)
+        .map_err(|e| errors.push(("time_note", e.to_owned())))
+        .ok();
+    let (Some(minutes), Some(note), true) = (minutes, note, errors.is_empty()) else {
+        return Err(ModerationError::Invalid(errors));
+    };
+    let mut tx = pool.begin().await?;
+    if !store::insert_time(
+        &mut tx,
+        report,
+        minutes,
+        &note,
+        (who.id, who.name),
+        submission,
+    )
+    .await?
+    {
+        return Ok(false);
+    }
+    record(
+        &mut tx,
+        who,
+        Some(r.org_id),
+        "moderation.time.logged",
+        report.to_string(),
+        json!({ "domain": r.instance_domain, "remote_id": r.remote_id, "minutes": minutes }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_logged_minutes;
+
+    #[test]
+    fn logged_minutes_are_1_to_480() {
+        assert_eq!(check_logged_minutes(" 25 "), Ok(25));
+        assert_eq!(check_logged_minutes("480"), Ok(480));
+        for bad in ["", "0", "-5", "481", "ten", "2.5"] {
+            assert!(check_logged_minutes(bad).is_err(), "{bad}");
+        }
+    }
+}

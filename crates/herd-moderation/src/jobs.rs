@@ -1,7 +1,10 @@
 //! Managed moderation's background jobs: fetching a server's reports (every five minutes,
-//! and on demand), sending a decision's action, and emailing an escalation to the
-//! customer's owners and admins. [`register`] hands their handlers to the worker;
-//! [`run_ticks`] queues the periodic fetches.
+//! and on demand), sending a decision's action, emailing an escalation to the customer's
+//! owners and admins, and every two minutes [`CheckOverdue`]: forgetting deleted servers'
+//! moderation and emailing each moderator one digest of the reports newly past their due
+//! time.
+//! [`register`] hands their handlers to the worker; [`run_ticks`] queues the periodic
+//! jobs.
 
 use herd_fleet::seal::SealKey;
 use herd_jobs::{Job, Registry};
@@ -70,6 +73,156 @@ impl Job for EscalationEmail {
             self.escalation, self.to
         ))
     }
+}
+
+/// How often overdue reports are looked for (and deleted servers forgotten).
+pub const CHECK_OVERDUE_EVERY_SECS: i64 = 120;
+
+/// Forget deleted servers' moderation, then alert the moderators about the reports that
+/// passed their due time since the last run (one job per 2-minute `bucket`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckOverdue {
+    pub bucket: i64,
+}
+
+impl Job for CheckOverdue {
+    const KIND: &'static str = "moderation.check_overdue";
+    const MAX_ATTEMPTS: i32 = 5;
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("moderation-overdue-check:{}", self.bucket))
+    }
+}
+
+/// One overdue report in a digest, with Herd's public address for its link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertedReport {
+    pub report: Uuid,
+    pub base_url: String,
+}
+
+/// Email one moderator the reports that passed their due time since the last check, in
+/// one digest (`bucket`: the check's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverdueEmail {
+    pub to: String,
+    pub bucket: i64,
+    pub reports: Vec<AlertedReport>,
+}
+
+impl Job for OverdueEmail {
+    const KIND: &'static str = "moderation.overdue_email";
+    const MAX_ATTEMPTS: i32 = 10;
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("moderation-overdue:{}:{}", self.bucket, self.to))
+    }
+}
+
+/// What a [`CheckOverdue`] run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Checked {
+    /// Deleted servers whose moderation was forgotten.
+    pub forgotten: usize,
+    /// Reports newly past their due time (each alerted once).
+    pub overdue: usize,
+    /// Digests queued (one per moderator).
+    pub emails: usize,
+}
+
+/// Forgets deleted servers' moderation, then marks the reports newly past their due time
+/// as alerted and queues one digest per moderator listing them, in one transaction (a
+/// report is alerted once; again only after it is reopened and overdue again). With no
+/// moderator to email, nothing is marked: a warning is logged and the next run tries
+/// again.
+pub async fn check_overdue(pool: &PgPool, bucket: i64) -> Result<Checked, StoreError> {
+    let mut tx = pool.begin().await?;
+    let forgotten = store::forget_deleted(&mut tx).await?;
+    for instance in &forgotten {
+        tracing::info!(%instance, "moderation of a deleted server forgotten");
+    }
+    let to = store::moderator_emails(&mut *tx).await?;
+    let mut checked = Checked {
+        forgotten: forgotten.len(),
+        ..Checked::default()
+    };
+    if to.is_empty() {
+        let n = store::overdue_count(&mut *tx, OffsetDateTime::now_utc()).await?;
+        if n > 0 {
+            tracing::warn!(
+                overdue = n,
+                "reports are past their due time and no operator with the moderator role has a verified email to alert"
+            );
+        }
+    } else {
+        let overdue = store::claim_overdue(&mut tx).await?;
+        if !overdue.is_empty() {
+            let reports: Vec<AlertedReport> = overdue
+                .iter()
+                .map(|o| AlertedReport {
+                    report: o.id,
+                    base_url: o.base_url.clone(),
+                })
+                .collect();
+            for to in &to {
+                herd_jobs::enqueue(
+                    &mut *tx,
+                    &OverdueEmail {
+                        to: to.clone(),
+                        bucket,
+                        reports: reports.clone(),
+                    },
+                )
+                .await?;
+            }
+            checked.overdue = overdue.len();
+            checked.emails = to.len();
+        }
+    }
+    tx.commit().await?;
+    Ok(checked)
+}
+
+/// The digest of overdue reports for one moderator: the reports still open, if the
+/// recipient is still a verified operator with the moderator role (else nothing).
+pub async fn overdue_email(pool: &PgPool, job: &OverdueEmail) -> anyhow::Result<Option<Email>> {
+    if !store::is_moderator_email(pool, &job.to).await? {
+        tracing::info!("an overdue digest's recipient is no moderator any more: not sent");
+        return Ok(None);
+    }
+    let mut lines = Vec::new();
+    for a in &job.reports {
+        let Some(r) = store::report(pool, a.report).await? else {
+            continue;
+        };
+        if r.state != herd_domain::moderation::ReportState::Open {
+            continue;
+        }
+        lines.push(format!(
+            "- {} ({}) on {} ({}), due {} UTC\n  {}/operator/moderation/reports/{}\n",
+            r.target_acct,
+            r.category.label(),
+            r.instance_domain,
+            r.org_name,
+            r.due_at,
+            a.base_url.trim_end_matches('/'),
+            r.id,
+        ));
+    }
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    let n = lines.len();
+    Ok(Some(Email {
+        to: job.to.clone(),
+        subject: if n == 1 {
+            "[Moderation] Overdue: 1 report passed its due time".to_owned()
+        } else {
+            format!("[Moderation] Overdue: {n} reports passed their due time")
+        },
+        body: format!(
+            "Hello,\n\nThese reports passed their due time, the response target of the customer's plan, and are still open:\n\n{}\nEach report is in one digest only; again only if it is reopened and overdue again.\n",
+            lines.concat()
+        ),
+    }))
 }
 
 /// Queues a fetch of `instance` now (on demand: after connecting, or a moderator's
@@ -199,6 +352,25 @@ pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer, key: Op
             Ok(())
         }
     });
+    let p = pool.clone();
+    registry.register(move |job: CheckOverdue| {
+        let pool = p.clone();
+        async move {
+            let checked = check_overdue(&pool, job.bucket).await?;
+            tracing::debug!(?checked, "moderation overdue check");
+            Ok(())
+        }
+    });
+    let (p, m) = (pool.clone(), mailer.clone());
+    registry.register(move |job: OverdueEmail| {
+        let (pool, mailer) = (p.clone(), m.clone());
+        async move {
+            if let Some(email) = overdue_email(&pool, &job).await? {
+                mailer.send(&email).await?;
+            }
+            Ok(())
+        }
+    });
     let (p, m) = (pool.clone(), mailer.clone());
     registry.register(move |job: EscalationEmail| {
         let (pool, mailer) = (p.clone(), m.clone());
@@ -211,11 +383,17 @@ pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer, key: Op
     });
 }
 
-/// Queues this period's fetch of every connected server.
+/// Queues this period's fetch of every connected server, and this period's overdue check.
 pub async fn tick(pool: &PgPool) -> Result<usize, StoreError> {
-    let bucket = OffsetDateTime::now_utc()
-        .unix_timestamp()
-        .div_euclid(FETCH_EVERY_SECS);
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    herd_jobs::enqueue(
+        pool,
+        &CheckOverdue {
+            bucket: now.div_euclid(CHECK_OVERDUE_EVERY_SECS),
+        },
+    )
+    .await?;
+    let bucket = now.div_euclid(FETCH_EVERY_SECS);
     let instances = store::fetchable(pool).await?;
     for instance in &instances {
         herd_jobs::enqueue(
@@ -230,7 +408,8 @@ pub async fn tick(pool: &PgPool) -> Result<usize, StoreError> {
     Ok(instances.len())
 }
 
-/// Runs [`tick`] every minute until `shutdown` resolves (a period's fetch is queued once).
+/// Runs [`tick`] every minute until `shutdown` resolves (a period's fetch and check are
+/// queued once).
 pub async fn run_ticks(pool: PgPool, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut every = tokio::time::interval(StdDuration::from_secs(60));

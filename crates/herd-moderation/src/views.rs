@@ -7,7 +7,7 @@ use crate::{require_moderator, ModerationError};
 use herd_domain::moderation::{median_seconds, usage, Decision, ReportCategory, ReportState};
 use herd_domain::{OrgId, UserId};
 use herd_store::moderation::{
-    self as store, DecisionRow, Escalation, Instance, PolicyVersion, QueueFilter, Report,
+    self as store, DecisionRow, Escalation, Instance, PolicyVersion, QueueFilter, Report, TimeEntry,
 };
 use herd_store::{Page, Paged};
 use sqlx::PgPool;
@@ -95,6 +95,8 @@ pub struct ReportView {
     pub instance: Instance,
     pub policy: Option<PolicyVersion>,
     pub decisions: Vec<DecisionRow>,
+    /// Time logged without a decision, oldest first.
+    pub time: Vec<TimeEntry>,
     pub hours: (String, bool),
 }
 
@@ -109,6 +111,7 @@ pub async fn report(pool: &PgPool, who: UserId, id: Uuid) -> Result<ReportView, 
     Ok(ReportView {
         policy: store::current_policy(pool, instance.id).await?,
         decisions: store::report_decisions(pool, id).await?,
+        time: store::report_time(pool, id).await?,
         hours: hours(pool, &instance).await?,
         report,
         instance,
@@ -152,6 +155,15 @@ pub async fn customer(
 /// The organization's servers, for the moderation index.
 pub async fn customer_servers(pool: &PgPool, org: OrgId) -> Result<Vec<Instance>, ModerationError> {
     Ok(store::org_instances(pool, org).await?)
+}
+
+/// What `/metrics` adds for moderation: the reports in the queue past their due time,
+/// read from the database at each scrape.
+pub async fn metrics_text(pool: &PgPool, now: OffsetDateTime) -> Result<String, ModerationError> {
+    let n = store::overdue_count(pool, now).await?;
+    Ok(format!(
+        "# HELP herd_moderation_reports_overdue Open reports in the moderation queue past their due time (the plan's response target).\n# TYPE herd_moderation_reports_overdue gauge\nherd_moderation_reports_overdue {n}\n"
+    ))
 }
 
 /// One line of the monthly report.

@@ -126,8 +126,8 @@ async fn world(pool: PgPool) -> World {
         who(owner, "Olga"),
         OrgId(org),
         instance,
-        "herdmod",
-        TOKEN,
+        ("herdmod", TOKEN),
+        "https://herd.test",
     )
     .await
     .unwrap();
@@ -481,8 +481,8 @@ async fn a_revoked_token_breaks_the_connection_until_a_new_one(pool: PgPool) {
         who(w.owner, "Olga"),
         OrgId(w.org),
         w.instance,
-        "herdmod",
-        fresh,
+        ("herdmod", fresh),
+        "https://herd.test",
     )
     .await
     .unwrap();
@@ -700,8 +700,8 @@ async fn only_moderators_act_and_see_the_queue(pool: PgPool) {
             who(w.owner, "Olga"),
             OrgId(Uuid::now_v7()),
             w.instance,
-            "x",
-            TOKEN
+            ("x", TOKEN),
+            "https://herd.test"
         )
         .await,
         Err(ModerationError::NotFound)

@@ -8,6 +8,7 @@ use herd_domain::moderation::{
     AccountAction, Decision, DecisionKind, EscalationState, OutboxState, Policy, ReportCategory,
     ReportState, Terms,
 };
+use herd_domain::role::OperatorStanding;
 use herd_domain::support::UnknownValue;
 use herd_domain::{OrgId, UserId};
 use sqlx::{PgConnection, PgExecutor};
@@ -290,7 +291,8 @@ pub async fn connected_instances(ex: impl PgExecutor<'_>) -> Result<Vec<Instance
     Ok(rows.into_iter().map(Instance::from).collect())
 }
 
-/// Stores a (new) token for a server: clears revocation and breakage.
+/// Stores a (new) token for a server: clears revocation and breakage. `base_url`: Herd's
+/// public address as the request came (the overdue digest's links).
 #[tracing::instrument(skip(conn, token_sealed))]
 pub async fn connect(
     conn: &mut PgConnection,
@@ -298,18 +300,22 @@ pub async fn connect(
     moderator_account: &str,
     token_sealed: &[u8],
     by: UserId,
+    base_url: &str,
 ) -> Result<(), StoreError> {
     sqlx::query!(
-        "INSERT INTO moderation_connections (instance_id, moderator_account, token_sealed, connected_by)
-         VALUES ($1, $2, $3, $4)
+        "INSERT INTO moderation_connections (instance_id, moderator_account, token_sealed, connected_by,
+                                             base_url)
+         VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (instance_id) DO UPDATE SET moderator_account = EXCLUDED.moderator_account,
              token_sealed = EXCLUDED.token_sealed, connected_by = EXCLUDED.connected_by,
+             base_url = EXCLUDED.base_url,
              connected_at = now(), revoked_at = NULL, broken_at = NULL, broken_reason = NULL,
              last_fetch_error = NULL, rate_limited_until = NULL",
         instance,
         moderator_account,
         token_sealed,
-        by.0
+        by.0,
+        base_url
     )
     .execute(conn)
     .await?;
@@ -484,7 +490,8 @@ pub struct FetchedReport {
 
 /// Inserts or refreshes a report. A report the server shows as resolved is resolved here
 /// too (when it was open); one the server shows open again is open here again, unless a
-/// decision of ours is still on its way to the server. Returns its id.
+/// decision of ours is still on its way to the server; reopened, it is due again the
+/// plan's response target from now (and alerted again only then). Returns its id.
 #[tracing::instrument(skip(conn, r), fields(remote_id = %r.remote_id))]
 pub async fn upsert_report(
     conn: &mut PgConnection,
@@ -518,7 +525,21 @@ pub async fn upsert_report(
                                         JOIN moderation_decisions d ON d.id = o.decision_id
                                         WHERE d.report_id = m.id AND o.state IN ('pending', 'sending'))
                        THEN NULL
-                   ELSE m.resolved_at END
+                   ELSE m.resolved_at END,
+               overdue_alerted_at = CASE
+                   WHEN NOT EXCLUDED.action_taken AND m.state IN ('resolved', 'vanished')
+                        AND NOT EXISTS (SELECT 1 FROM moderation_outbox o
+                                        JOIN moderation_decisions d ON d.id = o.decision_id
+                                        WHERE d.report_id = m.id AND o.state IN ('pending', 'sending'))
+                       THEN NULL
+                   ELSE m.overdue_alerted_at END,
+               due_at = CASE
+                   WHEN NOT EXCLUDED.action_taken AND m.state IN ('resolved', 'vanished')
+                        AND NOT EXISTS (SELECT 1 FROM moderation_outbox o
+                                        JOIN moderation_decisions d ON d.id = o.decision_id
+                                        WHERE d.report_id = m.id AND o.state IN ('pending', 'sending'))
+                       THEN now() + (EXCLUDED.due_at - EXCLUDED.reported_at)
+                   ELSE m.due_at END
            RETURNING id"#,
         Uuid::now_v7(),
         instance,
@@ -564,6 +585,8 @@ pub struct Report {
     pub fetched_at: OffsetDateTime,
     pub vanished_at: Option<OffsetDateTime>,
     pub resolved_at: Option<OffsetDateTime>,
+    /// When the moderators were emailed that it passed its due time (cleared on reopening).
+    pub overdue_alerted_at: Option<OffsetDateTime>,
 }
 
 struct ReportRow {
@@ -589,6 +612,7 @@ struct ReportRow {
     fetched_at: OffsetDateTime,
     vanished_at: Option<OffsetDateTime>,
     resolved_at: Option<OffsetDateTime>,
+    overdue_alerted_at: Option<OffsetDateTime>,
 }
 
 impl TryFrom<ReportRow> for Report {
@@ -617,6 +641,7 @@ impl TryFrom<ReportRow> for Report {
             fetched_at: r.fetched_at,
             vanished_at: r.vanished_at,
             resolved_at: r.resolved_at,
+            overdue_alerted_at: r.overdue_alerted_at,
         })
     }
 }
@@ -633,7 +658,8 @@ pub async fn report(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Report>,
         "SELECT r.id, r.instance_id, i.domain AS instance_domain, i.org_id, o.slug AS org_slug,
                 o.name AS org_name, r.remote_id, r.state, r.category, r.comment, r.forwarded,
                 r.reporter_acct, r.target_account_id, r.target_acct, r.statuses, r.rules,
-                r.action_taken, r.reported_at, r.due_at, r.fetched_at, r.vanished_at, r.resolved_at
+                r.action_taken, r.reported_at, r.due_at, r.fetched_at, r.vanished_at, r.resolved_at,
+                r.overdue_alerted_at
          FROM moderation_reports r
          JOIN instances i ON i.id = r.instance_id
          JOIN organizations o ON o.id = i.org_id
@@ -671,7 +697,8 @@ pub async fn instance_reports(
         "SELECT r.id, r.instance_id, i.domain AS instance_domain, i.org_id, o.slug AS org_slug,
                 o.name AS org_name, r.remote_id, r.state, r.category, r.comment, r.forwarded,
                 r.reporter_acct, r.target_account_id, r.target_acct, r.statuses, r.rules,
-                r.action_taken, r.reported_at, r.due_at, r.fetched_at, r.vanished_at, r.resolved_at
+                r.action_taken, r.reported_at, r.due_at, r.fetched_at, r.vanished_at, r.resolved_at,
+                r.overdue_alerted_at
          FROM moderation_reports r
          JOIN instances i ON i.id = r.instance_id
          JOIN organizations o ON o.id = i.org_id
@@ -707,7 +734,8 @@ pub async fn queue(
         "SELECT r.id, r.instance_id, i.domain AS instance_domain, i.org_id, o.slug AS org_slug,
                 o.name AS org_name, r.remote_id, r.state, r.category, r.comment, r.forwarded,
                 r.reporter_acct, r.target_account_id, r.target_acct, r.statuses, r.rules,
-                r.action_taken, r.reported_at, r.due_at, r.fetched_at, r.vanished_at, r.resolved_at
+                r.action_taken, r.reported_at, r.due_at, r.fetched_at, r.vanished_at, r.resolved_at,
+                r.overdue_alerted_at
          FROM moderation_reports r
          JOIN instances i ON i.id = r.instance_id
          JOIN organizations o ON o.id = i.org_id
@@ -748,7 +776,8 @@ pub async fn pending_remote_ids(
     .collect())
 }
 
-/// Sets a report's state (with the time it was resolved or vanished).
+/// Sets a report's state (with the time it was resolved or vanished). Reopened, it is due
+/// again from now plus the response target it was filed with, and alerted again only then.
 #[tracing::instrument(skip(ex))]
 pub async fn set_report_state(
     ex: impl PgExecutor<'_>,
@@ -757,6 +786,10 @@ pub async fn set_report_state(
 ) -> Result<(), StoreError> {
     sqlx::query!(
         "UPDATE moderation_reports SET state = $2,
+                overdue_alerted_at = CASE WHEN $2 = 'open' AND state <> 'open' THEN NULL
+                                          ELSE overdue_alerted_at END,
+                due_at = CASE WHEN $2 = 'open' AND state <> 'open' THEN now() + (due_at - reported_at)
+                              ELSE due_at END,
                 resolved_at = CASE WHEN $2 = 'resolved' THEN coalesce(resolved_at, now())
                                    WHEN $2 IN ('open', 'escalated') THEN NULL ELSE resolved_at END,
                 vanished_at = CASE WHEN $2 = 'vanished' THEN coalesce(vanished_at, now()) ELSE NULL END
@@ -1098,7 +1131,8 @@ pub async fn requeue_failed(ex: impl PgExecutor<'_>, decision: Uuid) -> Result<b
     Ok(done.rows_affected() > 0)
 }
 
-/// Minutes moderators logged on a server's reports in `[from, to)`.
+/// Minutes moderators logged on a server's reports in `[from, to)`: with their decisions
+/// and on their own (time entries).
 #[tracing::instrument(skip(ex))]
 pub async fn minutes_used(
     ex: impl PgExecutor<'_>,
@@ -1107,10 +1141,14 @@ pub async fn minutes_used(
     to: OffsetDateTime,
 ) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar!(
-        r#"SELECT coalesce(sum(d.minutes_spent), 0)::bigint AS "m!"
-           FROM moderation_decisions d JOIN moderation_reports r ON r.id = d.report_id
-           WHERE r.instance_id = $1 AND NOT d.by_customer
-             AND d.created_at >= $2 AND d.created_at < $3"#,
+        r#"SELECT (coalesce((SELECT sum(d.minutes_spent)
+                             FROM moderation_decisions d JOIN moderation_reports r ON r.id = d.report_id
+                             WHERE r.instance_id = $1 AND NOT d.by_customer
+                               AND d.created_at >= $2 AND d.created_at < $3), 0)
+                 + coalesce((SELECT sum(t.minutes)
+                             FROM moderation_time_entries t JOIN moderation_reports r ON r.id = t.report_id
+                             WHERE r.instance_id = $1
+                               AND t.created_at >= $2 AND t.created_at < $3), 0))::bigint AS "m!""#,
         instance,
         from,
         to
@@ -1387,4 +1425,263 @@ pub async fn withdraw(conn: &mut PgConnection, user: UserId) -> Result<bool, Sto
         .execute(conn)
         .await?;
     Ok(done.rows_affected() > 0)
+}
+
+/// Is this operator one who manages operators (and so gives or takes the moderator role)?
+#[tracing::instrument(skip(ex))]
+pub async fn operator_standing(
+    ex: impl PgExecutor<'_>,
+    user: UserId,
+) -> Result<Option<OperatorStanding>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT manages_operators FROM users WHERE id = $1 AND is_operator",
+        user.0
+    )
+    .fetch_optional(ex)
+    .await?
+    .map(OperatorStanding::from_flag))
+}
+
+/// Lets an operator manage operators, or not (`herd admin create-operator
+/// --manages-operators`, `herd admin set-operator`). False when `user` is no operator.
+#[tracing::instrument(skip(conn))]
+pub async fn set_manages_operators(
+    conn: &mut PgConnection,
+    user: UserId,
+    manages: bool,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE users SET manages_operators = $2 WHERE id = $1 AND is_operator",
+        user.0,
+        manages
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Verified emails of the operators with the moderator role (overdue alerts).
+#[tracing::instrument(skip(ex))]
+pub async fn moderator_emails(ex: impl PgExecutor<'_>) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT u.email FROM operator_moderators m JOIN users u ON u.id = m.user_id
+         WHERE u.is_operator AND u.email_verified_at IS NOT NULL ORDER BY u.email"
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Is `email` (still) a verified operator's with the moderator role? Checked when an alert
+/// is sent: a role withdrawn meanwhile gets nothing.
+#[tracing::instrument(skip(ex))]
+pub async fn is_moderator_email(ex: impl PgExecutor<'_>, email: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM operator_moderators m JOIN users u ON u.id = m.user_id
+                          WHERE u.is_operator AND u.email_verified_at IS NOT NULL
+                            AND lower(u.email) = lower($1)) AS "e!""#,
+        email
+    )
+    .fetch_one(ex)
+    .await?)
+}
+
+// ---------------------------------------------------------------------------------------
+// Time logged without a decision
+
+/// Minutes a moderator logged on a report.
+#[derive(Debug, Clone)]
+pub struct TimeEntry {
+    pub minutes: i32,
+    pub note: String,
+    pub logged_by_name: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// Logs minutes on a report. `submission`: the form's one-time token; the same token again
+/// (a double submission) logs nothing and returns false.
+#[tracing::instrument(skip(conn, note))]
+pub async fn insert_time(
+    conn: &mut PgConnection,
+    report: Uuid,
+    minutes: i32,
+    note: &str,
+    (by, by_name): (UserId, &str),
+    submission: Option<Uuid>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "INSERT INTO moderation_time_entries (id, report_id, minutes, note, logged_by, logged_by_name,
+                                              submission)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (submission) DO NOTHING",
+        Uuid::now_v7(),
+        report,
+        minutes,
+        note,
+        by.0,
+        by_name,
+        submission
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// A report's time entries, oldest first.
+#[tracing::instrument(skip(ex))]
+pub async fn report_time(
+    ex: impl PgExecutor<'_>,
+    report: Uuid,
+) -> Result<Vec<TimeEntry>, StoreError> {
+    Ok(sqlx::query_as!(
+        TimeEntry,
+        "SELECT minutes, note, logged_by_name, created_at FROM moderation_time_entries
+         WHERE report_id = $1 ORDER BY created_at, id",
+        report
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
+// ---------------------------------------------------------------------------------------
+// Overdue reports and deleted servers
+//
+// A server counts as deleted once its deletion is asked for (`desired = 'deleted'`, which
+// is final): its reports leave the overdue alerts and the metric, and the next overdue
+// check forgets its moderation.
+
+/// An open report newly past its due time, with Herd's public address for its link.
+#[derive(Debug, Clone)]
+pub struct Overdue {
+    pub id: Uuid,
+    pub base_url: String,
+}
+
+/// Marks the open reports past their due time that were not alerted yet (of servers not
+/// deleted, whose connection is not revoked) as alerted now; returns them. Run in the
+/// transaction that queues their emails.
+#[tracing::instrument(skip(conn))]
+pub async fn claim_overdue(conn: &mut PgConnection) -> Result<Vec<Overdue>, StoreError> {
+    Ok(sqlx::query_as!(
+        Overdue,
+        "UPDATE moderation_reports r SET overdue_alerted_at = now()
+         FROM instances i, moderation_connections c
+         WHERE i.id = r.instance_id AND c.instance_id = r.instance_id AND c.revoked_at IS NULL
+           AND i.desired <> 'deleted' AND r.state = 'open' AND r.overdue_alerted_at IS NULL
+           AND r.due_at < now()
+         RETURNING r.id, c.base_url"
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// How many reports in the queue are past their due time (`herd_moderation_reports_overdue`).
+#[tracing::instrument(skip(ex))]
+pub async fn overdue_count(
+    ex: impl PgExecutor<'_>,
+    now: OffsetDateTime,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM moderation_reports r
+           JOIN instances i ON i.id = r.instance_id
+           JOIN moderation_connections c ON c.instance_id = r.instance_id AND c.revoked_at IS NULL
+           WHERE r.state = 'open' AND i.desired <> 'deleted' AND r.due_at < $1"#,
+        now
+    )
+    .fetch_one(ex)
+    .await?)
+}
+
+/// Forgets the moderation of deleted servers: their connection (and its sealed token) is
+/// wiped; their open and escalated reports are recorded as gone (they leave the queue)
+/// and their waiting escalations closed; actions not sent yet fail (one being sent is
+/// left to its job); and the personal data is erased: reports' comments, accounts,
+/// statuses and rules, decisions' and time entries' notes and authors, the policy's
+/// urgent contacts and authors. What the monthly counts need stays (categories, times,
+/// decision kinds, minutes). Returns the servers.
+#[tracing::instrument(skip(conn))]
+pub async fn forget_deleted(conn: &mut PgConnection) -> Result<Vec<Uuid>, StoreError> {
+    let mut servers = sqlx::query_scalar!(
+        "DELETE FROM moderation_connections c USING instances i
+         WHERE i.id = c.instance_id AND i.desired = 'deleted'
+         RETURNING c.instance_id"
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    servers.extend(
+        sqlx::query_scalar!(
+            r#"SELECT r.instance_id AS "id!" FROM moderation_reports r
+               JOIN instances i ON i.id = r.instance_id
+               WHERE i.desired = 'deleted' AND r.erased_at IS NULL
+               UNION
+               SELECT p.instance_id FROM moderation_policies p
+               JOIN instances i ON i.id = p.instance_id
+               WHERE i.desired = 'deleted' AND (p.urgent_contacts <> '' OR p.written_by_name <> '')"#
+        )
+        .fetch_all(&mut *conn)
+        .await?,
+    );
+    servers.sort_unstable();
+    servers.dedup();
+    if servers.is_empty() {
+        return Ok(servers);
+    }
+    sqlx::query!(
+        "UPDATE moderation_escalations e SET state = 'decided', decided_at = now()
+         FROM moderation_reports r
+         WHERE r.id = e.report_id AND r.instance_id = ANY($1) AND e.state = 'waiting'",
+        &servers
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE moderation_reports SET state = 'vanished', vanished_at = coalesce(vanished_at, now())
+         WHERE instance_id = ANY($1) AND state IN ('open', 'escalated')",
+        &servers
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE moderation_outbox o SET state = 'failed', last_error = 'the server was deleted',
+                updated_at = now()
+         FROM moderation_decisions d, moderation_reports r
+         WHERE d.id = o.decision_id AND r.id = d.report_id AND r.instance_id = ANY($1)
+           AND o.state = 'pending'",
+        &servers
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE moderation_reports SET comment = '', reporter_acct = '', target_account_id = '',
+                target_acct = '', statuses = '[]', rules = '[]', erased_at = now()
+         WHERE instance_id = ANY($1) AND erased_at IS NULL",
+        &servers
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE moderation_decisions d SET note = '', decided_by = NULL, decided_by_name = ''
+         FROM moderation_reports r
+         WHERE r.id = d.report_id AND r.instance_id = ANY($1)
+           AND (d.note <> '' OR d.decided_by_name <> '')",
+        &servers
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE moderation_time_entries t SET note = '', logged_by = NULL, logged_by_name = ''
+         FROM moderation_reports r
+         WHERE r.id = t.report_id AND r.instance_id = ANY($1)
+           AND (t.note <> '' OR t.logged_by_name <> '')",
+        &servers
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE moderation_policies SET urgent_contacts = '', written_by = NULL, written_by_name = ''
+         WHERE instance_id = ANY($1) AND (urgent_contacts <> '' OR written_by_name <> '')",
+        &servers
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(servers)
 }

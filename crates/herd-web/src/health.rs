@@ -71,6 +71,10 @@ async fn metrics(State(state): State<AppState>, req: Request) -> Response {
         Ok(text) => body.push_str(&text),
         Err(e) => tracing::warn!(error = %e, "backup ages left out of /metrics"),
     }
+    match herd_moderation::views::metrics_text(&state.pool, time::OffsetDateTime::now_utc()).await {
+        Ok(text) => body.push_str(&text),
+        Err(e) => tracing::warn!(error = %e, "overdue moderation reports left out of /metrics"),
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -1,6 +1,6 @@
 //! `herd admin …`
 
-use crate::cli::{AdminCommand, CreateOperatorArgs, RegisterClusterArgs};
+use crate::cli::{AdminCommand, CreateOperatorArgs, RegisterClusterArgs, SetOperatorArgs};
 use crate::serve::{pool, prepare_database};
 use anyhow::{bail, Context};
 use herd_domain::Email;
@@ -9,6 +9,7 @@ use herd_store::{audit, users};
 pub async fn run(cmd: AdminCommand) -> anyhow::Result<()> {
     match cmd {
         AdminCommand::CreateOperator(args) => create_operator(args).await,
+        AdminCommand::SetOperator(args) => set_operator(args).await,
         AdminCommand::RegisterCluster(args) => register_cluster(args).await,
     }
 }
@@ -108,6 +109,9 @@ async fn create_operator(args: CreateOperatorArgs) -> anyhow::Result<()> {
     };
     users::mark_email_verified(&mut tx, user.id()).await?;
     users::require_password_change(&mut tx, user.id()).await?;
+    if args.manages_operators {
+        herd_store::moderation::set_manages_operators(&mut tx, user.id(), true).await?;
+    }
     audit::record(
         &mut tx,
         audit::NewEntry {
@@ -116,7 +120,10 @@ async fn create_operator(args: CreateOperatorArgs) -> anyhow::Result<()> {
             action: "operator.created",
             target: email.to_string(),
             source_ip: None,
-            details: serde_json::json!({ "via": "herd admin create-operator" }),
+            details: serde_json::json!({
+                "via": "herd admin create-operator",
+                "manages_operators": args.manages_operators,
+            }),
         },
     )
     .await?;
@@ -125,5 +132,46 @@ async fn create_operator(args: CreateOperatorArgs) -> anyhow::Result<()> {
     println!("One-time password: {password}");
     println!("It works once: at first login you choose your own password, then set up");
     println!("two-factor authentication; the console opens after that.");
+    Ok(())
+}
+
+async fn set_operator(args: SetOperatorArgs) -> anyhow::Result<()> {
+    let email = Email::parse(&args.email).with_context(|| format!("email {}", args.email))?;
+    let pool = pool(&args.db, 2)?;
+    prepare_database(&pool).await?;
+    let mut tx = pool.begin().await?;
+    let user = users::by_email(&mut *tx, &email).await?;
+    let changed = match user {
+        Some(u) => {
+            herd_store::moderation::set_manages_operators(&mut tx, u.id(), args.manages_operators)
+                .await?
+        }
+        None => false,
+    };
+    if !changed {
+        bail!("no operator has the email {email}");
+    }
+    audit::record(
+        &mut tx,
+        audit::NewEntry {
+            actor: None,
+            org: None,
+            action: "operator.changed",
+            target: email.to_string(),
+            source_ip: None,
+            details: serde_json::json!({
+                "via": "herd admin set-operator",
+                "manages_operators": args.manages_operators,
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    let may = if args.manages_operators {
+        "now manages operators"
+    } else {
+        "no longer manages operators"
+    };
+    println!("Operator {email} {may}.");
     Ok(())
 }

@@ -290,6 +290,79 @@ async fn create_operator_prints_a_one_time_password(pool: PgPool) {
     assert!(!bad.status.success());
 }
 
+#[sqlx::test(migrations = false)]
+async fn set_operator_grants_and_takes_managing_operators(pool: PgPool) {
+    let url = url_of(&pool);
+    let herd = |args: &[&str]| {
+        Command::new(HERD)
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    };
+    for email in ["first@provider.example", "second@provider.example"] {
+        assert!(herd(&["admin", "create-operator", "--email", email])
+            .status
+            .success());
+    }
+    let manages = |email: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>("SELECT manages_operators FROM users WHERE email = $1")
+                .bind(email)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(!manages("second@provider.example").await);
+    let out = herd(&[
+        "admin",
+        "set-operator",
+        "Second@Provider.example",
+        "--manages-operators",
+        "true",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(manages("second@provider.example").await);
+    let out = herd(&[
+        "admin",
+        "set-operator",
+        "second@provider.example",
+        "--manages-operators",
+        "false",
+    ]);
+    assert!(out.status.success());
+    assert!(!manages("second@provider.example").await);
+    let audit: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'operator.changed' AND target = 'second@provider.example'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(audit, 2);
+    // An unknown email is refused, and nothing is audited.
+    let unknown = herd(&[
+        "admin",
+        "set-operator",
+        "nobody@provider.example",
+        "--manages-operators",
+        "true",
+    ]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no operator"));
+    let audit: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'operator.changed'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(audit, 2);
+}
+
 #[test]
 fn crd_prints_the_committed_definition() {
     let out = Command::new(HERD).arg("crd").output().unwrap();

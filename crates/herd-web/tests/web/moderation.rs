@@ -147,6 +147,11 @@ async fn moderation_from_connection_to_decision(pool: PgPool) {
     let mia = app.operator("mia@herd.test").await;
     let r = seen.get(&mia, "/operator/moderation").await;
     r.assert_status(403);
+    // Mia manages operators: she may give the role (to herself, here).
+    sqlx::query("UPDATE users SET manages_operators = true WHERE email = 'mia@herd.test'")
+        .execute(&pool)
+        .await
+        .unwrap();
     seen.get(&mia, "/operator/moderation/settings")
         .await
         .assert_status(200);

@@ -49,6 +49,11 @@ pub fn routes(r: Routes) -> Routes {
             decide,
         )
         .post(
+            "/operator/moderation/reports/{report}/time",
+            Operator,
+            log_time,
+        )
+        .post(
             "/operator/moderation/actions/{decision}/retry",
             Operator,
             retry,
@@ -188,6 +193,8 @@ struct ReportPage {
     can_reopen: bool,
     policy_at: String,
     form: DecideFields,
+    time_form: TimeFields,
+    time: Vec<(String, store::TimeEntry)>,
     errors: FieldErrors,
 }
 
@@ -196,7 +203,7 @@ async fn report_page(
     session: &Session,
     op: &User,
     id: Uuid,
-    form: DecideFields,
+    (form, time_form): (DecideFields, TimeFields),
     errors: FieldErrors,
 ) -> Result<ReportPage, AppError> {
     let v = views::report(&state.pool, op.id(), id)
@@ -220,8 +227,22 @@ async fn report_page(
             .as_ref()
             .map(|p| datetime(p.created_at))
             .unwrap_or_default(),
+        time: v
+            .time
+            .iter()
+            .map(|t| (datetime(t.created_at), t.clone()))
+            .collect(),
         v,
         form,
+        time_form: TimeFields {
+            // A fresh one-time token for a form not posted yet.
+            submission: if time_form.submission.is_empty() {
+                Uuid::now_v7().to_string()
+            } else {
+                time_form.submission
+            },
+            ..time_form
+        },
         errors,
     })
 }
@@ -238,7 +259,7 @@ async fn show(
             &session,
             &op,
             id,
-            DecideFields::default(),
+            Default::default(),
             FieldErrors::default(),
         )
         .await?,
@@ -288,7 +309,68 @@ async fn decide(
         }
         Err(ModerationError::Invalid(list)) => render_status(
             StatusCode::UNPROCESSABLE_ENTITY,
-            &report_page(&state, &session, &op, id, f, field_errors(list)).await?,
+            &report_page(
+                &state,
+                &session,
+                &op,
+                id,
+                (f, TimeFields::default()),
+                field_errors(list),
+            )
+            .await?,
+        ),
+        Err(e) => Err(app_error(e)),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct TimeFields {
+    #[serde(default)]
+    time_minutes: String,
+    #[serde(default)]
+    time_note: String,
+    /// The form's one-time token: the same form posted twice logs the time once.
+    #[serde(default)]
+    submission: String,
+}
+
+async fn log_time(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+    Form(f): Form<TimeFields>,
+) -> Result<Response, AppError> {
+    match decide::log_time(
+        &state.pool,
+        who(&op, &ip),
+        id,
+        (&f.time_minutes, &f.time_note),
+        Uuid::parse_str(&f.submission).ok(),
+    )
+    .await
+    {
+        Ok(logged) => {
+            let said = if logged {
+                "Time logged."
+            } else {
+                "This time was logged already (the form was sent twice)."
+            };
+            session::flash(&session, "ok", said).await?;
+            Ok(Redirect::to(&format!("/operator/moderation/reports/{id}#time")).into_response())
+        }
+        Err(ModerationError::Invalid(list)) => render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &report_page(
+                &state,
+                &session,
+                &op,
+                id,
+                (DecideFields::default(), f),
+                field_errors(list),
+            )
+            .await?,
         ),
         Err(e) => Err(app_error(e)),
     }
@@ -318,6 +400,8 @@ struct SettingsPage {
     l: Layout,
     operators: Vec<OperatorRow>,
     plans: Vec<PlanTerms>,
+    /// May this operator give and take the moderator role?
+    may_manage: bool,
     email: String,
     errors: FieldErrors,
 }
@@ -333,6 +417,9 @@ async fn settings_page(
         l: Layout::new(session, Some(op)).await?,
         operators: store::operators(&state.pool).await?,
         plans: store::plan_terms(&state.pool).await?,
+        may_manage: moderators::may_manage(&state.pool, op.id())
+            .await
+            .map_err(app_error)?,
         email,
         errors,
     })

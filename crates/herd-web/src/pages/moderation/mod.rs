@@ -42,6 +42,8 @@ pub struct ReportRow {
     pub reported: String,
     pub due: String,
     pub overdue: bool,
+    /// When the moderators were emailed that it is overdue.
+    pub alerted: Option<String>,
     /// The first reported status's text, without markup, shortened.
     pub excerpt: String,
 }
@@ -56,6 +58,7 @@ impl From<Report> for ReportRow {
             reported: datetime(r.reported_at),
             due: datetime(r.due_at),
             overdue: r.due_at < OffsetDateTime::now_utc(),
+            alerted: r.overdue_alerted_at.map(datetime),
             excerpt: excerpt.chars().take(200).collect(),
             r,
         }

@@ -264,8 +264,8 @@ async fn connect(
         who(&ctx, &ip),
         ctx.org.id(),
         server,
-        &f.moderator_account,
-        &f.token,
+        (&f.moderator_account, &f.token),
+        state.config.public_url.as_str(),
     )
     .await;
     // The token typed is never put back in the form.
