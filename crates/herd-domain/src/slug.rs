@@ -9,8 +9,25 @@ pub const SLUG_MIN_LEN: usize = 3;
 pub const SLUG_MAX_LEN: usize = 40;
 
 const RESERVED: &[&str] = &[
-    "admin", "api", "app", "assets", "herd", "login", "logout", "new", "operator", "orgs",
-    "pricing", "signup", "static", "system", "www", "kube", "default",
+    "admin",
+    "api",
+    "app",
+    "assets",
+    "herd",
+    "login",
+    "logout",
+    "new",
+    "operator",
+    "orgs",
+    "pricing",
+    "signup",
+    "static",
+    "system",
+    "www",
+    "kube",
+    "default",
+    // The internal organization of restore drills' scratch tenants.
+    "herd-restore-drills",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -136,6 +153,11 @@ mod tests {
         assert_eq!(Slug::parse("lyon-"), Err(SlugError::Characters));
         assert_eq!(Slug::parse("ly--on"), Err(SlugError::Characters));
         assert_eq!(Slug::parse("admin"), Err(SlugError::Reserved));
+    }
+
+    #[test]
+    fn the_drills_organization_cannot_be_taken() {
+        assert_eq!(Slug::parse("herd-restore-drills"), Err(SlugError::Reserved));
     }
 
     #[test]

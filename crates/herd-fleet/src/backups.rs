@@ -42,8 +42,10 @@ pub async fn check(
     let Some(inst) = fleet::instance(&mut *conn, instance).await? else {
         return Ok(());
     };
+    // A restore drill's scratch copy takes no backups (spec.drill): never alerted.
     let watched = inst.running_version.is_some()
-        && !matches!(inst.phase, InstancePhase::Deleting | InstancePhase::Deleted);
+        && !matches!(inst.phase, InstancePhase::Deleting | InstancePhase::Deleted)
+        && !herd_store::restores::is_scratch(&mut *conn, instance).await?;
     let health = if watched {
         assess(
             now,

@@ -340,6 +340,7 @@ pub async fn ages(
            FROM instances i
            LEFT JOIN tenant_backups b ON b.instance_id = i.id AND b.outcome = 'succeeded'
            WHERE i.running_version IS NOT NULL AND i.phase NOT IN ('deleting', 'deleted')
+             AND NOT EXISTS (SELECT 1 FROM tenant_restores r WHERE r.instance_id = i.id AND r.drill)
            GROUP BY i.id, i.slug, i.created_at
            ORDER BY i.slug"#,
         now

@@ -1,0 +1,476 @@
+//! Restoring a tenant from one of its backups, asked by an operator from the console: in
+//! place, or into a new tenant of the same organization (an "undo" beside the original,
+//! or a move to another cluster). The restore is recorded (`tenant_restores`), put in the
+//! Instance's `spec.restore` by the apply job queued in the same transaction, and followed
+//! from the operator's `status.restore` by the status sync ([`record`]).
+//!
+//! Into another tenant, the source's `app-secrets` must reach the new namespace before the
+//! new Instance is first applied (else the operator makes new ones, and the restored
+//! database's encrypted columns and sessions are lost): the orchestrator's apply copies
+//! them and, while it cannot (the source's cluster unreachable, its secrets gone), the
+//! restore waits and says why ([`retry_waiting`] asks again every minute).
+
+use crate::clusters::Actor;
+use crate::jobs::ApplyInstance;
+use crate::FleetError;
+use herd_domain::restore::{RestoreMode, RestoreOutcome, RestoreStep};
+use herd_domain::{Desired, DomainName, InstancePhase, OrgId, Slug};
+use herd_store::audit::{self, NewEntry};
+use herd_store::fleet::{self, EventKind, NewInstance};
+use herd_store::restores::{self as store, NewRestore, Report, Restorable, Restore};
+use sqlx::{PgConnection, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use store::Rows;
+
+/// Where to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Over the tenant itself.
+    InPlace,
+    /// Into a new tenant of the same organization, with this short name and domain, on
+    /// this cluster (`None`: placed as a new server is).
+    NewTenant {
+        slug: String,
+        domain: String,
+        cluster: Option<Uuid>,
+    },
+}
+
+/// What a restore request made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requested {
+    pub restore: Uuid,
+    /// The tenant restored into (the source itself in place).
+    pub instance: Uuid,
+}
+
+/// What the console's restore form offers for tenant `id`.
+pub async fn restorable(pool: &PgPool, id: Uuid) -> Result<Vec<Restorable>, FleetError> {
+    Ok(store::restorable(pool, id).await?)
+}
+
+/// Restores tenant `id` from its backup `backup` to `target`; `typed` must be the tenant's
+/// slug, as the operator typed it to confirm. In place, only a Running or Suspended tenant
+/// with no other restore under way. Recorded in the history of both tenants and audited
+/// (`fleet.instance.restore_requested`).
+pub async fn request(
+    pool: &PgPool,
+    by: Actor<'_>,
+    id: Uuid,
+    backup: &str,
+    target: &Target,
+    typed: &str,
+) -> Result<Requested, FleetError> {
+    let mut tx = pool.begin().await?;
+    let inst = fleet::lock_instance(&mut tx, id)
+        .await?
+        .ok_or(FleetError::NotFound)?;
+    if typed.trim() != inst.slug {
+        return Err(FleetError::Invalid(format!(
+            "To confirm, type the tenant's short name: {}",
+            inst.slug
+        )));
+    }
+    let chosen = store::restorable(&mut *tx, id)
+        .await?
+        .into_iter()
+        .find(|b| b.name == backup)
+        .ok_or_else(|| {
+            FleetError::Invalid(
+                "Choose one of the backups listed: that one cannot be restored.".into(),
+            )
+        })?;
+    let (into, mode) = match target {
+        Target::InPlace => {
+            // After a failed restore the tenant is held stopped (Failed): restoring
+            // again is the way out, as is starting it as it is (`release`).
+            let held = store::held(&mut *tx, id).await?.is_some();
+            if inst.desired == Desired::Deleted
+                || !(matches!(
+                    inst.phase,
+                    InstancePhase::Running | InstancePhase::Suspended
+                ) || held)
+            {
+                return Err(FleetError::Invalid(format!(
+                    "Only a running or suspended tenant is restored in place; this one is {}.",
+                    inst.phase.label().to_lowercase()
+                )));
+            }
+            if store::unfinished(&mut *tx, id).await?.is_some() {
+                return Err(FleetError::Conflict(
+                    "Another restore of this tenant is not finished yet.".into(),
+                ));
+            }
+            (id, RestoreMode::InPlace)
+        }
+        Target::NewTenant {
+            slug,
+            domain,
+            cluster,
+        } => (
+            new_tenant(&mut tx, &inst, slug, domain, *cluster).await?,
+            RestoreMode::NewTenant,
+        ),
+    };
+    let restore = match store::insert(
+        &mut tx,
+        &NewRestore {
+            instance: into,
+            source_instance: id,
+            source_backup: &chosen.name,
+            location: &chosen.location,
+            mode,
+            drill: false,
+            requested_by: Some(by.id.0),
+        },
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) if e.is_conflict_on("tenant_restores_one_open_idx") => {
+            return Err(FleetError::Conflict(
+                "Another restore of this tenant is not finished yet.".into(),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let history = match target {
+        Target::InPlace => format!("Restore from backup {} requested (in place)", chosen.name),
+        Target::NewTenant { domain, .. } => format!(
+            "Restore from backup {} requested, into a new tenant ({})",
+            chosen.name,
+            domain.trim()
+        ),
+    };
+    fleet::add_event(&mut tx, id, EventKind::Action, &history, Some(by.id.0)).await?;
+    if into != id {
+        fleet::add_event(
+            &mut tx,
+            into,
+            EventKind::Action,
+            &format!(
+                "Made from backup {} of {} ({})",
+                chosen.name, inst.domain, inst.slug
+            ),
+            Some(by.id.0),
+        )
+        .await?;
+    }
+    audit::record(
+        &mut tx,
+        NewEntry {
+            actor: Some((by.id, by.email)),
+            org: Some(OrgId(inst.org_id)),
+            action: "fleet.instance.restore_requested",
+            target: inst.domain.clone(),
+            source_ip: Some(by.ip),
+            details: serde_json::json!({
+                "instance": id,
+                "restore": restore,
+                "backup": chosen.name,
+                "location": chosen.location,
+                "mode": mode.as_str(),
+                "into": into,
+            }),
+        },
+    )
+    .await?;
+    herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: into }).await?;
+    tx.commit().await?;
+    tracing::info!(instance = %id, %restore, into = %into, mode = mode.as_str(), "restore requested");
+    Ok(Requested {
+        restore,
+        instance: into,
+    })
+}
+
+/// Starts tenant `id`, held stopped by a failed restore, on its database as it is (the
+/// operator's decision: the restore may have changed nothing, or left part of the
+/// backup). `typed` must be the tenant's slug. Recorded in the history and audited
+/// (`fleet.instance.restore_released`).
+pub async fn release(
+    pool: &PgPool,
+    by: Actor<'_>,
+    id: Uuid,
+    typed: &str,
+) -> Result<(), FleetError> {
+    let mut tx = pool.begin().await?;
+    let inst = fleet::lock_instance(&mut tx, id)
+        .await?
+        .ok_or(FleetError::NotFound)?;
+    if typed.trim() != inst.slug {
+        return Err(FleetError::Invalid(format!(
+            "To confirm, type the tenant's short name: {}",
+            inst.slug
+        )));
+    }
+    let held = store::held(&mut *tx, id).await?.ok_or_else(|| {
+        FleetError::Conflict("No failed restore holds this tenant stopped.".into())
+    })?;
+    if held.mode == RestoreMode::NewTenant {
+        // Without the restore, the operator would install a fresh server over the half
+        // restored database with the source's secrets.
+        return Err(FleetError::Conflict(
+            "A tenant made by a failed restore cannot be started as it is: restore it again, or delete it.".into(),
+        ));
+    }
+    store::release(&mut tx, held.id, by.id.0).await?;
+    fleet::add_event(
+        &mut tx,
+        id,
+        EventKind::Action,
+        &format!(
+            "Started on its database as it is, after the failed restore from backup {}",
+            held.source_backup
+        ),
+        Some(by.id.0),
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        NewEntry {
+            actor: Some((by.id, by.email)),
+            org: Some(OrgId(inst.org_id)),
+            action: "fleet.instance.restore_released",
+            target: inst.domain.clone(),
+            source_ip: Some(by.ip),
+            details: serde_json::json!({
+                "instance": id,
+                "restore": held.id,
+                "backup": held.source_backup,
+                "message": held.message,
+            }),
+        },
+    )
+    .await?;
+    herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Is tenant `id` held stopped by a failed restore?
+pub async fn held(pool: &PgPool, id: Uuid) -> Result<Option<Restore>, FleetError> {
+    Ok(store::held(pool, id).await?)
+}
+
+/// The new tenant a restore goes into: same organization, app, version, plan and owner
+/// as `source`, the short name and domain the operator chose (the operator vouches for
+/// the domain: it needs no DNS proof), on the chosen cluster.
+async fn new_tenant(
+    tx: &mut PgConnection,
+    source: &fleet::Instance,
+    slug: &str,
+    domain: &str,
+    cluster: Option<Uuid>,
+) -> Result<Uuid, FleetError> {
+    let slug =
+        Slug::parse(slug.trim()).map_err(|e| FleetError::Invalid(format!("Short name: {e}")))?;
+    let domain = DomainName::parse(domain.trim())
+        .map_err(|e| FleetError::Invalid(format!("Domain: {e}")))?;
+    if fleet::slug_taken(&mut *tx, slug.as_str()).await? {
+        return Err(FleetError::Invalid(format!(
+            "Short name: {} is taken",
+            slug.as_str()
+        )));
+    }
+    if fleet::domain_in_use(&mut *tx, domain.as_str()).await? {
+        return Err(FleetError::Invalid(format!(
+            "Domain: {} is used by another server",
+            domain.as_str()
+        )));
+    }
+    let cluster = match cluster {
+        Some(c) => Some(
+            fleet::cluster(&mut *tx, c)
+                .await?
+                .ok_or_else(|| FleetError::Invalid("Cluster: no such cluster".into()))?,
+        ),
+        None => None,
+    };
+    let version = source
+        .running_version
+        .clone()
+        .unwrap_or_else(|| source.version.clone());
+    let id = match fleet::insert_instance(
+        tx,
+        &NewInstance {
+            org: OrgId(source.org_id),
+            order: None,
+            app: &source.app,
+            version: &version,
+            plan_code: &source.plan_code,
+            slug: slug.as_str(),
+            domain: domain.as_str(),
+            owner_username: &source.owner_username,
+            owner_email: &source.owner_email,
+            domain_token: None,
+        },
+    )
+    .await
+    {
+        Ok(id) => id,
+        Err(e) if e.is_conflict_on("instances_slug_key") => {
+            return Err(FleetError::Invalid(format!(
+                "Short name: {} is taken",
+                slug.as_str()
+            )))
+        }
+        Err(e) if e.is_conflict_on("instances_domain_key") => {
+            return Err(FleetError::Invalid(format!(
+                "Domain: {} is used by another server",
+                domain.as_str()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(c) = cluster {
+        fleet::set_cluster(tx, id, c.id, &c.name).await?;
+    }
+    Ok(id)
+}
+
+/// The latest restores into tenant `id`, for its console page, and when its backups were
+/// last proven by a restore.
+#[derive(Debug, Clone)]
+pub struct TenantRestores {
+    pub recent: Vec<Restore>,
+    pub last_proven: Option<OffsetDateTime>,
+}
+
+pub async fn for_console(pool: &PgPool, id: Uuid) -> Result<TenantRestores, FleetError> {
+    Ok(TenantRestores {
+        recent: store::recent(pool, id, 5).await?,
+        last_proven: store::last_proven(pool, id).await?,
+    })
+}
+
+/// What the operator reported of a restore (`status.restore`), in the control plane's
+/// terms.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    /// `status.restore.id`: ours, when it parses.
+    pub id: String,
+    pub step: RestoreStep,
+    pub started_at: Option<OffsetDateTime>,
+    pub finished_at: Option<OffsetDateTime>,
+    pub source_rows: Rows,
+    pub restored_rows: Rows,
+    pub message: Option<String>,
+}
+
+/// Records what the operator reports of a restore into `instance`; a new step goes into
+/// the tenant's history (and the source's, for a restore from another tenant's backup).
+/// A finished restore (not a drill: the drill job concludes those) is concluded: proven
+/// when it succeeded with every row of its backup.
+pub async fn record(
+    conn: &mut PgConnection,
+    instance: Uuid,
+    r: &Reported,
+) -> Result<(), FleetError> {
+    let Ok(id) = Uuid::parse_str(&r.id) else {
+        return Ok(());
+    };
+    let changed = store::record(
+        &mut *conn,
+        id,
+        instance,
+        &Report {
+            step: r.step,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            source_rows: &r.source_rows,
+            restored_rows: &r.restored_rows,
+            message: r.message.as_deref(),
+        },
+    )
+    .await?;
+    if changed.is_none() {
+        return Ok(());
+    }
+    let Some(restore) = store::get(&mut *conn, id).await? else {
+        return Ok(());
+    };
+    let text = match (&r.step, &r.message) {
+        (RestoreStep::Failed, Some(m)) => format!("Restore failed: {m}"),
+        (step, _) => format!("Restore: {}", step.label()),
+    };
+    let kind = if r.step == RestoreStep::Failed {
+        EventKind::Error
+    } else {
+        EventKind::Phase
+    };
+    fleet::add_event(&mut *conn, instance, kind, &text, None).await?;
+    if r.step.finished() && !restore.drill {
+        let (outcome, reason) = verdict(&restore);
+        store::conclude(
+            &mut *conn,
+            id,
+            outcome,
+            reason.as_deref(),
+            time_to_restore(&restore),
+            OffsetDateTime::now_utc(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Did `r` (finished) prove its backup: succeeded, with as many rows as the backup had?
+pub fn verdict(r: &Restore) -> (RestoreOutcome, Option<String>) {
+    if r.step != RestoreStep::Succeeded {
+        return (
+            RestoreOutcome::Failed,
+            Some(
+                r.message
+                    .clone()
+                    .unwrap_or_else(|| format!("the restore {}", r.step.label())),
+            ),
+        );
+    }
+    if r.source_rows.is_empty() {
+        return (
+            RestoreOutcome::Failed,
+            Some("the backup's manifest counted no rows to compare".into()),
+        );
+    }
+    if r.source_rows != r.restored_rows {
+        let differ: Vec<String> = r
+            .source_rows
+            .iter()
+            .filter(|(t, n)| r.restored_rows.get(*t) != Some(n))
+            .map(|(t, n)| {
+                format!(
+                    "{t}: {n} in the backup, {} restored",
+                    r.restored_rows
+                        .get(t)
+                        .map_or_else(|| "none".to_owned(), i64::to_string)
+                )
+            })
+            .collect();
+        return (
+            RestoreOutcome::Failed,
+            Some(format!("rows differ ({})", differ.join("; "))),
+        );
+    }
+    (RestoreOutcome::Passed, None)
+}
+
+/// Seconds from the request to the restore's end.
+pub fn time_to_restore(r: &Restore) -> Option<i64> {
+    r.finished_at
+        .map(|f| (f - r.requested_at).whole_seconds().max(0))
+}
+
+/// Asks again for the applies of new tenants whose restore waits for the source's
+/// app-secrets (its cluster was unreachable, or its Secret missing).
+pub async fn retry_waiting(pool: &PgPool) -> Result<usize, FleetError> {
+    let waiting = store::waiting_for_secrets(pool).await?;
+    let mut tx = pool.begin().await?;
+    for id in &waiting {
+        herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: *id }).await?;
+    }
+    tx.commit().await?;
+    Ok(waiting.len())
+}
