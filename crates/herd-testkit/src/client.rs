@@ -282,18 +282,30 @@ impl Client {
         self.read(req.send().await).await
     }
 
-    /// GETs a file: its status, headers and bytes, as they came.
+    /// GETs a file: its status, headers and bytes, as they came. A connection the server
+    /// ends before its headers gives status 0 and the error.
     pub async fn download(&self, path: &str) -> Download {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("request failed: {e}"));
+        let resp = match self.http.get(self.url(path)).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Download {
+                    status: 0,
+                    headers: reqwest::header::HeaderMap::new(),
+                    bytes: Vec::new(),
+                    body_error: Some(format!("{e:?}")),
+                }
+            }
+        };
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+        let (bytes, body_error) = match resp.bytes().await {
+            Ok(b) => (b.to_vec(), None),
+            Err(e) => (Vec::new(), Some(format!("{e:?}"))),
+        };
         Download {
-            status: resp.status().as_u16(),
-            headers: resp.headers().clone(),
-            bytes: resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+            status,
+            headers,
+            bytes,
+            body_error,
         }
     }
 }
@@ -304,6 +316,8 @@ pub struct Download {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub bytes: Vec<u8>,
+    /// Why the body could not be read whole (the server ended it with an error).
+    pub body_error: Option<String>,
 }
 
 impl Download {

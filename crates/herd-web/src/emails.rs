@@ -229,8 +229,11 @@ async fn mint(
     Ok(token)
 }
 
-/// Registers the account emails' handlers with the worker's registry.
+/// Registers the account emails' handlers (and the server's "export ready" email's)
+/// with the worker's registry.
 pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer) {
+    // The server's emails: an export is ready.
+    herd_fleet::exports::register(registry, pool, mailer);
     let (p, m) = (pool.clone(), mailer.clone());
     registry.register(move |job: SendVerification| {
         let (pool, mailer) = (p.clone(), m.clone());

@@ -68,6 +68,11 @@ pub struct WebConfig {
     /// Where support tickets' files are kept (`HERD_SUPPORT_ATTACHMENTS_URL`); in memory
     /// unless set (`herd serve` always sets it).
     pub support_attachments: herd_support::attachments::AttachmentStore,
+    /// Where customers' exports are read from (`HERD_EXPORTS_URL`: the backup bucket,
+    /// read-only credentials suffice); in memory unless set (`herd serve` always sets it).
+    pub exports: herd_fleet::exports::ExportStore,
+    /// How many days an export's link lasts once it is ready (`HERD_EXPORT_LINK_DAYS`).
+    pub export_link_days: i32,
     /// The support address and the key of tickets' signed reply addresses
     /// (`HERD_SUPPORT_EMAIL`, with `HERD_ENCRYPTION_KEY`): replies by email need both.
     pub support_replies: Option<herd_support::inbound::ReplyAddresses>,
@@ -106,6 +111,8 @@ impl WebConfig {
             worker: None,
             stripe_timeout: herd_billing::stripe_api::DEFAULT_TIMEOUT,
             support_attachments: herd_support::attachments::AttachmentStore::in_memory(),
+            exports: herd_fleet::exports::ExportStore::in_memory(),
+            export_link_days: herd_fleet::exports::DEFAULT_LINK_DAYS,
             support_replies: None,
             support_inbound_secret: None,
             support_mail_authserv_id: None,

@@ -631,6 +631,10 @@ struct ServerPage {
     /// For a custom domain still to be proven: the TXT record's name and value, and when
     /// it was last looked for.
     challenge: Option<(String, String, Option<String>)>,
+    /// The server's exports, newest first (for those who may take them).
+    exports: Vec<super::exports::ExportRow>,
+    /// How many days an export's link lasts.
+    export_days: i32,
 }
 
 async fn page(
@@ -646,6 +650,11 @@ async fn page(
     let window = lifecycle::maintenance_window(&state.pool, ctx.org.id())
         .await?
         .label();
+    let exports = if ctx.role.can(Capability::ManageServers) {
+        super::exports::rows(state, &ctx, id).await?
+    } else {
+        Vec::new()
+    };
     let history = instances::history(&state.pool, id)
         .await?
         .into_iter()
@@ -676,6 +685,8 @@ async fn page(
         window,
         upgrade_at: i.upgrade_at.map(datetime),
         challenge: challenge_of(&i),
+        exports,
+        export_days: state.config.export_link_days,
         i,
         ctx,
     })

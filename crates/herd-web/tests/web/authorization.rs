@@ -43,7 +43,10 @@ async fn call(c: &Client, method: &str, path: &str) -> herd_testkit::Resp {
 
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn every_route_refuses_outsiders(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
+    // Where the export's files are, for its download route.
+    let exports = std::env::temp_dir().join(format!("herd-authz-{}", uuid::Uuid::now_v7()));
+    let store = herd_fleet::exports::ExportStore::local(&exports).unwrap();
+    let app = TestApp::spawn_with(pool.clone(), move |c| c.exports = store).await;
     let victim = app
         .signed_up("Victor", "victor@victim.example", Some("Victim"))
         .await;
@@ -120,6 +123,20 @@ async fn every_route_refuses_outsiders(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
+    // An export of that server, ready, for its download route.
+    let manifest = "# Herd export\n";
+    let export_id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO tenant_exports (instance_id, outcome, checksum, link_days, expires_at, base_url)
+         VALUES ($1, 'succeeded', $2, 7, now() + interval '7 days', 'http://herd.test') RETURNING id",
+    )
+    .bind(server_id)
+    .bind(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(manifest)))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let dir = exports.join(format!("exports/victim-social/{export_id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("manifest.txt"), manifest).unwrap();
     // A ticket of the victim's, for the support routes.
     let ticket_id = uuid::Uuid::now_v7();
     sqlx::query("INSERT INTO tickets (id, org_id, opener_id, subject, category, priority) VALUES ($1, $2, $3, 'Help', 'technical', 'normal')")
@@ -163,6 +180,8 @@ async fn every_route_refuses_outsiders(pool: PgPool) {
             .replace("{cluster}", &uuid::Uuid::now_v7().to_string())
             .replace("{job}", &uuid::Uuid::now_v7().to_string())
             .replace("{token}", "some-token")
+            .replace("{export}", &export_id.to_string())
+            .replace("{name}", "manifest.txt")
     };
 
     let table = route_table();

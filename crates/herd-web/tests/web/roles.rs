@@ -170,9 +170,13 @@ async fn restore(pool: &PgPool, invitation: Uuid) {
 async fn every_role_may_do_what_the_table_says_and_nothing_else(pool: PgPool) {
     let fake = FakeStripe::start().await;
     let base = fake.base.clone();
+    // Where the export's files are, for its download route.
+    let exports = std::env::temp_dir().join(format!("herd-roles-{}", Uuid::now_v7()));
+    let store = herd_fleet::exports::ExportStore::local(&exports).unwrap();
     let app = TestApp::spawn_with(pool.clone(), move |c| {
         c.stripe_secret_key = Some(SecretString::from("sk_test_herd".to_owned()));
         c.stripe_api_base = base;
+        c.exports = store;
     })
     .await;
     sqlx::query("UPDATE plans SET provider_price_id = 'price_' || code")
@@ -236,6 +240,20 @@ async fn every_role_may_do_what_the_table_says_and_nothing_else(pool: PgPool) {
         }
         q.execute(&pool).await.unwrap();
     }
+    // An export of that server, ready, for its download route.
+    let manifest = "# Herd export\n";
+    let export: Uuid = sqlx::query_scalar(
+        "INSERT INTO tenant_exports (instance_id, outcome, checksum, link_days, expires_at, base_url)
+         VALUES ($1, 'succeeded', $2, 7, now() + interval '7 days', 'http://herd.test') RETURNING id",
+    )
+    .bind(server)
+    .bind(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(manifest)))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let dir = exports.join(format!("exports/lyon-social/{export}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("manifest.txt"), manifest).unwrap();
     // A file on that ticket, for the files' route.
     owner.get(&format!("/o/lyon/support/{ticket}")).await;
     owner
@@ -257,6 +275,8 @@ async fn every_role_may_do_what_the_table_says_and_nothing_else(pool: PgPool) {
             .replace("{server}", &server.to_string())
             .replace("{ticket}", &ticket.to_string())
             .replace("{file}", &file.to_string())
+            .replace("{export}", &export.to_string())
+            .replace("{name}", "manifest.txt")
     };
 
     let table = route_table();
