@@ -6,7 +6,12 @@
 //! server from its order to its page ("queued: no cluster connected"). Every page on the
 //! way is checked with axe-core (WCAG 2.1 A and AA rules) and must have no violation. On
 //! failure a screenshot is saved under `target/e2e-screenshots/`. A second test walks the
-//! operators' console the same way, logging in by keyboard with the second factor.
+//! operators' console the same way, logging in by keyboard with the second factor. A
+//! third walks managed moderation from both sides against a fake Mastodon admin API: the
+//! customer's pages (policy, reports, decisions, an escalation answered by keyboard,
+//! hours, the monthly CSV's link) and the moderators' (the queue with an overdue report,
+//! a report with the policy beside it, time logged and a decision sent by keyboard,
+//! moderators and plans).
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -633,6 +638,51 @@ async fn console(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
         "Delete social.lyon.example?",
     )
     .await?;
+    // Restores: a verified backup to offer, and a restore that failed and holds the
+    // tenant stopped (what the cluster would have reported).
+    sqlx::query(
+        "INSERT INTO tenant_backups (instance_id, name, reason, method, outcome, started_at,
+                                     finished_at, size_bytes, location, checksum)
+         VALUES ($1, 'scheduled-1', 'scheduled', 'dump', 'succeeded', now() - interval '1 hour',
+                 now() - interval '55 minutes', 1048576,
+                 's3://herd-backups/herd/scheduled/keep-7d/lyon/20261208T021700Z/', repeat('ab', 32))",
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO tenant_restores (id, instance_id, source_instance_id, source_backup, location,
+                                      mode, step, finished_at, message)
+         VALUES (gen_random_uuid(), $1, $1, 'scheduled-1',
+                 's3://herd-backups/herd/scheduled/keep-7d/lyon/20261208T021700Z/',
+                 'in_place', 'failed', now(), 'database.dump.000 does not match the manifest')",
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await?;
+    visit(
+        c,
+        app,
+        &format!("/operator/instances/{id}"),
+        "social.lyon.example",
+    )
+    .await?;
+    c.find(Locator::Id("restore-held")).await?;
+    visit(
+        c,
+        app,
+        &format!("/operator/instances/{id}/restore"),
+        "Restore social.lyon.example from a backup",
+    )
+    .await?;
+    // A wrong confirmation, typed and sent by keyboard, comes back with its message.
+    c.find(Locator::Css("input[name='confirm']"))
+        .await?
+        .send_keys(&format!("lyon{}", fantoccini::key::Key::Enter))
+        .await?;
+    wait_for(c, Locator::Css("[role='alert'], .error, .flash")).await?;
+    accessible(c, "the restore form with its error").await?;
+    visit(c, app, "/operator/backups/drills", "Restore drills").await?;
     visit(c, app, "/operator/clusters", "Clusters").await?;
     visit(c, app, "/operator/clusters/new", "Register a cluster").await?;
     visit(c, app, "/operator/releases", "Releases").await?;
@@ -799,4 +849,352 @@ async fn the_console_in_chromium(pool: PgPool) {
     }
     let _ = c.close().await;
     outcome.unwrap();
+}
+
+/// Waits (up to 15 s) until `sql` counts `want`.
+async fn wait_until(
+    app: &TestApp,
+    what: &str,
+    sql: &str,
+    want: i64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&app.pool).await?;
+        if n == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return expect_eq(what, &n.to_string(), &want.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (up to 15 s) until the element `css` contains `want`.
+async fn wait_for_text(
+    c: &Client,
+    css: &str,
+    want: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            if let Ok(text) = e.text().await {
+                if text.contains(want) {
+                    return Ok(());
+                }
+                seen = text;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("{css}: expected {want:?} in {seen:?}").into())
+}
+
+/// Logs an operator in by keyboard, with the code of the next step of their second factor
+/// (the one of this step may have been taken when it was set up).
+async fn operator_login(
+    c: &Client,
+    app: &TestApp,
+    email: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use fantoccini::key::Key;
+    let secret: String = sqlx::query_scalar("SELECT totp_secret FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_one(&app.pool)
+        .await?;
+    c.goto(&format!("{}/login", app.base)).await?;
+    wait_for_heading(c, "Log in").await?;
+    let (tab, enter) = (char::from(Key::Tab), char::from(Key::Enter));
+    c.find(Locator::Id("email"))
+        .await?
+        .send_keys(&format!("{email}{tab}{PASSWORD}{enter}"))
+        .await?;
+    wait_for_heading(c, "Two-factor authentication").await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let code = herd_web::totp::code_at(
+        &herd_web::totp::base32_decode(&secret).ok_or("bad secret")?,
+        herd_web::totp::step_of(now) + 1,
+    );
+    c.find(Locator::Id("code"))
+        .await?
+        .send_keys(&format!("{code}{enter}"))
+        .await?;
+    wait_for_heading(c, "Your organizations").await
+}
+
+/// Managed moderation in the browser, customer side then moderator side.
+async fn moderation(
+    c: &Client,
+    app: &TestApp,
+    instance: uuid::Uuid,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use fantoccini::key::Key;
+    let (tab, enter) = (char::from(Key::Tab), char::from(Key::Enter));
+    let page = format!("/o/lyon/moderation/{instance}");
+
+    // The customer: her servers, then one server's moderation.
+    c.goto(&format!("{}/login", app.base)).await?;
+    wait_for_heading(c, "Log in").await?;
+    fill(c, "#email", "olga@lyon.example").await?;
+    fill(c, "#password", PASSWORD).await?;
+    click(c, Locator::Css("form[action='/login'] button[type=submit]")).await?;
+    wait_for_heading(c, "Your organizations").await?;
+    visit(c, app, "/o/lyon/moderation", "Moderation").await?;
+    click(c, Locator::LinkText("lyon.social")).await?;
+    wait_for_heading(c, "Moderation of lyon.social").await?;
+    accessible(c, "a server's moderation").await?;
+    let csv = c
+        .find(Locator::Css("a[download]"))
+        .await?
+        .attr("href")
+        .await?
+        .unwrap_or_default();
+    if !csv.starts_with(&format!("{page}/report.csv?month=")) {
+        return Err(format!("no monthly report link: {csv:?}").into());
+    }
+    // A policy saved with an empty house rules field: refused, explained, accessible.
+    c.find(Locator::Id("house_rules")).await?.clear().await?;
+    click(
+        c,
+        Locator::Css("form[action$='/policy'] button[type=submit]"),
+    )
+    .await?;
+    wait_for(c, Locator::Id("house_rules-error")).await?;
+    accessible(c, "the policy form with its error").await?;
+    fill(c, "#house_rules", "Be kind. No harassment.").await?;
+    click(
+        c,
+        Locator::Css("form[action$='/policy'] button[type=submit]"),
+    )
+    .await?;
+    wait_for(c, Locator::Css(".flash")).await?;
+    wait_for_heading(c, "Moderation of lyon.social").await?;
+    // The moderators' question, answered by keyboard: the choice, a note, Enter on the
+    // button.
+    let select = wait_for(c, Locator::Css("#escalations select[name=decision]")).await?;
+    select.select_by_value("silence").await?;
+    let note = c
+        .find(Locator::Css("#escalations textarea[name=note]"))
+        .await?;
+    note.send_keys(&format!("Silence, please.{tab}{tab}{enter}"))
+        .await?;
+    wait_until(
+        app,
+        "the escalation answered",
+        "SELECT count(*) FROM moderation_escalations WHERE state = 'decided'",
+        1,
+    )
+    .await?;
+    wait_for_heading(c, "Moderation of lyon.social").await?;
+    wait_for_text(c, "#escalations", "No question waits for you.").await?;
+    accessible(c, "a server's moderation after answering").await?;
+    c.delete_all_cookies().await?;
+
+    // The moderator: the queue, a report with the policy beside it, time logged and a
+    // decision sent by keyboard, then moderators and plans.
+    operator_login(c, app, "ops@provider.example").await?;
+    visit(c, app, "/operator/moderation", "Moderation queue").await?;
+    let marked = c.find(Locator::Id("queue")).await?.text().await?;
+    if !marked.contains("overdue") || !marked.contains("moderators emailed") {
+        return Err(format!("the queue does not mark the overdue report: {marked:?}").into());
+    }
+    visit(
+        c,
+        app,
+        "/operator/moderation?category=spam&older_than=1",
+        "Moderation queue",
+    )
+    .await?;
+    click(c, Locator::Css("#queue tbody a")).await?;
+    wait_for(c, Locator::Id("policy")).await?;
+    accessible(c, "a report with the policy beside it").await?;
+    let policy = c.find(Locator::Id("policy")).await?.text().await?;
+    if !policy.contains("Be kind. No harassment.") {
+        return Err(format!("the policy is not beside the report: {policy:?}").into());
+    }
+    // Time: a wrong number first (explained), then right; Enter sends the form.
+    c.find(Locator::Id("time_minutes"))
+        .await?
+        .send_keys(&format!("ten{enter}"))
+        .await?;
+    wait_for(c, Locator::Id("time_minutes-error")).await?;
+    accessible(c, "a report's time form with its error").await?;
+    let minutes = c.find(Locator::Id("time_minutes")).await?;
+    minutes.clear().await?;
+    minutes
+        .send_keys(&format!("20{tab}read the whole thread{enter}"))
+        .await?;
+    wait_for(c, Locator::Id("time-entries")).await?;
+    accessible(c, "a report with time logged").await?;
+    // The decision, by keyboard: the choice, Tab to the note, to the box, to the minutes,
+    // Enter.
+    c.find(Locator::Id("decision"))
+        .await?
+        .select_by_value("suspend")
+        .await?;
+    c.find(Locator::Id("note"))
+        .await?
+        .send_keys(&format!("Spam, repeatedly.{tab}{tab}15{enter}"))
+        .await?;
+    wait_until(
+        app,
+        "the decision sent by keyboard",
+        "SELECT count(*) FROM moderation_decisions WHERE account_action = 'suspend' AND minutes_spent = 15",
+        1,
+    )
+    .await?;
+    wait_for_text(c, "#report-state", "Resolved").await?;
+    accessible(c, "a report after the decision").await?;
+    // A refused decision (escalating a resolved report, without a question) comes back
+    // with its messages.
+    c.find(Locator::Id("decision"))
+        .await?
+        .select_by_value("escalate")
+        .await?;
+    click(
+        c,
+        Locator::Css("form[action$='/decide'] button[type=submit]"),
+    )
+    .await?;
+    wait_for(c, Locator::Id("note-error")).await?;
+    accessible(c, "the decision form with its errors").await?;
+    visit(
+        c,
+        app,
+        "/operator/moderation/settings",
+        "Moderators and plans",
+    )
+    .await?;
+    Ok(())
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn moderation_in_chromium(pool: PgPool) {
+    use herd_testkit::fake_mastodon::{FakeMastodon, ADMIN_SCOPES};
+    const TOKEN: &str = "tok_browser_moderation_0123456789";
+    let app = TestApp::spawn(pool.clone()).await;
+    let fake = FakeMastodon::start().await;
+    fake.add_token(TOKEN, ADMIN_SCOPES);
+    let alice = fake.add_account("alice");
+    let troll = fake.add_account("troll");
+    // The operator: moderator and manager of operators.
+    let op = app.operator("ops@provider.example").await;
+    sqlx::query("UPDATE users SET manages_operators = true WHERE email = 'ops@provider.example'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    op.get("/operator/moderation/settings").await;
+    op.post(
+        "/operator/moderation/moderators",
+        &[("email", "ops@provider.example")],
+    )
+    .await
+    .assert_redirect("/operator/moderation/settings");
+    // A moderated plan: 20 hours a month, reports handled within 24 hours.
+    op.post(
+        "/operator/moderation/plans/institution",
+        &[
+            ("included", "on"),
+            ("monthly_hours", "20"),
+            ("response_target_hours", "24"),
+        ],
+    )
+    .await
+    .assert_redirect("/operator/moderation/settings");
+    // Lyon's server on it, its API at the fake; the owner connects the token and writes
+    // the policy.
+    let olga = app
+        .signed_up("Olga", "olga@lyon.example", Some("Lyon"))
+        .await;
+    let instance = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO instances (id, org_id, app, version, plan_code, slug, domain, owner_username, owner_email, url) SELECT $1, id, 'mastodon', 'v4.7.6', 'institution', 'lyon-social', 'lyon.social', 'owner', 'owner@example.test', $2 FROM organizations WHERE slug = 'lyon'")
+        .bind(instance)
+        .bind(&fake.base)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let page = format!("/o/lyon/moderation/{instance}");
+    olga.get(&page).await.assert_status(200);
+    olga.post(
+        &format!("{page}/connect"),
+        &[("moderator_account", "herdmod"), ("token", TOKEN)],
+    )
+    .await
+    .assert_redirect(&page);
+    olga.post(
+        &format!("{page}/policy"),
+        &[
+            ("house_rules", "Be kind."),
+            ("remove", "Spam."),
+            ("escalate", "Anything about elected officials."),
+            ("urgent_contacts", "+33 1 23 45 67 89"),
+            ("language", "French"),
+        ],
+    )
+    .await
+    .assert_redirect(&page);
+    // Reports on the server, fetched: spam filed two days ago (overdue, alerted), one
+    // about the mayor escalated to the customer, one resolved (a decision to show).
+    let day = std::time::Duration::from_secs(86_400);
+    fake.add_report(&alice, &troll, "spam", "pills", 2 * day);
+    let mayor = fake.add_report(
+        &alice,
+        &troll,
+        "legal",
+        "about the mayor",
+        std::time::Duration::from_secs(600),
+    );
+    let other = fake.add_report(
+        &alice,
+        &troll,
+        "other",
+        "rude",
+        std::time::Duration::from_secs(300),
+    );
+    app.run_jobs().await;
+    for (remote, decision, note) in [
+        (&mayor, "escalate", "Is this about the mayor's office?"),
+        (&other, "resolve", ""),
+    ] {
+        let id: uuid::Uuid =
+            sqlx::query_scalar("SELECT id FROM moderation_reports WHERE remote_id = $1")
+                .bind(remote)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        let report = format!("/operator/moderation/reports/{id}");
+        op.get(&report).await.assert_status(200);
+        op.post(
+            &format!("{report}/decide"),
+            &[("decision", decision), ("note", note), ("minutes", "5")],
+        )
+        .await
+        .assert_redirect(&report);
+    }
+    herd_moderation::jobs::tick(&pool).await.unwrap();
+    app.run_jobs().await;
+
+    let driver = start_driver();
+    let c = connect(&driver).await;
+    let outcome = moderation(&c, &app, instance).await;
+    if let Err(e) = &outcome {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/e2e-screenshots");
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join("moderation.png");
+        if let Ok(png) = c.screenshot().await {
+            let _ = std::fs::write(&file, png);
+        }
+        eprintln!("screenshot: {} (error: {e})", file.display());
+    }
+    let _ = c.close().await;
+    outcome.unwrap();
+    // The customer's answer and the decision sent by keyboard reached the server, once
+    // each.
+    app.run_jobs().await;
+    assert_eq!(fake.applied("/action").len(), 2);
 }

@@ -10,6 +10,8 @@
 //!   one-time password once.
 //! - [`backups`] records tenants' backups as their clusters report them and raises the
 //!   alert on a failed or missed one (console, email, metric).
+//! - [`exports`] takes a customer's export of a server (through the cluster) and serves
+//!   its files, checked against its manifest while they stream, until its link expires.
 //! - [`lifecycle`] suspends, resumes, upgrades (now or in the maintenance window) and
 //!   deletes a server, for its organization or an operator; [`releases`] are the versions
 //!   the provider offers.
@@ -21,12 +23,15 @@
 pub mod backups;
 pub mod clusters;
 pub mod domains;
+pub mod drills;
+pub mod exports;
 pub mod instances;
 pub mod jobs;
 pub mod lifecycle;
 pub mod orders;
 pub mod placement;
 pub mod releases;
+pub mod restores;
 pub mod seal;
 
 use herd_store::StoreError;

@@ -78,6 +78,21 @@ pub async fn apply_instance(o: &Orchestrator, id: Uuid) -> anyhow::Result<()> {
     let cluster = fleet::cluster(&mut *tx, cluster_id)
         .await?
         .context("the instance's cluster is gone")?;
+    // The export in progress, if any: the operator takes it (`spec.export`).
+    let export = herd_fleet::exports::pending(&mut tx, id).await?;
+    // The restore under way (`spec.restore`, `spec.drill`); into another tenant it waits
+    // until the source's app-secrets are copied (see `restore::prepare`).
+    let (restore, drill) = if row.desired == Desired::Deleted {
+        (None, false)
+    } else {
+        match crate::restore::prepare(o, &mut tx, &row, &cluster).await? {
+            Some(r) => r,
+            None => {
+                tx.commit().await?;
+                return Ok(());
+            }
+        }
+    };
     let result = async {
         let client = o.clusters.client(&cluster).await?;
         let api: Api<Instance> = Api::namespaced(client, &cluster.operator_namespace);
@@ -92,7 +107,9 @@ pub async fn apply_instance(o: &Orchestrator, id: Uuid) -> anyhow::Result<()> {
         let plan = herd_store::plans::by_code(&o.pool, &row.plan_code)
             .await?
             .with_context(|| format!("no plan {:?}", row.plan_code))?;
-        let resource = instance_resource(&row, &plan.limits())?;
+        let mut resource = instance_resource(&row, &plan.limits())?;
+        resource.spec.export = export.map(|e| herd_k8s::crd::ExportSpec { id: e.to_string() });
+        crate::restore::carry(&mut resource, restore, drill);
         api.patch(
             &row.slug,
             &PatchParams::apply(FIELD_MANAGER).force(),

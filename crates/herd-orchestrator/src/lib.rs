@@ -18,6 +18,7 @@
 pub mod apply;
 pub mod connect;
 pub mod health;
+pub mod restore;
 pub mod sync;
 pub mod watch;
 

@@ -68,6 +68,29 @@ pub fn backup_of(r: &BackupRecord) -> herd_store::backups::Backup {
     }
 }
 
+/// An export as the cluster reports it (`status.export`).
+pub fn export_of(e: &herd_k8s::crd::ExportStatus) -> herd_fleet::exports::Reported<'_> {
+    use herd_domain::export::ExportState;
+    let at = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(herd_k8s::backups::epoch_nanos)
+            .and_then(|n| time::OffsetDateTime::from_unix_timestamp_nanos(n).ok())
+    };
+    herd_fleet::exports::Reported {
+        outcome: match e.outcome {
+            herd_k8s::crd::BackupOutcome::Running => ExportState::Running,
+            herd_k8s::crd::BackupOutcome::Succeeded => ExportState::Succeeded,
+            herd_k8s::crd::BackupOutcome::Failed => ExportState::Failed,
+        },
+        location: e.location.as_deref(),
+        started_at: at(&e.started_at),
+        finished_at: at(&e.finished_at),
+        size_bytes: e.size_bytes,
+        checksum: e.checksum.as_deref(),
+        message: e.message.as_deref(),
+    }
+}
+
 /// [`record`] at `now` (tests play the hours and days after a backup).
 pub async fn record_at(
     o: &Orchestrator,
@@ -95,6 +118,12 @@ pub async fn record_at(
     let backups: Vec<_> = status.backups.iter().map(backup_of).collect();
     let interval = i32::try_from(i.spec.backup.interval_hours).unwrap_or(24);
     herd_fleet::backups::record(&mut tx, id, interval, &backups, now).await?;
+    if let Some(e) = &status.export {
+        herd_fleet::exports::record(&mut tx, id, &e.id, &export_of(e)).await?;
+    }
+    if let Some(r) = &status.restore {
+        herd_fleet::restores::record(&mut tx, id, &crate::restore::reported(r)).await?;
+    }
     if let Some(done) = status.owner_password_generation.filter(|g| *g > 0) {
         let done = i32::try_from(done).unwrap_or(i32::MAX);
         if fleet::record_owner_password_done(&mut *tx, id, done).await? {

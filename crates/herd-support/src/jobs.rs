@@ -229,43 +229,25 @@ pub fn register(
     });
 }
 
-/// Remove stored files no attachment names (each hour; see
-/// [`AttachmentStore::sweep_orphans`](crate::attachments::AttachmentStore::sweep_orphans)).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SweepAttachments {
-    pub bucket: i64,
-}
-
-impl Job for SweepAttachments {
-    const KIND: &'static str = "support.sweep_attachments";
-    const MAX_ATTEMPTS: i32 = 3;
-    fn dedupe_key(&self) -> Option<String> {
-        Some(format!("support-sweep:{}", self.bucket))
-    }
-}
-
 /// How old a stored file without a row must be before the sweep removes it: far longer
 /// than any message takes to be saved.
 pub const ORPHAN_AFTER: time::Duration = time::Duration::hours(1);
 
-/// Registers the sweep of orphaned files in `files` (the store the portal keeps them in).
-pub fn register_sweep(
-    registry: &mut Registry,
-    pool: &PgPool,
-    files: &crate::attachments::AttachmentStore,
-) {
-    let (p, f) = (pool.clone(), files.clone());
-    registry.register(move |_: SweepAttachments| {
-        let (pool, files) = (p.clone(), f.clone());
-        async move {
-            let cutoff = time::OffsetDateTime::now_utc() - ORPHAN_AFTER;
-            let n = files.sweep_orphans(&pool, cutoff).await?;
-            if n > 0 {
-                tracing::info!(removed = n, "orphaned support attachments removed");
-            }
-            Ok(())
+/// Sweeps `files` of orphaned files every hour (see
+/// [`AttachmentStore::sweep_orphans`](crate::attachments::AttachmentStore::sweep_orphans)),
+/// from `herd serve`, which holds the store, like its other hourly clean-ups; several
+/// replicas sweeping at once remove nothing twice.
+pub async fn run_sweeps(pool: PgPool, files: crate::attachments::AttachmentStore) {
+    let mut every = tokio::time::interval(StdDuration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let cutoff = time::OffsetDateTime::now_utc() - ORPHAN_AFTER;
+        match files.sweep_orphans(&pool, cutoff).await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "orphaned support attachments removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeping support attachments failed"),
         }
-    });
+    }
 }
 
 /// How long resolved tickets stay resolved before they are closed, by default.

@@ -73,6 +73,7 @@ pub fn registry_with_stripe(
     let checker = herd_fleet::domains::DnsChecker::at(dns).expect("a DNS resolver");
     herd_fleet::domains::register(&mut r, pool, &checker);
     herd_fleet::backups::register(&mut r, pool, mailer);
+    herd_fleet::drills::register(&mut r, pool);
     herd_support::jobs::register(&mut r, pool, mailer, replies);
     herd_moderation::jobs::register(&mut r, pool, mailer, key.clone());
     herd_orchestrator::register(

@@ -124,7 +124,9 @@ pub fn portal() -> Routes {
     let r = pages::operator_billing::routes(r);
     let r = pages::invoicing::routes(r);
     let r = pages::servers::routes(r);
+    let r = pages::exports::routes(r);
     let r = pages::operator_fleet::routes(r);
+    let r = pages::operator_restores::routes(r);
     let r = pages::operator_jobs::routes(r);
     let r = pages::operator_orders::routes(r);
     let r = pages::support::routes(r);

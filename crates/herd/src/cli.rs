@@ -29,6 +29,10 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; serve's settings are most of the program's"
+)]
 pub enum Command {
     /// Run the web server: portal, operator console, /healthz, /readyz and /metrics.
     ///
@@ -346,6 +350,16 @@ pub struct ServeArgs {
     )]
     pub support_attachments_url: String,
 
+    /// Where customers' exports are read from: s3://bucket/prefix, the bucket and prefix
+    /// the operator writes backups under (exports are under exports/<slug>/<id>/), with
+    /// read-only credentials from the AWS_* variables; or a directory, or file:///path.
+    #[arg(long, env = "HERD_EXPORTS_URL", default_value = "var/exports")]
+    pub exports_url: String,
+
+    /// How many days an export's download link lasts once the export is ready.
+    #[arg(long, env = "HERD_EXPORT_LINK_DAYS", default_value_t = 7, value_parser = clap::value_parser!(i32).range(1..=365))]
+    pub export_link_days: i32,
+
     /// The shared secret the mail server presents to POST /inbound/support-mail (as a
     /// bearer token or a basic-authentication password). Unset, the endpoint answers 404.
     #[arg(long, env = "HERD_SUPPORT_INBOUND_SECRET", hide_env_values = true)]
@@ -416,6 +430,12 @@ pub struct JobArgs {
     /// (customers may reopen it within 7 days of its resolution either way).
     #[arg(long, env = "HERD_SUPPORT_AUTO_CLOSE_DAYS", default_value_t = herd_support::jobs::AUTO_CLOSE_AFTER_DAYS, value_parser = clap::value_parser!(u16).range(1..=365))]
     pub support_auto_close_days: u16,
+
+    /// Restore drills started per day: the tenants whose backups were proven longest ago
+    /// are restored into a scratch tenant and checked (docs/FLEET.md, "Restores and
+    /// drills"); 0 turns drills off.
+    #[arg(long, env = "HERD_RESTORE_DRILLS_PER_DAY", default_value_t = 1)]
+    pub restore_drills_per_day: u32,
 }
 
 impl JobArgs {
@@ -498,6 +518,9 @@ pub enum AdminCommand {
     /// The operator must enrol two-factor authentication at first login before the
     /// console opens.
     CreateOperator(CreateOperatorArgs),
+    /// Change what an existing operator may do: whether they manage operators (give and
+    /// take the moderator role). Audited.
+    SetOperator(SetOperatorArgs),
     /// Register a Kubernetes cluster for tenants, from a kubeconfig (stored sealed with
     /// HERD_ENCRYPTION_KEY) or the worker's own credentials.
     ///
@@ -552,6 +575,23 @@ pub struct CreateOperatorArgs {
     /// The operator's display name (defaults to the email's local part).
     #[arg(long)]
     pub name: Option<String>,
+
+    /// Lets the operator manage operators: give and take the moderator role.
+    #[arg(long)]
+    pub manages_operators: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SetOperatorArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+
+    /// The operator's email address (their login).
+    pub email: String,
+
+    /// Whether the operator manages operators (gives and takes the moderator role).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub manages_operators: bool,
 }
 
 pub fn init_tracing(format: &LogFormat) {

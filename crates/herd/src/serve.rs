@@ -100,6 +100,7 @@ fn registry(
     herd_web::emails::register(&mut r, pool, mailer);
     herd_fleet::domains::register(&mut r, pool, dns);
     herd_fleet::backups::register(&mut r, pool, mailer);
+    herd_fleet::drills::register(&mut r, pool);
     herd_support::jobs::register(&mut r, pool, mailer, replies);
     herd_moderation::jobs::register(&mut r, pool, mailer, fleet.key.clone());
     herd_orchestrator::register(&mut r, fleet);
@@ -132,6 +133,7 @@ async fn run_worker(
     stripe: Option<StripeApi>,
     support_auto_close_days: u16,
     replies: Option<ReplyAddresses>,
+    restore_drills_per_day: u32,
 ) {
     // One connector (and its cache of cluster clients) for the jobs and the watches.
     let fleet = orchestrator(&pool, key);
@@ -152,6 +154,7 @@ async fn run_worker(
         herd_billing::worker::run_ticks(pool.clone(), stripe, shutdown()),
         herd_support::jobs::run_ticks(pool.clone(), support_auto_close_days, shutdown()),
         herd_moderation::jobs::run_ticks(pool.clone(), shutdown()),
+        herd_fleet::drills::run_ticks(pool.clone(), restore_drills_per_day, shutdown()),
         herd_orchestrator::run_ticks(pool, shutdown()),
         herd_orchestrator::watch::run(fleet, shutdown())
     );
@@ -176,6 +179,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         stripe,
         auto_close,
         replies,
+        args.jobs.restore_drills_per_day,
     )
     .await;
     Ok(())
@@ -252,6 +256,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         at = config.support_attachments.place(),
         "support attachments"
     );
+    config.exports = herd_fleet::exports::ExportStore::from_setting(&args.exports_url)
+        .context("HERD_EXPORTS_URL")?;
+    config.export_link_days = args.export_link_days;
+    tracing::info!(at = config.exports.place(), "customers' exports");
     if config.support_inbound_secret.is_none() {
         tracing::info!("no HERD_SUPPORT_INBOUND_SECRET: POST /inbound/support-mail is off");
     }
@@ -301,6 +309,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.worker = Some(health.clone());
         let (pool, mailer, settings) = (pool.clone(), mailer.clone(), args.jobs.settings());
         let auto_close = args.jobs.support_auto_close_days;
+        let drills_per_day = args.jobs.restore_drills_per_day;
         let key = config.seal_key.clone();
         let replies = config.support_replies.clone();
         tokio::spawn(herd_jobs::supervise(
@@ -317,10 +326,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     stripe.clone(),
                     auto_close,
                     replies.clone(),
+                    drills_per_day,
                 )
             },
         ))
     });
+    // Files left in the attachment store by a message that was never saved: hourly.
+    tokio::spawn(herd_support::jobs::run_sweeps(
+        pool.clone(),
+        config.support_attachments.clone(),
+    ));
     let state = AppState::new(pool.clone(), config, mailer);
 
     // Expired sessions are deleted hourly.

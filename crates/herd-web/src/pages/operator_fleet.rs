@@ -640,6 +640,7 @@ struct InstancePage {
     offered: Vec<String>,
     challenge: Option<(String, String, Option<String>)>,
     backups: BackupsView,
+    restores: super::operator_restores::RestoresView,
 }
 
 /// A tenant's backups as its console page shows them.
@@ -738,6 +739,7 @@ async fn instance_page(
         offered: lifecycle::upgrade_options(&state.pool, &i, true).await?,
         challenge: challenge_of(&i),
         backups: backups_view(herd_fleet::backups::for_console(&state.pool, id).await?),
+        restores: super::operator_restores::view(&state, id).await?,
         i,
     })
 }
