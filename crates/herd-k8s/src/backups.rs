@@ -151,15 +151,14 @@ pub fn from_job(job: &Job, pods: &[Pod]) -> Option<(BackupRecord, JobState)> {
         size_bytes: summary
             .as_ref()
             .map(|s| i64::try_from(s.total_bytes()).unwrap_or(i64::MAX)),
-        location: summary
+        // Where the operator sent the Job (its annotation) before what the pod says:
+        // a record's location is where restores and downloads read from.
+        location: job
+            .metadata
+            .annotations
             .as_ref()
-            .and_then(|s| s.location.clone())
-            .or_else(|| {
-                job.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(BACKUP_OBJECT_ANNOTATION).cloned())
-            }),
+            .and_then(|a| a.get(BACKUP_OBJECT_ANNOTATION).cloned())
+            .or_else(|| summary.as_ref().and_then(|s| s.location.clone())),
         checksum: summary.and_then(|s| s.manifest_sha256),
         message: match &state {
             JobState::Failed(m) => Some(m.clone()),
@@ -215,15 +214,14 @@ pub fn export_status(id: &str, job: &Job, pods: &[Pod]) -> ExportStatus {
             JobState::Succeeded => BackupOutcome::Succeeded,
             JobState::Failed(_) => BackupOutcome::Failed,
         },
-        location: summary
+        // Where the operator sent the Job (its annotation) before what the pod says:
+        // a record's location is where restores and downloads read from.
+        location: job
+            .metadata
+            .annotations
             .as_ref()
-            .and_then(|s| s.location.clone())
-            .or_else(|| {
-                job.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(BACKUP_OBJECT_ANNOTATION).cloned())
-            }),
+            .and_then(|a| a.get(BACKUP_OBJECT_ANNOTATION).cloned())
+            .or_else(|| summary.as_ref().and_then(|s| s.location.clone())),
         started_at: status.start_time.as_ref().map(rfc3339),
         finished_at,
         size_bytes: summary
@@ -342,6 +340,36 @@ mod tests {
             checksum: None,
             message: None,
         }
+    }
+
+    #[test]
+    fn the_location_is_where_the_operator_sent_the_job_not_what_its_pod_says() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "export-x1",
+                "labels": { BACKUP_LABEL: "export" },
+                "annotations": { BACKUP_OBJECT_ANNOTATION: "s3://b/herd/exports/lyon/x1/" },
+            },
+            "status": { "succeeded": 1, "startTime": "2026-12-08T10:00:00Z",
+                        "completionTime": "2026-12-08T10:05:00Z" },
+        }))
+        .unwrap();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "export-x1-abc", "labels": { JOB_NAME_LABEL: "export-x1" } },
+            "status": { "containerStatuses": [{
+                "name": "upload", "image": "curl", "imageID": "", "ready": false,
+                "restartCount": 0,
+                "state": { "terminated": { "exitCode": 0, "message":
+                    "location s3://b/herd/exports/paris/other/\nbytes database.dump 2048\nobjects 1\nchecksums 1\nmanifest-sha256 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n" } },
+            }] },
+        }))
+        .unwrap();
+        let status = export_status("x1", &job, &[pod]);
+        assert_eq!(
+            status.location.as_deref(),
+            Some("s3://b/herd/exports/lyon/x1/"),
+            "{status:?}"
+        );
     }
 
     #[test]
