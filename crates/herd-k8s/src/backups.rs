@@ -323,6 +323,7 @@ pub fn last_successful(records: &[BackupRecord], known: Option<&str>) -> Option<
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
