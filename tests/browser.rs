@@ -584,34 +584,7 @@ async fn visit(
 /// keyboard (Tab to each field, Enter to send), approves an invoice order, and opens every
 /// console page on the way; each one is checked with axe-core.
 async fn console(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Error>> {
-    use fantoccini::key::Key;
-    let secret: String =
-        sqlx::query_scalar("SELECT totp_secret FROM users WHERE email = 'ops@provider.example'")
-            .fetch_one(&app.pool)
-            .await?;
-    c.goto(&format!("{}/login", app.base)).await?;
-    wait_for_heading(c, "Log in").await?;
-    let (tab, enter) = (char::from(Key::Tab), char::from(Key::Enter));
-    c.find(Locator::Id("email"))
-        .await?
-        .send_keys(&format!("ops@provider.example{tab}{PASSWORD}{enter}"))
-        .await?;
-    wait_for_heading(c, "Two-factor authentication").await?;
-    accessible(c, "the second factor's step").await?;
-    // The code of the next step: the one of this step was used when the factor was set up,
-    // and a code is taken once.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs() as i64;
-    let code = herd_web::totp::code_at(
-        &herd_web::totp::base32_decode(&secret).ok_or("bad secret")?,
-        herd_web::totp::step_of(now) + 1,
-    );
-    c.find(Locator::Id("code"))
-        .await?
-        .send_keys(&format!("{code}{enter}"))
-        .await?;
-    wait_for_heading(c, "Your organizations").await?;
+    operator_login(c, app, "ops@provider.example").await?;
 
     visit(c, app, "/operator/orders", "Orders to approve").await?;
     click(
@@ -913,6 +886,7 @@ async fn operator_login(
         .send_keys(&format!("{email}{tab}{PASSWORD}{enter}"))
         .await?;
     wait_for_heading(c, "Two-factor authentication").await?;
+    accessible(c, "the second factor's step").await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
