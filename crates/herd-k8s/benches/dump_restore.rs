@@ -20,6 +20,8 @@
 //! figures of one run. Results are in docs/BENCHMARKS.md.
 #![expect(clippy::unwrap_used, reason = "benchmark")]
 
+#[path = "../tests/k8s/restore_scripts/shape.rs"]
+mod shape;
 #[path = "../tests/k8s/restore_scripts/store.rs"]
 #[allow(dead_code, reason = "shared with the tests, which use all of it")]
 mod store;
@@ -30,30 +32,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SCHEMA: &str = "
-CREATE SEQUENCE accounts_id_seq;
-CREATE TABLE accounts (
-  id bigint PRIMARY KEY DEFAULT nextval('accounts_id_seq'),
-  username varchar NOT NULL, domain varchar, note text NOT NULL DEFAULT '',
-  created_at timestamp NOT NULL DEFAULT now());
-CREATE UNIQUE INDEX index_accounts_on_username_and_domain_lower
-  ON accounts (lower(username), COALESCE(lower(domain), ''));
-CREATE SEQUENCE statuses_id_seq;
-CREATE TABLE statuses (
-  id bigint PRIMARY KEY DEFAULT nextval('statuses_id_seq'),
-  account_id bigint NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
-  in_reply_to_id bigint, text text NOT NULL DEFAULT '',
-  created_at timestamp NOT NULL DEFAULT now());
-CREATE INDEX index_statuses_20190820 ON statuses (account_id, id DESC);
-CREATE TABLE media_attachments (
-  id bigserial PRIMARY KEY,
-  status_id bigint REFERENCES statuses (id) ON DELETE SET NULL,
-  file_file_name varchar, file_file_size integer);
-CREATE INDEX index_media_attachments_on_status_id ON media_attachments (status_id);
-INSERT INTO accounts (username, domain)
+/// Mastodon's schema in small, with its accounts.
+fn schema() -> String {
+    format!(
+        "{}{}",
+        shape::TABLES,
+        "INSERT INTO accounts (username, domain)
   SELECT 'user' || i, CASE WHEN i % 3 = 0 THEN 'remote' || i || '.example' END
-  FROM generate_series(1, 20000) i;
-";
+  FROM generate_series(1, 20000) i;"
+    )
+}
 
 /// Statuses added per round until the database reaches its size.
 const BATCH: i64 = 50_000;
@@ -224,7 +212,7 @@ fn main() {
     // The data.
     let t = Instant::now();
     pg.recreate(&src);
-    pg.psql(&src, SCHEMA);
+    pg.psql(&src, &schema());
     // At least one round; smaller rounds for a small database.
     let batch = if target_mb < 100 { BATCH / 10 } else { BATCH };
     let mut statuses = 0;
@@ -356,7 +344,7 @@ fn main() {
         secs(upload)
     );
     println!(
-        "  Herd's restore: {} (fetch + SHA-256 + join {}, pg_restore in one transaction + counts {})",
+        "  Herd's restore: {} (fetch + SHA-256 + join {}, replay in one transaction + counts {})",
         secs(fetch + restore),
         secs(fetch),
         secs(restore)

@@ -10,6 +10,7 @@
 //! (`herd_rs_<pid>_…`) are created and dropped.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+pub mod shape;
 pub mod store;
 
 use crate::common;
@@ -109,36 +110,19 @@ impl Drop for Db<'_> {
     }
 }
 
-/// Mastodon's schema in small: accounts, statuses referencing them, media attachments
-/// referencing statuses, their sequences and indexes, and `schema_migrations`.
-const MASTODON_SHAPE: &str = "
-CREATE SEQUENCE accounts_id_seq;
-CREATE TABLE accounts (
-  id bigint PRIMARY KEY DEFAULT nextval('accounts_id_seq'),
-  username varchar NOT NULL, domain varchar, note text NOT NULL DEFAULT '',
-  created_at timestamp NOT NULL DEFAULT now());
-CREATE UNIQUE INDEX index_accounts_on_username_and_domain_lower
-  ON accounts (lower(username), COALESCE(lower(domain), ''));
-CREATE SEQUENCE statuses_id_seq;
-CREATE TABLE statuses (
-  id bigint PRIMARY KEY DEFAULT nextval('statuses_id_seq'),
-  account_id bigint NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
-  in_reply_to_id bigint, text text NOT NULL DEFAULT '',
-  created_at timestamp NOT NULL DEFAULT now());
-CREATE INDEX index_statuses_20190820 ON statuses (account_id, id DESC);
-CREATE TABLE media_attachments (
-  id bigserial PRIMARY KEY,
-  status_id bigint REFERENCES statuses (id) ON DELETE SET NULL,
-  file_file_name varchar, file_file_size integer);
-CREATE INDEX index_media_attachments_on_status_id ON media_attachments (status_id);
-CREATE TABLE schema_migrations (version varchar PRIMARY KEY);
-INSERT INTO schema_migrations VALUES ('20250101000000'), ('20251120000000');
-";
+/// Mastodon's schema in small ([`shape::TABLES`]) and `schema_migrations`.
+fn mastodon_shape() -> String {
+    format!(
+        "{}CREATE TABLE schema_migrations (version varchar PRIMARY KEY);
+INSERT INTO schema_migrations VALUES ('20250101000000'), ('20251120000000');",
+        shape::TABLES
+    )
+}
 
 /// Creates the shape in `db` with `accounts` accounts, `statuses` statuses (of about 320
 /// bytes of incompressible text each) and a media attachment for every third status.
 fn fill(pg: &Pg, db: &str, accounts: i64, statuses: i64) {
-    pg.psql(db, MASTODON_SHAPE);
+    pg.psql(db, &mastodon_shape());
     pg.psql(
         db,
         &format!(
