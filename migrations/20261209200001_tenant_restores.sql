@@ -44,9 +44,3 @@ CREATE INDEX tenant_restores_drills_idx ON tenant_restores (requested_at DESC) W
 CREATE UNIQUE INDEX tenant_restores_one_open_idx ON tenant_restores (instance_id)
     WHERE step NOT IN ('succeeded', 'failed');
 
--- The internal organization that holds restore drills' scratch tenants: made here, with a
--- fixed id (the slug is reserved for customers, but one could have taken it before), no
--- member and no order, so no customer sees them and nothing bills them.
-INSERT INTO organizations (id, slug, name)
-VALUES ('00000000-0000-7000-8000-00000000d411', 'herd-restore-drills', 'Restore drills (internal)')
-ON CONFLICT (slug) DO NOTHING;

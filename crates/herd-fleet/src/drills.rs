@@ -99,7 +99,7 @@ async fn start(
         .ok_or_else(|| FleetError::Invalid("the tenant is on no cluster".into()))?;
     let org = store::drill_org(&mut tx).await?.ok_or_else(|| {
         FleetError::Invalid(format!(
-            "the drills' organization ({}) is missing or has members: a customer's organization may have taken its short name; rename that organization's short name and run the migration's INSERT again (docs/FLEET.md)",
+            "the drills' organization ({}) is missing or has members: a customer's organization may have taken its short name; rename that organization's short name (docs/FLEET.md)",
             store::DRILL_ORG
         ))
     })?;

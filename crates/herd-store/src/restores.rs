@@ -439,11 +439,20 @@ pub async fn drill_candidates(
     .await?)
 }
 
-/// The organization that holds drills' scratch tenants (made by the migration, with
-/// [`DRILL_ORG_ID`]): no member, no order, so no customer sees them and nothing bills
-/// them. Refused (no drill) when it is missing (a customer's organization had taken its
-/// slug before the migration) or has members.
+/// The organization that holds drills' scratch tenants, made on first use with the fixed
+/// id [`DRILL_ORG_ID`] and the reserved short name [`DRILL_ORG`]: no member, no order, so
+/// no customer sees them and nothing bills them. `None` (no drill) when a customer's
+/// organization holds that short name (taken before it was reserved) or the drills'
+/// organization has members.
 pub async fn drill_org(conn: &mut PgConnection) -> Result<Option<Uuid>, StoreError> {
+    sqlx::query!(
+        "INSERT INTO organizations (id, slug, name) VALUES ($1, $2, 'Restore drills (internal)')
+         ON CONFLICT DO NOTHING",
+        DRILL_ORG_ID,
+        DRILL_ORG
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(sqlx::query_scalar!(
         r#"SELECT o.id FROM organizations o
            WHERE o.id = $1 AND o.slug = $2
@@ -455,7 +464,7 @@ pub async fn drill_org(conn: &mut PgConnection) -> Result<Option<Uuid>, StoreErr
     .await?)
 }
 
-/// The id of [`drill_org`], fixed by its migration.
+/// The id of [`drill_org`], fixed.
 pub const DRILL_ORG_ID: Uuid = Uuid::from_u128(0x00000000_0000_7000_8000_00000000d411);
 
 /// The slug of [`drill_org`].
