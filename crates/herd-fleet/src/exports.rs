@@ -139,6 +139,13 @@ impl ExportStore {
     }
 }
 
+/// Can an export of a server in this state be asked for? Running or suspended, and not
+/// on its way to deletion.
+pub fn exportable(desired: Desired, phase: InstancePhase) -> bool {
+    matches!(desired, Desired::Running | Desired::Suspended)
+        && matches!(phase, InstancePhase::Running | InstancePhase::Suspended)
+}
+
 /// Asks for an export of server `id` for its organization `org`: the server must be
 /// running, and one export at a time is taken. Written with its apply job in one
 /// transaction; audited. Returns the export's id.
@@ -155,9 +162,11 @@ pub async fn request(
         .await?
         .filter(|i| i.org_id == org.0)
         .ok_or(FleetError::NotFound)?;
-    if inst.desired != Desired::Running || inst.phase != InstancePhase::Running {
+    // Running or suspended (its database keeps running): an organization whose server is
+    // suspended, for non-payment too, can still take its data away.
+    if !exportable(inst.desired, inst.phase) {
         return Err(FleetError::Invalid(format!(
-            "An export can be taken only while the server is running; it is {} now.",
+            "An export can be taken only while the server is running or suspended; it is {} now.",
             inst.phase.label().to_lowercase()
         )));
     }

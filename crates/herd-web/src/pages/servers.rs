@@ -635,6 +635,8 @@ struct ServerPage {
     exports: Vec<super::exports::ExportRow>,
     /// How many days an export's link lasts.
     export_days: i32,
+    /// An export may be asked for now (running or suspended).
+    exportable: bool,
 }
 
 async fn page(
@@ -687,6 +689,7 @@ async fn page(
         challenge: challenge_of(&i),
         exports,
         export_days: state.config.export_link_days,
+        exportable: herd_fleet::exports::exportable(i.desired, i.phase),
         i,
         ctx,
     })

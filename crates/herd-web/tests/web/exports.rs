@@ -197,7 +197,7 @@ async fn an_owner_takes_an_export_and_downloads_each_file_whole(pool: PgPool) {
     w.owner
         .get(&w.page())
         .await
-        .assert_contains("An export can be taken while the server is running");
+        .assert_contains("An export can be taken while the server is running or suspended");
     w.owner
         .post(&format!("{}/exports", w.page()), &[])
         .await
@@ -205,7 +205,7 @@ async fn an_owner_takes_an_export_and_downloads_each_file_whole(pool: PgPool) {
     w.owner
         .get(&w.page())
         .await
-        .assert_contains("An export can be taken only while the server is running");
+        .assert_contains("An export can be taken only while the server is running or suspended");
     assert_eq!(count(&pool, "SELECT count(*) FROM tenant_exports").await, 0);
 
     // Running: asked for, with its apply job and audit entry, in one go.
@@ -407,4 +407,39 @@ async fn expired_links_are_gone_and_only_the_organizations_managers_download(poo
         .assert_contains("Expired")
         .assert_contains("expired on");
     assert_eq!(audited(&pool, "fleet.instance.export_downloaded").await, 1);
+}
+
+/// A suspended server (for non-payment too) still lets its organization take its data
+/// away: its database keeps running. A server on its way to deletion does not.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_suspended_server_can_be_exported(pool: PgPool) {
+    let w = World::new(pool.clone()).await;
+    w.running().await;
+    sqlx::query("UPDATE instances SET desired = 'suspended', billing_hold = true")
+        .execute(&pool)
+        .await
+        .unwrap();
+    w.report(json!({ "phase": "Suspended", "runningVersion": "v4.7.6" }))
+        .await;
+    w.owner
+        .get(&w.page())
+        .await
+        .assert_contains("Take an export");
+    let export = w.ask().await;
+    assert_eq!(outcome(&pool, export).await, "requested");
+    assert_eq!(audited(&pool, "fleet.instance.export_requested").await, 1);
+
+    sqlx::query("UPDATE tenant_exports SET outcome = 'failed', finished_at = now()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE instances SET desired = 'deleted'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    w.owner
+        .post(&format!("{}/exports", w.page()), &[])
+        .await
+        .assert_redirect(&w.page());
+    assert_eq!(count(&pool, "SELECT count(*) FROM tenant_exports").await, 1);
 }
