@@ -78,6 +78,38 @@ pub struct InstanceSpec {
     /// Always sent (`null`: none asked for), like `restore`.
     #[serde(default)]
     pub export: Option<ExportSpec>,
+    /// Asked by the control plane for a server whose plan includes managed moderation:
+    /// the dedicated moderator account Herd's moderators work through, and its admin API
+    /// token (see [`ModeratorSpec`]). Always sent (`null`: none), like `restore`.
+    #[serde(default)]
+    pub moderator: Option<ModeratorSpec>,
+}
+
+/// The moderator account of managed moderation (issue 13). Once the tenant runs, for each
+/// new `tokenGeneration` (above `status.moderatorTokenGeneration`) the operator makes
+/// Secret `moderator-token` (key `token`: a fresh random admin API token, never logged)
+/// and runs Job `moderator-token-<n>`, which creates the account when it is absent (role
+/// Moderator, confirmed and approved, its report emails off; an existing account of that
+/// username with another email is refused, never taken over), revokes every earlier token
+/// of Herd's application on that account, and, unless `revoked`, stores the Secret's token
+/// as a new access token with the scopes `admin:read admin:write`. It then reports `n` in
+/// `status.moderatorTokenGeneration`; a failure is the `ModeratorAccount` condition with
+/// reason `JobFailed` (the server runs on). The control plane collects the token from the
+/// Secret, keeps it sealed, and deletes the Secret (as the owner's one-time password).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModeratorSpec {
+    /// The account's username on the server (letters, digits and `_`).
+    pub username: String,
+    /// The account's email (Mastodon requires one; the account never receives mail).
+    pub email: String,
+    /// Raised by the control plane to ask for a new token (or a revocation); 1 is the
+    /// first.
+    pub token_generation: u32,
+    /// Generation `tokenGeneration` only revokes: earlier tokens are revoked and no new
+    /// one is made (no Secret either).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
 }
 
 /// A restore asked of the operator. The operator reports its progress in
@@ -99,6 +131,19 @@ pub struct RestoreSpec {
     /// must prove the backup, refuses to run without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_sha256: Option<String>,
+    /// The tenant (its slug) whose backup this is, when it is not this one (a restore
+    /// into a new tenant, a drill's copy). The operator refuses a source that is not a
+    /// directory of that tenant's own backups, `<prefix><sourceTenant>/...` (absent: of
+    /// this tenant's, `<prefix><slug>/...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_tenant: Option<String>,
+    /// An import: the source is an export prepared for import (`herd import prepare`,
+    /// from a Herd export or a standard Mastodon install) under `<prefix>imports/<id>/`,
+    /// or one of this provider's exports under `<prefix>exports/<slug>/<id>/`, rather than
+    /// a tenant's backup. Its manifest may carry no row counts: the rows are then counted
+    /// and reported, not compared.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub import: bool,
 }
 
 fn default_true() -> bool {
@@ -146,6 +191,7 @@ impl InstanceSpec {
             restore: None,
             drill: false,
             export: None,
+            moderator: None,
         }
     }
 }
@@ -344,6 +390,9 @@ pub struct InstanceStatus {
     /// The owner-password reset last done (`spec.owner.passwordGeneration`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_password_generation: Option<u32>,
+    /// The moderator-token generation last done (`spec.moderator.tokenGeneration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderator_token_generation: Option<u32>,
     /// The most recent backups, newest first (at most [`RECENT_BACKUPS`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backups: Vec<BackupRecord>,

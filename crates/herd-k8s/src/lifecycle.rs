@@ -454,6 +454,15 @@ fn upgrade(
 /// The name of the owner-password Secret, read once by the control plane.
 pub const OWNER_PASSWORD_SECRET: &str = "owner-password";
 
+/// The Secret holding a new moderator token (key `token`) until the control plane collects
+/// it (see [`crate::crd::ModeratorSpec`]).
+pub const MODERATOR_TOKEN_SECRET: &str = "moderator-token";
+
+/// The Job that does generation `generation` of the moderator account's token.
+pub fn moderator_token_job_name(generation: u32) -> String {
+    format!("moderator-token-{generation}")
+}
+
 /// Whether the Instance is being deleted.
 pub fn is_deleting(i: &Instance) -> bool {
     i.metadata.deletion_timestamp.is_some()

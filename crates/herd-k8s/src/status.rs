@@ -325,6 +325,8 @@ pub fn compute(
             .status
             .as_ref()
             .and_then(|s| s.owner_password_generation),
+        // The operator sets it once a moderator-token Job succeeded; kept otherwise.
+        moderator_token_generation: previous.moderator_token_generation,
         backups: crate::backups::merge(&previous.backups, &observed.backups),
         last_successful_backup: crate::backups::last_successful(
             &observed.backups,

@@ -43,6 +43,8 @@ pub async fn prepare(
                 id: r.id.to_string(),
                 source: r.location,
                 media: true,
+                source_tenant: None,
+                import: false,
             }),
             None => None,
         };
@@ -77,6 +79,8 @@ pub async fn prepare(
             source: r.location.clone(),
             media: true,
             manifest_sha256,
+            source_tenant: None,
+            import: false,
         }),
         drill,
     )))

@@ -53,6 +53,8 @@ fn restore_spec(id: &str, source: &str) -> RestoreSpec {
         source: source.into(),
         media: true,
         manifest_sha256: None,
+        source_tenant: None,
+        import: false,
     }
 }
 
