@@ -12,6 +12,9 @@
 //!   StorageClass `standard` (ReadWriteOnce, no expansion).
 //! - A count of API writes (every request that is not a GET, LIST or WATCH), the number a
 //!   no-op reconcile must keep at zero.
+//! - Server-side apply's field removal: a field a manager applied before and leaves out of
+//!   its next apply is removed, as the API server does (kube-fake-client keeps it; see
+//!   [`crate::fake_ssa`]).
 //! - Watches (`?watch=true`), which kube-fake-client 0.3 answers as a plain LIST: served
 //!   here as the API server streams them (one JSON watch event per line), by listing
 //!   every 20 ms and sending each object whose resource version moved (`MODIFIED`, or
@@ -371,6 +374,44 @@ async fn namespace_request(
     }
 }
 
+/// Sends a request to kube-fake-client, then does what it leaves out of a server-side
+/// apply: the removal of the fields the manager stopped applying (see
+/// [`crate::fake_ssa`]). A deleted object's applies are forgotten.
+async fn forward(
+    fake: &kube::Client,
+    applied: &crate::fake_ssa::Applied,
+    head: http::request::Parts,
+    body: Vec<u8>,
+) -> Result<Reply, kube::Error> {
+    let path = head.uri.path().to_owned();
+    let manager = crate::fake_ssa::apply_manager(
+        &head.method,
+        &head.headers,
+        head.uri.query().unwrap_or_default(),
+    );
+    let deleting = head.method == Method::DELETE;
+    let applied_body: Option<Value> = serde_json::from_slice(&body).ok();
+    let resp = fake
+        .send(Request::from_parts(head, Body::from(body)))
+        .await?;
+    if deleting && resp.status().is_success() {
+        applied.forget(&path);
+    }
+    let (Some(manager), Some(applied_body), true) =
+        (manager, applied_body, resp.status().is_success())
+    else {
+        return Ok(boxed(resp));
+    };
+    let Some(removal) = applied.record(&path, &manager, &applied_body) else {
+        return Ok(boxed(resp));
+    };
+    let req = Request::patch(&path)
+        .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
+        .body(Body::from(removal.to_string().into_bytes()))
+        .map_err(|e| kube::Error::Service(Box::new(e)))?;
+    fake.send(req).await.map(boxed)
+}
+
 /// A fresh, empty fake cluster.
 pub async fn start() -> FakeCluster {
     start_with(|b| b).await
@@ -407,14 +448,16 @@ pub async fn start_with(
     let namespaces: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
     let ns_versions = Arc::new(AtomicU64::new(0));
     let faults: Arc<Mutex<Vec<Fault>>> = Arc::default();
+    let applied: Arc<crate::fake_ssa::Applied> = Arc::default();
     let (w, store, f) = (writes.clone(), namespaces.clone(), faults.clone());
     let service = tower::service_fn(move |req: Request<Body>| {
-        let (fake, w, store, ns_versions, faults) = (
+        let (fake, w, store, ns_versions, faults, applied) = (
             fake.clone(),
             w.clone(),
             store.clone(),
             ns_versions.clone(),
             f.clone(),
+            applied.clone(),
         );
         async move {
             if let Some(code) = take_fault(&faults, req.method(), req.uri().path()) {
@@ -467,12 +510,15 @@ pub async fn start_with(
                 {
                     return Ok(boxed(json_response(no.status(), &no.to_json())));
                 }
-                return fake
-                    .send(Request::from_parts(head, Body::from(body)))
-                    .await
-                    .map(boxed);
+                return forward(&fake, &applied, head, body).await;
             }
-            fake.send(req).await.map(boxed)
+            let (head, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes().to_vec())
+                .unwrap_or_default();
+            forward(&fake, &applied, head, body).await
         }
     });
     FakeCluster {
