@@ -142,11 +142,11 @@ pub fn steps(i: &Instance) -> Vec<Step> {
         }
         return out;
     }
-    // A reset of the owner's password is not a step of the install: the page's owner
-    // section says how it went.
+    // A reset of the owner's password, or the moderator account of managed moderation, is
+    // not a step of the install: the page's owner (or moderation) section says how it went.
     for c in conditions
         .into_iter()
-        .filter(|c| c.type_ != "OwnerPassword")
+        .filter(|c| c.type_ != "OwnerPassword" && c.type_ != "ModeratorAccount")
     {
         let failed = c.status == "False"
             && (i.phase == InstancePhase::Failed || c.reason.contains("Failed"));

@@ -228,6 +228,7 @@ pub async fn follow_plan(
                 None,
             )
             .await?;
+            fleet::ask_moderator_account_if_moderated(conn, id).await?;
             herd_jobs::enqueue(&mut *conn, &ApplyInstance { instance_id: id }).await?;
             changed.push(id);
         }

@@ -114,6 +114,7 @@ pub async fn fulfil(conn: &mut PgConnection, order: &Order) -> Result<Uuid, Flee
         }
         Err(e) => return Err(e.into()),
     };
+    fleet::ask_moderator_account_if_moderated(conn, id).await?;
     if token.is_some() {
         fleet::set_phase(
             conn,

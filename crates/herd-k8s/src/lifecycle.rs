@@ -125,6 +125,15 @@ pub struct Plan {
     pub owner_password_for: u32,
     /// The owner-password reset done, for the status (see [`reset_owner_job_name`]).
     pub owner_password_generation: Option<u32>,
+    /// The moderator-token Secret ([`MODERATOR_TOKEN_SECRET`]) must exist, for generation
+    /// `moderator_token_for`, before the moderator Job is made (never for a revoke-only
+    /// generation: it has no token).
+    pub needs_moderator_token: bool,
+    /// The moderator-token generation that Secret is for.
+    pub moderator_token_for: u32,
+    /// The moderator-token generation done, for the status (see
+    /// [`moderator_token_job_name`]).
+    pub moderator_token_generation: Option<u32>,
     /// Failed Jobs to delete before applying, each replaced by its next attempt (in
     /// `apply`).
     pub replace: Vec<String>,
@@ -247,6 +256,13 @@ pub fn plan(t: &Tenant<'_>, observed: &Observed) -> Result<Plan, RenderError> {
             .status
             .as_ref()
             .and_then(|s| s.owner_password_generation),
+        needs_moderator_token: false,
+        moderator_token_for: 0,
+        moderator_token_generation: t
+            .instance
+            .status
+            .as_ref()
+            .and_then(|s| s.moderator_token_generation),
         replace: Vec::new(),
         backup_before_upgrade: None,
     };
@@ -265,8 +281,48 @@ pub fn plan(t: &Tenant<'_>, observed: &Observed) -> Result<Plan, RenderError> {
     }
     if plan.step == Step::Ready {
         reset_owner_password(t, observed, &mut plan)?;
+        moderator_token(t, observed, &mut plan)?;
     }
     Ok(plan)
+}
+
+/// Once the tenant runs: a new moderator token asked for (`spec.moderator.tokenGeneration`
+/// above the one done) is stored by a Job from a new `moderator-token` Secret, or, for a
+/// revoke-only generation, earlier tokens are revoked by a Job without one. A failed
+/// attempt is replaced by the next one (the Job is safe to run again); after the last, the
+/// server runs on, the failure is the status's ModeratorAccount condition, and a new
+/// generation tries again. Nothing is made for GoToSocial (managed moderation's account is
+/// made for Mastodon only), nor while the tenant is suspended (the Job waits until it runs
+/// again); the status says which.
+fn moderator_token(t: &Tenant<'_>, o: &Observed, plan: &mut Plan) -> Result<(), RenderError> {
+    let Some(wanted) = &t.instance.spec.moderator else {
+        return Ok(());
+    };
+    let asked = wanted.token_generation;
+    if asked == 0
+        || plan.moderator_token_generation.unwrap_or(0) >= asked
+        || t.instance.spec.app != App::Mastodon
+        || t.instance.spec.suspended
+    {
+        return Ok(());
+    }
+    let name = moderator_token_job_name(asked);
+    let state = job_state(o, &name);
+    if succeeded(state) {
+        plan.moderator_token_generation = Some(asked);
+        return Ok(());
+    }
+    if matches!(state, Some(JobState::Failed(_))) && job_failed(&name, o, plan).is_some() {
+        // The last attempt failed: kept for its logs, reported by the status.
+        return Ok(());
+    }
+    if to_make(&name, o, plan) {
+        plan.needs_moderator_token = !wanted.revoked;
+        plan.moderator_token_for = asked;
+    }
+    let job = render::mastodon::moderator_token_job(t, &name, wanted)?;
+    plan.apply.extend(attempt_of(vec![job], &name, o, plan));
+    Ok(())
 }
 
 /// Once the tenant runs: a new owner password asked for (`spec.owner.passwordGeneration`
@@ -455,8 +511,13 @@ fn upgrade(
 pub const OWNER_PASSWORD_SECRET: &str = "owner-password";
 
 /// The Secret holding a new moderator token (key `token`) until the control plane collects
-/// it (see [`crate::crd::ModeratorSpec`]).
+/// it (see [`crate::crd::ModeratorSpec`]). Its annotation [`TOKEN_GENERATION_ANNOTATION`]
+/// says which generation it is for.
 pub const MODERATOR_TOKEN_SECRET: &str = "moderator-token";
+
+/// The annotation of Secret [`MODERATOR_TOKEN_SECRET`] naming the token generation it was
+/// made for.
+pub const TOKEN_GENERATION_ANNOTATION: &str = "herd.dev/token-generation";
 
 /// The Job that does generation `generation` of the moderator account's token.
 pub fn moderator_token_job_name(generation: u32) -> String {

@@ -5,7 +5,9 @@
 
 use crate::crd::Instance;
 use crate::diff;
-use crate::lifecycle::OWNER_PASSWORD_SECRET;
+use crate::lifecycle::{
+    MODERATOR_TOKEN_SECRET, OWNER_PASSWORD_SECRET, TOKEN_GENERATION_ANNOTATION,
+};
 use crate::render::tenancy::APP_SECRET;
 use crate::render::{self, namespace_name, Child, ClusterSettings, RenderError, Tenant};
 use crate::secrets::{AppSecrets, SecretError};
@@ -489,6 +491,61 @@ pub async fn ensure_owner_password(
     }))
     .map_err(|source| ReconcileError::Encode {
         what: format!("Secret/{OWNER_PASSWORD_SECRET}"),
+        source,
+    })?;
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(true),
+        // Made by another reconcile in the meantime: keep that one.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Makes Secret `moderator-token` for moderator-token generation `generation` unless it
+/// exists: key `token`, a new admin API token ([`crate::secrets::api_token`]), and key
+/// `username`. As the owner's password: a Secret of this generation is never rewritten (a
+/// retried Job stores the same token), one left from another generation is replaced (a
+/// new generation always makes a new token). The control plane collects it.
+pub async fn ensure_moderator_token(
+    client: &kube::Client,
+    t: &Tenant<'_>,
+    generation: u32,
+) -> Result<bool, ReconcileError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &t.namespace());
+    if let Some(existing) = api.get_opt(MODERATOR_TOKEN_SECRET).await? {
+        let made_for = existing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(TOKEN_GENERATION_ANNOTATION))
+            .and_then(|g| g.parse::<u32>().ok());
+        if made_for == Some(generation) {
+            return Ok(false);
+        }
+        api.delete(MODERATOR_TOKEN_SECRET, &DeleteParams::default())
+            .await?;
+    }
+    let username = t
+        .instance
+        .spec
+        .moderator
+        .as_ref()
+        .map(|m| m.username.clone())
+        .unwrap_or_default();
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": MODERATOR_TOKEN_SECRET, "namespace": t.namespace(), "labels": t.labels("moderator"),
+            "annotations": {
+                "herd.dev/purpose": "The moderator account's new admin API token; the control plane reads it once and deletes it.",
+                TOKEN_GENERATION_ANNOTATION: generation.to_string(),
+            },
+        },
+        "type": "Opaque",
+        "stringData": { "token": crate::secrets::api_token(), "username": username },
+    }))
+    .map_err(|source| ReconcileError::Encode {
+        what: format!("Secret/{MODERATOR_TOKEN_SECRET}"),
         source,
     })?;
     match api.create(&PostParams::default(), &secret).await {

@@ -86,6 +86,15 @@ pub fn vapid_public_from_private(private: &str) -> Result<String, SecretError> {
     Ok(URL_SAFE.encode(secret.public_key().to_encoded_point(false).as_bytes()))
 }
 
+/// A new admin API access token for the moderator account: 32 random bytes as URL-safe
+/// base64 without padding, 43 characters, the form of Doorkeeper's own tokens
+/// (`SecureRandom.urlsafe_base64(32)`, its `UniqueToken` default).
+pub fn api_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 impl AppSecrets {
     /// New secrets for a new tenant.
     pub fn generate() -> Self {
@@ -173,6 +182,18 @@ fn well_formed(key: &str, v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_tokens_are_doorkeepers_form_and_new_each_time() {
+        let a = api_token();
+        assert_eq!(a.len(), 43, "{a}");
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{a}"
+        );
+        assert_ne!(a, api_token());
+    }
 
     #[test]
     fn otp_secret_is_made_once_and_kept() {

@@ -124,18 +124,23 @@ fn deployment_condition(
 }
 
 /// The failed Job, if any, as (name, message).
-/// A failed install, migration or upgrade Job (not an owner-password reset: that one has
-/// its own condition and leaves the server running).
+/// A failed install, migration or upgrade Job (not an owner-password reset or a moderator
+/// token: those have their own conditions and leave the server running).
 fn failed_job(observed: &Observed) -> Option<(&str, &str)> {
     observed.jobs.iter().find_map(|(name, s)| match s {
-        JobState::Failed(m) if !is_reset_job(name) => Some((name.as_str(), m.as_str())),
+        JobState::Failed(m) if !is_account_job(name) => Some((name.as_str(), m.as_str())),
         _ => None,
     })
 }
 
-fn is_reset_job(name: &str) -> bool {
-    name.strip_prefix("reset-owner-password-")
-        .is_some_and(|n| n.parse::<u32>().is_ok())
+/// An owner-password reset's or a moderator token's Job.
+fn is_account_job(name: &str) -> bool {
+    ["reset-owner-password-", "moderator-token-"]
+        .iter()
+        .any(|p| {
+            name.strip_prefix(p)
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
 }
 
 /// The `OwnerPassword` condition, once a new owner password was asked for: true when the
@@ -176,6 +181,88 @@ fn owner_password_condition(
             false,
             "Running",
             format!("Job {job} sets the owner's new password"),
+        )
+    })
+}
+
+/// The `ModeratorAccount` condition, once managed moderation asked for the moderator
+/// account (`spec.moderator`): true when the asked token generation is done, false while
+/// it waits or its Job runs, or when the Job's last attempt failed (reason `JobFailed`; the
+/// server runs on), or for GoToSocial (reason `Unsupported`).
+fn moderator_account_condition(
+    instance: &Instance,
+    observed: &Observed,
+    step: &Step,
+    ns: &str,
+) -> Option<Condition> {
+    const TYPE: &str = "ModeratorAccount";
+    let wanted = instance.spec.moderator.as_ref()?;
+    let asked = wanted.token_generation;
+    if asked == 0 {
+        return None;
+    }
+    if instance.spec.app != App::Mastodon {
+        return Some(condition(
+            TYPE,
+            false,
+            "Unsupported",
+            "managed moderation's account is made for Mastodon only: no moderator account or token is made on this GoToSocial server".into(),
+        ));
+    }
+    let job = crate::lifecycle::moderator_token_job_name(asked);
+    let done = instance
+        .status
+        .as_ref()
+        .and_then(|s| s.moderator_token_generation)
+        .is_some_and(|g| g >= asked);
+    let state = observed.jobs.get(&job);
+    let attempt = observed.job_attempts.get(&job).copied().unwrap_or(1);
+    let user = &wanted.username;
+    Some(if done || matches!(state, Some(JobState::Succeeded)) {
+        if wanted.revoked {
+            condition(
+                TYPE,
+                true,
+                "Revoked",
+                format!("generation {asked}: every token of @{user} for Herd is revoked, and no new one made"),
+            )
+        } else {
+            condition(
+                TYPE,
+                true,
+                "TokenIssued",
+                format!("generation {asked}: @{user} has a new admin API token, earlier ones are revoked"),
+            )
+        }
+    } else if let Some(JobState::Failed(m)) =
+        state.filter(|_| attempt >= crate::lifecycle::JOB_ATTEMPTS)
+    {
+        condition(
+            TYPE,
+            false,
+            "JobFailed",
+            format!("Job {job} failed: {m}; attempt {attempt} of {}. The server runs on; read `kubectl logs -n {ns} job/{job}` (an account @{user} with another email is refused, never taken over), fix the cause, then ask for a new moderator token to try again.", crate::lifecycle::JOB_ATTEMPTS),
+        )
+    } else if instance.spec.suspended {
+        condition(
+            TYPE,
+            false,
+            "Waiting",
+            format!("generation {asked} of the moderator token waits until the server is no longer suspended"),
+        )
+    } else if *step != Step::Ready {
+        condition(
+            TYPE,
+            false,
+            "Waiting",
+            format!("generation {asked} of the moderator token waits until the server runs (now at step {})", step.name()),
+        )
+    } else {
+        condition(
+            TYPE,
+            false,
+            "Running",
+            format!("Job {job} makes generation {asked} of the moderator token for @{user}"),
         )
     })
 }
@@ -264,6 +351,7 @@ pub fn compute(
         }
     }
     conditions.extend(owner_password_condition(instance, observed, &ns));
+    conditions.extend(moderator_account_condition(instance, observed, step, &ns));
     conditions.push(condition(
         "Ingress",
         observed.ingress_ready,

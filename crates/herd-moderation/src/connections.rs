@@ -1,13 +1,18 @@
-//! The moderator account's admin API token per server: supplied by the customer's owner
-//! (or an admin) from the server's development settings, sealed with
-//! `HERD_ENCRYPTION_KEY` for that server only, never shown back or logged, revocable.
-//! Also the plans' moderation terms, which operators edit.
+//! The moderator account's admin API token per server: made by a Job on the server's
+//! cluster (account [`MODERATOR_USERNAME`], asked at provisioning, on a move to a plan
+//! with moderation, or again by the customer; collected by the orchestrator), or supplied
+//! by the customer's owner (or an admin) from the server's development settings. Either
+//! way sealed with `HERD_ENCRYPTION_KEY` for that server only, never shown back or
+//! logged, revocable. Also the plans' moderation terms, which operators edit.
 
 use crate::client::{AdminApi, AdminToken};
 use crate::{record, ModerationError, Who};
 use herd_domain::moderation::Terms;
 use herd_domain::OrgId;
+use herd_fleet::jobs::ApplyInstance;
 use herd_fleet::seal::SealKey;
+use herd_store::audit::{self, NewEntry};
+use herd_store::fleet::{self, EventKind, ModeratorToken};
 use herd_store::moderation::{self as store, Instance};
 use serde_json::json;
 use sqlx::PgPool;
@@ -17,6 +22,10 @@ use uuid::Uuid;
 pub fn token_purpose(instance: Uuid) -> String {
     format!("herd:moderation-token:{instance}")
 }
+
+/// The username of the moderator account Herd makes on each moderated server (Mastodon
+/// accepts letters, digits and `_`).
+pub const MODERATOR_USERNAME: &str = "herd_moderation";
 
 /// The message when the key to seal tokens is not configured.
 pub const NO_KEY: &str = "Herd has no encryption key (HERD_ENCRYPTION_KEY), so it cannot keep the token: ask your provider.";
@@ -96,7 +105,9 @@ pub async fn connect(
 }
 
 /// Revokes a server's token: it is wiped, nothing is called any more, its reports leave
-/// the queue. Audited.
+/// the queue. When Herd ever made a token on the server (whichever is in use now), the
+/// cluster is asked to revoke Herd's tokens there too (a new generation that only
+/// revokes). Audited.
 pub async fn revoke(
     pool: &PgPool,
     who: Who<'_>,
@@ -105,21 +116,169 @@ pub async fn revoke(
 ) -> Result<(), ModerationError> {
     let i = org_instance(pool, org, instance).await?;
     let mut tx = pool.begin().await?;
-    if !store::revoke(&mut tx, instance).await? {
+    herd_store::lock_key(&mut tx, &format!("moderator-token:{instance}")).await?;
+    let made = fleet::moderator_token(&mut *tx, instance)
+        .await?
+        .is_some_and(|t| t.generation > 0 && !t.revoked);
+    let wiped = store::revoke(&mut tx, instance).await?;
+    if !wiped && !made {
         return Err(ModerationError::invalid(
             "revoke",
             "There is no token to revoke for this server.",
         ));
     }
+    let generation = if made {
+        let g = fleet::ask_moderator_token(&mut *tx, instance, true).await?;
+        fleet::add_event(
+            &mut tx,
+            instance,
+            EventKind::Action,
+            "Herd's moderator tokens on the server are to be revoked",
+            Some(who.id.0),
+        )
+        .await?;
+        herd_jobs::enqueue(
+            &mut *tx,
+            &ApplyInstance {
+                instance_id: instance,
+            },
+        )
+        .await?;
+        Some(g)
+    } else {
+        None
+    };
     record(
         &mut tx,
         who,
         Some(i.org_id),
         "moderation.connection.revoked",
         instance.to_string(),
-        json!({ "domain": i.domain }),
+        json!({ "domain": i.domain, "on_server_generation": generation }),
     )
     .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Where Herd's own moderator account on a server stands (`None`: no such server).
+pub async fn moderator_token(
+    pool: &PgPool,
+    instance: Uuid,
+) -> Result<Option<ModeratorToken>, ModerationError> {
+    Ok(fleet::moderator_token(pool, instance).await?)
+}
+
+/// Asks the server's cluster to make a new token for Herd's moderator account (creating
+/// the account if needed; earlier tokens of Herd's are revoked). The plan must include
+/// moderation; refused while one is being made. The new token replaces the server's
+/// connection when collected, pasted or not. Audited, in the server's history.
+pub async fn ask_for_token(
+    pool: &PgPool,
+    who: Who<'_>,
+    org: OrgId,
+    instance: Uuid,
+) -> Result<u32, ModerationError> {
+    let i = org_instance(pool, org, instance).await?;
+    if !i.terms.included {
+        return Err(ModerationError::invalid(
+            "ask",
+            format!(
+                "The {} plan of {} does not include managed moderation.",
+                i.plan_code, i.domain
+            ),
+        ));
+    }
+    let mut tx = pool.begin().await?;
+    herd_store::lock_key(&mut tx, &format!("moderator-token:{instance}")).await?;
+    let state = fleet::moderator_token(&mut *tx, instance)
+        .await?
+        .ok_or(ModerationError::NotFound)?;
+    let app = fleet::instance(&mut *tx, instance)
+        .await?
+        .map(|r| r.app)
+        .unwrap_or_default();
+    if app != "mastodon" {
+        return Err(ModerationError::invalid(
+            "ask",
+            "Herd makes its moderator account on Mastodon servers only: paste a token of an account of yours instead.",
+        ));
+    }
+    if state.making() {
+        return Err(ModerationError::invalid(
+            "ask",
+            "Herd is already making a moderator token for this server; wait until it is connected or fails.",
+        ));
+    }
+    let generation = fleet::ask_moderator_token(&mut *tx, instance, false).await?;
+    fleet::add_event(
+        &mut tx,
+        instance,
+        EventKind::Action,
+        "A new moderator token for Herd's moderator account was asked for",
+        Some(who.id.0),
+    )
+    .await?;
+    record(
+        &mut tx,
+        who,
+        Some(i.org_id),
+        "moderation.connection.token_asked",
+        instance.to_string(),
+        json!({ "domain": i.domain, "generation": generation }),
+    )
+    .await?;
+    herd_jobs::enqueue(
+        &mut *tx,
+        &ApplyInstance {
+            instance_id: instance,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(u32::try_from(generation).unwrap_or(0))
+}
+
+/// Stores the token the cluster made for Herd's moderator account (generation
+/// `generation`, read from the tenant's Secret) as the server's connection, sealed for
+/// that server, and fetches its reports. Audited as the system. A server deleted since
+/// stores nothing. Never logs the token.
+pub async fn store_made_token(
+    pool: &PgPool,
+    key: &SealKey,
+    instance: Uuid,
+    generation: i32,
+    token: &str,
+) -> Result<(), ModerationError> {
+    let token = AdminToken::parse(token)
+        .map_err(|_| ModerationError::invalid("token", "the Secret holds no token"))?;
+    let Some(i) = store::instance(pool, instance).await? else {
+        return Ok(());
+    };
+    let sealed = key.seal(&token_purpose(instance), token.expose().as_bytes());
+    let mut tx = pool.begin().await?;
+    store::connect_made(&mut tx, instance, MODERATOR_USERNAME, &sealed, generation).await?;
+    fleet::add_event(
+        &mut tx,
+        instance,
+        EventKind::Phase,
+        "Herd's moderator account is connected: the moderators can work on the server's reports",
+        None,
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        NewEntry {
+            actor: None,
+            org: Some(OrgId(i.org_id)),
+            action: "moderation.connection.made",
+            target: instance.to_string(),
+            source_ip: None,
+            details: json!({ "domain": i.domain, "moderator_account": MODERATOR_USERNAME, "generation": generation }),
+        },
+    )
+    .await?;
+    crate::jobs::enqueue_fetch_now(&mut *tx, instance).await?;
     tx.commit().await?;
     Ok(())
 }

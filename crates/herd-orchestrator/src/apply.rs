@@ -4,8 +4,8 @@ use crate::Orchestrator;
 use anyhow::Context;
 use herd_domain::{Desired, InstancePhase, PlanLimits};
 use herd_fleet::placement::{place_instance, Placed};
-use herd_k8s::crd::{App, Instance, InstanceSpec, OwnerSpec};
-use herd_store::fleet;
+use herd_k8s::crd::{App, Instance, InstanceSpec, ModeratorSpec, OwnerSpec};
+use herd_store::fleet::{self, ModeratorToken};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use uuid::Uuid;
 
@@ -55,6 +55,21 @@ pub fn instance_resource(row: &fleet::Instance, limits: &PlanLimits) -> anyhow::
     Ok(resource)
 }
 
+/// The moderator account asked of the cluster (`spec.moderator`): only while a generation
+/// is pending, as the owner's password (an Instance applied again later, or a failed
+/// generation, must not make a token no one will collect), and a new token only for a
+/// plan that includes moderation (a revocation goes whatever the plan). The account is
+/// [`herd_moderation::connections::MODERATOR_USERNAME`] with the provider's moderation
+/// team's address (HERD_MODERATION_EMAIL).
+pub fn moderator_spec(t: &ModeratorToken, moderated: bool, email: &str) -> Option<ModeratorSpec> {
+    (t.pending() && (moderated || t.revoked)).then(|| ModeratorSpec {
+        username: herd_moderation::connections::MODERATOR_USERNAME.to_owned(),
+        email: email.to_owned(),
+        token_generation: u32::try_from(t.generation).unwrap_or(0),
+        revoked: t.revoked,
+    })
+}
+
 /// Places the instance if needed, then makes its cluster hold what the row says: the
 /// Instance applied (or deleted when the organization deleted the server). An error is
 /// also written on the instance, so its page says why it is not moving.
@@ -80,6 +95,12 @@ pub async fn apply_instance(o: &Orchestrator, id: Uuid) -> anyhow::Result<()> {
         .context("the instance's cluster is gone")?;
     // The export in progress, if any: the operator takes it (`spec.export`).
     let export = herd_fleet::exports::pending(&mut tx, id).await?;
+    let moderator = fleet::moderator_token(&mut *tx, id)
+        .await?
+        .unwrap_or_default();
+    let moderated = herd_store::moderation::instance(&mut *tx, id)
+        .await?
+        .is_some_and(|i| i.terms.included);
     // The restore under way (`spec.restore`, `spec.drill`); into another tenant it waits
     // until the source's app-secrets are copied (see `restore::prepare`).
     let (restore, drill) = if row.desired == Desired::Deleted {
@@ -109,6 +130,7 @@ pub async fn apply_instance(o: &Orchestrator, id: Uuid) -> anyhow::Result<()> {
             .with_context(|| format!("no plan {:?}", row.plan_code))?;
         let mut resource = instance_resource(&row, &plan.limits())?;
         resource.spec.export = export.map(|e| herd_k8s::crd::ExportSpec { id: e.to_string() });
+        resource.spec.moderator = moderator_spec(&moderator, moderated, &o.moderator_email);
         crate::restore::carry(&mut resource, restore, drill);
         api.patch(
             &row.slug,

@@ -5,7 +5,8 @@
 //!   `herd-control-plane`; the operator owns the status).
 //! - [`sync`]: read every Instance's status back into the instance rows (a periodic full
 //!   resync), re-apply an Instance that went missing, and collect owners' one-time
-//!   passwords (sealed into the database, then deleted from the cluster).
+//!   passwords and the moderator account's tokens of managed moderation (sealed into the
+//!   database, then deleted from the cluster).
 //! - [`watch`]: a watch per cluster (one worker each, by a session lock) that records each
 //!   status change as it happens.
 //! - [`health`]: API reachable, Kubernetes version, the Instance CRD and the operator.
@@ -37,7 +38,13 @@ pub struct Orchestrator {
     pub pool: PgPool,
     pub clusters: Arc<dyn Connector>,
     pub key: Option<SealKey>,
+    /// The email of the moderator account Herd makes on moderated servers: the provider's
+    /// moderation team (HERD_MODERATION_EMAIL, [`DEFAULT_MODERATOR_EMAIL`]).
+    pub moderator_email: String,
 }
+
+/// HERD_MODERATION_EMAIL's default.
+pub const DEFAULT_MODERATOR_EMAIL: &str = "moderation@localhost";
 
 impl std::fmt::Debug for Orchestrator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -1,5 +1,5 @@
 //! Reading Instances' status back into the instance rows, repairing what went missing,
-//! and collecting owners' one-time passwords.
+//! and collecting owners' one-time passwords and the moderator account's tokens.
 
 use crate::apply::INSTANCE_ID_LABEL;
 use crate::Orchestrator;
@@ -8,7 +8,7 @@ use herd_domain::{Desired, InstancePhase};
 use herd_fleet::jobs::ApplyInstance;
 use herd_fleet::seal::owner_password_purpose;
 use herd_k8s::crd::{BackupRecord, Instance, Phase};
-use herd_k8s::lifecycle::OWNER_PASSWORD_SECRET;
+use herd_k8s::lifecycle::{MODERATOR_TOKEN_SECRET, OWNER_PASSWORD_SECRET};
 use herd_k8s::reconcile::secret_strings;
 use herd_k8s::render::namespace_name;
 use herd_store::fleet::{self, Reported};
@@ -161,7 +161,60 @@ pub async fn record_at(
             herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
         }
     }
+    record_moderator_token(&mut tx, id, i, current).await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// The moderator account's token generation the cluster reports done, or its failure
+/// (the `ModeratorAccount` condition, for the spec the operator last saw). The
+/// operator's message is kept for the console; the history says only what happened.
+async fn record_moderator_token(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+    i: &Instance,
+    current: bool,
+) -> anyhow::Result<()> {
+    let Some(status) = &i.status else {
+        return Ok(());
+    };
+    if let Some(done) = status.moderator_token_generation.filter(|g| *g > 0) {
+        let done = i32::try_from(done).unwrap_or(i32::MAX);
+        if fleet::record_moderator_token_done(&mut *tx, id, done).await? {
+            let revoked = i
+                .spec
+                .moderator
+                .as_ref()
+                .is_some_and(|m| m.revoked && i64::from(m.token_generation) == i64::from(done));
+            let what = if revoked {
+                "Herd's moderator tokens on the server are revoked"
+            } else {
+                "Herd's moderator account has a new token on the server"
+            };
+            fleet::add_event(tx, id, fleet::EventKind::Phase, what, None).await?;
+        }
+    }
+    let Some(asked) = &i.spec.moderator else {
+        return Ok(());
+    };
+    let asked = i32::try_from(asked.token_generation).unwrap_or(i32::MAX);
+    if let Some(failed) = status
+        .conditions
+        .iter()
+        .find(|c| current && c.type_ == "ModeratorAccount" && c.reason == "JobFailed")
+    {
+        if fleet::record_moderator_token_failed(&mut *tx, id, asked, &failed.message).await? {
+            fleet::add_event(
+                tx,
+                id,
+                fleet::EventKind::Error,
+                "Making Herd's moderator account or its token failed; the server runs on",
+                None,
+            )
+            .await?;
+            herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
+        }
+    }
     Ok(())
 }
 
@@ -211,7 +264,8 @@ pub async fn sync_cluster(o: &Orchestrator, cluster_id: Uuid) -> anyhow::Result<
             None => missing(o, id).await?,
         }
     }
-    collect_owner_passwords(o, cluster_id, &client).await
+    collect_owner_passwords(o, cluster_id, &client).await?;
+    collect_moderator_tokens(o, cluster_id, &client).await
 }
 
 /// An instance placed on the cluster has no Instance there.
@@ -285,6 +339,65 @@ async fn collect_owner_passwords(
             }
         }
         tracing::info!(instance = %id, "owner's one-time password collected");
+    }
+    Ok(())
+}
+
+/// For each instance whose new moderator token is made and not collected yet: read it
+/// from the tenant's Secret, store it sealed as the server's moderation connection, then
+/// delete the Secret (in that order, so a crash in between loses nothing: a token stored
+/// already only has its Secret deleted). Without HERD_ENCRYPTION_KEY the Secret stays
+/// where it is. The token is never logged.
+async fn collect_moderator_tokens(
+    o: &Orchestrator,
+    cluster: Uuid,
+    client: &kube::Client,
+) -> anyhow::Result<()> {
+    let waiting = fleet::awaiting_moderator_token(&o.pool, cluster).await?;
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let Some(key) = &o.key else {
+        tracing::warn!(
+            count = waiting.len(),
+            "moderator tokens stay on the cluster: HERD_ENCRYPTION_KEY is not set"
+        );
+        return Ok(());
+    };
+    for w in waiting {
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace_name(&w.slug));
+        let secret = secrets.get_opt(MODERATOR_TOKEN_SECRET).await?;
+        if !w.stored {
+            let Some(token) = secret.and_then(|s| secret_strings(s).remove("token")) else {
+                tracing::warn!(instance = %w.id, generation = w.generation, "the moderator token's Secret is missing or has no token; waiting");
+                continue;
+            };
+            if let Err(e) = herd_moderation::connections::store_made_token(
+                &o.pool,
+                key,
+                w.id,
+                w.generation,
+                &token,
+            )
+            .await
+            {
+                // The error never carries the token.
+                tracing::warn!(instance = %w.id, error = %e, "the moderator token could not be stored");
+                continue;
+            }
+        }
+        match secrets
+            .delete(MODERATOR_TOKEN_SECRET, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("deleting the moderator token's Secret"))
+            }
+        }
+        fleet::mark_moderator_token_collected(&o.pool, w.id, w.generation).await?;
+        tracing::info!(instance = %w.id, generation = w.generation, "moderator token collected");
     }
     Ok(())
 }

@@ -1349,6 +1349,217 @@ pub async fn record_owner_password_done(
     Ok(done.rows_affected() == 1)
 }
 
+/// The moderator account's token Herd asks of a server's cluster (managed moderation): the
+/// generation asked (0: none), whether it only revokes, the ones the cluster has done or
+/// failed, the last one collected, and the Herd generation the server's connection holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModeratorToken {
+    pub generation: i32,
+    pub revoked: bool,
+    pub done_generation: i32,
+    pub failed_generation: i32,
+    pub failure: Option<String>,
+    pub collected_generation: i32,
+    /// The generation of Herd's token in the server's usable connection (`None`: no
+    /// usable connection, or one pasted by the customer).
+    pub connection_generation: Option<i32>,
+}
+
+impl ModeratorToken {
+    /// A generation is asked and neither done nor failed yet.
+    pub fn pending(&self) -> bool {
+        self.generation > self.done_generation && self.generation > self.failed_generation
+    }
+
+    /// A new token is being made (not only a revocation), or done but not collected yet.
+    pub fn making(&self) -> bool {
+        !self.revoked
+            && self.generation > 0
+            && self.generation > self.failed_generation
+            && self.generation > self.collected_generation
+    }
+
+    /// Why the last generation failed, while no newer one is asked for.
+    pub fn failed(&self) -> Option<&str> {
+        (self.generation > self.done_generation && self.generation == self.failed_generation)
+            .then_some(self.failure.as_deref().unwrap_or("no reason given"))
+    }
+}
+
+/// The moderator token state of an instance.
+pub async fn moderator_token(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<ModeratorToken>, StoreError> {
+    Ok(sqlx::query_as!(
+        ModeratorToken,
+        r#"SELECT i.moderator_token_generation AS generation,
+                  i.moderator_token_revoked AS revoked,
+                  i.moderator_token_done_generation AS done_generation,
+                  i.moderator_token_failed_generation AS failed_generation,
+                  i.moderator_token_failure AS failure,
+                  i.moderator_token_collected_generation AS collected_generation,
+                  c.token_generation AS "connection_generation?"
+           FROM instances i
+           LEFT JOIN moderation_connections c
+             ON c.instance_id = i.id AND c.revoked_at IS NULL AND c.broken_at IS NULL
+           WHERE i.id = $1"#,
+        id
+    )
+    .fetch_optional(ex)
+    .await?)
+}
+
+/// Asks the cluster for the next generation of the moderator account's token (`revoked`:
+/// only revoke Herd's earlier tokens). Bumps the spec generation. Returns the generation.
+pub async fn ask_moderator_token(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    revoked: bool,
+) -> Result<i32, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "UPDATE instances SET moderator_token_generation = moderator_token_generation + 1,
+                moderator_token_revoked = $2,
+                spec_generation = spec_generation + 1, updated_at = now()
+         WHERE id = $1
+         RETURNING moderator_token_generation",
+        id,
+        revoked
+    )
+    .fetch_one(ex)
+    .await?)
+}
+
+/// Asks for the moderator account when the server's plan includes managed moderation
+/// (a plan's own terms, else moderation hours above 0) of a Mastodon server (the only app
+/// the operator makes the account on), it has no usable connection and
+/// no token is being made already: at provisioning and on a move to such a plan, in the
+/// same transaction (so it leaves the spec generation alone: the server is new, or the
+/// plan change bumped it). Notes it in the server's history. Returns whether it asked.
+pub async fn ask_moderator_account_if_moderated(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<bool, StoreError> {
+    let asked = sqlx::query_scalar!(
+        "UPDATE instances i SET moderator_token_generation = moderator_token_generation + 1,
+                moderator_token_revoked = false, updated_at = now()
+         FROM plans p LEFT JOIN plan_moderation m ON m.plan_code = p.code
+         WHERE i.id = $1 AND p.code = i.plan_code AND i.desired <> 'deleted'
+           AND i.app = 'mastodon' AND coalesce(m.included, p.moderation_hours_per_month > 0)
+           AND NOT EXISTS (SELECT 1 FROM moderation_connections c WHERE c.instance_id = i.id
+                             AND c.revoked_at IS NULL AND c.broken_at IS NULL)
+           AND NOT (NOT i.moderator_token_revoked
+                    AND i.moderator_token_generation > i.moderator_token_failed_generation
+                    AND i.moderator_token_generation > i.moderator_token_collected_generation)
+         RETURNING i.moderator_token_generation",
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if asked.is_some() {
+        add_event(
+            conn,
+            id,
+            EventKind::Action,
+            "Herd asked for its moderator account on the server (managed moderation)",
+            None,
+        )
+        .await?;
+    }
+    Ok(asked.is_some())
+}
+
+/// Records the moderator-token generation the cluster reports done.
+pub async fn record_moderator_token_done(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    generation: i32,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET moderator_token_done_generation = $2, updated_at = now()
+         WHERE id = $1 AND moderator_token_done_generation < $2
+           AND moderator_token_generation >= $2",
+        id,
+        generation
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records, once, that the cluster could not do moderator-token `generation` (its Job
+/// failed), and bumps the spec so the Instance no longer asks for it. Returns whether
+/// this is new.
+pub async fn record_moderator_token_failed(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    generation: i32,
+    why: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET moderator_token_failed_generation = $2, moderator_token_failure = $3,
+                spec_generation = spec_generation + 1, updated_at = now()
+         WHERE id = $1 AND moderator_token_generation = $2
+           AND moderator_token_done_generation < $2 AND moderator_token_failed_generation < $2",
+        id,
+        generation,
+        why
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A moderator token made on a cluster and not collected yet.
+#[derive(Debug, Clone)]
+pub struct AwaitingModeratorToken {
+    pub id: Uuid,
+    pub slug: String,
+    pub generation: i32,
+    /// Stored already in the server's connection (only deleting the Secret is left).
+    pub stored: bool,
+}
+
+/// Instances on a cluster whose new moderator token (not a revocation) is done there and
+/// not collected yet.
+pub async fn awaiting_moderator_token(
+    ex: impl PgExecutor<'_>,
+    cluster: Uuid,
+) -> Result<Vec<AwaitingModeratorToken>, StoreError> {
+    Ok(sqlx::query_as!(
+        AwaitingModeratorToken,
+        r#"SELECT i.id, i.slug, i.moderator_token_generation AS generation,
+                  EXISTS (SELECT 1 FROM moderation_connections c WHERE c.instance_id = i.id
+                            AND c.token_generation = i.moderator_token_generation) AS "stored!"
+           FROM instances i
+           WHERE i.cluster_id = $1 AND i.desired <> 'deleted' AND NOT i.moderator_token_revoked
+             AND i.moderator_token_generation > 0
+             AND i.moderator_token_done_generation >= i.moderator_token_generation
+             AND i.moderator_token_collected_generation < i.moderator_token_generation
+           ORDER BY i.id"#,
+        cluster
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
+/// Notes that moderator-token `generation` is collected and its Secret deleted.
+pub async fn mark_moderator_token_collected(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    generation: i32,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "UPDATE instances SET moderator_token_collected_generation = $2
+         WHERE id = $1 AND moderator_token_collected_generation < $2",
+        id,
+        generation
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
 /// Was this order's domain accepted without proof (a name under the base domain)?
 pub async fn order_domain_preverified(
     ex: impl PgExecutor<'_>,

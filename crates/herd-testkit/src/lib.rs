@@ -10,6 +10,7 @@ pub mod fake_cluster;
 pub mod fake_dns;
 pub mod fake_mastodon;
 pub mod fake_rules;
+pub mod fake_ssa;
 pub mod jobs;
 pub mod netpol;
 mod pg;
@@ -180,6 +181,7 @@ impl TestApp {
             pool: self.pool.clone(),
             clusters: std::sync::Arc::new(self.clusters.clone()),
             key: Some(self.seal_key.clone()),
+            moderator_email: herd_orchestrator::DEFAULT_MODERATOR_EMAIL.to_owned(),
         };
         for c in herd_store::fleet::clusters(&self.pool).await.unwrap() {
             herd_orchestrator::sync::sync_cluster(&o, c.id)

@@ -110,11 +110,13 @@ fn registry(
 fn orchestrator(
     pool: &PgPool,
     key: Option<herd_fleet::seal::SealKey>,
+    moderator_email: String,
 ) -> herd_orchestrator::Orchestrator {
     herd_orchestrator::Orchestrator {
         pool: pool.clone(),
         clusters: std::sync::Arc::new(herd_orchestrator::KubeconfigConnector::new(key.clone())),
         key,
+        moderator_email,
     }
 }
 
@@ -134,9 +136,10 @@ async fn run_worker(
     support_auto_close_days: u16,
     replies: Option<ReplyAddresses>,
     restore_drills_per_day: u32,
+    moderator_email: String,
 ) {
     // One connector (and its cache of cluster clients) for the jobs and the watches.
-    let fleet = orchestrator(&pool, key);
+    let fleet = orchestrator(&pool, key, moderator_email);
     let runner = herd_jobs::Runner::new(
         pool.clone(),
         registry(
@@ -180,6 +183,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         auto_close,
         replies,
         args.jobs.restore_drills_per_day,
+        args.mail.moderation_email.clone(),
     )
     .await;
     Ok(())
@@ -312,6 +316,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let drills_per_day = args.jobs.restore_drills_per_day;
         let key = config.seal_key.clone();
         let replies = config.support_replies.clone();
+        let moderation_email = args.mail.moderation_email.clone();
         tokio::spawn(herd_jobs::supervise(
             "in-process worker",
             health,
@@ -327,6 +332,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     auto_close,
                     replies.clone(),
                     drills_per_day,
+                    moderation_email.clone(),
                 )
             },
         ))

@@ -691,6 +691,137 @@ pub fn reset_owner_job(t: &Tenant<'_>, name: &str) -> Result<Child, RenderError>
     )
 }
 
+/// The name of Herd's OAuth application on a tenant's server, owned by the moderator
+/// account, whose access tokens are managed moderation's.
+pub const MODERATOR_APPLICATION: &str = "Herd managed moderation";
+
+/// The moderator account's Job (see [`crate::crd::ModeratorSpec`]), as a shell script
+/// around two `bin/rails runner`s. Safe to run again after a crash at any point: every
+/// step looks first and does only what is missing. The token comes only from Secret
+/// `moderator-token` through the environment (`MODERATOR_TOKEN`, a `secretKeyRef`): it is
+/// never in the command, and nothing prints it (a duplicate is reported without the
+/// database's message, which would quote it).
+///
+/// 1. The local account `MODERATOR_USERNAME`, when absent, is made by `tootctl accounts
+///    create` with `--email`, `--confirmed`, `--approve` and `--role Moderator` (the
+///    options of `lib/mastodon/cli/accounts.rb`; `Moderator` is the name `config/roles.yml`
+///    seeds), its output (a random password) to /dev/null.
+/// 2. An account of that username whose user has another email than `MODERATOR_EMAIL` is
+///    someone else's: the Job fails and says so, and never touches it. Ours is confirmed
+///    and approved if a crash stopped `tootctl` half-way (`User#mark_email_as_confirmed!`,
+///    `approve!`), and its staff emails are turned off through `settings_attributes`
+///    (`notification_emails.report`, `.appeal`, `.pending_account` and `.trends` in
+///    `app/models/user_settings.rb`): the address receives no mail. A revoke-only Job
+///    makes no account and changes none: it only finds Herd's application (step 3) and
+///    revokes its tokens (step 4), whoever has the account now.
+/// 3. Herd's application (`Doorkeeper::Application`, polymorphic owner that user, named
+///    [`MODERATOR_APPLICATION`], redirect URI `urn:ietf:wg:oauth:2.0:oob`, Doorkeeper's
+///    out-of-band URI, scopes `admin:read admin:write`, both in the `optional_scopes` of
+///    Mastodon's `config/initializers/doorkeeper.rb`, which enforces them) is found or
+///    made.
+/// 4. Every unrevoked access token of that application for that user except the new one
+///    is revoked (`revoke`, which also ends its streaming connections).
+/// 5. Unless `MODERATOR_REVOKE_ONLY`, the Secret's token is stored as an access token of
+///    that application and user with the scopes `admin:read admin:write`, unless it is
+///    there already (a retry). Doorkeeper's `before_validation :generate_token` replaces
+///    any token given to `create!`, so the row is made and then given the Secret's token
+///    in one transaction (`oauth_access_tokens.token`, a unique string column in
+///    `db/schema.rb`); Mastodon stores tokens in clear (no `hash_token_secrets` in its
+///    Doorkeeper configuration), so the control plane's copy is the token the API takes.
+pub fn moderator_token_job(
+    t: &Tenant<'_>,
+    name: &str,
+    moderator: &crate::crd::ModeratorSpec,
+) -> Result<Child, RenderError> {
+    let mut env = vec![
+        json!({ "name": "MODERATOR_USERNAME", "value": moderator.username }),
+        json!({ "name": "MODERATOR_EMAIL", "value": moderator.email }),
+        json!({ "name": "MODERATOR_APPLICATION", "value": MODERATOR_APPLICATION }),
+        json!({ "name": "MODERATOR_REVOKE_ONLY", "value": moderator.revoked.to_string() }),
+    ];
+    if !moderator.revoked {
+        env.push(secret_env(
+            "MODERATOR_TOKEN",
+            crate::lifecycle::MODERATOR_TOKEN_SECRET,
+            "token",
+        ));
+    }
+    rails_job(
+        t,
+        name,
+        cmd(&["/bin/sh", "-c", MODERATOR_TOKEN_SCRIPT]),
+        env,
+    )
+}
+
+/// The script of [`moderator_token_job`].
+pub const MODERATOR_TOKEN_SCRIPT: &str = r#"set -eu
+found=0
+bin/rails runner 'exit(Account.find_local(ENV.fetch("MODERATOR_USERNAME")).nil? ? 3 : 0)' || found=$?
+case "$found" in
+  0) echo "the account @$MODERATOR_USERNAME exists already" ;;
+  3) if [ "$MODERATOR_REVOKE_ONLY" = true ]; then
+       echo "revoke only: there is no account @$MODERATOR_USERNAME, so no token to revoke"
+       exit 0
+     fi
+     bin/tootctl accounts create "$MODERATOR_USERNAME" --email "$MODERATOR_EMAIL" --confirmed --approve --role Moderator >/dev/null ;;
+  *) echo "looking up the moderator account failed (exit $found)" >&2; exit "$found" ;;
+esac
+exec bin/rails runner '
+username = ENV.fetch("MODERATOR_USERNAME")
+email = ENV.fetch("MODERATOR_EMAIL")
+name = ENV.fetch("MODERATOR_APPLICATION")
+revoke_only = ENV.fetch("MODERATOR_REVOKE_ONLY") == "true"
+scopes = "admin:read admin:write"
+user = Account.find_local!(username).user
+token = nil
+if revoke_only
+  app = user && Doorkeeper::Application.find_by(owner: user, name: name)
+else
+  unless user && user.email.to_s.casecmp?(email)
+    abort("refused: the account @#{username} on this server has another email than #{email}: " \
+          "it is someone else and is left untouched (never taken over). Paste a token of an account of the server instead, or use another username.")
+  end
+  user.mark_email_as_confirmed! unless user.confirmed?
+  user.approve! unless user.approved?
+  user.update!(settings_attributes: {
+    "notification_emails.report" => false,
+    "notification_emails.appeal" => false,
+    "notification_emails.pending_account" => false,
+    "notification_emails.trends" => false,
+  })
+  app = Doorkeeper::Application.find_or_create_by!(owner: user, name: name) do |a|
+    a.redirect_uri = "urn:ietf:wg:oauth:2.0:oob"
+    a.scopes = scopes
+  end
+  token = ENV.fetch("MODERATOR_TOKEN")
+  abort("the token in Secret moderator-token is not 43 URL-safe base64 characters") unless token.match?(/\A[A-Za-z0-9_-]{43}\z/)
+end
+revoked = 0
+unless app.nil?
+  earlier = Doorkeeper::AccessToken.where(application_id: app.id, resource_owner_id: user.id, revoked_at: nil)
+  earlier = earlier.where.not(token: token) unless token.nil?
+  earlier.find_each { |t| t.revoke; revoked += 1 }
+end
+puts("revoked #{revoked} earlier token(s) of @#{username} for Herd")
+if token.nil?
+  puts("revoke only: no new token")
+elsif Doorkeeper::AccessToken.exists?(token: token)
+  puts("the new token of @#{username} is stored already")
+else
+  begin
+    ActiveRecord::Base.transaction do
+      stored = Doorkeeper::AccessToken.create!(application_id: app.id, resource_owner_id: user.id, scopes: scopes)
+      stored.update_columns(token: token)
+    end
+  rescue ActiveRecord::RecordNotUnique
+    abort("the new token was stored by another run at the same time; the next attempt finds it")
+  end
+  puts("stored a new token of @#{username} with the scopes #{scopes}")
+end
+'
+"#;
+
 /// An upgrade's two migration Jobs: before the Deployments roll (post-deployment
 /// migrations skipped) and after.
 pub fn upgrade_jobs(t: &Tenant<'_>) -> Result<(Child, Child), RenderError> {
@@ -740,4 +871,171 @@ fn cron_jobs(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         }))?));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    /// The Ruby `bin/rails runner` is given last: between its quotes.
+    fn ruby() -> &'static str {
+        let start = MODERATOR_TOKEN_SCRIPT
+            .find("exec bin/rails runner '")
+            .expect("the last runner")
+            + "exec bin/rails runner '".len();
+        let end = MODERATOR_TOKEN_SCRIPT
+            .rfind('\'')
+            .expect("its closing quote");
+        &MODERATOR_TOKEN_SCRIPT[start..end]
+    }
+
+    #[test]
+    fn the_moderator_script_refuses_another_persons_account_before_touching_anything() {
+        let ruby = ruby();
+        assert!(
+            !ruby.contains('\''),
+            "a quote would end the shell's quoting"
+        );
+        let check = ruby
+            .find("unless user && user.email.to_s.casecmp?(email)")
+            .expect("the email check");
+        let refusal = ruby.find("abort(\"refused:").expect("the refusal");
+        assert!(check < refusal);
+        assert!(ruby[refusal..].contains("never taken over"));
+        for write in [
+            "mark_email_as_confirmed!",
+            "approve!",
+            "update!(",
+            "find_or_create_by!",
+            "t.revoke",
+            "create!(",
+            "update_columns",
+        ] {
+            let at = ruby.find(write).unwrap_or_else(|| panic!("{write}"));
+            assert!(refusal < at, "{write} before the refusal");
+        }
+    }
+
+    #[test]
+    fn the_moderator_script_never_prints_or_passes_the_token() {
+        let ruby = ruby();
+        // Read once from the environment, never interpolated or printed.
+        assert_eq!(
+            MODERATOR_TOKEN_SCRIPT.matches("MODERATOR_TOKEN\"").count(),
+            1
+        );
+        assert!(ruby.contains("token = ENV.fetch(\"MODERATOR_TOKEN\")"));
+        assert!(!MODERATOR_TOKEN_SCRIPT.contains("$MODERATOR_TOKEN"));
+        for leak in [
+            "#{token}",
+            "puts(token",
+            "p(token",
+            "p token",
+            "puts token",
+            "inspect",
+        ] {
+            assert!(!ruby.contains(leak), "{leak}");
+        }
+        // A duplicate's database message quotes the value: it is not shown.
+        assert!(ruby.contains("rescue ActiveRecord::RecordNotUnique\n    abort(\"the new token"));
+    }
+
+    /// A scratch directory with stand-ins for `bin/rails` and `bin/tootctl` that log their
+    /// arguments; the first `rails runner` (the lookup) exits `lookup`.
+    fn run(lookup: i32, revoke_only: bool) -> (std::process::Output, String) {
+        let dir: PathBuf = std::env::temp_dir().join(format!(
+            "herd-moderator-{}-{lookup}-{}",
+            std::process::id(),
+            crate::secrets::api_token()
+        ));
+        std::fs::create_dir_all(dir.join("bin")).expect("dir");
+        let stub = |name: &str, body: &str| {
+            let path = dir.join("bin").join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("stub");
+            Command::new("chmod")
+                .arg("+x")
+                .arg(&path)
+                .status()
+                .expect("chmod");
+        };
+        stub(
+            "rails",
+            &format!(
+                "printf '%s' \"$*\" >> argv\ncase \"$2\" in *find_or_create_by*) what=main ;; *) what=lookup ;; esac\nprintf 'rails %s %s\\n' \"$1\" \"$what\" >> calls\nif [ ! -e looked ]; then touch looked; exit {lookup}; fi"
+            ),
+        );
+        stub(
+            "tootctl",
+            "printf '%s' \"$*\" >> argv\nprintf 'tootctl %s\\n' \"$*\" >> calls\necho 'New password: 0123abcd'",
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(MODERATOR_TOKEN_SCRIPT)
+            .current_dir(&dir)
+            .env("MODERATOR_USERNAME", "herd_moderation")
+            .env("MODERATOR_EMAIL", "moderation@herd.example")
+            .env("MODERATOR_REVOKE_ONLY", revoke_only.to_string())
+            .env(
+                "MODERATOR_TOKEN",
+                "TOKEN-tokenTOKENtokenTOKENtokenTOKENtokenTOK",
+            )
+            .output()
+            .expect("sh");
+        let calls = std::fs::read_to_string(dir.join("calls")).unwrap_or_default();
+        let argv = std::fs::read_to_string(dir.join("argv")).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!argv.contains("TOKEN-token"), "the token in the arguments");
+        (out, calls)
+    }
+
+    #[test]
+    fn the_moderator_script_creates_an_absent_account_as_a_moderator_quietly() {
+        let (out, calls) = run(3, false);
+        assert!(out.status.success(), "{out:?}");
+        let lines: Vec<&str> = calls.lines().collect();
+        assert_eq!(lines.len(), 3, "{calls}");
+        assert_eq!(
+            lines[1],
+            "tootctl accounts create herd_moderation --email moderation@herd.example --confirmed --approve --role Moderator"
+        );
+        assert_eq!(lines[0], "rails runner lookup");
+        assert_eq!(lines[2], "rails runner main");
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!printed.contains("New password"), "{printed}");
+        assert!(!printed.contains("TOKEN-token"), "the token in {printed}");
+    }
+
+    #[test]
+    fn the_moderator_script_keeps_an_existing_account_and_stops_on_a_failed_lookup() {
+        let (out, calls) = run(0, false);
+        assert!(out.status.success(), "{out:?}");
+        assert!(!calls.contains("tootctl"), "{calls}");
+        assert_eq!(calls.lines().count(), 2);
+        let (out, calls) = run(1, false);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            calls.lines().count(),
+            1,
+            "nothing after a failed lookup: {calls}"
+        );
+    }
+
+    #[test]
+    fn a_revocation_makes_no_account() {
+        let (out, calls) = run(3, true);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            calls, "rails runner lookup\n",
+            "no account made, nothing run"
+        );
+        let (out, calls) = run(0, true);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(calls, "rails runner lookup\nrails runner main\n");
+    }
 }

@@ -25,10 +25,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const NS: &str = "herd-system";
-const TENANT: &str = "herd-lyon";
+pub(crate) const TENANT: &str = "herd-lyon";
 
-struct Harness {
-    cluster: FakeCluster,
+pub(crate) struct Harness {
+    pub(crate) cluster: FakeCluster,
     ctx: Arc<Context>,
 }
 
@@ -54,7 +54,7 @@ fn with_status(mut i: Instance) -> Instance {
     i
 }
 
-async fn harness_with(instance: Instance, backup: bool) -> Harness {
+pub(crate) async fn harness_with(instance: Instance, backup: bool) -> Harness {
     let cluster = fake_cluster::start_with(|b| b.with_resource::<Instance>()).await;
     let api: Api<Instance> = Api::namespaced(cluster.client.clone(), NS);
     api.create(&PostParams::default(), &with_status(instance))
@@ -72,16 +72,16 @@ async fn harness_with(instance: Instance, backup: bool) -> Harness {
     h
 }
 
-async fn harness() -> Harness {
+pub(crate) async fn harness() -> Harness {
     harness_with(common::lyon("community"), true).await
 }
 
 impl Harness {
-    fn client(&self) -> kube::Client {
+    pub(crate) fn client(&self) -> kube::Client {
         self.cluster.client.clone()
     }
 
-    async fn instance(&self) -> Instance {
+    pub(crate) async fn instance(&self) -> Instance {
         let api: Api<Instance> = Api::namespaced(self.client(), NS);
         api.get("lyon").await.unwrap()
     }
@@ -90,7 +90,7 @@ impl Harness {
         operator::reconcile(Arc::new(self.instance().await), self.ctx.clone()).await
     }
 
-    async fn ok(&self) {
+    pub(crate) async fn ok(&self) {
         self.reconcile().await.unwrap();
     }
 
@@ -109,11 +109,11 @@ impl Harness {
             .unwrap();
     }
 
-    async fn status(&self) -> herd_k8s::InstanceStatus {
+    pub(crate) async fn status(&self) -> herd_k8s::InstanceStatus {
         self.instance().await.status.unwrap_or_default()
     }
 
-    async fn edit(&self, f: impl FnOnce(&mut serde_json::Value)) {
+    pub(crate) async fn edit(&self, f: impl FnOnce(&mut serde_json::Value)) {
         let mut spec = json!({});
         f(&mut spec);
         let api: Api<Instance> = Api::namespaced(self.client(), NS);
@@ -126,7 +126,7 @@ impl Harness {
         .unwrap();
     }
 
-    async fn job(&self, name: &str) -> Option<Job> {
+    pub(crate) async fn job(&self, name: &str) -> Option<Job> {
         let api: Api<Job> = Api::namespaced(self.client(), TENANT);
         api.get_opt(name).await.unwrap()
     }
@@ -156,11 +156,11 @@ impl Harness {
         .unwrap();
     }
 
-    async fn succeed(&self, job: &str) {
+    pub(crate) async fn succeed(&self, job: &str) {
         self.job_status(job, json!({ "succeeded": 1 })).await;
     }
 
-    async fn fail(&self, job: &str) {
+    pub(crate) async fn fail(&self, job: &str) {
         self.job_status(
             job,
             json!({ "failed": 3, "conditions": [{
@@ -204,7 +204,7 @@ impl Harness {
     }
 
     /// Plays the StatefulSet controller: PostgreSQL and Redis are ready.
-    async fn data_ready(&self) {
+    pub(crate) async fn data_ready(&self) {
         let api: Api<k8s_openapi::api::apps::v1::StatefulSet> =
             Api::namespaced(self.client(), TENANT);
         for set in api.list(&ListParams::default()).await.unwrap() {
@@ -221,7 +221,7 @@ impl Harness {
 
     /// Plays the Deployment controller: every replica of every Deployment is updated and
     /// ready.
-    async fn roll_out(&self) {
+    pub(crate) async fn roll_out(&self) {
         self.roll_out_with(|n| json!({ "replicas": n, "readyReplicas": n, "updatedReplicas": n, "availableReplicas": n }))
             .await;
     }
@@ -246,7 +246,7 @@ impl Harness {
     }
 
     /// From nothing to a running v4.7.6, in Mastodon's install order.
-    async fn install(&self) {
+    pub(crate) async fn install(&self) {
         self.ok().await; // finalizer
         self.ok().await; // the data services start
         self.data_ready().await;
@@ -270,7 +270,7 @@ fn verified_summary(job: &str) -> String {
 }
 
 /// The reason of a status condition.
-fn condition(s: &herd_k8s::InstanceStatus, type_: &str) -> String {
+pub(crate) fn condition(s: &herd_k8s::InstanceStatus, type_: &str) -> String {
     s.conditions
         .iter()
         .find(|c| c.type_ == type_)

@@ -641,6 +641,8 @@ struct InstancePage {
     challenge: Option<(String, String, Option<String>)>,
     backups: BackupsView,
     restores: super::operator_restores::RestoresView,
+    /// Why making Herd's moderator account (managed moderation) last failed.
+    moderator_failed: Option<String>,
 }
 
 /// A tenant's backups as its console page shows them.
@@ -740,6 +742,9 @@ async fn instance_page(
         challenge: challenge_of(&i),
         backups: backups_view(herd_fleet::backups::for_console(&state.pool, id).await?),
         restores: super::operator_restores::view(&state, id).await?,
+        moderator_failed: herd_store::fleet::moderator_token(&state.pool, id)
+            .await?
+            .and_then(|t| t.failed().map(str::to_owned)),
         i,
     })
 }
