@@ -1,10 +1,14 @@
 //! Which operators may moderate: a role that operators who manage operators
-//! ([`OperatorStanding::ManagesOperators`]) give and take in the console, audited.
+//! ([`OperatorStanding::ManagesOperators`]) give and take in the console, audited. That
+//! standing itself is given and taken by those who have it in the console, or with
+//! `herd admin set-operator`, through [`set_manages_operators`]: never from the last one
+//! who has it.
 
 use crate::{record, ModerationError, Who};
 use herd_domain::role::OperatorStanding;
 use herd_domain::UserId;
-use herd_store::moderation as store;
+use herd_store::audit::{self, NewEntry};
+use herd_store::moderation::{self as store, OperatorRow};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -84,4 +88,69 @@ pub async fn withdraw(pool: &PgPool, who: Who<'_>, user: Uuid) -> Result<(), Mod
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The refusal when the standing would be taken from the last operator who has it.
+pub const LAST_OPERATOR_MANAGER: &str = "This operator is the last one who manages operators: let another operator manage operators first.";
+
+/// An operator whose standing a manager is about to change (for the confirmation page):
+/// only an operator who manages operators may see it; not found for a user who is no
+/// operator.
+pub async fn operator_to_manage(
+    pool: &PgPool,
+    who: UserId,
+    user: Uuid,
+) -> Result<OperatorRow, ModerationError> {
+    require_manager(pool, who).await?;
+    store::operator(pool, UserId(user))
+        .await?
+        .ok_or(ModerationError::NotFound)
+}
+
+/// Lets the operator `user` manage operators, or not. `by`: the operator doing it in the
+/// console (who must manage operators), or `None` for `herd admin set-operator` on the
+/// server itself. Refused when it would leave no operator who manages operators. Returns
+/// whether anything changed; a change is audited (`operator.changed`, who and whom).
+pub async fn set_manages_operators(
+    pool: &PgPool,
+    by: Option<Who<'_>>,
+    user: UserId,
+    manages: bool,
+) -> Result<bool, ModerationError> {
+    let mut tx = pool.begin().await?;
+    // Locked first: a concurrent change waits, then sees this one's result.
+    let managers = store::lock_operator_managers(&mut tx).await?;
+    if let Some(who) = by {
+        if !managers.contains(&who.id.0) {
+            return Err(ModerationError::Forbidden(NOT_AN_OPERATOR_MANAGER));
+        }
+    }
+    let target = store::operator(&mut *tx, user)
+        .await?
+        .ok_or(ModerationError::NotFound)?;
+    if target.manages_operators == manages {
+        return Ok(false);
+    }
+    if !manages && managers.iter().all(|m| *m == target.id) {
+        return Err(ModerationError::invalid("manages", LAST_OPERATOR_MANAGER));
+    }
+    store::set_manages_operators(&mut tx, user, manages).await?;
+    audit::record(
+        &mut tx,
+        NewEntry {
+            actor: by.map(|w| (w.id, w.email)),
+            org: None,
+            action: "operator.changed",
+            target: target.email.clone(),
+            source_ip: by.map(|w| w.ip),
+            details: json!({
+                "user_id": target.id,
+                "manages_operators": manages,
+                "via": if by.is_some() { "console" } else { "herd admin set-operator" },
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
 }

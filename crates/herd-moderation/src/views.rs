@@ -1,13 +1,15 @@
 //! What the pages show: the moderators' queue across servers, a report with the
 //! customer's policy beside it, a customer's server page, and the monthly report (CSV,
-//! fit for a transparency report).
+//! fit for a transparency report), also of the organization's deleted servers for the
+//! months they ran (their personal data erased, the counts kept).
 
 use crate::connections::org_instance;
 use crate::{require_moderator, ModerationError};
 use herd_domain::moderation::{median_seconds, usage, Decision, ReportCategory, ReportState};
 use herd_domain::{OrgId, UserId};
 use herd_store::moderation::{
-    self as store, DecisionRow, Escalation, Instance, PolicyVersion, QueueFilter, Report, TimeEntry,
+    self as store, DecisionRow, DeletedServer, Escalation, Instance, PolicyVersion, QueueFilter,
+    Report, TimeEntry,
 };
 use herd_store::{Page, Paged};
 use sqlx::PgPool;
@@ -152,9 +154,87 @@ pub async fn customer(
     })
 }
 
-/// The organization's servers, for the moderation index.
-pub async fn customer_servers(pool: &PgPool, org: OrgId) -> Result<Vec<Instance>, ModerationError> {
-    Ok(store::org_instances(pool, org).await?)
+/// The moderation index of an organization: its servers, and a page of its deleted
+/// servers that had moderation (their monthly reports stay downloadable).
+#[derive(Debug)]
+pub struct CustomerIndex {
+    pub servers: Vec<Instance>,
+    pub deleted: Paged<DeletedServer>,
+}
+
+/// The organization's servers and deleted servers, for the moderation index.
+pub async fn customer_index(
+    pool: &PgPool,
+    org: OrgId,
+    deleted_page: Page,
+) -> Result<CustomerIndex, ModerationError> {
+    Ok(CustomerIndex {
+        servers: store::org_instances(pool, org).await?,
+        deleted: store::org_deleted_servers(pool, org, deleted_page).await?,
+    })
+}
+
+/// One of the organization's deleted servers that had moderation (not found for another
+/// organization's, or a server not deleted).
+async fn org_deleted_server(
+    pool: &PgPool,
+    org: OrgId,
+    id: Uuid,
+) -> Result<DeletedServer, ModerationError> {
+    match store::deleted_server(pool, id).await? {
+        Some(d) if d.org_id == org.0 => Ok(d),
+        _ => Err(ModerationError::NotFound),
+    }
+}
+
+/// A deleted server's moderation history: the months from its first moderation activity
+/// to its last, newest first, each with its monthly report. Its personal data is erased;
+/// only counts, categories, actions and times remain.
+#[derive(Debug)]
+pub struct History {
+    pub server: DeletedServer,
+    /// `YYYY-MM`, newest first.
+    pub months: Vec<String>,
+}
+
+pub async fn deleted_history(
+    pool: &PgPool,
+    org: OrgId,
+    id: Uuid,
+) -> Result<History, ModerationError> {
+    let server = org_deleted_server(pool, org, id).await?;
+    Ok(History {
+        months: months_between(server.first_month.date(), server.last_month.date()),
+        server,
+    })
+}
+
+/// `YYYY-MM` of every month from `first` to `last` (inclusive), newest first.
+fn months_between(first: Date, last: Date) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut y, mut m) = (last.year(), last.month());
+    while (y, u8::from(m)) >= (first.year(), u8::from(first.month())) {
+        out.push(format!("{y:04}-{:02}", u8::from(m)));
+        if m == Month::January {
+            y -= 1;
+        }
+        m = m.previous();
+    }
+    out
+}
+
+/// The monthly report of one of the organization's deleted servers for `month` (by
+/// default its last month with moderation activity): the same counts as [`monthly`] gave
+/// while it ran (the erasure keeps what they count).
+pub async fn deleted_monthly(
+    pool: &PgPool,
+    org: OrgId,
+    id: Uuid,
+    month: Option<(i32, Month)>,
+) -> Result<Monthly, ModerationError> {
+    let d = org_deleted_server(pool, org, id).await?;
+    let (year, month) = month.unwrap_or((d.last_month.year(), d.last_month.month()));
+    month_report(pool, d.id, d.domain, year, month).await
 }
 
 /// What `/metrics` adds for moderation: the reports in the queue past their due time,
@@ -195,8 +275,19 @@ pub async fn monthly(
     month: Month,
 ) -> Result<Monthly, ModerationError> {
     let i = org_instance(pool, org, instance).await?;
+    month_report(pool, i.id, i.domain, year, month).await
+}
+
+/// The monthly report of a server, live or deleted: only categories, actions and times.
+async fn month_report(
+    pool: &PgPool,
+    instance: Uuid,
+    domain: String,
+    year: i32,
+    month: Month,
+) -> Result<Monthly, ModerationError> {
     let (from, to) = month_bounds(year, month).ok_or(ModerationError::NotFound)?;
-    let rows = store::month(pool, i.id, from, to).await?;
+    let rows = store::month(pool, instance, from, to).await?;
     let actions: Vec<_> = rows
         .iter()
         .filter(|r| !matches!(r.decision, Decision::Escalate | Decision::Reopen))
@@ -230,7 +321,7 @@ pub async fn monthly(
         median_minutes: median(&actions),
     });
     Ok(Monthly {
-        domain: i.domain,
+        domain,
         month: format!("{year:04}-{:02}", u8::from(month)),
         lines,
         minutes_used: store::minutes_used(pool, instance, from, to).await?,
@@ -290,6 +381,19 @@ mod tests {
         assert_eq!(parse_month("2026-02"), Some((2026, Month::February)));
         assert_eq!(parse_month("2026-13"), None);
         assert_eq!(parse_month("x"), None);
+    }
+
+    #[test]
+    fn months_between_span_years_newest_first() {
+        let d = |y, m| Date::from_calendar_date(y, m, 1).unwrap_or_else(|_| panic!("date"));
+        assert_eq!(
+            months_between(d(2025, Month::November), d(2026, Month::February)),
+            ["2026-02", "2026-01", "2025-12", "2025-11"]
+        );
+        assert_eq!(
+            months_between(d(2026, Month::March), d(2026, Month::March)),
+            ["2026-03"]
+        );
     }
 
     #[test]

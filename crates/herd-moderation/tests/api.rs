@@ -768,3 +768,76 @@ async fn the_monthly_report_counts_by_category_and_action(pool: PgPool) {
         "{csv}"
     );
 }
+
+/// Operators `names` (emails `<name>@herd.test`), those in `managers` managing operators.
+async fn operators_managing(pool: &PgPool, names: &[&str], managers: &[&str]) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for name in names {
+        let id = Uuid::now_v7();
+        sqlx::query("INSERT INTO users (id, email, display_name, password_hash, is_operator, manages_operators) VALUES ($1, $2, $3, 'x', true, $4)")
+            .bind(id)
+            .bind(format!("{name}@herd.test"))
+            .bind(*name)
+            .bind(managers.contains(name))
+            .execute(pool)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
+async fn manager_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM users WHERE manages_operators")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn the_last_operator_who_manages_operators_keeps_the_standing(pool: PgPool) {
+    use herd_moderation::moderators::{set_manages_operators, LAST_OPERATOR_MANAGER};
+    let ids = operators_managing(&pool, &["ann", "ben"], &["ann"]).await;
+    let (ann, ben) = (UserId(ids[0]), UserId(ids[1]));
+    let audited = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM audit_log WHERE action = 'operator.changed'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    // On the server (`herd admin set-operator`, no one acting): not from the last one.
+    match set_manages_operators(&pool, None, ann, false).await {
+        Err(ModerationError::Invalid(e)) => assert_eq!(e[0].1, LAST_OPERATOR_MANAGER),
+        other => panic!("{other:?}"),
+    }
+    // Nothing to change is no change and no audit; someone who is no operator is not found.
+    assert!(!set_manages_operators(&pool, None, ann, true).await.unwrap());
+    assert!(matches!(
+        set_manages_operators(&pool, None, UserId(Uuid::now_v7()), true).await,
+        Err(ModerationError::NotFound)
+    ));
+    assert_eq!(audited().await, 0);
+    assert!(set_manages_operators(&pool, None, ben, true).await.unwrap());
+    assert_eq!(audited().await, 1);
+    // Two managers taking the standing from each other at once: one of them keeps it.
+    for _ in 0..5 {
+        let who = |id: UserId| Who {
+            id,
+            name: "op",
+            email: "op@herd.test",
+            ip: "127.0.0.1",
+        };
+        let (a, b) = tokio::join!(
+            set_manages_operators(&pool, Some(who(ann)), ben, false),
+            set_manages_operators(&pool, Some(who(ben)), ann, false),
+        );
+        assert!(a.is_ok() != b.is_ok(), "{a:?} {b:?}");
+        assert_eq!(manager_count(&pool).await, 1);
+        sqlx::query("UPDATE users SET manages_operators = true WHERE is_operator")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+}

@@ -308,7 +308,7 @@ pub async fn connect(
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (instance_id) DO UPDATE SET moderator_account = EXCLUDED.moderator_account,
              token_sealed = EXCLUDED.token_sealed, connected_by = EXCLUDED.connected_by,
-             base_url = EXCLUDED.base_url,
+             base_url = EXCLUDED.base_url, token_generation = NULL,
              connected_at = now(), revoked_at = NULL, broken_at = NULL, broken_reason = NULL,
              last_fetch_error = NULL, rate_limited_until = NULL",
         instance,
@@ -316,6 +316,35 @@ pub async fn connect(
         token_sealed,
         by.0,
         base_url
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Stores the token Herd made on the server (moderator-token `generation`), as [`connect`]
+/// does a pasted one; no one connected it, and Herd's address for the digest's links stays.
+#[tracing::instrument(skip(conn, token_sealed))]
+pub async fn connect_made(
+    conn: &mut PgConnection,
+    instance: Uuid,
+    moderator_account: &str,
+    token_sealed: &[u8],
+    generation: i32,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "INSERT INTO moderation_connections (instance_id, moderator_account, token_sealed,
+                                             token_generation)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (instance_id) DO UPDATE SET moderator_account = EXCLUDED.moderator_account,
+             token_sealed = EXCLUDED.token_sealed, connected_by = NULL,
+             token_generation = EXCLUDED.token_generation,
+             connected_at = now(), revoked_at = NULL, broken_at = NULL, broken_reason = NULL,
+             last_fetch_error = NULL, rate_limited_until = NULL",
+        instance,
+        moderator_account,
+        token_sealed,
+        generation
     )
     .execute(conn)
     .await?;
@@ -1379,13 +1408,14 @@ pub async fn is_moderator(ex: impl PgExecutor<'_>, user: UserId) -> Result<bool,
     .await?)
 }
 
-/// An operator and whether they moderate.
+/// An operator, whether they moderate and whether they manage operators.
 #[derive(Debug, Clone)]
 pub struct OperatorRow {
     pub id: Uuid,
     pub name: String,
     pub email: String,
     pub moderator: bool,
+    pub manages_operators: bool,
 }
 
 /// Every operator, moderators first.
@@ -1394,7 +1424,7 @@ pub async fn operators(ex: impl PgExecutor<'_>) -> Result<Vec<OperatorRow>, Stor
     Ok(sqlx::query_as!(
         OperatorRow,
         r#"SELECT u.id, u.display_name AS name, u.email,
-                  (m.user_id IS NOT NULL) AS "moderator!"
+                  (m.user_id IS NOT NULL) AS "moderator!", u.manages_operators
            FROM users u LEFT JOIN operator_moderators m ON m.user_id = u.id
            WHERE u.is_operator
            ORDER BY (m.user_id IS NULL), u.display_name, u.email"#
@@ -1684,4 +1714,118 @@ pub async fn forget_deleted(conn: &mut PgConnection) -> Result<Vec<Uuid>, StoreE
     .execute(&mut *conn)
     .await?;
     Ok(servers)
+}
+
+// ---------------------------------------------------------------------------------------
+// Operators who manage operators
+
+/// One operator (not found when `user` is no operator).
+#[tracing::instrument(skip(ex))]
+pub async fn operator(
+    ex: impl PgExecutor<'_>,
+    user: UserId,
+) -> Result<Option<OperatorRow>, StoreError> {
+    Ok(sqlx::query_as!(
+        OperatorRow,
+        r#"SELECT u.id, u.display_name AS name, u.email,
+                  EXISTS (SELECT 1 FROM operator_moderators m WHERE m.user_id = u.id) AS "moderator!",
+                  u.manages_operators
+           FROM users u WHERE u.id = $1 AND u.is_operator"#,
+        user.0
+    )
+    .fetch_optional(ex)
+    .await?)
+}
+
+/// Locks the operators who manage operators (until the transaction ends) and returns them:
+/// two operators taking the standing from the last two at once cannot both succeed.
+#[tracing::instrument(skip(conn))]
+pub async fn lock_operator_managers(conn: &mut PgConnection) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM users WHERE is_operator AND manages_operators ORDER BY id FOR UPDATE"
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+// ---------------------------------------------------------------------------------------
+// Deleted servers' moderation history
+//
+// A deleted server's moderation is forgotten ([`forget_deleted`]), but what the monthly
+// reports count stays: its organization still downloads them for the months it ran
+// (transparency reports). Only the server's address and plan are read here; nothing the
+// erasure wiped.
+
+/// A deleted server that had moderation (reports), with the months of its activity.
+#[derive(Debug, Clone)]
+pub struct DeletedServer {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub domain: String,
+    pub plan_code: String,
+    /// The first instant of the first and of the last month with moderation activity
+    /// (a report filed, a decision, time logged), UTC.
+    pub first_month: OffsetDateTime,
+    pub last_month: OffsetDateTime,
+}
+
+/// Deleted servers with moderation activity, with the bounds of that activity: of the
+/// organization `org` or the one server `id` (each when given), most recently active first.
+async fn deleted_servers(
+    ex: impl PgExecutor<'_>,
+    (org, id): (Option<Uuid>, Option<Uuid>),
+    page: Page,
+) -> Result<Vec<DeletedServer>, StoreError> {
+    Ok(sqlx::query_as!(
+        DeletedServer,
+        r#"SELECT i.id, i.org_id, i.domain, i.plan_code,
+                  date_trunc('month', a.first_at, 'UTC') AS "first_month!",
+                  date_trunc('month', a.last_at, 'UTC') AS "last_month!"
+           FROM instances i
+           JOIN LATERAL (
+               SELECT min(x.at) AS first_at, max(x.at) AS last_at FROM (
+                   SELECT r.reported_at AS at FROM moderation_reports r WHERE r.instance_id = i.id
+                   UNION ALL
+                   SELECT d.created_at FROM moderation_decisions d
+                   JOIN moderation_reports r ON r.id = d.report_id WHERE r.instance_id = i.id
+                   UNION ALL
+                   SELECT t.created_at FROM moderation_time_entries t
+                   JOIN moderation_reports r ON r.id = t.report_id WHERE r.instance_id = i.id
+               ) x
+           ) a ON a.first_at IS NOT NULL
+           WHERE i.desired = 'deleted'
+             AND ($1::uuid IS NULL OR i.org_id = $1) AND ($2::uuid IS NULL OR i.id = $2)
+           ORDER BY a.last_at DESC, i.id
+           LIMIT $3 OFFSET $4"#,
+        org,
+        id,
+        page.fetch_limit(),
+        page.offset()
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
+/// An organization's deleted servers that had moderation, most recently active first.
+#[tracing::instrument(skip(ex))]
+pub async fn org_deleted_servers(
+    ex: impl PgExecutor<'_>,
+    org: OrgId,
+    page: Page,
+) -> Result<Paged<DeletedServer>, StoreError> {
+    Ok(page.finish(deleted_servers(ex, (Some(org.0), None), page).await?))
+}
+
+/// One deleted server that had moderation (none for a server not deleted).
+#[tracing::instrument(skip(ex))]
+pub async fn deleted_server(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<DeletedServer>, StoreError> {
+    Ok(
+        deleted_servers(ex, (None, Some(id)), Page::new(None, Some(1)))
+            .await?
+            .into_iter()
+            .next(),
+    )
 }

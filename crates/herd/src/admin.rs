@@ -139,38 +139,29 @@ async fn set_operator(args: SetOperatorArgs) -> anyhow::Result<()> {
     let email = Email::parse(&args.email).with_context(|| format!("email {}", args.email))?;
     let pool = pool(&args.db, 2)?;
     prepare_database(&pool).await?;
-    let mut tx = pool.begin().await?;
-    let user = users::by_email(&mut *tx, &email).await?;
-    let changed = match user {
-        Some(u) => {
-            herd_store::moderation::set_manages_operators(&mut tx, u.id(), args.manages_operators)
-                .await?
-        }
-        None => false,
-    };
-    if !changed {
+    let Some(user) = users::by_email(&pool, &email).await? else {
         bail!("no operator has the email {email}");
-    }
-    audit::record(
-        &mut tx,
-        audit::NewEntry {
-            actor: None,
-            org: None,
-            action: "operator.changed",
-            target: email.to_string(),
-            source_ip: None,
-            details: serde_json::json!({
-                "via": "herd admin set-operator",
-                "manages_operators": args.manages_operators,
-            }),
-        },
+    };
+    // The console's rule too: never from the last operator who manages operators.
+    let changed = match herd_moderation::moderators::set_manages_operators(
+        &pool,
+        None,
+        user.id(),
+        args.manages_operators,
     )
-    .await?;
-    tx.commit().await?;
-    let may = if args.manages_operators {
-        "now manages operators"
-    } else {
-        "no longer manages operators"
+    .await
+    {
+        Ok(changed) => changed,
+        Err(herd_moderation::ModerationError::NotFound) => {
+            bail!("no operator has the email {email}")
+        }
+        Err(e) => bail!("{e}"),
+    };
+    let may = match (changed, args.manages_operators) {
+        (false, true) => "already manages operators",
+        (false, false) => "did not manage operators",
+        (true, true) => "now manages operators",
+        (true, false) => "no longer manages operators",
     };
     println!("Operator {email} {may}.");
     Ok(())

@@ -123,6 +123,19 @@ async fn every_route_refuses_outsiders(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
+    // A deleted server of the victim's that had moderation, for its history's routes.
+    let deleted_id = uuid::Uuid::now_v7();
+    for sql in [
+        "INSERT INTO instances (id, org_id, app, version, plan_code, slug, domain, owner_username, owner_email, desired) SELECT $1, org_id, app, version, plan_code, 'victim-old', 'old.victim.social', owner_username, owner_email, 'deleted' FROM instances WHERE id = $2",
+        "INSERT INTO moderation_reports (id, instance_id, remote_id, category, target_account_id, target_acct, reported_at, due_at) VALUES (gen_random_uuid(), $1, '1', 'spam', '', '', now(), now())",
+    ] {
+        sqlx::query(sql)
+            .bind(deleted_id)
+            .bind(server_id)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
     // An export of that server, ready, for its download route.
     let manifest = "# Herd export\n";
     let export_id: uuid::Uuid = sqlx::query_scalar(
@@ -175,6 +188,7 @@ async fn every_route_refuses_outsiders(pool: PgPool) {
             .replace("{sub}", "sub_Victim")
             .replace("{user_id}", &victor_id.to_string())
             .replace("{id}", &invitation_id.to_string())
+            .replace("deleted/{server}", &format!("deleted/{deleted_id}"))
             .replace("{server}", &server_id.to_string())
             .replace("{instance}", &server_id.to_string())
             .replace("{cluster}", &uuid::Uuid::now_v7().to_string())

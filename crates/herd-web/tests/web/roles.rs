@@ -222,6 +222,7 @@ async fn every_role_may_do_what_the_table_says_and_nothing_else(pool: PgPool) {
     let contract = Uuid::now_v7();
     let invoice = Uuid::now_v7();
     let server = Uuid::now_v7();
+    let deleted = Uuid::now_v7();
     let ticket = Uuid::now_v7();
     for (sql, ids) in [
         ("INSERT INTO billing_customers (org_id, stripe_customer_id) VALUES ($1, 'cus_Lyon')", vec![org]),
@@ -231,6 +232,9 @@ async fn every_role_may_do_what_the_table_says_and_nothing_else(pool: PgPool) {
         ("INSERT INTO contracts (id, org_id, plan_code, price_minor, currency, period, payment_terms_days, billing_address, starts_on, next_invoice_on) VALUES ($2, $1, 'institution', 100000, 'EUR', 'year', 30, 'Mairie', current_date, current_date + 365)", vec![org, contract]),
         ("INSERT INTO invoices (id, contract_id, org_id, number, year, seq, issued_on, due_on, period_start, period_end, description, amount_minor, currency, po_reference, billing_address, vat_id) VALUES ($3, $2, $1, 'HERD-2026-000001', 2026, 1, current_date, current_date + 30, current_date, current_date + 364, 'Hosting', 100000, 'EUR', '', 'Mairie', '')", vec![org, contract, invoice]),
         ("INSERT INTO instances (id, org_id, order_id, app, version, plan_code, slug, domain, owner_username, owner_email) VALUES ($3, $1, $2, 'mastodon', 'v4.7.6', 'community', 'lyon-social', 'lyon.social', 'olga', 'olga@lyon.example')", vec![org, order, server]),
+        // A deleted server that had moderation, for its history's routes.
+        ("INSERT INTO instances (id, org_id, app, version, plan_code, slug, domain, owner_username, owner_email, desired) VALUES ($2, $1, 'mastodon', 'v4.7.6', 'community', 'lyon-old', 'old.lyon.social', 'olga', 'olga@lyon.example', 'deleted')", vec![org, deleted]),
+        ("INSERT INTO moderation_reports (id, instance_id, remote_id, category, target_account_id, target_acct, reported_at, due_at) VALUES (gen_random_uuid(), $1, '1', 'spam', '', '', now(), now())", vec![deleted]),
         // A ticket shared with the organization: every member may see and answer it.
         ("INSERT INTO tickets (id, org_id, subject, category, priority, shared_with_org) VALUES ($2, $1, 'Help', 'technical', 'normal', true)", vec![org, ticket]),
     ] {
@@ -272,6 +276,7 @@ async fn every_role_may_do_what_the_table_says_and_nothing_else(pool: PgPool) {
             .replace("{invoice}", &invoice.to_string())
             .replace("{user_id}", &tom.to_string())
             .replace("{id}", &invitation.to_string())
+            .replace("deleted/{server}", &format!("deleted/{deleted}"))
             .replace("{server}", &server.to_string())
             .replace("{ticket}", &ticket.to_string())
             .replace("{file}", &file.to_string())

@@ -433,7 +433,9 @@ async fn settings(
     render(&settings_page(&state, &session, &op, String::new(), FieldErrors::default()).await?)
 }
 
-async fn settings_answer(
+/// After a settings form (here or in [`super::standing`]): a flash and back to the
+/// settings, or the settings with the refusal by its field.
+pub(super) async fn settings_answer(
     state: &AppState,
     session: &Session,
     op: &User,

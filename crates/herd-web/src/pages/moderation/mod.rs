@@ -1,10 +1,14 @@
 //! Managed moderation's pages: the customer's moderation of their servers in the portal
 //! ([`portal`]: owners and admins), and the moderators' queue, a report's page and the
 //! settings in the console ([`console`]: the queue and reports for operators with the
-//! moderator role only). Handlers parse, call one herd-moderation service and render.
+//! moderator role only), a deleted server's monthly reports ([`history`]), and who
+//! manages operators ([`standing`]). Handlers parse, call one herd-moderation service and
+//! render.
 
 pub mod console;
+pub mod history;
 pub mod portal;
+pub mod standing;
 
 use super::FieldErrors;
 use crate::error::AppError;
@@ -15,7 +19,25 @@ use herd_store::moderation::{DecisionRow, Report};
 use time::OffsetDateTime;
 
 pub fn routes(r: Routes) -> Routes {
-    console::routes(portal::routes(r))
+    standing::routes(history::routes(console::routes(portal::routes(r))))
+}
+
+/// A monthly report as a CSV download (live or deleted server alike).
+fn csv_download(report: &herd_moderation::views::Monthly) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let name = format!("moderation-{}-{}.csv", report.domain, report.month);
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        report.csv(),
+    )
+        .into_response()
 }
 
 /// A moderation error as the web answers it when no form is re-rendered.

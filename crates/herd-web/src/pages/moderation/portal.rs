@@ -11,10 +11,10 @@ use crate::pages::FieldErrors;
 use crate::routes::{Access, Capability, Routes};
 use crate::session;
 use crate::state::AppState;
-use crate::views::{datetime, render, render_status, Layout};
+use crate::views::{datetime, render, render_status, Layout, Pager};
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use herd_domain::moderation::{Decision, EscalationState, Policy};
@@ -22,9 +22,13 @@ use herd_moderation::decide::{self, DecisionForm};
 use herd_moderation::views::{self, CustomerView};
 use herd_moderation::{connections, policy, ModerationError, Who};
 use herd_store::moderation::{Escalation, Instance, PolicyVersion};
+use herd_store::Page;
 use serde::Deserialize;
 use tower_sessions::Session;
 use uuid::Uuid;
+
+mod token;
+use token::{ask_token, new_token_page};
 
 pub fn routes(r: Routes) -> Routes {
     let m = Access::Org(Capability::ManageModeration);
@@ -32,6 +36,8 @@ pub fn routes(r: Routes) -> Routes {
         .get("/o/{slug}/moderation/{server}", m, show)
         .post("/o/{slug}/moderation/{server}/connect", m, connect)
         .post("/o/{slug}/moderation/{server}/revoke", m, revoke)
+        .get("/o/{slug}/moderation/{server}/new-token", m, new_token_page)
+        .post("/o/{slug}/moderation/{server}/new-token", m, ask_token)
         .post("/o/{slug}/moderation/{server}/policy", m, save_policy)
         .post("/o/{slug}/moderation/{server}/decide", m, decide_escalation)
         .get("/o/{slug}/moderation/{server}/report.csv", m, csv)
@@ -73,24 +79,48 @@ struct IndexPage {
     l: Layout,
     ctx: OrgCtx,
     rows: Vec<ServerRow>,
+    /// Deleted servers that had moderation, with their months in words.
+    deleted: Vec<super::history::DeletedRow>,
+    pager: Pager,
+}
+
+#[derive(Debug, Deserialize)]
+struct IndexQuery {
+    /// The page of deleted servers.
+    page: Option<u32>,
 }
 
 async fn index(
     State(state): State<AppState>,
     session: Session,
     ctx: OrgCtx,
+    Query(q): Query<IndexQuery>,
 ) -> Result<Response, AppError> {
-    let rows = views::customer_servers(&state.pool, ctx.org.id())
+    let index = views::customer_index(&state.pool, ctx.org.id(), Page::new(q.page, None))
         .await
-        .map_err(app_error)?
+        .map_err(app_error)?;
+    let rows = index
+        .servers
         .into_iter()
         .map(|i| ServerRow {
             connection: connection_text(&i),
             i,
         })
         .collect();
+    let pager = Pager::new(
+        &format!("/o/{}/moderation", ctx.org.slug),
+        &[],
+        &index.deleted,
+    );
     render(&IndexPage {
         l: Layout::new(&session, Some(&ctx.user)).await?,
+        deleted: index
+            .deleted
+            .items
+            .into_iter()
+            .map(super::history::DeletedRow::from)
+            .collect(),
+        pager,
         ctx,
         rows,
     })
@@ -126,6 +156,8 @@ struct ServerPage {
     i: Instance,
     connection: String,
     connected: bool,
+    /// Herd's own moderator account: being made, failed, or which token is in use.
+    made: token::MadeState,
     policies: Vec<(PolicyVersion, String)>,
     open: Vec<ReportRow>,
     decisions: Vec<DecisionView>,
@@ -181,6 +213,7 @@ async fn server_page(
     let (y, m) = views::this_month();
     Ok(ServerPage {
         l: Layout::new(session, Some(&ctx.user)).await?,
+        made: token::state_of(state, server, v.instance.connection.as_ref()).await?,
         connection: connection_text(&v.instance),
         connected: v
             .instance
@@ -285,7 +318,7 @@ async fn revoke(
     Path((_slug, server)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
     let result = connections::revoke(&state.pool, who(&ctx, &ip), ctx.org.id(), server).await;
-    let done = "The token is revoked and wiped; revoke it on your server too.";
+    let done = "The token is revoked and wiped; Herd's own tokens are revoked on your server too (a token you pasted: revoke it there yourself).";
     answer(&state, &session, ctx, server, result, done, None).await
 }
 
@@ -367,16 +400,5 @@ async fn csv(
     let report = views::monthly(&state.pool, ctx.org.id(), server, y, m)
         .await
         .map_err(app_error)?;
-    let name = format!("moderation-{}-{}.csv", report.domain, report.month);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
-            ),
-        ],
-        report.csv(),
-    )
-        .into_response())
+    Ok(super::csv_download(&report))
 }
