@@ -20,8 +20,9 @@ macro_rules! text_enum {
 }
 
 text_enum!(
-    /// Into the tenant itself, or into another (new, or a drill's scratch) tenant.
-    RestoreMode { InPlace => "in_place", NewTenant => "new_tenant" }
+    /// Into the tenant itself, or into another (new, or a drill's scratch) tenant, or an
+    /// import into a new tenant (from an export prepared for import: no source tenant).
+    RestoreMode { InPlace => "in_place", NewTenant => "new_tenant", Import => "import" }
 );
 text_enum!(
     /// Where a restore is: asked, then the operator's steps.
@@ -33,6 +34,7 @@ text_enum!(
         Starting => "starting",
         Succeeded => "succeeded",
         Failed => "failed",
+        Cancelled => "cancelled",
     }
 );
 text_enum!(
@@ -41,9 +43,21 @@ text_enum!(
 );
 
 impl RestoreStep {
-    /// Succeeded or failed: the operator is done with it.
+    /// Succeeded, failed or cancelled: the operator is done with it.
     pub fn finished(self) -> bool {
-        matches!(self, RestoreStep::Succeeded | RestoreStep::Failed)
+        matches!(
+            self,
+            RestoreStep::Succeeded | RestoreStep::Failed | RestoreStep::Cancelled
+        )
+    }
+
+    /// Before the database is touched (the operator honours a cancel there, or while the
+    /// restore Job only downloads: it tells), so an operator may ask to cancel it.
+    pub fn cancellable(self) -> bool {
+        matches!(
+            self,
+            RestoreStep::Requested | RestoreStep::StoppingApp | RestoreStep::Restoring
+        )
     }
 
     pub fn label(self) -> &'static str {
@@ -55,6 +69,7 @@ impl RestoreStep {
             RestoreStep::Starting => "starting the app",
             RestoreStep::Succeeded => "succeeded",
             RestoreStep::Failed => "failed",
+            RestoreStep::Cancelled => "cancelled",
         }
     }
 }
@@ -64,6 +79,7 @@ impl RestoreMode {
         match self {
             RestoreMode::InPlace => "in place",
             RestoreMode::NewTenant => "into a new tenant",
+            RestoreMode::Import => "imported into a new tenant",
         }
     }
 }

@@ -131,7 +131,7 @@ async fn start(
         &mut tx,
         &NewRestore {
             instance: scratch,
-            source_instance: source,
+            source_instance: Some(source),
             source_backup: backup,
             location,
             mode: RestoreMode::NewTenant,
@@ -177,7 +177,7 @@ async fn supervise(
         .as_ref()
         .is_some_and(|s| s.phase == InstancePhase::Running);
     let (outcome, reason, ttr) = match d.step {
-        RestoreStep::Failed => {
+        RestoreStep::Failed | RestoreStep::Cancelled => {
             let (o, r) = verdict(d);
             (o, r, None)
         }

@@ -118,7 +118,7 @@ pub async fn request(
         &mut tx,
         &NewRestore {
             instance: into,
-            source_instance: id,
+            source_instance: Some(id),
             source_backup: &chosen.name,
             location: &chosen.location,
             mode,
@@ -209,7 +209,7 @@ pub async fn release(
     let held = store::held(&mut *tx, id).await?.ok_or_else(|| {
         FleetError::Conflict("No failed restore holds this tenant stopped.".into())
     })?;
-    if held.mode == RestoreMode::NewTenant {
+    if held.mode != RestoreMode::InPlace {
         // Without the restore, the operator would install a fresh server over the half
         // restored database with the source's secrets.
         return Err(FleetError::Conflict(
@@ -241,6 +241,71 @@ pub async fn release(
                 "restore": held.id,
                 "backup": held.source_backup,
                 "message": held.message,
+            }),
+        },
+    )
+    .await?;
+    herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Asks the cluster to cancel the restore under way into tenant `id`; `typed` must be the
+/// tenant's slug. Only before its migrations (the operator honours it while the database
+/// is untouched: before the restore Job, or while the Job only downloads; later it goes
+/// on and says the cancel came too late), and not twice. The apply carries
+/// `spec.restore.cancel`; the restore ends `cancelled` when the operator reports it.
+/// Recorded in the history and audited (`fleet.instance.restore_cancel_requested`).
+pub async fn cancel(pool: &PgPool, by: Actor<'_>, id: Uuid, typed: &str) -> Result<(), FleetError> {
+    let mut tx = pool.begin().await?;
+    let inst = fleet::lock_instance(&mut tx, id)
+        .await?
+        .ok_or(FleetError::NotFound)?;
+    if typed.trim() != inst.slug {
+        return Err(FleetError::Invalid(format!(
+            "To confirm, type the tenant's short name: {}",
+            inst.slug
+        )));
+    }
+    let r = store::unfinished(&mut *tx, id)
+        .await?
+        .filter(|r| !r.drill)
+        .ok_or_else(|| FleetError::Conflict("No restore of this tenant is under way.".into()))?;
+    if !r.step.cancellable() {
+        return Err(FleetError::Conflict(format!(
+            "Too late to cancel: the restore is {} (the database already holds the backup, or is being migrated).",
+            r.step.label()
+        )));
+    }
+    if !store::request_cancel(&mut tx, r.id, by.id.0).await? {
+        return Err(FleetError::Conflict(
+            "A cancel of this restore was already asked for; the cluster follows shortly.".into(),
+        ));
+    }
+    fleet::add_event(
+        &mut tx,
+        id,
+        EventKind::Action,
+        &format!(
+            "Cancel of the restore from backup {} asked",
+            r.source_backup
+        ),
+        Some(by.id.0),
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        NewEntry {
+            actor: Some((by.id, by.email)),
+            org: Some(OrgId(inst.org_id)),
+            action: "fleet.instance.restore_cancel_requested",
+            target: inst.domain.clone(),
+            source_ip: Some(by.ip),
+            details: serde_json::json!({
+                "instance": id,
+                "restore": r.id,
+                "backup": r.source_backup,
+                "step": r.step.as_str(),
             }),
         },
     )
@@ -337,12 +402,20 @@ async fn new_tenant(
 pub struct TenantRestores {
     pub recent: Vec<Restore>,
     pub last_proven: Option<OffsetDateTime>,
+    /// When a cancel of the latest restore was asked for, if it was.
+    pub cancel_requested: Option<OffsetDateTime>,
 }
 
 pub async fn for_console(pool: &PgPool, id: Uuid) -> Result<TenantRestores, FleetError> {
+    let recent = store::recent(pool, id, 5).await?;
+    let cancel_requested = match recent.first() {
+        Some(r) => store::cancel_requested(pool, r.id).await?,
+        None => None,
+    };
     Ok(TenantRestores {
-        recent: store::recent(pool, id, 5).await?,
+        recent,
         last_proven: store::last_proven(pool, id).await?,
+        cancel_requested,
     })
 }
 
@@ -394,6 +467,7 @@ pub async fn record(
     };
     let text = match (&r.step, &r.message) {
         (RestoreStep::Failed, Some(m)) => format!("Restore failed: {m}"),
+        (RestoreStep::Cancelled, Some(m)) => format!("Restore cancelled: {m}"),
         (step, _) => format!("Restore: {}", step.label()),
     };
     let kind = if r.step == RestoreStep::Failed {
@@ -429,7 +503,8 @@ pub fn verdict(r: &Restore) -> (RestoreOutcome, Option<String>) {
             ),
         );
     }
-    if r.source_rows.is_empty() {
+    // An import's manifest may count no rows: they are then counted, not compared.
+    if r.source_rows.is_empty() && r.mode != RestoreMode::Import {
         return (
             RestoreOutcome::Failed,
             Some("the backup's manifest counted no rows to compare".into()),

@@ -144,6 +144,20 @@ pub struct RestoreSpec {
     /// and reported, not compared.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub import: bool,
+    /// Asked by the control plane: cancel this restore (same `id`, kept in `spec.restore`
+    /// with this set until the status says how it ended). Honoured while the database is
+    /// untouched: before the restore Job, or while its pod only downloads and checks (its
+    /// `restore` container not started). The operator then deletes the Job and its pods,
+    /// waits until none is left, and reports `Cancelled`; the app starts again on the
+    /// database as it was (a new tenant, never installed, stays held: restore it again or
+    /// delete it). Later (the database being replaced, migrated, or the app starting) the
+    /// cancel is too late: the restore goes on and its message says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
+    /// The backup's size in bytes as the control plane recorded it, when it knows it: the
+    /// restore Job's scratch space is sized from it (else from `spec.sizing`'s volumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
 }
 
 fn default_true() -> bool {
@@ -421,6 +435,9 @@ pub enum RestoreStep {
     Starting,
     Succeeded,
     Failed,
+    /// Cancelled (`spec.restore.cancel`) before the database was touched: no pod of the
+    /// restore is left, and the app runs on the database as it was.
+    Cancelled,
 }
 
 /// One restore, as the operator reports it.

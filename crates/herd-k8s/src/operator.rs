@@ -542,6 +542,21 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         )
         .await;
     }
+    if plan.needs_moderator_token
+        && reconcile::ensure_moderator_token(client, &t, plan.moderator_token_for).await?
+    {
+        ctx.event(
+            instance,
+            false,
+            "ModeratorTokenCreated",
+            format!(
+                "the moderator account's new token (generation {}) is in Secret {ns}/{}",
+                plan.moderator_token_for,
+                lifecycle::MODERATOR_TOKEN_SECRET
+            ),
+        )
+        .await;
+    }
     let report = reconcile::apply(client, &plan.apply).await?;
     for note in &report.not_resized {
         tracing::warn!(instance = %key(instance), "{note}");
@@ -579,6 +594,7 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         &ctx.now().to_string(),
     );
     status.owner_password_generation = plan.owner_password_generation;
+    status.moderator_token_generation = plan.moderator_token_generation;
     // The restore's last step: done once the app runs again (or at once when suspended).
     let mut busy = false;
     if let Some((mut rs, _)) = starting {
@@ -661,6 +677,8 @@ enum RestoreEnd {
     /// Refused before anything was stopped (no backup target, a source outside the
     /// prefix, a barman backup, an id that cannot name a Job).
     Refused,
+    /// Cancelled (`spec.restore.cancel`) before the database was touched.
+    Cancelled,
 }
 
 impl RestoreEnd {
@@ -669,6 +687,7 @@ impl RestoreEnd {
             RestoreEnd::Succeeded => "succeeded",
             RestoreEnd::Failed => "failed",
             RestoreEnd::Refused => "refused",
+            RestoreEnd::Cancelled => "cancelled",
         }
     }
 }
@@ -684,6 +703,7 @@ fn restore_end(instance: &Instance, id: &str) -> Option<RestoreEnd> {
                 RestoreEnd::Succeeded,
                 RestoreEnd::Failed,
                 RestoreEnd::Refused,
+                RestoreEnd::Cancelled,
             ]
             .into_iter()
             .find(|e| e.label() == end);
@@ -693,6 +713,7 @@ fn restore_end(instance: &Instance, id: &str) -> Option<RestoreEnd> {
     match (rs.id == id, rs.step) {
         (true, RestoreStep::Succeeded) => Some(RestoreEnd::Succeeded),
         (true, RestoreStep::Failed) => Some(RestoreEnd::Failed),
+        (true, RestoreStep::Cancelled) => Some(RestoreEnd::Cancelled),
         _ => None,
     }
 }
@@ -702,14 +723,39 @@ fn restore_end(instance: &Instance, id: &str) -> Option<RestoreEnd> {
 /// (the operator cannot tell from a failed Job whether the database was left as it was
 /// or restored without its migrations or its rows: starting the app on it would serve
 /// and federate from a database nobody checked). A new tenant whose restore was refused
-/// is not installed fresh either. The control plane decides: a new restore (a new id),
+/// is not installed fresh either, nor one whose restore was cancelled (it holds no data:
+/// it is restored again or deleted). The control plane decides: a new restore (a new id),
 /// or `spec.restore` removed to start the app on the database as it is.
 fn holds(instance: &Instance, end: RestoreEnd) -> bool {
     match end {
         RestoreEnd::Succeeded => false,
         RestoreEnd::Failed => true,
-        RestoreEnd::Refused => instance.installed_version().is_none(),
+        RestoreEnd::Refused | RestoreEnd::Cancelled => instance.installed_version().is_none(),
     }
+}
+
+/// How long a restore may wait, from its `startedAt`, for each of what comes before its
+/// Job: the source's app secrets (a new tenant), the app to stop (no pod of it left), and
+/// PostgreSQL to accept connections. Past it the restore fails (and holds the app, as any
+/// failed restore), saying what it waited for and what to look at. The restore Job has
+/// its own limit (`activeDeadlineSeconds`, five minutes less than its URLs' six hours).
+pub const RESTORE_WAIT_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// Whether restore `rs` has waited past [`RESTORE_WAIT_LIMIT`] since it started.
+fn overdue(ctx: &Context, rs: &RestoreStatus) -> bool {
+    let Some(started) = rs
+        .started_at
+        .as_deref()
+        .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+    else {
+        return false;
+    };
+    ctx.now().duration_since(started).as_secs() > RESTORE_WAIT_LIMIT.as_secs() as i64
+}
+
+/// "30 minutes", for messages.
+fn wait_limit() -> String {
+    format!("{} minutes", RESTORE_WAIT_LIMIT.as_secs() / 60)
 }
 
 /// Where a restore is.
@@ -783,18 +829,27 @@ async fn restore_ended(
     end: RestoreEnd,
     why: String,
 ) -> Result<Restoring, OperatorError> {
-    rs.step = RestoreStep::Failed;
+    let cancelled = end == RestoreEnd::Cancelled;
+    rs.step = match cancelled {
+        true => RestoreStep::Cancelled,
+        false => RestoreStep::Failed,
+    };
     rs.finished_at = Some(ctx.now().to_string());
     rs.message = Some(why.clone());
     let done = format!("{}:{}", rs.id, end.label());
     annotate(api, instance, RESTORE_ANNOTATION, Some(&done)).await?;
-    if write_restore(api, instance, rs, Phase::Failed, Some(why.clone())).await? {
-        ctx.event(instance, true, "RestoreFailed", why).await;
+    let (phase, error, reason) = match cancelled {
+        // The next reconcile starts the app (or holds a new tenant, saying why).
+        true => (Phase::Restoring, None, "RestoreCancelled"),
+        false => (Phase::Failed, Some(why.clone()), "RestoreFailed"),
+    };
+    if write_restore(api, instance, rs, phase, error).await? {
+        ctx.event(instance, !cancelled, reason, why).await;
     }
     Ok(Restoring::Wait(Action::requeue(Duration::from_secs(
         match end {
             // The next reconcile runs the tenant as it was.
-            RestoreEnd::Refused => 1,
+            RestoreEnd::Refused | RestoreEnd::Cancelled => 1,
             _ => 300,
         },
     ))))
@@ -866,7 +921,9 @@ fn app_secrets(ns: &str, secret: Secret) -> Result<AppSecrets, OperatorError> {
 ///    succeeds once it is rolled out.
 ///
 /// The Jobs carry the id, and a restore that ended is recorded ([`RESTORE_ANNOTATION`]):
-/// the same id never runs twice.
+/// the same id never runs twice. The waits of steps 2 and 3 end [`RESTORE_WAIT_LIMIT`]
+/// after the restore started (it then fails); `spec.restore.cancel` stops it while the
+/// database is untouched ([`cancel_restore`]).
 async fn restore_step(
     instance: &Instance,
     ctx: &Context,
@@ -899,9 +956,19 @@ async fn restore_step(
     if !restore::valid_id(id) {
         return refuse(format!("spec.restore.id {id:?} cannot name the restore's Jobs: use at most 40 lowercase letters, digits and '-'")).await;
     }
-    let dir = match presign::source_dir(target, &wanted.source) {
+    let dir = match presign::source_dir(target, wanted, &instance.spec.slug) {
         Ok(dir) => dir,
         Err(why) => return refuse(why).await,
+    };
+    if wanted.cancel {
+        if let Some(next) = cancel_restore(instance, ctx, api, ns, &mut rs).await? {
+            return Ok(next);
+        }
+    }
+    // A cancel that came too late says so while the restore goes on.
+    let late = match wanted.cancel {
+        true => rs.message.clone(),
+        false => None,
     };
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns_exists = namespaces.get_opt(ns).await?.is_some();
@@ -926,6 +993,10 @@ async fn restore_step(
             .filter(|c| matches!(c, Child::Namespace(_)))
             .collect();
         reconcile::apply(client, &namespace).await?;
+        if overdue(ctx, &rs) {
+            let why = format!("the source tenant's app secrets (Secret {APP_SECRET}) did not reach namespace {ns} within {} of the restore's start: the control plane copies them there, and its restore page says why it could not (the source's cluster unreachable, its Secret gone); `kubectl -n {ns} get secret {APP_SECRET}` shows whether they are there now. Nothing was restored: ask for a new restore once the source's cluster answers, or delete this tenant", wait_limit());
+            return restore_ended(ctx, api, instance, rs, RestoreEnd::Failed, why).await;
+        }
         rs.step = RestoreStep::Restoring;
         rs.message = Some(format!("waiting for Secret {APP_SECRET} in namespace {ns}: the control plane copies the source tenant's app secrets there (a restored database is unreadable without them; the operator never generates them for a restore)"));
         write_restore(api, instance, rs, Phase::Restoring, None).await?;
@@ -944,6 +1015,12 @@ async fn restore_step(
     let wait = |secs| Ok(Restoring::Wait(Action::requeue(Duration::from_secs(secs))));
     let Some(job) = job else {
         let left = hold_app(ctx, &t).await?;
+        let nothing = "Nothing was restored, the database is as it was. The app is left stopped: ask for a new restore (a new id), or remove spec.restore to start it on the database as it is";
+        if left > 0 && overdue(ctx, &rs) {
+            let selector = observe::selector(instance);
+            let why = format!("the app did not stop within {} of the restore's start: {left} of its pods are left. `kubectl -n {ns} get pods -l {selector}` lists them; one stuck Terminating (its node down, a finalizer) shows why in `kubectl -n {ns} describe pod <name>`, and goes with `kubectl -n {ns} delete pod <name> --grace-period=0 --force` once its node is known to be down. {nothing}.", wait_limit());
+            return restore_ended(ctx, api, instance, rs, RestoreEnd::Failed, why).await;
+        }
         if left > 0 {
             rs.step = RestoreStep::StoppingApp;
             rs.message = Some(format!(
@@ -953,6 +1030,10 @@ async fn restore_step(
             return wait(5);
         }
         let observed = observe::observe(client, &t).await?;
+        if !observed.database_ready && overdue(ctx, &rs) {
+            let why = format!("PostgreSQL did not accept connections within {} of the restore's start. `kubectl -n {ns} get pods,pvc` shows its pod and volume (Pending: no room or no volume; CrashLoopBackOff: `kubectl -n {ns} logs statefulset/postgres`; CloudNativePG: `kubectl -n {ns} get clusters.postgresql.cnpg.io`). {nothing}.", wait_limit());
+            return restore_ended(ctx, api, instance, rs, RestoreEnd::Failed, why).await;
+        }
         if !observed.database_ready {
             rs.step = RestoreStep::Restoring;
             rs.message = Some("waiting for PostgreSQL to accept connections".into());
@@ -984,7 +1065,17 @@ async fn restore_step(
             let why = "a drill needs the backup's manifest checksum (spec.restore.manifestSha256) to prove it; none was given".to_owned();
             return restore_ended(ctx, api, instance, rs, RestoreEnd::Failed, why).await;
         }
-        let children = restore::restore(&t, &urls, id, &source, media, known.as_deref())
+        // The backup's size, for the scratch space: the control plane's record, else the
+        // tenant's own (else the render sizes it from the tenant's volumes).
+        let size = wanted.size_bytes.or_else(|| {
+            instance.status.as_ref().and_then(|s| {
+                s.backups
+                    .iter()
+                    .find(|b| b.location.as_deref() == Some(source.as_str()))
+                    .and_then(|b| b.size_bytes)
+            })
+        });
+        let children = restore::restore(&t, &urls, id, &source, media, known.as_deref(), size)
             .map_err(ReconcileError::from)?;
         reconcile::apply(client, &children).await?;
         ctx.event(
@@ -1005,7 +1096,7 @@ async fn restore_step(
         JobState::Running => {
             hold_app(ctx, &t).await?;
             rs.step = RestoreStep::Restoring;
-            rs.message = None;
+            rs.message = late.clone();
             write_restore(api, instance, rs, Phase::Restoring, None).await?;
             return wait(15);
         }
@@ -1019,7 +1110,8 @@ async fn restore_step(
                     restore::RESTORE_CONTAINER,
                 ))
                 .map(|m| m.trim().to_owned())
-                .find(|m| !m.is_empty());
+                .find(|m| !m.is_empty())
+                .or_else(|| evicted(&pods, &job_name));
             let why = match reason {
                 Some(r) => format!(
                     "the restore Job {ns}/{job_name} failed: {r} ({m}). Read {logs}. {stopped}."
@@ -1072,7 +1164,7 @@ async fn restore_step(
                 hold_app(ctx, &t).await?;
                 reconcile::apply(client, &[migrate]).await?;
                 rs.step = RestoreStep::Migrating;
-                rs.message = None;
+                rs.message = late.clone();
                 write_restore(api, instance, rs, Phase::Restoring, None).await?;
                 return wait(10);
             }
@@ -1090,7 +1182,7 @@ async fn restore_step(
         }
     }
     rs.step = RestoreStep::Starting;
-    rs.message = None;
+    rs.message = late.clone();
     // Never installed fresh from now on: the database is the backup's.
     let installed = (instance.annotation(INSTALLED_VERSION_ANNOTATION) != Some(version.as_str()))
         .then(|| version.clone());
@@ -1098,6 +1190,154 @@ async fn restore_step(
         annotate(api, instance, INSTALLED_VERSION_ANNOTATION, Some(v)).await?;
     }
     Ok(Restoring::Start(rs, installed))
+}
+
+/// Why Job `job`'s pod was evicted, when it was: its scratch volume outgrew its size
+/// limit (or the node ran short of disk), the restore's data being larger than planned.
+fn evicted(pods: &[Pod], job: &str) -> Option<String> {
+    pods.iter()
+        .filter(|p| {
+            p.labels().get("batch.kubernetes.io/job-name").map(String::as_str) == Some(job)
+                || p.labels().get("job-name").map(String::as_str) == Some(job)
+        })
+        .filter_map(|p| p.status.as_ref())
+        .find(|s| s.reason.as_deref() == Some("Evicted"))
+        .map(|s| {
+            format!(
+                "its pod was evicted ({}): the backup did not fit in the scratch space the restore Job was given (sized from the backup's size, else from the tenant's volumes: docs/BACKUPS.md, \"Scratch space\"), and nothing was restored; `kubectl -n {} describe job/{job}` shows the limit",
+                s.message.as_deref().unwrap_or("no message").trim(),
+                pods.first().and_then(|p| p.namespace()).unwrap_or_default()
+            )
+        })
+}
+
+/// Whether a pod of the restore Job has started its `restore` container (or finished):
+/// from then on the database may be replaced at any moment (the replay commits its one
+/// transaction at its end, and the row count follows), so a cancel is too late.
+fn replacing(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    status.phase.as_deref() == Some("Succeeded")
+        || status.container_statuses.iter().flatten().any(|c| {
+            c.name == restore::RESTORE_CONTAINER
+                && c.state
+                    .as_ref()
+                    .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+        })
+}
+
+/// Cancels restore `rs` (`spec.restore.cancel`) while the database is untouched: before
+/// its Job, or while the Job's pod only downloads and checks (its `restore` container not
+/// started; the media archive it may have unpacked adds files, as any restore, which the
+/// old database ignores). The Job is deleted and every pod of the restore too (a real
+/// cluster's garbage collector would delete them only eventually, and a pod may still
+/// write), with a one-second grace period; the restore is `Cancelled` once none is left,
+/// and the next reconcile starts the app on the database as it was. `None` when the
+/// cancel is too late (the message says so): the restore goes on to its end.
+async fn cancel_restore(
+    instance: &Instance,
+    ctx: &Context,
+    api: &Api<Instance>,
+    ns: &str,
+    rs: &mut RestoreStatus,
+) -> Result<Option<Restoring>, OperatorError> {
+    let late = |rs: &mut RestoreStatus, why: &str| {
+        rs.message = Some(format!(
+            "the cancel came too late: {why}; the restore goes on to its end"
+        ));
+        None
+    };
+    if matches!(rs.step, RestoreStep::Migrating | RestoreStep::Starting) {
+        return Ok(late(rs, "the database already holds the backup"));
+    }
+    let client = &ctx.client;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut pods_left = Vec::new();
+    if namespaces.get_opt(ns).await?.is_some() {
+        let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let lp = kube::api::ListParams::default().labels(&format!(
+            "{}={}",
+            restore::RESTORE_LABEL,
+            rs.id
+        ));
+        let restore_pods = pods.list(&lp).await?.items;
+        let job_name = restore::job_name(&rs.id);
+        if let Some(job) = jobs.get_opt(&job_name).await? {
+            match job_state(&job) {
+                JobState::Succeeded => {
+                    return Ok(late(rs, "the restore Job has replaced the database"))
+                }
+                // Ends as the failed restore it is (the database may be touched).
+                JobState::Failed(_) => return Ok(None),
+                JobState::Running => {}
+            }
+            if restore_pods.iter().any(replacing) {
+                return Ok(late(
+                    rs,
+                    "the restore Job is replacing the database (its restore container started)",
+                ));
+            }
+            match jobs.delete(&job_name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(e) if kube_code(&e) == Some(404) => {}
+                Err(e) => return Err(e.into()),
+            }
+        } else if restore_pods.iter().any(replacing) {
+            // The Job gone (deleted by this cancel), a pod of it seen replacing after all:
+            // the cancel raced the replay, which may or may not have committed. Held, as
+            // a failed restore: nobody can say which database the tenant has.
+            let why = format!("the cancel raced the restore: the restore Job's pod had started replacing the database when it was stopped, so the database holds either its old contents or the backup without its migrations. Read `kubectl -n {ns} get pods -l {}={}` while the pod is there. The app is left stopped: ask for a new restore (a new id), or remove spec.restore to start it on the database as it is.", restore::RESTORE_LABEL, rs.id);
+            return Ok(Some(
+                restore_ended(ctx, api, instance, rs.clone(), RestoreEnd::Failed, why).await?,
+            ));
+        }
+        let quick = DeleteParams {
+            grace_period_seconds: Some(1),
+            ..DeleteParams::background()
+        };
+        for pod in &restore_pods {
+            if pod.metadata.deletion_timestamp.is_none() {
+                match pods.delete(&pod.name_any(), &quick).await {
+                    Ok(_) => {}
+                    Err(e) if kube_code(&e) == Some(404) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        pods_left = pods.list(&lp).await?.items;
+        if pods_left.is_empty() {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+            match secrets
+                .delete(&restore::urls_secret_name(&rs.id), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if kube_code(&e) == Some(404) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    if !pods_left.is_empty() {
+        rs.message = Some(format!(
+            "cancelling: waiting for the restore's {} pods to go (`kubectl -n {ns} get pods -l {}={}`) before the app starts again",
+            pods_left.len(),
+            restore::RESTORE_LABEL,
+            rs.id
+        ));
+        write_restore(api, instance, rs.clone(), Phase::Restoring, None).await?;
+        return Ok(Some(Restoring::Wait(Action::requeue(Duration::from_secs(
+            5,
+        )))));
+    }
+    let why = match instance.installed_version() {
+        Some(_) => "cancelled before the database was touched: no pod of the restore is left, and the app starts again on the database as it was".to_owned(),
+        None => "cancelled before anything was restored: this tenant was made for the restore, holds no data and is not installed; ask for a new restore, or delete it".to_owned(),
+    };
+    Ok(Some(
+        restore_ended(ctx, api, instance, rs.clone(), RestoreEnd::Cancelled, why).await?,
+    ))
 }
 
 /// The pods of the tenant's Jobs (their termination messages are read).

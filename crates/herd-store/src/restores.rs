@@ -17,8 +17,9 @@ pub struct Restore {
     pub id: Uuid,
     /// The tenant restored into.
     pub instance_id: Uuid,
-    /// The tenant whose backup is restored.
-    pub source_instance_id: Uuid,
+    /// The tenant whose backup is restored: none for an import, nor once that tenant
+    /// was purged.
+    pub source_instance_id: Option<Uuid>,
     pub source_backup: String,
     pub location: String,
     pub mode: RestoreMode,
@@ -32,6 +33,11 @@ pub struct Restore {
     pub restored_rows: Rows,
     pub message: Option<String>,
     pub secrets_copied_at: Option<OffsetDateTime>,
+    /// An import's manifest SHA-256, read when it was asked for.
+    pub manifest_sha256: Option<String>,
+    /// An import whose supplied app secrets are still sealed here (not yet written into
+    /// the tenant's namespace).
+    pub import_secrets_pending: bool,
     pub outcome: Option<RestoreOutcome>,
     pub outcome_reason: Option<String>,
     pub concluded_at: Option<OffsetDateTime>,
@@ -41,7 +47,7 @@ pub struct Restore {
 struct Raw {
     id: Uuid,
     instance_id: Uuid,
-    source_instance_id: Uuid,
+    source_instance_id: Option<Uuid>,
     source_backup: String,
     location: String,
     mode: String,
@@ -55,6 +61,8 @@ struct Raw {
     restored_rows: serde_json::Value,
     message: Option<String>,
     secrets_copied_at: Option<OffsetDateTime>,
+    manifest_sha256: Option<String>,
+    import_secrets_pending: bool,
     outcome: Option<String>,
     outcome_reason: Option<String>,
     concluded_at: Option<OffsetDateTime>,
@@ -92,6 +100,8 @@ impl TryFrom<Raw> for Restore {
             finished_at: r.finished_at,
             message: r.message,
             secrets_copied_at: r.secrets_copied_at,
+            manifest_sha256: r.manifest_sha256,
+            import_secrets_pending: r.import_secrets_pending,
             outcome_reason: r.outcome_reason,
             concluded_at: r.concluded_at,
             time_to_restore_seconds: r.time_to_restore_seconds,
@@ -135,7 +145,8 @@ pub async fn restorable(
 #[derive(Debug, Clone)]
 pub struct NewRestore<'a> {
     pub instance: Uuid,
-    pub source_instance: Uuid,
+    /// `None` for an import.
+    pub source_instance: Option<Uuid>,
     pub source_backup: &'a str,
     pub location: &'a str,
     pub mode: RestoreMode,
@@ -177,11 +188,12 @@ pub async fn insert(conn: &mut PgConnection, r: &NewRestore<'_>) -> Result<Uuid,
 pub async fn get(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Restore>, StoreError> {
     sqlx::query_as!(
         Raw,
-        "SELECT id, instance_id, source_instance_id, source_backup, location, mode, drill,
+        r#"SELECT id, instance_id, source_instance_id, source_backup, location, mode, drill,
                 requested_by, requested_at, step, started_at, finished_at, source_rows,
-                restored_rows, message, secrets_copied_at, outcome, outcome_reason,
-                concluded_at, time_to_restore_seconds
-         FROM tenant_restores WHERE id = $1",
+                restored_rows, message, secrets_copied_at, manifest_sha256,
+                import_secrets IS NOT NULL AS "import_secrets_pending!", outcome,
+                outcome_reason, concluded_at, time_to_restore_seconds
+         FROM tenant_restores WHERE id = $1"#,
         id
     )
     .fetch_optional(ex)
@@ -198,13 +210,15 @@ pub async fn unfinished(
 ) -> Result<Option<Restore>, StoreError> {
     sqlx::query_as!(
         Raw,
-        "SELECT id, instance_id, source_instance_id, source_backup, location, mode, drill,
+        r#"SELECT id, instance_id, source_instance_id, source_backup, location, mode, drill,
                 requested_by, requested_at, step, started_at, finished_at, source_rows,
-                restored_rows, message, secrets_copied_at, outcome, outcome_reason,
-                concluded_at, time_to_restore_seconds
+                restored_rows, message, secrets_copied_at, manifest_sha256,
+                import_secrets IS NOT NULL AS "import_secrets_pending!", outcome,
+                outcome_reason, concluded_at, time_to_restore_seconds
          FROM tenant_restores
-         WHERE instance_id = $1 AND step NOT IN ('succeeded', 'failed') AND concluded_at IS NULL
-         ORDER BY requested_at DESC LIMIT 1",
+         WHERE instance_id = $1 AND step NOT IN ('succeeded', 'failed', 'cancelled')
+           AND concluded_at IS NULL
+         ORDER BY requested_at DESC LIMIT 1"#,
         instance
     )
     .fetch_optional(ex)
@@ -222,12 +236,13 @@ pub async fn recent(
     parse_all(
         sqlx::query_as!(
             Raw,
-            "SELECT id, instance_id, source_instance_id, source_backup, location, mode, drill,
+            r#"SELECT id, instance_id, source_instance_id, source_backup, location, mode, drill,
                     requested_by, requested_at, step, started_at, finished_at, source_rows,
-                    restored_rows, message, secrets_copied_at, outcome, outcome_reason,
-                    concluded_at, time_to_restore_seconds
+                    restored_rows, message, secrets_copied_at, manifest_sha256,
+                    import_secrets IS NOT NULL AS "import_secrets_pending!", outcome,
+                    outcome_reason, concluded_at, time_to_restore_seconds
              FROM tenant_restores WHERE instance_id = $1 AND NOT drill
-             ORDER BY requested_at DESC LIMIT $2",
+             ORDER BY requested_at DESC LIMIT $2"#,
             instance,
             limit
         )
@@ -344,11 +359,13 @@ pub async fn mark_secrets_copied(ex: impl PgExecutor<'_>, id: Uuid) -> Result<()
     Ok(())
 }
 
-/// The tenants whose restore into them waits for the source's app-secrets.
+/// The tenants whose restore into them waits for the source's app-secrets (or, for an
+/// import, for the supplied ones to be written).
 pub async fn waiting_for_secrets(ex: impl PgExecutor<'_>) -> Result<Vec<Uuid>, StoreError> {
     Ok(sqlx::query_scalar!(
         "SELECT r.instance_id FROM tenant_restores r JOIN instances i ON i.id = r.instance_id
-         WHERE r.instance_id <> r.source_instance_id AND r.secrets_copied_at IS NULL
+         WHERE (r.mode = 'import' OR r.instance_id <> r.source_instance_id)
+           AND r.secrets_copied_at IS NULL
            AND r.step = 'requested' AND r.concluded_at IS NULL AND i.desired <> 'deleted'"
     )
     .fetch_all(ex)
@@ -375,12 +392,13 @@ pub async fn open_drills(ex: impl PgExecutor<'_>) -> Result<Vec<Restore>, StoreE
     parse_all(
         sqlx::query_as!(
             Raw,
-            "SELECT id, instance_id, source_instance_id, source_backup, location, mode, drill,
+            r#"SELECT id, instance_id, source_instance_id, source_backup, location, mode, drill,
                     requested_by, requested_at, step, started_at, finished_at, source_rows,
-                    restored_rows, message, secrets_copied_at, outcome, outcome_reason,
-                    concluded_at, time_to_restore_seconds
+                    restored_rows, message, secrets_copied_at, manifest_sha256,
+                    import_secrets IS NOT NULL AS "import_secrets_pending!", outcome,
+                    outcome_reason, concluded_at, time_to_restore_seconds
              FROM tenant_restores WHERE drill AND concluded_at IS NULL
-             ORDER BY requested_at"
+             ORDER BY requested_at"#
         )
         .fetch_all(ex)
         .await?,
@@ -488,12 +506,13 @@ pub struct DrillLine {
 pub async fn drills(ex: impl PgExecutor<'_>, page: Page) -> Result<Paged<DrillLine>, StoreError> {
     let rows = sqlx::query_as!(
         DrillLine,
-        "SELECT r.id, r.requested_at, r.source_instance_id, i.domain AS source_domain,
+        r#"SELECT r.id, r.requested_at, r.source_instance_id AS "source_instance_id!",
+                i.domain AS source_domain,
                 r.source_backup, r.step, r.outcome, r.outcome_reason, r.time_to_restore_seconds
          FROM tenant_restores r JOIN instances i ON i.id = r.source_instance_id
          WHERE r.drill
          ORDER BY r.requested_at DESC, r.id DESC
-         LIMIT $1 OFFSET $2",
+         LIMIT $1 OFFSET $2"#,
         page.fetch_limit(),
         page.offset()
     )
@@ -507,13 +526,14 @@ pub async fn drills(ex: impl PgExecutor<'_>, page: Page) -> Result<Paged<DrillLi
 pub async fn held(ex: impl PgExecutor<'_>, instance: Uuid) -> Result<Option<Restore>, StoreError> {
     sqlx::query_as!(
         Raw,
-        "SELECT id, instance_id, source_instance_id, source_backup, location, mode, drill,
+        r#"SELECT id, instance_id, source_instance_id, source_backup, location, mode, drill,
                 requested_by, requested_at, step, started_at, finished_at, source_rows,
-                restored_rows, message, secrets_copied_at, outcome, outcome_reason,
-                concluded_at, time_to_restore_seconds
+                restored_rows, message, secrets_copied_at, manifest_sha256,
+                import_secrets IS NOT NULL AS "import_secrets_pending!", outcome,
+                outcome_reason, concluded_at, time_to_restore_seconds
          FROM (SELECT * FROM tenant_restores WHERE instance_id = $1
                ORDER BY requested_at DESC LIMIT 1) latest
-         WHERE step = 'failed' AND NOT drill AND released_at IS NULL",
+         WHERE step = 'failed' AND NOT drill AND released_at IS NULL"#,
         instance
     )
     .fetch_optional(ex)
@@ -542,6 +562,72 @@ pub async fn backup_checksum(
 ) -> Result<Option<String>, StoreError> {
     Ok(sqlx::query_scalar!(
         "SELECT checksum FROM tenant_backups WHERE instance_id = $1 AND name = $2",
+        instance,
+        name
+    )
+    .fetch_optional(ex)
+    .await?
+    .flatten())
+}
+
+/// Records that `by` asked to cancel restore `id`, while it has not reached its
+/// migrations (nor been asked to cancel already); `false`: nothing changed.
+pub async fn request_cancel(
+    conn: &mut PgConnection,
+    id: Uuid,
+    by: Uuid,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE tenant_restores SET cancel_requested_at = now(), cancel_requested_by = $2
+         WHERE id = $1 AND cancel_requested_at IS NULL AND concluded_at IS NULL
+           AND step IN ('requested', 'stopping_app', 'restoring')",
+        id,
+        by
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// When a cancel of restore `id` was asked for, if it was.
+pub async fn cancel_requested(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<OffsetDateTime>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT cancel_requested_at FROM tenant_restores WHERE id = $1",
+        id
+    )
+    .fetch_optional(ex)
+    .await?
+    .flatten())
+}
+
+/// The cancelled restore that made tenant `instance` (into a new tenant, or an import), if
+/// it is its latest: the tenant holds no data and is never installed fresh, so its
+/// Instance keeps naming that restore (cancelled) until it is restored again or deleted.
+pub async fn cancelled_held(
+    ex: impl PgExecutor<'_>,
+    instance: Uuid,
+) -> Result<Option<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM (SELECT id, step, mode FROM tenant_restores WHERE instance_id = $1
+                         ORDER BY requested_at DESC LIMIT 1) latest
+         WHERE step = 'cancelled' AND mode <> 'in_place'",
+        instance
+    )
+    .fetch_optional(ex)
+    .await?)
+}
+
+/// The size recorded for backup `name` of tenant `instance`, when known.
+pub async fn backup_size(
+    ex: impl PgExecutor<'_>,
+    instance: Uuid,
+    name: &str,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT size_bytes FROM tenant_backups WHERE instance_id = $1 AND name = $2",
         instance,
         name
     )

@@ -14,6 +14,11 @@
 //! (the `postgres` Service, or CloudNativePG's `postgres-rw`) and counts the main tables,
 //! which it leaves in its termination message with the counts of the manifest
 //! ([`RestoreSummary`]). The app is stopped while it runs (the operator sees to it).
+//!
+//! Its scratch volume has a size limit, which its containers also request as ephemeral
+//! storage ([`scratch_limit`]: from the backup's size when known, else from the tenant's
+//! volumes): a backup larger than that gets the pod evicted, and the restore fails saying
+//! so, rather than filling the node's disk.
 
 use super::backup::{DATABASE_ARTIFACT, MANIFEST, MAX_PIECES, MEDIA_ARTIFACT, UPLOAD_IMAGE};
 use super::data::{container_security, database_host, pod_security, POSTGRES_IMAGE};
@@ -33,8 +38,45 @@ pub use super::restore_scripts::{RestoreSummary, FETCH_SCRIPT, RESTORE_DB_SCRIPT
 pub const RESTORE_LABEL: &str = "herd.dev/restore";
 /// The container that restores the database and reports (its termination message).
 pub const RESTORE_CONTAINER: &str = "restore";
+/// The size limit of the restore Job's `/tmp` (psql's and curl's small files).
+pub const TMP_LIMIT: &str = "256Mi";
 /// How long the download URLs are valid; the Job is stopped five minutes before.
 pub const URL_VALIDITY: Duration = Duration::from_secs(6 * 60 * 60);
+
+/// The restore Job's scratch space when the backup's size `B` is known
+/// (`spec.restore.sizeBytes`): `SCRATCH_FACTOR × B` plus [`SCRATCH_MARGIN`]. The scratch
+/// volume holds every downloaded piece at once (the dump's and the media archive's, `B`
+/// in all), then the joined dump beside its SQL text (`pg_restore --file`, uncompressed:
+/// a custom-format dump's text is commonly three to five times larger).
+pub const SCRATCH_FACTOR: u64 = 6;
+/// Added to the scratch space, for the manifest, the logs and small backups.
+pub const SCRATCH_MARGIN: u64 = 1 << 30;
+
+/// The size limit of the restore Job's scratch volume, in bytes, which its pod also
+/// requests as ephemeral storage (so it is placed on a node with that much room, and
+/// evicted rather than filling the node when the backup is bigger): from the backup's
+/// size when the control plane knows it (see [`SCRATCH_FACTOR`]); otherwise from the
+/// tenant's volumes, twice the database's (the dump beside its SQL text, neither larger
+/// than the database) plus the media volume's when media are restored, and the margin.
+pub fn scratch_limit(t: &Tenant<'_>, media: bool, backup_bytes: Option<i64>) -> u64 {
+    let bytes = |q: &str| crate::diff::quantity_bytes(q).map_or(0, |b| b.max(0.0) as u64);
+    match backup_bytes.filter(|b| *b > 0) {
+        Some(b) => (b as u64).saturating_mul(SCRATCH_FACTOR) + SCRATCH_MARGIN,
+        None => {
+            let sizing = &t.instance.spec.sizing;
+            let media = match media {
+                true => bytes(&sizing.media_storage),
+                false => 0,
+            };
+            bytes(&sizing.database_storage).saturating_mul(2) + media + SCRATCH_MARGIN
+        }
+    }
+}
+
+/// A byte count as a Kubernetes quantity, rounded up to whole MiB.
+fn mebibytes(bytes: u64) -> String {
+    format!("{}Mi", bytes.div_ceil(1 << 20))
+}
 
 /// The restore Job of restore `id`.
 pub fn job_name(id: &str) -> String {
@@ -88,7 +130,8 @@ pub fn download_names(media: bool) -> Vec<String> {
 /// Restore `id` from `source` (`s3://bucket/dir/`): its URL Secret (`urls`, from
 /// [`crate::presign::download_urls`]) and its Job. `media`: from [`restores_media`];
 /// `manifest_sha256`: the manifest's SHA-256 as the backup reported it, when the tenant's
-/// records know it (a manifest that differs is then refused).
+/// records know it (a manifest that differs is then refused); `backup_bytes`: the backup's
+/// size when known, which sizes the scratch volume ([`scratch_limit`]).
 pub fn restore(
     t: &Tenant<'_>,
     urls: &BTreeMap<String, String>,
@@ -96,6 +139,7 @@ pub fn restore(
     source: &str,
     media: bool,
     manifest_sha256: Option<&str>,
+    backup_bytes: Option<i64>,
 ) -> Result<Vec<Child>, RenderError> {
     let db = t.database_name();
     let (uid, app) = match t.instance.spec.app {
@@ -110,9 +154,12 @@ pub fn restore(
         tmp.clone(),
         json!({ "name": "urls", "mountPath": "/urls", "readOnly": true }),
     ];
+    // Bounded: a backup bigger than the scratch space gets the pod evicted (the restore
+    // fails and says so) rather than the node's disk filled; /tmp holds only small files.
+    let scratch_size = mebibytes(scratch_limit(t, media, backup_bytes));
     let mut volumes = vec![
-        json!({ "name": "scratch", "emptyDir": {} }),
-        json!({ "name": "tmp", "emptyDir": {} }),
+        json!({ "name": "scratch", "emptyDir": { "sizeLimit": scratch_size } }),
+        json!({ "name": "tmp", "emptyDir": { "sizeLimit": TMP_LIMIT } }),
         json!({ "name": "urls", "secret": { "secretName": secret, "defaultMode": 0o440 } }),
     ];
     if media {
@@ -145,7 +192,7 @@ pub fn restore(
                 "image": UPLOAD_IMAGE,
                 "command": ["/bin/sh", "-c", FETCH_SCRIPT],
                 "env": fetch_env,
-                "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "cpu": "500m", "memory": "256Mi" } },
+                "resources": { "requests": { "cpu": "100m", "memory": "128Mi", "ephemeral-storage": scratch_size }, "limits": { "cpu": "500m", "memory": "256Mi" } },
                 "securityContext": container_security(true),
                 "volumeMounts": fetch_mounts,
             }],
@@ -164,7 +211,7 @@ pub fn restore(
                     { "name": "APP", "value": app },
                     { "name": "TERMINATION_LOG", "value": "/dev/termination-log" },
                 ],
-                "resources": { "requests": { "cpu": "100m", "memory": "256Mi" }, "limits": { "cpu": "1", "memory": "1Gi" } },
+                "resources": { "requests": { "cpu": "100m", "memory": "256Mi", "ephemeral-storage": scratch_size }, "limits": { "cpu": "1", "memory": "1Gi" } },
                 "securityContext": container_security(true),
                 "volumeMounts": [scratch, tmp],
             }],

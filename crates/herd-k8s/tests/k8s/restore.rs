@@ -55,11 +55,17 @@ fn restore_spec(id: &str, source: &str) -> RestoreSpec {
         manifest_sha256: None,
         source_tenant: None,
         import: false,
+        cancel: false,
+        size_bytes: None,
     }
 }
 
-async fn harness_with(mut instance: Instance) -> Harness {
+async fn harness_with(instance: Instance) -> Harness {
     let cluster = fake_cluster::start_with(|b| b.with_resource::<Instance>()).await;
+    harness_on(cluster, instance).await
+}
+
+async fn harness_on(cluster: FakeCluster, mut instance: Instance) -> Harness {
     instance.status = Some(Default::default());
     let api: Api<Instance> = Api::namespaced(cluster.client.clone(), NS);
     api.create(&PostParams::default(), &instance).await.unwrap();
@@ -621,6 +627,16 @@ async fn a_source_outside_the_prefix_or_a_barman_backup_is_refused_before_anythi
             "CloudNativePG barman backup",
         ),
         ("r4", "s3://herd-backups/final/cnpg/lyon/", "CloudNativePG"),
+        (
+            "r5",
+            "s3://herd-backups/final/paris/final-x/",
+            "not one of this tenant's (lyon) backups",
+        ),
+        (
+            "r6",
+            "s3://herd-backups/final/imports/i1/",
+            "ask for it as an import",
+        ),
     ] {
         h.edit(json!({ "restore": restore_spec(id, source) })).await;
         h.ok().await;
@@ -877,4 +893,414 @@ async fn an_export_runs_once_while_the_app_runs_and_reports_its_manifest() {
         "{x:?}"
     );
     assert_eq!(h.status().await.phase, Phase::Running, "the tenant runs on");
+}
+
+// Deadlines, cancel and the scratch space's size (issue 12's known limits).
+
+impl Harness {
+    /// Plays the kubelet: the pod of restore `id`'s Job, its `fetch` init container
+    /// downloading or, when `replacing`, done and its `restore` container running.
+    async fn restore_pod(&self, id: &str, name: &str, replacing: bool) {
+        let job = format!("restore-{id}");
+        let metadata = json!({ "name": name, "namespace": TENANT, "labels": {
+            "herd.dev/instance": "lyon", "batch.kubernetes.io/job-name": job,
+            "app.kubernetes.io/component": "jobs", "herd.dev/restore": id,
+        }});
+        let (fetch, restore) = match replacing {
+            true => (
+                json!({ "terminated": { "exitCode": 0 } }),
+                json!({ "running": { "startedAt": "2026-12-06T12:01:00Z" } }),
+            ),
+            false => (
+                json!({ "running": { "startedAt": "2026-12-06T12:00:10Z" } }),
+                json!({ "waiting": { "reason": "PodInitializing" } }),
+            ),
+        };
+        let status = |name: &str, state: serde_json::Value| json!({ "name": name, "image": "i", "imageID": "", "ready": false, "restartCount": 0, "state": state });
+        let pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+            "spec": { "containers": [{ "name": "restore", "image": "i" }] },
+            "status": {
+                "phase": if replacing { "Running" } else { "Pending" },
+                "initContainerStatuses": [status("fetch", fetch)],
+                "containerStatuses": [status("restore", restore)],
+            },
+        }))
+        .unwrap();
+        let pods: Api<Pod> = Api::namespaced(self.client(), TENANT);
+        pods.create(&PostParams::default(), &pod).await.unwrap();
+    }
+
+    async fn pod_names(&self) -> Vec<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client(), TENANT);
+        pods.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect()
+    }
+
+    /// The operator's clock, `minutes` after now.
+    fn later(&self, minutes: i64) {
+        self.ctx.set_clock(
+            jiff::Timestamp::now()
+                .checked_add(jiff::SignedDuration::from_mins(minutes))
+                .unwrap(),
+        );
+    }
+
+    async fn cancel(&self, id: &str) {
+        let mut spec = restore_spec(id, SOURCE);
+        spec.cancel = true;
+        self.edit(json!({ "restore": spec })).await;
+    }
+}
+
+#[tokio::test]
+async fn an_app_that_does_not_stop_within_the_limit_fails_the_restore_and_stays_held() {
+    let h = harness_with(common::lyon("community")).await;
+    h.install().await;
+    h.app_pod("web-1", "web").await;
+    h.edit(json!({ "restore": restore_spec("r1", SOURCE) }))
+        .await;
+    h.ok().await;
+    h.later(29);
+    h.ok().await;
+    assert_eq!(h.restore_status().await.step, RestoreStep::StoppingApp);
+
+    h.later(31);
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Failed);
+    let rs = s.restore.unwrap();
+    assert_eq!(rs.step, RestoreStep::Failed);
+    let why = rs.message.unwrap();
+    for says in [
+        "did not stop within 30 minutes",
+        "1 of its pods are left",
+        "kubectl -n herd-lyon get pods -l",
+        "describe pod",
+        "Nothing was restored",
+        "remove spec.restore",
+    ] {
+        assert!(why.contains(says), "{says}: {why}");
+    }
+    assert!(h.job("restore-r1").await.is_none(), "no restore Job");
+    // Held, as after any failed restore, even once the pod is gone.
+    h.delete_pod("web-1").await;
+    h.ok().await;
+    h.ok().await;
+    assert_eq!(h.app_replicas().await, [0, 0, 0]);
+    assert!(h.job("restore-r1").await.is_none());
+    assert_eq!(h.status().await.phase, Phase::Failed);
+}
+
+#[tokio::test]
+async fn a_new_tenant_whose_secrets_never_come_fails_its_restore_after_the_limit() {
+    let h = harness_with(new_tenant(false)).await;
+    h.ok().await;
+    h.ok().await;
+    assert!(h
+        .restore_status()
+        .await
+        .message
+        .unwrap()
+        .contains("waiting for Secret app-secrets"));
+    h.later(31);
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Failed);
+    let why = s.restore.unwrap().message.unwrap();
+    for says in [
+        "did not reach namespace herd-lyon within 30 minutes",
+        "kubectl -n herd-lyon get secret app-secrets",
+        "Nothing was restored",
+    ] {
+        assert!(why.contains(says), "{says}: {why}");
+    }
+    // Held: never installed fresh, nothing generated.
+    h.ok().await;
+    h.ok().await;
+    assert!(h.secret("app-secrets").await.is_none());
+    assert!(h.job_names().await.is_empty(), "{:?}", h.job_names().await);
+}
+
+#[tokio::test]
+async fn a_database_that_never_gets_ready_fails_the_restore_after_the_limit() {
+    let h = harness_with(new_tenant(false)).await;
+    h.ok().await;
+    h.ok().await;
+    h.copy_app_secrets().await;
+    h.ok().await;
+    assert!(h
+        .restore_status()
+        .await
+        .message
+        .unwrap()
+        .contains("waiting for PostgreSQL"));
+    h.later(31);
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Failed);
+    let why = s.restore.unwrap().message.unwrap();
+    for says in [
+        "PostgreSQL did not accept connections within 30 minutes",
+        "kubectl -n herd-lyon get pods,pvc",
+        "Nothing was restored",
+    ] {
+        assert!(why.contains(says), "{says}: {why}");
+    }
+    h.data_ready().await;
+    h.ok().await;
+    assert!(h.job_names().await.is_empty(), "{:?}", h.job_names().await);
+    assert_eq!(h.app_replicas().await, [0, 0, 0]);
+}
+
+#[tokio::test]
+async fn a_restore_cancelled_before_its_job_starts_the_app_again() {
+    let mut h = harness_with(common::lyon("community")).await;
+    h.install().await;
+    h.app_pod("web-1", "web").await;
+    h.edit(json!({ "restore": restore_spec("r1", SOURCE) }))
+        .await;
+    h.ok().await;
+    assert_eq!(h.app_replicas().await, [0, 0, 0]);
+    h.cancel("r1").await;
+    h.ok().await;
+    let rs = h.restore_status().await;
+    assert_eq!(rs.step, RestoreStep::Cancelled);
+    assert!(rs.finished_at.is_some());
+    assert!(
+        rs.message.unwrap().contains("database as it was"),
+        "says so"
+    );
+    assert!(h.job("restore-r1").await.is_none(), "no restore Job");
+    h.ok().await;
+    assert_eq!(h.app_replicas().await, [1, 1, 1]);
+    assert!(h.cronjobs_suspended().await.iter().all(|(_, s)| !*s));
+    h.roll_out().await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Running);
+    assert_eq!(s.restore.unwrap().step, RestoreStep::Cancelled);
+    // Never run again, across a restart and without its status.
+    h.restart();
+    h.edit(json!({ "restore": restore_spec("r1", SOURCE) }))
+        .await;
+    h.ok().await;
+    assert!(h.job("restore-r1").await.is_none());
+    assert_eq!(h.app_replicas().await, [1, 1, 1]);
+}
+
+/// A restore pod the kubelet is slow to stop.
+const HELD_POD: &str = "restore-r1-held";
+
+#[tokio::test]
+async fn a_restore_cancelled_while_its_job_downloads_deletes_it_and_starts_the_app_after() {
+    // The kubelet takes its time with one pod: deleting it leaves it there, for now.
+    use kube_fake_client::interceptor::Funcs;
+    let held = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let holding = held.clone();
+    let cluster =
+        fake_cluster::start_with(|b| {
+            b.with_resource::<Instance>()
+                .with_interceptor_funcs(Funcs::new().delete(move |c| {
+                    Ok((c.name == HELD_POD && holding.load(std::sync::atomic::Ordering::SeqCst))
+                    .then(|| json!({ "kind": "Status", "apiVersion": "v1", "status": "Success" })))
+                }))
+        })
+        .await;
+    let h = harness_on(cluster, common::lyon("community")).await;
+    h.install().await;
+    h.edit(json!({ "restore": restore_spec("r1", SOURCE) }))
+        .await;
+    h.ok().await;
+    assert!(h.job("restore-r1").await.is_some());
+    assert!(h.secret("restore-r1-urls").await.is_some());
+    h.restore_pod("r1", "restore-r1-a", false).await;
+    h.restore_pod("r1", HELD_POD, false).await;
+    h.cancel("r1").await;
+    h.ok().await;
+    assert!(h.job("restore-r1").await.is_none(), "the Job deleted");
+    let pods = h.pod_names().await;
+    assert!(!pods.contains(&"restore-r1-a".to_owned()), "{pods:?}");
+    // One pod still going: the app waits.
+    let rs = h.restore_status().await;
+    assert_eq!(rs.step, RestoreStep::Restoring);
+    assert!(rs
+        .message
+        .unwrap()
+        .contains("waiting for the restore's 1 pods to go"));
+    h.ok().await;
+    assert_eq!(h.app_replicas().await, [0, 0, 0], "not while a pod is left");
+
+    held.store(false, std::sync::atomic::Ordering::SeqCst);
+    h.delete_pod(HELD_POD).await;
+    h.ok().await;
+    assert_eq!(h.restore_status().await.step, RestoreStep::Cancelled);
+    assert!(h.secret("restore-r1-urls").await.is_none(), "its URLs gone");
+    h.ok().await;
+    assert_eq!(h.app_replicas().await, [1, 1, 1]);
+    assert!(h.job("restore-r1-migrate").await.is_none());
+}
+
+#[tokio::test]
+async fn a_cancel_once_the_database_is_being_replaced_is_too_late() {
+    let h = harness_with(common::lyon("community")).await;
+    h.install().await;
+    h.edit(json!({ "restore": restore_spec("r1", SOURCE) }))
+        .await;
+    h.ok().await;
+    h.restore_pod("r1", "restore-r1-a", true).await;
+    h.cancel("r1").await;
+    h.ok().await;
+    assert!(h.job("restore-r1").await.is_some(), "not deleted");
+    assert!(h.pod_names().await.contains(&"restore-r1-a".to_owned()));
+    let rs = h.restore_status().await;
+    assert_eq!(rs.step, RestoreStep::Restoring);
+    assert!(rs.message.unwrap().contains("too late"));
+    assert_eq!(h.app_replicas().await, [0, 0, 0]);
+    // It goes on: migrations, still asked to cancel, and then the app.
+    h.finished("restore-r1", "restore", false, ROWS, true).await;
+    h.ok().await;
+    let rs = h.restore_status().await;
+    assert_eq!(rs.step, RestoreStep::Migrating);
+    assert!(h.job("restore-r1-migrate").await.is_some());
+    h.ok().await;
+    let rs = h.restore_status().await;
+    assert_eq!(rs.step, RestoreStep::Migrating);
+    assert!(rs.message.unwrap().contains("too late"));
+    h.succeed("restore-r1-migrate").await;
+    h.ok().await;
+    h.roll_out().await;
+    h.ok().await;
+    assert_eq!(h.restore_status().await.step, RestoreStep::Succeeded);
+}
+
+#[tokio::test]
+async fn a_new_tenant_whose_restore_is_cancelled_stays_held_and_is_never_installed() {
+    let h = harness_with(new_tenant(false)).await;
+    h.ok().await;
+    h.ok().await;
+    h.cancel("r1").await;
+    h.ok().await;
+    assert_eq!(h.restore_status().await.step, RestoreStep::Cancelled);
+    h.ok().await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Failed);
+    assert!(s.last_error.unwrap().contains("delete it"));
+    assert!(h.secret("app-secrets").await.is_none(), "never generated");
+    assert!(h.job_names().await.is_empty());
+}
+
+fn scratch(job: &Job) -> (String, Vec<String>, String) {
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let volume = |name: &str| {
+        pod.volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .and_then(|v| v.empty_dir.as_ref())
+            .and_then(|e| e.size_limit.as_ref())
+            .map(|q| q.0.clone())
+            .unwrap_or_default()
+    };
+    let requests = pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten())
+        .map(|c| {
+            c.resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("ephemeral-storage"))
+                .map(|q| q.0.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    (volume("scratch"), requests, volume("tmp"))
+}
+
+#[tokio::test]
+async fn the_scratch_space_is_bounded_by_the_backup_size_or_else_the_volumes() {
+    let h = harness_with(common::lyon("community")).await;
+    h.install().await;
+    let mut spec = restore_spec("r1", SOURCE);
+    spec.size_bytes = Some(2 << 30);
+    h.edit(json!({ "restore": spec })).await;
+    h.ok().await;
+    let (limit, requests, tmp) = scratch(&h.job("restore-r1").await.unwrap());
+    // Six times the backup, and a GiB.
+    assert_eq!(limit, "13312Mi");
+    assert_eq!(requests, ["13312Mi", "13312Mi"]);
+    assert_eq!(tmp, "256Mi");
+
+    // Unknown size: twice the database volume and the media volume, and a GiB.
+    let h = harness_with(common::lyon("community")).await;
+    h.install().await;
+    h.edit(json!({ "restore": restore_spec("r2", SOURCE) }))
+        .await;
+    h.ok().await;
+    let sizing = h.instance().await.spec.sizing;
+    let gib = |q: &str| q.strip_suffix("Gi").unwrap().parse::<u64>().unwrap();
+    let want = format!(
+        "{}Mi",
+        (2 * gib(&sizing.database_storage) + gib(&sizing.media_storage) + 1) * 1024
+    );
+    let (limit, requests, _) = scratch(&h.job("restore-r2").await.unwrap());
+    assert_eq!(limit, want);
+    assert_eq!(requests, [want.clone(), want]);
+
+    // A backup bigger than that: the pod is evicted, and the restore says why.
+    let pods: Api<Pod> = Api::namespaced(h.client(), TENANT);
+    let pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "restore-r2-x1", "namespace": TENANT, "labels": {
+            "herd.dev/instance": "lyon", "batch.kubernetes.io/job-name": "restore-r2",
+            "app.kubernetes.io/component": "jobs", "herd.dev/restore": "r2",
+        }},
+        "spec": { "containers": [{ "name": "restore", "image": "i" }] },
+        "status": { "phase": "Failed", "reason": "Evicted",
+            "message": "Usage of EmptyDir volume \"scratch\" exceeds the limit \"47Gi\". " },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    h.fail("restore-r2").await;
+    h.ok().await;
+    let rs = h.restore_status().await;
+    assert_eq!(rs.step, RestoreStep::Failed);
+    let why = rs.message.unwrap();
+    for says in [
+        "exceeds the limit",
+        "did not fit in the scratch space",
+        "describe job/restore-r2",
+    ] {
+        assert!(why.contains(says), "{says}: {why}");
+    }
+}
+
+#[tokio::test]
+async fn a_cancel_that_races_the_replay_fails_the_restore_and_holds_the_app() {
+    let h = harness_with(common::lyon("community")).await;
+    h.install().await;
+    h.edit(json!({ "restore": restore_spec("r1", SOURCE) }))
+        .await;
+    h.ok().await;
+    h.cancel("r1").await;
+    // The Job deleted by the cancel; its pod then seen with its restore container started.
+    h.delete_job("restore-r1").await;
+    h.restore_pod("r1", "restore-r1-a", true).await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.phase, Phase::Failed);
+    let rs = s.restore.unwrap();
+    assert_eq!(rs.step, RestoreStep::Failed);
+    assert!(rs.message.unwrap().contains("raced the restore"));
+    assert!(h.job("restore-r1").await.is_none(), "not run again");
+    h.ok().await;
+    assert!(h.job("restore-r1").await.is_none());
+    assert_eq!(h.app_replicas().await, [0, 0, 0], "held");
 }

@@ -286,6 +286,7 @@ async fn an_operator_restores_a_tenant_in_place_and_follows_its_steps(pool: PgPo
     let applied = instances(&eu).get(&slug).await.unwrap();
     let asked = applied.spec.restore.clone().expect("spec.restore");
     assert_eq!(asked.source, location("lyon-social", "scheduled-1"));
+    assert_eq!(asked.source_tenant, None, "its own backup");
     assert!(!applied.spec.drill);
     let restore_id: Uuid = asked.id.parse().unwrap();
 
@@ -460,6 +461,11 @@ async fn a_restore_into_a_new_tenant_copies_the_app_secrets_first(pool: PgPool) 
     let applied = instances(&eu2).get("lyon-undo").await.unwrap();
     let asked = applied.spec.restore.expect("spec.restore");
     assert_eq!(asked.source, location("lyon-social", "scheduled-1"));
+    assert_eq!(
+        asked.source_tenant.as_deref(),
+        Some("lyon-social"),
+        "the operator reads only the source tenant's backups"
+    );
     assert_eq!(applied.spec.local_domain, "undo.lyon.social");
 
     // The values are in no record the control plane keeps.
@@ -504,12 +510,13 @@ async fn start_drill(app: &TestApp, c: &FakeCluster, per_day: u32) -> (Uuid, Uui
     assert_eq!(round.started.len(), 1, "{round:?}");
     let restore = round.started[0];
     app.run_jobs().await;
-    let (_, scratch) = drill_of(&app.pool, restore).await;
+    let (source, scratch) = drill_of(&app.pool, restore).await;
     let s = row(&app.pool, scratch).await;
     let applied = instances(c).get(&s.slug).await.unwrap();
     assert!(applied.spec.drill, "a scratch tenant");
     let asked = applied.spec.restore.expect("spec.restore");
     assert_eq!(asked.id, restore.to_string());
+    assert_eq!(asked.source_tenant, Some(row(&app.pool, source).await.slug));
     (restore, scratch, s.slug)
 }
 
@@ -828,4 +835,342 @@ async fn a_failed_restore_holds_the_tenant_until_an_operator_decides(pool: PgPoo
     op.post(&release, &[("confirm", &slug)]).await;
     let n: i64 = sqlx::query_scalar(released).fetch_one(&pool).await.unwrap();
     assert_eq!(n, 1);
+}
+
+async fn cancel_audits(pool: &PgPool) -> Vec<Value> {
+    sqlx::query_scalar(
+        "SELECT details FROM audit_log WHERE action = 'fleet.instance.restore_cancel_requested' ORDER BY at",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// A restore in place asked from the console, applied, and reported at `step` by the
+/// operator: its spec.restore.
+async fn restore_at(
+    app: &TestApp,
+    op: &Client,
+    eu: &FakeCluster,
+    id: Uuid,
+    step: &str,
+) -> herd_k8s::crd::RestoreSpec {
+    let slug = row(&app.pool, id).await.slug;
+    post_restore(
+        op,
+        id,
+        &[
+            ("backup", "scheduled-1"),
+            ("mode", "in_place"),
+            ("confirm", &slug),
+        ],
+    )
+    .await
+    .assert_redirect(&format!("/operator/instances/{id}"));
+    app.run_jobs().await;
+    let asked = instances(eu)
+        .get(&slug)
+        .await
+        .unwrap()
+        .spec
+        .restore
+        .expect("spec.restore");
+    report(
+        eu,
+        &slug,
+        json!({ "phase": "Restoring", "restore": {
+            "id": asked.id, "step": step, "source": asked.source,
+            "startedAt": "2026-12-08T10:00:00Z" } }),
+    )
+    .await;
+    app.sync_clusters().await;
+    asked
+}
+
+/// Cancelling from the console, before the migrations: operators only, behind the typed
+/// short name (a wrong one changes nothing), audited, carried to the operator as
+/// spec.restore.cancel until it reports the restore cancelled; then it is finished, and
+/// the apply no longer names it.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn an_operator_cancels_a_restore_before_its_migrations(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = app.operator(OPS).await;
+    let eu = app.connect_cluster(&op, "eu-1").await;
+    let id = running(
+        &app,
+        &eu,
+        "lyon",
+        "lyon.social",
+        json!([dump("lyon-social", "scheduled-1")]),
+    )
+    .await;
+    let slug = row(&pool, id).await.slug;
+    let asked = restore_at(&app, &op, &eu, id, "StoppingApp").await;
+    assert!(!asked.cancel);
+    assert_eq!(asked.size_bytes, Some(1_048_576), "the backup's size");
+    let restore_id: Uuid = asked.id.parse().unwrap();
+    let page = op.get(&format!("/operator/instances/{id}")).await;
+    page.assert_status(200)
+        .assert_contains("Cancel this restore");
+    assert_eq!(page.forms_without_csrf().0, Vec::<String>::new());
+    let cancel = format!("/operator/instances/{id}/restore/cancel");
+    let requested = || async {
+        let at: Option<time::OffsetDateTime> =
+            sqlx::query_scalar("SELECT cancel_requested_at FROM tenant_restores WHERE id = $1")
+                .bind(restore_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        at
+    };
+
+    // A customer cannot.
+    let owner = app
+        .signed_up("Owner", "owner2@lyon.example", Some("Other org"))
+        .await;
+    app.join("lyon", "owner2@lyon.example", "owner").await;
+    let r = owner.post(&cancel, &[("confirm", &slug)]).await;
+    assert!(matches!(r.status, 403 | 404), "{}", r.status);
+
+    // A wrong short name: said, and nothing changes.
+    op.post(&cancel, &[("confirm", "lyon")])
+        .await
+        .assert_redirect(&format!("/operator/instances/{id}#tenant-restores"));
+    op.get(&format!("/operator/instances/{id}"))
+        .await
+        .assert_contains("To confirm, type the tenant");
+    assert_eq!(requested().await, None);
+    assert!(cancel_audits(&pool).await.is_empty());
+    app.run_jobs().await;
+    assert!(
+        !instances(&eu)
+            .get(&slug)
+            .await
+            .unwrap()
+            .spec
+            .restore
+            .unwrap()
+            .cancel
+    );
+
+    // The right one: audited, carried to the operator.
+    op.get(&format!("/operator/instances/{id}")).await;
+    op.post(&cancel, &[("confirm", &slug)])
+        .await
+        .assert_redirect(&format!("/operator/instances/{id}#tenant-restores"));
+    assert!(requested().await.is_some());
+    let audit = cancel_audits(&pool).await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["restore"], restore_id.to_string());
+    assert_eq!(audit[0]["step"], "stopping_app");
+    app.run_jobs().await;
+    let carried = instances(&eu)
+        .get(&slug)
+        .await
+        .unwrap()
+        .spec
+        .restore
+        .unwrap();
+    assert_eq!(
+        (carried.id.as_str(), carried.cancel),
+        (asked.id.as_str(), true)
+    );
+    let page = op.get(&format!("/operator/instances/{id}")).await;
+    assert_eq!(page.select_text("#restore-cancel-requested").len(), 1);
+    assert!(
+        page.select_text("#restore-cancel label").is_empty(),
+        "asked once"
+    );
+    // Twice: said, nothing more.
+    op.post(&cancel, &[("confirm", &slug)]).await;
+    assert_eq!(cancel_audits(&pool).await.len(), 1);
+
+    // The operator cancelled it: finished, in the history and on the page, no longer asked.
+    report(
+        &eu,
+        &slug,
+        json!({ "phase": "Running", "restore": {
+            "id": asked.id, "step": "Cancelled", "source": asked.source,
+            "startedAt": "2026-12-08T10:00:00Z", "finishedAt": "2026-12-08T10:01:00Z",
+            "message": "cancelled before the database was touched" } }),
+    )
+    .await;
+    app.sync_clusters().await;
+    let step: String = sqlx::query_scalar("SELECT step FROM tenant_restores WHERE id = $1")
+        .bind(restore_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(step, "cancelled");
+    let history = fleet::events(&pool, id, 50).await.unwrap();
+    assert!(history
+        .iter()
+        .any(|e| e.message == "Restore cancelled: cancelled before the database was touched"));
+    let page = op.get(&format!("/operator/instances/{id}")).await;
+    assert!(page.select_text("#server-phase").is_empty(), "not moving");
+    assert!(page.select_text("#restore-cancel label").is_empty());
+    page.assert_contains("data-step=\"cancelled\"");
+    let apply = herd_fleet::jobs::ApplyInstance { instance_id: id };
+    herd_jobs::enqueue(&pool, &apply).await.unwrap();
+    app.run_jobs().await;
+    assert_eq!(instances(&eu).get(&slug).await.unwrap().spec.restore, None);
+    // Another restore may be asked for.
+    restore_at(&app, &op, &eu, id, "StoppingApp").await;
+    assert_eq!(restores_of(&pool, id).await, 2);
+}
+
+/// Once migrating, too late: no button, and a cancel posted anyway is refused and changes
+/// nothing.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_migrating_restore_cannot_be_cancelled(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = app.operator(OPS).await;
+    let eu = app.connect_cluster(&op, "eu-1").await;
+    let id = running(
+        &app,
+        &eu,
+        "lyon",
+        "lyon.social",
+        json!([dump("lyon-social", "scheduled-1")]),
+    )
+    .await;
+    let slug = row(&pool, id).await.slug;
+    restore_at(&app, &op, &eu, id, "Migrating").await;
+    let page = op.get(&format!("/operator/instances/{id}")).await;
+    page.assert_status(200);
+    assert!(
+        page.select_text("#restore-cancel label").is_empty(),
+        "no cancel offered"
+    );
+    op.post(
+        &format!("/operator/instances/{id}/restore/cancel"),
+        &[("confirm", &slug)],
+    )
+    .await
+    .assert_redirect(&format!("/operator/instances/{id}#tenant-restores"));
+    op.get(&format!("/operator/instances/{id}"))
+        .await
+        .assert_contains("Too late to cancel");
+    assert!(cancel_audits(&pool).await.is_empty());
+    let n = count(
+        &pool,
+        "SELECT count(*) FROM tenant_restores WHERE instance_id = $1 AND cancel_requested_at IS NOT NULL",
+        id,
+    )
+    .await;
+    assert_eq!(n, 0);
+    app.run_jobs().await;
+    assert!(
+        !instances(&eu)
+            .get(&slug)
+            .await
+            .unwrap()
+            .spec
+            .restore
+            .unwrap()
+            .cancel
+    );
+}
+
+/// A restore into a new tenant cancelled while it waits for the source's app secrets:
+/// nothing is copied, the Instance is applied with the cancel (the operator cancels at
+/// once), and once cancelled the tenant keeps naming that restore, so the operator never
+/// installs it fresh.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_restore_into_a_new_tenant_cancelled_while_waiting_keeps_it_held(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = app.operator(OPS).await;
+    let eu1 = app.connect_cluster(&op, "eu-1").await;
+    let id = running(
+        &app,
+        &eu1,
+        "lyon",
+        "lyon.social",
+        json!([dump("lyon-social", "scheduled-1")]),
+    )
+    .await;
+    let eu2 = app.connect_cluster(&op, "eu-2").await;
+    let eu2_id: Uuid = sqlx::query_scalar("SELECT id FROM clusters WHERE name = 'eu-2'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    app.clusters.unplug("eu-1");
+    let r = post_restore(
+        &op,
+        id,
+        &[
+            ("backup", "scheduled-1"),
+            ("mode", "new_tenant"),
+            ("slug", "lyon-undo"),
+            ("domain", "undo.lyon.social"),
+            ("cluster", &eu2_id.to_string()),
+            ("confirm", "lyon-social"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let new_id: Uuid = r
+        .location
+        .as_deref()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    app.run_jobs().await;
+    assert!(
+        instances(&eu2)
+            .get_opt("lyon-undo")
+            .await
+            .unwrap()
+            .is_none(),
+        "waits for the secrets"
+    );
+    op.get(&format!("/operator/instances/{new_id}"))
+        .await
+        .assert_contains("Cancel this restore");
+    op.post(
+        &format!("/operator/instances/{new_id}/restore/cancel"),
+        &[("confirm", "lyon-undo")],
+    )
+    .await
+    .assert_redirect(&format!("/operator/instances/{new_id}#tenant-restores"));
+    app.run_jobs().await;
+    let asked = instances(&eu2)
+        .get("lyon-undo")
+        .await
+        .unwrap()
+        .spec
+        .restore
+        .expect("applied with the cancel");
+    assert!(asked.cancel);
+    let secrets = Api::<Secret>::namespaced(eu2.client.clone(), "herd-lyon-undo")
+        .get_opt("app-secrets")
+        .await
+        .unwrap();
+    assert!(secrets.is_none(), "nothing copied");
+
+    report(
+        &eu2,
+        "lyon-undo",
+        json!({ "phase": "Failed", "restore": {
+            "id": asked.id, "step": "Cancelled", "source": asked.source,
+            "message": "cancelled before anything was restored" } }),
+    )
+    .await;
+    app.sync_clusters().await;
+    let apply = herd_fleet::jobs::ApplyInstance {
+        instance_id: new_id,
+    };
+    herd_jobs::enqueue(&pool, &apply).await.unwrap();
+    app.run_jobs().await;
+    let held = instances(&eu2)
+        .get("lyon-undo")
+        .await
+        .unwrap()
+        .spec
+        .restore
+        .expect("still named: never installed fresh");
+    assert_eq!((held.id, held.cancel), (asked.id, true));
 }

@@ -38,6 +38,11 @@ pub fn routes(r: Routes) -> Routes {
         Operator,
         release,
     )
+    .post(
+        "/operator/instances/{instance}/restore/cancel",
+        Operator,
+        cancel,
+    )
     .get(
         "/operator/instances/{instance}/restore/events",
         Operator,
@@ -211,6 +216,37 @@ async fn release(
     Ok(Redirect::to(&format!("/operator/instances/{id}#tenant-restores")).into_response())
 }
 
+/// Cancels the restore under way into a tenant (before its migrations).
+async fn cancel(
+    State(state): State<AppState>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Operator(op): Operator,
+    Path(id): Path<Uuid>,
+    Form(form): Form<ReleaseForm>,
+) -> Result<Response, AppError> {
+    let who = Actor {
+        id: op.id(),
+        email: &op.email,
+        ip: &ip,
+    };
+    match restores::cancel(&state.pool, who, id, &form.confirm).await {
+        Ok(()) => {
+            session::flash(
+                &session,
+                "ok",
+                "Cancel asked: the cluster stops the restore and starts the server on its database as it was, or says it came too late.",
+            )
+            .await?;
+        }
+        Err(FleetError::Invalid(m) | FleetError::Conflict(m)) => {
+            session::flash(&session, "error", &m).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Redirect::to(&format!("/operator/instances/{id}#tenant-restores")).into_response())
+}
+
 /// A restore as the tenant's page shows it.
 pub struct RestoreLine {
     pub r: Restore,
@@ -235,6 +271,11 @@ pub struct RestoresView {
     pub current: Option<RestoreLine>,
     pub steps: Vec<RestoreStepView>,
     pub recent: Vec<RestoreLine>,
+    /// The current restore may be cancelled (not a drill, before its migrations, no
+    /// cancel asked yet).
+    pub cancellable: bool,
+    /// When a cancel of the current restore was asked for.
+    pub cancel_requested: Option<String>,
 }
 
 impl RestoresView {
@@ -301,12 +342,17 @@ pub async fn view(state: &AppState, id: Uuid) -> Result<RestoresView, AppError> 
     let TenantRestores {
         recent,
         last_proven,
+        cancel_requested,
     } = restores::for_console(&state.pool, id).await?;
     let current = recent
         .first()
         .filter(|r| !r.step.finished() && r.concluded_at.is_none())
         .cloned()
         .map(line);
+    let cancel_requested = cancel_requested.filter(|_| current.is_some());
+    let cancellable = current
+        .as_ref()
+        .is_some_and(|c| c.r.step.cancellable() && !c.r.drill && cancel_requested.is_none());
     let held = restores::held(&state.pool, id).await?.map(line);
     Ok(RestoresView {
         held,
@@ -317,6 +363,8 @@ pub async fn view(state: &AppState, id: Uuid) -> Result<RestoresView, AppError> 
             .unwrap_or_default(),
         current,
         recent: recent.into_iter().map(line).collect(),
+        cancellable,
+        cancel_requested: cancel_requested.map(datetime),
     })
 }
 
