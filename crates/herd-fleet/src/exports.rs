@@ -134,7 +134,7 @@ impl ExportStore {
         ObjectPath::from(format!("exports/{}/{}/{name}", e.slug, e.id))
     }
 
-    async fn read_small(&self, key: &ObjectPath) -> Result<Bytes, object_store::Error> {
+    pub(crate) async fn read_small(&self, key: &ObjectPath) -> Result<Bytes, object_store::Error> {
         self.inner.get(key).await?.bytes().await
     }
 }

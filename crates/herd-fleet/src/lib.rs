@@ -25,6 +25,7 @@ pub mod clusters;
 pub mod domains;
 pub mod drills;
 pub mod exports;
+pub mod imports;
 pub mod instances;
 pub mod jobs;
 pub mod lifecycle;

@@ -5,6 +5,7 @@
 pub mod backups;
 pub mod crd;
 pub mod diff;
+pub mod import;
 pub mod lease;
 pub mod lifecycle;
 pub mod observe;

@@ -9,6 +9,7 @@
 //! until it expires, nothing else: no read, no list, no other key. It carries the access
 //! key's *id* in `X-Amz-Credential` (as every presigned URL does), never the secret key.
 
+use crate::crd::RestoreSpec;
 use crate::render::backup::BackupTarget;
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use std::collections::BTreeMap;
@@ -70,11 +71,26 @@ pub fn download_urls(
     sign(Method::Get, target, credentials, dir, names, now, valid_for)
 }
 
-/// The key prefix (ending in `/`) of the backup directory `source` names
-/// (`s3://bucket/prefix/.../`, as a backup record's location), or why it cannot be
-/// restored from: outside the operator's bucket or prefix, or a CloudNativePG barman
-/// backup (restored by CloudNativePG's own recovery, see docs/BACKUPS.md).
-pub fn source_dir(target: &BackupTarget, source: &str) -> Result<String, String> {
+/// The key prefix (ending in `/`) of the directory restore `wanted` reads (its `source`,
+/// `s3://bucket/prefix/.../`, as a backup record's location) for a restore into tenant
+/// `slug`, or why the operator refuses to read it:
+///
+/// - a backup (`import` false) must be one of its tenant's own: `<prefix><tenant>/<dir>/`
+///   (final backups, backups before an upgrade) or `<prefix>scheduled/keep-<n>d/<tenant>/
+///   <stamp>/`, where the tenant is `sourceTenant` when given, else `slug` (another
+///   tenant's backups are never read on this tenant's behalf);
+/// - an import (`import` true) must be an import prepared by `herd import prepare`,
+///   `<prefix>imports/<id>/`, or one of this provider's exports, `<prefix>exports/<slug>/
+///   <id>/`, never a tenant's backup;
+/// - anything outside the operator's bucket and prefix, with `..`, `.` or an empty part, or
+///   a CloudNativePG barman backup (restored by CloudNativePG's own recovery, see
+///   docs/BACKUPS.md) is refused.
+pub fn source_dir(
+    target: &BackupTarget,
+    wanted: &RestoreSpec,
+    slug: &str,
+) -> Result<String, String> {
+    let source = wanted.source.as_str();
     let outside = || {
         format!(
             "the restore source {source:?} is not under the operator's backup prefix s3://{}/{}: only backups taken by this operator's target can be restored",
@@ -107,7 +123,35 @@ pub fn source_dir(target: &BackupTarget, source: &str) -> Result<String, String>
     if rest.starts_with("cnpg/") {
         return Err(format!("the restore source {source:?} is in CloudNativePG's object store (barman base backups and WAL): restore it with CloudNativePG's recovery (docs/BACKUPS.md); the operator restores dump backups only"));
     }
-    Ok(dir)
+    let base = format!("s3://{}/{}", target.bucket, target.prefix);
+    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    if wanted.import {
+        return match parts.as_slice() {
+            ["imports", _] | ["exports", _, _] => Ok(dir),
+            _ => Err(format!(
+                "the import source {source:?} is neither an import prepared with `herd import prepare` ({base}imports/<id>/) nor an export ({base}exports/<slug>/<id>/): an import never reads a tenant's backups"
+            )),
+        };
+    }
+    let owner = wanted.source_tenant.as_deref().unwrap_or(slug);
+    let owned = match parts.as_slice() {
+        ["scheduled", keep, tenant, _] => keep.starts_with("keep-") && *tenant == owner,
+        [tenant, _, ..] => *tenant == owner,
+        _ => false,
+    };
+    if owned {
+        return Ok(dir);
+    }
+    if matches!(parts.first(), Some(&("imports" | "exports"))) {
+        return Err(format!("the restore source {source:?} is an import or an export, not a backup: ask for it as an import (spec.restore.import)"));
+    }
+    let whose = match &wanted.source_tenant {
+        Some(t) => format!("tenant {t}'s (spec.restore.sourceTenant)"),
+        None => format!("this tenant's ({slug})"),
+    };
+    Err(format!(
+        "the restore source {source:?} is not one of {whose} backups ({base}{owner}/<backup>/ or {base}scheduled/keep-<n>d/{owner}/<stamp>/): a restore never reads another tenant's backups"
+    ))
 }
 
 #[derive(Clone, Copy)]
@@ -375,15 +419,36 @@ mod tests {
         );
     }
 
+    fn wanted(source: &str, source_tenant: Option<&str>, import: bool) -> RestoreSpec {
+        serde_json::from_value(serde_json::json!({
+            "id": "r1", "source": source, "sourceTenant": source_tenant, "import": import,
+        }))
+        .unwrap()
+    }
+
+    /// `source_dir` for a restore of `source` into tenant `lyon`.
+    fn dir(source: &str, source_tenant: Option<&str>, import: bool) -> Result<String, String> {
+        source_dir(&target(), &wanted(source, source_tenant, import), "lyon")
+    }
+
     #[test]
     fn a_restore_source_must_be_a_dump_backup_under_the_prefix() {
-        let t = target();
         assert_eq!(
-            source_dir(&t, "s3://herd-backups/final/lyon/final-20261129T120000Z/").unwrap(),
+            dir(
+                "s3://herd-backups/final/lyon/final-20261129T120000Z/",
+                None,
+                false
+            )
+            .unwrap(),
             "final/lyon/final-20261129T120000Z/"
         );
         assert_eq!(
-            source_dir(&t, "s3://herd-backups/final/scheduled/keep-7d/lyon/x").unwrap(),
+            dir(
+                "s3://herd-backups/final/scheduled/keep-7d/lyon/x",
+                None,
+                false
+            )
+            .unwrap(),
             "final/scheduled/keep-7d/lyon/x/",
             "a directory, with its slash"
         );
@@ -392,24 +457,125 @@ mod tests {
             "s3://herd-backups/elsewhere/lyon/x/",
             "s3://herd-backups/final/",
             "s3://herd-backups/final/../secret/",
+            "s3://herd-backups/final/lyon/../paris/x/",
+            "s3://herd-backups/final/lyon/./x/",
             "s3://herd-backups/final/lyon//x/",
             "s3://herd-backups/final/lyon/x?versionId=1",
             "https://herd-backups/final/lyon/x/",
             "s3://herd-backups-2/final/lyon/x/",
         ] {
-            let why = source_dir(&t, outside).unwrap_err();
-            assert!(
-                why.contains("not under the operator's backup prefix"),
-                "{outside}: {why}"
-            );
+            for import in [false, true] {
+                let why = dir(outside, None, import).unwrap_err();
+                assert!(
+                    why.contains("not under the operator's backup prefix"),
+                    "{outside}: {why}"
+                );
+            }
         }
         for barman in [
             "s3://herd-backups/final/cnpg/lyon/",
             "s3://herd-backups/final/cnpg/lyon/ (barman backup 20261206T021700)",
         ] {
-            let why = source_dir(&t, barman).unwrap_err();
+            let why = dir(barman, None, false).unwrap_err();
             assert!(why.contains("CloudNativePG"), "{barman}: {why}");
         }
+    }
+
+    #[test]
+    fn a_backup_is_read_only_for_its_own_tenant() {
+        // Another tenant's backups are refused, final, before an upgrade or scheduled.
+        for other in [
+            "s3://herd-backups/final/paris/final-20261129T120000Z/",
+            "s3://herd-backups/final/paris/upgrade-v4-3-2/",
+            "s3://herd-backups/final/scheduled/keep-7d/paris/20261206T021700Z/",
+            "s3://herd-backups/final/lyon/",
+            "s3://herd-backups/final/scheduled/keep-7d/lyon/",
+            "s3://herd-backups/final/scheduled/lyon/x/",
+            "s3://herd-backups/final/lyonnais/final-x/",
+        ] {
+            let why = dir(other, None, false).unwrap_err();
+            assert!(
+                why.contains("not one of this tenant's (lyon) backups")
+                    && why.contains("s3://herd-backups/final/lyon/<backup>/"),
+                "{other}: {why}"
+            );
+        }
+        // Named as the source tenant (a restore into a new tenant, a drill), they are read…
+        assert_eq!(
+            dir(
+                "s3://herd-backups/final/paris/final-x/",
+                Some("paris"),
+                false
+            )
+            .unwrap(),
+            "final/paris/final-x/"
+        );
+        assert_eq!(
+            dir(
+                "s3://herd-backups/final/scheduled/keep-30d/paris/20261206T021700Z/",
+                Some("paris"),
+                false
+            )
+            .unwrap(),
+            "final/scheduled/keep-30d/paris/20261206T021700Z/"
+        );
+        // …and then only theirs, not the target's own nor a third tenant's.
+        for not_theirs in [
+            "s3://herd-backups/final/lyon/final-x/",
+            "s3://herd-backups/final/nice/final-x/",
+        ] {
+            let why = dir(not_theirs, Some("paris"), false).unwrap_err();
+            assert!(
+                why.contains("not one of tenant paris's (spec.restore.sourceTenant) backups"),
+                "{not_theirs}: {why}"
+            );
+        }
+        // Imports and exports are not backups, even of a tenant of that name's.
+        for import in [
+            "s3://herd-backups/final/imports/i1/",
+            "s3://herd-backups/final/exports/lyon/e1/",
+        ] {
+            let why = dir(import, None, false).unwrap_err();
+            assert!(why.contains("spec.restore.import"), "{import}: {why}");
+        }
+    }
+
+    #[test]
+    fn an_import_reads_an_import_or_an_export_and_nothing_else() {
+        assert_eq!(
+            dir("s3://herd-backups/final/imports/i-20261207/", None, true).unwrap(),
+            "final/imports/i-20261207/"
+        );
+        assert_eq!(
+            dir("s3://herd-backups/final/exports/paris/e1", None, true).unwrap(),
+            "final/exports/paris/e1/"
+        );
+        for not_import in [
+            "s3://herd-backups/final/lyon/final-x/",
+            "s3://herd-backups/final/scheduled/keep-7d/lyon/20261206T021700Z/",
+            "s3://herd-backups/final/imports/",
+            "s3://herd-backups/final/imports/i1/nested/",
+            "s3://herd-backups/final/exports/paris/",
+            "s3://herd-backups/final/exports/paris/e1/x/",
+        ] {
+            for tenant in [None, Some("lyon")] {
+                let why = dir(not_import, tenant, true).unwrap_err();
+                assert!(
+                    why.contains("an import never reads a tenant's backups"),
+                    "{not_import}: {why}"
+                );
+            }
+        }
+        let why = dir(
+            "s3://herd-backups/final/imports/../lyon/final-x/",
+            None,
+            true,
+        )
+        .unwrap_err();
+        assert!(
+            why.contains("not under the operator's backup prefix"),
+            "{why}"
+        );
     }
 
     #[test]

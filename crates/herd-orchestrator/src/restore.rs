@@ -3,11 +3,15 @@
 //! a restore into another tenant first gets the source tenant's `app-secrets` copied into
 //! the new namespace, before the operator's first reconcile would make new ones. Without
 //! them (the source's cluster unreachable, its Secret gone) the restore waits and says why.
+//! An import (`herd_fleet::imports`) has no source tenant: the app secrets the operator
+//! supplied are written instead, then wiped from the database.
 
 use crate::Orchestrator;
+use herd_domain::restore::RestoreMode;
 use herd_k8s::crd::{Instance, RestoreSpec};
 use herd_k8s::render::namespace_name;
 use herd_store::fleet::{self, Cluster};
+use herd_store::imports;
 use herd_store::restores::{self as store, Restore};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
@@ -32,25 +36,57 @@ pub async fn prepare(
         // A failed restore keeps naming itself until an operator releases the tenant: the
         // operator keeps the app stopped while spec.restore names a failed restore (its
         // database may be half restored, and must not be served or federated).
+        // So does a cancelled restore that made this tenant: it holds no data, and is
+        // never installed fresh.
         let held = match store::held(&mut *tx, row.id).await? {
+            Some(r) => Some(r),
+            None => match store::cancelled_held(&mut *tx, row.id).await? {
+                Some(id) => store::get(&mut *tx, id).await?,
+                None => None,
+            },
+        };
+        let held = match held {
             Some(r) => Some(RestoreSpec {
-                manifest_sha256: store::backup_checksum(
-                    &mut *tx,
-                    r.source_instance_id,
-                    &r.source_backup,
-                )
-                .await?,
+                manifest_sha256: manifest_sha256(&mut *tx, &r).await?,
                 id: r.id.to_string(),
-                source: r.location,
+                source_tenant: source_tenant(&mut *tx, r.source_instance_id, row).await?,
+                source: r.location.clone(),
                 media: true,
-                source_tenant: None,
-                import: false,
+                import: r.mode == RestoreMode::Import,
+                cancel: r.step == herd_domain::restore::RestoreStep::Cancelled,
+                // The same spec as while it ran: an apply that changed it would be a new
+                // ask to the operator (and drop the size it sized the scratch space by).
+                size_bytes: backup_size(&mut *tx, &r).await?,
             }),
             None => None,
         };
         return Ok(Some((held, drill)));
     };
-    if r.source_instance_id != row.id && r.secrets_copied_at.is_none() {
+    // Asked to cancel: nothing more is copied, the operator cancels (spec.restore.cancel).
+    let cancelling = store::cancel_requested(&mut *tx, r.id).await?.is_some();
+    if cancelling {
+        tracing::info!(instance = %row.id, restore = %r.id, "restore to be cancelled");
+    } else if r.mode == RestoreMode::Import && r.secrets_copied_at.is_none() {
+        match write_import_secrets(o, &mut *tx, &r, row, cluster).await {
+            Ok(()) => {
+                imports::mark_secrets_written(&mut *tx, r.id).await?;
+                tracing::info!(instance = %row.id, restore = %r.id, "import's app-secrets written; wiped from the database");
+            }
+            Err(why) => {
+                let message = format!("waiting to write the imported app secrets: {why}");
+                store::set_message(&mut *tx, r.id, Some(&message)).await?;
+                fleet::set_phase(
+                    tx,
+                    row.id,
+                    herd_domain::InstancePhase::Queued,
+                    Some(&message),
+                )
+                .await?;
+                tracing::warn!(instance = %row.id, restore = %r.id, reason = %why, "import waits to write its app-secrets");
+                return Ok(None);
+            }
+        }
+    } else if r.source_instance_id != Some(row.id) && r.secrets_copied_at.is_none() {
         match copy_app_secrets(o, &mut *tx, &r, row, cluster).await {
             Ok(()) => {
                 store::mark_secrets_copied(&mut *tx, r.id).await?;
@@ -71,19 +107,52 @@ pub async fn prepare(
             }
         }
     }
-    let manifest_sha256 =
-        store::backup_checksum(&mut *tx, r.source_instance_id, &r.source_backup).await?;
+    let manifest_sha256 = manifest_sha256(&mut *tx, &r).await?;
     Ok(Some((
         Some(RestoreSpec {
             id: r.id.to_string(),
             source: r.location.clone(),
             media: true,
             manifest_sha256,
-            source_tenant: None,
-            import: false,
+            source_tenant: source_tenant(&mut *tx, r.source_instance_id, row).await?,
+            import: r.mode == RestoreMode::Import,
+            cancel: cancelling,
+            size_bytes: backup_size(&mut *tx, &r).await?,
         }),
         drill,
     )))
+}
+
+/// The size of the backup restore `r` reads, when the source tenant's records have it.
+async fn backup_size(tx: &mut PgConnection, r: &Restore) -> anyhow::Result<Option<i64>> {
+    Ok(match r.source_instance_id {
+        Some(s) => store::backup_size(&mut *tx, s, &r.source_backup).await?,
+        None => None,
+    })
+}
+
+/// `spec.restore.sourceTenant` of a restore into `target` of tenant `source`'s backup: the
+/// source's slug when it is another tenant (a restore into a new tenant, a drill's copy),
+/// for the operator reads no other tenant's backups than the one named there.
+async fn source_tenant(
+    tx: &mut PgConnection,
+    source: Option<uuid::Uuid>,
+    target: &fleet::Instance,
+) -> anyhow::Result<Option<String>> {
+    // None: an import (its source is not a tenant's backup), or a source since purged.
+    let Some(source) = source else {
+        return Ok(None);
+    };
+    if source == target.id {
+        return Ok(None);
+    }
+    match fleet::instance(&mut *tx, source).await? {
+        Some(s) => Ok(Some(s.slug)),
+        None => anyhow::bail!(
+            "the source tenant {source} of a restore into {} is not in the database",
+            target.id
+        ),
+    }
 }
 
 /// Copies the source tenant's `app-secrets` into `row`'s namespace on `cluster` (made if
@@ -97,10 +166,13 @@ async fn copy_app_secrets(
     cluster: &Cluster,
 ) -> Result<(), String> {
     let internal = |e: &dyn std::fmt::Display| format!("the control plane failed to read it ({e})");
-    let source = fleet::instance(&mut *tx, r.source_instance_id)
-        .await
-        .map_err(|e| internal(&e))?
-        .ok_or("the source tenant is gone")?;
+    let source = match r.source_instance_id {
+        Some(id) => fleet::instance(&mut *tx, id)
+            .await
+            .map_err(|e| internal(&e))?,
+        None => None,
+    }
+    .ok_or("the source tenant is gone")?;
     let source_cluster = match source.cluster_id {
         Some(c) => fleet::cluster(&mut *tx, c)
             .await
@@ -173,6 +245,100 @@ async fn copy_app_secrets(
     Ok(())
 }
 
+/// The manifest checksum `spec.restore` carries for `r`: an import's, read when it was
+/// asked for; a backup's, recorded when it was taken.
+async fn manifest_sha256(tx: &mut PgConnection, r: &Restore) -> anyhow::Result<Option<String>> {
+    if let Some(sum) = &r.manifest_sha256 {
+        return Ok(Some(sum.clone()));
+    }
+    Ok(match r.source_instance_id {
+        Some(source) => store::backup_checksum(&mut *tx, source, &r.source_backup).await?,
+        None => None,
+    })
+}
+
+/// Writes import `r`'s app secrets into `row`'s namespace on `cluster` (made if needed),
+/// with server-side apply: the values the operator supplied from the old install, and
+/// for the others new ones made as for a new server (the database and Redis passwords
+/// always). Checked as the cluster's operator will read them. The values are never logged:
+/// errors name only where it failed, or which key.
+async fn write_import_secrets(
+    o: &Orchestrator,
+    tx: &mut PgConnection,
+    r: &Restore,
+    row: &fleet::Instance,
+    cluster: &Cluster,
+) -> Result<(), String> {
+    use herd_k8s::secrets::{self as s, AppSecrets};
+    let key = o.key.as_ref().ok_or(
+        "HERD_ENCRYPTION_KEY is not set on the worker: the supplied secrets cannot be opened",
+    )?;
+    let sealed = imports::sealed_secrets(&mut *tx, r.id)
+        .await
+        .map_err(|e| format!("the control plane failed to read them ({e})"))?
+        .ok_or(
+            "the supplied secrets are gone from the database; delete this tenant and import again",
+        )?;
+    let supplied = herd_fleet::imports::Secrets::open(key, r.id, &sealed)
+        .map_err(|_| "the supplied secrets cannot be opened with this HERD_ENCRYPTION_KEY")?;
+    let mut data = AppSecrets::generate().data().clone();
+    for (name, value) in supplied.values() {
+        data.insert(name.clone(), value.clone());
+    }
+    // A private VAPID key without its public one: the public one follows from it.
+    if supplied.get(s::VAPID_PRIVATE_KEY).is_some() && supplied.get(s::VAPID_PUBLIC_KEY).is_none() {
+        let public = s::vapid_public_from_private(&data[s::VAPID_PRIVATE_KEY])
+            .map_err(|e| format!("the supplied secrets: {e}"))?;
+        data.insert(s::VAPID_PUBLIC_KEY.to_owned(), public);
+    }
+    let secrets = AppSecrets::from_data(&data).map_err(|e| format!("the supplied secrets: {e}"))?;
+    let to = o.clusters.client(cluster).await.map_err(|_| {
+        format!(
+            "the new tenant's cluster {} is unreachable; retried every minute",
+            cluster.name
+        )
+    })?;
+    let to_ns = namespace_name(&row.slug);
+    let params = PatchParams::apply(SECRETS_FIELD_MANAGER).force();
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(to_ns.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(to.clone())
+        .patch(&to_ns, &params, &Patch::Apply(&namespace))
+        .await
+        .map_err(|e| format!("making namespace {to_ns} failed ({})", kube_reason(&e)))?;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(APP_SECRETS.into()),
+            namespace: Some(to_ns.clone()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            secrets
+                .data()
+                .iter()
+                .map(|(k, v)| (k.clone(), k8s_openapi::ByteString(v.clone().into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(to, &to_ns)
+        .patch(APP_SECRETS, &params, &Patch::Apply(&secret))
+        .await
+        .map_err(|e| {
+            format!(
+                "writing Secret {APP_SECRETS} in {to_ns} failed ({})",
+                kube_reason(&e)
+            )
+        })?;
+    Ok(())
+}
+
 /// What went wrong in a Kubernetes call, without the request (and so without a body).
 fn kube_reason(e: &kube::Error) -> String {
     match e {
@@ -205,6 +371,7 @@ pub fn reported(r: &herd_k8s::crd::RestoreStatus) -> herd_fleet::restores::Repor
             K::Starting => S::Starting,
             K::Succeeded => S::Succeeded,
             K::Failed => S::Failed,
+            K::Cancelled => S::Cancelled,
         },
         started_at: at(&r.started_at),
         finished_at: at(&r.finished_at),

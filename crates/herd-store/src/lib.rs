@@ -11,6 +11,7 @@ pub mod billing;
 pub mod error;
 pub mod exports;
 pub mod fleet;
+pub mod imports;
 pub mod invitations;
 pub mod invoicing;
 pub mod jobs;

@@ -127,6 +127,7 @@ pub fn portal() -> Routes {
     let r = pages::exports::routes(r);
     let r = pages::operator_fleet::routes(r);
     let r = pages::operator_restores::routes(r);
+    let r = pages::operator_imports::routes(r);
     let r = pages::operator_jobs::routes(r);
     let r = pages::operator_orders::routes(r);
     let r = pages::support::routes(r);

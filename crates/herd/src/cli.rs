@@ -68,6 +68,76 @@ pub enum Command {
     /// in-cluster service account, or KUBECONFIG outside a cluster. Replicas elect a leader
     /// through a Lease; only the leader reconciles. Serves /metrics and /healthz on --listen.
     Operator(OperatorArgs),
+    /// Bring a server in from a standard Mastodon install or a Herd export.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Write a directory a restore Job reads, from a standard Mastodon install or a Herd
+    /// export; print its manifest's SHA-256 and where to upload it.
+    ///
+    /// From a standard Mastodon install: --dump (made by `pg_dump -Fc`, or a plain SQL
+    /// pg_dump, which is normalised: no owners, privileges or psql commands), --domain (its
+    /// LOCAL_DOMAIN) and, when its media are on its disk, --media (its public/system
+    /// directory). From a Herd export: --export, its directory as downloaded; every piece
+    /// is checked against the export's manifest, which is kept as it is.
+    ///
+    /// The directory holds the dump and the media archive in pieces of at most 4 GiB
+    /// (database.dump.000, …, media.tar.000, …) and manifest.txt (their sizes and
+    /// SHA-256s). Upload it under the backup bucket's <prefix>imports/<id>/, then create
+    /// the server from the console's import form with that location and the SHA-256. The
+    /// old install's secrets (.env.production) go in that form, never in these files.
+    /// Nothing is written on error.
+    #[command(disable_version_flag = true)]
+    Prepare(ImportPrepareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportPrepareArgs {
+    /// A standard install's database dump: `pg_dump -Fc -U mastodon mastodon_production >
+    /// database.dump` (custom format, as backups use), or a plain SQL pg_dump.
+    #[arg(long, conflicts_with = "export")]
+    pub dump: Option<PathBuf>,
+
+    /// A standard install's media: its public/system directory (e.g.
+    /// /home/mastodon/live/public/system). Leave it out when its media are in object
+    /// storage.
+    #[arg(long, conflicts_with = "export")]
+    pub media: Option<PathBuf>,
+
+    /// A standard install's domain, its LOCAL_DOMAIN (required with --dump): Mastodon ties
+    /// every account to it, so the new server keeps it.
+    #[arg(long, conflicts_with = "export")]
+    pub domain: Option<String>,
+
+    /// A standard install's Mastodon version (e.g. v4.3.2), when known: a restore refuses a
+    /// database newer than the server it goes into.
+    #[arg(long = "version", value_name = "VERSION", conflicts_with = "export")]
+    pub mastodon_version: Option<String>,
+
+    /// A Herd export's directory, as downloaded: manifest.txt with database.dump and
+    /// media.tar, or their pieces.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+
+    /// The directory to write (it must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+
+    /// The import's id, the last part of its location (lowercase letters, digits and '-',
+    /// at most 40); by default made of the domain and the time.
+    #[arg(long)]
+    pub id: Option<String>,
+
+    /// The backup bucket, to print the upload location.
+    #[arg(long, env = "HERD_BACKUP_S3_BUCKET")]
+    pub bucket: Option<String>,
+
+    /// The key prefix of the backup bucket, to print the upload location.
+    #[arg(long, env = "HERD_BACKUP_S3_PREFIX", default_value = "final/")]
+    pub prefix: String,
 }
 
 #[derive(Debug, Args)]
@@ -473,6 +543,12 @@ pub struct MailArgs {
     /// (docs/OPERATIONS.md). Unset, support emails carry no reply address.
     #[arg(long, env = "HERD_SUPPORT_EMAIL")]
     pub support_email: Option<String>,
+
+    /// The provider's moderation team's address: the email of the moderator account Herd
+    /// makes on each server whose plan includes managed moderation (Mastodon requires one;
+    /// the account's notification emails are off).
+    #[arg(long, env = "HERD_MODERATION_EMAIL", default_value = herd_orchestrator::DEFAULT_MODERATOR_EMAIL)]
+    pub moderation_email: String,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cli;
+mod import;
 mod operator;
 mod render;
 mod serve;
@@ -21,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
         cli::Command::Admin(cmd) => admin::run(cmd).await,
         cli::Command::Render(args) => render::run(args).await,
         cli::Command::Operator(args) => operator::run(args).await,
+        cli::Command::Import(cli::ImportCommand::Prepare(args)) => import::prepare(args),
         cli::Command::Crd => {
             print!("{}", herd_k8s::crd::crd_yaml()?);
             Ok(())

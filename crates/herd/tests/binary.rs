@@ -329,6 +329,26 @@ async fn set_operator_grants_and_takes_managing_operators(pool: PgPool) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(manages("second@provider.example").await);
+    // Not from the last one who manages operators (the console's rule too).
+    let out = herd(&[
+        "admin",
+        "set-operator",
+        "second@provider.example",
+        "--manages-operators",
+        "false",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("last one who manages operators"));
+    assert!(manages("second@provider.example").await);
+    assert!(herd(&[
+        "admin",
+        "set-operator",
+        "first@provider.example",
+        "--manages-operators",
+        "true"
+    ])
+    .status
+    .success());
     let out = herd(&[
         "admin",
         "set-operator",
@@ -360,7 +380,7 @@ async fn set_operator_grants_and_takes_managing_operators(pool: PgPool) {
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert_eq!(audit, 2);
+    assert_eq!(audit, 3);
 }
 
 #[test]
@@ -715,4 +735,287 @@ fn the_declared_rust_version_covers_every_dependency() {
         }
     }
     assert!(checked > 50, "{checked} packages declare a rust-version");
+}
+
+/// A scratch directory for `herd import prepare`, removed at the end.
+struct ImportDir(std::path::PathBuf);
+
+impl ImportDir {
+    fn new(tag: &str) -> ImportDir {
+        let p = std::env::temp_dir().join(format!("herd-import-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        ImportDir(p)
+    }
+
+    /// A file in custom format's shape with Mastodon's tables in its table of contents.
+    fn dump(&self) -> std::path::PathBuf {
+        let f = self.0.join("database.dump");
+        std::fs::write(
+            &f,
+            b"PGDMP\x01\x0e\x00\nCREATE TABLE public.accounts (\n id bigint\n);\nCREATE TABLE public.statuses (\n id bigint\n);\n\x00\xff data",
+        )
+        .unwrap();
+        f
+    }
+}
+
+impl Drop for ImportDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn import_prepare(args: &[&str]) -> std::process::Output {
+    Command::new(HERD)
+        .args(["import", "prepare"])
+        .args(args)
+        .env_remove("HERD_BACKUP_S3_BUCKET")
+        .env_remove("HERD_BACKUP_S3_PREFIX")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn import_prepare_explains_itself() {
+    assert!(help(&[]).contains("import"));
+    let h = help(&["import", "prepare"]);
+    for word in [
+        "--dump",
+        "--media",
+        "--domain",
+        "--version",
+        "--export",
+        "--out",
+        "--id",
+        "LOCAL_DOMAIN",
+        "public/system",
+        "pg_dump -Fc",
+        "imports/<id>/",
+        "HERD_BACKUP_S3_BUCKET",
+        "secrets",
+    ] {
+        assert!(h.contains(word), "import prepare --help lacks {word}:\n{h}");
+    }
+}
+
+#[test]
+fn import_prepare_refuses_bad_input_and_writes_nothing() {
+    let d = ImportDir::new("bad");
+    let dump = d.dump();
+    let dump = dump.to_str().unwrap();
+    let text = d.0.join("notes.txt");
+    std::fs::write(&text, "hello\n").unwrap();
+    let text = text.to_str().unwrap();
+    let out = d.0.join("out");
+    let out_s = out.to_str().unwrap();
+    let missing = d.0.join("missing.dump");
+    let missing = missing.to_str().unwrap();
+    let empty = d.0.join("empty-export");
+    std::fs::create_dir_all(&empty).unwrap();
+    for (args, says) in [
+        (vec!["--out", out_s], "give either --dump"),
+        (
+            vec![
+                "--dump",
+                missing,
+                "--domain",
+                "social.example.org",
+                "--out",
+                out_s,
+            ],
+            "missing.dump",
+        ),
+        (
+            vec![
+                "--dump",
+                text,
+                "--domain",
+                "social.example.org",
+                "--out",
+                out_s,
+            ],
+            "is not a PostgreSQL dump",
+        ),
+        (
+            vec!["--dump", dump, "--domain", "localhost", "--out", out_s],
+            "is not a domain name",
+        ),
+        (vec!["--dump", dump, "--out", out_s], "--domain is required"),
+        (
+            vec![
+                "--dump",
+                dump,
+                "--domain",
+                "social.example.org",
+                "--version",
+                "latest",
+                "--out",
+                out_s,
+            ],
+            "is not a Mastodon version",
+        ),
+        (
+            vec![
+                "--dump",
+                dump,
+                "--domain",
+                "social.example.org",
+                "--media",
+                text,
+                "--out",
+                out_s,
+            ],
+            "is not a directory",
+        ),
+        (
+            vec![
+                "--dump",
+                dump,
+                "--domain",
+                "social.example.org",
+                "--id",
+                "Bad_Id",
+                "--out",
+                out_s,
+            ],
+            "cannot name an import",
+        ),
+        (
+            vec!["--export", empty.to_str().unwrap(), "--out", out_s],
+            "no manifest.txt",
+        ),
+        (
+            vec![
+                "--export",
+                empty.to_str().unwrap(),
+                "--dump",
+                dump,
+                "--out",
+                out_s,
+            ],
+            "cannot be used with",
+        ),
+    ] {
+        let o = import_prepare(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} wrote {out_s}");
+    }
+    // An existing directory is never written into.
+    std::fs::create_dir_all(&out).unwrap();
+    let o = import_prepare(&[
+        "--dump",
+        dump,
+        "--domain",
+        "social.example.org",
+        "--out",
+        out_s,
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exists already"));
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}
+
+#[test]
+fn import_prepare_writes_a_directory_whose_manifest_verifies() {
+    let d = ImportDir::new("ok");
+    let dump = d.dump();
+    let media = d.0.join("system");
+    std::fs::create_dir_all(media.join("media_attachments/files/1")).unwrap();
+    std::fs::write(media.join("media_attachments/files/1/a.png"), b"png").unwrap();
+    let out = d.0.join("prepared");
+    let o = import_prepare(&[
+        "--dump",
+        dump.to_str().unwrap(),
+        "--media",
+        media.to_str().unwrap(),
+        "--domain",
+        "social.example.org",
+        "--version",
+        "v4.3.2",
+        "--id",
+        "lyon-1",
+        "--bucket",
+        "herd-backups",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sum = |dir: &std::path::Path| {
+        let s = Command::new("sha256sum")
+            .arg("manifest.txt")
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        String::from_utf8(s.stdout).unwrap()[..64].to_owned()
+    };
+    let sha = sum(&out);
+    assert!(
+        stdout.contains(&format!("manifest.txt SHA-256: {sha}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("s3://herd-backups/final/imports/lyon-1/"),
+        "{stdout}"
+    );
+    let check = Command::new("sha256sum")
+        .args(["-c", "manifest.txt"])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for n in ["manifest.txt", "database.dump.000", "media.tar.000"] {
+        assert!(names.contains(&n.to_owned()), "{names:?}");
+    }
+    let manifest = std::fs::read_to_string(out.join("manifest.txt")).unwrap();
+    for line in [
+        "# tenant: - (social.example.org), mastodon v4.3.2",
+        "# app mastodon",
+        "# domain social.example.org",
+        "# version v4.3.2",
+    ] {
+        assert!(manifest.lines().any(|l| l == line), "{line}: {manifest}");
+    }
+
+    // Taken again as an export: checked, and its manifest kept byte for byte.
+    let again = d.0.join("again");
+    let o = import_prepare(&[
+        "--export",
+        out.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(sum(&again), sha);
+    // One byte changed in a piece: refused, nothing written.
+    let piece = out.join("media.tar.000");
+    let mut bytes = std::fs::read(&piece).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&piece, &bytes).unwrap();
+    let third = d.0.join("third");
+    let o = import_prepare(&[
+        "--export",
+        out.to_str().unwrap(),
+        "--out",
+        third.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("media.tar.000 does not match its SHA-256 in the manifest"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!third.exists());
 }

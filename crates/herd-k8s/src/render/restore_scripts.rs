@@ -10,10 +10,14 @@
 //!    the media archive into `MEDIA_DIR` (with `MEDIA=volume`, when the backup has one),
 //!    and leaves the manifest's row counts and app version in `$SCRATCH/source.txt`.
 //! 2. [`RESTORE_DB_SCRIPT`], in the PostgreSQL image: the dump turned into SQL by
-//!    `pg_restore --no-owner` (an unreadable dump stops there), then replayed by `psql`
-//!    in one transaction after `DROP SCHEMA public CASCADE; CREATE SCHEMA public` (tables
-//!    a later migration added go too; a restore that fails rolls back, leaving the
-//!    database as it was), then counts the same tables as the backup did
+//!    `pg_restore --no-owner` (an unreadable dump stops there; a plain SQL dump is taken
+//!    as it is only when `herd import prepare` normalised it, see
+//!    [`crate::import::normalise_plain`]), then replayed by `psql` in one transaction
+//!    after `DROP SCHEMA public CASCADE; CREATE SCHEMA public` (tables a later migration
+//!    added go too) and followed by a check that `accounts` and `statuses` exist (a dump
+//!    of another database, as an import may bring, is refused); a restore that fails
+//!    rolls back, leaving the database as it was. Then it counts the same tables as the
+//!    backup did
 //!    ([`super::backup::COUNTED_TABLES`], same statement) and writes both counts and the
 //!    backup's version to its termination message, which [`RestoreSummary::parse`] reads.
 //!
@@ -30,6 +34,16 @@
 //! (`TERMINATION_LOG`, `/dev/termination-log` by default) and on its standard error.
 
 use super::backup::count_rows_sql;
+
+/// The first line of a plain SQL dump `herd import prepare` normalised
+/// ([`crate::import::normalise_plain`]): [`RESTORE_DB_SCRIPT`] replays a plain dump only
+/// with it, as it is (any other dump goes through `pg_restore`).
+macro_rules! normalised_plain {
+    () => {
+        "-- Herd: plain SQL dump normalised by herd import prepare (no owners, privileges or psql commands)"
+    };
+}
+pub(crate) use normalised_plain;
 use std::collections::BTreeMap;
 
 /// What [`FETCH_SCRIPT`] leaves for [`RESTORE_DB_SCRIPT`] in `SCRATCH`: the manifest's
@@ -162,16 +176,23 @@ case "$APP" in mastodon|gotosocial) ;; *) fail "APP is $APP, not mastodon or got
 if [ ! -s "$scratch/database.dump" ]; then
   fail "no database dump in the scratch volume: the fetch step did not finish; the database was not touched"
 fi
-# The dump as SQL first: a dump pg_restore cannot read fails here, before the database
+# The dump as SQL first: a plain SQL dump `herd import prepare` normalised (no owners,
+# privileges or psql commands: its first line says so) is that SQL already; any other
+# dump goes through pg_restore, and one it cannot read fails here, before the database
 # is touched.
-if ! pg_restore --no-owner --exit-on-error --file="$scratch/restore.sql" "$scratch/database.dump" 2> "$scratch/restore.err"; then
+if [ "$(head -c 200 "$scratch/database.dump" | head -n 1)" = ""##,
+    normalised_plain!(),
+    r##"" ]; then
+  mv "$scratch/database.dump" "$scratch/restore.sql"
+elif ! pg_restore --no-owner --exit-on-error --file="$scratch/restore.sql" "$scratch/database.dump" 2> "$scratch/restore.err"; then
   cat "$scratch/restore.err" >&2
   fail "pg_restore could not read the dump; the $APP database was not touched: $(grep -m 1 -i 'error' "$scratch/restore.err" | cut -c 1-300)"
 fi
 # Then, in ONE transaction, the schema emptied (tables a later migration added would
-# otherwise stay, and block the restore or the migrations after it) and the dump
-# replayed: a failure anywhere rolls everything back.
-if ! psql -X -q -1 -v ON_ERROR_STOP=1 --dbname="$PGDATABASE" -c "DROP SCHEMA IF EXISTS public CASCADE" -c "CREATE SCHEMA public" --file="$scratch/restore.sql" > /dev/null 2> "$scratch/restore.err"; then
+# otherwise stay, and block the restore or the migrations after it), the dump replayed
+# and the app's main tables checked for (a dump of another database, as an import may
+# bring, is not restored): a failure anywhere rolls everything back.
+if ! psql -X -q -1 -v ON_ERROR_STOP=1 --dbname="$PGDATABASE" -c "DROP SCHEMA IF EXISTS public CASCADE" -c "CREATE SCHEMA public" --file="$scratch/restore.sql" -c "DO \$\$ BEGIN IF to_regclass('public.accounts') IS NULL OR to_regclass('public.statuses') IS NULL THEN RAISE EXCEPTION 'the dump has no accounts and statuses tables: it is not a $APP database'; END IF; END \$\$" > /dev/null 2> "$scratch/restore.err"; then
   cat "$scratch/restore.err" >&2
   fail "the restore failed and rolled back, the $APP database is as it was: $(grep -m 1 -i 'error' "$scratch/restore.err" | cut -c 1-300)"
 fi

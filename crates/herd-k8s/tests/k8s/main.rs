@@ -5,6 +5,7 @@
 mod backup;
 mod common;
 mod deploy;
+mod moderator;
 mod network;
 mod operator;
 mod real_cluster;

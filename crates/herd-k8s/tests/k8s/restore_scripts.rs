@@ -10,6 +10,7 @@
 //! (`herd_rs_<pid>_…`) are created and dropped.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+pub mod import;
 pub mod shape;
 pub mod store;
 

@@ -2,5 +2,7 @@
 //! PostgreSQL, and the real connector; one test binary.
 
 mod connect;
+mod imports;
+mod moderator;
 mod orchestrator;
 mod restores;

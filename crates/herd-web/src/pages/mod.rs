@@ -12,6 +12,7 @@ pub mod moderation;
 pub mod operator;
 pub mod operator_billing;
 pub mod operator_fleet;
+pub mod operator_imports;
 pub mod operator_jobs;
 pub mod operator_orders;
 pub mod operator_restores;

@@ -1,0 +1,318 @@
+//! "Import a server" in the console (issue 12): only operators with two-factor
+//! authentication, behind CSRF; bad input comes back with a message and changes nothing;
+//! a manifest of another domain is refused; a good import makes the tenant, its restore,
+//! the apply job and an audit entry; the old server's secrets are in no response and no
+//! record but their sealed copy.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use herd_testkit::{Client, Resp, TestApp};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use std::path::Path;
+use uuid::Uuid;
+
+const OPS: &str = "ops@provider.example";
+
+fn secret_key_base() -> String {
+    "5ec7".repeat(32)
+}
+
+fn otp_secret() -> String {
+    "07b0".repeat(32)
+}
+
+const AR_PRIMARY: &str = "PrimaryKeyOfTheOldServer00000001";
+
+/// Writes an import prepared for `domain` under `imports/<id>/`; returns its manifest's
+/// SHA-256.
+fn prepared(dir: &Path, id: &str, domain: &str, version: Option<&str>) -> String {
+    let at = dir.join("imports").join(id);
+    std::fs::create_dir_all(&at).unwrap();
+    let dump = b"PGDMP";
+    std::fs::write(at.join("database.dump.000"), dump).unwrap();
+    let manifest = format!(
+        "# Herd import, format 2\n# app mastodon\n{}# domain {domain}\n# piece database.dump.000 {} bytes\n{}  database.dump.000\n",
+        version.map(|v| format!("# version {v}\n")).unwrap_or_default(),
+        dump.len(),
+        hex::encode(Sha256::digest(dump))
+    );
+    std::fs::write(at.join("manifest.txt"), &manifest).unwrap();
+    hex::encode(Sha256::digest(manifest.as_bytes()))
+}
+
+async fn counts(pool: &PgPool) -> (i64, i64, i64) {
+    let q = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    (
+        q("SELECT count(*) FROM instances").await,
+        q("SELECT count(*) FROM tenant_restores").await,
+        q("SELECT count(*) FROM audit_log WHERE action LIKE 'fleet.instance.import%'").await,
+    )
+}
+
+/// The form's fields, with `changes` over a good import of lyon.social.
+fn fields<'a>(
+    changes: &[(&'a str, &'a str)],
+    keep: &'a (String, String),
+) -> Vec<(&'a str, &'a str)> {
+    let mut f: Vec<(&str, &str)> = vec![
+        ("import_id", "lyon-2026"),
+        ("app", "mastodon"),
+        ("version", ""),
+        ("org", "lyon"),
+        ("plan", "community"),
+        ("domain", "lyon.social"),
+        ("slug", "lyon-social"),
+        ("secret_key_base", &keep.0),
+        ("otp_secret", &keep.1),
+        ("vapid_private_key", ""),
+        ("vapid_public_key", ""),
+        ("ar_primary_key", AR_PRIMARY),
+        ("ar_deterministic_key", ""),
+        ("ar_key_derivation_salt", ""),
+        ("confirm", "lyon.social"),
+    ];
+    for (k, v) in changes {
+        f.retain(|(n, _)| n != k);
+        f.push((k, v));
+    }
+    f
+}
+
+fn no_secret(r: &Resp) {
+    for s in [secret_key_base(), otp_secret(), AR_PRIMARY.to_owned()] {
+        assert!(!r.body.contains(&s), "a secret came back in a response");
+    }
+}
+
+async fn post(op: &Client, f: &[(&str, &str)]) -> Resp {
+    op.get("/operator/imports/new").await.assert_status(200);
+    let r = op.post("/operator/imports", f).await;
+    no_secret(&r);
+    r
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn an_operator_imports_a_server_and_its_secrets_never_come_back(pool: PgPool) {
+    let dir = std::env::temp_dir().join(format!("herd-imports-{}", Uuid::now_v7()));
+    let store = herd_fleet::exports::ExportStore::local(&dir).unwrap();
+    let sum = prepared(&dir, "lyon-2026", "lyon.social", Some("v4.7.6"));
+    prepared(&dir, "paris-2026", "paris.social", Some("v4.7.6"));
+    prepared(&dir, "unnamed", "lyon.social", None);
+    let app = TestApp::spawn_with(pool.clone(), move |c| c.exports = store).await;
+    let owner = app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
+    let keep = (secret_key_base(), otp_secret());
+    let good = fields(&[], &keep);
+
+    // A customer: the console does not exist.
+    owner.get("/operator/imports/new").await.assert_status(404);
+    owner.get("/o/lyon/members").await;
+    owner
+        .post("/operator/imports", &good)
+        .await
+        .assert_status(404);
+    // An operator without two-factor authentication: refused.
+    let half = app.signed_up("Half", "half@provider.example", None).await;
+    sqlx::query("UPDATE users SET is_operator = true WHERE email = 'half@provider.example'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    half.get("/operator/imports/new").await.assert_status(403);
+    half.get("/account").await;
+    half.post("/operator/imports", &good)
+        .await
+        .assert_status(403);
+    assert_eq!(counts(&pool).await, (0, 0, 0));
+
+    let op = app.operator(OPS).await;
+    // The form: labelled fields, the way in from the tenants' list, no secret value.
+    op.get("/operator/instances")
+        .await
+        .assert_contains("href=\"/operator/imports/new\"");
+    let form = op.get("/operator/imports/new").await;
+    form.assert_status(200)
+        .assert_contains("<label for=\"secret_key_base\">")
+        .assert_contains("<label for=\"confirm\">")
+        .assert_contains("Outside billing");
+    // Without the form's token: refused.
+    op.post_raw("/operator/imports", &good)
+        .await
+        .assert_status(403);
+    assert_eq!(counts(&pool).await, (0, 0, 0));
+
+    // Bad input comes back with a message, the secrets cleared, and changes nothing.
+    let refused = [
+        (
+            vec![("confirm", "lyon.socia")],
+            "To confirm, type the domain",
+        ),
+        (
+            vec![("import_id", "paris-2026")],
+            "the import is of paris.social",
+        ),
+        (vec![("import_id", "nowhere")], "no manifest.txt"),
+        (
+            vec![("import_id", "unnamed")],
+            "does not name its version; give the one the old server ran",
+        ),
+        (vec![("import_id", "../lyon-2026")], "Import:"),
+        (vec![("secret_key_base", "")], "SECRET_KEY_BASE: paste"),
+        (
+            vec![("otp_secret", "0123")],
+            "OTP_SECRET: not in the format",
+        ),
+        (
+            vec![("org", "nobody")],
+            "no organization has that short name",
+        ),
+        (vec![("app", "gotosocial")], "only Mastodon"),
+        (
+            vec![("version", "v4.6.0")],
+            "not a Mastodon release the provider lists",
+        ),
+        (vec![("slug", "Lyon Social!")], "Short name:"),
+    ];
+    for (changes, message) in refused {
+        let r = post(&op, &fields(&changes, &keep)).await;
+        assert_eq!(r.status, 422, "{changes:?}: {}", r.body);
+        r.assert_contains(message);
+        // The fields come back, the secrets do not.
+        if !changes.iter().any(|(k, _)| *k == "org") {
+            assert_eq!(r.field_value("org").as_deref(), Some("lyon"));
+        }
+        assert!(r
+            .field_value("secret_key_base")
+            .unwrap_or_default()
+            .is_empty());
+        assert!(r.field_value("confirm").unwrap_or_default().is_empty());
+        r.assert_contains("paste them again");
+        assert_eq!(
+            counts(&pool).await,
+            (0, 0, 0),
+            "{changes:?} changed something"
+        );
+    }
+
+    // A good import: the tenant, its restore, its apply job, an audit entry.
+    let r = post(&op, &good).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let id: Uuid = r
+        .location
+        .as_deref()
+        .unwrap()
+        .strip_prefix("/operator/instances/")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (org, order, plan, domain, phase, slug): (
+        String,
+        Option<Uuid>,
+        String,
+        String,
+        String,
+        String,
+    ) = sqlx::query_as(
+        "SELECT o.slug, i.order_id, i.plan_code, i.domain, i.phase, i.slug
+             FROM instances i JOIN organizations o ON o.id = i.org_id WHERE i.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            org.as_str(),
+            order,
+            plan.as_str(),
+            domain.as_str(),
+            phase.as_str(),
+            slug.as_str()
+        ),
+        (
+            "lyon",
+            None,
+            "community",
+            "lyon.social",
+            "queued",
+            "lyon-social"
+        )
+    );
+    let (mode, source, location, manifest, sealed): (
+        String,
+        Option<Uuid>,
+        String,
+        Option<String>,
+        Option<Vec<u8>>,
+    ) = sqlx::query_as(
+        "SELECT mode, source_instance_id, location, manifest_sha256, import_secrets
+             FROM tenant_restores WHERE instance_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(mode, "import");
+    assert_eq!(source, None);
+    assert!(location.ends_with("/imports/lyon-2026/"), "{location}");
+    assert_eq!(manifest.as_deref(), Some(sum.as_str()));
+    let sealed = sealed.expect("the secrets, sealed");
+    assert!(!sealed
+        .windows(secret_key_base().len())
+        .any(|w| w == secret_key_base().as_bytes()));
+    let jobs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE kind = 'fleet.apply_instance' AND payload->>'instance_id' = $1::text",
+    )
+    .bind(id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(jobs, 1);
+    let audit: Vec<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT target, details FROM audit_log WHERE action = 'fleet.instance.import_requested'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].0, "lyon.social");
+    assert_eq!(audit[0].1["import"], "lyon-2026");
+    assert_eq!(
+        audit[0].1["secrets_supplied"],
+        serde_json::json!([
+            "ACTIVE_RECORD_ENCRYPTION_PRIMARY_KEY",
+            "OTP_SECRET",
+            "SECRET_KEY_BASE"
+        ])
+    );
+    // The secrets are in no record but their sealed copy.
+    let texts: Vec<String> = sqlx::query_scalar(
+        "SELECT details::text FROM audit_log
+         UNION ALL SELECT message FROM instance_events
+         UNION ALL SELECT payload::text FROM jobs
+         UNION ALL SELECT row_to_json(r)::text FROM (SELECT id, location, source_backup, message, manifest_sha256 FROM tenant_restores) r",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for s in [secret_key_base(), otp_secret(), AR_PRIMARY.to_owned()] {
+        assert!(
+            texts.iter().all(|t| !t.contains(&s)),
+            "a secret in a record"
+        );
+    }
+
+    // Its page follows the import as a restore.
+    let page = op.get(&format!("/operator/instances/{id}")).await;
+    page.assert_status(200).assert_contains("imports/lyon-2026");
+    no_secret(&page);
+
+    // The domain is now taken: a second import of it is refused, and changes nothing.
+    let again = post(&op, &fields(&[("slug", "lyon-two")], &keep)).await;
+    assert_eq!(again.status, 422, "{}", again.body);
+    again.assert_contains("used by another server");
+    assert_eq!(counts(&pool).await, (1, 1, 1));
+}
