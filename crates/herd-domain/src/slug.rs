@@ -28,6 +28,12 @@ const RESERVED: &[&str] = &[
     "default",
     // The internal organization of restore drills' scratch tenants.
     "herd-restore-drills",
+    // Directories of the backup bucket beside the tenants' own (`<prefix><slug>/`):
+    // imports, exports, scheduled backups, CloudNativePG's (see herd-k8s presign.rs).
+    "imports",
+    "exports",
+    "scheduled",
+    "cnpg",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -153,6 +159,13 @@ mod tests {
         assert_eq!(Slug::parse("lyon-"), Err(SlugError::Characters));
         assert_eq!(Slug::parse("ly--on"), Err(SlugError::Characters));
         assert_eq!(Slug::parse("admin"), Err(SlugError::Reserved));
+    }
+
+    #[test]
+    fn the_backup_trees_directories_cannot_be_taken() {
+        for dir in ["imports", "exports", "scheduled", "cnpg"] {
+            assert_eq!(Slug::parse(dir), Err(SlugError::Reserved), "{dir}");
+        }
     }
 
     #[test]

@@ -277,6 +277,13 @@ pub async fn cancel(pool: &PgPool, by: Actor<'_>, id: Uuid, typed: &str) -> Resu
             r.step.label()
         )));
     }
+    // Asked while a failed restore held the tenant stopped: a cancel would start the app
+    // on the database that one left, without the typed release it needs.
+    if r.mode == RestoreMode::InPlace && store::asked_while_held(&mut *tx, id, r.id).await? {
+        return Err(FleetError::Conflict(
+            "This restore was asked while a failed restore held the tenant stopped: cancelling it would start the server on the database that one left. Let this restore finish; if it fails, start the server as it is from here.".into(),
+        ));
+    }
     if !store::request_cancel(&mut tx, r.id, by.id.0).await? {
         return Err(FleetError::Conflict(
             "A cancel of this restore was already asked for; the cluster follows shortly.".into(),
@@ -436,14 +443,16 @@ pub struct Reported {
 /// Records what the operator reports of a restore into `instance`; a new step goes into
 /// the tenant's history (and the source's, for a restore from another tenant's backup).
 /// A finished restore (not a drill: the drill job concludes those) is concluded: proven
-/// when it succeeded with every row of its backup.
+/// when it succeeded with every row of its backup. Returns the restore when its step
+/// changed (decided under the restore's row lock: two syncs never both see the change),
+/// `None` otherwise (the same step, or not a restore of `instance`).
 pub async fn record(
     conn: &mut PgConnection,
     instance: Uuid,
     r: &Reported,
-) -> Result<(), FleetError> {
+) -> Result<Option<Restore>, FleetError> {
     let Ok(id) = Uuid::parse_str(&r.id) else {
-        return Ok(());
+        return Ok(None);
     };
     let changed = store::record(
         &mut *conn,
@@ -460,10 +469,10 @@ pub async fn record(
     )
     .await?;
     if changed.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     let Some(restore) = store::get(&mut *conn, id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let text = match (&r.step, &r.message) {
         (RestoreStep::Failed, Some(m)) => format!("Restore failed: {m}"),
@@ -488,7 +497,7 @@ pub async fn record(
         )
         .await?;
     }
-    Ok(())
+    Ok(Some(restore))
 }
 
 /// Did `r` (finished) prove its backup: succeeded, with as many rows as the backup had?

@@ -25,10 +25,6 @@ use std::path::{Path, PathBuf};
 /// The size of each piece `herd import prepare` writes: the one backups use.
 pub const PIECE_BYTES: u64 = PIECE_MIB * 1024 * 1024;
 
-/// The first line of a plain SQL dump once [`normalise_plain`] has made it safe to replay:
-/// the restore Job replays a plain dump only with it.
-pub const NORMALISED_PLAIN: &str = crate::render::restore_scripts::normalised_plain!();
-
 /// Why an import cannot be prepared; the message says what to do.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -46,7 +42,8 @@ fn io_err(what: &str, path: &Path) -> impl FnOnce(io::Error) -> ImportError {
 /// What is imported.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// A standard Mastodon install: its database dump (`pg_dump -Fc`, `-Ft` or plain SQL),
+    /// A standard Mastodon install: its database dump (`pg_dump -Fc` or `-Ft`; a plain SQL
+    /// dump is refused, see [`dump_format`]),
     /// its `public/system` tree when media are on its disk, its `LOCAL_DOMAIN` and, when
     /// known, its Mastodon version.
     Install {
@@ -66,8 +63,6 @@ pub enum DumpFormat {
     Custom,
     /// `pg_dump --format=tar`.
     Tar,
-    /// Plain SQL (`pg_dump` without `--format`), normalised before it is cut.
-    Plain,
 }
 
 /// A prepared import.
@@ -317,7 +312,7 @@ fn check_install(
 }
 
 /// How many leading bytes are searched for Mastodon's tables: a dump's schema (a custom
-/// or tar dump's table of contents, a plain dump's `CREATE TABLE`s) comes first.
+/// or tar dump's table of contents) comes first.
 const SCHEMA_SCAN: u64 = 64 * 1024 * 1024;
 
 /// The format of the dump in `path`, after checking it is a PostgreSQL dump of a
@@ -327,27 +322,15 @@ pub fn dump_format(path: &Path) -> Result<DumpFormat, ImportError> {
     if path.is_dir() {
         return fail(format!("--dump {shown} is a directory (pg_dump --format=directory?): give one file, made by `pg_dump -Fc`"));
     }
-    let mut f = File::open(path).map_err(|e| ImportError(format!("--dump {shown}: {e}")))?;
-    let mut head = vec![0u8; 1024];
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) => return fail(format!("--dump {shown}: {e}")),
-        }
-    }
-    head.truncate(n);
-    let format = if head.starts_with(b"PGDMP") {
-        DumpFormat::Custom
-    } else if head.len() >= 262 && head.starts_with(b"toc.dat") && &head[257..262] == b"ustar" {
-        DumpFormat::Tar
+    let head = head(path).map_err(|e| ImportError(format!("--dump {shown}: {e}")))?;
+    let format = if let Some(format) = archive_format(&head) {
+        format
     } else if head.starts_with(&[0x1f, 0x8b]) {
         return fail(format!("--dump {shown} is compressed with gzip: decompress it first (gunzip), or make the dump with `pg_dump -Fc`"));
     } else if String::from_utf8_lossy(&head).contains("-- PostgreSQL database dump") {
-        DumpFormat::Plain
+        return fail(format!("--dump {shown} is a plain SQL dump, which Herd does not import (psql would run any command it holds): make a custom-format dump, as Mastodon's backup documentation does, with `pg_dump -Fc -U mastodon mastodon_production > database.dump`"));
     } else {
-        return fail(format!("--dump {shown} is not a PostgreSQL dump: make one with `pg_dump -Fc -U mastodon mastodon_production > database.dump` (a plain SQL dump from pg_dump works too)"));
+        return fail(format!("--dump {shown} is not a PostgreSQL dump: make one with `pg_dump -Fc -U mastodon mastodon_production > database.dump`"));
     };
     // Mastodon's tables, in the schema part.
     let f = File::open(path).map_err(|e| ImportError(format!("--dump {shown}: {e}")))?;
@@ -376,6 +359,25 @@ pub fn dump_format(path: &Path) -> Result<DumpFormat, ImportError> {
         }
     }
     fail(format!("--dump {shown} is a PostgreSQL dump without Mastodon's accounts and statuses tables: dump the Mastodon database (mastodon_production, DB_NAME in .env.production)"))
+}
+
+/// The first KiB of `path`.
+fn head(path: &Path) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(1024);
+    File::open(path)?.take(1024).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// The archive format of a dump starting with `head`: `None` for anything else (a plain
+/// SQL dump among them, which would be replayed by psql as it is: never imported).
+fn archive_format(head: &[u8]) -> Option<DumpFormat> {
+    if head.starts_with(b"PGDMP") {
+        Some(DumpFormat::Custom)
+    } else if head.len() >= 262 && head.starts_with(b"toc.dat") && &head[257..262] == b"ustar" {
+        Some(DumpFormat::Tar)
+    } else {
+        None
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -466,66 +468,6 @@ impl Write for HashWriter {
     }
 }
 
-/// Copies a plain SQL dump without what could fail or act outside the tenant's database
-/// in a restore that runs as the tenant's database user: ownership (`ALTER … OWNER TO`,
-/// `SET SESSION AUTHORIZATION`, `SET ROLE`), privileges (`GRANT`, `REVOKE`, `ALTER
-/// DEFAULT PRIVILEGES`) of roles the new server does not have, `DROP`s of a `--clean`
-/// dump, the `public` schema's own statements and comments on extensions (the restore
-/// makes the schema; extensions belong to a superuser), PostgreSQL 17's
-/// `SET transaction_timeout` (which older servers refuse), and every psql meta-command
-/// (`\connect`, `\restrict`, `\!`, …). `COPY … FROM stdin` data is copied as it is.
-/// The result starts with [`NORMALISED_PLAIN`]. Returns how many lines were left out.
-pub fn normalise_plain(input: &mut dyn BufRead, out: &mut dyn Write) -> io::Result<u64> {
-    writeln!(out, "{NORMALISED_PLAIN}")?;
-    let mut line = Vec::new();
-    let mut in_copy = false;
-    let mut dropped = 0;
-    loop {
-        line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        if in_copy {
-            if line == b"\\.\n" || line == b"\\.\r\n" || line == b"\\." {
-                in_copy = false;
-            }
-            out.write_all(&line)?;
-            continue;
-        }
-        let text = String::from_utf8_lossy(&line);
-        let t = text.trim_end();
-        if t.starts_with("COPY ") && t.ends_with(" FROM stdin;") {
-            in_copy = true;
-            out.write_all(&line)?;
-            continue;
-        }
-        let upper = t.to_ascii_uppercase();
-        let one_statement = t.ends_with(';');
-        let drop = t.starts_with('\\')
-            || (one_statement
-                && ((upper.starts_with("ALTER ") && upper.contains(" OWNER TO "))
-                    || upper.starts_with("GRANT ")
-                    || upper.starts_with("REVOKE ")
-                    || upper.starts_with("ALTER DEFAULT PRIVILEGES ")
-                    || upper.starts_with("SET SESSION AUTHORIZATION ")
-                    || upper.starts_with("SET ROLE ")
-                    || upper.starts_with("DROP ")
-                    || upper == "CREATE SCHEMA PUBLIC;"
-                    || upper.starts_with("COMMENT ON SCHEMA PUBLIC ")
-                    || upper.starts_with("COMMENT ON EXTENSION ")
-                    || upper.starts_with("CREATE DATABASE ")
-                    // PostgreSQL 17's; older servers refuse it.
-                    || upper.starts_with("SET TRANSACTION_TIMEOUT ")));
-        if drop {
-            dropped += 1;
-        } else {
-            out.write_all(&line)?;
-        }
-    }
-    out.flush()?;
-    Ok(dropped)
-}
-
 fn write_install(
     tmp: &Path,
     dump: &Path,
@@ -540,26 +482,7 @@ fn write_install(
     let mut pieces = Vec::new();
     let open =
         |p: &Path| File::open(p).map_err(|e| ImportError(format!("--dump {}: {e}", p.display())));
-    match format {
-        DumpFormat::Custom | DumpFormat::Tar => {
-            pieces.extend(cut(&mut open(dump)?, DATABASE_ARTIFACT, piece_bytes, tmp)?);
-        }
-        DumpFormat::Plain => {
-            let sql = tmp.join(".database.sql");
-            {
-                let mut w =
-                    BufWriter::new(File::create(&sql).map_err(io_err("could not write", &sql))?);
-                normalise_plain(&mut BufReader::new(open(dump)?), &mut w).map_err(|e| {
-                    ImportError(format!(
-                        "could not normalise --dump {}: {e}",
-                        dump.display()
-                    ))
-                })?;
-            }
-            pieces.extend(cut(&mut open(&sql)?, DATABASE_ARTIFACT, piece_bytes, tmp)?);
-            std::fs::remove_file(&sql).map_err(io_err("could not remove", &sql))?;
-        }
-    }
+    pieces.extend(cut(&mut open(dump)?, DATABASE_ARTIFACT, piece_bytes, tmp)?);
     if let Some(m) = media {
         let mut child = std::process::Command::new("tar")
             .arg("-C")
@@ -578,18 +501,37 @@ fn write_install(
             .stdout
             .take()
             .ok_or_else(|| ImportError("tar gave no output".into()))?;
+        // Its warnings are read as they come (a pipe left unread fills up and stops tar,
+        // and the archive with it); only their last 64 KiB are kept.
+        let stderr = child.stderr.take();
+        let warnings = std::thread::spawn(move || {
+            let mut kept: Vec<u8> = Vec::new();
+            if let Some(mut e) = stderr {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = e.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    kept.extend_from_slice(&buf[..n]);
+                    if kept.len() > 64 * 1024 {
+                        kept.drain(..kept.len() - 64 * 1024);
+                    }
+                }
+            }
+            kept
+        });
         let cut_media = cut(&mut stdout, MEDIA_ARTIFACT, piece_bytes, tmp);
         drop(stdout);
-        let done = child
-            .wait_with_output()
+        let status = child
+            .wait()
             .map_err(|e| ImportError(format!("tar failed on --media {}: {e}", m.display())))?;
+        let warnings = warnings.join().unwrap_or_default();
         let media_pieces = cut_media?;
-        if !done.status.success() {
+        if !status.success() {
             return fail(format!(
-                "tar could not archive --media {} ({}): {}",
+                "tar could not archive --media {} ({status}): {}",
                 m.display(),
-                done.status,
-                String::from_utf8_lossy(&done.stderr).trim()
+                String::from_utf8_lossy(&warnings).trim()
             ));
         }
         pieces.extend(media_pieces);
@@ -597,7 +539,6 @@ fn write_install(
     let database = match format {
         DumpFormat::Custom => format!("{DATABASE_ARTIFACT} (pg_dump --format=custom of a standard Mastodon install's database; restore with pg_restore)"),
         DumpFormat::Tar => format!("{DATABASE_ARTIFACT} (pg_dump --format=tar of a standard Mastodon install's database; restore with pg_restore)"),
-        DumpFormat::Plain => format!("{DATABASE_ARTIFACT} (a plain SQL pg_dump of a standard Mastodon install's database, normalised: no owners, privileges or psql commands; replay with psql)"),
     };
     let media_line = match media {
         Some(_) => format!("volume, in {MEDIA_ARTIFACT} (a tar of the install's public/system)"),
@@ -721,6 +662,16 @@ fn copy_export(tmp: &Path, dir: &Path) -> Result<(Vec<(String, u64)>, String), I
             ));
         }
     }
+    // Only an archive is restored (pg_restore reads nothing else): refused here rather
+    // than by the restore Job.
+    let first = tmp.join(format!("{DATABASE_ARTIFACT}.000"));
+    let is_archive = first.is_file()
+        && archive_format(&head(&first).map_err(io_err("could not read", &first))?).is_some();
+    if !is_archive {
+        return fail(format!(
+            "the export's {DATABASE_ARTIFACT} is not a pg_dump archive (custom or tar format, as Herd's exports are): it cannot be imported; nothing was written"
+        ));
+    }
     let path = tmp.join(MANIFEST);
     std::fs::write(&path, &manifest).map_err(io_err("could not write", &path))?;
     Ok((written, manifest))
@@ -764,19 +715,6 @@ fn copy_checked(
 #[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_plain_dump_loses_owners_privileges_and_psql_commands_not_its_data() {
-        let dump = "--\n-- PostgreSQL database dump\n--\n\\restrict abc\nSET statement_timeout = 0;\nSET transaction_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);\nDROP TABLE public.accounts;\nCREATE SCHEMA public;\nCOMMENT ON SCHEMA public IS 'standard public schema';\nCOMMENT ON EXTENSION plpgsql IS 'PL/pgSQL';\nCREATE TABLE public.accounts (\n    id bigint NOT NULL\n);\nALTER TABLE public.accounts OWNER TO mastodon;\nALTER TABLE ONLY public.accounts ADD CONSTRAINT accounts_pkey PRIMARY KEY (id);\nCOPY public.accounts (id) FROM stdin;\n\\N\n\\\\x\nGRANT ALL\n\\.\nGRANT ALL ON SCHEMA public TO mastodon;\nREVOKE USAGE ON SCHEMA public FROM PUBLIC;\nALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT ALL ON TABLES TO mastodon;\nSET SESSION AUTHORIZATION mastodon;\n\\connect mastodon_production\n\\! rm -rf /\n\\unrestrict abc\n";
-        let mut out = Vec::new();
-        let dropped = normalise_plain(&mut dump.as_bytes(), &mut out).unwrap();
-        let out = String::from_utf8(out).unwrap();
-        assert_eq!(
-            out,
-            format!("{NORMALISED_PLAIN}\n--\n-- PostgreSQL database dump\n--\nSET statement_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);\nCREATE TABLE public.accounts (\n    id bigint NOT NULL\n);\nALTER TABLE ONLY public.accounts ADD CONSTRAINT accounts_pkey PRIMARY KEY (id);\nCOPY public.accounts (id) FROM stdin;\n\\N\n\\\\x\nGRANT ALL\n\\.\n")
-        );
-        assert_eq!(dropped, 14);
-    }
 
     #[test]
     fn headers_of_exports_and_imports_are_read_alike() {

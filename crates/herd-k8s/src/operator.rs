@@ -734,8 +734,9 @@ fn holds(instance: &Instance, end: RestoreEnd) -> bool {
     }
 }
 
-/// How long a restore may wait, from its `startedAt`, for each of what comes before its
-/// Job: the source's app secrets (a new tenant), the app to stop (no pod of it left), and
+/// How long a restore may wait, from its `startedAt`, for all of what comes before its
+/// Job together (one budget, not one per wait): the source's app secrets (a new tenant),
+/// the app to stop (no pod of it left; a backup's pods do not count, they only read), and
 /// PostgreSQL to accept connections. Past it the restore fails (and holds the app, as any
 /// failed restore), saying what it waited for and what to look at. The restore Job has
 /// its own limit (`activeDeadlineSeconds`, five minutes less than its URLs' six hours).
@@ -1204,7 +1205,7 @@ fn evicted(pods: &[Pod], job: &str) -> Option<String> {
         .find(|s| s.reason.as_deref() == Some("Evicted"))
         .map(|s| {
             format!(
-                "its pod was evicted ({}): the backup did not fit in the scratch space the restore Job was given (sized from the backup's size, else from the tenant's volumes: docs/BACKUPS.md, \"Scratch space\"), and nothing was restored; `kubectl -n {} describe job/{job}` shows the limit",
+                "its pod was evicted ({}): the backup did not fit in the scratch space the restore Job was given (sized from the backup's size, else from the tenant's volumes: docs/BACKUPS.md, \"Scratch space\"), or the node ran short of disk; `kubectl -n {} describe job/{job}` shows the limit. An eviction before the replay's end leaves the database as it was; one during the row count, after the replay committed, leaves it holding the backup unmigrated: count its accounts and statuses before starting the app as it is",
                 s.message.as_deref().unwrap_or("no message").trim(),
                 pods.first().and_then(|p| p.namespace()).unwrap_or_default()
             )
@@ -1321,7 +1322,7 @@ async fn cancel_restore(
     }
     if !pods_left.is_empty() {
         rs.message = Some(format!(
-            "cancelling: waiting for the restore's {} pods to go (`kubectl -n {ns} get pods -l {}={}`) before the app starts again",
+            "cancelling: waiting for the restore's {} pods to go (`kubectl -n {ns} get pods -l {}={}`) before the app starts again. A pod stuck Terminating on a node that is gone holds it: once you know the node is down, `kubectl -n {ns} delete pod <name> --force --grace-period=0`",
             pods_left.len(),
             restore::RESTORE_LABEL,
             rs.id
@@ -1333,7 +1334,7 @@ async fn cancel_restore(
     }
     let why = match instance.installed_version() {
         Some(_) => "cancelled before the database was touched: no pod of the restore is left, and the app starts again on the database as it was".to_owned(),
-        None => "cancelled before anything was restored: this tenant was made for the restore, holds no data and is not installed; ask for a new restore, or delete it".to_owned(),
+        None => "cancelled before anything was restored: this tenant was made for the restore, holds no data and is not installed; delete it (a restore into a new tenant makes another)".to_owned(),
     };
     Ok(Some(
         restore_ended(ctx, api, instance, rs.clone(), RestoreEnd::Cancelled, why).await?,
@@ -1707,7 +1708,7 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
 }
 
 /// The components whose pods write media or the database: web, streaming, sidekiq and
-/// the app's Jobs.
+/// the app's Jobs (not the backups' Jobs, which only read).
 const WRITERS: [&str; 4] = ["web", "streaming", "sidekiq", "jobs"];
 
 /// Scales the app's Deployments to zero and suspends its CronJobs (as a suspension does),
@@ -1755,6 +1756,14 @@ async fn writers_left(ctx: &Context, t: &Tenant<'_>) -> Result<usize, OperatorEr
                 .as_ref()
                 .and_then(|l| l.get("app.kubernetes.io/component"))
                 .is_some_and(|c| WRITERS.contains(&c.as_str()))
+        })
+        // A backup's pods only read (pg_dump, an archive of the media): one that runs for
+        // hours must not fail the restore's wait; the replay waits for pg_dump's locks.
+        .filter(|p| {
+            !p.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(crate::render::backup::BACKUP_LABEL))
         })
         .filter(|p| {
             !p.status

@@ -49,7 +49,7 @@ pub async fn prepare(
             Some(r) => Some(RestoreSpec {
                 manifest_sha256: manifest_sha256(&mut *tx, &r).await?,
                 id: r.id.to_string(),
-                source_tenant: source_tenant(&mut *tx, r.source_instance_id, row).await?,
+                source_tenant: source_tenant(&mut *tx, &r, row).await?,
                 source: r.location.clone(),
                 media: true,
                 import: r.mode == RestoreMode::Import,
@@ -114,7 +114,7 @@ pub async fn prepare(
             source: r.location.clone(),
             media: true,
             manifest_sha256,
-            source_tenant: source_tenant(&mut *tx, r.source_instance_id, row).await?,
+            source_tenant: source_tenant(&mut *tx, &r, row).await?,
             import: r.mode == RestoreMode::Import,
             cancel: cancelling,
             size_bytes: backup_size(&mut *tx, &r).await?,
@@ -131,21 +131,34 @@ async fn backup_size(tx: &mut PgConnection, r: &Restore) -> anyhow::Result<Optio
     })
 }
 
-/// `spec.restore.sourceTenant` of a restore into `target` of tenant `source`'s backup: the
-/// source's slug when it is another tenant (a restore into a new tenant, a drill's copy),
-/// for the operator reads no other tenant's backups than the one named there.
+/// `spec.restore.sourceTenant` of restore `r` into `target`: the source's slug when it is
+/// another tenant (a restore into a new tenant, a drill's copy), for the operator reads no
+/// other tenant's backups than the one named there. The slug kept on the restore when it
+/// was asked (`source_slug`), so a source purged since (its row gone, `source_instance_id`
+/// NULL) still names its own backups; its row's for a restore older than that column.
 async fn source_tenant(
     tx: &mut PgConnection,
-    source: Option<uuid::Uuid>,
+    r: &Restore,
     target: &fleet::Instance,
 ) -> anyhow::Result<Option<String>> {
-    // None: an import (its source is not a tenant's backup), or a source since purged.
-    let Some(source) = source else {
-        return Ok(None);
-    };
-    if source == target.id {
+    // An import's source is not a tenant's backup; an in-place restore reads the target's.
+    if r.mode == RestoreMode::Import || r.source_instance_id == Some(target.id) {
         return Ok(None);
     }
+    let kept: Option<String> =
+        sqlx::query_scalar("SELECT source_slug FROM tenant_restores WHERE id = $1")
+            .bind(r.id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten();
+    if let Some(slug) = kept {
+        return Ok((slug != target.slug).then_some(slug));
+    }
+    let Some(source) = r.source_instance_id else {
+        // Purged before its slug was kept: the operator then refuses the source (not
+        // one of the target's own backups), as before.
+        return Ok(None);
+    };
     match fleet::instance(&mut *tx, source).await? {
         Some(s) => Ok(Some(s.slug)),
         None => anyhow::bail!(
@@ -260,8 +273,11 @@ async fn manifest_sha256(tx: &mut PgConnection, r: &Restore) -> anyhow::Result<O
 /// Writes import `r`'s app secrets into `row`'s namespace on `cluster` (made if needed),
 /// with server-side apply: the values the operator supplied from the old install, and
 /// for the others new ones made as for a new server (the database and Redis passwords
-/// always). Checked as the cluster's operator will read them. The values are never logged:
-/// errors name only where it failed, or which key.
+/// always), or, when the namespace has its `app-secrets` already (an attempt that wrote
+/// them, then failed, is retried), the values it holds: a retry never changes the
+/// database's password under a database made with it. Checked as the cluster's operator
+/// will read them. The values are never logged: errors name only where it failed, or
+/// which key.
 async fn write_import_secrets(
     o: &Orchestrator,
     tx: &mut PgConnection,
@@ -281,7 +297,29 @@ async fn write_import_secrets(
         )?;
     let supplied = herd_fleet::imports::Secrets::open(key, r.id, &sealed)
         .map_err(|_| "the supplied secrets cannot be opened with this HERD_ENCRYPTION_KEY")?;
+    let to = o.clusters.client(cluster).await.map_err(|_| {
+        format!(
+            "the new tenant's cluster {} is unreachable; retried every minute",
+            cluster.name
+        )
+    })?;
+    let to_ns = namespace_name(&row.slug);
     let mut data = AppSecrets::generate().data().clone();
+    // What an earlier attempt wrote is kept (then the supplied values written over it).
+    let existing = Api::<Secret>::namespaced(to.clone(), &to_ns)
+        .get_opt(APP_SECRETS)
+        .await
+        .map_err(|e| {
+            format!(
+                "reading Secret {APP_SECRETS} in {to_ns} failed ({})",
+                kube_reason(&e)
+            )
+        })?;
+    for (name, value) in existing.and_then(|e| e.data).unwrap_or_default() {
+        if let (Some(slot), Ok(value)) = (data.get_mut(&name), String::from_utf8(value.0)) {
+            *slot = value;
+        }
+    }
     for (name, value) in supplied.values() {
         data.insert(name.clone(), value.clone());
     }
@@ -292,13 +330,6 @@ async fn write_import_secrets(
         data.insert(s::VAPID_PUBLIC_KEY.to_owned(), public);
     }
     let secrets = AppSecrets::from_data(&data).map_err(|e| format!("the supplied secrets: {e}"))?;
-    let to = o.clusters.client(cluster).await.map_err(|_| {
-        format!(
-            "the new tenant's cluster {} is unreachable; retried every minute",
-            cluster.name
-        )
-    })?;
-    let to_ns = namespace_name(&row.slug);
     let params = PatchParams::apply(SECRETS_FIELD_MANAGER).force();
     let namespace = Namespace {
         metadata: ObjectMeta {

@@ -542,6 +542,33 @@ pub async fn held(ex: impl PgExecutor<'_>, instance: Uuid) -> Result<Option<Rest
     .transpose()
 }
 
+/// Whether restore `id` of tenant `instance` was asked while an earlier failed restore held
+/// the tenant stopped (not released): cancelling it would start the app on the database
+/// that failed restore left.
+pub async fn asked_while_held(
+    ex: impl PgExecutor<'_>,
+    instance: Uuid,
+    id: Uuid,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+             SELECT 1 FROM tenant_restores earlier, tenant_restores this
+             WHERE this.id = $2 AND earlier.instance_id = $1 AND earlier.id <> this.id
+               AND earlier.requested_at < this.requested_at
+               AND earlier.step = 'failed' AND NOT earlier.drill AND earlier.released_at IS NULL
+               AND NOT EXISTS (
+                 SELECT 1 FROM tenant_restores between_them
+                 WHERE between_them.instance_id = $1 AND between_them.step = 'succeeded'
+                   AND between_them.requested_at > earlier.requested_at
+                   AND between_them.requested_at < this.requested_at)
+           ) AS "held!""#,
+        instance,
+        id
+    )
+    .fetch_one(ex)
+    .await?)
+}
+
 /// Records that an operator started the tenant of failed restore `id` as it is.
 pub async fn release(conn: &mut PgConnection, id: Uuid, by: Uuid) -> Result<(), StoreError> {
     sqlx::query!(

@@ -78,8 +78,8 @@ pub enum ImportCommand {
     /// Write a directory a restore Job reads, from a standard Mastodon install or a Herd
     /// export; print its manifest's SHA-256 and where to upload it.
     ///
-    /// From a standard Mastodon install: --dump (made by `pg_dump -Fc`, or a plain SQL
-    /// pg_dump, which is normalised: no owners, privileges or psql commands), --domain (its
+    /// From a standard Mastodon install: --dump (made by `pg_dump -Fc`, or `-Ft`; a plain
+    /// SQL dump is refused, as psql would run any command it holds), --domain (its
     /// LOCAL_DOMAIN) and, when its media are on its disk, --media (its public/system
     /// directory). From a Herd export: --export, its directory as downloaded; every piece
     /// is checked against the export's manifest, which is kept as it is.
@@ -97,7 +97,7 @@ pub enum ImportCommand {
 #[derive(Debug, Args)]
 pub struct ImportPrepareArgs {
     /// A standard install's database dump: `pg_dump -Fc -U mastodon mastodon_production >
-    /// database.dump` (custom format, as backups use), or a plain SQL pg_dump.
+    /// database.dump` (custom format, as backups use), or `pg_dump -Ft`; not plain SQL.
     #[arg(long, conflicts_with = "export")]
     pub dump: Option<PathBuf>,
 

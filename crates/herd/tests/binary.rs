@@ -813,7 +813,25 @@ fn import_prepare_refuses_bad_input_and_writes_nothing() {
     let missing = missing.to_str().unwrap();
     let empty = d.0.join("empty-export");
     std::fs::create_dir_all(&empty).unwrap();
+    let plain = d.0.join("mastodon.sql");
+    std::fs::write(
+        &plain,
+        "--\n-- PostgreSQL database dump\n--\nCREATE TABLE public.accounts (\n id bigint\n);\nCREATE TABLE public.statuses (\n id bigint\n);\nSELECT 1; \\! echo x\n",
+    )
+    .unwrap();
+    let plain = plain.to_str().unwrap();
     for (args, says) in [
+        (
+            vec![
+                "--dump",
+                plain,
+                "--domain",
+                "social.example.org",
+                "--out",
+                out_s,
+            ],
+            "is a plain SQL dump, which Herd does not import",
+        ),
         (vec!["--out", out_s], "give either --dump"),
         (
             vec![
@@ -1018,4 +1036,66 @@ fn import_prepare_writes_a_directory_whose_manifest_verifies() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(!third.exists());
+}
+
+/// tar's warnings are read while its archive is: many of them (more than a pipe holds)
+/// do not stop `herd import prepare`.
+#[test]
+fn import_prepare_is_not_stopped_by_many_tar_warnings() {
+    let d = ImportDir::new("warnings");
+    let dump = d.dump();
+    let media = d.0.join("system");
+    std::fs::create_dir_all(media.join("media_attachments")).unwrap();
+    std::fs::write(media.join("media_attachments/a.png"), b"png").unwrap();
+    // A tar that warns a lot (1 MiB on its standard error) before archiving.
+    let bin = d.0.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v tar"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let fake = bin.join("tar");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nhead -c 1048576 /dev/zero | tr '\\0' w >&2\nexec {} \"$@\"\n",
+            real.trim()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+    let out = d.0.join("prepared");
+    let mut child = Command::new(HERD)
+        .args(["import", "prepare", "--dump"])
+        .arg(&dump)
+        .arg("--media")
+        .arg(&media)
+        .args(["--domain", "social.example.org", "--out"])
+        .arg(&out)
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("herd import prepare hung on tar's warnings");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success());
+    assert!(out.join("media.tar.000").is_file());
 }

@@ -15,8 +15,8 @@
 //! which it leaves in its termination message with the counts of the manifest
 //! ([`RestoreSummary`]). The app is stopped while it runs (the operator sees to it).
 //!
-//! Its scratch volume has a size limit, which its containers also request as ephemeral
-//! storage ([`scratch_limit`]: from the backup's size when known, else from the tenant's
+//! Its scratch volume has a size limit, a cap rather than a request
+//! ([`scratch_limit`]: from the backup's size when known, else from the tenant's
 //! volumes): a backup larger than that gets the pod evicted, and the restore fails saying
 //! so, rather than filling the node's disk.
 
@@ -52,9 +52,11 @@ pub const SCRATCH_FACTOR: u64 = 6;
 /// Added to the scratch space, for the manifest, the logs and small backups.
 pub const SCRATCH_MARGIN: u64 = 1 << 30;
 
-/// The size limit of the restore Job's scratch volume, in bytes, which its pod also
-/// requests as ephemeral storage (so it is placed on a node with that much room, and
-/// evicted rather than filling the node when the backup is bigger): from the backup's
+/// The size limit of the restore Job's scratch volume, in bytes (the pod is evicted rather
+/// than filling the node when the backup is bigger). It is a cap, not a reservation: the
+/// pod does not request it as ephemeral storage, since the backup's recorded size counts
+/// its media archive too and six times that would leave large tenants unschedulable
+/// (their restore Pending, the app held stopped, for hours). From the backup's
 /// size when the control plane knows it (see [`SCRATCH_FACTOR`]); otherwise from the
 /// tenant's volumes, twice the database's (the dump beside its SQL text, neither larger
 /// than the database) plus the media volume's when media are restored, and the margin.
@@ -192,7 +194,7 @@ pub fn restore(
                 "image": UPLOAD_IMAGE,
                 "command": ["/bin/sh", "-c", FETCH_SCRIPT],
                 "env": fetch_env,
-                "resources": { "requests": { "cpu": "100m", "memory": "128Mi", "ephemeral-storage": scratch_size }, "limits": { "cpu": "500m", "memory": "256Mi" } },
+                "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "cpu": "500m", "memory": "256Mi" } },
                 "securityContext": container_security(true),
                 "volumeMounts": fetch_mounts,
             }],
@@ -211,7 +213,7 @@ pub fn restore(
                     { "name": "APP", "value": app },
                     { "name": "TERMINATION_LOG", "value": "/dev/termination-log" },
                 ],
-                "resources": { "requests": { "cpu": "100m", "memory": "256Mi", "ephemeral-storage": scratch_size }, "limits": { "cpu": "1", "memory": "1Gi" } },
+                "resources": { "requests": { "cpu": "100m", "memory": "256Mi" }, "limits": { "cpu": "1", "memory": "1Gi" } },
                 "securityContext": container_security(true),
                 "volumeMounts": [scratch, tmp],
             }],

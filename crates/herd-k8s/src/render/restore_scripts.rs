@@ -10,9 +10,9 @@
 //!    the media archive into `MEDIA_DIR` (with `MEDIA=volume`, when the backup has one),
 //!    and leaves the manifest's row counts and app version in `$SCRATCH/source.txt`.
 //! 2. [`RESTORE_DB_SCRIPT`], in the PostgreSQL image: the dump turned into SQL by
-//!    `pg_restore --no-owner` (an unreadable dump stops there; a plain SQL dump is taken
-//!    as it is only when `herd import prepare` normalised it, see
-//!    [`crate::import::normalise_plain`]), then replayed by `psql` in one transaction
+//!    `pg_restore --no-owner --no-privileges` (an unreadable dump stops there, a plain
+//!    SQL dump among them: nothing but a pg_dump archive is ever replayed), then replayed
+//!    by `psql` in one transaction
 //!    after `DROP SCHEMA public CASCADE; CREATE SCHEMA public` (tables a later migration
 //!    added go too) and followed by a check that `accounts` and `statuses` exist (a dump
 //!    of another database, as an import may bring, is refused); a restore that fails
@@ -35,15 +35,6 @@
 
 use super::backup::count_rows_sql;
 
-/// The first line of a plain SQL dump `herd import prepare` normalised
-/// ([`crate::import::normalise_plain`]): [`RESTORE_DB_SCRIPT`] replays a plain dump only
-/// with it, as it is (any other dump goes through `pg_restore`).
-macro_rules! normalised_plain {
-    () => {
-        "-- Herd: plain SQL dump normalised by herd import prepare (no owners, privileges or psql commands)"
-    };
-}
-pub(crate) use normalised_plain;
 use std::collections::BTreeMap;
 
 /// What [`FETCH_SCRIPT`] leaves for [`RESTORE_DB_SCRIPT`] in `SCRATCH`: the manifest's
@@ -163,6 +154,17 @@ printf '%s\n' "$summary" > "$log"
 /// `TERMINATION_LOG`. Its termination message: `source-rows accounts=N statuses=M` and
 /// `source-version …` (from the manifest, when it has them), `restored-rows accounts=N
 /// statuses=M`.
+///
+/// The SQL psql replays is always pg_restore's text of a pg_dump archive (custom or tar
+/// format): there is no path for a plain SQL dump, whose psql meta-commands (`\!` runs a
+/// shell) would run as they are. pg_restore since PostgreSQL 17.6, 16.10, 15.14, 14.19 and
+/// 13.22 (CVE-2025-8714) writes `\restrict <random key>` at the top of that text, after
+/// which psql refuses every meta-command but `\unrestrict <key>`; a crafted archive cannot
+/// know the key, so nothing in its definitions or data can run a meta-command. The script
+/// refuses an older pg_restore (the image `postgres:16-alpine` is 16.10 or later since
+/// August 2025; a node's cached older image is refused, not used) and text without that
+/// line. What the SQL itself can do is another matter: see docs/EXPORTS.md on imports
+/// (the restore runs as the database's owner, the official image's superuser).
 pub const RESTORE_DB_SCRIPT: &str = concat!(
     r##"set -eu
 scratch=$SCRATCH
@@ -176,17 +178,34 @@ case "$APP" in mastodon|gotosocial) ;; *) fail "APP is $APP, not mastodon or got
 if [ ! -s "$scratch/database.dump" ]; then
   fail "no database dump in the scratch volume: the fetch step did not finish; the database was not touched"
 fi
-# The dump as SQL first: a plain SQL dump `herd import prepare` normalised (no owners,
-# privileges or psql commands: its first line says so) is that SQL already; any other
-# dump goes through pg_restore, and one it cannot read fails here, before the database
-# is touched.
-if [ "$(head -c 200 "$scratch/database.dump" | head -n 1)" = ""##,
-    normalised_plain!(),
-    r##"" ]; then
-  mv "$scratch/database.dump" "$scratch/restore.sql"
-elif ! pg_restore --no-owner --exit-on-error --file="$scratch/restore.sql" "$scratch/database.dump" 2> "$scratch/restore.err"; then
+# pg_restore must write `\restrict <random key>` first (CVE-2025-8714), so that nothing
+# in the archive can run a psql meta-command: 17.6, 16.10, 15.14, 14.19, 13.22 or later.
+pgv=$(pg_restore --version 2> /dev/null | sed -n 's/^pg_restore (PostgreSQL) \([0-9][0-9]*\)\.\([0-9][0-9]*\).*/\1 \2/p')
+major=${pgv% *}
+minor=${pgv#* }
+case "$major$minor" in
+  ''|*[!0-9]*) fail "could not read pg_restore's version ($(pg_restore --version 2>&1 | head -n 1)); the $APP database was not touched" ;;
+esac
+case "$major" in
+  13) need=22 ;;
+  14) need=19 ;;
+  15) need=14 ;;
+  16) need=10 ;;
+  17) need=6 ;;
+  *) if [ "$major" -ge 18 ]; then need=0; else need=1000; fi ;;
+esac
+if [ "$minor" -lt "$need" ]; then
+  fail "pg_restore $major.$minor is too old to restore safely (it does not write \\restrict: CVE-2025-8714); use an image with 17.6, 16.10, 15.14 or later; the $APP database was not touched"
+fi
+# The dump as SQL first, always through pg_restore (a plain SQL dump is not an archive
+# and is refused here): one it cannot read fails here, before the database is touched.
+# (A file rather than a pipe: psql -1 would commit the part of a stream cut short.)
+if ! pg_restore --no-owner --no-privileges --exit-on-error --file="$scratch/restore.sql" "$scratch/database.dump" 2> "$scratch/restore.err"; then
   cat "$scratch/restore.err" >&2
   fail "pg_restore could not read the dump; the $APP database was not touched: $(grep -m 1 -i 'error' "$scratch/restore.err" | cut -c 1-300)"
+fi
+if ! head -n 20 "$scratch/restore.sql" | grep -q '^\\restrict [A-Za-z0-9]'; then
+  fail "pg_restore's text of the dump does not start with \\restrict (it would let the dump run psql commands); the $APP database was not touched"
 fi
 # Then, in ONE transaction, the schema emptied (tables a later migration added would
 # otherwise stay, and block the restore or the migrations after it), the dump replayed

@@ -94,6 +94,50 @@ async fn an_import_writes_the_supplied_app_secrets_then_restores_and_forgets_the
     .await
     .unwrap();
     assert!(still, "kept until written");
+    // An earlier attempt wrote the Secret (and the database may have been made with its
+    // passwords), then failed before it was recorded: the retry keeps what it generated.
+    let earlier = AppSecrets::generate();
+    {
+        use k8s_openapi::api::core::v1::Namespace;
+        use kube::api::{Patch, PatchParams};
+        let params = PatchParams::apply("earlier-attempt");
+        Api::<Namespace>::all(eu.client.clone())
+            .patch(
+                "herd-lyon-social",
+                &params,
+                &Patch::Apply(serde_json::json!({
+                    "apiVersion": "v1", "kind": "Namespace",
+                    "metadata": { "name": "herd-lyon-social" },
+                })),
+            )
+            .await
+            .unwrap();
+        Api::<Secret>::namespaced(eu.client.clone(), "herd-lyon-social")
+            .patch(
+                "app-secrets",
+                &params,
+                &Patch::Apply(Secret {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some("app-secrets".into()),
+                        namespace: Some("herd-lyon-social".into()),
+                        ..Default::default()
+                    },
+                    type_: Some("Opaque".into()),
+                    data: Some(
+                        earlier
+                            .data()
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.clone(), k8s_openapi::ByteString(v.clone().into_bytes()))
+                            })
+                            .collect(),
+                    ),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .unwrap();
+    }
 
     // It answers: the secrets are written, then the Instance applied.
     app.clusters.plug("eu-1", eu.client.clone());
@@ -122,7 +166,8 @@ async fn an_import_writes_the_supplied_app_secrets_then_restores_and_forgets_the
             "{k} as supplied"
         );
     }
-    // The public VAPID key follows from the private one; the others are made new.
+    // The public VAPID key follows from the private one; the others are made new, or kept
+    // as the earlier attempt made them (the database's and Redis's passwords among them).
     assert_eq!(
         data.get(secrets::VAPID_PUBLIC_KEY).map(String::as_str),
         old.get(secrets::VAPID_PUBLIC_KEY)
@@ -131,6 +176,17 @@ async fn an_import_writes_the_supplied_app_secrets_then_restores_and_forgets_the
         data.get(secrets::AR_DETERMINISTIC_KEY).map(String::as_str),
         old.get(secrets::AR_DETERMINISTIC_KEY)
     );
+    for k in [
+        secrets::DB_PASS,
+        secrets::REDIS_PASSWORD,
+        secrets::AR_DETERMINISTIC_KEY,
+    ] {
+        assert_eq!(
+            data.get(k).map(String::as_str),
+            earlier.get(k),
+            "{k} kept from the earlier attempt"
+        );
+    }
     // As the cluster's operator reads them back: complete and well formed.
     AppSecrets::from_data(&data).expect("a Secret the operator accepts");
 
@@ -252,4 +308,87 @@ async fn purging_a_source_tenant_keeps_the_restores_made_from_it(pool: PgPool) {
     assert_eq!(kept.source_instance_id, None);
     assert_eq!(kept.instance_id, copy);
     assert_eq!(restores::recent(&pool, copy, 5).await.unwrap().len(), 1);
+}
+
+/// A restore into a new tenant keeps naming the source's backups (spec.restore.sourceTenant)
+/// once the source is purged: its slug is kept on the restore when it is asked.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_restore_of_a_purged_tenants_backup_still_names_its_source(pool: PgPool) {
+    use herd_domain::restore::RestoreMode;
+    use herd_store::fleet::{self, NewInstance};
+    use herd_store::restores::{self, NewRestore};
+    let app = TestApp::spawn(pool.clone()).await;
+    app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
+    let op = app.operator("ops@provider.example").await;
+    let eu = app.connect_cluster(&op, "eu-1").await;
+    let org: Uuid = sqlx::query_scalar("SELECT id FROM organizations WHERE slug = 'lyon'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let tenant = |slug: &'static str, domain: &'static str| NewInstance {
+        org: herd_domain::OrgId(org),
+        order: None,
+        app: "mastodon",
+        version: "v4.7.6",
+        plan_code: "community",
+        slug,
+        domain,
+        owner_username: "owner",
+        owner_email: "owner@lyon.example",
+        domain_token: None,
+    };
+    let source = fleet::insert_instance(&mut tx, &tenant("lyon-social", "lyon.social"))
+        .await
+        .unwrap();
+    let copy = fleet::insert_instance(&mut tx, &tenant("lyon-undo", "undo.lyon.social"))
+        .await
+        .unwrap();
+    let restore = restores::insert(
+        &mut tx,
+        &NewRestore {
+            instance: copy,
+            source_instance: Some(source),
+            source_backup: "final-1",
+            location: "s3://herd-backups/herd/lyon-social/final-1/",
+            mode: RestoreMode::NewTenant,
+            drill: false,
+            requested_by: None,
+        },
+    )
+    .await
+    .unwrap();
+    restores::mark_secrets_copied(&mut *tx, restore)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE instances SET cluster_id = (SELECT id FROM clusters WHERE name = 'eu-1') WHERE id = $1")
+        .bind(copy)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // The source is purged before the new tenant is applied.
+    sqlx::query("DELETE FROM instances WHERE id = $1")
+        .bind(source)
+        .execute(&pool)
+        .await
+        .unwrap();
+    herd_jobs::enqueue(
+        &pool,
+        &herd_fleet::jobs::ApplyInstance { instance_id: copy },
+    )
+    .await
+    .unwrap();
+    app.run_jobs().await;
+    let applied = Api::<Instance>::namespaced(eu.client.clone(), "herd-system")
+        .get("lyon-undo")
+        .await
+        .unwrap();
+    let asked = applied.spec.restore.expect("spec.restore");
+    assert_eq!(asked.source, "s3://herd-backups/herd/lyon-social/final-1/");
+    assert_eq!(
+        asked.source_tenant.as_deref(),
+        Some("lyon-social"),
+        "the purged source's backups, not the new tenant's own"
+    );
 }

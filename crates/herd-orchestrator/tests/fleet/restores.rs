@@ -1174,3 +1174,55 @@ async fn a_restore_into_a_new_tenant_cancelled_while_waiting_keeps_it_held(pool:
         .expect("still named: never installed fresh");
     assert_eq!((held.id, held.cancel), (asked.id, true));
 }
+
+/// A restore asked while a failed one held the tenant stopped cannot be cancelled: the
+/// cancel would start the server on the database the failed one left, without the typed
+/// release it needs.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_restore_asked_while_a_failed_one_held_the_tenant_cannot_be_cancelled(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = app.operator(OPS).await;
+    let eu = app.connect_cluster(&op, "eu-1").await;
+    let id = running(
+        &app,
+        &eu,
+        "lyon",
+        "lyon.social",
+        json!([dump("lyon-social", "scheduled-1")]),
+    )
+    .await;
+    let slug = row(&pool, id).await.slug;
+    let failed = restore_at(&app, &op, &eu, id, "Restoring").await;
+    report(
+        &eu,
+        &slug,
+        json!({ "phase": "Failed", "lastError": "restore failed",
+                "restore": { "id": failed.id, "step": "Failed", "source": failed.source,
+                "message": "database.dump.000 does not match the manifest" } }),
+    )
+    .await;
+    app.sync_clusters().await;
+    // Held: a second restore may be asked for, and runs.
+    let second = restore_at(&app, &op, &eu, id, "StoppingApp").await;
+    assert_ne!(second.id, failed.id);
+    op.get(&format!("/operator/instances/{id}")).await;
+    op.post(
+        &format!("/operator/instances/{id}/restore/cancel"),
+        &[("confirm", &slug)],
+    )
+    .await
+    .assert_redirect(&format!("/operator/instances/{id}#tenant-restores"));
+    op.get(&format!("/operator/instances/{id}"))
+        .await
+        .assert_contains("asked while a failed restore held the tenant stopped");
+    assert!(cancel_audits(&pool).await.is_empty());
+    app.run_jobs().await;
+    let spec = instances(&eu)
+        .get(&slug)
+        .await
+        .unwrap()
+        .spec
+        .restore
+        .unwrap();
+    assert_eq!((spec.id.as_str(), spec.cancel), (second.id.as_str(), false));
+}

@@ -1,5 +1,5 @@
 //! Imports: what `herd import prepare` writes ([`herd_k8s::import::prepare`], which the
-//! subcommand calls) from a standard Mastodon install (`pg_dump -Fc` or plain, and its
+//! subcommand calls) from a standard Mastodon install (`pg_dump -Fc`, and its
 //! `public/system`) or a Herd export, fetched and restored by the restore Job's real
 //! scripts into another database.
 
@@ -8,7 +8,7 @@ use super::{back_up, files, fill, get_urls, media_volume, pg, restore, stderr, P
 use herd_k8s::import::{self, Source};
 use herd_k8s::render::restore_scripts::{RestoreSummary, RESTORE_DB_SCRIPT};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 const MIB: u64 = 1024 * 1024;
 /// Where an import is uploaded in the store.
@@ -148,15 +148,34 @@ fn a_standard_install_is_prepared_then_restored_with_its_rows_counted() {
     );
 }
 
+/// Runs the restore Job's database script into `db` on the dump in `scratch`, with
+/// `path` (when given) before `PATH`; its output and termination message.
+fn restore_db(pg: &Pg, db: &str, scratch: &Path, path: Option<&Path>) -> (Output, String) {
+    let log = scratch.join("termination-log");
+    let _ = std::fs::remove_file(&log);
+    let mut cmd = Command::new("sh");
+    pg.env(&mut cmd, db)
+        .args(["-c", RESTORE_DB_SCRIPT])
+        .env("SCRATCH", scratch)
+        .env("APP", "mastodon")
+        .env("TERMINATION_LOG", &log);
+    if let Some(dir) = path {
+        let old = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{old}", dir.display()));
+    }
+    let out = cmd.output().unwrap();
+    (out, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
 #[test]
-fn a_plain_dump_with_owners_and_grants_of_roles_gone_is_normalised_and_restored() {
+fn a_custom_dump_with_owners_and_grants_of_roles_gone_is_restored() {
     let pg = pg();
-    let root = Root::new("import-plain");
+    let root = Root::new("import-owners");
     let store = Store::start(&root.dir("store"));
     let role = format!("herd_rs_{}_owner", std::process::id());
-    let file = root.0.join("mastodon.sql");
+    let file = root.0.join("mastodon.dump");
     {
-        let source = pg.database("plainsrc");
+        let source = pg.database("ownsrc");
         fill(&pg, &source.name, 300, 900);
         pg.psql("postgres", &format!("DROP ROLE IF EXISTS {role}"));
         pg.psql("postgres", &format!("CREATE ROLE {role}"));
@@ -164,41 +183,14 @@ fn a_plain_dump_with_owners_and_grants_of_roles_gone_is_normalised_and_restored(
             &source.name,
             &format!("ALTER TABLE accounts OWNER TO {role}; ALTER TABLE statuses OWNER TO {role}; GRANT SELECT ON accounts TO {role}; ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO {role}"),
         );
-        dump(&pg, &source.name, &["--clean", "--if-exists"], &file);
+        dump(&pg, &source.name, &["-Fc"], &file);
     }
     // The old install's roles do not exist where the import goes.
     pg.psql("postgres", &format!("DROP ROLE {role}"));
-    let sql = std::fs::read_to_string(&file).unwrap();
-    assert!(
-        sql.contains(&format!("OWNER TO {role};")),
-        "the dump has owners"
-    );
-
-    // As it is, the restore does not replay it: the database is not touched.
-    let target = pg.database("plaindst");
-    let scratch = root.dir("restore");
-    std::fs::copy(&file, scratch.join("database.dump")).unwrap();
-    let raw = pg
-        .env(&mut Command::new("sh"), &target.name)
-        .args(["-c", RESTORE_DB_SCRIPT])
-        .env("SCRATCH", &scratch)
-        .env("APP", "mastodon")
-        .env("TERMINATION_LOG", root.0.join("raw-log"))
-        .output()
-        .unwrap();
-    assert!(!raw.status.success());
-    assert!(
-        std::fs::read_to_string(root.0.join("raw-log"))
-            .unwrap()
-            .contains("pg_restore could not read the dump; the mastodon database was not touched"),
-        "{}",
-        stderr(&raw)
-    );
-
+    let target = pg.database("owndst");
     let out = root.0.join("prepared");
     import::prepare(&install(file.clone(), None), &out, MIB).unwrap();
     let manifest = std::fs::read_to_string(out.join("manifest.txt")).unwrap();
-    assert!(manifest.contains("plain SQL"), "{manifest}");
     assert!(!manifest.contains("media.tar"), "no --media: {manifest}");
     upload(&store, &out, IMPORTS);
     let urls = root.dir("get-urls");
@@ -217,8 +209,7 @@ fn a_plain_dump_with_owners_and_grants_of_roles_gone_is_normalised_and_restored(
         "{}",
         r.restore_log
     );
-    assert_eq!(pg.count(&target.name, "media_attachments"), 300);
-    // Owned by the restoring user, as a custom dump restored with --no-owner.
+    // Owned by the restoring user.
     assert_eq!(
         pg.psql(
             &target.name,
@@ -226,6 +217,156 @@ fn a_plain_dump_with_owners_and_grants_of_roles_gone_is_normalised_and_restored(
         ),
         "t"
     );
+}
+
+/// A plain SQL dump of Mastodon's tables that runs `touch <marker>` through psql's `\!`
+/// when replayed as it is: after a statement on the same line, and after a line that
+/// looks like the start of a `COPY` but is inside a dollar-quoted string.
+fn hostile_plain(marker: &Path) -> String {
+    let m = marker.display();
+    format!(
+        "--\n-- PostgreSQL database dump\n--\n\nCREATE TABLE public.accounts (\n    id bigint NOT NULL\n);\nCREATE TABLE public.statuses (\n    id bigint NOT NULL\n);\nSELECT 1; \\! touch {m}\nSELECT $x$\nCOPY public.accounts (id) FROM stdin;\n$x$;\n\\! touch {m}\n\\.\n"
+    )
+}
+
+#[test]
+fn a_plain_dump_is_refused_by_prepare_and_never_replayed_by_the_restore() {
+    let pg = pg();
+    let root = Root::new("import-plain");
+    let marker = root.0.join("ran");
+    let file = root.0.join("mastodon.sql");
+    std::fs::write(&file, hostile_plain(&marker)).unwrap();
+    // psql would run it.
+    let probe = pg.database("plainprobe");
+    let ran = pg
+        .env(&mut Command::new("psql"), &probe.name)
+        .args(["-X", "-q", "-f"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    assert!(marker.exists(), "the dump is hostile to psql");
+    std::fs::remove_file(&marker).unwrap();
+
+    let why = import::prepare(&install(file.clone(), None), &root.0.join("o"), MIB)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        why.contains("is a plain SQL dump") && why.contains("pg_dump -Fc"),
+        "{why}"
+    );
+    assert!(!root.0.join("o").exists());
+
+    // Given to the restore anyway, even starting with the line that once meant
+    // "normalised by herd import prepare": refused before the database is touched.
+    let target = pg.database("plaindst");
+    fill(&pg, &target.name, 5, 7);
+    let scratch = root.dir("restore");
+    for head in [
+        "",
+        "-- Herd: plain SQL dump normalised by herd import prepare (no owners, privileges or psql commands)\n",
+    ] {
+        std::fs::write(
+            scratch.join("database.dump"),
+            format!("{head}{}", hostile_plain(&marker)),
+        )
+        .unwrap();
+        let (out, log) = restore_db(&pg, &target.name, &scratch, None);
+        assert!(!out.status.success(), "{head}: {}", stderr(&out));
+        assert!(
+            log.contains("pg_restore could not read the dump; the mastodon database was not touched"),
+            "{log}"
+        );
+        assert!(!marker.exists(), "{head}: a psql command ran");
+        assert_eq!(pg.count(&target.name, "accounts"), 5);
+    }
+}
+
+#[test]
+fn an_export_whose_dump_is_not_an_archive_is_refused() {
+    let root = Root::new("import-export-plain");
+    let marker = root.0.join("ran");
+    let dir = root.dir("export");
+    let dump = format!(
+        "-- Herd: plain SQL dump normalised by herd import prepare (no owners, privileges or psql commands)\n{}",
+        hostile_plain(&marker)
+    );
+    std::fs::write(dir.join("database.dump"), &dump).unwrap();
+    let sha = sha256(&dir.join("database.dump"));
+    std::fs::write(
+        dir.join("manifest.txt"),
+        format!(
+            "# Herd export, format 2\n# tenant: lyon (lyon.social), mastodon v4.3.2\n# piece database.dump.000 {} bytes\n{sha}  database.dump.000\n",
+            dump.len()
+        ),
+    )
+    .unwrap();
+    let out = root.0.join("prepared");
+    let why = import::prepare(&Source::Export { dir }, &out, import::PIECE_BYTES)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("is not a pg_dump archive"), "{why}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn the_restore_refuses_a_pg_restore_without_restrict() {
+    let pg = pg();
+    let root = Root::new("import-old-pg");
+    let source = pg.database("oldsrc");
+    fill(&pg, &source.name, 3, 4);
+    let scratch = root.dir("restore");
+    dump(&pg, &source.name, &["-Fc"], &scratch.join("database.dump"));
+    let target = pg.database("olddst");
+    fill(&pg, &target.name, 5, 7);
+    // The real one writes `\restrict`.
+    let sql = Command::new("pg_restore")
+        .args(["-f", "-"])
+        .arg(scratch.join("database.dump"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&sql.stdout)
+            .lines()
+            .take(20)
+            .any(|l| l.starts_with("\\restrict ")),
+        "the local pg_restore writes \\restrict"
+    );
+    // An older one (16.9), or one whose text lacks it, is refused.
+    let bin = root.dir("bin");
+    let real = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v pg_restore"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for (name, script) in [
+        ("old", "#!/bin/sh\necho 'pg_restore (PostgreSQL) 16.9'\nexit 0\n".to_owned()),
+        (
+            "unrestricted",
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'pg_restore (PostgreSQL) 16.10'; exit 0; fi\n{} \"$@\" || exit 1\nfor a in \"$@\"; do case \"$a\" in --file=*) f=${{a#--file=}} ;; esac; done\nsed -i '/^\\\\restrict /d' \"$f\"\n",
+                real.trim()
+            ),
+        ),
+    ] {
+        let fake = bin.join("pg_restore");
+        std::fs::write(&fake, script).unwrap();
+        Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+        let (out, log) = restore_db(&pg, &target.name, &scratch, Some(&bin));
+        assert!(!out.status.success(), "{name}");
+        assert!(
+            log.contains("too old to restore safely") || log.contains("does not start with \\restrict"),
+            "{name}: {log}"
+        );
+        assert_eq!(pg.count(&target.name, "accounts"), 5, "{name}");
+    }
+    // The real one restores.
+    let (out, log) = restore_db(&pg, &target.name, &scratch, None);
+    assert!(out.status.success(), "{}: {log}", stderr(&out));
+    assert_eq!(pg.count(&target.name, "accounts"), 3);
 }
 
 #[test]
