@@ -656,6 +656,27 @@ async fn console(c: &Client, app: &TestApp) -> Result<(), Box<dyn std::error::Er
     wait_for(c, Locator::Css("[role='alert'], .error, .flash")).await?;
     accessible(c, "the restore form with its error").await?;
     visit(c, app, "/operator/backups/drills", "Restore drills").await?;
+    // Importing a server: the form, then a refusal (no such import) with its message and
+    // the secrets asked for again.
+    visit(c, app, "/operator/imports/new", "Import a server").await?;
+    for (field, text) in [
+        ("#import_id", "lyon-2026-12"),
+        ("#org", "lyon"),
+        ("#domain", "old.lyon.example"),
+        ("#slug", "old-lyon"),
+        ("#secret_key_base", &"a".repeat(128)),
+        ("#otp_secret", &"b".repeat(128)),
+        ("#confirm", "old.lyon.example"),
+    ] {
+        fill(c, field, text).await?;
+    }
+    c.find(Locator::Id("confirm"))
+        .await?
+        .send_keys(&fantoccini::key::Key::Enter.to_string())
+        .await?;
+    wait_for(c, Locator::Css("[role='alert']")).await?;
+    wait_for_heading(c, "Import a server").await?;
+    accessible(c, "the import form with its error").await?;
     visit(c, app, "/operator/clusters", "Clusters").await?;
     visit(c, app, "/operator/clusters/new", "Register a cluster").await?;
     visit(c, app, "/operator/releases", "Releases").await?;
@@ -919,9 +940,21 @@ async fn moderation(
     click(c, Locator::Css("form[action='/login'] button[type=submit]")).await?;
     wait_for_heading(c, "Your organizations").await?;
     visit(c, app, "/o/lyon/moderation", "Moderation").await?;
+    // A deleted server's months, for the transparency report: reached from the list.
+    c.find(Locator::Id("deleted-servers")).await?;
+    click(c, Locator::LinkText("old.lyon.example")).await?;
+    wait_for_heading(c, "Moderation history of old.lyon.example").await?;
+    accessible(c, "a deleted server's moderation history").await?;
+    visit(c, app, "/o/lyon/moderation", "Moderation").await?;
     click(c, Locator::LinkText("lyon.social")).await?;
     wait_for_heading(c, "Moderation of lyon.social").await?;
     accessible(c, "a server's moderation").await?;
+    // Asking Herd for a new moderator token: its confirmation.
+    c.goto(&format!("{}{page}/new-token", app.base)).await?;
+    wait_for(c, Locator::Css("h1")).await?;
+    accessible(c, "asking Herd for a new moderator token").await?;
+    c.goto(&format!("{}{page}", app.base)).await?;
+    wait_for_heading(c, "Moderation of lyon.social").await?;
     let csv = c
         .find(Locator::Css("a[download]"))
         .await?
@@ -1044,6 +1077,18 @@ async fn moderation(
         "Moderators and plans",
     )
     .await?;
+    // Letting another operator manage operators: its confirmation.
+    let mia: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM users WHERE email = 'mia@provider.example'")
+            .fetch_one(&app.pool)
+            .await?;
+    visit(
+        c,
+        app,
+        &format!("/operator/operators/{mia}/manages-operators/grant"),
+        "Let Operator manage operators?",
+    )
+    .await?;
     Ok(())
 }
 
@@ -1092,6 +1137,21 @@ async fn moderation_in_chromium(pool: PgPool) {
         .execute(&pool)
         .await
         .unwrap();
+    // A deleted server of Lyon's that had a report (its personal fields erased).
+    let old = uuid::Uuid::now_v7();
+    sqlx::query("INSERT INTO instances (id, org_id, app, version, plan_code, slug, domain, owner_username, owner_email, desired) SELECT $1, id, 'mastodon', 'v4.7.6', 'institution', 'old-lyon', 'old.lyon.example', 'owner', 'owner@example.test', 'deleted' FROM organizations WHERE slug = 'lyon'")
+        .bind(old)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO moderation_reports (id, instance_id, remote_id, category, target_account_id, target_acct, reported_at, due_at, erased_at) VALUES ($1, $2, '1', 'spam', '', '', now() - interval '40 days', now(), now())")
+        .bind(uuid::Uuid::now_v7())
+        .bind(old)
+        .execute(&pool)
+        .await
+        .unwrap();
+    // Another operator, whom the first may let manage operators.
+    app.operator("mia@provider.example").await;
     let page = format!("/o/lyon/moderation/{instance}");
     olga.get(&page).await.assert_status(200);
     olga.post(

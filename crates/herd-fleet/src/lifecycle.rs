@@ -228,7 +228,11 @@ pub async fn follow_plan(
                 None,
             )
             .await?;
-            fleet::ask_moderator_account_if_moderated(conn, id).await?;
+            // Managed moderation follows the plan: asked for on a plan that includes it,
+            // withdrawn (token wiped, Herd's tokens on the server revoked) on one without.
+            if !fleet::withdraw_moderation_if_unmoderated(conn, id).await? {
+                fleet::ask_moderator_account_if_moderated(conn, id).await?;
+            }
             herd_jobs::enqueue(&mut *conn, &ApplyInstance { instance_id: id }).await?;
             changed.push(id);
         }

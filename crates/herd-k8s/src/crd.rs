@@ -89,8 +89,9 @@ pub struct InstanceSpec {
 /// new `tokenGeneration` (above `status.moderatorTokenGeneration`) the operator makes
 /// Secret `moderator-token` (key `token`: a fresh random admin API token, never logged)
 /// and runs Job `moderator-token-<n>`, which creates the account when it is absent (role
-/// Moderator, confirmed and approved, its report emails off; an existing account of that
-/// username with another email is refused, never taken over), revokes every earlier token
+/// Moderator, confirmed and approved, its notification emails off; an existing account
+/// of that username is refused, never taken over, unless it has that email, is confirmed
+/// and has the Moderator role, as an account the Job made), revokes every earlier token
 /// of Herd's application on that account, and, unless `revoked`, stores the Secret's token
 /// as a new access token with the scopes `admin:read admin:write`. It then reports `n` in
 /// `status.moderatorTokenGeneration`; a failure is the `ModeratorAccount` condition with
@@ -101,7 +102,9 @@ pub struct InstanceSpec {
 pub struct ModeratorSpec {
     /// The account's username on the server (letters, digits and `_`).
     pub username: String,
-    /// The account's email (Mastodon requires one; the account never receives mail).
+    /// The account's email (Mastodon requires one, with a domain that receives mail; its
+    /// notification emails are off, Mastodon's account mails such as the welcome mail are
+    /// not settings and may still come). Empty for a revoke-only generation.
     pub email: String,
     /// Raised by the control plane to ask for a new token (or a revocation); 1 is the
     /// first.

@@ -542,6 +542,7 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         )
         .await;
     }
+    reconcile::clear_earlier_moderator_jobs(client, &t, &mut plan).await?;
     if plan.needs_moderator_token
         && reconcile::ensure_moderator_token(client, &t, plan.moderator_token_for).await?
     {

@@ -501,6 +501,107 @@ pub async fn ensure_owner_password(
     }
 }
 
+/// Before the Job of a new moderator-token generation is made (`plan.moderator_token_for`,
+/// set only when that Job is to be made): every Job of an earlier generation is deleted
+/// with its pods, and the new Job waits (is taken out of `plan.apply`, with its Secret)
+/// until none of them is left. Jobs of earlier generations are otherwise never pruned, and
+/// one still pending (an image pull) would store its token after the new generation
+/// revoked everything: a live admin token while the status says Revoked. The pods are
+/// deleted by their Job-name label as well, not left to the garbage collector. A
+/// revoke-only generation also deletes Secret `moderator-token`: its token, if any, is
+/// revoked and must not be collected. Returns whether the new Job may be made now.
+pub async fn clear_earlier_moderator_jobs(
+    client: &kube::Client,
+    t: &Tenant<'_>,
+    plan: &mut crate::lifecycle::Plan,
+) -> Result<bool, ReconcileError> {
+    let generation = plan.moderator_token_for;
+    if generation == 0 {
+        return Ok(true);
+    }
+    let ns = t.namespace();
+    let earlier = |name: &str| {
+        name.strip_prefix("moderator-token-")
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n < generation)
+    };
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let quick = DeleteParams {
+        grace_period_seconds: Some(1),
+        ..DeleteParams::background()
+    };
+    let of_earlier_job = |p: &k8s_openapi::api::core::v1::Pod| {
+        p.metadata.labels.as_ref().is_some_and(|l| {
+            ["batch.kubernetes.io/job-name", "job-name"]
+                .iter()
+                .any(|k| l.get(*k).is_some_and(|j| earlier(j)))
+        })
+    };
+    let mut left = 0;
+    for job in jobs.list(&ListParams::default()).await?.items {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        if earlier(&name) {
+            left += 1;
+            if job.metadata.deletion_timestamp.is_none() {
+                ignore_not_found(jobs.delete(&name, &DeleteParams::background()).await)?;
+            }
+        }
+    }
+    for pod in pods.list(&ListParams::default()).await?.items {
+        if of_earlier_job(&pod) {
+            left += 1;
+            if pod.metadata.deletion_timestamp.is_none() {
+                let name = pod.metadata.name.clone().unwrap_or_default();
+                ignore_not_found(pods.delete(&name, &quick).await)?;
+            }
+        }
+    }
+    if left > 0 {
+        // Looked at again after the deletes: on a real cluster they take a moment.
+        let jobs_left = jobs
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .any(|j| earlier(j.metadata.name.as_deref().unwrap_or_default()));
+        let pods_left = pods
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .any(of_earlier_job);
+        if jobs_left || pods_left {
+            let new_job = format!(
+                "Job/{}",
+                crate::lifecycle::moderator_token_job_name(generation)
+            );
+            plan.apply.retain(|c| c.describe() != new_job);
+            plan.needs_moderator_token = false;
+            return Ok(false);
+        }
+    }
+    if plan.moderator_token_for == generation && !plan.needs_moderator_token {
+        // A revoke-only generation: no token of an earlier one is collected any more.
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        ignore_not_found(
+            secrets
+                .delete(MODERATOR_TOKEN_SECRET, &DeleteParams::default())
+                .await,
+        )?;
+    }
+    Ok(true)
+}
+
+/// A delete's result, a 404 (gone already) as success.
+fn ignore_not_found<T>(r: Result<T, kube::Error>) -> Result<(), ReconcileError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Makes Secret `moderator-token` for moderator-token generation `generation` unless it
 /// exists: key `token`, a new admin API token ([`crate::secrets::api_token`]), and key
 /// `username`. As the owner's password: a Secret of this generation is never rewritten (a

@@ -241,7 +241,7 @@ fn moderator_account_condition(
             TYPE,
             false,
             "JobFailed",
-            format!("Job {job} failed: {m}; attempt {attempt} of {}. The server runs on; read `kubectl logs -n {ns} job/{job}` (an account @{user} with another email is refused, never taken over), fix the cause, then ask for a new moderator token to try again.", crate::lifecycle::JOB_ATTEMPTS),
+            format!("Job {job} failed: {m}; attempt {attempt} of {}. The server runs on; read `kubectl logs -n {ns} job/{job}` (an account @{user} Herd did not make, one unconfirmed, without the Moderator role or with another email, is refused, never taken over), fix the cause, then ask for a new moderator token to try again.", crate::lifecycle::JOB_ATTEMPTS),
         )
     } else if instance.spec.suspended {
         condition(

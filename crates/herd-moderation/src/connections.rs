@@ -16,6 +16,7 @@ use herd_store::fleet::{self, EventKind, ModeratorToken};
 use herd_store::moderation::{self as store, Instance};
 use serde_json::json;
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// What a server's token is sealed for: it opens for this server only.
@@ -89,14 +90,28 @@ pub async fn connect(
     };
     let sealed = key.seal(&token_purpose(instance), token.expose().as_bytes());
     let mut tx = pool.begin().await?;
+    herd_store::lock_key(&mut tx, &format!("moderator-token:{instance}")).await?;
+    let made = fleet::moderator_token(&mut *tx, instance)
+        .await?
+        .unwrap_or_default();
+    if made.making_recently(OffsetDateTime::now_utc()) {
+        return Err(ModerationError::invalid("token", PASTE_WHILE_MAKING));
+    }
     store::connect(&mut tx, instance, account, &sealed, who.id, base_url).await?;
+    fleet::set_moderator_revoked_by_customer(&mut *tx, instance, false).await?;
+    // The pasted token takes over: Herd's own tokens on the server stop working.
+    let generation = if made.herd_tokens_live() {
+        Some(revoke_herd_tokens(&mut tx, who, instance).await?)
+    } else {
+        None
+    };
     record(
         &mut tx,
         who,
         Some(i.org_id),
         "moderation.connection.connected",
         instance.to_string(),
-        json!({ "domain": i.domain, "moderator_account": account }),
+        json!({ "domain": i.domain, "moderator_account": account, "on_server_generation": generation }),
     )
     .await?;
     crate::jobs::enqueue_fetch_now(&mut *tx, instance).await?;
@@ -117,9 +132,11 @@ pub async fn revoke(
     let i = org_instance(pool, org, instance).await?;
     let mut tx = pool.begin().await?;
     herd_store::lock_key(&mut tx, &format!("moderator-token:{instance}")).await?;
+    // Herd's tokens may be live: asked and not revoked since, or the last revocation
+    // failed (asked again here).
     let made = fleet::moderator_token(&mut *tx, instance)
         .await?
-        .is_some_and(|t| t.generation > 0 && !t.revoked);
+        .is_some_and(|t| t.herd_tokens_live());
     let wiped = store::revoke(&mut tx, instance).await?;
     if !wiped && !made {
         return Err(ModerationError::invalid(
@@ -127,24 +144,9 @@ pub async fn revoke(
             "There is no token to revoke for this server.",
         ));
     }
+    fleet::set_moderator_revoked_by_customer(&mut *tx, instance, true).await?;
     let generation = if made {
-        let g = fleet::ask_moderator_token(&mut *tx, instance, true).await?;
-        fleet::add_event(
-            &mut tx,
-            instance,
-            EventKind::Action,
-            "Herd's moderator tokens on the server are to be revoked",
-            Some(who.id.0),
-        )
-        .await?;
-        herd_jobs::enqueue(
-            &mut *tx,
-            &ApplyInstance {
-                instance_id: instance,
-            },
-        )
-        .await?;
-        Some(g)
+        Some(revoke_herd_tokens(&mut tx, who, instance).await?)
     } else {
         None
     };
@@ -161,6 +163,35 @@ pub async fn revoke(
     Ok(())
 }
 
+/// The message when a token is pasted while Herd is making its own.
+pub const PASTE_WHILE_MAKING: &str = "Herd is making its own moderator token for this server: wait until it is connected or fails (at most an hour), then paste yours if you prefer it.";
+
+/// Asks the cluster for a generation that only revokes Herd's tokens on the server, in
+/// the caller's transaction (which holds the server's moderator-token lock). Returns it.
+async fn revoke_herd_tokens(
+    tx: &mut sqlx::PgConnection,
+    who: Who<'_>,
+    instance: Uuid,
+) -> Result<i32, ModerationError> {
+    let g = fleet::ask_moderator_token(&mut *tx, instance, true).await?;
+    fleet::add_event(
+        &mut *tx,
+        instance,
+        EventKind::Action,
+        "Herd's moderator tokens on the server are to be revoked",
+        Some(who.id.0),
+    )
+    .await?;
+    herd_jobs::enqueue(
+        &mut *tx,
+        &ApplyInstance {
+            instance_id: instance,
+        },
+    )
+    .await?;
+    Ok(g)
+}
+
 /// Where Herd's own moderator account on a server stands (`None`: no such server).
 pub async fn moderator_token(
     pool: &PgPool,
@@ -171,8 +202,9 @@ pub async fn moderator_token(
 
 /// Asks the server's cluster to make a new token for Herd's moderator account (creating
 /// the account if needed; earlier tokens of Herd's are revoked). The plan must include
-/// moderation; refused while one is being made. The new token replaces the server's
-/// connection when collected, pasted or not. Audited, in the server's history.
+/// moderation; refused while one is being made (asked less than an hour ago), and after
+/// [`fleet::MODERATOR_TOKEN_ASKS_PER_DAY`] asks in 24 hours. The new token replaces the
+/// server's connection when collected, pasted or not. Audited, in the server's history.
 pub async fn ask_for_token(
     pool: &PgPool,
     who: Who<'_>,
@@ -204,13 +236,26 @@ pub async fn ask_for_token(
             "Herd makes its moderator account on Mastodon servers only: paste a token of an account of yours instead.",
         ));
     }
-    if state.making() {
+    let now = OffsetDateTime::now_utc();
+    if state.making_recently(now) {
         return Err(ModerationError::invalid(
             "ask",
-            "Herd is already making a moderator token for this server; wait until it is connected or fails.",
+            "Herd is already making a moderator token for this server; wait until it is connected or fails (after an hour without it you can ask again).",
+        ));
+    }
+    let asked =
+        fleet::moderator_token_asks_since(&mut *tx, instance, now - time::Duration::days(1))
+            .await?;
+    if asked >= fleet::MODERATOR_TOKEN_ASKS_PER_DAY {
+        return Err(ModerationError::invalid(
+            "ask",
+            format!(
+                "A new moderator token was asked {asked} times for this server in the last 24 hours, the most allowed: try again tomorrow, or paste a token of an account of yours."
+            ),
         ));
     }
     let generation = fleet::ask_moderator_token(&mut *tx, instance, false).await?;
+    fleet::set_moderator_revoked_by_customer(&mut *tx, instance, false).await?;
     fleet::add_event(
         &mut tx,
         instance,
@@ -241,23 +286,28 @@ pub async fn ask_for_token(
 
 /// Stores the token the cluster made for Herd's moderator account (generation
 /// `generation`, read from the tenant's Secret) as the server's connection, sealed for
-/// that server, and fetches its reports. Audited as the system. A server deleted since
-/// stores nothing. Never logs the token.
+/// that server, and fetches its reports. Audited as the system. Returns whether it was
+/// stored: a server deleted since, or whose generation is no longer the current one (a
+/// revoke, a pasted token or a newer ask came after it), stores nothing (its Secret is
+/// deleted all the same). Never logs the token.
 pub async fn store_made_token(
     pool: &PgPool,
     key: &SealKey,
     instance: Uuid,
     generation: i32,
     token: &str,
-) -> Result<(), ModerationError> {
+) -> Result<bool, ModerationError> {
     let token = AdminToken::parse(token)
         .map_err(|_| ModerationError::invalid("token", "the Secret holds no token"))?;
     let Some(i) = store::instance(pool, instance).await? else {
-        return Ok(());
+        return Ok(false);
     };
     let sealed = key.seal(&token_purpose(instance), token.expose().as_bytes());
     let mut tx = pool.begin().await?;
-    store::connect_made(&mut tx, instance, MODERATOR_USERNAME, &sealed, generation).await?;
+    herd_store::lock_key(&mut tx, &format!("moderator-token:{instance}")).await?;
+    if !store::connect_made(&mut tx, instance, MODERATOR_USERNAME, &sealed, generation).await? {
+        return Ok(false);
+    }
     fleet::add_event(
         &mut tx,
         instance,
@@ -280,17 +330,22 @@ pub async fn store_made_token(
     .await?;
     crate::jobs::enqueue_fetch_now(&mut *tx, instance).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }
 
-/// The admin API of a server with a usable connection; `None` when it has none (revoked,
-/// broken, never connected) or its token cannot be opened.
+/// The admin API of a server with a usable connection whose plan includes moderation;
+/// `None` when it has none (revoked, broken, never connected, or the plan no longer
+/// includes moderation) or its token cannot be opened.
 pub fn api(
     http: &reqwest::Client,
     key: Option<&SealKey>,
     i: &Instance,
 ) -> anyhow::Result<Option<AdminApi>> {
-    let Some(c) = i.connection.as_ref().filter(|c| c.usable()) else {
+    let Some(c) = i
+        .connection
+        .as_ref()
+        .filter(|c| c.usable() && i.terms.included)
+    else {
         return Ok(None);
     };
     let key = key.ok_or_else(|| {
@@ -308,7 +363,8 @@ pub fn api(
     Ok(Some(AdminApi::new(http.clone(), &i.api_base, token)?))
 }
 
-/// Sets a plan's moderation terms (operators). Audited.
+/// Sets a plan's moderation terms (operators). Turned off, every server on the plan is
+/// withdrawn at once (see [`fleet::withdraw_moderation_on_plan`]). Audited.
 pub async fn save_terms(
     pool: &PgPool,
     who: Who<'_>,
@@ -323,13 +379,23 @@ pub async fn save_terms(
     if !store::set_plan_terms(&mut tx, plan, terms).await? {
         return Err(ModerationError::NotFound);
     }
+    // Turned off: every server on the plan is withdrawn at once (connection wiped, Herd's
+    // tokens there revoked), as a move to a plan without moderation does.
+    let withdrawn = if terms.included {
+        Vec::new()
+    } else {
+        fleet::withdraw_moderation_on_plan(&mut tx, plan).await?
+    };
+    for &instance_id in &withdrawn {
+        herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id }).await?;
+    }
     record(
         &mut tx,
         who,
         None,
         "moderation.plan_terms.saved",
         plan,
-        json!({ "included": terms.included, "monthly_hours": terms.monthly_hours, "response_target_hours": terms.response_target_hours }),
+        json!({ "included": terms.included, "monthly_hours": terms.monthly_hours, "response_target_hours": terms.response_target_hours, "servers_withdrawn": withdrawn.len() }),
     )
     .await?;
     tx.commit().await?;

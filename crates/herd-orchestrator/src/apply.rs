@@ -60,15 +60,90 @@ pub fn instance_resource(row: &fleet::Instance, limits: &PlanLimits) -> anyhow::
 /// generation, must not make a token no one will collect), and a new token only for a
 /// plan that includes moderation (a revocation goes whatever the plan). The account is
 /// [`herd_moderation::connections::MODERATOR_USERNAME`] with the provider's moderation
-/// team's address (HERD_MODERATION_EMAIL).
-pub fn moderator_spec(t: &ModeratorToken, moderated: bool, email: &str) -> Option<ModeratorSpec> {
-    (t.pending() && (moderated || t.revoked)).then(|| ModeratorSpec {
+/// team's address ([`crate::moderator_email`]); without one (`None`), no new token is
+/// asked (the account could not be made), only a revocation, with an empty email (a
+/// revoke-only Job makes and changes no account).
+pub fn moderator_spec(
+    t: &ModeratorToken,
+    moderated: bool,
+    email: Option<&str>,
+) -> Option<ModeratorSpec> {
+    let asked = if t.revoked {
+        true
+    } else {
+        moderated && email.is_some()
+    };
+    (t.pending() && asked).then(|| ModeratorSpec {
         username: herd_moderation::connections::MODERATOR_USERNAME.to_owned(),
-        email: email.to_owned(),
+        email: email.unwrap_or_default().to_owned(),
         token_generation: u32::try_from(t.generation).unwrap_or(0),
         revoked: t.revoked,
     })
 }
+
+/// Why a new moderator token cannot be made while the provider has no usable moderation
+/// address: said on the customer's moderation page (as a failure) and the console.
+pub const NO_MODERATOR_EMAIL: &str = "The provider has not set the moderation team's address (HERD_MODERATION_EMAIL, with a domain that receives mail), so Herd cannot make its moderator account on the server. Once it is set, ask for a new moderator token; until then a token can be pasted.";
+
+/// A new moderator token that cannot be made is never left asked: on a plan without
+/// managed moderation (moved, or the plan's moderation turned off, while it was asked) it
+/// becomes a generation that only revokes Herd's tokens; without a moderator email
+/// ([`crate::moderator_email`]) it is recorded as failed at once ([`NO_MODERATOR_EMAIL`]),
+/// and when no token of Herd's is in use on the server, Herd's earlier ones are revoked
+/// (as the new token's Job would have done: a revocation it replaced is never lost).
+/// Under the server's moderator-token lock. Returns the token state to apply.
+async fn unrunnable_new_token(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+    t: ModeratorToken,
+    moderated: bool,
+    o: &Orchestrator,
+) -> anyhow::Result<ModeratorToken> {
+    let new_token_pending = |t: &ModeratorToken| t.pending() && !t.revoked;
+    if !new_token_pending(&t) || (moderated && o.moderator_email.is_some()) {
+        return Ok(t);
+    }
+    herd_store::lock_key(&mut *tx, &format!("moderator-token:{id}")).await?;
+    let Some(t) = fleet::moderator_token(&mut *tx, id).await? else {
+        return Ok(ModeratorToken::default());
+    };
+    if !new_token_pending(&t) {
+        return Ok(t);
+    }
+    let revoke = if !moderated {
+        fleet::add_event(
+            &mut *tx,
+            id,
+            fleet::EventKind::Action,
+            "The plan does not include managed moderation: the new moderator token asked is not made, and Herd's tokens on the server are to be revoked",
+            None,
+        )
+        .await?;
+        true
+    } else {
+        fleet::record_moderator_token_failed(&mut *tx, id, t.generation, NO_MODERATOR_EMAIL)
+            .await?;
+        fleet::add_event(
+            &mut *tx,
+            id,
+            fleet::EventKind::Error,
+            NO_MODERATOR_EMAIL_EVENT,
+            None,
+        )
+        .await?;
+        t.generation > 1 && t.connection_generation.is_none()
+    };
+    if revoke {
+        fleet::ask_moderator_token(&mut *tx, id, true).await?;
+    }
+    Ok(fleet::moderator_token(&mut *tx, id)
+        .await?
+        .unwrap_or_default())
+}
+
+/// The history's entry when a new token fails for want of a moderator email.
+pub const NO_MODERATOR_EMAIL_EVENT: &str =
+    "Herd's moderator account was not made: the provider's moderation address is not set";
 
 /// Places the instance if needed, then makes its cluster hold what the row says: the
 /// Instance applied (or deleted when the organization deleted the server). An error is
@@ -87,9 +162,6 @@ pub async fn apply_instance(o: &Orchestrator, id: Uuid) -> anyhow::Result<()> {
     // and the later one sends the latest spec, so an older spec never lands last.
     let mut tx = o.pool.begin().await?;
     herd_store::lock_key(&mut tx, &format!("apply:{id}")).await?;
-    let row = fleet::instance(&mut *tx, id)
-        .await?
-        .context("the instance is gone")?;
     let cluster = fleet::cluster(&mut *tx, cluster_id)
         .await?
         .context("the instance's cluster is gone")?;
@@ -101,6 +173,12 @@ pub async fn apply_instance(o: &Orchestrator, id: Uuid) -> anyhow::Result<()> {
     let moderated = herd_store::moderation::instance(&mut *tx, id)
         .await?
         .is_some_and(|i| i.terms.included);
+    let moderator = unrunnable_new_token(&mut tx, id, moderator, moderated, o).await?;
+    // Read after it, for the spec generation it may have raised: the apply records what
+    // it sends.
+    let row = fleet::instance(&mut *tx, id)
+        .await?
+        .context("the instance is gone")?;
     // The restore under way (`spec.restore`, `spec.drill`); into another tenant it waits
     // until the source's app-secrets are copied (see `restore::prepare`).
     let (restore, drill) = if row.desired == Desired::Deleted {
@@ -130,7 +208,8 @@ pub async fn apply_instance(o: &Orchestrator, id: Uuid) -> anyhow::Result<()> {
             .with_context(|| format!("no plan {:?}", row.plan_code))?;
         let mut resource = instance_resource(&row, &plan.limits())?;
         resource.spec.export = export.map(|e| herd_k8s::crd::ExportSpec { id: e.to_string() });
-        resource.spec.moderator = moderator_spec(&moderator, moderated, &o.moderator_email);
+        resource.spec.moderator =
+            moderator_spec(&moderator, moderated, o.moderator_email.as_deref());
         crate::restore::carry(&mut resource, restore, drill);
         api.patch(
             &row.slug,

@@ -39,12 +39,54 @@ pub struct Orchestrator {
     pub clusters: Arc<dyn Connector>,
     pub key: Option<SealKey>,
     /// The email of the moderator account Herd makes on moderated servers: the provider's
-    /// moderation team (HERD_MODERATION_EMAIL, [`DEFAULT_MODERATOR_EMAIL`]).
-    pub moderator_email: String,
+    /// moderation team ([`moderator_email`]). `None`: nothing usable is configured, and no
+    /// account or new token is asked of any cluster (a revocation still is).
+    pub moderator_email: Option<String>,
 }
 
-/// HERD_MODERATION_EMAIL's default.
-pub const DEFAULT_MODERATOR_EMAIL: &str = "moderation@localhost";
+/// The moderator account's email, from the settings: HERD_MODERATION_EMAIL (`explicit`)
+/// when set, else `moderation@` the domain of the support inbox (HERD_SUPPORT_EMAIL), else
+/// `moderation@` the domain of Herd's From address (HERD_MAIL_FROM, `Name <a@b>` or
+/// `a@b`). Only an address whose domain can receive mail is usable: Mastodon checks the
+/// domain's MX or A records when the user is created (`EmailMxValidator`, outside its
+/// development and test environments), so `localhost`, a name without a dot and the
+/// reserved `.local`, `.localhost`, `.invalid` domains are not. `None` when nothing usable
+/// is configured.
+pub fn moderator_email(
+    explicit: Option<&str>,
+    support: Option<&str>,
+    from: Option<&str>,
+) -> Option<String> {
+    fn address(s: &str) -> &str {
+        let s = s.trim();
+        match (s.rfind('<'), s.rfind('>')) {
+            (Some(a), Some(b)) if a < b => s[a + 1..b].trim(),
+            _ => s,
+        }
+    }
+    fn domain(address: &str) -> Option<&str> {
+        let (local, domain) = address.rsplit_once('@')?;
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        let reserved = d == "localhost"
+            || [".localhost", ".local", ".invalid"]
+                .iter()
+                .any(|r| d.ends_with(r));
+        let ok = !local.is_empty()
+            && d.contains('.')
+            && !reserved
+            && d.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        ok.then_some(domain)
+    }
+    if let Some(e) = explicit.map(address).filter(|e| !e.is_empty()) {
+        return domain(e).map(|_| e.to_owned());
+    }
+    [support, from]
+        .into_iter()
+        .flatten()
+        .find_map(|a| domain(address(a)))
+        .map(|d| format!("moderation@{d}"))
+}
 
 impl std::fmt::Debug for Orchestrator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -4,16 +4,19 @@
 use crate::apply::INSTANCE_ID_LABEL;
 use crate::Orchestrator;
 use anyhow::Context;
+use herd_domain::restore::{RestoreMode, RestoreStep};
 use herd_domain::{Desired, InstancePhase};
 use herd_fleet::jobs::ApplyInstance;
 use herd_fleet::seal::owner_password_purpose;
 use herd_k8s::crd::{BackupRecord, Instance, Phase};
-use herd_k8s::lifecycle::{MODERATOR_TOKEN_SECRET, OWNER_PASSWORD_SECRET};
+use herd_k8s::lifecycle::{
+    MODERATOR_TOKEN_SECRET, OWNER_PASSWORD_SECRET, TOKEN_GENERATION_ANNOTATION,
+};
 use herd_k8s::reconcile::secret_strings;
 use herd_k8s::render::namespace_name;
 use herd_store::fleet::{self, Reported};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Preconditions};
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -122,7 +125,14 @@ pub async fn record_at(
         herd_fleet::exports::record(&mut tx, id, &e.id, &export_of(e)).await?;
     }
     if let Some(r) = &status.restore {
-        herd_fleet::restores::record(&mut tx, id, &crate::restore::reported(r)).await?;
+        let reported = crate::restore::reported(r);
+        let changed = herd_fleet::restores::record(&mut tx, id, &reported).await?;
+        let succeeded_now = changed.is_some_and(|r| {
+            r.step == RestoreStep::Succeeded && !r.drill && r.mode == RestoreMode::InPlace
+        });
+        if succeeded_now {
+            redo_moderator_token_after_restore(&mut tx, id).await?;
+        }
     }
     if let Some(done) = status.owner_password_generation.filter(|g| *g > 0) {
         let done = i32::try_from(done).unwrap_or(i32::MAX);
@@ -343,6 +353,49 @@ async fn collect_owner_passwords(
     Ok(())
 }
 
+/// A restore that replaced the server's database brought back its moderator tokens as
+/// they were in the backup: Herd's tokens revoked since work again, the one in use (made
+/// after the backup) is gone, while the recorded generation still says done. When Herd
+/// ever made a token there, a new generation is asked: a new token when the connection in
+/// use is Herd's (its Job revokes every other token of Herd's application and stores the
+/// new one), else a revocation only. Noted in the server's history; the Instance is
+/// applied again.
+async fn redo_moderator_token_after_restore(
+    tx: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> anyhow::Result<()> {
+    let Some(t) = fleet::moderator_token(&mut *tx, id).await? else {
+        return Ok(());
+    };
+    if t.generation == 0 {
+        return Ok(());
+    }
+    // A new token when Herd's is in use or being made (a revocation would undo the
+    // customer's ask); a revocation only when none of Herd's is wanted.
+    let new_token = !t.revoked && (t.connection_generation.is_some() || t.making());
+    fleet::ask_moderator_token(&mut *tx, id, !new_token).await?;
+    let message = if new_token {
+        "The restore brought back the moderator tokens of the backup: a new moderator token was asked for, and Herd's others on the server are revoked"
+    } else {
+        "The restore brought back the moderator tokens of the backup: Herd's tokens on the server are revoked again"
+    };
+    fleet::add_event(&mut *tx, id, fleet::EventKind::Action, message, None).await?;
+    herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
+    Ok(())
+}
+
+/// The moderator-token generation Secret `moderator-token` was made for (its annotation
+/// [`TOKEN_GENERATION_ANNOTATION`]).
+fn made_for(secret: &Secret) -> Option<u32> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(TOKEN_GENERATION_ANNOTATION)?
+        .parse()
+        .ok()
+}
+
 /// For each instance whose new moderator token is made and not collected yet: read it
 /// from the tenant's Secret, store it sealed as the server's moderation connection, then
 /// delete the Secret (in that order, so a crash in between loses nothing: a token stored
@@ -366,10 +419,21 @@ async fn collect_moderator_tokens(
     };
     for w in waiting {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace_name(&w.slug));
-        let secret = secrets.get_opt(MODERATOR_TOKEN_SECRET).await?;
+        // Only the Secret of the generation being collected: one of a later generation
+        // (asked between the query and this read) is that generation's token, for its Job.
+        let secret = secrets
+            .get_opt(MODERATOR_TOKEN_SECRET)
+            .await?
+            .filter(|s| made_for(s).and_then(|g| i32::try_from(g).ok()) == Some(w.generation));
+        // Deleted only as it was read (its uid and resource version): a Secret replaced
+        // since by a later generation's is that generation's token, and stays.
+        let read_as = secret.as_ref().map(|s| Preconditions {
+            uid: s.metadata.uid.clone(),
+            resource_version: s.metadata.resource_version.clone(),
+        });
         if !w.stored {
             let Some(token) = secret.and_then(|s| secret_strings(s).remove("token")) else {
-                tracing::warn!(instance = %w.id, generation = w.generation, "the moderator token's Secret is missing or has no token; waiting");
+                tracing::warn!(instance = %w.id, generation = w.generation, "the moderator token's Secret of this generation is missing or has no token; waiting");
                 continue;
             };
             if let Err(e) = herd_moderation::connections::store_made_token(
@@ -386,14 +450,19 @@ async fn collect_moderator_tokens(
                 continue;
             }
         }
-        match secrets
-            .delete(MODERATOR_TOKEN_SECRET, &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context("deleting the moderator token's Secret"))
+        if let Some(read_as) = read_as {
+            let params = DeleteParams {
+                preconditions: Some(read_as),
+                ..DeleteParams::default()
+            };
+            match secrets.delete(MODERATOR_TOKEN_SECRET, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => {
+                    return Err(
+                        anyhow::Error::new(e).context("deleting the moderator token's Secret")
+                    )
+                }
             }
         }
         fleet::mark_moderator_token_collected(&o.pool, w.id, w.generation).await?;

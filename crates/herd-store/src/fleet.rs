@@ -1363,7 +1363,16 @@ pub struct ModeratorToken {
     /// The generation of Herd's token in the server's usable connection (`None`: no
     /// usable connection, or one pasted by the customer).
     pub connection_generation: Option<i32>,
+    /// When the current generation was asked (`None`: before this was recorded).
+    pub asked_at: Option<OffsetDateTime>,
 }
+
+/// How long an ask for a new token may stay without its token before it may be asked
+/// again (its Secret lost, its Job never reported).
+pub const MODERATOR_TOKEN_STALE: time::Duration = time::Duration::hours(1);
+
+/// How many new tokens may be asked per server in 24 hours (by its owners or admins).
+pub const MODERATOR_TOKEN_ASKS_PER_DAY: i64 = 5;
 
 impl ModeratorToken {
     /// A generation is asked and neither done nor failed yet.
@@ -1384,6 +1393,21 @@ impl ModeratorToken {
         (self.generation > self.done_generation && self.generation == self.failed_generation)
             .then_some(self.failure.as_deref().unwrap_or("no reason given"))
     }
+
+    /// A new token is being made and was asked less than [`MODERATOR_TOKEN_STALE`] ago
+    /// (an older ask whose token never came may be asked again).
+    pub fn making_recently(&self, now: OffsetDateTime) -> bool {
+        self.making()
+            && self
+                .asked_at
+                .is_some_and(|at| now - at < MODERATOR_TOKEN_STALE)
+    }
+
+    /// Herd may have tokens of its own live on the server: it asked for one and has not
+    /// revoked them since, or its last revocation failed.
+    pub fn herd_tokens_live(&self) -> bool {
+        self.generation > 0 && (!self.revoked || self.failed().is_some())
+    }
 }
 
 /// The moderator token state of an instance.
@@ -1399,7 +1423,8 @@ pub async fn moderator_token(
                   i.moderator_token_failed_generation AS failed_generation,
                   i.moderator_token_failure AS failure,
                   i.moderator_token_collected_generation AS collected_generation,
-                  c.token_generation AS "connection_generation?"
+                  c.token_generation AS "connection_generation?",
+                  i.moderator_token_asked_at AS asked_at
            FROM instances i
            LEFT JOIN moderation_connections c
              ON c.instance_id = i.id AND c.revoked_at IS NULL AND c.broken_at IS NULL
@@ -1419,7 +1444,7 @@ pub async fn ask_moderator_token(
 ) -> Result<i32, StoreError> {
     Ok(sqlx::query_scalar!(
         "UPDATE instances SET moderator_token_generation = moderator_token_generation + 1,
-                moderator_token_revoked = $2,
+                moderator_token_revoked = $2, moderator_token_asked_at = now(),
                 spec_generation = spec_generation + 1, updated_at = now()
          WHERE id = $1
          RETURNING moderator_token_generation",
@@ -1435,16 +1460,20 @@ pub async fn ask_moderator_token(
 /// the operator makes the account on), it has no usable connection and
 /// no token is being made already: at provisioning and on a move to such a plan, in the
 /// same transaction (so it leaves the spec generation alone: the server is new, or the
-/// plan change bumped it). Notes it in the server's history. Returns whether it asked.
+/// plan change bumped it). Never after the customer revoked the connection, until the
+/// customer asks again or pastes a token. Notes it in the server's history. Returns
+/// whether it asked.
 pub async fn ask_moderator_account_if_moderated(
     conn: &mut PgConnection,
     id: Uuid,
 ) -> Result<bool, StoreError> {
     let asked = sqlx::query_scalar!(
         "UPDATE instances i SET moderator_token_generation = moderator_token_generation + 1,
-                moderator_token_revoked = false, updated_at = now()
+                moderator_token_revoked = false, moderator_token_asked_at = now(),
+                updated_at = now()
          FROM plans p LEFT JOIN plan_moderation m ON m.plan_code = p.code
          WHERE i.id = $1 AND p.code = i.plan_code AND i.desired <> 'deleted'
+           AND NOT i.moderator_revoked_by_customer
            AND i.app = 'mastodon' AND coalesce(m.included, p.moderation_hours_per_month > 0)
            AND NOT EXISTS (SELECT 1 FROM moderation_connections c WHERE c.instance_id = i.id
                              AND c.revoked_at IS NULL AND c.broken_at IS NULL)
@@ -1467,6 +1496,120 @@ pub async fn ask_moderator_account_if_moderated(
         .await?;
     }
     Ok(asked.is_some())
+}
+
+/// On a move to a plan without managed moderation: wipes the server's connection
+/// (nothing is fetched or sent any more) and, when Herd's own tokens may be live there,
+/// asks for a generation that only revokes them (in the same transaction, leaving the
+/// spec generation to the plan change). Notes it in the server's history. Returns whether
+/// anything was done; nothing when the plan includes moderation.
+pub async fn withdraw_moderation_if_unmoderated(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<bool, StoreError> {
+    // The lock the customer's revoke and ask take first: never the row before it.
+    crate::lock_key(&mut *conn, &format!("moderator-token:{id}")).await?;
+    let moderated = sqlx::query_scalar!(
+        r#"SELECT coalesce(m.included, p.moderation_hours_per_month > 0) AS "moderated!"
+           FROM instances i JOIN plans p ON p.code = i.plan_code
+           LEFT JOIN plan_moderation m ON m.plan_code = p.code
+           WHERE i.id = $1
+           FOR UPDATE OF i"#,
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if moderated != Some(false) {
+        return Ok(false);
+    }
+    let wiped = crate::moderation::revoke(conn, id).await?;
+    let live = moderator_token(&mut *conn, id)
+        .await?
+        .is_some_and(|t| t.herd_tokens_live());
+    if live {
+        sqlx::query!(
+            "UPDATE instances SET moderator_token_generation = moderator_token_generation + 1,
+                    moderator_token_revoked = true, moderator_token_asked_at = now(),
+                    updated_at = now()
+             WHERE id = $1",
+            id
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    if wiped || live {
+        let note = if live {
+            "The plan does not include managed moderation: the moderation token is wiped in Herd and Herd's moderator tokens on the server are to be revoked"
+        } else {
+            "The plan does not include managed moderation: the moderation token is wiped in Herd (a token pasted by the customer must be revoked on the server by them)"
+        };
+        add_event(conn, id, EventKind::Action, note, None).await?;
+    }
+    Ok(wiped || live)
+}
+
+/// When a plan's managed moderation is turned off: each live server on `plan` is
+/// withdrawn ([`withdraw_moderation_if_unmoderated`]: connection wiped, Herd's tokens on
+/// it to be revoked), its spec generation raised. Returns the servers withdrawn (each
+/// needs its apply).
+pub async fn withdraw_moderation_on_plan(
+    conn: &mut PgConnection,
+    plan: &str,
+) -> Result<Vec<Uuid>, StoreError> {
+    let on_plan = sqlx::query_scalar!(
+        "SELECT id FROM instances WHERE plan_code = $1 AND desired <> 'deleted' ORDER BY id",
+        plan
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut withdrawn = Vec::new();
+    for id in on_plan {
+        if withdraw_moderation_if_unmoderated(&mut *conn, id).await? {
+            sqlx::query!(
+                "UPDATE instances SET spec_generation = spec_generation + 1, updated_at = now()
+                 WHERE id = $1",
+                id
+            )
+            .execute(&mut *conn)
+            .await?;
+            withdrawn.push(id);
+        }
+    }
+    Ok(withdrawn)
+}
+
+/// Sets whether the customer revoked the server's moderation connection (plan changes
+/// never ask for Herd's account while set).
+pub async fn set_moderator_revoked_by_customer(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    revoked: bool,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "UPDATE instances SET moderator_revoked_by_customer = $2 WHERE id = $1",
+        id,
+        revoked
+    )
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// How many new moderator tokens the customer asked for `id` since `since` (from the
+/// audit log).
+pub async fn moderator_token_asks_since(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    since: OffsetDateTime,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM audit_log
+           WHERE action = 'moderation.connection.token_asked' AND target = $1 AND at >= $2"#,
+        id.to_string(),
+        since
+    )
+    .fetch_one(ex)
+    .await?)
 }
 
 /// Records the moderator-token generation the cluster reports done.

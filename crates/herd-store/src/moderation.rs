@@ -324,6 +324,9 @@ pub async fn connect(
 
 /// Stores the token Herd made on the server (moderator-token `generation`), as [`connect`]
 /// does a pasted one; no one connected it, and Herd's address for the digest's links stays.
+/// Only while `generation` is still the server's current one and not a revocation
+/// (checked under the instance's row lock, in the caller's transaction): a revoke, a
+/// pasted token or a newer ask since it was made stores nothing and returns false.
 #[tracing::instrument(skip(conn, token_sealed))]
 pub async fn connect_made(
     conn: &mut PgConnection,
@@ -331,7 +334,18 @@ pub async fn connect_made(
     moderator_account: &str,
     token_sealed: &[u8],
     generation: i32,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let current = sqlx::query_scalar!(
+        "SELECT moderator_token_generation = $2 AND NOT moderator_token_revoked AS \"current!\"
+         FROM instances WHERE id = $1 FOR UPDATE",
+        instance,
+        generation
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if current != Some(true) {
+        return Ok(false);
+    }
     sqlx::query!(
         "INSERT INTO moderation_connections (instance_id, moderator_account, token_sealed,
                                              token_generation)
@@ -348,7 +362,7 @@ pub async fn connect_made(
     )
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Revokes a server's token: it is wiped and nothing is called any more. False when there
@@ -404,13 +418,17 @@ pub async fn record_fetch(
     Ok(())
 }
 
-/// Servers whose reports are fetched on schedule: usable connection, moderation included.
+/// Servers whose reports are fetched on schedule: usable connection, moderation included
+/// in the plan (a plan's own terms, else moderation hours above 0).
 #[tracing::instrument(skip(ex))]
 pub async fn fetchable(ex: impl PgExecutor<'_>) -> Result<Vec<Uuid>, StoreError> {
     Ok(sqlx::query_scalar!(
         "SELECT c.instance_id FROM moderation_connections c
          JOIN instances i ON i.id = c.instance_id
+         JOIN plans p ON p.code = i.plan_code
+         LEFT JOIN plan_moderation m ON m.plan_code = i.plan_code
          WHERE c.revoked_at IS NULL AND c.broken_at IS NULL AND i.desired <> 'deleted'
+           AND coalesce(m.included, p.moderation_hours_per_month > 0)
          ORDER BY c.instance_id"
     )
     .fetch_all(ex)

@@ -391,6 +391,11 @@ async fn forward(
     );
     let deleting = head.method == Method::DELETE;
     let applied_body: Option<Value> = serde_json::from_slice(&body).ok();
+    if deleting {
+        if let Some(refused) = unmet_precondition(fake, &path, applied_body.as_ref()).await? {
+            return Ok(boxed(refused));
+        }
+    }
     let resp = fake
         .send(Request::from_parts(head, Body::from(body)))
         .await?;
@@ -410,6 +415,55 @@ async fn forward(
         .body(Body::from(removal.to_string().into_bytes()))
         .map_err(|e| kube::Error::Service(Box::new(e)))?;
     fake.send(req).await.map(boxed)
+}
+
+/// A delete's `preconditions` (`uid`, `resourceVersion`), which kube-fake-client ignores:
+/// the API server answers 409 Conflict when the object has another one, and deletes
+/// nothing.
+async fn unmet_precondition(
+    fake: &kube::Client,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Option<Response<Body>>, kube::Error> {
+    let Some(pre) = body
+        .and_then(|b| b.get("preconditions"))
+        .filter(|p| p.is_object())
+    else {
+        return Ok(None);
+    };
+    let req = Request::get(path)
+        .body(Body::empty())
+        .map_err(|e| kube::Error::Service(Box::new(e)))?;
+    let resp = fake.send(req).await?;
+    if !resp.status().is_success() {
+        return Ok(None);
+    }
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| kube::Error::Service(Box::new(e)))?
+        .to_bytes();
+    let current: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    for (field, meta) in [("uid", "uid"), ("resourceVersion", "resourceVersion")] {
+        let Some(want) = pre.get(field).and_then(Value::as_str) else {
+            continue;
+        };
+        let have = current["metadata"][meta].as_str().unwrap_or_default();
+        if want != have {
+            let shown = if field == "uid" {
+                "UID"
+            } else {
+                "ResourceVersion"
+            };
+            return Ok(Some(json_response(
+                StatusCode::CONFLICT,
+                &json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+                         "message": format!("Precondition failed: {shown} in precondition: {want}, {shown} in object meta: {have}") }),
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// A fresh, empty fake cluster.

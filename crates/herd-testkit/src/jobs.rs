@@ -82,7 +82,7 @@ pub fn registry_with_stripe(
             pool: pool.clone(),
             clusters: Arc::new(clusters.clone()),
             key,
-            moderator_email: herd_orchestrator::DEFAULT_MODERATOR_EMAIL.to_owned(),
+            moderator_email: Some("moderation@provider.example".to_owned()),
         },
     );
     r

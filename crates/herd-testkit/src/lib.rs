@@ -181,7 +181,7 @@ impl TestApp {
             pool: self.pool.clone(),
             clusters: std::sync::Arc::new(self.clusters.clone()),
             key: Some(self.seal_key.clone()),
-            moderator_email: herd_orchestrator::DEFAULT_MODERATOR_EMAIL.to_owned(),
+            moderator_email: Some("moderation@provider.example".to_owned()),
         };
         for c in herd_store::fleet::clusters(&self.pool).await.unwrap() {
             herd_orchestrator::sync::sync_cluster(&o, c.id)

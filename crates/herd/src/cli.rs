@@ -545,10 +545,23 @@ pub struct MailArgs {
     pub support_email: Option<String>,
 
     /// The provider's moderation team's address: the email of the moderator account Herd
-    /// makes on each server whose plan includes managed moderation (Mastodon requires one;
-    /// the account's notification emails are off).
-    #[arg(long, env = "HERD_MODERATION_EMAIL", default_value = herd_orchestrator::DEFAULT_MODERATOR_EMAIL)]
-    pub moderation_email: String,
+    /// makes on each server whose plan includes managed moderation (Mastodon requires one
+    /// whose domain receives mail; the account's notification emails are off). Unset:
+    /// moderation@ the domain of HERD_SUPPORT_EMAIL, else of HERD_MAIL_FROM; when none of
+    /// them has a usable domain (localhost), no moderator account is made.
+    #[arg(long, env = "HERD_MODERATION_EMAIL")]
+    pub moderation_email: Option<String>,
+}
+
+impl MailArgs {
+    /// The moderator account's email ([`herd_orchestrator::moderator_email`]).
+    pub fn moderator_email(&self) -> Option<String> {
+        herd_orchestrator::moderator_email(
+            self.moderation_email.as_deref(),
+            self.support_email.as_deref(),
+            Some(&self.mail_from),
+        )
+    }
 }
 
 #[derive(Debug, Args)]

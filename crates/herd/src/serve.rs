@@ -107,10 +107,20 @@ fn registry(
     r
 }
 
+/// The moderator account's email from the mail settings, said once in the log when
+/// there is none (managed moderation's account is then not made on any server).
+fn moderator_email(mail: &MailArgs) -> Option<String> {
+    let email = mail.moderator_email();
+    if email.is_none() {
+        tracing::warn!("managed moderation's moderator account is not made on any server: set HERD_MODERATION_EMAIL to the moderation team's address (a domain that receives mail; HERD_SUPPORT_EMAIL and HERD_MAIL_FROM have none)");
+    }
+    email
+}
+
 fn orchestrator(
     pool: &PgPool,
     key: Option<herd_fleet::seal::SealKey>,
-    moderator_email: String,
+    moderator_email: Option<String>,
 ) -> herd_orchestrator::Orchestrator {
     herd_orchestrator::Orchestrator {
         pool: pool.clone(),
@@ -136,7 +146,7 @@ async fn run_worker(
     support_auto_close_days: u16,
     replies: Option<ReplyAddresses>,
     restore_drills_per_day: u32,
-    moderator_email: String,
+    moderator_email: Option<String>,
 ) {
     // One connector (and its cache of cluster clients) for the jobs and the watches.
     let fleet = orchestrator(&pool, key, moderator_email);
@@ -183,7 +193,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         auto_close,
         replies,
         args.jobs.restore_drills_per_day,
-        args.mail.moderation_email.clone(),
+        moderator_email(&args.mail),
     )
     .await;
     Ok(())
@@ -316,7 +326,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let drills_per_day = args.jobs.restore_drills_per_day;
         let key = config.seal_key.clone();
         let replies = config.support_replies.clone();
-        let moderation_email = args.mail.moderation_email.clone();
+        let moderation_email = moderator_email(&args.mail);
         tokio::spawn(herd_jobs::supervise(
             "in-process worker",
             health,

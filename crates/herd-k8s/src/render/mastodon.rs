@@ -706,12 +706,18 @@ pub const MODERATOR_APPLICATION: &str = "Herd managed moderation";
 ///    create` with `--email`, `--confirmed`, `--approve` and `--role Moderator` (the
 ///    options of `lib/mastodon/cli/accounts.rb`; `Moderator` is the name `config/roles.yml`
 ///    seeds), its output (a random password) to /dev/null.
-/// 2. An account of that username whose user has another email than `MODERATOR_EMAIL` is
-///    someone else's: the Job fails and says so, and never touches it. Ours is confirmed
-///    and approved if a crash stopped `tootctl` half-way (`User#mark_email_as_confirmed!`,
-///    `approve!`), and its staff emails are turned off through `settings_attributes`
-///    (`notification_emails.report`, `.appeal`, `.pending_account` and `.trends` in
-///    `app/models/user_settings.rb`): the address receives no mail. A revoke-only Job
+/// 2. An existing account of that username is Herd's only if its user has the email
+///    `MODERATOR_EMAIL`, is confirmed and has the `Moderator` role: `tootctl accounts
+///    create` sets `role_id` and `confirmed_at` in the user's first save, so an account
+///    Herd made always has both, and an unconfirmed one, or one without the role, was
+///    signed up by someone else (on an open server anyone can register the username with
+///    the provider's email). Any other is refused: the Job fails and says so, and never
+///    touches it (never taken over). Ours is only approved if a crash stopped `tootctl`
+///    before `approve!`. Every notification email that can be turned off is
+///    (`notification_emails.*` of `app/models/user_settings.rb` that the server's version
+///    knows, `software_updates` to `none`); Mastodon's account mails that are not
+///    settings (the welcome mail, security notices) can still reach the address. A
+///    revoke-only Job
 ///    makes no account and changes none: it only finds Herd's application (step 3) and
 ///    revokes its tokens (step 4), whoever has the account now.
 /// 3. Herd's application (`Doorkeeper::Application`, polymorphic owner that user, named
@@ -778,18 +784,16 @@ token = nil
 if revoke_only
   app = user && Doorkeeper::Application.find_by(owner: user, name: name)
 else
-  unless user && user.email.to_s.casecmp?(email)
-    abort("refused: the account @#{username} on this server has another email than #{email}: " \
+  moderator_role = UserRole.find_by(name: "Moderator")
+  unless user && user.email.to_s.casecmp?(email) && user.confirmed? && !moderator_role.nil? && user.role_id == moderator_role.id
+    abort("refused: the account @#{username} on this server was not made by Herd (Herd makes it confirmed, with the Moderator role and the email #{email}): " \
           "it is someone else and is left untouched (never taken over). Paste a token of an account of the server instead, or use another username.")
   end
-  user.mark_email_as_confirmed! unless user.confirmed?
   user.approve! unless user.approved?
-  user.update!(settings_attributes: {
-    "notification_emails.report" => false,
-    "notification_emails.appeal" => false,
-    "notification_emails.pending_account" => false,
-    "notification_emails.trends" => false,
-  })
+  quiet = %w(follow reblog favourite mention follow_request report pending_account trends appeal)
+    .to_h { |k| ["notification_emails.#{k}", false] }
+  quiet["notification_emails.software_updates"] = "none"
+  user.update!(settings_attributes: quiet.select { |k, _| UserSettings.definition_for(k) })
   app = Doorkeeper::Application.find_or_create_by!(owner: user, name: name) do |a|
     a.redirect_uri = "urn:ietf:wg:oauth:2.0:oob"
     a.scopes = scopes
@@ -898,14 +902,30 @@ mod tests {
             !ruby.contains('\''),
             "a quote would end the shell's quoting"
         );
+        // An account Herd made is confirmed with the Moderator role from its first save
+        // (`tootctl accounts create`): an existing one is checked for all three, and an
+        // unconfirmed one is never confirmed by the Job (that would take it over).
         let check = ruby
-            .find("unless user && user.email.to_s.casecmp?(email)")
-            .expect("the email check");
+            .find("unless user && user.email.to_s.casecmp?(email) && user.confirmed? && !moderator_role.nil? && user.role_id == moderator_role.id")
+            .expect("the check of email, confirmation and role");
+        assert!(ruby.contains("moderator_role = UserRole.find_by(name: \"Moderator\")"));
         let refusal = ruby.find("abort(\"refused:").expect("the refusal");
         assert!(check < refusal);
         assert!(ruby[refusal..].contains("never taken over"));
+        assert!(
+            !ruby.contains("mark_email_as_confirmed!"),
+            "confirms an account"
+        );
+        for confirm in [
+            ".confirm ",
+            ".confirm\n",
+            ".confirm!",
+            ".confirm(",
+            "confirmed_at =",
+        ] {
+            assert!(!ruby.contains(confirm), "confirms an account: {confirm}");
+        }
         for write in [
-            "mark_email_as_confirmed!",
             "approve!",
             "update!(",
             "find_or_create_by!",
@@ -916,6 +936,33 @@ mod tests {
             let at = ruby.find(write).unwrap_or_else(|| panic!("{write}"));
             assert!(refusal < at, "{write} before the refusal");
         }
+    }
+
+    #[test]
+    fn the_moderator_script_turns_off_every_notification_email_the_server_knows() {
+        let ruby = ruby();
+        // The `notification_emails` namespace of Mastodon's app/models/user_settings.rb.
+        for key in [
+            "follow",
+            "reblog",
+            "favourite",
+            "mention",
+            "follow_request",
+            "report",
+            "pending_account",
+            "trends",
+            "appeal",
+        ] {
+            let listed = [" ", "("].iter().any(|before| {
+                [" ", ")"]
+                    .iter()
+                    .any(|after| ruby.contains(&format!("{before}{key}{after}")))
+            });
+            assert!(listed, "{key}");
+        }
+        assert!(ruby.contains("quiet[\"notification_emails.software_updates\"] = \"none\""));
+        // Keys an older server does not know would raise UserSettings::KeyError.
+        assert!(ruby.contains("quiet.select { |k, _| UserSettings.definition_for(k) }"));
     }
 
     #[test]

@@ -11,8 +11,8 @@ use crate::operator::{condition, harness, harness_with, Harness, TENANT};
 use herd_k8s::crd::{App, Instance, ModeratorSpec, Phase};
 use herd_k8s::reconcile::secret_strings;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 const USERNAME: &str = "herd_moderation";
@@ -181,6 +181,92 @@ async fn a_revoke_only_generation_makes_no_secret_and_its_job_only_revokes() {
     assert_eq!(s.moderator_token_generation, Some(2));
     assert_eq!(condition(&s, "ModeratorAccount"), "Revoked");
     assert!(token(&h).await.is_none());
+}
+
+/// A pod of Job `job`, as the Job controller makes it (pending: its image is pulled).
+async fn pending_pod(h: &Harness, job: &str) {
+    let pods: Api<Pod> = Api::namespaced(h.client(), TENANT);
+    let pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": format!("{job}-x1"), "namespace": TENANT, "labels": {
+            "herd.dev/instance": "lyon", "batch.kubernetes.io/job-name": job,
+            "app.kubernetes.io/component": "jobs",
+        }},
+        "spec": { "containers": [{ "name": "rails", "image": "mastodon" }] },
+        "status": { "phase": "Pending" },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+}
+
+async fn pods_of(h: &Harness, job: &str) -> usize {
+    let pods: Api<Pod> = Api::namespaced(h.client(), TENANT);
+    pods.list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job}")))
+        .await
+        .unwrap()
+        .items
+        .len()
+}
+
+/// An earlier generation's Job still pending when a revocation is asked would store its
+/// token after the revocation: it is deleted with its pods before the revoking Job is
+/// made, and its uncollected Secret with it.
+#[tokio::test]
+async fn a_revocation_first_removes_an_earlier_job_still_pending_and_its_secret() {
+    let h = harness().await;
+    h.install().await;
+    h.edit(|s| s["moderator"] = moderator(1, false)).await;
+    h.ok().await;
+    assert!(token(&h).await.is_some());
+    pending_pod(&h, "moderator-token-1").await;
+
+    h.edit(|s| s["moderator"] = moderator(2, true)).await;
+    h.ok().await;
+    assert!(
+        h.job("moderator-token-1").await.is_none(),
+        "the pending Job of generation 1 is deleted"
+    );
+    assert_eq!(pods_of(&h, "moderator-token-1").await, 0, "and its pods");
+    assert!(
+        token(&h).await.is_none(),
+        "the revoked generation's token is not left to collect"
+    );
+    assert!(
+        h.job("moderator-token-2").await.is_some(),
+        "then the revocation"
+    );
+    h.succeed("moderator-token-2").await;
+    h.ok().await;
+    let s = h.status().await;
+    assert_eq!(s.moderator_token_generation, Some(2));
+    assert_eq!(condition(&s, "ModeratorAccount"), "Revoked");
+    assert!(
+        h.job("moderator-token-1").await.is_none(),
+        "never made again"
+    );
+}
+
+/// A new token's generation also removes every earlier Job first (done or not), so none
+/// of them can store a token after the new Job revoked the others.
+#[tokio::test]
+async fn a_new_generation_removes_every_earlier_job_first() {
+    let h = harness().await;
+    h.install().await;
+    h.edit(|s| s["moderator"] = moderator(1, false)).await;
+    h.ok().await;
+    h.succeed("moderator-token-1").await;
+    h.ok().await;
+    collect(&h).await;
+    h.edit(|s| s["moderator"] = moderator(2, false)).await;
+    h.ok().await;
+    pending_pod(&h, "moderator-token-2").await;
+    h.edit(|s| s["moderator"] = moderator(3, false)).await;
+    h.ok().await;
+    assert!(h.job("moderator-token-1").await.is_none());
+    assert!(h.job("moderator-token-2").await.is_none());
+    assert_eq!(pods_of(&h, "moderator-token-2").await, 0);
+    assert!(h.job("moderator-token-3").await.is_some());
+    assert_eq!(token(&h).await.unwrap().1, "3");
 }
 
 /// A failed Job is retried as the others are; after its last attempt the failure is the

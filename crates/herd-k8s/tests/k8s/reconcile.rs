@@ -483,3 +483,53 @@ async fn a_plan_change_grows_volumes_in_place_and_says_when_it_cannot() {
         assert_eq!(jobs_before, jobs_after, "Jobs are written once");
     }
 }
+
+/// The fake cluster honours a delete's preconditions as the API server does: another uid
+/// or resource version is 409 Conflict and deletes nothing (the moderator token's
+/// collector relies on it).
+#[tokio::test]
+async fn a_delete_with_unmet_preconditions_is_refused_by_the_fake_cluster() {
+    use kube::api::{DeleteParams, Preconditions};
+    let cluster = fake_cluster::start().await;
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), "default");
+    let made = secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": { "name": "moderator-token" },
+                "stringData": { "token": "t" }
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let delete = |uid: Option<String>, rv: Option<String>| DeleteParams {
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: rv,
+        }),
+        ..DeleteParams::default()
+    };
+    for (uid, rv) in [
+        (Some("another-uid".to_owned()), None),
+        (made.metadata.uid.clone(), Some("999999".to_owned())),
+    ] {
+        match secrets.delete("moderator-token", &delete(uid, rv)).await {
+            Err(kube::Error::Api(e)) => assert_eq!(e.code, 409, "{}", e.message),
+            other => panic!("deleted despite its precondition: {other:?}"),
+        }
+        assert!(secrets.get_opt("moderator-token").await.unwrap().is_some());
+    }
+    secrets
+        .delete(
+            "moderator-token",
+            &delete(
+                made.metadata.uid.clone(),
+                made.metadata.resource_version.clone(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(secrets.get_opt("moderator-token").await.unwrap().is_none());
+}

@@ -4,5 +4,6 @@
 mod connect;
 mod imports;
 mod moderator;
+mod moderator_plans;
 mod orchestrator;
 mod restores;

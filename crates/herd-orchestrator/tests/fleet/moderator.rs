@@ -12,7 +12,7 @@ use herd_jobs::Job;
 use herd_k8s::crd::{Instance, ModeratorSpec};
 use herd_moderation::connections::{self, token_purpose, MODERATOR_USERNAME};
 use herd_moderation::Who;
-use herd_orchestrator::{Orchestrator, DEFAULT_MODERATOR_EMAIL};
+use herd_orchestrator::Orchestrator;
 use herd_store::fleet;
 use herd_testkit::fake_cluster::{self, FakeCluster};
 use herd_testkit::TestApp;
@@ -24,17 +24,17 @@ use uuid::Uuid;
 
 const TOKEN: &str = "tok_0123456789abcdefMODERATOR";
 
-struct Setup {
-    app: TestApp,
-    cluster: FakeCluster,
-    cluster_id: Uuid,
-    org: Uuid,
-    owner: Uuid,
+pub(crate) struct Setup {
+    pub(crate) app: TestApp,
+    pub(crate) cluster: FakeCluster,
+    pub(crate) cluster_id: Uuid,
+    pub(crate) org: Uuid,
+    pub(crate) owner: Uuid,
 }
 
 /// A cluster, an organization with an owner, and plan `community` with moderation
 /// (`moderated`) or without.
-async fn setup(pool: &PgPool, moderated: bool) -> Setup {
+pub(crate) async fn setup(pool: &PgPool, moderated: bool) -> Setup {
     let app = TestApp::spawn(pool.clone()).await;
     let op = Uuid::now_v7();
     sqlx::query("INSERT INTO users (id, email, display_name, password_hash, email_verified_at, is_operator) VALUES ($1, 'ops@provider.example', 'Ops', 'x', now(), true)")
@@ -85,7 +85,7 @@ async fn setup(pool: &PgPool, moderated: bool) -> Setup {
 }
 
 /// A paid order's server on `community`, applied to the cluster. Returns its id.
-async fn server(s: &Setup, domain: &str, sub: &str) -> Uuid {
+pub(crate) async fn server(s: &Setup, domain: &str, sub: &str) -> Uuid {
     let pool = &s.app.pool;
     let mut conn = pool.acquire().await.unwrap();
     let (order, _) = herd_store::billing::create_order(
@@ -140,8 +140,8 @@ async fn report(s: &Setup, slug: &str, status: serde_json::Value) {
         .unwrap();
 }
 
-/// The operator's Secret with the new token.
-async fn token_secret(s: &Setup, slug: &str) -> Api<Secret> {
+/// The operator's Secret with the new token, made for token generation `generation`.
+async fn token_secret(s: &Setup, slug: &str, generation: u32) -> Api<Secret> {
     let ns = format!("herd-{slug}");
     let secrets: Api<Secret> = Api::namespaced(s.cluster.client.clone(), &ns);
     secrets
@@ -149,7 +149,9 @@ async fn token_secret(s: &Setup, slug: &str) -> Api<Secret> {
             &PostParams::default(),
             &serde_json::from_value(json!({
                 "apiVersion": "v1", "kind": "Secret",
-                "metadata": { "name": "moderator-token", "namespace": ns },
+                "metadata": { "name": "moderator-token", "namespace": ns, "annotations": {
+                    "herd.dev/token-generation": generation.to_string(),
+                }},
                 "stringData": { "token": TOKEN }
             }))
             .unwrap(),
@@ -164,7 +166,7 @@ fn orchestrator(s: &Setup, key: bool) -> Orchestrator {
         pool: s.app.pool.clone(),
         clusters: std::sync::Arc::new(s.app.clusters.clone()),
         key: key.then(|| s.app.seal_key.clone()),
-        moderator_email: "moderation@provider.example".to_owned(),
+        moderator_email: Some("moderation@provider.example".to_owned()),
     }
 }
 
@@ -192,7 +194,7 @@ async fn the_instance_asks_for_the_moderator_account_only_on_a_plan_with_moderat
         spec_moderator(&s, "nantes-social").await,
         Some(ModeratorSpec {
             username: MODERATOR_USERNAME.to_owned(),
-            email: DEFAULT_MODERATOR_EMAIL.to_owned(),
+            email: "moderation@provider.example".to_owned(),
             token_generation: 1,
             revoked: false,
         })
@@ -216,15 +218,203 @@ async fn the_instance_asks_for_the_moderator_account_only_on_a_plan_with_moderat
         Some(1)
     );
     // The email is the one configured.
+    let pending = fleet::moderator_token(&pool, id).await.unwrap().unwrap();
     assert_eq!(
         herd_orchestrator::apply::moderator_spec(
-            &fleet::moderator_token(&pool, id).await.unwrap().unwrap(),
+            &pending,
             true,
-            "moderation@provider.example"
+            Some("moderation@provider.example")
         )
         .unwrap()
         .email,
         "moderation@provider.example"
+    );
+    // None usable configured: no account, no new token is asked of the cluster.
+    assert_eq!(
+        herd_orchestrator::apply::moderator_spec(&pending, true, None),
+        None
+    );
+}
+
+/// A new token that cannot be made is never left asked. Without a usable moderation
+/// address it is recorded as failed at once, saying why, noted once in the history, and
+/// (no token of Herd's in use) Herd's earlier ones are revoked, as its Job would have
+/// done; on a plan whose moderation was turned off it becomes a revocation.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_new_token_that_cannot_be_made_fails_or_revokes_at_once(pool: PgPool) {
+    let s = setup(&pool, true).await;
+    let id = server(&s, "lyon.social", "sub_a").await;
+    let mut o = orchestrator(&s, true);
+    o.moderator_email = None;
+    let asked = fleet::ask_moderator_token(&pool, id, false).await.unwrap();
+    herd_orchestrator::apply::apply_instance(&o, id)
+        .await
+        .unwrap();
+    let t = fleet::moderator_token(&pool, id).await.unwrap().unwrap();
+    assert_eq!(t.failed_generation, asked);
+    assert_eq!(
+        t.failure.as_deref(),
+        Some(herd_orchestrator::apply::NO_MODERATOR_EMAIL)
+    );
+    assert_eq!((t.generation, t.revoked), (asked + 1, true));
+    let spec = spec_moderator(&s, "lyon-social").await.unwrap();
+    assert_eq!(
+        (spec.token_generation, spec.revoked, spec.email.as_str()),
+        (u32::try_from(asked + 1).unwrap(), true, "")
+    );
+    let noted = |message: &'static str| {
+        let pool = pool.clone();
+        async move {
+            fleet::events(&pool, id, 50)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.message == message)
+                .count()
+        }
+    };
+    let event = herd_orchestrator::apply::NO_MODERATOR_EMAIL_EVENT;
+    assert_eq!(noted(event).await, 1);
+    // Applied again: nothing more is recorded or asked.
+    herd_orchestrator::apply::apply_instance(&o, id)
+        .await
+        .unwrap();
+    assert_eq!(noted(event).await, 1);
+    assert_eq!(
+        fleet::moderator_token(&pool, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        asked + 1
+    );
+
+    // The plan's moderation turned off while a new token is asked: a revocation instead.
+    sqlx::query("UPDATE plan_moderation SET included = false")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let asked = fleet::ask_moderator_token(&pool, id, false).await.unwrap();
+    herd_orchestrator::apply::apply_instance(&orchestrator(&s, true), id)
+        .await
+        .unwrap();
+    let spec = spec_moderator(&s, "lyon-social").await.unwrap();
+    assert_eq!(
+        (spec.token_generation, spec.revoked),
+        (u32::try_from(asked + 1).unwrap(), true)
+    );
+    assert_eq!(
+        noted("The plan does not include managed moderation: the new moderator token asked is not made, and Herd's tokens on the server are to be revoked").await,
+        1
+    );
+}
+
+/// An in-place restore brings back the database of the backup, with its tokens: once it
+/// succeeds, a new generation is asked (once), so the Job revokes the revived tokens and
+/// stores a new one.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_restore_that_replaced_the_database_asks_for_a_new_token_once(pool: PgPool) {
+    let s = setup(&pool, true).await;
+    let id = server(&s, "lyon.social", "sub_a").await;
+    report(
+        &s,
+        "lyon-social",
+        json!({ "phase": "Running", "url": "https://lyon.social", "moderatorTokenGeneration": 1 }),
+    )
+    .await;
+    token_secret(&s, "lyon-social", 1).await;
+    herd_orchestrator::sync::sync_cluster(&orchestrator(&s, true), s.cluster_id)
+        .await
+        .unwrap();
+    let t = fleet::moderator_token(&pool, id).await.unwrap().unwrap();
+    assert_eq!((t.generation, t.connection_generation), (1, Some(1)));
+
+    let restore = Uuid::now_v7();
+    sqlx::query("INSERT INTO tenant_restores (id, instance_id, source_instance_id, source_backup, location, mode, step) VALUES ($1, $2, $2, 'scheduled-1', 's3://backups/lyon-social/scheduled-1', 'in_place', 'restoring')")
+        .bind(restore)
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    report(
+        &s,
+        "lyon-social",
+        json!({ "restore": {
+            "id": restore.to_string(), "step": "Succeeded",
+            "source": "s3://backups/lyon-social/scheduled-1",
+            "startedAt": "2026-12-08T10:00:00Z", "finishedAt": "2026-12-08T10:04:00Z",
+            "sourceRows": { "accounts": 12 }, "restoredRows": { "accounts": 12 } } }),
+    )
+    .await;
+    for _ in 0..2 {
+        herd_orchestrator::sync::sync_cluster(&orchestrator(&s, true), s.cluster_id)
+            .await
+            .unwrap();
+    }
+    let t = fleet::moderator_token(&pool, id).await.unwrap().unwrap();
+    assert_eq!(
+        (t.generation, t.revoked),
+        (2, false),
+        "asked once, a new token"
+    );
+    // The report fetch queued by the first connection has no server to reach here.
+    sqlx::query("DELETE FROM jobs WHERE kind = $1")
+        .bind(herd_moderation::jobs::FetchReports::KIND)
+        .execute(&pool)
+        .await
+        .unwrap();
+    s.app.run_jobs().await;
+    let m = spec_moderator(&s, "lyon-social").await.unwrap();
+    assert_eq!((m.token_generation, m.revoked), (2, false));
+    let events = fleet::events(&pool, id, 30).await.unwrap();
+    assert!(events.iter().any(|e| e
+        .message
+        .contains("The restore brought back the moderator tokens")));
+}
+
+/// HERD_MODERATION_EMAIL's value, else one derived from the support inbox or the From
+/// address; never an address Mastodon refuses to create (its domain must receive mail).
+#[test]
+fn the_moderator_email_is_one_mastodon_can_create() {
+    use herd_orchestrator::moderator_email;
+    assert_eq!(
+        moderator_email(
+            Some("mods@provider.example"),
+            None,
+            Some("Herd <noreply@localhost>")
+        ),
+        Some("mods@provider.example".to_owned())
+    );
+    assert_eq!(
+        moderator_email(
+            None,
+            Some("support@help.provider.example"),
+            Some("Herd <noreply@localhost>")
+        ),
+        Some("moderation@help.provider.example".to_owned())
+    );
+    assert_eq!(
+        moderator_email(None, None, Some("Herd <noreply@mail.provider.example>")),
+        Some("moderation@mail.provider.example".to_owned())
+    );
+    // The old default, and the defaults of the other settings: nothing usable.
+    for unusable in [
+        "moderation@localhost",
+        "a@box.local",
+        "a@nodot",
+        "a@x.localhost",
+        "a@x.invalid",
+        "nobody",
+    ] {
+        assert_eq!(
+            moderator_email(Some(unusable), None, None),
+            None,
+            "{unusable}"
+        );
+    }
+    assert_eq!(
+        moderator_email(None, None, Some("Herd <noreply@localhost>")),
+        None
     );
 }
 
@@ -240,7 +430,7 @@ async fn the_token_made_on_the_cluster_is_sealed_into_the_connection_and_its_sec
         json!({ "phase": "Running", "url": "https://lyon.social", "moderatorTokenGeneration": 1 }),
     )
     .await;
-    let secrets = token_secret(&s, "lyon-social").await;
+    let secrets = token_secret(&s, "lyon-social", 1).await;
 
     // A worker without HERD_ENCRYPTION_KEY: the Secret stays, nothing is stored.
     herd_orchestrator::sync::sync_cluster(&orchestrator(&s, false), s.cluster_id)
@@ -325,6 +515,40 @@ async fn the_token_made_on_the_cluster_is_sealed_into_the_connection_and_its_sec
     );
 }
 
+/// The Secret read is of a later generation than the one being collected (asked between
+/// the query and the read): it is that generation's token, for its Job. It is neither
+/// stored as the earlier generation's nor deleted.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn only_the_secret_of_the_generation_being_collected_is_taken(pool: PgPool) {
+    let s = setup(&pool, true).await;
+    let id = server(&s, "lyon.social", "sub_a").await;
+    report(
+        &s,
+        "lyon-social",
+        json!({ "phase": "Running", "url": "https://lyon.social", "moderatorTokenGeneration": 1 }),
+    )
+    .await;
+    let secrets = token_secret(&s, "lyon-social", 2).await;
+    herd_orchestrator::sync::sync_cluster(&orchestrator(&s, true), s.cluster_id)
+        .await
+        .unwrap();
+    assert!(
+        secrets.get_opt("moderator-token").await.unwrap().is_some(),
+        "generation 2's Secret is left for its Job"
+    );
+    let i = herd_store::moderation::instance(&pool, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(i.connection.is_none(), "not stored as generation 1's");
+    assert!(fleet::moderator_token(&pool, id)
+        .await
+        .unwrap()
+        .unwrap()
+        .connection_generation
+        .is_none());
+}
+
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn a_failed_moderator_job_is_an_event_and_revoking_asks_the_cluster_to_revoke(pool: PgPool) {
     let s = setup(&pool, true).await;
@@ -390,7 +614,7 @@ async fn a_failed_moderator_job_is_an_event_and_revoking_asks_the_cluster_to_rev
         json!({ "moderatorTokenGeneration": 2, "conditions": [] }),
     )
     .await;
-    token_secret(&s, "lyon-social").await;
+    token_secret(&s, "lyon-social", 2).await;
     herd_orchestrator::sync::sync_cluster(&orchestrator(&s, true), s.cluster_id)
         .await
         .unwrap();

@@ -448,7 +448,7 @@ async fn without_an_encryption_key_the_owner_password_stays_on_the_cluster(pool:
             pool: pool.clone(),
             clusters: std::sync::Arc::new(app.clusters.clone()),
             key: None,
-            moderator_email: herd_orchestrator::DEFAULT_MODERATOR_EMAIL.to_owned(),
+            moderator_email: Some("moderation@provider.example".to_owned()),
         },
     );
     herd_jobs::enqueue(
@@ -775,7 +775,7 @@ async fn a_watch_per_cluster_records_each_status_as_it_changes(pool: PgPool) {
         pool: pool.clone(),
         clusters: std::sync::Arc::new(app.clusters.clone()),
         key: Some(app.seal_key.clone()),
-        moderator_email: herd_orchestrator::DEFAULT_MODERATOR_EMAIL.to_owned(),
+        moderator_email: Some("moderation@provider.example".to_owned()),
     };
     let mut first = std::collections::HashMap::new();
     herd_orchestrator::watch::round(&o, &mut first)
@@ -882,7 +882,7 @@ async fn backups_are_recorded_and_a_missed_or_failed_one_alerts_once(pool: PgPoo
         pool: pool.clone(),
         clusters: std::sync::Arc::new(app.clusters.clone()),
         key: None,
-        moderator_email: herd_orchestrator::DEFAULT_MODERATOR_EMAIL.to_owned(),
+        moderator_email: Some("moderation@provider.example".to_owned()),
     };
     let sync = |now: &str| {
         let (o, api, now) = (o.clone(), api.clone(), at(now));

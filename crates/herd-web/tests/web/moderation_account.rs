@@ -201,8 +201,13 @@ async fn only_owners_and_admins_of_the_servers_organization_may_ask(pool: PgPool
     )
     .await;
     max.get(&ask).await.assert_status(403);
+    // With a valid CSRF token, so the refusal is the capability's, not the form's.
     max.get("/orgs").await;
-    max.post(&ask, &[]).await.assert_status(403);
+    assert!(max.csrf().is_some(), "a page with a CSRF token");
+    max.post(&ask, &[])
+        .await
+        .assert_status(403)
+        .assert_contains("Not allowed");
 
     // Another organization's owner: not found, by either address.
     let eve = app
@@ -215,4 +220,129 @@ async fn only_owners_and_admins_of_the_servers_organization_may_ask(pool: PgPool
     eve.post(&theirs, &[]).await.assert_status(404);
     eve.post(&ask, &[]).await.assert_status(404);
     assert_eq!(generation(&pool, id).await, 0);
+}
+
+async fn set(pool: &PgPool, id: Uuid, sql: &str) {
+    sqlx::query(&format!("UPDATE instances SET {sql} WHERE id = $1"))
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+async fn generation_revoked(pool: &PgPool, id: Uuid) -> (i32, bool) {
+    sqlx::query_as(
+        "SELECT moderator_token_generation, moderator_token_revoked FROM instances WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_failed_revocation_is_shown_and_can_be_asked_again(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let olga = app
+        .signed_up("Olga", "olga@lyon.example", Some("Lyon"))
+        .await;
+    let id = server(&pool).await;
+    let page = format!("/o/lyon/moderation/{id}");
+    // Herd made token 1, then the owner revoked (generation 2) and that Job failed.
+    set(&pool, id, "moderator_token_generation = 2, moderator_token_revoked = true, moderator_token_done_generation = 1, moderator_token_collected_generation = 1, moderator_token_failed_generation = 2, moderator_token_failure = 'Job failed'").await;
+    let p = olga.get(&page).await;
+    p.assert_status(200)
+        .assert_contains("Revoking Herd&#39;s token on your server failed; try again")
+        .assert_contains(&format!("action=\"{page}/revoke\""));
+    let r = olga.post(&format!("{page}/revoke"), &[]).await;
+    r.assert_redirect(&page);
+    assert_eq!(generation_revoked(&pool, id).await, (3, true));
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn pasting_while_herd_makes_its_token_is_refused_and_over_herds_revokes_it(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let olga = app
+        .signed_up("Olga", "olga@lyon.example", Some("Lyon"))
+        .await;
+    let id = server(&pool).await;
+    let page = format!("/o/lyon/moderation/{id}");
+    olga.get(&format!("{page}/new-token")).await;
+    olga.post(&format!("{page}/new-token"), &[])
+        .await
+        .assert_redirect(&page);
+    olga.get(&page).await;
+    let paste = [("moderator_account", "ourmods"), ("token", PASTED)];
+    olga.post(&format!("{page}/connect"), &paste)
+        .await
+        .assert_status(422)
+        .assert_contains("Herd is making its own moderator token");
+    let i = herd_store::moderation::instance(&pool, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(i.connection.is_none(), "nothing stored");
+
+    // Herd's token collected; pasting over it revokes Herd's on the server.
+    set(&pool, id, "moderator_token_done_generation = 1").await;
+    assert!(
+        herd_moderation::connections::store_made_token(&pool, &app.seal_key, id, 1, TOKEN)
+            .await
+            .unwrap()
+    );
+    set(&pool, id, "moderator_token_collected_generation = 1").await;
+    olga.get(&page).await;
+    olga.post(&format!("{page}/connect"), &paste)
+        .await
+        .assert_redirect(&page);
+    assert_eq!(generation_revoked(&pool, id).await, (2, true));
+    olga.get(&page)
+        .await
+        .assert_contains("In use: the token you pasted");
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_token_that_never_arrives_may_be_asked_again_a_few_times_a_day(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let olga = app
+        .signed_up("Olga", "olga@lyon.example", Some("Lyon"))
+        .await;
+    let id = server(&pool).await;
+    let page = format!("/o/lyon/moderation/{id}");
+    let ask = format!("{page}/new-token");
+    olga.get(&ask).await;
+    olga.post(&ask, &[]).await.assert_redirect(&page);
+    // Its Secret was lost: an hour later the page offers to ask again, and it works.
+    set(
+        &pool,
+        id,
+        "moderator_token_asked_at = now() - interval '61 minutes'",
+    )
+    .await;
+    olga.get(&page)
+        .await
+        .assert_contains("over an hour ago")
+        .assert_contains(&format!("href=\"{ask}\""));
+    olga.get(&ask).await;
+    olga.post(&ask, &[]).await.assert_redirect(&page);
+    assert_eq!(generation(&pool, id).await, 2);
+    // Failing fast: at most 5 asks in 24 hours.
+    for g in 2..=4 {
+        set(
+            &pool,
+            id,
+            &format!("moderator_token_failed_generation = {g}"),
+        )
+        .await;
+        olga.get(&ask).await;
+        olga.post(&ask, &[]).await.assert_redirect(&page);
+    }
+    assert_eq!(generation(&pool, id).await, 5);
+    set(&pool, id, "moderator_token_failed_generation = 5").await;
+    olga.get(&ask).await;
+    olga.post(&ask, &[])
+        .await
+        .assert_status(422)
+        .assert_contains("in the last 24 hours");
+    assert_eq!(generation(&pool, id).await, 5);
 }

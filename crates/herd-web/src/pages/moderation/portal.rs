@@ -318,7 +318,7 @@ async fn revoke(
     Path((_slug, server)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
     let result = connections::revoke(&state.pool, who(&ctx, &ip), ctx.org.id(), server).await;
-    let done = "The token is revoked and wiped; Herd's own tokens are revoked on your server too (a token you pasted: revoke it there yourself).";
+    let done = "The token is revoked and wiped in Herd; Herd's own tokens on your server are being revoked (this page says so if that fails; a token you pasted: revoke it there yourself).";
     answer(&state, &session, ctx, server, result, done, None).await
 }
 

@@ -13,6 +13,7 @@ use axum::response::Response;
 use herd_moderation::connections;
 use herd_store::fleet::ModeratorToken;
 use herd_store::moderation::Connection;
+use time::OffsetDateTime;
 use tower_sessions::Session;
 use uuid::Uuid;
 
@@ -21,10 +22,14 @@ use uuid::Uuid;
 pub enum MadeState {
     /// Herd made none that is in use, and none is being made.
     None,
-    /// A token is being made on the server (or collected).
+    /// A token is being made on the server (or collected), asked less than an hour ago.
     Making,
+    /// A token was asked over an hour ago and never arrived: it may be asked again.
+    Late,
     /// The last one asked failed (the operators see why).
     Failed,
+    /// The last revocation of Herd's tokens on the server failed: they may still work.
+    RevokeFailed,
     /// The connection in use holds Herd's token.
     InUseMadeByHerd,
     /// The connection in use holds a token pasted by the customer.
@@ -32,10 +37,14 @@ pub enum MadeState {
 }
 
 impl MadeState {
-    pub fn of(t: &ModeratorToken, c: Option<&Connection>) -> Self {
-        if t.making() {
+    pub fn of(t: &ModeratorToken, c: Option<&Connection>, now: OffsetDateTime) -> Self {
+        if t.making_recently(now) {
             MadeState::Making
-        } else if t.failed().is_some() && !t.revoked {
+        } else if t.making() {
+            MadeState::Late
+        } else if t.failed().is_some() && t.revoked {
+            MadeState::RevokeFailed
+        } else if t.failed().is_some() {
             MadeState::Failed
         } else if c.is_some_and(Connection::usable) {
             if t.connection_generation.is_some() {
@@ -56,7 +65,9 @@ impl MadeState {
         match self {
             MadeState::None => "Herd has made no moderator token in use on this server: have it make one, or paste a token below.".to_owned(),
             MadeState::Making => format!("Herd is making the moderator account @{account} and its token on the server; it is connected by itself once made (reload the page)."),
+            MadeState::Late => "Herd asked for its moderator token over an hour ago and it has not arrived; you can ask again, or paste a token below.".to_owned(),
             MadeState::Failed => "Making Herd's moderator account or its token failed; the server runs on. Our operators see the details; you can ask again, or paste a token below.".to_owned(),
+            MadeState::RevokeFailed => "Revoking Herd's token on your server failed; try again (Revoke the token below). Until then Herd's earlier token may still work there.".to_owned(),
             MadeState::InUseMadeByHerd => format!("In use: the token Herd made for its moderator account @{account}."),
             MadeState::InUsePasted => "In use: the token you pasted (your choice). Herd can make its own instead.".to_owned(),
         }
@@ -69,7 +80,12 @@ impl MadeState {
 
     /// Whether the last one failed (shown as an error).
     pub fn failed(&self) -> bool {
-        *self == MadeState::Failed
+        matches!(self, MadeState::Failed | MadeState::RevokeFailed)
+    }
+
+    /// Whether the page offers to revoke again (the last revocation failed).
+    pub fn revoke_failed(&self) -> bool {
+        *self == MadeState::RevokeFailed
     }
 }
 
@@ -83,7 +99,7 @@ pub async fn state_of(
         .await
         .map_err(app_error)?
         .unwrap_or_default();
-    Ok(MadeState::of(&t, c))
+    Ok(MadeState::of(&t, c, OffsetDateTime::now_utc()))
 }
 
 pub async fn new_token_page(
