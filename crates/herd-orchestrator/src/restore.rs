@@ -16,6 +16,7 @@ use herd_store::restores::{self as store, Restore};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use sqlx::PgConnection;
+use uuid::Uuid;
 
 /// The Secret of a tenant's application secrets, as the operator makes it.
 pub const APP_SECRETS: &str = "app-secrets";
@@ -74,14 +75,7 @@ pub async fn prepare(
             }
             Err(why) => {
                 let message = format!("waiting to write the imported app secrets: {why}");
-                store::set_message(&mut *tx, r.id, Some(&message)).await?;
-                fleet::set_phase(
-                    tx,
-                    row.id,
-                    herd_domain::InstancePhase::Queued,
-                    Some(&message),
-                )
-                .await?;
+                waits(tx, row.id, r.id, &message).await?;
                 tracing::warn!(instance = %row.id, restore = %r.id, reason = %why, "import waits to write its app-secrets");
                 return Ok(None);
             }
@@ -94,14 +88,7 @@ pub async fn prepare(
             }
             Err(why) => {
                 let message = format!("waiting for the source tenant's app secrets: {why}");
-                store::set_message(&mut *tx, r.id, Some(&message)).await?;
-                fleet::set_phase(
-                    tx,
-                    row.id,
-                    herd_domain::InstancePhase::Queued,
-                    Some(&message),
-                )
-                .await?;
+                waits(tx, row.id, r.id, &message).await?;
                 tracing::warn!(instance = %row.id, restore = %r.id, reason = %why, "restore waits for the source's app-secrets");
                 return Ok(None);
             }
@@ -171,6 +158,25 @@ async fn source_tenant(
 /// Copies the source tenant's `app-secrets` into `row`'s namespace on `cluster` (made if
 /// needed), with server-side apply. The values are never logged: errors name only where
 /// it failed.
+/// A restore that waits before its Job (for app secrets to be written or copied): why, on
+/// the restore and on its tenant, queued until the next apply.
+async fn waits(
+    tx: &mut PgConnection,
+    instance: Uuid,
+    restore: Uuid,
+    message: &str,
+) -> anyhow::Result<()> {
+    store::set_message(&mut *tx, restore, Some(message)).await?;
+    fleet::set_phase(
+        tx,
+        instance,
+        herd_domain::InstancePhase::Queued,
+        Some(message),
+    )
+    .await?;
+    Ok(())
+}
+
 async fn copy_app_secrets(
     o: &Orchestrator,
     tx: &mut PgConnection,
