@@ -229,18 +229,6 @@ async fn copy_app_secrets(
         )
     })?;
     let to_ns = namespace_name(&row.slug);
-    let params = PatchParams::apply(SECRETS_FIELD_MANAGER).force();
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(to_ns.clone()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(to.clone())
-        .patch(&to_ns, &params, &Patch::Apply(&namespace))
-        .await
-        .map_err(|e| format!("making namespace {to_ns} failed ({})", kube_reason(&e)))?;
     let copy = Secret {
         metadata: ObjectMeta {
             name: Some(APP_SECRETS.into()),
@@ -252,16 +240,7 @@ async fn copy_app_secrets(
         string_data: secret.string_data,
         ..Default::default()
     };
-    Api::<Secret>::namespaced(to, &to_ns)
-        .patch(APP_SECRETS, &params, &Patch::Apply(&copy))
-        .await
-        .map_err(|e| {
-            format!(
-                "writing Secret {APP_SECRETS} in {to_ns} failed ({})",
-                kube_reason(&e)
-            )
-        })?;
-    Ok(())
+    write_app_secrets(to, &to_ns, &copy).await
 }
 
 /// The manifest checksum `spec.restore` carries for `r`: an import's, read when it was
@@ -336,18 +315,6 @@ async fn write_import_secrets(
         data.insert(s::VAPID_PUBLIC_KEY.to_owned(), public);
     }
     let secrets = AppSecrets::from_data(&data).map_err(|e| format!("the supplied secrets: {e}"))?;
-    let params = PatchParams::apply(SECRETS_FIELD_MANAGER).force();
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(to_ns.clone()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(to.clone())
-        .patch(&to_ns, &params, &Patch::Apply(&namespace))
-        .await
-        .map_err(|e| format!("making namespace {to_ns} failed ({})", kube_reason(&e)))?;
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(APP_SECRETS.into()),
@@ -364,8 +331,27 @@ async fn write_import_secrets(
         ),
         ..Default::default()
     };
-    Api::<Secret>::namespaced(to, &to_ns)
-        .patch(APP_SECRETS, &params, &Patch::Apply(&secret))
+    write_app_secrets(to, &to_ns, &secret).await
+}
+
+/// Makes namespace `to_ns` on cluster `to` if needed and writes `secret` there as
+/// [`APP_SECRETS`] (server-side apply, Herd's secrets field manager). The error says which
+/// step failed, never the Secret's data.
+async fn write_app_secrets(to: kube::Client, to_ns: &str, secret: &Secret) -> Result<(), String> {
+    let params = PatchParams::apply(SECRETS_FIELD_MANAGER).force();
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(to_ns.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(to.clone())
+        .patch(to_ns, &params, &Patch::Apply(&namespace))
+        .await
+        .map_err(|e| format!("making namespace {to_ns} failed ({})", kube_reason(&e)))?;
+    Api::<Secret>::namespaced(to, to_ns)
+        .patch(APP_SECRETS, &params, &Patch::Apply(secret))
         .await
         .map_err(|e| {
             format!(
