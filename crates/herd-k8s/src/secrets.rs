@@ -21,7 +21,15 @@ pub const AR_KEY_DERIVATION_SALT: &str = "ACTIVE_RECORD_ENCRYPTION_KEY_DERIVATIO
 /// on 4.3 starts and keeps its two-factor secrets readable across upgrades; later versions
 /// ignore it.
 pub const OTP_SECRET: &str = "OTP_SECRET";
+/// The password of the database's superuser where Herd runs PostgreSQL itself (the
+/// StatefulSet's `POSTGRES_USER`), or of the app's login where CloudNativePG runs it.
+/// Only the database's pod and its role keeper read it there: see [`DB_APP_PASS`].
 pub const DB_PASS: &str = "DB_PASS";
+/// The password of the app's own login to a StatefulSet database (a role without
+/// superuser, owning the database and its `public` schema: see
+/// `render::data::ROLES_SCRIPT`), which the app, the backups and the restores use. Made
+/// for every tenant; a Secret made before it was kept gets one when read back.
+pub const DB_APP_PASS: &str = "DB_APP_PASS";
 pub const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
 
 /// Every key of the app Secret.
@@ -113,6 +121,7 @@ impl AppSecrets {
         m.insert(DB_PASS.to_owned(), alnum(40));
         m.insert(REDIS_PASSWORD.to_owned(), alnum(40));
         m.insert(OTP_SECRET.to_owned(), hex::encode(otp));
+        m.insert(DB_APP_PASS.to_owned(), alnum(40));
         Self(m)
     }
 
@@ -145,6 +154,13 @@ impl AppSecrets {
             }
         };
         m.insert(OTP_SECRET.to_owned(), otp);
+        // The same for the app's own database login, which came after.
+        let app_pass = match data.get(DB_APP_PASS) {
+            Some(v) if well_formed(DB_APP_PASS, v) => v.clone(),
+            Some(_) => return Err(SecretError::Malformed(DB_APP_PASS)),
+            None => alnum(40),
+        };
+        m.insert(DB_APP_PASS.to_owned(), app_pass);
         Ok(Self(m))
     }
 
@@ -174,7 +190,9 @@ fn well_formed(key: &str, v: &str) -> bool {
                     .is_ok_and(|b| b.len() == 65 && b[0] == 0x04)
         }
         AR_PRIMARY_KEY | AR_DETERMINISTIC_KEY | AR_KEY_DERIVATION_SALT => is_alnum(v, 32),
-        DB_PASS | REDIS_PASSWORD => v.len() >= 24 && v.bytes().all(|b| b.is_ascii_alphanumeric()),
+        DB_PASS | DB_APP_PASS | REDIS_PASSWORD => {
+            v.len() >= 24 && v.bytes().all(|b| b.is_ascii_alphanumeric())
+        }
         _ => false,
     }
 }
@@ -215,6 +233,28 @@ mod tests {
         assert_eq!(
             AppSecrets::from_data(&old),
             Err(SecretError::Malformed(OTP_SECRET))
+        );
+    }
+
+    #[test]
+    fn the_apps_database_password_is_made_once_and_kept() {
+        let s = AppSecrets::generate();
+        let pass = s.get(DB_APP_PASS).expect("a DB_APP_PASS").to_owned();
+        assert!(well_formed(DB_APP_PASS, &pass));
+        assert_ne!(s.get(DB_APP_PASS), s.get(DB_PASS), "not the superuser's");
+        let again = AppSecrets::from_data(s.data()).expect("valid");
+        assert_eq!(again.get(DB_APP_PASS), Some(pass.as_str()));
+        // A Secret from before it was kept: one is made, the superuser's stays.
+        let mut old = s.data().clone();
+        old.remove(DB_APP_PASS);
+        let upgraded = AppSecrets::from_data(&old).expect("still valid");
+        assert_eq!(upgraded.get(DB_PASS), s.get(DB_PASS));
+        let made = upgraded.get(DB_APP_PASS).expect("made");
+        assert!(well_formed(DB_APP_PASS, made) && made != pass);
+        old.insert(DB_APP_PASS.to_owned(), "short".into());
+        assert_eq!(
+            AppSecrets::from_data(&old),
+            Err(SecretError::Malformed(DB_APP_PASS))
         );
     }
 

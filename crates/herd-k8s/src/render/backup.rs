@@ -27,7 +27,6 @@ use super::tenancy::{APP_SECRET, SERVICE_ACCOUNT};
 use super::{build, Child, RenderError, Tenant};
 use crate::crd::App;
 use crate::seal::SECRETS_ARTIFACT;
-use crate::secrets::DB_PASS;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -445,9 +444,9 @@ fn backup_template(
             "env": [
                 { "name": "SCRATCH", "value": "/backup" },
                 { "name": "PGHOST", "value": database_host(t) },
-                { "name": "PGUSER", "value": db },
+                { "name": "PGUSER", "value": t.database_login().0 },
                 { "name": "PGDATABASE", "value": db },
-                secret_env("PGPASSWORD", APP_SECRET, DB_PASS),
+                secret_env("PGPASSWORD", APP_SECRET, t.database_login().1),
             ],
             "resources": { "requests": { "cpu": "100m", "memory": "128Mi" }, "limits": { "cpu": "500m", "memory": "512Mi" } },
             "securityContext": container_security(true),

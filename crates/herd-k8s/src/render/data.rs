@@ -75,7 +75,7 @@ fn volume_claim(size: &str) -> Value {
     })
 }
 
-/// A one-replica StatefulSet running `container` with a `data` volume claim of `storage`,
+/// A one-replica StatefulSet running `containers` with a `data` volume claim of `storage`,
 /// and its Service on `port`.
 #[expect(
     clippy::too_many_arguments,
@@ -86,7 +86,7 @@ fn single_replica(
     name: &str,
     component: &str,
     uid: i64,
-    container: Value,
+    containers: Vec<Value>,
     volumes: Option<Value>,
     storage: &str,
     port: i64,
@@ -95,7 +95,7 @@ fn single_replica(
         "serviceAccountName": SERVICE_ACCOUNT,
         "automountServiceAccountToken": false,
         "securityContext": pod_security(uid),
-        "containers": [container],
+        "containers": containers,
     });
     if let Some(v) = volumes {
         pod["volumes"] = v;
@@ -115,6 +115,135 @@ fn single_replica(
         Child::StatefulSet(build("StatefulSet", sts)?),
         service(t, name, component, port)?,
     ])
+}
+
+/// The app's own login to a database Herd runs itself (see [`ROLES_SCRIPT`]).
+pub fn app_role(app: crate::crd::App) -> &'static str {
+    match app {
+        crate::crd::App::Mastodon => "mastodon_app",
+        crate::crd::App::Gotosocial => "gotosocial_app",
+    }
+}
+
+/// The file the role keeper writes once the app's role is in place; its readiness probe
+/// (and so the database pod's) waits for it.
+pub const ROLES_DONE: &str = "/herd-roles/done";
+
+/// The CPU (millicores) and memory (MiB) limits of the role keeper.
+pub const ROLES_LIMITS: (i64, i64) = (100, 64);
+
+/// The role keeper's script: a second container of the PostgreSQL pod (the image's `sh`,
+/// BusyBox), run at every start of the pod. The official image makes `POSTGRES_USER` the
+/// server's superuser, and Herd's tenants until December 2026 ran the app as that user.
+/// Through the pod's socket, as that superuser, it makes the app's login `APP_ROLE`
+/// (password: `APP_PASSWORD`, read by psql from the environment, never on a command line)
+/// a role without superuser, `CREATEDB`, `CREATEROLE`, replication or row-security bypass,
+/// member of no other role, owning database `PGDATABASE`, its `public` schema and every
+/// table, view, sequence, function and type in it (an older tenant's, made by the
+/// superuser, change owner here; `REASSIGN OWNED` refuses the bootstrap superuser). Its
+/// catalog statements run with `search_path` set to `pg_catalog` alone, so nothing a dump
+/// put in `public` is called by them. Then it writes [`ROLES_DONE`] and idles; a failure
+/// is retried every 2 seconds (the server may still be starting, or restarting after the
+/// image's first initialisation), and after 5 minutes the container exits to be restarted,
+/// its reason on its standard error. Environment: `PGHOST` (the socket's directory),
+/// `PGUSER` (the superuser), `PGPASSWORD`, `PGDATABASE`, `APP_ROLE`, `APP_PASSWORD`,
+/// `DONE` (the file to write).
+pub const ROLES_SCRIPT: &str = r##"set -eu
+rm -f "$DONE"
+trap 'exit 0' TERM INT
+sql() {
+  psql -X -q -v ON_ERROR_STOP=1 -v app="$APP_ROLE" -v db="$PGDATABASE" <<'SQL'
+\getenv pass APP_PASSWORD
+SET search_path = pg_catalog;
+SET client_min_messages = warning;
+SELECT format('CREATE ROLE %I LOGIN', :'app') WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = :'app') \gexec
+ALTER ROLE :"app" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 PASSWORD :'pass';
+ALTER DATABASE :"db" OWNER TO :"app";
+SELECT set_config('herd.app_role', :'app', false);
+DO $herd$
+DECLARE
+  app text := pg_catalog.current_setting('herd.app_role');
+  app_oid oid := (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = app);
+  r record;
+BEGIN
+  FOR r IN SELECT m.roleid::regrole AS granted FROM pg_catalog.pg_auth_members m WHERE m.member = app_oid LOOP
+    EXECUTE pg_catalog.format('REVOKE %s FROM %I', r.granted, app);
+  END LOOP;
+  IF pg_catalog.to_regnamespace('public') IS NULL THEN
+    EXECUTE pg_catalog.format('CREATE SCHEMA public AUTHORIZATION %I', app);
+  END IF;
+  EXECUTE pg_catalog.format('ALTER SCHEMA public OWNER TO %I', app);
+  FOR r IN SELECT c.oid::regclass AS obj, c.relkind FROM pg_catalog.pg_class c
+           WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relowner <> app_oid LOOP
+    EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %I',
+      CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, r.obj, app);
+  END LOOP;
+  -- Sequences a table owns changed with it; the others now.
+  FOR r IN SELECT c.oid::regclass AS obj FROM pg_catalog.pg_class c
+           WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'S' AND c.relowner <> app_oid LOOP
+    EXECUTE pg_catalog.format('ALTER SEQUENCE %s OWNER TO %I', r.obj, app);
+  END LOOP;
+  -- Domains, enums, ranges, multiranges and composite types of their own (a table's row type and
+  -- an array type change with what they belong to).
+  FOR r IN SELECT ty.oid::regtype AS obj, ty.typtype FROM pg_catalog.pg_type ty
+           WHERE ty.typnamespace = 'public'::regnamespace AND ty.typowner <> app_oid AND ty.typtype IN ('d', 'e', 'r', 'm', 'c')
+             AND (ty.typtype <> 'c' OR (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = ty.typrelid) = 'c') LOOP
+    EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %I', CASE r.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, r.obj, app);
+  END LOOP;
+  -- Functions (a range's constructors changed with it).
+  FOR r IN SELECT p.oid::regprocedure AS obj, p.prokind FROM pg_catalog.pg_proc p
+           WHERE p.pronamespace = 'public'::regnamespace AND p.proowner <> app_oid LOOP
+    EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %I', CASE r.prokind WHEN 'a' THEN 'AGGREGATE' ELSE 'ROUTINE' END, r.obj, app);
+  END LOOP;
+END
+$herd$;
+SQL
+}
+tries=0
+until out=$(sql 2>&1); do
+  tries=$((tries + 1))
+  if [ "$tries" -ge 150 ]; then
+    echo "the app's database role $APP_ROLE could not be set up: $out" >&2
+    exit 1
+  fi
+  sleep 2
+done
+: > "$DONE"
+echo "the app's database login $APP_ROLE is ready: no superuser, owner of database $PGDATABASE and of its public schema"
+while :; do
+  sleep 3600 &
+  wait $! || true
+done
+"##;
+
+/// The role keeper's container (see [`ROLES_SCRIPT`]).
+fn roles_container(t: &Tenant<'_>) -> Value {
+    let db = t.database_name();
+    let (app_login, app_pass) = t.database_login();
+    json!({
+        "name": "roles",
+        "image": POSTGRES_IMAGE,
+        "command": ["/bin/sh", "-c", ROLES_SCRIPT],
+        "env": [
+            { "name": "PGHOST", "value": "/var/run/postgresql" },
+            { "name": "PGUSER", "value": db },
+            { "name": "PGDATABASE", "value": db },
+            secret_env("PGPASSWORD", DB_PASS),
+            { "name": "APP_ROLE", "value": app_login },
+            secret_env("APP_PASSWORD", app_pass),
+            { "name": "DONE", "value": ROLES_DONE },
+        ],
+        "readinessProbe": { "exec": { "command": ["test", "-f", ROLES_DONE] }, "periodSeconds": 5 },
+        "resources": {
+            "requests": { "cpu": "10m", "memory": "32Mi" },
+            "limits": { "cpu": format!("{}m", ROLES_LIMITS.0), "memory": format!("{}Mi", ROLES_LIMITS.1) },
+        },
+        "securityContext": container_security(true),
+        "volumeMounts": [
+            { "name": "run", "mountPath": "/var/run/postgresql" },
+            { "name": "roles", "mountPath": "/herd-roles" },
+        ],
+    })
 }
 
 fn postgres_statefulset(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
@@ -138,13 +267,16 @@ fn postgres_statefulset(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
             { "name": "run", "mountPath": "/var/run/postgresql" },
         ],
     });
-    let volumes = json!([{ "name": "run", "emptyDir": {} }]);
+    let volumes = json!([
+        { "name": "run", "emptyDir": {} },
+        { "name": "roles", "emptyDir": { "sizeLimit": "1Mi" } },
+    ]);
     single_replica(
         t,
         "postgres",
         "database",
         POSTGRES_UID,
-        container,
+        vec![container, roles_container(t)],
         Some(volumes),
         &t.instance.spec.sizing.database_storage,
         5432,
@@ -232,7 +364,7 @@ fn redis(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         "redis",
         "redis",
         REDIS_UID,
-        container,
+        vec![container],
         Some(json!([{ "name": "config", "secret": { "secretName": REDIS_CONFIG_SECRET, "defaultMode": 0o440 } }])),
         &redis.storage,
         6379,

@@ -7,7 +7,6 @@ use super::mastodon::{
 };
 use super::tenancy::{with_extra_env, APP_CONFIG, APP_SECRET};
 use super::{build, config_hash, Child, RenderError, Tenant};
-use crate::secrets::DB_PASS;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -44,7 +43,7 @@ pub fn env(t: &Tenant<'_>) -> BTreeMap<String, String> {
     set("GTS_DB_TYPE", "postgres");
     set("GTS_DB_ADDRESS", &super::data::database_host(t));
     set("GTS_DB_PORT", "5432");
-    set("GTS_DB_USER", t.database_name());
+    set("GTS_DB_USER", t.database_login().0);
     set("GTS_DB_DATABASE", t.database_name());
     match &spec.media_s3 {
         Some(s3) => {
@@ -65,7 +64,11 @@ pub fn env(t: &Tenant<'_>) -> BTreeMap<String, String> {
 
 /// The settings from Secrets: the database password and object-storage credentials.
 fn secret_env_vars(t: &Tenant<'_>) -> Vec<Value> {
-    let mut env_vars = vec![secret_env("GTS_DB_PASSWORD", APP_SECRET, DB_PASS)];
+    let mut env_vars = vec![secret_env(
+        "GTS_DB_PASSWORD",
+        APP_SECRET,
+        t.database_login().1,
+    )];
     if let Some(s3) = &t.instance.spec.media_s3 {
         env_vars.push(secret_env(
             "GTS_STORAGE_S3_ACCESS_KEY",

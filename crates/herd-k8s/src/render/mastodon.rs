@@ -6,7 +6,7 @@ use super::data::{container_security, pod_security};
 use super::tenancy::{env, APP_CONFIG, APP_SECRET, SERVICE_ACCOUNT};
 use super::{build, config_hash, Child, RenderError, Tenant};
 use crate::crd::Resources;
-use crate::secrets::{DB_PASS, REDIS_PASSWORD};
+use crate::secrets::REDIS_PASSWORD;
 use serde_json::{json, Value};
 
 /// Mastodon's images run as this user.
@@ -63,6 +63,16 @@ fn rails_env_from(t: &Tenant<'_>) -> Vec<Value> {
         v.push(json!({ "secretRef": { "name": s3.secret_ref } }));
     }
     v
+}
+
+/// The explicit environment of a container with [`rails_env_from`]: `DB_PASS`, the
+/// password of the app's login ([`Tenant::database_login`]), over the app Secret's
+/// `DB_PASS` (an `env` entry wins over `envFrom`), which where Herd runs PostgreSQL itself
+/// is the superuser's and must not reach the app; then `extra`.
+fn rails_env(t: &Tenant<'_>, extra: Vec<Value>) -> Vec<Value> {
+    let mut env = vec![secret_env("DB_PASS", APP_SECRET, t.database_login().1)];
+    env.extend(extra);
+    env
 }
 
 fn smtp_env(t: &Tenant<'_>) -> Vec<Value> {
@@ -256,7 +266,7 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         "image": web_image(&spec.version),
         "command": ["bundle", "exec", "puma", "-C", "config/puma.rb"],
         "envFrom": rails_env_from(t),
-        "env": [{ "name": "PORT", "value": "3000" }],
+        "env": rails_env(t, vec![json!({ "name": "PORT", "value": "3000" })]),
         "ports": [{ "name": "http", "containerPort": 3000 }],
         "startupProbe": { "httpGet": { "path": "/health", "port": "http" }, "periodSeconds": 5, "failureThreshold": 60 },
         "readinessProbe": { "httpGet": { "path": "/health", "port": "http" }, "periodSeconds": 10 },
@@ -275,7 +285,7 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         "env": [
             { "name": "PORT", "value": "4000" },
             { "name": "BIND", "value": "0.0.0.0" },
-            secret_env("DB_PASS", APP_SECRET, DB_PASS),
+            secret_env("DB_PASS", APP_SECRET, t.database_login().1),
             secret_env("REDIS_PASSWORD", APP_SECRET, REDIS_PASSWORD),
         ],
         "ports": [{ "name": "streaming", "containerPort": 4000 }],
@@ -301,7 +311,7 @@ pub fn render(t: &Tenant<'_>) -> Result<Vec<Child>, RenderError> {
         "image": web_image(&spec.version),
         "command": sidekiq_cmd,
         "envFrom": rails_env_from(t),
-        "env": smtp_env(t),
+        "env": rails_env(t, smtp_env(t)),
         "resources": resources(&spec.sizing.sidekiq),
         "securityContext": container_security(false),
         "volumeMounts": rails_volumes(t).1,
@@ -577,7 +587,7 @@ fn rails_job_with(
         "image": web_image(&t.instance.spec.version),
         "command": command,
         "envFrom": rails_env_from(t),
-        "env": extra_env,
+        "env": rails_env(t, extra_env),
         "resources": resources(&t.instance.spec.sizing.sidekiq),
         "securityContext": container_security(false),
         "volumeMounts": mounts,

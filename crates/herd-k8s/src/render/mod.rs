@@ -3,7 +3,7 @@
 //! result and snapshot tests pin it.
 
 pub mod backup;
-mod data;
+pub mod data;
 pub mod export;
 mod gotosocial;
 pub mod mastodon;
@@ -228,6 +228,24 @@ impl Tenant<'_> {
         match self.instance.spec.app {
             App::Mastodon => "mastodon",
             App::Gotosocial => "gotosocial",
+        }
+    }
+
+    /// The login the app, the backups and the restores connect as, and the key of its
+    /// password in the app Secret. Never a superuser: CloudNativePG's owner of the
+    /// database (`bootstrap.initdb.owner`), or, where Herd runs PostgreSQL itself, the
+    /// app's role (`<database>_app`) that [`data::ROLES_SCRIPT`] keeps, since the
+    /// StatefulSet's `POSTGRES_USER` is the server's superuser. A restore replays what a
+    /// dump holds as this login, so a crafted dump (an import's) cannot act beyond the
+    /// database (docs/EXPORTS.md).
+    pub fn database_login(&self) -> (&'static str, &'static str) {
+        if self.uses_cloudnative_pg() {
+            (self.database_name(), crate::secrets::DB_PASS)
+        } else {
+            (
+                data::app_role(self.instance.spec.app),
+                crate::secrets::DB_APP_PASS,
+            )
         }
     }
 

@@ -27,7 +27,6 @@ use super::mastodon::{media_on_volume, pin_to_media_node, secret_env, MASTODON_U
 use super::tenancy::{APP_SECRET, SERVICE_ACCOUNT};
 use super::{build, Child, RenderError, Tenant};
 use crate::crd::App;
-use crate::secrets::DB_PASS;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -207,9 +206,9 @@ pub fn restore(
                     { "name": "SCRATCH", "value": "/scratch" },
                     { "name": "PGHOST", "value": database_host(t) },
                     { "name": "PGPORT", "value": "5432" },
-                    { "name": "PGUSER", "value": db },
+                    { "name": "PGUSER", "value": t.database_login().0 },
                     { "name": "PGDATABASE", "value": db },
-                    secret_env("PGPASSWORD", APP_SECRET, DB_PASS),
+                    secret_env("PGPASSWORD", APP_SECRET, t.database_login().1),
                     { "name": "APP", "value": app },
                     { "name": "TERMINATION_LOG", "value": "/dev/termination-log" },
                 ],

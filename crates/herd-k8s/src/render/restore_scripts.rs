@@ -163,8 +163,8 @@ printf '%s\n' "$summary" > "$log"
 /// know the key, so nothing in its definitions or data can run a meta-command. The script
 /// refuses an older pg_restore (the image `postgres:16-alpine` is 16.10 or later since
 /// August 2025; a node's cached older image is refused, not used) and text without that
-/// line. What the SQL itself can do is another matter: see docs/EXPORTS.md on imports
-/// (the restore runs as the database's owner, the official image's superuser).
+/// line. What the SQL itself can do is bounded by the login it runs as: the app's, never
+/// a superuser ([`super::Tenant::database_login`]; docs/EXPORTS.md on imports).
 pub const RESTORE_DB_SCRIPT: &str = concat!(
     r##"set -eu
 scratch=$SCRATCH

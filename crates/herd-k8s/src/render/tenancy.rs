@@ -106,7 +106,7 @@ fn mastodon_env(t: &Tenant<'_>) -> BTreeMap<String, String> {
     set("DB_HOST", &super::data::database_host(t));
     set("DB_PORT", "5432");
     set("DB_NAME", t.database_name());
-    set("DB_USER", t.database_name());
+    set("DB_USER", t.database_login().0);
     set("REDIS_HOST", "redis");
     set("REDIS_PORT", "6379");
     set("STREAMING_CLUSTER_NUM", "1");
@@ -173,6 +173,11 @@ pub fn quota_limits(t: &Tenant<'_>) -> (i64, i64) {
             super::data::DATABASE_LIMITS.0 * database_instances,
             super::data::DATABASE_LIMITS.1 * database_instances,
         ),
+        if t.uses_cloudnative_pg() {
+            (0, 0)
+        } else {
+            super::data::ROLES_LIMITS
+        },
         (500, memory_mi(&t.instance.spec.redis.memory_limit)),
         (100, 64),
     ];

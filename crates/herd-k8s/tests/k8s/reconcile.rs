@@ -114,7 +114,11 @@ async fn secrets_survive_every_reconcile_and_a_plan_change_touches_only_what_it_
         .await
         .unwrap();
     let secret = app_secret(&cluster.client).await;
-    assert_eq!(secret.len(), 9, "the eight keys and OTP_SECRET");
+    assert_eq!(
+        secret.len(),
+        10,
+        "the eight keys, OTP_SECRET and DB_APP_PASS"
+    );
 
     let report = apply_children(&cluster.client, &bigger, &settings)
         .await

@@ -36,6 +36,10 @@ fn fixed_secrets() -> AppSecrets {
         secrets::REDIS_PASSWORD.to_owned(),
         "redispassword0123456789abcd".to_owned(),
     );
+    data.insert(
+        secrets::DB_APP_PASS.to_owned(),
+        "appdbpassword0123456789abcd".to_owned(),
+    );
     AppSecrets::from_data(&data).unwrap()
 }
 
@@ -967,4 +971,129 @@ fn no_password_on_a_command_line_and_smtp_login_is_optional() {
     };
     assert!(optional("SMTP_LOGIN") && optional("SMTP_PASSWORD"));
     assert!(!optional("SMTP_SERVER"));
+}
+
+/// Every container of `spec`, init containers among them.
+fn containers(spec: &Value) -> Vec<&Value> {
+    ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| spec[*k].as_array())
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn the_app_and_herds_jobs_log_in_without_superuser() {
+    let mut cnpg = instance("community");
+    cnpg.spec.database.mode = DatabaseMode::CloudNativePg;
+    for (i, user, key) in [
+        (instance("community"), "mastodon_app", secrets::DB_APP_PASS),
+        (cnpg, "mastodon", secrets::DB_PASS),
+        (
+            gotosocial("community"),
+            "gotosocial_app",
+            secrets::DB_APP_PASS,
+        ),
+    ] {
+        let own_postgres = i.spec.database.mode != DatabaseMode::CloudNativePg;
+        let s = fixed_secrets();
+        let cluster = common::cluster_for(&i);
+        let t = Tenant {
+            instance: &i,
+            secrets: &s,
+            cluster: &cluster,
+        };
+        let mut objs = rendered(&i);
+        // The final backup's Job, and (in the rendered children) the scheduled one's.
+        let target = herd_k8s::render::backup::BackupTarget {
+            bucket: "b".into(),
+            endpoint: "https://s3.example.net".into(),
+            prefix: "p/".into(),
+            region: "r".into(),
+            secrets_recipient: common::BACKUP_RECIPIENT.into(),
+        };
+        objs.extend(
+            herd_k8s::render::backup::final_backup(&t, &target, &Default::default(), "x")
+                .unwrap()
+                .into_iter()
+                .map(|c| c.to_value().unwrap()),
+        );
+        let config = find(&objs, "ConfigMap", "app-env").unwrap();
+        let db_user = &config["data"][match i.spec.app {
+            App::Mastodon => "DB_USER",
+            App::Gotosocial => "GTS_DB_USER",
+        }];
+        assert_eq!(db_user, user, "{:?}", i.spec.app);
+        let mut logins = 0;
+        for (what, spec) in pod_specs(&objs) {
+            for c in containers(spec) {
+                let at = format!("{what} {}", c["name"]);
+                let env = c["env"].as_array().cloned().unwrap_or_default();
+                for e in &env {
+                    let r = &e["valueFrom"]["secretKeyRef"];
+                    if r["name"] == "app-secrets" && r["key"] == secrets::DB_PASS && own_postgres {
+                        assert_eq!(
+                            what, "StatefulSet/postgres",
+                            "{at}: the superuser's password"
+                        );
+                    }
+                }
+                let var = |name: &str| env.iter().find(|e| e["name"] == name);
+                if let Some(u) = var("PGUSER") {
+                    if c["name"] != "roles" {
+                        assert_eq!(u["value"], user, "{at}");
+                        assert_eq!(
+                            var("PGPASSWORD").unwrap()["valueFrom"]["secretKeyRef"]["key"],
+                            key,
+                            "{at}"
+                        );
+                        logins += 1;
+                    }
+                }
+                if let Some(pass) = var("GTS_DB_PASSWORD") {
+                    assert_eq!(pass["valueFrom"]["secretKeyRef"]["key"], key, "{at}");
+                    logins += 1;
+                }
+                let reads_app_secret = c["envFrom"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|s| s["secretRef"]["name"] == "app-secrets"));
+                if reads_app_secret {
+                    // Over the Secret's DB_PASS, which may be the superuser's.
+                    let pass = var("DB_PASS").unwrap_or_else(|| panic!("{at}: no DB_PASS"));
+                    assert_eq!(pass["valueFrom"]["secretKeyRef"]["key"], key, "{at}");
+                    logins += 1;
+                }
+            }
+        }
+        assert!(
+            logins >= 2,
+            "{:?}: the backups and the app checked",
+            i.spec.app
+        );
+        // Where Herd runs PostgreSQL, its pod keeps the app's login, ready only once made.
+        if let Some(sts) = find(&objs, "StatefulSet", "postgres") {
+            let keeper = containers(&sts["spec"]["template"]["spec"])
+                .into_iter()
+                .find(|c| c["name"] == "roles")
+                .expect("the role keeper");
+            let env = keeper["env"].as_array().unwrap();
+            let value = |n: &str| env.iter().find(|e| e["name"] == n).unwrap().clone();
+            assert_eq!(value("APP_ROLE")["value"], user);
+            assert_eq!(
+                value("APP_PASSWORD")["valueFrom"]["secretKeyRef"]["key"],
+                key
+            );
+            assert_eq!(
+                value("PGHOST")["value"],
+                "/var/run/postgresql",
+                "the pod's socket"
+            );
+            assert_eq!(
+                keeper["readinessProbe"]["exec"]["command"],
+                json!(["test", "-f", herd_k8s::render::data::ROLES_DONE])
+            );
+        } else {
+            assert!(!own_postgres);
+        }
+    }
 }

@@ -369,6 +369,8 @@ async fn an_in_place_restore_stops_restores_migrates_then_starts_the_app() {
     h.ok().await;
     let job = h.job("restore-r1").await.expect("the restore Job");
     assert_eq!(env(&job, "restore", "PGHOST"), Some("postgres"));
+    // As the app's login, never the superuser: what the dump holds runs as that.
+    assert_eq!(env(&job, "restore", "PGUSER"), Some("mastodon_app"));
     assert_eq!(env(&job, "restore", "APP"), Some("mastodon"));
     assert_eq!(env(&job, "fetch", "MEDIA"), Some("volume"));
     assert!(

@@ -11,6 +11,7 @@
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 pub mod import;
+pub mod roles;
 pub mod shape;
 pub mod store;
 

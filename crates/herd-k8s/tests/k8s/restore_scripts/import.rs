@@ -15,7 +15,7 @@ const MIB: u64 = 1024 * 1024;
 const IMPORTS: &str = "herd-backups/final/imports/i1/";
 
 /// `pg_dump` of `db` with `args` into `file`.
-fn dump(pg: &Pg, db: &str, args: &[&str], file: &Path) {
+pub(super) fn dump(pg: &Pg, db: &str, args: &[&str], file: &Path) {
     let out = pg
         .env(&mut Command::new("pg_dump"), db)
         .args(args)
@@ -150,7 +150,12 @@ fn a_standard_install_is_prepared_then_restored_with_its_rows_counted() {
 
 /// Runs the restore Job's database script into `db` on the dump in `scratch`, with
 /// `path` (when given) before `PATH`; its output and termination message.
-fn restore_db(pg: &Pg, db: &str, scratch: &Path, path: Option<&Path>) -> (Output, String) {
+pub(super) fn restore_db(
+    pg: &Pg,
+    db: &str,
+    scratch: &Path,
+    path: Option<&Path>,
+) -> (Output, String) {
     let log = scratch.join("termination-log");
     let _ = std::fs::remove_file(&log);
     let mut cmd = Command::new("sh");
