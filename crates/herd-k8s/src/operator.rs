@@ -1229,6 +1229,23 @@ fn replacing(pod: &Pod) -> bool {
         })
 }
 
+/// Why a cancel must not trust the restore's pods as listed: a pod of the Job has ended
+/// (the Job's counts, kept by its controller through the pods' tracking finalizer, say so
+/// even once the pod is gone: evicted, pre-empted, drained, deleted) although the Job has
+/// not ended yet. What that pod did cannot be read any more; it may have replaced the
+/// database before it went, so the restore goes on to the end its Job reaches (with
+/// `backoffLimit: 0`, failed, holding the app). `None` when no pod of it has ended.
+fn pod_ended_unseen(job: &Job) -> Option<String> {
+    let status = job.status.as_ref()?;
+    let uncounted = status.uncounted_terminated_pods.as_ref().map_or(0, |u| {
+        u.failed.as_ref().map_or(0, Vec::len) + u.succeeded.as_ref().map_or(0, Vec::len)
+    });
+    let ended = status.failed.unwrap_or(0) + status.succeeded.unwrap_or(0);
+    (ended > 0 || uncounted > 0).then(|| {
+        "a pod of the restore Job ended (failed, evicted or deleted) before its Job did, and what it did can no longer be read: it may have replaced the database".to_owned()
+    })
+}
+
 /// Cancels restore `rs` (`spec.restore.cancel`) while the database is untouched: before
 /// its Job, or while the Job's pod only downloads and checks (its `restore` container not
 /// started; the media archive it may have unpacked adds files, as any restore, which the
@@ -1280,6 +1297,9 @@ async fn cancel_restore(
                     rs,
                     "the restore Job is replacing the database (its restore container started)",
                 ));
+            }
+            if let Some(why) = pod_ended_unseen(&job) {
+                return Ok(late(rs, &why));
             }
             match jobs.delete(&job_name, &DeleteParams::background()).await {
                 Ok(_) => {}

@@ -1208,6 +1208,43 @@ async fn a_cancel_once_the_database_is_being_replaced_is_too_late() {
 }
 
 #[tokio::test]
+async fn a_cancel_after_a_pod_of_the_restore_vanished_unseen_is_too_late() {
+    for status in [
+        // Counted by the Job controller, the Job not failed yet.
+        json!({ "failed": 1, "active": 0 }),
+        // Still being counted: the pod's finalizer removed, the count not yet moved.
+        json!({ "uncountedTerminatedPods": { "failed": ["5f0c1a9e-0000-4000-8000-000000000001"] } }),
+    ] {
+        let h = harness_with(common::lyon("community")).await;
+        h.install().await;
+        h.edit(json!({ "restore": restore_spec("r1", SOURCE) }))
+            .await;
+        h.ok().await;
+        // Its pod replaced the database, then went (evicted, drained) before the operator
+        // saw its restore container: no pod is left to read.
+        h.job_status("restore-r1", status.clone()).await;
+        assert!(h.pod_names().await.is_empty());
+        h.cancel("r1").await;
+        h.ok().await;
+        assert!(h.job("restore-r1").await.is_some(), "{status}: not deleted");
+        let rs = h.restore_status().await;
+        assert_eq!(rs.step, RestoreStep::Restoring, "{status}: not cancelled");
+        let message = rs.message.unwrap();
+        assert!(
+            message.contains("too late") && message.contains("ended"),
+            "{message}"
+        );
+        assert_eq!(h.app_replicas().await, [0, 0, 0], "the app stays stopped");
+        // The Job then fails as it does: the restore fails, holding the app.
+        h.fail("restore-r1").await;
+        h.ok().await;
+        assert_eq!(h.restore_status().await.step, RestoreStep::Failed);
+        h.ok().await;
+        assert_eq!(h.app_replicas().await, [0, 0, 0]);
+    }
+}
+
+#[tokio::test]
 async fn a_new_tenant_whose_restore_is_cancelled_stays_held_and_is_never_installed() {
     let h = harness_with(new_tenant(false)).await;
     h.ok().await;
