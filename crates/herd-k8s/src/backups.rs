@@ -7,12 +7,14 @@ use crate::crd::{
 };
 use crate::observe::job_state;
 use crate::render::backup::{
-    BackupKind, Summary, BACKUP_LABEL, BACKUP_OBJECT_ANNOTATION, DATABASE_ARTIFACT, MEDIA_ARTIFACT,
+    BackupKind, Summary, BACKUP_LABEL, BACKUP_OBJECT_ANNOTATION, DATABASE_ARTIFACT,
+    DURING_RESTORE_ANNOTATION, MEDIA_ARTIFACT,
 };
 use crate::status::JobState;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::DynamicObject;
+use kube::ResourceExt;
 
 /// The label the Job controller puts on a Job's pods.
 const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -103,6 +105,15 @@ fn duration(started: Option<&str>, finished: Option<&str>) -> Option<i64> {
     Some(f.duration_since(s).as_secs())
 }
 
+/// Why what a backup or export Job (`what`) archived may be a mix: it still ran when a
+/// restore started replacing the tenant's data ([`DURING_RESTORE_ANNOTATION`]).
+fn during_restore(job: &Job, what: &str) -> Option<String> {
+    let id = job.annotations().get(DURING_RESTORE_ANNOTATION)?;
+    Some(format!(
+        "the {what} ran while restore {id} replaced the tenant's data: it may hold a mix of the old and the restored media and either database"
+    ))
+}
+
 /// A backup Job's record and state: a Job that succeeded counts only when its summary
 /// verifies (a manifest checksum, a checksum per object, no empty artifact); otherwise it
 /// is failed, with why. `None` for a Job that is no backup, or the final backup.
@@ -124,6 +135,9 @@ pub fn from_job(job: &Job, pods: &[Pod]) -> Option<(BackupRecord, JobState)> {
         if let Some(why) = why {
             state = JobState::Failed(format!("the backup is not verified: {why}"));
         }
+    }
+    if let (JobState::Succeeded, Some(why)) = (&state, during_restore(job, "backup")) {
+        state = JobState::Failed(format!("{why}, so it is no restore point"));
     }
     let finished_at = match &state {
         JobState::Running => None,
@@ -194,6 +208,9 @@ pub fn export_status(id: &str, job: &Job, pods: &[Pod]) -> ExportStatus {
         if let Some(why) = why {
             state = JobState::Failed(format!("the export is not verified: {why}"));
         }
+    }
+    if let (JobState::Succeeded, Some(why)) = (&state, during_restore(job, "export")) {
+        state = JobState::Failed(format!("{why}; ask for a new export"));
     }
     let finished_at = match &state {
         JobState::Running => None,
@@ -371,6 +388,48 @@ mod tests {
             Some("s3://b/herd/exports/lyon/x1/"),
             "{status:?}"
         );
+    }
+
+    #[test]
+    fn a_backup_or_export_that_ran_during_a_restore_is_no_restore_point() {
+        let job = |kind: &str, during: bool| -> Job {
+            let mut annotations = serde_json::json!({});
+            if during {
+                annotations[DURING_RESTORE_ANNOTATION] = "r1".into();
+            }
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "b1", "labels": { BACKUP_LABEL: kind }, "annotations": annotations },
+                "status": { "succeeded": 1, "startTime": "2026-12-08T10:00:00Z",
+                            "completionTime": "2026-12-08T10:05:00Z" },
+            }))
+            .unwrap()
+        };
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "b1-abc", "labels": { JOB_NAME_LABEL: "b1" } },
+            "status": { "containerStatuses": [{
+                "name": "upload", "image": "curl", "imageID": "", "ready": false,
+                "restartCount": 0,
+                "state": { "terminated": { "exitCode": 0, "message":
+                    "location s3://b/herd/x/\nbytes database.dump 2048\nbytes media.tar 4096\nbytes app-secrets.env.age 512\nobjects 3\nchecksums 3\nmanifest-sha256 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n" } },
+            }] },
+        }))
+        .unwrap();
+        let pods = [pod];
+        let (record, _) = from_job(&job("scheduled", false), &pods).unwrap();
+        assert_eq!(record.outcome, BackupOutcome::Succeeded, "{record:?}");
+        let (record, _) = from_job(&job("scheduled", true), &pods).unwrap();
+        assert_eq!(record.outcome, BackupOutcome::Failed);
+        let message = record.message.unwrap();
+        assert!(
+            message.contains("restore r1") && message.contains("no restore point"),
+            "{message}"
+        );
+        assert_eq!(
+            export_status("x1", &job("export", false), &pods).outcome,
+            BackupOutcome::Succeeded
+        );
+        let export = export_status("x1", &job("export", true), &pods);
+        assert_eq!(export.outcome, BackupOutcome::Failed);
     }
 
     #[test]

@@ -1079,6 +1079,7 @@ async fn restore_step(
         });
         let children = restore::restore(&t, &urls, id, &source, media, known.as_deref(), size)
             .map_err(ReconcileError::from)?;
+        mark_backups_during_restore(client, ns, id).await?;
         reconcile::apply(client, &children).await?;
         ctx.event(
             instance,
@@ -1227,6 +1228,44 @@ fn replacing(pod: &Pod) -> bool {
                     .as_ref()
                     .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
         })
+}
+
+/// Marks every backup Job of the tenant still running (the restore does not wait for
+/// them: they only read) with [`DURING_RESTORE_ANNOTATION`], before the restore Job that
+/// replaces the data is made: what they archive from now on may mix the old and the
+/// restored media, so they are recorded failed (`backups::from_job`). The CronJobs are
+/// suspended by then, so no new one starts.
+async fn mark_backups_during_restore(
+    client: &kube::Client,
+    ns: &str,
+    id: &str,
+) -> Result<(), OperatorError> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let lp = kube::api::ListParams::default().labels(crate::render::backup::BACKUP_LABEL);
+    for job in jobs.list(&lp).await?.items {
+        let marked = job
+            .annotations()
+            .contains_key(crate::render::backup::DURING_RESTORE_ANNOTATION);
+        if marked || job_state(&job) != JobState::Running {
+            continue;
+        }
+        let patch = json!({ "metadata": { "annotations": {
+            crate::render::backup::DURING_RESTORE_ANNOTATION: id,
+        } } });
+        match jobs
+            .patch(
+                &job.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if kube_code(&e) == Some(404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Why a cancel must not trust the restore's pods as listed: a pod of the Job has ended

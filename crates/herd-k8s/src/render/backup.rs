@@ -42,6 +42,10 @@ pub const SEALED_SECRETS: &str = "backup-sealed-secrets";
 pub const BACKUP_LABEL: &str = "herd.dev/backup";
 /// The annotation on a backup Job naming where it writes (`s3://bucket/dir/`).
 pub const BACKUP_OBJECT_ANNOTATION: &str = "herd.dev/backup-object";
+/// On a backup Job still running when a restore started replacing the tenant's data: the
+/// restore's id. Such a backup may archive a mix of the old and the restored media (and
+/// dump either database), so it is recorded failed, never offered as a restore point.
+pub const DURING_RESTORE_ANNOTATION: &str = "herd.dev/during-restore";
 /// The image that cuts and uploads (curl on Alpine, with BusyBox).
 pub const UPLOAD_IMAGE: &str = "curlimages/curl:8.11.1";
 /// The size of each piece, under the 5 GB limit of one `PUT`.

@@ -8,7 +8,7 @@ use crate::common;
 
 use herd_k8s::crd::{BackupOutcome, Instance, Phase, RestoreSpec, RestoreStep};
 use herd_k8s::operator::{self, Context, Settings};
-use herd_k8s::render::backup::BackupTarget;
+use herd_k8s::render::backup::{BackupTarget, DURING_RESTORE_ANNOTATION};
 use herd_k8s::render::ClusterSettings;
 use herd_k8s::secrets::AppSecrets;
 use herd_testkit::fake_cluster::{self, FakeCluster};
@@ -17,6 +17,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -978,12 +979,40 @@ async fn a_running_backup_does_not_hold_up_the_restore() {
     }))
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
+    // Its Job, and one that ended before the restore.
+    let jobs: Api<Job> = Api::namespaced(h.client(), TENANT);
+    for name in ["backup-1", "backup-0"] {
+        let job = serde_json::from_value(json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": { "name": name, "namespace": TENANT, "labels": {
+                "herd.dev/instance": "lyon", "app.kubernetes.io/component": "jobs",
+                "herd.dev/backup": "scheduled",
+            }},
+            "spec": { "template": { "spec": {
+                "restartPolicy": "Never", "containers": [{ "name": "c", "image": "i" }],
+            }}},
+        }))
+        .unwrap();
+        jobs.create(&PostParams::default(), &job).await.unwrap();
+    }
+    h.succeed("backup-0").await;
     h.edit(json!({ "restore": restore_spec("r1", SOURCE) }))
         .await;
     h.ok().await;
     h.ok().await;
     assert!(h.job("restore-r1").await.is_some(), "the restore Job runs");
     assert_eq!(h.restore_status().await.step, RestoreStep::Restoring);
+    // What the running backup archives from now on may mix both: never a restore point.
+    let during = |job: Job| job.annotations().get(DURING_RESTORE_ANNOTATION).cloned();
+    assert_eq!(
+        during(h.job("backup-1").await.unwrap()).as_deref(),
+        Some("r1")
+    );
+    assert_eq!(
+        during(h.job("backup-0").await.unwrap()),
+        None,
+        "it had ended"
+    );
 }
 
 #[tokio::test]
