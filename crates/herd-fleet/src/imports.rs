@@ -176,6 +176,11 @@ pub struct Request<'a> {
     /// The domain, typed again to confirm.
     pub confirm: &'a str,
     pub secrets: &'a Secrets,
+    /// The order the server is billed under (its id), or empty: outside billing. An order
+    /// of the organization for this domain, plan and app, not abandoned, without a server:
+    /// paid or approved (its server could not be made), or still pending (its payment or
+    /// approval then fulfils it with this server rather than a new one).
+    pub order: &'a str,
 }
 
 /// What an import made.
@@ -264,11 +269,56 @@ fn invalid(m: impl Into<String>) -> FleetError {
     FleetError::Invalid(m.into())
 }
 
+/// Checks that order `id` may bill the imported server: the organization's, for its
+/// domain, plan and Mastodon, not abandoned, without a server (read under the order's
+/// fulfilment lock).
+async fn billed_under(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    org: Uuid,
+    plan: &str,
+    domain: &str,
+) -> Result<(), FleetError> {
+    let o = herd_store::billing::order(&mut *conn, id)
+        .await?
+        .filter(|o| o.org_id == org)
+        .ok_or_else(|| {
+            invalid("Order: the organization has no such order; choose one of its orders listed, or none.")
+        })?;
+    if o.app != App::Mastodon.as_str() {
+        return Err(invalid(format!(
+            "Order: it is for {}, not Mastodon.",
+            o.app
+        )));
+    }
+    if o.state == "abandoned" {
+        return Err(invalid("Order: it was abandoned; choose another, or none."));
+    }
+    if !o.domain.eq_ignore_ascii_case(domain) {
+        return Err(invalid(format!(
+            "Order: it is for {}, and the import is of {domain}.",
+            o.domain
+        )));
+    }
+    if o.plan_code != plan {
+        return Err(invalid(format!(
+            "Plan: the order is for plan {}; choose it.",
+            o.plan_code
+        )));
+    }
+    if fleet::by_order(&mut *conn, id).await?.is_some() {
+        return Err(invalid(
+            "Order: it has a server already; choose another, or none.",
+        ));
+    }
+    Ok(())
+}
+
 /// Creates a tenant of organization `req.org` from import `req.import_id`: checks the
 /// request, reads the import's manifest from the bucket (its SHA-256 goes into
 /// `spec.restore.manifestSha256`; refused when missing, of another domain or app, or of a
 /// version the requested one cannot migrate from), seals the supplied secrets, and writes
-/// the new instance (queued, outside any order), its restore, the apply job and an audit
+/// the new instance (queued, billed under `req.order` when given, else outside billing), its restore, the apply job and an audit
 /// entry (`fleet.instance.import_requested`, naming the secrets supplied, never their
 /// values) in one transaction.
 pub async fn import(
@@ -316,6 +366,13 @@ pub async fn import(
             domain.as_str()
         )));
     }
+    let order = match req.order.trim() {
+        "" => None,
+        o => Some(
+            Uuid::parse_str(o)
+                .map_err(|_| invalid("Order: choose one of the orders listed, or none."))?,
+        ),
+    };
     let key = key.ok_or_else(|| {
         invalid("Herd cannot keep the app secrets without HERD_ENCRYPTION_KEY; set it first.")
     })?;
@@ -400,6 +457,12 @@ pub async fn import(
     let name = format!("imports/{import_id}");
 
     let mut tx = pool.begin().await?;
+    if let Some(id) = order {
+        // As fulfilment does: a payment or approval of this order meanwhile takes turns
+        // with the import, and finds its server.
+        herd_store::lock_key(&mut tx, &format!("fulfil:{id}")).await?;
+        billed_under(&mut tx, id, org.id, &plan.code, domain.as_str()).await?;
+    }
     if fleet::slug_taken(&mut *tx, slug.as_str()).await? {
         return Err(invalid(format!("Short name: {} is taken", slug.as_str())));
     }
@@ -413,7 +476,7 @@ pub async fn import(
         &mut tx,
         &NewInstance {
             org: OrgId(org.id),
-            order: None,
+            order,
             app: App::Mastodon.as_str(),
             version,
             plan_code: &plan.code,
@@ -437,6 +500,11 @@ pub async fn import(
                 domain.as_str()
             )))
         }
+        Err(e) if e.is_conflict_on("instances_order_id_key") => {
+            return Err(invalid(
+                "Order: it has a server now; choose another, or none.",
+            ))
+        }
         Err(e) => return Err(e.into()),
     };
     store::insert(
@@ -456,7 +524,10 @@ pub async fn import(
         &mut tx,
         instance,
         EventKind::Action,
-        &format!("Imported from {where_} ({their_version}); outside billing: no order"),
+        &match order {
+            Some(o) => format!("Imported from {where_} ({their_version}); billed under order {o}"),
+            None => format!("Imported from {where_} ({their_version}); outside billing: no order"),
+        },
         Some(by.id.0),
     )
     .await?;
@@ -477,6 +548,7 @@ pub async fn import(
                 "from_version": header.version,
                 "version": version,
                 "plan": plan.code,
+                "order": order,
                 "secrets_supplied": req.secrets.names(),
             }),
         },

@@ -332,6 +332,40 @@ pub async fn order(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Order>, S
     .await?)
 }
 
+/// An order a server can be brought in under (an import): of an app, not abandoned, and
+/// without a server yet.
+#[derive(Debug, Clone)]
+pub struct OpenOrder {
+    pub id: Uuid,
+    pub org_slug: String,
+    pub org_name: String,
+    pub plan_code: String,
+    pub domain: String,
+    /// `pending` (not paid or approved yet) or `fulfilled` (paid or approved, its server
+    /// could not be made).
+    pub state: String,
+    /// `card` or `invoice`.
+    pub payment: String,
+}
+
+/// The orders of `app` without a server that are not abandoned, newest first (at most
+/// 200): those an import may be billed under.
+pub async fn open_orders(ex: impl PgExecutor<'_>, app: &str) -> Result<Vec<OpenOrder>, StoreError> {
+    Ok(sqlx::query_as!(
+        OpenOrder,
+        "SELECT o.id, g.slug AS org_slug, g.name AS org_name, o.plan_code, o.domain, o.state,
+                o.payment
+         FROM orders o JOIN organizations g ON g.id = o.org_id
+         WHERE o.app = $1 AND o.state <> 'abandoned'
+           AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.order_id = o.id)
+         ORDER BY o.created_at DESC
+         LIMIT 200",
+        app
+    )
+    .fetch_all(ex)
+    .await?)
+}
+
 pub async fn set_checkout_session(
     ex: impl PgExecutor<'_>,
     order: Uuid,

@@ -2,7 +2,8 @@
 //! (`herd import prepare`, uploaded under the backup bucket's `imports/<id>/`), with the
 //! old install's app secrets, behind a typed confirmation of the domain. The new tenant's
 //! page then follows the import as any restore. The secrets are never shown back: a form
-//! that comes back with an error asks for them again.
+//! that comes back with an error asks for them again. The server is billed under an order
+//! of the organization chosen from those without a server, or is outside billing.
 
 use crate::auth::Operator;
 use crate::client_ip::ClientIp;
@@ -19,6 +20,7 @@ use axum::Form;
 use herd_fleet::clusters::Actor;
 use herd_fleet::imports::{self, Request, Secrets};
 use herd_fleet::FleetError;
+use herd_store::billing::OpenOrder;
 use herd_store::plans::Plan;
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -51,6 +53,8 @@ struct ImportForm {
     import_id: String,
     #[serde(default)]
     confirm: String,
+    #[serde(default)]
+    order: String,
     #[serde(default)]
     secret_key_base: String,
     #[serde(default)]
@@ -106,6 +110,7 @@ struct Shown {
     domain: String,
     slug: String,
     import_id: String,
+    order: String,
 }
 
 /// One secret field.
@@ -158,6 +163,8 @@ const FIELDS: [SecretField; 7] = [
 struct ImportPage {
     l: Layout,
     plans: Vec<Plan>,
+    /// The orders an import may be billed under.
+    orders: Vec<OpenOrder>,
     releases: Vec<String>,
     fields: &'static [SecretField],
     form: Shown,
@@ -180,6 +187,7 @@ async fn page(
     Ok(ImportPage {
         l: Layout::new(session, Some(op)).await?,
         plans: herd_store::plans::active(&state.pool).await?,
+        orders: herd_store::billing::open_orders(&state.pool, "mastodon").await?,
         releases,
         fields: &FIELDS,
         form,
@@ -225,6 +233,7 @@ async fn import(
             import_id: &form.import_id,
             confirm: &form.confirm,
             secrets: &secrets,
+            order: &form.order,
         },
     )
     .await;
@@ -246,6 +255,7 @@ async fn import(
                 domain: form.domain,
                 slug: form.slug,
                 import_id: form.import_id,
+                order: form.order,
             };
             let cleared = !secrets.names().is_empty();
             render_status(

@@ -137,7 +137,7 @@ async fn an_operator_imports_a_server_and_its_secrets_never_come_back(pool: PgPo
     form.assert_status(200)
         .assert_contains("<label for=\"secret_key_base\">")
         .assert_contains("<label for=\"confirm\">")
-        .assert_contains("Outside billing");
+        .assert_contains("None: outside billing");
     // Without the form's token: refused.
     op.post_raw("/operator/imports", &good)
         .await
@@ -315,4 +315,151 @@ async fn an_operator_imports_a_server_and_its_secrets_never_come_back(pool: PgPo
     assert_eq!(again.status, 422, "{}", again.body);
     again.assert_contains("used by another server");
     assert_eq!(counts(&pool).await, (1, 1, 1));
+}
+
+/// An order of organization `org` (by short name) for `domain`, paid by invoice.
+async fn order(pool: &PgPool, org: &str, domain: &str, plan: &str, state: &str) -> Uuid {
+    let org_id: Uuid = sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1")
+        .bind(org)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let (id, _) = herd_store::billing::create_order(
+        &mut conn,
+        &herd_store::billing::NewOrder {
+            org: herd_domain::OrgId(org_id),
+            plan_code: plan,
+            app: "mastodon",
+            domain,
+            created_by: None,
+            invoice: Some(herd_store::billing::InvoiceDetails {
+                billing_address: "1 place de la Comédie, Lyon",
+                vat_id: "",
+                po_reference: "",
+            }),
+            domain_preverified: false,
+            submission: None,
+        },
+    )
+    .await
+    .unwrap();
+    sqlx::query("UPDATE orders SET state = $2 WHERE id = $1")
+        .bind(id)
+        .bind(state)
+        .execute(pool)
+        .await
+        .unwrap();
+    id
+}
+
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn an_import_is_billed_under_the_organizations_order(pool: PgPool) {
+    let dir = std::env::temp_dir().join(format!("herd-imports-{}", Uuid::now_v7()));
+    let store = herd_fleet::exports::ExportStore::local(&dir).unwrap();
+    prepared(&dir, "lyon-2026", "lyon.social", Some("v4.7.6"));
+    let app = TestApp::spawn_with(pool.clone(), move |c| c.exports = store).await;
+    app.signed_up("Léa", "lea@lyon.example", Some("Lyon")).await;
+    app.signed_up("Paul", "paul@paris.example", Some("Paris"))
+        .await;
+    let pending = order(&pool, "lyon", "lyon.social", "community", "pending").await;
+    let theirs = order(&pool, "paris", "lyon.social", "community", "pending").await;
+    let other_domain = order(&pool, "lyon", "other.social", "community", "pending").await;
+    let abandoned = order(&pool, "lyon", "lyon.social", "community", "abandoned").await;
+    let op = app.operator(OPS).await;
+    let keep = (secret_key_base(), otp_secret());
+
+    // The form offers the orders without a server, not an abandoned one.
+    let form = op.get("/operator/imports/new").await;
+    form.assert_status(200)
+        .assert_contains("<label for=\"order\">")
+        .assert_contains(&format!("value=\"{pending}\""))
+        .assert_contains(&format!("value=\"{theirs}\""))
+        .assert_contains("not approved yet")
+        .assert_contains("None: outside billing");
+    assert!(!form.body.contains(&abandoned.to_string()));
+
+    let (pending_s, theirs_s, other_s, abandoned_s) = (
+        pending.to_string(),
+        theirs.to_string(),
+        other_domain.to_string(),
+        abandoned.to_string(),
+    );
+    let refused = [
+        (
+            vec![("order", theirs_s.as_str())],
+            "the organization has no such order",
+        ),
+        (
+            vec![("order", other_s.as_str())],
+            "it is for other.social, and the import is of lyon.social",
+        ),
+        (vec![("order", abandoned_s.as_str())], "it was abandoned"),
+        (
+            vec![("order", pending_s.as_str()), ("plan", "organization")],
+            "Plan: the order is for plan community",
+        ),
+        (vec![("order", "not-an-order")], "Order: choose one"),
+    ];
+    for (changes, message) in refused {
+        let r = post(&op, &fields(&changes, &keep)).await;
+        assert_eq!(r.status, 422, "{changes:?}: {}", r.body);
+        r.assert_contains(message);
+        assert_eq!(
+            r.field_value("confirm").unwrap_or_default(),
+            "",
+            "{changes:?}"
+        );
+        assert_eq!(
+            counts(&pool).await,
+            (0, 0, 0),
+            "{changes:?} changed something"
+        );
+    }
+
+    // Under its own pending order: the server is that order's.
+    let r = post(&op, &fields(&[("order", pending_s.as_str())], &keep)).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let id: Uuid = r
+        .location
+        .as_deref()
+        .unwrap()
+        .strip_prefix("/operator/instances/")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let billed: Option<Uuid> = sqlx::query_scalar("SELECT order_id FROM instances WHERE id = $1")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(billed, Some(pending));
+    let details: serde_json::Value = sqlx::query_scalar(
+        "SELECT details FROM audit_log WHERE action = 'fleet.instance.import_requested'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(details["order"], pending_s.as_str());
+    // No longer offered.
+    let form = op.get("/operator/imports/new").await;
+    assert!(!form.body.contains(&pending_s));
+
+    // Approving the order fulfils it with the imported server, not a new one; its
+    // contract's access policy now covers the server.
+    let approved = herd_billing::fulfil::approve_invoice_order(&pool, None, pending)
+        .await
+        .unwrap();
+    let servers: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM instances")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(servers, [id], "no second server");
+    let subject = herd_billing::invoicing::contract_subject(approved.contract);
+    assert_eq!(
+        herd_store::fleet::instances_of_subject(&pool, &subject)
+            .await
+            .unwrap(),
+        [id]
+    );
 }
