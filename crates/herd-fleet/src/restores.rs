@@ -35,6 +35,10 @@ pub enum Target {
         slug: String,
         domain: String,
         cluster: Option<Uuid>,
+        /// The new tenant takes the source's order (a move: it is billed and suspended
+        /// with that order from now on, and the source is left outside billing, to be
+        /// deleted); otherwise the copy is outside billing (an undo, a look at old data).
+        take_order: bool,
     },
 }
 
@@ -109,8 +113,9 @@ pub async fn request(
             slug,
             domain,
             cluster,
+            take_order,
         } => (
-            new_tenant(&mut tx, &inst, slug, domain, *cluster).await?,
+            new_tenant(&mut tx, &inst, slug, domain, *cluster, *take_order).await?,
             RestoreMode::NewTenant,
         ),
     };
@@ -138,8 +143,17 @@ pub async fn request(
     };
     let history = match target {
         Target::InPlace => format!("Restore from backup {} requested (in place)", chosen.name),
+        Target::NewTenant {
+            domain,
+            take_order: true,
+            ..
+        } => format!(
+            "Restore from backup {} requested, into a new tenant ({}), which takes this tenant's order: this one is now outside billing",
+            chosen.name,
+            domain.trim()
+        ),
         Target::NewTenant { domain, .. } => format!(
-            "Restore from backup {} requested, into a new tenant ({})",
+            "Restore from backup {} requested, into a new tenant ({}, outside billing)",
             chosen.name,
             domain.trim()
         ),
@@ -173,6 +187,7 @@ pub async fn request(
                 "location": chosen.location,
                 "mode": mode.as_str(),
                 "into": into,
+                "order_moved": matches!(target, Target::NewTenant { take_order: true, .. }),
             }),
         },
     )
@@ -329,13 +344,16 @@ pub async fn held(pool: &PgPool, id: Uuid) -> Result<Option<Restore>, FleetError
 
 /// The new tenant a restore goes into: same organization, app, version, plan and owner
 /// as `source`, the short name and domain the operator chose (the operator vouches for
-/// the domain: it needs no DNS proof), on the chosen cluster.
+/// the domain: it needs no DNS proof), on the chosen cluster; with `take_order`, billed
+/// under the source's order, which the source gives up (refused when it has none, or is
+/// suspended for non-payment: the copy would escape what the order owes).
 async fn new_tenant(
     tx: &mut PgConnection,
     source: &fleet::Instance,
     slug: &str,
     domain: &str,
     cluster: Option<Uuid>,
+    take_order: bool,
 ) -> Result<Uuid, FleetError> {
     let slug =
         Slug::parse(slug.trim()).map_err(|e| FleetError::Invalid(format!("Short name: {e}")))?;
@@ -365,11 +383,26 @@ async fn new_tenant(
         .running_version
         .clone()
         .unwrap_or_else(|| source.version.clone());
+    let order = if take_order {
+        if source.order_id.is_none() {
+            return Err(FleetError::Invalid(
+                "Billing: this tenant belongs to no order, so there is none to take; leave the new tenant outside billing.".into(),
+            ));
+        }
+        if fleet::billing_hold(&mut *tx, source.id).await? {
+            return Err(FleetError::Invalid(
+                "Billing: this tenant is suspended for non-payment; its order stays with it until paid.".into(),
+            ));
+        }
+        fleet::detach_order(&mut *tx, source.id).await?
+    } else {
+        None
+    };
     let id = match fleet::insert_instance(
         tx,
         &NewInstance {
             org: OrgId(source.org_id),
-            order: None,
+            order,
             app: &source.app,
             version: &version,
             plan_code: &source.plan_code,

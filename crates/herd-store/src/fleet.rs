@@ -1089,6 +1089,21 @@ pub async fn clear_billing_hold(ex: impl PgExecutor<'_>, id: Uuid) -> Result<(),
     Ok(())
 }
 
+/// Takes server `id` out of its order (it is then outside billing), for another server
+/// to take that order; returns the order, if it had one.
+pub async fn detach_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "UPDATE instances i SET order_id = NULL, updated_at = now()
+         FROM (SELECT id, order_id FROM instances WHERE id = $1 FOR UPDATE) old
+         WHERE i.id = old.id
+         RETURNING old.order_id",
+        id
+    )
+    .fetch_optional(conn)
+    .await?
+    .flatten())
+}
+
 /// Is a server held for billing?
 pub async fn billing_hold(ex: impl PgExecutor<'_>, id: Uuid) -> Result<bool, StoreError> {
     Ok(

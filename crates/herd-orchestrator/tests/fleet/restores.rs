@@ -481,6 +481,105 @@ async fn a_restore_into_a_new_tenant_copies_the_app_secrets_first(pool: PgPool) 
     assert!(texts.iter().all(|t| !t.contains(&secret_key_base)));
 }
 
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_restore_into_a_new_tenant_is_a_copy_outside_billing_or_a_move_with_the_order(
+    pool: PgPool,
+) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = app.operator(OPS).await;
+    let eu1 = app.connect_cluster(&op, "eu-1").await;
+    let id = running(
+        &app,
+        &eu1,
+        "lyon",
+        "lyon.social",
+        json!([dump("lyon-social", "scheduled-1")]),
+    )
+    .await;
+    let order = row(&pool, id).await.order_id.expect("the server's order");
+    let into = |slug: &'static str, domain: &'static str, billing: &'static str| {
+        vec![
+            ("backup", "scheduled-1"),
+            ("mode", "new_tenant"),
+            ("slug", slug),
+            ("domain", domain),
+            ("billing", billing),
+            ("confirm", "lyon-social"),
+        ]
+    };
+    let made = |r: &Resp| -> Uuid {
+        assert_eq!(r.status, 303, "{}", r.body);
+        r.location
+            .as_deref()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let subject = "stripe:sub_lyon";
+
+    // The form offers the move: the tenant has an order.
+    op.get(&format!("/operator/instances/{id}/restore"))
+        .await
+        .assert_contains("name=\"billing\" value=\"take\"");
+
+    // A copy: outside billing, the source keeps its order.
+    let copy = made(&post_restore(&op, id, &into("lyon-copy", "copy.lyon.social", "none")).await);
+    assert_eq!(row(&pool, copy).await.order_id, None);
+    assert_eq!(row(&pool, id).await.order_id, Some(order));
+    assert_eq!(
+        fleet::instances_of_subject(&pool, subject).await.unwrap(),
+        [id]
+    );
+
+    // Suspended for non-payment, the source keeps its order: refused, nothing made.
+    sqlx::query("UPDATE instances SET billing_hold = true WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let r = post_restore(&op, id, &into("lyon-moved", "moved.lyon.social", "take")).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    r.assert_contains("suspended for non-payment");
+    assert_eq!(row(&pool, id).await.order_id, Some(order));
+    sqlx::query("UPDATE instances SET billing_hold = false WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // A move: the new tenant takes the order, billed and suspended with it; the source is
+    // outside billing, and both say so.
+    let moved =
+        made(&post_restore(&op, id, &into("lyon-moved", "moved.lyon.social", "take")).await);
+    assert_eq!(row(&pool, moved).await.order_id, Some(order));
+    assert_eq!(row(&pool, id).await.order_id, None);
+    assert_eq!(
+        fleet::instances_of_subject(&pool, subject).await.unwrap(),
+        [moved]
+    );
+    let moved_audit = audits(&pool)
+        .await
+        .into_iter()
+        .filter(|a| a["into"] == moved.to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(moved_audit.len(), 1, "{moved_audit:?}");
+    assert_eq!(moved_audit[0]["order_moved"], true);
+    op.get(&format!("/operator/instances/{id}"))
+        .await
+        .assert_contains("now outside billing");
+
+    // The source has no order left to give: the move is not offered, and refused.
+    let form = op.get(&format!("/operator/instances/{id}/restore")).await;
+    assert!(!form.body.contains("value=\"take\""), "{}", form.body);
+    let r = post_restore(&op, id, &into("lyon-again", "again.lyon.social", "take")).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    r.assert_contains("belongs to no order");
+    assert_eq!(row(&pool, moved).await.order_id, Some(order));
+}
+
 /// The drill of `source` the round started: its restore id and scratch tenant.
 async fn drill_of(pool: &PgPool, restore: Uuid) -> (Uuid, Uuid) {
     sqlx::query_as(

@@ -63,6 +63,9 @@ struct RestoreForm {
     domain: String,
     #[serde(default)]
     cluster: String,
+    /// `take`: the new tenant takes the source's order.
+    #[serde(default)]
+    billing: String,
     #[serde(default)]
     confirm: String,
 }
@@ -145,6 +148,7 @@ async fn restore(
             slug: form.slug.clone(),
             domain: form.domain.clone(),
             cluster: Uuid::parse_str(form.cluster.trim()).ok(),
+            take_order: form.billing == "take",
         }),
         _ => None,
     };
