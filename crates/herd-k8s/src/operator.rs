@@ -33,6 +33,7 @@ use crate::render::tenancy::APP_SECRET;
 use crate::render::{export, namespace_name, restore, Child, ClusterSettings, Tenant};
 use crate::secrets::AppSecrets;
 use crate::status::{self, JobState};
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -1724,6 +1725,11 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
                 write_status(&api, instance, &deleting(instance, Some(why))).await?;
                 return Ok(Action::requeue(Duration::from_secs(5)));
             }
+            if !database_login_ready(ctx, &t).await? {
+                let why = "waiting for PostgreSQL and the app's database login (the database pod's role keeper) before the final backup, which logs in as it".to_owned();
+                write_status(&api, instance, &deleting(instance, Some(why))).await?;
+                return Ok(Action::requeue(Duration::from_secs(10)));
+            }
             let credentials = backup_credentials(ctx).await?;
             ensure_sealed_secrets(ctx, &t, target).await?;
             let stamp = instance
@@ -1765,6 +1771,41 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
         }
         Some(_) => Ok(Action::requeue(Duration::from_secs(15))),
     }
+}
+
+/// Whether the final backup can log in as the app ([`Tenant::database_login`]). Where Herd
+/// runs PostgreSQL, the app Secret (with that login's password) and the database's
+/// StatefulSet (with its role keeper) are applied first, as a reconcile would: a tenant
+/// being deleted when the operator was upgraded has neither yet, and the deletion applies
+/// nothing else. Then the database pod must be ready (the keeper done).
+async fn database_login_ready(ctx: &Context, t: &Tenant<'_>) -> Result<bool, OperatorError> {
+    if t.uses_cloudnative_pg() {
+        return Ok(true);
+    }
+    let wanted = [
+        format!("Secret/{APP_SECRET}"),
+        "StatefulSet/postgres".to_owned(),
+    ];
+    let children: Vec<Child> = crate::render::render(t)
+        .map_err(ReconcileError::from)?
+        .into_iter()
+        .filter(|c| wanted.contains(&c.describe()))
+        .collect();
+    reconcile::apply(&ctx.client, &children).await?;
+    // Ready on the template just applied: the StatefulSet controller has seen it, and
+    // every pod is of its newest revision and ready (an older pod, without the keeper,
+    // may still be ready for a moment after the apply).
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &t.namespace());
+    let Some(set) = sets.get_opt("postgres").await? else {
+        return Ok(false);
+    };
+    let want = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let generation = set.metadata.generation;
+    Ok(set.status.as_ref().is_some_and(|st| {
+        st.ready_replicas.unwrap_or(0) >= want
+            && generation.is_none_or(|g| st.observed_generation.is_some_and(|o| o >= g))
+            && (st.update_revision.is_none() || st.current_revision == st.update_revision)
+    }))
 }
 
 /// The components whose pods write media or the database: web, streaming, sidekiq and

@@ -133,32 +133,53 @@ pub const ROLES_DONE: &str = "/herd-roles/done";
 pub const ROLES_LIMITS: (i64, i64) = (100, 64);
 
 /// The role keeper's script: a second container of the PostgreSQL pod (the image's `sh`,
-/// BusyBox), run at every start of the pod. The official image makes `POSTGRES_USER` the
-/// server's superuser, and Herd's tenants until December 2026 ran the app as that user.
-/// Through the pod's socket, as that superuser, it makes the app's login `APP_ROLE`
-/// (password: `APP_PASSWORD`, read by psql from the environment, never on a command line)
-/// a role without superuser, `CREATEDB`, `CREATEROLE`, replication or row-security bypass,
-/// member of no other role, owning database `PGDATABASE`, its `public` schema and every
-/// table, view, sequence, function and type in it (an older tenant's, made by the
-/// superuser, change owner here; `REASSIGN OWNED` refuses the bootstrap superuser). Its
-/// catalog statements run with `search_path` set to `pg_catalog` alone, so nothing a dump
-/// put in `public` is called by them. Then it writes [`ROLES_DONE`] and idles; a failure
-/// is retried every 2 seconds (the server may still be starting, or restarting after the
-/// image's first initialisation), and after 5 minutes the container exits to be restarted,
-/// its reason on its standard error. Environment: `PGHOST` (the socket's directory),
-/// `PGUSER` (the superuser), `PGPASSWORD`, `PGDATABASE`, `APP_ROLE`, `APP_PASSWORD`,
-/// `DONE` (the file to write).
+/// BusyBox). The official image makes `POSTGRES_USER` the server's superuser, and Herd's
+/// tenants until December 2026 ran the app as that user. Through the pod's socket (trusted
+/// by the image), as that superuser, it makes the app's login `APP_ROLE` (password:
+/// `APP_PASSWORD`, read by psql from the environment, never on a command line, stored as
+/// SCRAM, and never written to the server's log with a failed statement) a role without
+/// superuser, `CREATEDB`, `CREATEROLE`, replication or row-security bypass, settings of its
+/// own or an expiry, member of no other role (each membership revoked as granted; one left
+/// is an error). The superuser keeps owning database `PGDATABASE` (its settings reset, so
+/// nothing a login set there reaches the keeper's or anyone's session), and grants the
+/// app `CONNECT`, `CREATE` and `TEMPORARY` on it: the app owns the `public` schema and
+/// every table, view, sequence, function and type in it that no extension owns (an older
+/// tenant's, made by the superuser, change owner here; `REASSIGN OWNED` refuses the
+/// bootstrap superuser), and may create the extensions PostgreSQL marks trusted, but
+/// cannot change the database itself. Its session pins the settings that could stop it
+/// (read-only transactions, timeouts) and runs with `search_path` set to `pg_catalog`
+/// alone, so nothing in `public` is called by its statements.
+///
+/// It runs at the pod's start, then writes [`ROLES_DONE`] (the pod's readiness waits for
+/// it); a failure is printed and retried every 2 seconds (the server may still be
+/// starting, or restarting after the image's first initialisation), and after 5 minutes
+/// the container exits to be restarted. Then again every 10 minutes, undoing what the app
+/// may have changed on its own login (its settings, its password); a failure then is
+/// printed and the pod stays ready. Environment: `PGHOST` (the socket's directory),
+/// `PGUSER` (the superuser), `PGDATABASE`, `APP_ROLE`, `APP_PASSWORD`, `DONE` (the file to
+/// write).
 pub const ROLES_SCRIPT: &str = r##"set -eu
 rm -f "$DONE"
-trap 'exit 0' TERM INT
+sleeper=""
+trap 'if [ -n "$sleeper" ]; then kill "$sleeper" 2> /dev/null || true; fi; exit 0' TERM INT
+export PGOPTIONS="-c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 -c search_path=pg_catalog"
 sql() {
   psql -X -q -v ON_ERROR_STOP=1 -v app="$APP_ROLE" -v db="$PGDATABASE" <<'SQL'
 \getenv pass APP_PASSWORD
+RESET ROLE;
 SET search_path = pg_catalog;
 SET client_min_messages = warning;
+SET log_min_error_statement = panic;
+SET log_statement = none;
+SET password_encryption = 'scram-sha-256';
 SELECT format('CREATE ROLE %I LOGIN', :'app') WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = :'app') \gexec
-ALTER ROLE :"app" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 PASSWORD :'pass';
-ALTER DATABASE :"db" OWNER TO :"app";
+ALTER ROLE :"app" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT -1 VALID UNTIL 'infinity' PASSWORD :'pass';
+ALTER ROLE :"app" RESET ALL;
+ALTER ROLE :"app" IN DATABASE :"db" RESET ALL;
+ALTER DATABASE :"db" OWNER TO CURRENT_USER;
+ALTER DATABASE :"db" RESET ALL;
+ALTER DATABASE :"db" WITH ALLOW_CONNECTIONS true CONNECTION LIMIT -1;
+GRANT CONNECT, CREATE, TEMPORARY ON DATABASE :"db" TO :"app";
 SELECT set_config('herd.app_role', :'app', false);
 DO $herd$
 DECLARE
@@ -166,33 +187,40 @@ DECLARE
   app_oid oid := (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = app);
   r record;
 BEGIN
-  FOR r IN SELECT m.roleid::regrole AS granted FROM pg_catalog.pg_auth_members m WHERE m.member = app_oid LOOP
-    EXECUTE pg_catalog.format('REVOKE %s FROM %I', r.granted, app);
+  FOR r IN SELECT m.roleid::regrole AS granted, m.grantor::regrole AS grantor FROM pg_catalog.pg_auth_members m WHERE m.member = app_oid LOOP
+    EXECUTE pg_catalog.format('REVOKE %s FROM %I GRANTED BY %s', r.granted, app, r.grantor);
   END LOOP;
+  IF EXISTS (SELECT FROM pg_catalog.pg_auth_members m WHERE m.member = app_oid) THEN
+    RAISE EXCEPTION 'the role % is still a member of another role after every membership was revoked', app;
+  END IF;
   IF pg_catalog.to_regnamespace('public') IS NULL THEN
     EXECUTE pg_catalog.format('CREATE SCHEMA public AUTHORIZATION %I', app);
   END IF;
   EXECUTE pg_catalog.format('ALTER SCHEMA public OWNER TO %I', app);
   FOR r IN SELECT c.oid::regclass AS obj, c.relkind FROM pg_catalog.pg_class c
-           WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relowner <> app_oid LOOP
+           WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND c.relowner <> app_oid
+             AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') LOOP
     EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %I',
       CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, r.obj, app);
   END LOOP;
   -- Sequences a table owns changed with it; the others now.
   FOR r IN SELECT c.oid::regclass AS obj FROM pg_catalog.pg_class c
-           WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'S' AND c.relowner <> app_oid LOOP
+           WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'S' AND c.relowner <> app_oid
+             AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') LOOP
     EXECUTE pg_catalog.format('ALTER SEQUENCE %s OWNER TO %I', r.obj, app);
   END LOOP;
-  -- Domains, enums, ranges, multiranges and composite types of their own (a table's row type and
-  -- an array type change with what they belong to).
+  -- Domains, enums, ranges, multiranges and composite types of their own (a table's row
+  -- type and an array type change with what they belong to).
   FOR r IN SELECT ty.oid::regtype AS obj, ty.typtype FROM pg_catalog.pg_type ty
            WHERE ty.typnamespace = 'public'::regnamespace AND ty.typowner <> app_oid AND ty.typtype IN ('d', 'e', 'r', 'm', 'c')
-             AND (ty.typtype <> 'c' OR (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = ty.typrelid) = 'c') LOOP
+             AND (ty.typtype <> 'c' OR (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = ty.typrelid) = 'c')
+             AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_type'::regclass AND d.objid = ty.oid AND d.deptype = 'e') LOOP
     EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %I', CASE r.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, r.obj, app);
   END LOOP;
   -- Functions (a range's constructors changed with it).
   FOR r IN SELECT p.oid::regprocedure AS obj, p.prokind FROM pg_catalog.pg_proc p
-           WHERE p.pronamespace = 'public'::regnamespace AND p.proowner <> app_oid LOOP
+           WHERE p.pronamespace = 'public'::regnamespace AND p.proowner <> app_oid
+             AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e') LOOP
     EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %I', CASE r.prokind WHEN 'a' THEN 'AGGREGATE' ELSE 'ROUTINE' END, r.obj, app);
   END LOOP;
 END
@@ -202,17 +230,24 @@ SQL
 tries=0
 until out=$(sql 2>&1); do
   tries=$((tries + 1))
+  echo "setting up the app's database login $APP_ROLE failed (try $tries, again in 2 seconds): $out" >&2
   if [ "$tries" -ge 150 ]; then
-    echo "the app's database role $APP_ROLE could not be set up: $out" >&2
+    echo "the app's database login $APP_ROLE could not be set up in 5 minutes; restarting" >&2
     exit 1
   fi
-  sleep 2
+  sleep 2 &
+  sleeper=$!
+  wait "$sleeper" || true
 done
 : > "$DONE"
-echo "the app's database login $APP_ROLE is ready: no superuser, owner of database $PGDATABASE and of its public schema"
+echo "the app's database login $APP_ROLE is ready: no superuser, owner of the public schema of database $PGDATABASE"
 while :; do
-  sleep 3600 &
-  wait $! || true
+  sleep 600 &
+  sleeper=$!
+  wait "$sleeper" || true
+  if ! out=$(sql 2>&1); then
+    echo "keeping the app's database login $APP_ROLE failed (the pod stays ready; again in 10 minutes): $out" >&2
+  fi
 done
 "##;
 
@@ -228,7 +263,6 @@ fn roles_container(t: &Tenant<'_>) -> Value {
             { "name": "PGHOST", "value": "/var/run/postgresql" },
             { "name": "PGUSER", "value": db },
             { "name": "PGDATABASE", "value": db },
-            secret_env("PGPASSWORD", DB_PASS),
             { "name": "APP_ROLE", "value": app_login },
             secret_env("APP_PASSWORD", app_pass),
             { "name": "DONE", "value": ROLES_DONE },

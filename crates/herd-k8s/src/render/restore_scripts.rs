@@ -9,8 +9,10 @@
 //!    is restored. Then it joins the dump's pieces into `$SCRATCH/database.dump`, extracts
 //!    the media archive into `MEDIA_DIR` (with `MEDIA=volume`, when the backup has one),
 //!    and leaves the manifest's row counts and app version in `$SCRATCH/source.txt`.
-//! 2. [`RESTORE_DB_SCRIPT`], in the PostgreSQL image: the dump turned into SQL by
-//!    `pg_restore --no-owner --no-privileges` (an unreadable dump stops there, a plain
+//! 2. [`RESTORE_DB_SCRIPT`], in the PostgreSQL image, as the app's login: the dump's
+//!    extensions that login may not create (untrusted ones) and comments on extensions
+//!    left out of its table of contents (said in `skipped-extensions`), the dump turned
+//!    into SQL by `pg_restore --no-owner --no-privileges` (an unreadable dump stops there, a plain
 //!    SQL dump among them: nothing but a pg_dump archive is ever replayed), then replayed
 //!    by `psql` in one transaction
 //!    after `DROP SCHEMA public CASCADE; CREATE SCHEMA public` (tables a later migration
@@ -197,10 +199,30 @@ esac
 if [ "$minor" -lt "$need" ]; then
   fail "pg_restore $major.$minor is too old to restore safely (it does not write \\restrict: CVE-2025-8714); use an image with 17.6, 16.10, 15.14 or later; the $APP database was not touched"
 fi
+# Settings the app's login may have given itself cannot stop the restore.
+export PGOPTIONS="-c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
+# The archive's table of contents: a dump's extensions are created only when PostgreSQL
+# lets a login without superuser create them (trusted: pg_trgm, hstore, …); the others
+# (pg_stat_statements, which PgHero asks for, …) are left out, and said so. Comments on
+# extensions are left out too (only an extension's owner may set them).
+if ! pg_restore --list "$scratch/database.dump" > "$scratch/toc" 2> "$scratch/restore.err"; then
+  cat "$scratch/restore.err" >&2
+  fail "pg_restore could not read the dump; the $APP database was not touched: $(grep -m 1 -i 'error' "$scratch/restore.err" | cut -c 1-300)"
+fi
+trusted=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -c "SELECT string_agg(DISTINCT name, ' ') FROM pg_catalog.pg_available_extension_versions WHERE trusted" 2> "$scratch/restore.err") || fail "the database did not answer ($(head -c 300 "$scratch/restore.err")); the $APP database was not touched"
+: > "$scratch/skipped"
+awk -v trusted=" $trusted " -v skipped="$scratch/skipped" '
+  $4 == "EXTENSION" && $5 == "-" { if (index(trusted, " " $6 " ")) print; else print $6 > skipped; next }
+  $4 == "COMMENT" && $5 == "-" && $6 == "EXTENSION" { next }
+  { print }' "$scratch/toc" > "$scratch/toc.kept"
+skipped=$(tr '\n' ' ' < "$scratch/skipped" | sed 's/ *$//')
+if [ -n "$skipped" ]; then
+  echo "left out the dump's extensions $skipped: only a superuser may create them" >&2
+fi
 # The dump as SQL first, always through pg_restore (a plain SQL dump is not an archive
 # and is refused here): one it cannot read fails here, before the database is touched.
 # (A file rather than a pipe: psql -1 would commit the part of a stream cut short.)
-if ! pg_restore --no-owner --no-privileges --exit-on-error --file="$scratch/restore.sql" "$scratch/database.dump" 2> "$scratch/restore.err"; then
+if ! pg_restore --no-owner --no-privileges --exit-on-error --use-list="$scratch/toc.kept" --file="$scratch/restore.sql" "$scratch/database.dump" 2> "$scratch/restore.err"; then
   cat "$scratch/restore.err" >&2
   fail "pg_restore could not read the dump; the $APP database was not touched: $(grep -m 1 -i 'error' "$scratch/restore.err" | cut -c 1-300)"
 fi
@@ -213,7 +235,11 @@ fi
 # bring, is not restored): a failure anywhere rolls everything back.
 if ! psql -X -q -1 -v ON_ERROR_STOP=1 --dbname="$PGDATABASE" -c "DROP SCHEMA IF EXISTS public CASCADE" -c "CREATE SCHEMA public" --file="$scratch/restore.sql" -c "DO \$\$ BEGIN IF to_regclass('public.accounts') IS NULL OR to_regclass('public.statuses') IS NULL THEN RAISE EXCEPTION 'the dump has no accounts and statuses tables: it is not a $APP database'; END IF; END \$\$" > /dev/null 2> "$scratch/restore.err"; then
   cat "$scratch/restore.err" >&2
-  fail "the restore failed and rolled back, the $APP database is as it was: $(grep -m 1 -i 'error' "$scratch/restore.err" | cut -c 1-300)"
+  without=""
+  if [ -n "$skipped" ]; then
+    without=" (the dump's extensions $skipped were left out: only a superuser may create them)"
+  fi
+  fail "the restore failed and rolled back, the $APP database is as it was$without: $(grep -m 1 -i 'error' "$scratch/restore.err" | cut -c 1-300)"
 fi
 rm -f "$scratch/restore.sql"
 cat "$scratch/restore.err" >&2
@@ -224,6 +250,7 @@ restored=$(sed -n 's/^rows //p' "$scratch/count.out")
 {
   cat "$scratch/source.txt" 2> /dev/null || true
   echo "restored-rows $restored"
+  if [ -n "$skipped" ]; then echo "skipped-extensions $skipped"; fi
 } > "$scratch/restored.txt"
 cat "$scratch/restored.txt"
 cat "$scratch/restored.txt" > "$log"

@@ -209,10 +209,14 @@ impl Harness {
             Api::namespaced(self.client(), TENANT);
         for set in api.list(&ListParams::default()).await.unwrap() {
             let n = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            // The controller has seen the StatefulSet as it is now.
+            let seen = set.metadata.generation;
             api.patch_status(
                 set.metadata.name.as_deref().unwrap(),
                 &PatchParams::default(),
-                &Patch::Merge(json!({ "status": { "replicas": n, "readyReplicas": n } })),
+                &Patch::Merge(
+                    json!({ "status": { "replicas": n, "readyReplicas": n, "observedGeneration": seen } }),
+                ),
             )
             .await
             .unwrap();
@@ -846,6 +850,103 @@ async fn deletion_dumps_the_database_before_the_namespace_goes() {
             .contains(&operator::FINALIZER.to_owned()),
         "the finalizer is removed last"
     );
+}
+
+#[tokio::test]
+async fn a_tenant_deleted_before_it_had_the_apps_own_login_gets_it_before_the_final_backup() {
+    let h = harness().await;
+    h.install().await;
+    backup_credentials(&h).await;
+    // As an older operator left it: no DB_APP_PASS in its Secret, no role keeper in its
+    // database pod; its deletion applies nothing but what stops the app and backs it up.
+    let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    let mut old = secrets.get("app-secrets").await.unwrap();
+    old.data.as_mut().unwrap().remove("DB_APP_PASS");
+    old.string_data = None;
+    secrets
+        .replace("app-secrets", &PostParams::default(), &old)
+        .await
+        .unwrap();
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(h.client(), TENANT);
+    let mut db = sets.get("postgres").await.unwrap();
+    let pod = db.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    pod.containers.retain(|c| c.name != "roles");
+    sets.replace("postgres", &PostParams::default(), &db)
+        .await
+        .unwrap();
+    let revisions = |current: &str, update: &str, seen: Option<i64>| {
+        json!({ "status": { "replicas": 1, "readyReplicas": 1, "observedGeneration": seen,
+                            "currentRevision": current, "updateRevision": update } })
+    };
+    let seen = sets.get("postgres").await.unwrap().metadata.generation;
+    sets.patch_status(
+        "postgres",
+        &PatchParams::default(),
+        &Patch::Merge(revisions("old", "old", seen)),
+    )
+    .await
+    .unwrap();
+
+    deleting(&h).await.unwrap();
+    assert!(
+        h.job("final-backup").await.is_none(),
+        "not before the login exists"
+    );
+    let message = h.status().await.last_error.unwrap_or_default();
+    assert!(message.contains("app's database login"), "{message}");
+    let secret = secrets.get("app-secrets").await.unwrap();
+    assert!(
+        secret.data.unwrap().contains_key("DB_APP_PASS"),
+        "its password written"
+    );
+    let db = sets.get("postgres").await.unwrap();
+    let containers = &db
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers;
+    assert!(
+        containers.iter().any(|c| c.name == "roles"),
+        "its keeper applied"
+    );
+    assert!(db.metadata.generation > seen, "a new template");
+    let seen = db.metadata.generation;
+
+    // The old pod is still the ready one while the controller rolls the new template.
+    sets.patch_status(
+        "postgres",
+        &PatchParams::default(),
+        &Patch::Merge(revisions("old", "new", seen)),
+    )
+    .await
+    .unwrap();
+    deleting(&h).await.unwrap();
+    assert!(h.job("final-backup").await.is_none(), "not on the old pod");
+    // Rolled and ready: the final backup, as the app's login.
+    sets.patch_status(
+        "postgres",
+        &PatchParams::default(),
+        &Patch::Merge(revisions("new", "new", seen)),
+    )
+    .await
+    .unwrap();
+    deleting(&h).await.unwrap();
+    let job = h.job("final-backup").await.expect("the final backup");
+    let dump = job
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .init_containers
+        .unwrap();
+    let env = dump[0].env.clone().unwrap();
+    let user = env.iter().find(|e| e.name == "PGUSER").unwrap();
+    assert_eq!(user.value.as_deref(), Some("mastodon_app"));
 }
 
 /// A pod of the app, as the Deployment controller would have made it.

@@ -352,7 +352,7 @@ fn the_restore_refuses_a_pg_restore_without_restrict() {
         (
             "unrestricted",
             format!(
-                "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'pg_restore (PostgreSQL) 16.10'; exit 0; fi\n{} \"$@\" || exit 1\nfor a in \"$@\"; do case \"$a\" in --file=*) f=${{a#--file=}} ;; esac; done\nsed -i '/^\\\\restrict /d' \"$f\"\n",
+                "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'pg_restore (PostgreSQL) 16.10'; exit 0; fi\n{} \"$@\" || exit 1\nf=\nfor a in \"$@\"; do case \"$a\" in --file=*) f=${{a#--file=}} ;; esac; done\nif [ -n \"$f\" ]; then sed -i '/^\\\\restrict /d' \"$f\"; fi\n",
                 real.trim()
             ),
         ),

@@ -82,14 +82,30 @@ fn keep_roles(pg: &Pg, db: &str, role: &str, root: &Root) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // It idles once done, as the pod's container does.
+    // It idles once done, as the pod's container does, until the kubelet's TERM, which
+    // ends it (and its idle `sleep`) at once and well.
     std::thread::sleep(Duration::from_millis(300));
     assert!(child.try_wait().unwrap().is_none(), "it keeps running");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let pid = child.id().to_string();
+    // A positive pid: the shell only.
+    assert!(child.id() > 1);
+    Command::new("kill")
+        .args(["-s", "TERM", pid.as_str()])
+        .status()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "TERM ends it");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
 }
 
-/// Objects of `db`'s `public` schema (and the schema, and the database) not owned by `role`.
+/// Objects of `db`'s `public` schema (and the schema) not owned by `role`, and whether
+/// the database is not the server superuser's or lacks `role`'s privileges on it.
 fn not_owned_by(pg: &Pg, db: &str, role: &str) -> String {
     pg.psql(
         db,
@@ -103,8 +119,12 @@ fn not_owned_by(pg: &Pg, db: &str, role: &str) -> String {
                 WHERE typnamespace = 'public'::regnamespace AND typowner <> '{role}'::regrole
                UNION ALL SELECT 'schema public' FROM pg_namespace
                 WHERE nspname = 'public' AND nspowner <> '{role}'::regrole
-               UNION ALL SELECT 'database' FROM pg_database
-                WHERE datname = current_database() AND datdba <> '{role}'::regrole) x"
+               UNION ALL SELECT 'database owned by ' || pg_get_userbyid(datdba) FROM pg_database
+                WHERE datname = current_database() AND NOT (SELECT rolsuper FROM pg_roles WHERE oid = datdba)
+               UNION ALL SELECT 'no CONNECT, CREATE, TEMPORARY on the database'
+                WHERE NOT has_database_privilege('{role}', current_database(), 'CONNECT, CREATE, TEMPORARY')
+               UNION ALL SELECT 'settings of the role' FROM pg_db_role_setting
+                WHERE setrole = '{role}'::regrole) x"
         ),
     )
 }
@@ -163,18 +183,39 @@ fn the_role_keeper_makes_the_apps_login_and_gives_it_an_older_tenants_objects() 
         "ALTER TABLE accounts ADD COLUMN herd_later text; CREATE TABLE later (id bigint); REFRESH MATERIALIZED VIEW account_summaries",
     );
     assert_eq!(app.count(&db.name, "statuses"), 30);
-    let refused = app
-        .env(&mut Command::new("psql"), &db.name)
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
-        .arg("COPY (SELECT 1) TO PROGRAM 'true'")
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(
-        stderr(&refused).contains("to COPY to or from an external program"),
-        "{}",
-        stderr(&refused)
+    let refused = |sql: &str, why: &str| {
+        let out = app
+            .env(&mut Command::new("psql"), &db.name)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{sql}");
+        assert!(stderr(&out).contains(why), "{sql}: {}", stderr(&out));
+    };
+    refused(
+        "COPY (SELECT 1) TO PROGRAM 'true'",
+        "to COPY to or from an external program",
     );
+    // The database itself is not the app's: nothing it sets there reaches the keeper.
+    refused(
+        &format!(
+            "ALTER DATABASE {} SET default_transaction_read_only = on",
+            db.name
+        ),
+        "must be owner of database",
+    );
+    // What it may set on its own login, the keeper undoes.
+    app.psql(
+        &db.name,
+        &format!(
+            "ALTER ROLE CURRENT_USER SET default_transaction_read_only = on; ALTER ROLE CURRENT_USER IN DATABASE {} SET statement_timeout = 1",
+            db.name
+        ),
+    );
+    assert_ne!(not_owned_by(&pg, &db.name, &role.name), "");
+    keep_roles(&pg, &db.name, &role.name, &root);
+    assert_eq!(not_owned_by(&pg, &db.name, &role.name), "");
+    app.psql(&db.name, "CREATE TABLE after_keeper (id bigint)");
 }
 
 /// `db` with Mastodon's shape and a CHECK on `accounts` whose function, in any database
@@ -263,4 +304,80 @@ fn a_dump_that_runs_a_program_when_replayed_cannot_as_the_apps_login() {
         ),
         "0"
     );
+}
+
+#[test]
+fn a_dumps_trusted_extensions_are_restored_and_the_others_left_out_as_the_apps_login() {
+    let pg = pg();
+    let root = Root::new("roles-extensions");
+    let role = Role::new(&pg, "ext_app");
+    let file = root.0.join("extensions.dump");
+    {
+        let source = pg.database("extsrc");
+        fill(&pg, &source.name, 12, 30);
+        // PgHero's, which only a superuser may create, and a trusted one an index uses.
+        pg.psql(
+            &source.name,
+            "CREATE EXTENSION pg_stat_statements; CREATE EXTENSION pg_trgm;
+             CREATE INDEX accounts_username_trgm ON accounts USING gin (username gin_trgm_ops);",
+        );
+        dump(&pg, &source.name, &["-Fc"], &file);
+    }
+    let target = pg.database("extdst");
+    fill(&pg, &target.name, 1, 1);
+    keep_roles(&pg, &target.name, &role.name, &root);
+    let app = role.login();
+    let scratch = root.dir("scratch");
+    // Twice: the second replaces what the first made, the trusted extension among it.
+    for round in 1..=2 {
+        std::fs::copy(&file, scratch.join("database.dump")).unwrap();
+        let (out, log) = restore_db(&app, &target.name, &scratch, None);
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        assert!(
+            log.contains("skipped-extensions pg_stat_statements"),
+            "round {round}: {log}"
+        );
+        assert!(stderr(&out).contains("left out the dump's extensions pg_stat_statements"));
+        assert_eq!(
+            RestoreSummary::parse(&log).restored_rows,
+            [("accounts".into(), 12), ("statuses".into(), 30)].into()
+        );
+        assert_eq!(
+            pg.psql(
+                &target.name,
+                "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension"
+            ),
+            "pg_trgm,plpgsql",
+            "round {round}"
+        );
+        assert_eq!(
+            pg.psql(
+                &target.name,
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'accounts_username_trgm'"
+            ),
+            "1"
+        );
+    }
+
+    // A dump whose objects need a left-out extension: refused, rolled back, naming it.
+    let needs = root.0.join("needs.dump");
+    {
+        let source = pg.database("extneeds");
+        fill(&pg, &source.name, 3, 3);
+        pg.psql(
+            &source.name,
+            "CREATE EXTENSION pg_stat_statements;
+             CREATE VIEW slow_queries AS SELECT query FROM pg_stat_statements;",
+        );
+        dump(&pg, &source.name, &["-Fc"], &needs);
+    }
+    std::fs::copy(&needs, scratch.join("database.dump")).unwrap();
+    let (out, log) = restore_db(&app, &target.name, &scratch, None);
+    assert!(!out.status.success());
+    assert!(
+        log.contains("rolled back")
+            && log.contains("the dump's extensions pg_stat_statements were left out"),
+        "{log}"
+    );
+    assert_eq!(app.count(&target.name, "accounts"), 12, "as it was");
 }
