@@ -89,6 +89,18 @@ fn no_secret(r: &Resp) {
     }
 }
 
+/// The tenant an accepted import made: where the answer sends the operator.
+fn tenant_made(r: &Resp) -> Uuid {
+    assert_eq!(r.status, 303, "{}", r.body);
+    r.location
+        .as_deref()
+        .unwrap()
+        .strip_prefix("/operator/instances/")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 async fn post(op: &Client, f: &[(&str, &str)]) -> Resp {
     op.get("/operator/imports/new").await.assert_status(200);
     let r = op.post("/operator/imports", f).await;
@@ -199,15 +211,7 @@ async fn an_operator_imports_a_server_and_its_secrets_never_come_back(pool: PgPo
 
     // A good import: the tenant, its restore, its apply job, an audit entry.
     let r = post(&op, &good).await;
-    assert_eq!(r.status, 303, "{}", r.body);
-    let id: Uuid = r
-        .location
-        .as_deref()
-        .unwrap()
-        .strip_prefix("/operator/instances/")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let id = tenant_made(&r);
     let (org, order, plan, domain, phase, slug): (
         String,
         Option<Uuid>,
@@ -419,15 +423,7 @@ async fn an_import_is_billed_under_the_organizations_order(pool: PgPool) {
 
     // Under its own pending order: the server is that order's.
     let r = post(&op, &fields(&[("order", pending_s.as_str())], &keep)).await;
-    assert_eq!(r.status, 303, "{}", r.body);
-    let id: Uuid = r
-        .location
-        .as_deref()
-        .unwrap()
-        .strip_prefix("/operator/instances/")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let id = tenant_made(&r);
     let billed: Option<Uuid> = sqlx::query_scalar("SELECT order_id FROM instances WHERE id = $1")
         .bind(id)
         .fetch_one(&pool)
