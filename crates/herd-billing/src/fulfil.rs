@@ -76,6 +76,8 @@ pub enum ApprovalError {
     NoServer(String),
     #[error("This organization's contract was ended for non-payment and its servers deleted; a new server under it would never be billed or suspended. Nothing was changed: settle the contract (a new one for this organization) before approving, or decline the order.")]
     ContractDeleted,
+    #[error("This order has a server already (brought in by an import); declined, it would run outside billing. Nothing was changed: approve the order, or delete that server first.")]
+    HasServer,
     #[error(transparent)]
     Fleet(#[from] FleetError),
 }
@@ -222,6 +224,14 @@ pub async fn decline_invoice_order(
     }
     let mut tx = pool.begin().await?;
     let order = awaiting(&mut tx, id).await?;
+    // As fulfilment and imports do: after the order's row, its fulfilment lock.
+    herd_store::lock_key(&mut tx, &format!("fulfil:{id}")).await?;
+    if herd_store::fleet::live_by_order(&mut *tx, id)
+        .await?
+        .is_some()
+    {
+        return Err(ApprovalError::HasServer);
+    }
     billing::decline_invoice_order(&mut *tx, id, reason).await?;
     audit::record(
         &mut tx,

@@ -177,9 +177,9 @@ pub struct Request<'a> {
     pub confirm: &'a str,
     pub secrets: &'a Secrets,
     /// The order the server is billed under (its id), or empty: outside billing. An order
-    /// of the organization for this domain, plan and app, not abandoned, without a server:
-    /// paid or approved (its server could not be made), or still pending (its payment or
-    /// approval then fulfils it with this server rather than a new one).
+    /// of the organization for this domain, plan and app without a live server: paid or
+    /// approved (its server could not be made, or was deleted), or paid by invoice and
+    /// awaiting approval (its approval then fulfils it with this server).
     pub order: &'a str,
 }
 
@@ -269,9 +269,11 @@ fn invalid(m: impl Into<String>) -> FleetError {
     FleetError::Invalid(m.into())
 }
 
-/// Checks that order `id` may bill the imported server: the organization's, for its
-/// domain, plan and Mastodon, not abandoned, without a server (read under the order's
-/// fulfilment lock).
+/// Checks that order `id` may bill the imported server, under its row lock and
+/// fulfilment's: the organization's, for its domain, plan and Mastodon, without a live
+/// server, and either paid or approved already, or paid by invoice and awaiting approval
+/// (a card order not paid yet may expire, leaving the server under an abandoned order). A
+/// deleted server still naming it gives it up.
 async fn billed_under(
     conn: &mut sqlx::PgConnection,
     id: Uuid,
@@ -279,7 +281,7 @@ async fn billed_under(
     plan: &str,
     domain: &str,
 ) -> Result<(), FleetError> {
-    let o = herd_store::billing::order(&mut *conn, id)
+    let o = herd_store::billing::lock_order(&mut *conn, id)
         .await?
         .filter(|o| o.org_id == org)
         .ok_or_else(|| {
@@ -291,8 +293,15 @@ async fn billed_under(
             o.app
         )));
     }
-    if o.state == "abandoned" {
-        return Err(invalid("Order: it was abandoned; choose another, or none."));
+    herd_store::lock_key(&mut *conn, &format!("fulfil:{id}")).await?;
+    match (o.state.as_str(), o.payment.as_str()) {
+        ("fulfilled", _) | ("pending", "invoice") => {}
+        ("pending", _) => {
+            return Err(invalid(
+                "Order: it is not paid yet, and its card payment may still fail or expire; import under it once paid (delete the new server its payment made first), or choose another.",
+            ))
+        }
+        _ => return Err(invalid("Order: it was abandoned; choose another, or none.")),
     }
     if !o.domain.eq_ignore_ascii_case(domain) {
         return Err(invalid(format!(
@@ -306,11 +315,12 @@ async fn billed_under(
             o.plan_code
         )));
     }
-    if fleet::by_order(&mut *conn, id).await?.is_some() {
+    if fleet::live_by_order(&mut *conn, id).await?.is_some() {
         return Err(invalid(
-            "Order: it has a server already; choose another, or none.",
+            "Order: it has a server already; delete that server first, or choose another.",
         ));
     }
+    fleet::release_order_of_deleted(&mut *conn, id).await?;
     Ok(())
 }
 
@@ -458,9 +468,9 @@ pub async fn import(
 
     let mut tx = pool.begin().await?;
     if let Some(id) = order {
-        // As fulfilment does: a payment or approval of this order meanwhile takes turns
-        // with the import, and finds its server.
-        herd_store::lock_key(&mut tx, &format!("fulfil:{id}")).await?;
+        // The order's row, then fulfilment's lock, in the order an approval or a payment
+        // takes them: either runs after the import and finds its server, or before it
+        // and the import sees the order has one.
         billed_under(&mut tx, id, org.id, &plan.code, domain.as_str()).await?;
     }
     if fleet::slug_taken(&mut *tx, slug.as_str()).await? {

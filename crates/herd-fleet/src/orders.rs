@@ -62,12 +62,15 @@ pub async fn newest_release(conn: &mut PgConnection, app: &str) -> Result<String
 }
 
 /// Creates the instance an order pays for, with its provisioning job, once: a second
-/// call for the same order returns the instance made the first time.
+/// call for the same order returns the instance made the first time, or the one an
+/// import brought in under it. A deleted server still naming the order (an import
+/// deleted before the order was paid or approved) gives it up, and a new one is made.
 pub async fn fulfil(conn: &mut PgConnection, order: &Order) -> Result<Uuid, FleetError> {
     herd_store::lock_key(conn, &format!("fulfil:{}", order.id)).await?;
-    if let Some(id) = fleet::by_order(&mut *conn, order.id).await? {
+    if let Some(id) = fleet::live_by_order(&mut *conn, order.id).await? {
         return Ok(id);
     }
+    fleet::release_order_of_deleted(&mut *conn, order.id).await?;
     let email = fleet::order_owner_email(&mut *conn, order.id)
         .await?
         .ok_or_else(|| {

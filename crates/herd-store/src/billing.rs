@@ -332,8 +332,9 @@ pub async fn order(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Order>, S
     .await?)
 }
 
-/// An order a server can be brought in under (an import): of an app, not abandoned, and
-/// without a server yet.
+/// An order a server can be brought in under (an import): paid or approved without a
+/// live server (none was made, or it was deleted), or paid by invoice and awaiting
+/// approval (a card order not paid yet may still expire, and is not offered).
 #[derive(Debug, Clone)]
 pub struct OpenOrder {
     pub id: Uuid,
@@ -346,18 +347,20 @@ pub struct OpenOrder {
     pub state: String,
     /// `card` or `invoice`.
     pub payment: String,
+    pub created_at: OffsetDateTime,
 }
 
-/// The orders of `app` without a server that are not abandoned, newest first (at most
-/// 200): those an import may be billed under.
+/// The orders of `app` an import may be billed under (see [`OpenOrder`]), newest first
+/// (at most 200).
 pub async fn open_orders(ex: impl PgExecutor<'_>, app: &str) -> Result<Vec<OpenOrder>, StoreError> {
     Ok(sqlx::query_as!(
         OpenOrder,
         "SELECT o.id, g.slug AS org_slug, g.name AS org_name, o.plan_code, o.domain, o.state,
-                o.payment
+                o.payment, o.created_at
          FROM orders o JOIN organizations g ON g.id = o.org_id
-         WHERE o.app = $1 AND o.state <> 'abandoned'
-           AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.order_id = o.id)
+         WHERE o.app = $1
+           AND (o.state = 'fulfilled' OR (o.state = 'pending' AND o.payment = 'invoice'))
+           AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.order_id = o.id AND i.desired <> 'deleted')
          ORDER BY o.created_at DESC
          LIMIT 200",
         app

@@ -421,6 +421,35 @@ pub async fn slug_taken(ex: impl PgExecutor<'_>, slug: &str) -> Result<bool, Sto
     .await?)
 }
 
+/// The server of an order that is not deleted (or being deleted), if any.
+pub async fn live_by_order(
+    ex: impl PgExecutor<'_>,
+    order: Uuid,
+) -> Result<Option<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM instances WHERE order_id = $1 AND desired <> 'deleted'",
+        order
+    )
+    .fetch_optional(ex)
+    .await?)
+}
+
+/// Takes `order` off a deleted server that still names it, so that another server can be
+/// made or brought in under it. Returns whether one did.
+pub async fn release_order_of_deleted(
+    ex: impl PgExecutor<'_>,
+    order: Uuid,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET order_id = NULL, updated_at = now()
+         WHERE order_id = $1 AND desired = 'deleted'",
+        order
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// The instance made from an order, if any.
 pub async fn by_order(ex: impl PgExecutor<'_>, order: Uuid) -> Result<Option<Uuid>, StoreError> {
     Ok(

@@ -323,6 +323,17 @@ async fn an_operator_imports_a_server_and_its_secrets_never_come_back(pool: PgPo
 
 /// An order of organization `org` (by short name) for `domain`, paid by invoice.
 async fn order(pool: &PgPool, org: &str, domain: &str, plan: &str, state: &str) -> Uuid {
+    order_paid_by(pool, org, domain, plan, state, true).await
+}
+
+async fn order_paid_by(
+    pool: &PgPool,
+    org: &str,
+    domain: &str,
+    plan: &str,
+    state: &str,
+    invoice: bool,
+) -> Uuid {
     let org_id: Uuid = sqlx::query_scalar("SELECT id FROM organizations WHERE slug = $1")
         .bind(org)
         .fetch_one(pool)
@@ -337,7 +348,7 @@ async fn order(pool: &PgPool, org: &str, domain: &str, plan: &str, state: &str) 
             app: "mastodon",
             domain,
             created_by: None,
-            invoice: Some(herd_store::billing::InvoiceDetails {
+            invoice: invoice.then_some(herd_store::billing::InvoiceDetails {
                 billing_address: "1 place de la Comédie, Lyon",
                 vat_id: "",
                 po_reference: "",
@@ -370,6 +381,8 @@ async fn an_import_is_billed_under_the_organizations_order(pool: PgPool) {
     let theirs = order(&pool, "paris", "lyon.social", "community", "pending").await;
     let other_domain = order(&pool, "lyon", "other.social", "community", "pending").await;
     let abandoned = order(&pool, "lyon", "lyon.social", "community", "abandoned").await;
+    // A card order not paid yet: its Checkout may still expire.
+    let unpaid = order_paid_by(&pool, "lyon", "lyon.social", "community", "pending", false).await;
     let op = app.operator(OPS).await;
     let keep = (secret_key_base(), otp_secret());
 
@@ -379,15 +392,17 @@ async fn an_import_is_billed_under_the_organizations_order(pool: PgPool) {
         .assert_contains("<label for=\"order\">")
         .assert_contains(&format!("value=\"{pending}\""))
         .assert_contains(&format!("value=\"{theirs}\""))
-        .assert_contains("not approved yet")
+        .assert_contains("invoice order awaiting approval")
         .assert_contains("None: outside billing");
     assert!(!form.body.contains(&abandoned.to_string()));
+    assert!(!form.body.contains(&unpaid.to_string()));
 
-    let (pending_s, theirs_s, other_s, abandoned_s) = (
+    let (pending_s, theirs_s, other_s, abandoned_s, unpaid_s) = (
         pending.to_string(),
         theirs.to_string(),
         other_domain.to_string(),
         abandoned.to_string(),
+        unpaid.to_string(),
     );
     let refused = [
         (
@@ -399,6 +414,7 @@ async fn an_import_is_billed_under_the_organizations_order(pool: PgPool) {
             "it is for other.social, and the import is of lyon.social",
         ),
         (vec![("order", abandoned_s.as_str())], "it was abandoned"),
+        (vec![("order", unpaid_s.as_str())], "it is not paid yet"),
         (
             vec![("order", pending_s.as_str()), ("plan", "organization")],
             "Plan: the order is for plan community",
@@ -440,6 +456,37 @@ async fn an_import_is_billed_under_the_organizations_order(pool: PgPool) {
     // No longer offered.
     let form = op.get("/operator/imports/new").await;
     assert!(!form.body.contains(&pending_s));
+
+    // Declined, the server would run outside billing: refused, nothing changed.
+    let op_id: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+        .bind(OPS)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let declined = herd_billing::fulfil::decline_invoice_order(
+        &pool,
+        herd_billing::fulfil::Approver {
+            id: herd_domain::UserId(op_id),
+            email: OPS,
+            ip: "192.0.2.1",
+        },
+        pending,
+        "no",
+    )
+    .await;
+    assert!(
+        matches!(
+            declined,
+            Err(herd_billing::fulfil::ApprovalError::HasServer)
+        ),
+        "{declined:?}"
+    );
+    let state: String = sqlx::query_scalar("SELECT state FROM orders WHERE id = $1")
+        .bind(pending)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "pending");
 
     // Approving the order fulfils it with the imported server, not a new one; its
     // contract's access policy now covers the server.
