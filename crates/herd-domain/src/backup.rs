@@ -52,6 +52,13 @@ pub enum BackupHealth {
     },
 }
 
+/// What the reason of a backup stopped counting by a restore says (the operator records
+/// a backup or export still running when a restore started replacing the tenant's data as
+/// failed, with this in its reason): a consequence of the restore an operator asked for,
+/// not a broken backup, so it raises no "failed" alert; the "missed" alert still comes
+/// when no backup succeeds in time.
+pub const RAN_DURING_RESTORE: &str = "ran while restore ";
+
 /// The latest finished backup of one method, for [`assess`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
@@ -72,7 +79,13 @@ pub fn assess(
     last_success: Option<OffsetDateTime>,
     latest: &[Finished],
 ) -> BackupHealth {
-    if let Some(f) = latest.iter().find(|f| f.outcome == BackupOutcome::Failed) {
+    if let Some(f) = latest.iter().find(|f| {
+        f.outcome == BackupOutcome::Failed
+            && !f
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains(RAN_DURING_RESTORE))
+    }) {
         return BackupHealth::Alert {
             kind: BackupAlertKind::Failed,
             message: format!(
@@ -113,6 +126,39 @@ mod tests {
             outcome,
             message: Some("BackoffLimitExceeded".into()),
         }
+    }
+
+    #[test]
+    fn a_backup_a_restore_stopped_counting_alerts_only_once_missed() {
+        let mut f = finished(BackupOutcome::Failed);
+        f.message = Some(format!(
+            "the backup {RAN_DURING_RESTORE}r1 replaced the tenant's data: no restore point"
+        ));
+        assert_eq!(
+            assess(at(10), 24, at(0), Some(at(1)), std::slice::from_ref(&f)),
+            BackupHealth::Healthy
+        );
+        assert!(matches!(
+            assess(at(30), 24, at(0), Some(at(1)), &[f]),
+            BackupHealth::Alert {
+                kind: BackupAlertKind::Missed,
+                ..
+            }
+        ));
+        // Any other failure alerts at once.
+        assert!(matches!(
+            assess(
+                at(10),
+                24,
+                at(0),
+                Some(at(1)),
+                &[finished(BackupOutcome::Failed)]
+            ),
+            BackupHealth::Alert {
+                kind: BackupAlertKind::Failed,
+                ..
+            }
+        ));
     }
 
     #[test]

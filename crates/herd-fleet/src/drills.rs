@@ -137,6 +137,7 @@ async fn start(
             mode: RestoreMode::NewTenant,
             drill: true,
             requested_by: None,
+            moves_order: false,
         },
     )
     .await?;

@@ -35,9 +35,11 @@ pub enum Target {
         slug: String,
         domain: String,
         cluster: Option<Uuid>,
-        /// The new tenant takes the source's order (a move: it is billed and suspended
-        /// with that order from now on, and the source is left outside billing, to be
-        /// deleted); otherwise the copy is outside billing (an undo, a look at old data).
+        /// A move: once the restore succeeds, the new tenant takes the source's order
+        /// (billed and suspended with it from then on) and the source is left outside
+        /// billing, to be deleted; until then, and if the restore fails or is
+        /// cancelled, the order stays with the source. Otherwise the copy is outside
+        /// billing (an undo, a look at old data).
         take_order: bool,
     },
 }
@@ -129,6 +131,13 @@ pub async fn request(
             mode,
             drill: false,
             requested_by: Some(by.id.0),
+            moves_order: matches!(
+                target,
+                Target::NewTenant {
+                    take_order: true,
+                    ..
+                }
+            ),
         },
     )
     .await
@@ -148,7 +157,7 @@ pub async fn request(
             take_order: true,
             ..
         } => format!(
-            "Restore from backup {} requested, into a new tenant ({}), which takes this tenant's order: this one is now outside billing",
+            "Restore from backup {} requested, into a new tenant ({}), a move: once it runs, it takes this tenant's order, and this one is left outside billing",
             chosen.name,
             domain.trim()
         ),
@@ -344,9 +353,9 @@ pub async fn held(pool: &PgPool, id: Uuid) -> Result<Option<Restore>, FleetError
 
 /// The new tenant a restore goes into: same organization, app, version, plan and owner
 /// as `source`, the short name and domain the operator chose (the operator vouches for
-/// the domain: it needs no DNS proof), on the chosen cluster; with `take_order`, billed
-/// under the source's order, which the source gives up (refused when it has none, or is
-/// suspended for non-payment: the copy would escape what the order owes).
+/// the domain: it needs no DNS proof), on the chosen cluster, outside billing until then;
+/// with `take_order` (a move) the source must have an order and not be suspended for
+/// non-payment (the order moves when the restore succeeds: [`record`]).
 async fn new_tenant(
     tx: &mut PgConnection,
     source: &fleet::Instance,
@@ -383,7 +392,7 @@ async fn new_tenant(
         .running_version
         .clone()
         .unwrap_or_else(|| source.version.clone());
-    let order = if take_order {
+    if take_order {
         if source.order_id.is_none() {
             return Err(FleetError::Invalid(
                 "Billing: this tenant belongs to no order, so there is none to take; leave the new tenant outside billing.".into(),
@@ -394,15 +403,12 @@ async fn new_tenant(
                 "Billing: this tenant is suspended for non-payment; its order stays with it until paid.".into(),
             ));
         }
-        fleet::detach_order(&mut *tx, source.id).await?
-    } else {
-        None
-    };
+    }
     let id = match fleet::insert_instance(
         tx,
         &NewInstance {
             org: OrgId(source.org_id),
-            order,
+            order: None,
             app: &source.app,
             version: &version,
             plan_code: &source.plan_code,
@@ -518,6 +524,9 @@ pub async fn record(
         EventKind::Phase
     };
     fleet::add_event(&mut *conn, instance, kind, &text, None).await?;
+    if r.step == RestoreStep::Succeeded && store::moves_order(&mut *conn, id).await? {
+        move_order(conn, &restore).await?;
+    }
     if r.step.finished() && !restore.drill {
         let (outcome, reason) = verdict(&restore);
         store::conclude(
@@ -531,6 +540,73 @@ pub async fn record(
         .await?;
     }
     Ok(Some(restore))
+}
+
+/// A move that succeeded: the new tenant takes its source's order, and the source is
+/// left outside billing, in the transaction that records the success; both histories
+/// and the audit log (`fleet.instance.order_moved`) say so. When the source has no order
+/// any more, or is suspended for non-payment, the order stays and the new tenant's
+/// history says it is outside billing.
+async fn move_order(conn: &mut PgConnection, r: &Restore) -> Result<(), FleetError> {
+    let Some(source_id) = r.source_instance_id else {
+        return Ok(());
+    };
+    let Some(source) = fleet::lock_instance(&mut *conn, source_id).await? else {
+        return Ok(());
+    };
+    let kept = match source.order_id {
+        None => Some("the source has no order any more"),
+        Some(_) if fleet::billing_hold(&mut *conn, source_id).await? => {
+            Some("the source is suspended for non-payment")
+        }
+        Some(_) => None,
+    };
+    if let Some(why) = kept {
+        let text =
+            format!("The move's order stayed where it was ({why}): this tenant is outside billing");
+        fleet::add_event(&mut *conn, r.instance_id, EventKind::Error, &text, None).await?;
+        return Ok(());
+    }
+    let order = fleet::detach_order(&mut *conn, source_id).await?;
+    let Some(order) = order else { return Ok(()) };
+    if !fleet::attach_order(&mut *conn, r.instance_id, order).await? {
+        return Err(FleetError::Conflict(format!(
+            "tenant {} cannot take order {order}: it has one, or is deleted",
+            r.instance_id
+        )));
+    }
+    fleet::add_event(
+        &mut *conn,
+        source_id,
+        EventKind::Action,
+        "Its order moved to the tenant the move restored: this one is now outside billing",
+        None,
+    )
+    .await?;
+    fleet::add_event(
+        &mut *conn,
+        r.instance_id,
+        EventKind::Action,
+        &format!(
+            "Took order {order} of {} ({}): billed under it from now on",
+            source.domain, source.slug
+        ),
+        None,
+    )
+    .await?;
+    audit::record(
+        &mut *conn,
+        NewEntry {
+            actor: None,
+            org: Some(OrgId(source.org_id)),
+            action: "fleet.instance.order_moved",
+            target: source.domain.clone(),
+            source_ip: None,
+            details: serde_json::json!({ "order": order, "from": source_id, "to": r.instance_id, "restore": r.id }),
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Did `r` (finished) prove its backup: succeeded, with as many rows as the backup had?

@@ -110,7 +110,8 @@ fn duration(started: Option<&str>, finished: Option<&str>) -> Option<i64> {
 fn during_restore(job: &Job, what: &str) -> Option<String> {
     let id = job.annotations().get(DURING_RESTORE_ANNOTATION)?;
     Some(format!(
-        "the {what} ran while restore {id} replaced the tenant's data: it may hold a mix of the old and the restored media and either database"
+        "the {what} {}{id} replaced the tenant's data: it may hold a mix of the old and the restored media and either database",
+        herd_domain::backup::RAN_DURING_RESTORE
     ))
 }
 

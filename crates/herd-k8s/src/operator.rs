@@ -1231,6 +1231,11 @@ fn replacing(pod: &Pod) -> bool {
         })
 }
 
+/// Why a cancel that raced the replay ends the restore failed, holding the app.
+fn cancel_raced(ns: &str, id: &str) -> String {
+    format!("the cancel raced the restore: the restore Job's pod had started replacing the database when it was stopped, so the database holds either its old contents or the backup without its migrations. Read `kubectl -n {ns} get pods -l {}={id}` while the pod is there. The app is left stopped: ask for a new restore (a new id), or remove spec.restore to start it on the database as it is.", restore::RESTORE_LABEL)
+}
+
 /// Marks every backup Job of the tenant still running (the restore does not wait for
 /// them: they only read) with [`DURING_RESTORE_ANNOTATION`], before the restore Job that
 /// replaces the data is made: what they archive from now on may mix the old and the
@@ -1350,7 +1355,7 @@ async fn cancel_restore(
             // The Job gone (deleted by this cancel), a pod of it seen replacing after all:
             // the cancel raced the replay, which may or may not have committed. Held, as
             // a failed restore: nobody can say which database the tenant has.
-            let why = format!("the cancel raced the restore: the restore Job's pod had started replacing the database when it was stopped, so the database holds either its old contents or the backup without its migrations. Read `kubectl -n {ns} get pods -l {}={}` while the pod is there. The app is left stopped: ask for a new restore (a new id), or remove spec.restore to start it on the database as it is.", restore::RESTORE_LABEL, rs.id);
+            let why = cancel_raced(ns, &rs.id);
             return Ok(Some(
                 restore_ended(ctx, api, instance, rs.clone(), RestoreEnd::Failed, why).await?,
             ));
@@ -1369,6 +1374,14 @@ async fn cancel_restore(
             }
         }
         pods_left = pods.list(&lp).await?.items;
+        // Listed once more after the deletions: a `restore` container that started in
+        // between is seen now, before its pod (deleted with a one-second grace) is gone.
+        if pods_left.iter().any(replacing) {
+            let why = cancel_raced(ns, &rs.id);
+            return Ok(Some(
+                restore_ended(ctx, api, instance, rs.clone(), RestoreEnd::Failed, why).await?,
+            ));
+        }
         if pods_left.is_empty() {
             let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
             match secrets
@@ -1725,8 +1738,7 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
                 write_status(&api, instance, &deleting(instance, Some(why))).await?;
                 return Ok(Action::requeue(Duration::from_secs(5)));
             }
-            if !database_login_ready(ctx, &t).await? {
-                let why = "waiting for PostgreSQL and the app's database login (the database pod's role keeper) before the final backup, which logs in as it".to_owned();
+            if let Some(why) = database_login_ready(ctx, &t).await? {
                 write_status(&api, instance, &deleting(instance, Some(why))).await?;
                 return Ok(Action::requeue(Duration::from_secs(10)));
             }
@@ -1777,10 +1789,22 @@ async fn cleanup(instance: &Instance, ctx: &Context) -> Result<Action, OperatorE
 /// runs PostgreSQL, the app Secret (with that login's password) and the database's
 /// StatefulSet (with its role keeper) are applied first, as a reconcile would: a tenant
 /// being deleted when the operator was upgraded has neither yet, and the deletion applies
-/// nothing else. Then the database pod must be ready (the keeper done).
-async fn database_login_ready(ctx: &Context, t: &Tenant<'_>) -> Result<bool, OperatorError> {
+/// nothing else. Then the database pod must be ready (the keeper done). `None` when the
+/// final backup can start, else why it waits. A tenant whose app Secret is gone waits
+/// (nothing is applied): secrets made now would be sealed into the backup as the
+/// tenant's, and a restore of it could read neither its two-factor secrets nor its
+/// encrypted columns.
+async fn database_login_ready(
+    ctx: &Context,
+    t: &Tenant<'_>,
+) -> Result<Option<String>, OperatorError> {
+    let ns = t.namespace();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    if secrets.get_opt(APP_SECRET).await?.is_none() {
+        return Ok(Some(format!("the tenant's Secret {ns}/{APP_SECRET} is gone, and a final backup without the tenant's own app secrets could not be restored: put it back (a backup's sealed copy, docs/BACKUPS.md \"Restoring by hand\"), or annotate the Instance with {SKIP_BACKUP_ANNOTATION}=true to delete without a backup")));
+    }
     if t.uses_cloudnative_pg() {
-        return Ok(true);
+        return Ok(None);
     }
     let wanted = [
         format!("Secret/{APP_SECRET}"),
@@ -1796,16 +1820,18 @@ async fn database_login_ready(ctx: &Context, t: &Tenant<'_>) -> Result<bool, Ope
     // every pod is of its newest revision and ready (an older pod, without the keeper,
     // may still be ready for a moment after the apply).
     let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &t.namespace());
+    let waiting = Some("waiting for PostgreSQL and the app's database login (the database pod's role keeper) before the final backup, which logs in as it".to_owned());
     let Some(set) = sets.get_opt("postgres").await? else {
-        return Ok(false);
+        return Ok(waiting);
     };
     let want = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let generation = set.metadata.generation;
-    Ok(set.status.as_ref().is_some_and(|st| {
+    let ready = set.status.as_ref().is_some_and(|st| {
         st.ready_replicas.unwrap_or(0) >= want
             && generation.is_none_or(|g| st.observed_generation.is_some_and(|o| o >= g))
             && (st.update_revision.is_none() || st.current_revision == st.update_revision)
-    }))
+    });
+    Ok(if ready { None } else { waiting })
 }
 
 /// The components whose pods write media or the database: web, streaming, sidekiq and

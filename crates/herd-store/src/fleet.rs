@@ -1133,6 +1133,23 @@ pub async fn detach_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uu
     .flatten())
 }
 
+/// Puts server `id`, which has no order, under `order`. Returns whether it did.
+pub async fn attach_order(
+    ex: impl PgExecutor<'_>,
+    id: Uuid,
+    order: Uuid,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query!(
+        "UPDATE instances SET order_id = $2, updated_at = now()
+         WHERE id = $1 AND order_id IS NULL AND desired <> 'deleted'",
+        id,
+        order
+    )
+    .execute(ex)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Is a server held for billing?
 pub async fn billing_hold(ex: impl PgExecutor<'_>, id: Uuid) -> Result<bool, StoreError> {
     Ok(

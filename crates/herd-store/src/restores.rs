@@ -152,6 +152,8 @@ pub struct NewRestore<'a> {
     pub mode: RestoreMode,
     pub drill: bool,
     pub requested_by: Option<Uuid>,
+    /// A move: the new tenant takes the source's order once the restore succeeds.
+    pub moves_order: bool,
 }
 
 /// Records a restore (step `requested`) and bumps the target's spec generation, as its
@@ -162,8 +164,8 @@ pub async fn insert(conn: &mut PgConnection, r: &NewRestore<'_>) -> Result<Uuid,
     let id = Uuid::now_v7();
     sqlx::query!(
         "INSERT INTO tenant_restores (id, instance_id, source_instance_id, source_backup,
-                location, mode, drill, requested_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                location, mode, drill, requested_by, moves_order)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         id,
         r.instance,
         r.source_instance,
@@ -171,7 +173,8 @@ pub async fn insert(conn: &mut PgConnection, r: &NewRestore<'_>) -> Result<Uuid,
         r.location,
         r.mode.as_str(),
         r.drill,
-        r.requested_by
+        r.requested_by,
+        r.moves_order
     )
     .execute(&mut *conn)
     .await?;
@@ -183,6 +186,16 @@ pub async fn insert(conn: &mut PgConnection, r: &NewRestore<'_>) -> Result<Uuid,
     .execute(&mut *conn)
     .await?;
     Ok(id)
+}
+
+/// Whether restore `id` is a move (see [`NewRestore::moves_order`]).
+pub async fn moves_order(ex: impl PgExecutor<'_>, id: Uuid) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar!("SELECT moves_order FROM tenant_restores WHERE id = $1", id)
+            .fetch_optional(ex)
+            .await?
+            .unwrap_or(false),
+    )
 }
 
 pub async fn get(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Restore>, StoreError> {

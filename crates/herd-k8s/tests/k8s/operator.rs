@@ -949,6 +949,30 @@ async fn a_tenant_deleted_before_it_had_the_apps_own_login_gets_it_before_the_fi
     assert_eq!(user.value.as_deref(), Some("mastodon_app"));
 }
 
+#[tokio::test]
+async fn a_tenant_whose_app_secret_is_gone_is_not_backed_up_with_new_secrets() {
+    let h = harness().await;
+    h.install().await;
+    backup_credentials(&h).await;
+    let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    secrets
+        .delete("app-secrets", &Default::default())
+        .await
+        .unwrap();
+    deleting(&h).await.unwrap();
+    assert!(h.job("final-backup").await.is_none());
+    assert!(
+        secrets.get_opt("app-secrets").await.unwrap().is_none(),
+        "no secrets made up for it"
+    );
+    let message = h.status().await.last_error.unwrap_or_default();
+    assert!(
+        message.contains("app-secrets is gone") && message.contains("skip-final-backup"),
+        "{message}"
+    );
+    assert!(h.cluster.namespaces().contains_key(TENANT), "its data kept");
+}
+
 /// A pod of the app, as the Deployment controller would have made it.
 async fn app_pod(h: &Harness, name: &str, component: &str) {
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(h.client(), TENANT);

@@ -1379,6 +1379,58 @@ async fn the_scratch_space_is_bounded_by_the_backup_size_or_else_the_volumes() {
 }
 
 #[tokio::test]
+async fn a_restore_container_that_starts_while_the_cancel_deletes_fails_the_restore() {
+    // The kubelet starts the pod's restore container between the cancel's first look at
+    // the restore's pods and its second, after the deletions: the second list shows it.
+    use kube_fake_client::interceptor::Funcs;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let lists = Arc::new(AtomicUsize::new(0));
+    let seen = lists.clone();
+    let started = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "restore-r1-a", "namespace": TENANT, "labels": {
+            "herd.dev/instance": "lyon", "batch.kubernetes.io/job-name": "restore-r1",
+            "app.kubernetes.io/component": "jobs", "herd.dev/restore": "r1" },
+            "deletionTimestamp": "2026-12-06T12:01:01Z" },
+        "spec": { "containers": [{ "name": "restore", "image": "i" }] },
+        "status": { "phase": "Running", "containerStatuses": [{
+            "name": "restore", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": { "running": { "startedAt": "2026-12-06T12:01:00Z" } } }] },
+    });
+    let cluster = fake_cluster::start_with(move |b| {
+        b.with_resource::<Instance>()
+            .with_interceptor_funcs(Funcs::new().list(move |c| {
+                let restore_pods = c
+                    .params
+                    .label_selector
+                    .as_deref()
+                    .is_some_and(|l| l == "herd.dev/restore=r1");
+                // The cancel's second list of the restore's pods.
+                Ok((restore_pods && seen.fetch_add(1, Ordering::SeqCst) == 1)
+                    .then(|| vec![started.clone()]))
+            }))
+    })
+    .await;
+    let h = harness_on(cluster, common::lyon("community")).await;
+    h.install().await;
+    h.edit(json!({ "restore": restore_spec("r1", SOURCE) }))
+        .await;
+    h.ok().await;
+    h.restore_pod("r1", "restore-r1-a", false).await;
+    lists.store(0, Ordering::SeqCst);
+    h.cancel("r1").await;
+    h.ok().await;
+    assert!(lists.load(Ordering::SeqCst) >= 2, "listed twice");
+    let s = h.status().await;
+    let rs = s.restore.unwrap();
+    assert_eq!(rs.step, RestoreStep::Failed, "{:?}", rs.message);
+    assert!(rs.message.unwrap().contains("raced the restore"));
+    assert_eq!(s.phase, Phase::Failed);
+    h.ok().await;
+    assert_eq!(h.app_replicas().await, [0, 0, 0], "held");
+}
+
+#[tokio::test]
 async fn a_cancel_that_races_the_replay_fails_the_restore_and_holds_the_app() {
     let h = harness_with(common::lyon("community")).await;
     h.install().await;

@@ -294,6 +294,7 @@ async fn purging_a_source_tenant_keeps_the_restores_made_from_it(pool: PgPool) {
             mode: RestoreMode::NewTenant,
             drill: false,
             requested_by: None,
+            moves_order: false,
         },
     )
     .await
@@ -354,6 +355,7 @@ async fn a_restore_of_a_purged_tenants_backup_still_names_its_source(pool: PgPoo
             mode: RestoreMode::NewTenant,
             drill: false,
             requested_by: None,
+            moves_order: false,
         },
     )
     .await

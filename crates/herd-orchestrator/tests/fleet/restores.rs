@@ -550,16 +550,29 @@ async fn a_restore_into_a_new_tenant_is_a_copy_outside_billing_or_a_move_with_th
         .await
         .unwrap();
 
-    // A move: the new tenant takes the order, billed and suspended with it; the source is
-    // outside billing, and both say so.
+    // A move that fails: the order never leaves the source.
+    let failed = made(
+        &post_restore(
+            &op,
+            id,
+            &into("lyon-moved-a", "moved-a.lyon.social", "take"),
+        )
+        .await,
+    );
+    assert_eq!(
+        row(&pool, id).await.order_id,
+        Some(order),
+        "not before it runs"
+    );
+    assert_eq!(row(&pool, failed).await.order_id, None);
+    restore_ends(&app, &eu1, "lyon-moved-a", "Failed").await;
+    assert_eq!(row(&pool, id).await.order_id, Some(order));
+    assert_eq!(row(&pool, failed).await.order_id, None);
+
+    // A move that succeeds: the new tenant takes the order, billed and suspended with it;
+    // the source is outside billing, and both say so.
     let moved =
         made(&post_restore(&op, id, &into("lyon-moved", "moved.lyon.social", "take")).await);
-    assert_eq!(row(&pool, moved).await.order_id, Some(order));
-    assert_eq!(row(&pool, id).await.order_id, None);
-    assert_eq!(
-        fleet::instances_of_subject(&pool, subject).await.unwrap(),
-        [moved]
-    );
     let moved_audit = audits(&pool)
         .await
         .into_iter()
@@ -567,6 +580,23 @@ async fn a_restore_into_a_new_tenant_is_a_copy_outside_billing_or_a_move_with_th
         .collect::<Vec<_>>();
     assert_eq!(moved_audit.len(), 1, "{moved_audit:?}");
     assert_eq!(moved_audit[0]["order_moved"], true);
+    assert_eq!(row(&pool, id).await.order_id, Some(order));
+    restore_ends(&app, &eu1, "lyon-moved", "Succeeded").await;
+    assert_eq!(row(&pool, moved).await.order_id, Some(order));
+    assert_eq!(row(&pool, id).await.order_id, None);
+    assert_eq!(
+        fleet::instances_of_subject(&pool, subject).await.unwrap(),
+        [moved]
+    );
+    let moves: Vec<Value> = sqlx::query_scalar(
+        "SELECT details FROM audit_log WHERE action = 'fleet.instance.order_moved'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert_eq!(moves[0]["order"], order.to_string());
+    assert_eq!(moves[0]["to"], moved.to_string());
     op.get(&format!("/operator/instances/{id}"))
         .await
         .assert_contains("now outside billing");
@@ -578,6 +608,34 @@ async fn a_restore_into_a_new_tenant_is_a_copy_outside_billing_or_a_move_with_th
     assert_eq!(r.status, 422, "{}", r.body);
     r.assert_contains("belongs to no order");
     assert_eq!(row(&pool, moved).await.order_id, Some(order));
+}
+
+/// Plays the operator for the restore into new tenant `slug`: once its app secrets are
+/// copied and its Instance applied, it reports the restore ended at `step` (with equal
+/// rows), and the control plane syncs.
+async fn restore_ends(app: &TestApp, c: &FakeCluster, slug: &str, step: &str) {
+    herd_fleet::drills::run(&app.pool, 0, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    app.run_jobs().await;
+    let asked = instances(c)
+        .get(slug)
+        .await
+        .unwrap()
+        .spec
+        .restore
+        .expect("spec.restore");
+    report(
+        c,
+        slug,
+        json!({ "phase": if step == "Succeeded" { "Running" } else { "Failed" }, "restore": {
+            "id": asked.id, "step": step, "source": asked.source,
+            "startedAt": "2026-12-08T10:00:00Z", "finishedAt": "2026-12-08T10:04:00Z",
+            "sourceRows": { "accounts": 12, "statuses": 345 },
+            "restoredRows": { "accounts": 12, "statuses": 345 } } }),
+    )
+    .await;
+    app.sync_clusters().await;
 }
 
 /// The drill of `source` the round started: its restore id and scratch tenant.
