@@ -188,7 +188,7 @@ DECLARE
   r record;
 BEGIN
   FOR r IN SELECT m.roleid::regrole AS granted, m.grantor::regrole AS grantor FROM pg_catalog.pg_auth_members m WHERE m.member = app_oid LOOP
-    EXECUTE pg_catalog.format('REVOKE %s FROM %I GRANTED BY %s', r.granted, app, r.grantor);
+    EXECUTE pg_catalog.format('REVOKE %s FROM %I GRANTED BY %s CASCADE', r.granted, app, r.grantor);
   END LOOP;
   IF EXISTS (SELECT FROM pg_catalog.pg_auth_members m WHERE m.member = app_oid) THEN
     RAISE EXCEPTION 'the role % is still a member of another role after every membership was revoked', app;

@@ -202,14 +202,15 @@ fi
 # Settings the app's login may have given itself cannot stop the restore.
 export PGOPTIONS="-c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0"
 # The archive's table of contents: a dump's extensions are created only when PostgreSQL
-# lets a login without superuser create them (trusted: pg_trgm, hstore, …); the others
-# (pg_stat_statements, which PgHero asks for, …) are left out, and said so. Comments on
+# lets a login without superuser create them (trusted: pg_trgm, hstore, …, or not
+# needing superuser at all); the others (pg_stat_statements, which PgHero asks for, …)
+# and those this server does not have are left out, and said so. Comments on
 # extensions are left out too (only an extension's owner may set them).
 if ! pg_restore --list "$scratch/database.dump" > "$scratch/toc" 2> "$scratch/restore.err"; then
   cat "$scratch/restore.err" >&2
   fail "pg_restore could not read the dump; the $APP database was not touched: $(grep -m 1 -i 'error' "$scratch/restore.err" | cut -c 1-300)"
 fi
-trusted=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -c "SELECT string_agg(DISTINCT name, ' ') FROM pg_catalog.pg_available_extension_versions WHERE trusted" 2> "$scratch/restore.err") || fail "the database did not answer ($(head -c 300 "$scratch/restore.err")); the $APP database was not touched"
+trusted=$(psql -X -q -A -t -v ON_ERROR_STOP=1 -c "SELECT string_agg(DISTINCT name, ' ') FROM pg_catalog.pg_available_extension_versions WHERE trusted OR NOT superuser" 2> "$scratch/restore.err") || fail "the database did not answer ($(head -c 300 "$scratch/restore.err")); the $APP database was not touched"
 : > "$scratch/skipped"
 awk -v trusted=" $trusted " -v skipped="$scratch/skipped" '
   $4 == "EXTENSION" && $5 == "-" { if (index(trusted, " " $6 " ")) print; else print $6 > skipped; next }
@@ -217,7 +218,7 @@ awk -v trusted=" $trusted " -v skipped="$scratch/skipped" '
   { print }' "$scratch/toc" > "$scratch/toc.kept"
 skipped=$(tr '\n' ' ' < "$scratch/skipped" | sed 's/ *$//')
 if [ -n "$skipped" ]; then
-  echo "left out the dump's extensions $skipped: only a superuser may create them" >&2
+  echo "left out the dump's extensions $skipped: only a superuser may create them, or this server does not have them" >&2
 fi
 # The dump as SQL first, always through pg_restore (a plain SQL dump is not an archive
 # and is refused here): one it cannot read fails here, before the database is touched.
@@ -237,7 +238,7 @@ if ! psql -X -q -1 -v ON_ERROR_STOP=1 --dbname="$PGDATABASE" -c "DROP SCHEMA IF 
   cat "$scratch/restore.err" >&2
   without=""
   if [ -n "$skipped" ]; then
-    without=" (the dump's extensions $skipped were left out: only a superuser may create them)"
+    without=" (the dump's extensions $skipped were left out: only a superuser may create them, or this server does not have them)"
   fi
   fail "the restore failed and rolled back, the $APP database is as it was$without: $(grep -m 1 -i 'error' "$scratch/restore.err" | cut -c 1-300)"
 fi

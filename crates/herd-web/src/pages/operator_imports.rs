@@ -165,6 +165,9 @@ struct ImportPage {
     plans: Vec<Plan>,
     /// The orders an import may be billed under.
     orders: Vec<OpenOrder>,
+    /// The submitted order is among them (one that is not stays chosen, never silently
+    /// replaced by "none").
+    order_listed: bool,
     releases: Vec<String>,
     fields: &'static [SecretField],
     form: Shown,
@@ -184,10 +187,13 @@ async fn page(
 ) -> Result<ImportPage, AppError> {
     let mut releases = herd_store::fleet::release_versions(&state.pool, "mastodon").await?;
     releases.sort();
+    let orders = herd_store::billing::open_orders(&state.pool, "mastodon").await?;
+    let order_listed = orders.iter().any(|o| o.id.to_string() == form.order);
     Ok(ImportPage {
         l: Layout::new(session, Some(op)).await?,
         plans: herd_store::plans::active(&state.pool).await?,
-        orders: herd_store::billing::open_orders(&state.pool, "mastodon").await?,
+        orders,
+        order_listed,
         releases,
         fields: &FIELDS,
         form,

@@ -430,6 +430,13 @@ async fn an_import_is_billed_under_the_organizations_order(pool: PgPool) {
             "",
             "{changes:?}"
         );
+        // The order chosen stays chosen, offered or not: never silently "none".
+        let chosen = changes.iter().find(|(k, _)| *k == "order").unwrap().1;
+        assert!(
+            r.body
+                .contains(&format!("<option value=\"{chosen}\" selected>")),
+            "{changes:?}"
+        );
         assert_eq!(
             counts(&pool).await,
             (0, 0, 0),
