@@ -398,10 +398,10 @@ async fn new_tenant(
                 "Billing: this tenant belongs to no order, so there is none to take; leave the new tenant outside billing.".into(),
             ));
         }
-        if fleet::billing_hold(&mut *tx, source.id).await? {
-            return Err(FleetError::Invalid(
-                "Billing: this tenant is suspended for non-payment; its order stays with it until paid.".into(),
-            ));
+        if let Some(why) = unpaid(&mut *tx, source).await? {
+            return Err(FleetError::Invalid(format!(
+                "Billing: {why}; its order stays with it until paid."
+            )));
         }
     }
     let id = match fleet::insert_instance(
@@ -542,6 +542,30 @@ pub async fn record(
     Ok(Some(restore))
 }
 
+/// Why `source`'s order may not move (its server is held for non-payment, or what pays
+/// for the order is suspended, scheduled for deletion or deleted by the access policy: a
+/// new tenant under it would escape what it owes, or be taken away), or `None`.
+async fn unpaid(
+    conn: &mut PgConnection,
+    source: &fleet::Instance,
+) -> Result<Option<String>, FleetError> {
+    if fleet::billing_hold(&mut *conn, source.id).await? {
+        return Ok(Some("this tenant is suspended for non-payment".into()));
+    }
+    let Some(order) = source.order_id else {
+        return Ok(None);
+    };
+    Ok(fleet::order_access_state(&mut *conn, order)
+        .await?
+        .filter(|s| {
+            matches!(
+                s.as_str(),
+                "suspended" | "scheduled_for_deletion" | "deleted"
+            )
+        })
+        .map(|s| format!("what pays for its order is {}", s.replace('_', " "))))
+}
+
 /// A move that succeeded: the new tenant takes its source's order, and the source is
 /// left outside billing, in the transaction that records the success; both histories
 /// and the audit log (`fleet.instance.order_moved`) say so. When the source has no order
@@ -555,11 +579,8 @@ async fn move_order(conn: &mut PgConnection, r: &Restore) -> Result<(), FleetErr
         return Ok(());
     };
     let kept = match source.order_id {
-        None => Some("the source has no order any more"),
-        Some(_) if fleet::billing_hold(&mut *conn, source_id).await? => {
-            Some("the source is suspended for non-payment")
-        }
-        Some(_) => None,
+        None => Some("the source has no order any more".to_owned()),
+        Some(_) => unpaid(&mut *conn, &source).await?,
     };
     if let Some(why) = kept {
         let text =

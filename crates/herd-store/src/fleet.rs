@@ -1133,6 +1133,24 @@ pub async fn detach_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uu
     .flatten())
 }
 
+/// The access-policy state of what pays for `order` (its Stripe subscription's, or its
+/// organization's contract's for an invoice order), when the policy has one.
+pub async fn order_access_state(
+    ex: impl PgExecutor<'_>,
+    order: Uuid,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "SELECT a.state FROM orders o
+         JOIN tenant_access a ON a.subject = CASE o.payment
+             WHEN 'card' THEN 'stripe:' || o.stripe_subscription_id
+             ELSE 'contract:' || (SELECT c.id::text FROM contracts c WHERE c.org_id = o.org_id) END
+         WHERE o.id = $1",
+        order
+    )
+    .fetch_optional(ex)
+    .await?)
+}
+
 /// Puts server `id`, which has no order, under `order`. Returns whether it did.
 pub async fn attach_order(
     ex: impl PgExecutor<'_>,

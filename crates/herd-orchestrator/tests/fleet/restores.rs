@@ -550,6 +550,27 @@ async fn a_restore_into_a_new_tenant_is_a_copy_outside_billing_or_a_move_with_th
         .await
         .unwrap();
 
+    // What pays for the order suspended by the access policy (the server itself not held,
+    // e.g. suspended by its owner before): refused as well.
+    sqlx::query(
+        "INSERT INTO tenant_access (subject, org_id, channel, state)
+         VALUES ($1, (SELECT org_id FROM instances WHERE id = $2), 'card', 'suspended')
+         ON CONFLICT (subject) DO UPDATE SET state = 'suspended'",
+    )
+    .bind(subject)
+    .bind(id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let r = post_restore(&op, id, &into("lyon-moved", "moved.lyon.social", "take")).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    r.assert_contains("what pays for its order is suspended");
+    sqlx::query("UPDATE tenant_access SET state = 'running' WHERE subject = $1")
+        .bind(subject)
+        .execute(&pool)
+        .await
+        .unwrap();
+
     // A move that fails: the order never leaves the source.
     let failed = made(
         &post_restore(
