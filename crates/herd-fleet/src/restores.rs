@@ -354,8 +354,8 @@ pub async fn held(pool: &PgPool, id: Uuid) -> Result<Option<Restore>, FleetError
 /// The new tenant a restore goes into: same organization, app, version, plan and owner
 /// as `source`, the short name and domain the operator chose (the operator vouches for
 /// the domain: it needs no DNS proof), on the chosen cluster, outside billing until then;
-/// with `take_order` (a move) the source must have an order and not be suspended for
-/// non-payment (the order moves when the restore succeeds: [`record`]).
+/// with `take_order` (a move) the source must have an order and not be unpaid
+/// ([`unpaid`]; the order moves when the restore succeeds: [`record`]).
 async fn new_tenant(
     tx: &mut PgConnection,
     source: &fleet::Instance,
@@ -555,22 +555,30 @@ async fn unpaid(
     let Some(order) = source.order_id else {
         return Ok(None);
     };
+    use herd_domain::access::Access;
     Ok(fleet::order_access_state(&mut *conn, order)
         .await?
-        .filter(|s| {
+        .as_deref()
+        .and_then(Access::parse)
+        .filter(|a| {
             matches!(
-                s.as_str(),
-                "suspended" | "scheduled_for_deletion" | "deleted"
+                a,
+                Access::Suspended | Access::ScheduledForDeletion | Access::Deleted
             )
         })
-        .map(|s| format!("what pays for its order is {}", s.replace('_', " "))))
+        .map(|a| {
+            format!(
+                "what pays for its order is {}",
+                a.as_str().replace('_', " ")
+            )
+        }))
 }
 
 /// A move that succeeded: the new tenant takes its source's order, and the source is
 /// left outside billing, in the transaction that records the success; both histories
 /// and the audit log (`fleet.instance.order_moved`) say so. When the source has no order
-/// any more, or is suspended for non-payment, the order stays and the new tenant's
-/// history says it is outside billing.
+/// any more, or is unpaid ([`unpaid`]), the order stays and the new tenant's history says
+/// it is outside billing.
 async fn move_order(conn: &mut PgConnection, r: &Restore) -> Result<(), FleetError> {
     let Some(source_id) = r.source_instance_id else {
         return Ok(());
