@@ -1000,6 +1000,27 @@ async fn moderation(
     wait_for_heading(c, "Moderation of lyon.social").await?;
     wait_for_text(c, "#escalations", "No question waits for you.").await?;
     accessible(c, "a server's moderation after answering").await?;
+
+    // The running server's page: its owner's exports card, with the field for her age
+    // public key; a private key typed there by mistake and sent with Enter is refused,
+    // explained, and the page stays accessible.
+    sqlx::query("UPDATE instances SET phase = 'running' WHERE id = $1")
+        .bind(instance)
+        .execute(&app.pool)
+        .await?;
+    visit(
+        c,
+        app,
+        &format!("/o/lyon/servers/{instance}"),
+        "lyon.social",
+    )
+    .await?;
+    c.find(Locator::Id("secrets_recipient"))
+        .await?
+        .send_keys(&format!("AGE-SECRET-KEY-1NOTAREALKEY{enter}"))
+        .await?;
+    wait_for_text(c, ".flash", "that is a private identity").await?;
+    accessible(c, "a server's exports after a refused key").await?;
     c.delete_all_cookies().await?;
 
     // The moderator: the queue, a report with the policy beside it, time logged and a

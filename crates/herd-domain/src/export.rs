@@ -60,8 +60,28 @@ impl ExportState {
 /// The manifest's name, beside the pieces.
 pub const MANIFEST: &str = "manifest.txt";
 
-/// The artifacts a customer downloads (joined from their pieces), in this order.
-pub const ARTIFACTS: [&str; 2] = ["database.dump", "media.tar"];
+/// The tenant's app secrets sealed with age (`SECRET_KEY_BASE`, `OTP_SECRET`, …): one
+/// object, not cut into pieces. A backup always has it, sealed to the platform's
+/// recipient; an export only when its owner gave a recipient of their own.
+pub const SECRETS_ARTIFACT: &str = "app-secrets.env.age";
+
+/// The app secrets a Mastodon server needs to run elsewhere on its own database, by their
+/// names in its `.env.production` (and Herd's `app-secrets` Secret), the two an import
+/// requires first: what an export sealed to its owner carries and what an import takes.
+/// Not the passwords of a tenant's database and Redis, of no use elsewhere.
+pub const PORTABLE_SECRETS: [&str; 7] = [
+    "SECRET_KEY_BASE",
+    "OTP_SECRET",
+    "VAPID_PRIVATE_KEY",
+    "VAPID_PUBLIC_KEY",
+    "ACTIVE_RECORD_ENCRYPTION_PRIMARY_KEY",
+    "ACTIVE_RECORD_ENCRYPTION_DETERMINISTIC_KEY",
+    "ACTIVE_RECORD_ENCRYPTION_KEY_DERIVATION_SALT",
+];
+
+/// The artifacts a customer downloads (the first two joined from their pieces, the
+/// sealed secrets as they are), in this order.
+pub const ARTIFACTS: [&str; 3] = ["database.dump", "media.tar", SECRETS_ARTIFACT];
 
 /// One object the manifest lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +118,8 @@ impl Manifest {
     /// Reads a manifest: `# piece <name> <bytes> bytes` comment lines give sizes, and
     /// `<sha256>  <name>` lines (`sha256sum` output) the checksums; other comment lines
     /// are for people. Every piece of a downloadable artifact needs both, and its pieces
-    /// must be numbered `.000`, `.001`, … without a gap.
+    /// must be numbered `.000`, `.001`, … without a gap; [`SECRETS_ARTIFACT`] is one
+    /// object under its own name.
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut sizes: BTreeMap<&str, u64> = BTreeMap::new();
         let mut sums: Vec<(&str, &str)> = Vec::new();
@@ -135,14 +156,24 @@ impl Manifest {
         for artifact in ARTIFACTS {
             let mut pieces = Vec::new();
             for (hash, name) in &sums {
-                let Some(index) = name
-                    .strip_prefix(artifact)
-                    .and_then(|r| r.strip_prefix('.'))
-                    .filter(|i| i.len() == 3 && i.bytes().all(|b| b.is_ascii_digit()))
-                else {
-                    continue;
+                let index: usize = if artifact == SECRETS_ARTIFACT {
+                    if *name != SECRETS_ARTIFACT {
+                        continue;
+                    }
+                    if !pieces.is_empty() {
+                        return Err(format!("{name} is listed twice"));
+                    }
+                    0
+                } else {
+                    let Some(index) = name
+                        .strip_prefix(artifact)
+                        .and_then(|r| r.strip_prefix('.'))
+                        .filter(|i| i.len() == 3 && i.bytes().all(|b| b.is_ascii_digit()))
+                    else {
+                        continue;
+                    };
+                    index.parse().map_err(|_| format!("bad piece {name}"))?
                 };
-                let index: usize = index.parse().map_err(|_| format!("bad piece {name}"))?;
                 let size = *sizes
                     .get(name)
                     .ok_or_else(|| format!("no size for piece {name}"))?;
@@ -194,7 +225,7 @@ mod tests {
             "# Herd export, format 2\n# piece database.dump.001 3 bytes\n# piece database.dump.000 5 bytes\n# piece app-secrets.env.age 9 bytes\n{B}  database.dump.001\n{A}  database.dump.000\n{A} *app-secrets.env.age\n"
         );
         let m = Manifest::parse(&text).unwrap();
-        assert_eq!(m.artifacts.len(), 1, "{m:?}");
+        assert_eq!(m.artifacts.len(), 2, "{m:?}");
         let db = m.artifact("database.dump").unwrap();
         assert_eq!(
             db.pieces
@@ -205,6 +236,24 @@ mod tests {
         );
         assert_eq!(db.size(), 8);
         assert!(m.artifact("media.tar").is_none());
+        // The sealed secrets: one object under its own name, after the dump.
+        assert_eq!(m.artifacts[1].name, SECRETS_ARTIFACT);
+        let sealed = m.artifact(SECRETS_ARTIFACT).unwrap();
+        assert_eq!(sealed.pieces.len(), 1);
+        assert_eq!(sealed.pieces[0].name, SECRETS_ARTIFACT);
+        assert_eq!(sealed.size(), 9);
+    }
+
+    #[test]
+    fn the_sealed_secrets_are_one_object_listed_once_with_a_size() {
+        let twice = format!("# piece {SECRETS_ARTIFACT} 9 bytes\n{A}  {SECRETS_ARTIFACT}\n{B}  {SECRETS_ARTIFACT}\n");
+        assert!(Manifest::parse(&twice).unwrap_err().contains("twice"));
+        let no_size = format!("{A}  {SECRETS_ARTIFACT}\n");
+        assert!(Manifest::parse(&no_size).is_err());
+        // Numbered like a piece, it is no artifact of the export.
+        let numbered =
+            format!("# piece {SECRETS_ARTIFACT}.000 9 bytes\n{A}  {SECRETS_ARTIFACT}.000\n");
+        assert!(Manifest::parse(&numbered).unwrap().artifacts.is_empty());
     }
 
     #[test]

@@ -146,17 +146,62 @@ pub fn exportable(desired: Desired, phase: InstancePhase) -> bool {
         && matches!(phase, InstancePhase::Running | InstancePhase::Suspended)
 }
 
+/// What an export is asked with.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    /// An age X25519 recipient (`age1…`, the public key `age-keygen` prints) to seal the
+    /// server's app secrets to, into the export; none or blank: the export has no secrets.
+    /// Only an owner of the organization may give one.
+    pub secrets_recipient: Option<&'a str>,
+    /// How many days its link lasts once it is ready.
+    pub link_days: i32,
+    /// Where the portal is, for the "ready" email's link.
+    pub base_url: &'a str,
+}
+
+/// The age recipient an owner typed, checked; `None` when blank. The message never
+/// repeats what was typed (it may be a private identity pasted by mistake).
+pub fn secrets_recipient(input: Option<&str>) -> Result<Option<String>, FleetError> {
+    let Some(r) = input.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let upper = r.to_ascii_uppercase();
+    if upper.contains("AGE-SECRET-KEY-") || upper.contains("AGE-PLUGIN-") {
+        return Err(FleetError::Invalid(
+            "Age recipient: that is a private identity (AGE-SECRET-KEY-…), which must never leave your machine; it was not kept. Give its public key instead (age1…, printed by `age-keygen -y key.txt`), and make a new identity if this one was shared.".into(),
+        ));
+    }
+    // `age-keygen` prints "Public key: age1…": that line pasted whole is fine.
+    let r = r
+        .strip_prefix("# public key:")
+        .or_else(|| r.strip_prefix("Public key:"))
+        .map_or(r, str::trim);
+    match r.parse::<age::x25519::Recipient>() {
+        Ok(recipient) => Ok(Some(recipient.to_string())),
+        Err(_) => Err(FleetError::Invalid(
+            "Age recipient: not an age public key. Give the line that starts with age1 (`age-keygen -o key.txt` prints it as \"Public key: age1…\"); SSH keys are not accepted.".into(),
+        )),
+    }
+}
+
 /// Asks for an export of server `id` for its organization `org`: the server must be
-/// running, and one export at a time is taken. Written with its apply job in one
-/// transaction; audited. Returns the export's id.
+/// running, and one export at a time is taken; with a recipient (an owner only, `role`),
+/// the app secrets are sealed into it. Written with its apply job in one transaction;
+/// audited. Returns the export's id.
 pub async fn request(
     pool: &PgPool,
     org: OrgId,
     who: Actor<'_>,
+    role: Role,
     id: Uuid,
-    link_days: i32,
-    base_url: &str,
+    ask: Ask<'_>,
 ) -> Result<Uuid, FleetError> {
+    let recipient = secrets_recipient(ask.secrets_recipient)?;
+    if recipient.is_some() && role != Role::Owner {
+        return Err(FleetError::Invalid(
+            "Age recipient: only an owner of the organization can have an export carry the server's secrets; ask for one without a recipient, or ask an owner.".into(),
+        ));
+    }
     let mut tx = pool.begin().await?;
     let inst = fleet::lock_instance(&mut tx, id)
         .await?
@@ -170,17 +215,33 @@ pub async fn request(
             inst.phase.label().to_lowercase()
         )));
     }
+    if recipient.is_some() && inst.app != "mastodon" {
+        return Err(FleetError::Invalid(
+            "Age recipient: only a Mastodon server has secrets to carry elsewhere (its database holds everything else); ask without a key.".into(),
+        ));
+    }
     if store::open_for(&mut *tx, id).await?.is_some() {
         return Err(FleetError::Conflict(
             "An export of this server is already being taken; it is listed below. You can ask for another once it is done.".into(),
         ));
     }
-    let export = store::insert(&mut tx, id, who.id.0, link_days.max(1), base_url).await?;
+    let export = store::insert(
+        &mut tx,
+        id,
+        who.id.0,
+        ask.link_days.max(1),
+        ask.base_url,
+        recipient.as_deref(),
+    )
+    .await?;
     fleet::add_event(
         &mut tx,
         id,
         EventKind::Action,
-        "Export requested",
+        &match &recipient {
+            Some(r) => format!("Export requested, with the app secrets sealed to {r}"),
+            None => "Export requested".to_owned(),
+        },
         Some(who.id.0),
     )
     .await?;
@@ -192,7 +253,9 @@ pub async fn request(
             action: "fleet.instance.export_requested",
             target: inst.domain.clone(),
             source_ip: Some(who.ip),
-            details: serde_json::json!({ "instance": id, "export": export }),
+            details: serde_json::json!({
+                "instance": id, "export": export, "secrets_recipient": recipient,
+            }),
         },
     )
     .await?;
@@ -201,8 +264,11 @@ pub async fn request(
     Ok(export)
 }
 
-/// The export whose id goes into the Instance's `spec.export`: the one in progress.
-pub async fn pending(conn: &mut PgConnection, instance: Uuid) -> Result<Option<Uuid>, FleetError> {
+/// The export the Instance's `spec.export` asks for: the one in progress.
+pub async fn pending(
+    conn: &mut PgConnection,
+    instance: Uuid,
+) -> Result<Option<store::Open>, FleetError> {
     Ok(store::open_for(&mut *conn, instance).await?)
 }
 
@@ -217,6 +283,27 @@ pub async fn record(
 ) -> Result<(), FleetError> {
     let Ok(id) = id.parse::<Uuid>() else {
         return Ok(());
+    };
+    // Asked with the owner's key, it succeeds only with the secrets sealed to that key: an
+    // operator older than the control plane ignores the key and would take the export
+    // without them while the page, the history and the email said it had them.
+    let missing = "the cluster did not seal the server's secrets into it (is its operator older than the control plane?); ask again once it is updated";
+    let checked;
+    let reported = match store::get(&mut *conn, id).await? {
+        Some(e)
+            if e.instance_id == instance
+                && reported.outcome == ExportState::Succeeded
+                && e.secrets_recipient.is_some()
+                && e.secrets_recipient.as_deref() != reported.secrets_sealed_to =>
+        {
+            checked = Reported {
+                outcome: ExportState::Failed,
+                message: Some(missing),
+                ..reported.clone()
+            };
+            &checked
+        }
+        _ => reported,
     };
     match store::record(&mut *conn, instance, id, reported).await? {
         Some(ExportState::Succeeded) => {
@@ -653,13 +740,17 @@ pub async fn ready_emails(pool: &PgPool, id: Uuid) -> Result<Vec<Email>, FleetEr
         })
         .unwrap_or_default();
     let who = e.requested_by_email.as_deref().unwrap_or("a member");
+    let secrets = match &e.secrets_recipient {
+        Some(r) => format!(" It also holds the server's secrets, app-secrets.env.age, sealed to the age key {r}: only that key's identity opens it (`age -d -i key.txt app-secrets.env.age`)."),
+        None => String::new(),
+    };
     Ok(to
         .into_iter()
         .map(|to| Email {
             to,
             subject: format!("[Herd] The export of {} is ready", inst.domain),
             body: format!(
-                "The export of {domain} that {who} asked for is ready.\n\nDownload it from the server's page until {until}:\n{link}\n\nIt holds the database dump (pg_dump custom format: restore it with pg_restore), the media archive (a tar of the server's uploaded files, when they are kept on its volume) and manifest.txt, which lists every file's SHA-256 (check the pieces with `sha256sum -c manifest.txt`). Herd checks every byte against the manifest while you download.\n\nOnly owners and admins of {org} can download it, and each download is recorded in the organization's audit log.\n",
+                "The export of {domain} that {who} asked for is ready.\n\nDownload it from the server's page until {until}:\n{link}\n\nIt holds the database dump (pg_dump custom format: restore it with pg_restore), the media archive (a tar of the server's uploaded files, when they are kept on its volume) and manifest.txt, which lists every file's SHA-256 (check the pieces with `sha256sum -c manifest.txt`). Herd checks every byte against the manifest while you download.{secrets}\n\nOnly owners and admins of {org} can download it, and each download is recorded in the organization's audit log.\n",
                 domain = inst.domain,
                 org = inst.org_name,
             ),
@@ -683,6 +774,7 @@ pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer) {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -709,6 +801,34 @@ mod tests {
             download_count: 0,
             base_url: String::new(),
             notified_at: None,
+            secrets_recipient: None,
+        }
+    }
+
+    #[test]
+    fn only_an_age_public_key_is_a_recipient_and_a_private_one_is_never_echoed() {
+        let identity = age::x25519::Identity::generate();
+        let public = identity.to_public().to_string();
+        assert_eq!(secrets_recipient(None).ok(), Some(None));
+        assert_eq!(secrets_recipient(Some("  \n")).ok(), Some(None));
+        assert_eq!(
+            secrets_recipient(Some(&format!(" {public}\n"))).ok(),
+            Some(Some(public.clone()))
+        );
+        use age::secrecy::ExposeSecret;
+        let private = identity.to_string().expose_secret().to_owned();
+        for (bad, says) in [
+            (private.as_str(), "private identity"),
+            (private.to_lowercase().as_str(), "private identity"),
+            ("age1qqqq", "not an age public key"),
+            (
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+                "not an age public key",
+            ),
+        ] {
+            let message = secrets_recipient(Some(bad)).unwrap_err().to_string();
+            assert!(message.contains(says), "{bad}: {message}");
+            assert!(!message.contains(bad), "never echoed: {message}");
         }
     }
 

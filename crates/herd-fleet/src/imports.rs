@@ -46,15 +46,7 @@ pub const AR_DETERMINISTIC_KEY: &str = "ACTIVE_RECORD_ENCRYPTION_DETERMINISTIC_K
 pub const AR_KEY_DERIVATION_SALT: &str = "ACTIVE_RECORD_ENCRYPTION_KEY_DERIVATION_SALT";
 
 /// Every secret an import may supply, the required ones first.
-pub const SUPPLIED: [&str; 7] = [
-    SECRET_KEY_BASE,
-    OTP_SECRET,
-    VAPID_PRIVATE_KEY,
-    VAPID_PUBLIC_KEY,
-    AR_PRIMARY_KEY,
-    AR_DETERMINISTIC_KEY,
-    AR_KEY_DERIVATION_SALT,
-];
+pub const SUPPLIED: [&str; 7] = herd_domain::export::PORTABLE_SECRETS;
 
 /// The required ones.
 pub const REQUIRED: [&str; 2] = [SECRET_KEY_BASE, OTP_SECRET];

@@ -70,6 +70,23 @@ fn summary(job: &Job, pods: &[Pod]) -> Option<Summary> {
         .find(|s| s.manifest_sha256.is_some())
 }
 
+/// The value of `name` in the Job's upload container's environment ("" when unset).
+fn upload_env(job: &Job, name: &str) -> String {
+    job.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.iter().find(|c| c.name == "upload"))
+        .and_then(|c| c.env.as_ref())
+        .and_then(|env| env.iter().find(|e| e.name == name))
+        .and_then(|e| e.value.clone())
+        .unwrap_or_default()
+}
+
+/// The Job uploads sealed app secrets (its `SEALED` directory is set).
+pub fn uploads_sealed(job: &Job) -> bool {
+    !upload_env(job, "SEALED").is_empty()
+}
+
 /// The artifacts the Job was to write, from its upload container's environment.
 fn expected(job: &Job) -> Vec<&'static str> {
     let env = job
@@ -91,6 +108,9 @@ fn expected(job: &Job) -> Vec<&'static str> {
     }
     if value("MEDIA") == "volume" {
         out.push(MEDIA_ARTIFACT);
+    }
+    if uploads_sealed(job) {
+        out.push(crate::seal::SECRETS_ARTIFACT);
     }
     out
 }
@@ -254,6 +274,8 @@ pub fn export_status(id: &str, job: &Job, pods: &[Pod]) -> ExportStatus {
             )),
             _ => None,
         },
+        // The operator, which knows the recipient, says whom they are sealed to.
+        secrets_sealed_to: None,
     }
 }
 

@@ -167,14 +167,22 @@ fn default_true() -> bool {
     true
 }
 
-/// An export asked of the operator: a database dump, a media archive and a manifest (app,
-/// version, domain, sizes, checksums) under the export prefix. Reported in
+/// An export asked of the operator: a database dump, a media archive, the app secrets
+/// when sealed to the owner's recipient, and a manifest (app, version, domain, sizes,
+/// checksums) under the export prefix. Reported in
 /// `status.export` under the same `id`; a new `id` is a new export.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExportSpec {
     /// Chosen by the control plane (its export's id), unique per request.
     pub id: String,
+    /// An age X25519 recipient (`age1…`) the organization's owner gave: the tenant's app
+    /// secrets are sealed to it into the export's `app-secrets.env.age`, which only the
+    /// owner's identity opens. None: the export carries no secrets. Always sent (null when
+    /// none), so that a later export without one never inherits an earlier one's.
+    #[serde(default)]
+    #[schemars(pattern(r"^age1[02-9ac-hj-np-z]{58}$"))]
+    pub secrets_recipient: Option<String>,
 }
 
 impl InstanceSpec {
@@ -493,6 +501,11 @@ pub struct ExportStatus {
     pub checksum: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The age recipient the app secrets in it are sealed to (`spec.export.secretsRecipient`
+    /// as this operator honoured it); none: it has no secrets. The control plane fails an
+    /// export asked with a recipient that reports none (an older operator ignores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_sealed_to: Option<String>,
 }
 
 /// How many backup records the status keeps.

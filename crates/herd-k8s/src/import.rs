@@ -76,6 +76,10 @@ pub struct Prepared {
     pub header: Header,
     /// Every object written but the manifest, with its size, in the manifest's order.
     pub objects: Vec<(String, u64)>,
+    /// The export's manifest lists its app secrets, sealed to its owner's age key
+    /// (`app-secrets.env.age`): left out, as secrets never go to the bucket; they go,
+    /// opened, in the console's import form.
+    pub sealed_secrets_left_out: bool,
 }
 
 /// What a manifest's header lines say (an export's, a backup's or an import's).
@@ -260,6 +264,10 @@ pub fn prepare(source: &Source, out: &Path, piece_bytes: u64) -> Result<Prepared
     }
     Ok(Prepared {
         dir: out.to_path_buf(),
+        sealed_secrets_left_out: matches!(source, Source::Export { .. })
+            && listed(&manifest)
+                .iter()
+                .any(|o| o.name == crate::seal::SECRETS_ARTIFACT),
         manifest_sha256: hex::encode(Sha256::digest(manifest.as_bytes())),
         header: Header::parse(&manifest),
         objects,
@@ -598,7 +606,12 @@ fn copy_export(tmp: &Path, dir: &Path) -> Result<(Vec<(String, u64)>, String), I
             manifest_path.display()
         ));
     }
-    let objects = listed(&manifest);
+    // The sealed app secrets (an export an owner gave a key for) stay out of the import:
+    // secrets never go to the bucket, they go in the console's import form.
+    let objects: Vec<Listed> = listed(&manifest)
+        .into_iter()
+        .filter(|o| o.name != crate::seal::SECRETS_ARTIFACT)
+        .collect();
     if !objects
         .iter()
         .any(|o| o.name.starts_with(&format!("{DATABASE_ARTIFACT}.")))

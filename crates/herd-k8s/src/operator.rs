@@ -352,6 +352,7 @@ async fn write_status(
                 "sizeBytes",
                 "checksum",
                 "message",
+                "secretsSealedTo",
             ][..],
         ),
     ] {
@@ -1457,6 +1458,7 @@ async fn export_step(
             size_bytes: None,
             checksum: None,
             message: Some(why),
+            secrets_sealed_to: None,
         })
     };
     let Some(target) = &ctx.settings.backup else {
@@ -1470,6 +1472,7 @@ async fn export_step(
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(job) = jobs.get_opt(&name).await? else {
         if previous.is_some() {
+            forget_export(ctx, &ns, id).await?;
             return Ok(failed(format!("the export Job {ns}/{name} is gone before it was seen to finish; ask for a new export")));
         }
         let credentials = backup_credentials(ctx).await?;
@@ -1483,7 +1486,31 @@ async fn export_step(
             ctx.now(),
             presign::URL_VALIDITY,
         )?;
-        let children = export::export(t, target, &urls, id).map_err(ReconcileError::from)?;
+        // Sealed to the owner's recipient in this process: the Job sees only the sealed
+        // bytes, never the secrets; only those the server needs elsewhere, never this
+        // tenant's database and Redis passwords.
+        let portable = t.secrets.portable();
+        let sealed = match wanted.secrets_recipient.as_deref() {
+            Some(_) if t.instance.spec.app != crate::crd::App::Mastodon => {
+                return Ok(failed("spec.export.secretsRecipient is set, but only a Mastodon tenant has app secrets to carry elsewhere: ask without one".into()));
+            }
+            Some(r) => match crate::seal::seal(&portable, r) {
+                Ok(bytes) => Some((bytes, crate::seal::digest(&portable, r))),
+                Err(crate::seal::SealError::Recipient(why)) => {
+                    return Ok(failed(format!("spec.export.secretsRecipient is not an age X25519 recipient (age1…): {why}")));
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        let children = export::export(
+            t,
+            target,
+            &urls,
+            id,
+            sealed.as_ref().map(|(b, d)| (b.as_slice(), d.as_str())),
+        )
+        .map_err(ReconcileError::from)?;
         reconcile::apply(&ctx.client, &children).await?;
         let location = format!("s3://{}/{dir}", target.bucket);
         ctx.event(
@@ -1502,6 +1529,7 @@ async fn export_step(
             size_bytes: None,
             checksum: None,
             message: None,
+            secrets_sealed_to: sealed.and(wanted.secrets_recipient.clone()),
         }));
     };
     let pods = job_pods(ctx, t).await?;
@@ -1509,7 +1537,13 @@ async fn export_step(
     if x.started_at.is_none() {
         x.started_at = previous.and_then(|p| p.started_at);
     }
+    // Sealed to the recipient it was made with: that of this export's id, which never
+    // changes (the control plane checks it against the one it asked for).
+    if crate::backups::uploads_sealed(&job) {
+        x.secrets_sealed_to = wanted.secrets_recipient.clone();
+    }
     if x.outcome != BackupOutcome::Running {
+        forget_export(ctx, &ns, id).await?;
         ctx.event(
             instance,
             x.outcome == BackupOutcome::Failed,
@@ -1524,6 +1558,20 @@ async fn export_step(
         .await;
     }
     Ok(Some(x))
+}
+
+/// Deletes export `id`'s URL Secret (its URLs expire anyway) and the Secret of its sealed
+/// app secrets, once it ended: of no more use.
+async fn forget_export(ctx: &Context, ns: &str, id: &str) -> Result<(), OperatorError> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    for name in [export::urls_secret_name(id), export::sealed_secret_name(id)] {
+        match secrets.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Sets (or, with `None`, removes) one of the Instance's annotations.

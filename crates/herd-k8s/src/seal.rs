@@ -15,8 +15,8 @@ use crate::secrets::AppSecrets;
 use sha2::{Digest, Sha256};
 use std::str::FromStr;
 
-/// The sealed secrets' object name in a backup.
-pub const SECRETS_ARTIFACT: &str = "app-secrets.env.age";
+/// The sealed secrets' object name in a backup (and in an export that has them).
+pub use herd_domain::export::SECRETS_ARTIFACT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {

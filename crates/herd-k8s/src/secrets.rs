@@ -44,6 +44,12 @@ pub const KEYS: [&str; 8] = [
     REDIS_PASSWORD,
 ];
 
+/// The secrets a Mastodon server needs to run elsewhere on its own database: those an
+/// export sealed to its owner carries, and those an import takes. Not the passwords of
+/// this tenant's database and Redis ([`DB_PASS`], [`DB_APP_PASS`], [`REDIS_PASSWORD`]),
+/// which stay valid here and are of no use elsewhere.
+pub const PORTABLE: [&str; 7] = herd_domain::export::PORTABLE_SECRETS;
+
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,6 +178,17 @@ impl AppSecrets {
     pub fn data(&self) -> &BTreeMap<String, String> {
         &self.0
     }
+
+    /// Only the [`PORTABLE`] ones (none for an app that has none of them).
+    pub fn portable(&self) -> AppSecrets {
+        AppSecrets(
+            self.0
+                .iter()
+                .filter(|(k, _)| PORTABLE.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        )
+    }
 }
 
 fn well_formed(key: &str, v: &str) -> bool {
@@ -200,6 +217,20 @@ fn well_formed(key: &str, v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_portable_secrets_are_every_generated_one_but_the_passwords() {
+        let generated = AppSecrets::generate();
+        let kept = generated.portable();
+        let portable: Vec<&str> = kept.data().keys().map(String::as_str).collect();
+        let mut want = PORTABLE.to_vec();
+        want.sort_unstable();
+        assert_eq!(portable, want, "each portable name is one Herd generates");
+        for password in [DB_PASS, DB_APP_PASS, REDIS_PASSWORD] {
+            assert!(generated.data().contains_key(password));
+            assert!(!generated.portable().data().contains_key(password));
+        }
+    }
 
     #[test]
     fn api_tokens_are_doorkeepers_form_and_new_each_time() {

@@ -207,7 +207,10 @@ pub async fn apply_instance(o: &Orchestrator, id: Uuid) -> anyhow::Result<()> {
             .await?
             .with_context(|| format!("no plan {:?}", row.plan_code))?;
         let mut resource = instance_resource(&row, &plan.limits())?;
-        resource.spec.export = export.map(|e| herd_k8s::crd::ExportSpec { id: e.to_string() });
+        resource.spec.export = export.map(|e| herd_k8s::crd::ExportSpec {
+            id: e.id.to_string(),
+            secrets_recipient: e.secrets_recipient,
+        });
         resource.spec.moderator =
             moderator_spec(&moderator, moderated, o.moderator_email.as_deref());
         crate::restore::carry(&mut resource, restore, drill);

@@ -91,6 +91,7 @@ pub fn export_of(e: &herd_k8s::crd::ExportStatus) -> herd_fleet::exports::Report
         size_bytes: e.size_bytes,
         checksum: e.checksum.as_deref(),
         message: e.message.as_deref(),
+        secrets_sealed_to: e.secrets_sealed_to.as_deref(),
     }
 }
 

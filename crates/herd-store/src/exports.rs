@@ -31,6 +31,9 @@ pub struct Export {
     pub download_count: i32,
     pub base_url: String,
     pub notified_at: Option<OffsetDateTime>,
+    /// The age recipient the app secrets are sealed to in this export, if its owner gave
+    /// one (else it carries none).
+    pub secrets_recipient: Option<String>,
 }
 
 impl Export {
@@ -61,6 +64,7 @@ struct Raw {
     download_count: i32,
     base_url: String,
     notified_at: Option<OffsetDateTime>,
+    secrets_recipient: Option<String>,
 }
 
 impl TryFrom<Raw> for Export {
@@ -89,35 +93,47 @@ impl TryFrom<Raw> for Export {
             download_count: r.download_count,
             base_url: r.base_url,
             notified_at: r.notified_at,
+            secrets_recipient: r.secrets_recipient,
         })
     }
 }
 
-/// Records a new export of `instance`, asked by `by`. The caller has checked that none is
-/// in progress (a unique index refuses a second one anyway).
+/// Records a new export of `instance`, asked by `by`, with the app secrets sealed to
+/// `secrets_recipient` (an age recipient the caller checked) or without them. The caller
+/// has checked that none is in progress (a unique index refuses a second one anyway).
 pub async fn insert(
     conn: &mut PgConnection,
     instance: Uuid,
     by: Uuid,
     link_days: i32,
     base_url: &str,
+    secrets_recipient: Option<&str>,
 ) -> Result<Uuid, StoreError> {
     Ok(sqlx::query_scalar!(
-        "INSERT INTO tenant_exports (instance_id, requested_by, link_days, base_url)
-         VALUES ($1, $2, $3, $4) RETURNING id",
+        "INSERT INTO tenant_exports (instance_id, requested_by, link_days, base_url, secrets_recipient)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
         instance,
         by,
         link_days,
-        base_url
+        base_url,
+        secrets_recipient
     )
     .fetch_one(conn)
     .await?)
 }
 
+/// The export in progress, as the Instance's `spec.export` asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Open {
+    pub id: Uuid,
+    pub secrets_recipient: Option<String>,
+}
+
 /// The export of `instance` in progress, if any (the one `spec.export` asks for).
-pub async fn open_for(ex: impl PgExecutor<'_>, instance: Uuid) -> Result<Option<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar!(
-        "SELECT id FROM tenant_exports
+pub async fn open_for(ex: impl PgExecutor<'_>, instance: Uuid) -> Result<Option<Open>, StoreError> {
+    Ok(sqlx::query_as!(
+        Open,
+        "SELECT id, secrets_recipient FROM tenant_exports
          WHERE instance_id = $1 AND outcome IN ('requested', 'running')
          ORDER BY requested_at DESC LIMIT 1",
         instance
@@ -133,7 +149,8 @@ pub async fn get(ex: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Export>, St
         r#"SELECT e.id, e.instance_id, i.org_id, i.slug, i.domain, e.requested_by,
                   u.email AS "requested_by_email?", e.requested_at, e.outcome, e.location,
                   e.size_bytes, e.checksum, e.started_at, e.finished_at, e.message, e.link_days,
-                  e.expires_at, e.download_count, e.base_url, e.notified_at
+                  e.expires_at, e.download_count, e.base_url, e.notified_at,
+                  e.secrets_recipient
            FROM tenant_exports e JOIN instances i ON i.id = e.instance_id
            LEFT JOIN users u ON u.id = e.requested_by
            WHERE e.id = $1"#,
@@ -156,7 +173,8 @@ pub async fn recent(
         r#"SELECT e.id, e.instance_id, i.org_id, i.slug, i.domain, e.requested_by,
                   u.email AS "requested_by_email?", e.requested_at, e.outcome, e.location,
                   e.size_bytes, e.checksum, e.started_at, e.finished_at, e.message, e.link_days,
-                  e.expires_at, e.download_count, e.base_url, e.notified_at
+                  e.expires_at, e.download_count, e.base_url, e.notified_at,
+                  e.secrets_recipient
            FROM tenant_exports e JOIN instances i ON i.id = e.instance_id
            LEFT JOIN users u ON u.id = e.requested_by
            WHERE e.instance_id = $1
@@ -181,6 +199,8 @@ pub struct Reported<'a> {
     pub size_bytes: Option<i64>,
     pub checksum: Option<&'a str>,
     pub message: Option<&'a str>,
+    /// The age recipient the cluster sealed the app secrets in it to, if any.
+    pub secrets_sealed_to: Option<&'a str>,
 }
 
 /// Records what the cluster reports of export `id` of `instance`, while the export is in

@@ -9,6 +9,9 @@
 //!   otherwise); the storage request never shrinks (422); it grows only on a bound claim
 //!   (422) whose StorageClass has `allowVolumeExpansion: true` (403, as the admission
 //!   plugin answers). The fake binds nothing: a test marks a claim `Bound` itself.
+//! - Instance (Herd's CRD): every string the request sets must match its schema's
+//!   `pattern` (422, as the API server's OpenAPI validation answers); kube-fake-client
+//!   checks types but not patterns.
 //! - PersistentVolumeClaim asking for `ReadWriteMany`: refused with 422 unless its
 //!   StorageClass (named, or the default one) has a provisioner that offers shared volumes.
 //!   A real cluster accepts the claim and leaves it Pending forever, with every pod that
@@ -88,6 +91,11 @@ fn target(path: &str) -> Option<(&'static str, String, Option<String>)> {
         ["apis", "batch", "v1", "namespaces", rest @ ..] if rest.get(1) == Some(&"jobs") => {
             (rest, "Job")
         }
+        ["apis", "herd.dev", "v1alpha1", "namespaces", rest @ ..]
+            if rest.get(1) == Some(&"instances") =>
+        {
+            (rest, "Instance")
+        }
         _ => return None,
     };
     match rest {
@@ -138,6 +146,35 @@ async fn storage_class(fake: &kube::Client, named: Option<&str>) -> Option<Value
     })
 }
 
+/// The first string of `value` that does not match the `pattern` its place in `schema`
+/// (an OpenAPI v3 schema) gives: (its path, the value as JSON, the pattern). Nulls are
+/// skipped (a patch's removals); a pattern that does not compile matches nothing.
+pub fn unmatched(schema: &Value, value: &Value, path: &str) -> Option<(String, String, String)> {
+    match value {
+        Value::String(s) => {
+            let pattern = schema["pattern"].as_str()?;
+            let matches = regex::Regex::new(pattern).is_ok_and(|r| r.is_match(s));
+            (!matches).then(|| (path.to_owned(), value.to_string(), pattern.to_owned()))
+        }
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let inner = schema["properties"]
+                .get(k)
+                .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()))?;
+            let at = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            unmatched(inner, v, &at)
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| unmatched(&schema["items"], v, &format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
 /// The refusal the API server would answer this write with, if any.
 pub async fn check(
     fake: &kube::Client,
@@ -156,6 +193,14 @@ pub async fn check(
         .or_else(|| new["metadata"]["name"].as_str().map(str::to_owned))
         .unwrap_or_default();
     match (kind, existing) {
+        ("Instance", _) => {
+            let crd = serde_json::to_value(herd_k8s::crd::crd().ok()?).ok()?;
+            let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+            let (field, value, pattern) = unmatched(schema, &new, "")?;
+            Some(Refusal::invalid(format!(
+                "Instance.herd.dev \"{object}\" is invalid: {field}: Invalid value: {value}: {field} in body should match '{pattern}'"
+            )))
+        }
         ("StatefulSet", Some(old)) => {
             const MUTABLE: [&str; 6] = [
                 "replicas",
@@ -249,6 +294,55 @@ pub async fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_instance_crds_patterns_are_found() {
+        let crd = serde_json::to_value(herd_k8s::crd::crd().expect("the CRD")).expect("JSON");
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let body = json!({ "spec": { "export": { "id": "e0", "secretsRecipient": "age1nope" } } });
+        assert_eq!(
+            unmatched(schema, &body, "").map(|u| u.0),
+            Some("spec.export.secretsRecipient".to_owned()),
+            "{}",
+            schema["properties"]["spec"]["properties"]["export"]
+        );
+    }
+
+    #[test]
+    fn a_string_off_its_schemas_pattern_is_found_with_its_path() {
+        let schema = json!({ "properties": { "spec": { "properties": {
+            "export": { "properties": { "key": { "type": "string", "pattern": "^age1[a-z0-9]{3}$" } } },
+            "env": { "type": "object", "additionalProperties": { "type": "string", "pattern": "^[A-Z]+$" } },
+            "list": { "type": "array", "items": { "type": "string", "pattern": "^x$" } },
+        } } } });
+        let ok = json!({ "spec": { "export": { "key": "age1abc" }, "env": { "A": "B" }, "list": ["x"], "free": "anything" } });
+        assert_eq!(unmatched(&schema, &ok, ""), None);
+        assert_eq!(
+            unmatched(
+                &schema,
+                &json!({ "spec": { "export": { "key": null } } }),
+                ""
+            ),
+            None
+        );
+        assert_eq!(
+            unmatched(
+                &schema,
+                &json!({ "spec": { "export": { "key": "age1abc\nx" } } }),
+                ""
+            )
+            .map(|u| u.0),
+            Some("spec.export.key".to_owned())
+        );
+        assert_eq!(
+            unmatched(&schema, &json!({ "spec": { "env": { "A": "b" } } }), "").map(|u| u.0),
+            Some("spec.env.A".to_owned())
+        );
+        assert_eq!(
+            unmatched(&schema, &json!({ "spec": { "list": ["x", "y"] } }), "").map(|u| u.0),
+            Some("spec.list[1]".to_owned())
+        );
+    }
 
     #[test]
     fn inclusion_ignores_what_the_server_added() {

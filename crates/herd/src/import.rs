@@ -56,6 +56,9 @@ pub fn prepare(args: ImportPrepareArgs) -> anyhow::Result<()> {
         println!("  {name}  {size} bytes");
     }
     println!("manifest.txt SHA-256: {}", prepared.manifest_sha256);
+    if prepared.sealed_secrets_left_out {
+        println!("Note: the app secrets its manifest lists (app-secrets.env.age, sealed with age) are left out: secrets never go to the bucket. Open them with the age identity they were sealed to (`age -d -i key.txt app-secrets.env.age`) and paste SECRET_KEY_BASE, OTP_SECRET and the others into the console's import form. The manifest still lists the file: check the others with `sha256sum -c --ignore-missing manifest.txt`.");
+    }
     if h.version.is_none() {
         println!("Note: the manifest names no version (--version): the console's import form needs it to check the version the server will run; prepare again with --version.");
     }

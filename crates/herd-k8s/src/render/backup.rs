@@ -163,15 +163,32 @@ fn dumps_database(t: &Tenant<'_>, kind: BackupKind) -> bool {
     kind != BackupKind::Scheduled || !t.uses_cloudnative_pg()
 }
 
+/// The Secret a Job of this kind uploads the sealed app secrets from, if it does: every
+/// backup from [`SEALED_SECRETS`] (sealed to the platform's recipient); an export only
+/// when its owner gave a recipient of their own (`spec.export.secretsRecipient`), from the
+/// export's own Secret ([`super::export::sealed_secret_name`]).
+pub fn sealed_from(t: &Tenant<'_>, kind: BackupKind) -> Option<String> {
+    match kind {
+        BackupKind::Export => t
+            .instance
+            .spec
+            .export
+            .as_ref()
+            .filter(|x| x.secrets_recipient.is_some())
+            .map(|x| super::export::sealed_secret_name(&x.id)),
+        _ => Some(SEALED_SECRETS.to_owned()),
+    }
+}
+
 /// The name of every object a backup Job of this kind may upload: [`MAX_PIECES`] pieces
-/// per artifact, the sealed secrets, then the manifest. The operator presigns one URL for
+/// per artifact, the sealed secrets (see [`sealed_from`]), then the manifest. The operator presigns one URL for
 /// each.
 pub fn upload_names(t: &Tenant<'_>, kind: BackupKind) -> Result<Vec<String>, RenderError> {
     let mut names: Vec<String> = artifacts(t, kind)?
         .iter()
         .flat_map(|a| (0..MAX_PIECES).map(move |i| format!("{a}.{i:03}")))
         .collect();
-    if kind != BackupKind::Export {
+    if sealed_from(t, kind).is_some() {
         names.push(SECRETS_ARTIFACT.to_owned());
     }
     names.push(MANIFEST.to_owned());
@@ -363,10 +380,15 @@ fn manifest_header(t: &Tenant<'_>, kind: BackupKind) -> String {
         format!("# version {version}"),
         format!("# database: {database}"),
         format!("# media: {media}"),
-        if kind == BackupKind::Export {
-            "# app secrets: not in an export".to_owned()
-        } else {
-            format!("# app secrets: {SECRETS_ARTIFACT}, sealed with age to the platform's backup recipient; open with `age -d -i <identity> {SECRETS_ARTIFACT}`")
+        match (kind, spec.export.as_ref().and_then(|x| x.secrets_recipient.as_deref())) {
+            (BackupKind::Export, None) => "# app secrets: not in this export (give an age recipient when asking for an export to have them)".to_owned(),
+            // The recipient as age reads it (never the raw field: no line of it may
+            // become a manifest line).
+            (BackupKind::Export, Some(r)) => match crate::seal::recipient(r) {
+                Ok(r) => format!("# app secrets: {SECRETS_ARTIFACT} (SECRET_KEY_BASE, OTP_SECRET, the VAPID and Active Record encryption keys), sealed with age to {r}, the recipient given when the export was asked for; open with `age -d -i <its identity file> {SECRETS_ARTIFACT}`"),
+                Err(_) => "# app secrets: none (the recipient asked for is not an age recipient)".to_owned(),
+            },
+            _ => format!("# app secrets: {SECRETS_ARTIFACT}, sealed with age to the platform's backup recipient; open with `age -d -i <identity> {SECRETS_ARTIFACT}`"),
         },
         format!("# pieces: concatenate {{artifact}}.000, .001, … in order; check with `sha256sum -c {MANIFEST}`"),
     ]
@@ -393,8 +415,8 @@ fn backup_template(
     ];
     let dump_mounts = mounts.clone();
     mounts.push(json!({ "name": "urls", "mountPath": "/urls", "readOnly": true }));
-    let sealed = kind != BackupKind::Export;
-    if sealed {
+    let sealed = sealed_from(t, kind);
+    if sealed.is_some() {
         mounts.push(json!({ "name": "sealed", "mountPath": "/sealed", "readOnly": true }));
     }
     let mut volumes = vec![
@@ -402,8 +424,10 @@ fn backup_template(
         json!({ "name": "tmp", "emptyDir": {} }),
         json!({ "name": "urls", "secret": { "secretName": urls_secret, "defaultMode": 0o440 } }),
     ];
-    if sealed {
-        volumes.push(json!({ "name": "sealed", "secret": { "secretName": SEALED_SECRETS, "defaultMode": 0o440 } }));
+    if let Some(name) = &sealed {
+        volumes.push(
+            json!({ "name": "sealed", "secret": { "secretName": name, "defaultMode": 0o440 } }),
+        );
     }
     if media {
         volumes.push(json!({ "name": "media", "persistentVolumeClaim": { "claimName": "media", "readOnly": true } }));
@@ -413,7 +437,7 @@ fn backup_template(
         json!({ "name": "HOME", "value": "/tmp" }),
         json!({ "name": "SCRATCH", "value": "/backup" }),
         json!({ "name": "URLS", "value": "/urls" }),
-        json!({ "name": "SEALED", "value": if sealed { "/sealed" } else { "" } }),
+        json!({ "name": "SEALED", "value": if sealed.is_some() { "/sealed" } else { "" } }),
         json!({ "name": "MEDIA_DIR", "value": "/media" }),
         json!({ "name": "PIECE_MIB", "value": PIECE_MIB.to_string() }),
         json!({ "name": "MAX_PIECES", "value": MAX_PIECES.to_string() }),
@@ -584,13 +608,24 @@ pub(super) fn scheduled_job_spec(
 
 /// The Secret holding the sealed app secrets that every backup Job uploads.
 pub fn sealed_secrets(t: &Tenant<'_>, sealed: &[u8], digest: &str) -> Result<Child, RenderError> {
+    sealed_secret(t, SEALED_SECRETS, sealed, digest)
+}
+
+/// A Secret `name` holding sealed app secrets ([`SECRETS_ARTIFACT`]), stamped with the
+/// digest of what it seals ([`SEALED_DIGEST_ANNOTATION`]).
+pub(super) fn sealed_secret(
+    t: &Tenant<'_>,
+    name: &str,
+    sealed: &[u8],
+    digest: &str,
+) -> Result<Child, RenderError> {
     use base64::Engine;
     Ok(Child::Secret(build(
-        "Secret backup-sealed-secrets",
+        "Secret of sealed app secrets",
         json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {
-                "name": SEALED_SECRETS, "namespace": t.namespace(), "labels": t.labels("backup"),
+                "name": name, "namespace": t.namespace(), "labels": t.labels("backup"),
                 "annotations": { SEALED_DIGEST_ANNOTATION: digest },
             },
             "type": "Opaque",

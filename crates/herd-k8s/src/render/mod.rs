@@ -84,6 +84,8 @@ pub enum RenderError {
     Unnamed,
     #[error("the plan runs {web_replicas} web pods, which must share the media files: put media in object storage (spec.mediaS3), or give the operator a StorageClass that offers ReadWriteMany (HERD_MEDIA_SHARED_STORAGE_CLASS); see docs/INSTALL-CLUSTER.md")]
     SharedMediaNeeded { web_replicas: i32 },
+    #[error("spec.export.secretsRecipient is set, but the app secrets were not sealed to it")]
+    ExportUnsealed,
     #[error("could not build {what}: {source}")]
     Build {
         what: &'static str,

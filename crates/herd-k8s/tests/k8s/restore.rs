@@ -829,7 +829,7 @@ async fn an_export_runs_once_while_the_app_runs_and_reports_its_manifest() {
         "export",
         "mastodon v4.7.6",
         "lyon.social",
-        "not in an export",
+        "not in this export",
     ] {
         assert!(header.contains(says), "{says}: {header}");
     }
@@ -896,6 +896,183 @@ async fn an_export_runs_once_while_the_app_runs_and_reports_its_manifest() {
         "{x:?}"
     );
     assert_eq!(h.status().await.phase, Phase::Running, "the tenant runs on");
+}
+
+#[tokio::test]
+async fn an_export_with_a_recipient_carries_the_app_secrets_sealed_to_it_alone() {
+    let h = harness_with(common::lyon("community")).await;
+    h.install().await;
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+
+    // A recipient that is none fails the export at once, saying why: no Job.
+    // The API server refuses what is not shaped like a recipient (the CRD's pattern).
+    let api: Api<Instance> = Api::namespaced(h.client(), NS);
+    let refused = api
+        .patch(
+            "lyon",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "export": { "id": "e0", "secretsRecipient": "age1nope\n# injected" } } })),
+        )
+        .await
+        .expect_err("refused by the schema");
+    assert!(
+        matches!(&refused, kube::Error::Api(e) if e.code == 422),
+        "{refused:?}"
+    );
+    // Shaped like one but none (its checksum is wrong): the operator fails the export at
+    // once, saying why: no Job.
+    let bogus = format!("age1{}", "q".repeat(58));
+    h.edit(json!({ "export": { "id": "e0", "secretsRecipient": bogus } }))
+        .await;
+    h.ok().await;
+    let x = h.status().await.export.unwrap();
+    assert_eq!((x.id.as_str(), x.outcome), ("e0", BackupOutcome::Failed));
+    assert!(
+        x.message
+            .as_deref()
+            .unwrap()
+            .contains("not an age X25519 recipient"),
+        "{x:?}"
+    );
+    assert!(h.job("export-e0").await.is_none());
+
+    h.edit(json!({ "export": { "id": "e3", "secretsRecipient": recipient } }))
+        .await;
+    h.ok().await;
+    let job = h.job("export-e3").await.expect("the export Job");
+    let header = env(&job, "upload", "MANIFEST_HEADER").unwrap();
+    assert!(
+        header.contains(&format!(
+            "sealed with age to {recipient}, the recipient given"
+        )),
+        "{header}"
+    );
+    assert_eq!(env(&job, "upload", "SEALED"), Some("/sealed"));
+    let pod = serde_json::to_string(&job.spec.clone().unwrap().template).unwrap();
+    assert!(pod.contains("\"secretName\":\"export-e3-sealed\""), "{pod}");
+    assert!(
+        !pod.contains("backup-sealed-secrets"),
+        "never the platform's sealed copy: {pod}"
+    );
+    let urls = h.secret("export-e3-urls").await.unwrap();
+    assert!(urls.contains_key("app-secrets.env.age"), "{urls:?}");
+
+    // What the Job uploads opens with the owner's identity, and only with it, to the
+    // tenant's own secrets.
+    let secrets: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    let sealed = secrets.get("export-e3-sealed").await.unwrap().data.unwrap()
+        ["app-secrets.env.age"]
+        .0
+        .clone();
+    assert!(!String::from_utf8_lossy(&sealed).contains("SECRET_KEY_BASE"));
+    let opened = String::from_utf8(age::decrypt(&identity, &sealed).unwrap()).unwrap();
+    let app = h.secret("app-secrets").await.unwrap();
+    let key_base = &app["SECRET_KEY_BASE"];
+    assert!(
+        opened.contains(&format!("SECRET_KEY_BASE={key_base}\n")),
+        "the tenant's own secrets"
+    );
+    // Those the server needs elsewhere, never this tenant's database and Redis passwords.
+    let mut names: Vec<&str> = opened
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, _)| k)
+        .collect();
+    let mut portable = herd_k8s::secrets::PORTABLE.to_vec();
+    names.sort_unstable();
+    portable.sort_unstable();
+    assert_eq!(names, portable);
+    for password in ["DB_PASS", "DB_APP_PASS", "REDIS_PASSWORD"] {
+        assert!(!opened.contains(&app[password]), "{password} stays home");
+    }
+    // Nor any secret in the Job.
+    assert!(!pod.contains(key_base.as_str()));
+    assert_eq!(
+        h.status()
+            .await
+            .export
+            .unwrap()
+            .secrets_sealed_to
+            .as_deref(),
+        Some(recipient.as_str())
+    );
+    assert!(age::decrypt(&age::x25519::Identity::generate(), &sealed).is_err());
+
+    // A Job that reports no sealed secrets is not verified.
+    let sha = "ab".repeat(32);
+    h.finished(
+        "export-e3",
+        "upload",
+        false,
+        &format!("location s3://herd-backups/final/exports/lyon/e3/\nbytes database.dump 1048576\nbytes media.tar 2048\nobjects 2\nchecksums 2\nmanifest-sha256 {sha}\n"),
+        true,
+    )
+    .await;
+    h.ok().await;
+    let x = h.status().await.export.unwrap();
+    assert_eq!((x.id.as_str(), x.outcome), ("e3", BackupOutcome::Failed));
+    assert!(
+        x.message
+            .as_deref()
+            .unwrap()
+            .contains("app-secrets.env.age is empty or missing"),
+        "{x:?}"
+    );
+    // Ended: its URLs and its sealed copy are gone from the namespace.
+    assert!(h.secret("export-e3-urls").await.is_none());
+    assert!(h.secret("export-e3-sealed").await.is_none());
+
+    // One that uploaded them succeeds; a later export without a recipient has none.
+    h.edit(json!({ "export": { "id": "e4", "secretsRecipient": recipient } }))
+        .await;
+    h.ok().await;
+    h.finished(
+        "export-e4",
+        "upload",
+        false,
+        &format!("location s3://herd-backups/final/exports/lyon/e4/\nbytes database.dump 1048576\nbytes media.tar 2048\nbytes app-secrets.env.age 300\nobjects 3\nchecksums 3\nmanifest-sha256 {sha}\n"),
+        true,
+    )
+    .await;
+    h.ok().await;
+    let x = h.status().await.export.unwrap();
+    assert_eq!(
+        (x.id.as_str(), x.outcome),
+        ("e4", BackupOutcome::Succeeded),
+        "{x:?}"
+    );
+    assert_eq!(x.size_bytes, Some(1_048_576 + 2048 + 300));
+    assert_eq!(x.secrets_sealed_to.as_deref(), Some(recipient.as_str()));
+
+    h.edit(json!({ "export": { "id": "e5", "secretsRecipient": null } }))
+        .await;
+    h.ok().await;
+    let job = h.job("export-e5").await.expect("the export Job");
+    assert_eq!(env(&job, "upload", "SEALED"), Some(""));
+    assert!(h.secret("export-e5-sealed").await.is_none());
+    assert!(!h
+        .secret("export-e5-urls")
+        .await
+        .unwrap()
+        .contains_key("app-secrets.env.age"));
+    assert_eq!(
+        h.status().await.export.unwrap().secrets_sealed_to,
+        None,
+        "not e4's"
+    );
+
+    // A Job gone before it was seen to finish: failed, and its Secrets go with it.
+    h.edit(json!({ "export": { "id": "e6", "secretsRecipient": recipient } }))
+        .await;
+    h.ok().await;
+    assert!(h.secret("export-e6-sealed").await.is_some());
+    h.delete_job("export-e6").await;
+    h.ok().await;
+    let x = h.status().await.export.unwrap();
+    assert_eq!((x.id.as_str(), x.outcome), ("e6", BackupOutcome::Failed));
+    assert!(h.secret("export-e6-sealed").await.is_none());
+    assert!(h.secret("export-e6-urls").await.is_none());
 }
 
 // Deadlines, cancel and the scratch space's size (issue 12's known limits).

@@ -15,11 +15,13 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
 use herd_domain::export::ExportState;
 use herd_domain::support::attachment::size_label;
 use herd_fleet::clusters::Actor;
-use herd_fleet::exports::{self, DownloadError, FileRef, Listed};
+use herd_fleet::exports::{self, Ask, DownloadError, FileRef, Listed};
 use herd_fleet::FleetError;
+use serde::Deserialize;
 use time::OffsetDateTime;
 use tower_sessions::Session;
 use uuid::Uuid;
@@ -49,6 +51,8 @@ pub struct ExportRow {
     /// (href, name, size) of each file to download.
     pub files: Vec<(String, String, String)>,
     pub files_problem: Option<String>,
+    /// The age recipient its app secrets are sealed to, when it has them.
+    pub secrets_recipient: Option<String>,
 }
 
 fn bytes_label(n: u64) -> String {
@@ -109,9 +113,17 @@ pub async fn rows(state: &AppState, ctx: &OrgCtx, id: Uuid) -> Result<Vec<Export
                     })
                     .collect(),
                 files_problem: l.files_problem.clone(),
+                secrets_recipient: e.secrets_recipient.clone(),
             }
         })
         .collect())
+}
+
+/// The export form: an owner may give an age recipient to have the app secrets in it.
+#[derive(Debug, Deserialize)]
+struct AskForm {
+    #[serde(default)]
+    secrets_recipient: String,
 }
 
 async fn ask(
@@ -120,6 +132,7 @@ async fn ask(
     ClientIp(ip): ClientIp,
     ctx: OrgCtx,
     Path((_slug, id)): Path<(String, Uuid)>,
+    Form(form): Form<AskForm>,
 ) -> Result<Response, AppError> {
     let who = Actor {
         id: ctx.user.id(),
@@ -130,9 +143,13 @@ async fn ask(
         &state.pool,
         ctx.org.id(),
         who,
+        ctx.role,
         id,
-        state.config.export_link_days,
-        state.config.public_url.as_str(),
+        Ask {
+            secrets_recipient: Some(&form.secrets_recipient),
+            link_days: state.config.export_link_days,
+            base_url: state.config.public_url.as_str(),
+        },
     )
     .await;
     let (kind, message) = match result {

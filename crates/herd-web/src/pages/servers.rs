@@ -637,6 +637,9 @@ struct ServerPage {
     export_days: i32,
     /// An export may be asked for now (running or suspended).
     exportable: bool,
+    /// The viewer is an owner and the server a Mastodon: they may have an export carry
+    /// the app secrets.
+    can_seal: bool,
 }
 
 async fn page(
@@ -690,6 +693,7 @@ async fn page(
         exports,
         export_days: state.config.export_link_days,
         exportable: herd_fleet::exports::exportable(i.desired, i.phase),
+        can_seal: ctx.role == herd_domain::Role::Owner && i.app == "mastodon",
         i,
         ctx,
     })

@@ -145,15 +145,29 @@ impl World {
     /// Writes export `export` as the operator does (pieces, then the manifest), reports
     /// it succeeded and syncs. Returns (manifest, database dump, media archive).
     async fn taken(&self, export: Uuid) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        self.taken_with(export, None, None).await
+    }
+
+    /// [`World::taken`], with the sealed app secrets when `sealed` is given, the cluster
+    /// reporting them sealed to `sealed_to`.
+    async fn taken_with(
+        &self,
+        export: Uuid,
+        sealed: Option<&[u8]>,
+        sealed_to: Option<&str>,
+    ) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         let dir = self.export_dir(export);
         std::fs::create_dir_all(&dir).unwrap();
         let dump: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let media: Vec<u8> = (0..3_000u32).map(|i| (i * 13 % 256) as u8).collect();
-        let pieces = [
+        let mut pieces = vec![
             ("database.dump.000", &dump[..6_000]),
             ("database.dump.001", &dump[6_000..]),
             ("media.tar.000", &media[..]),
         ];
+        if let Some(sealed) = sealed {
+            pieces.push(("app-secrets.env.age", sealed));
+        }
         let mut manifest = format!(
             "# Herd export, format 2\n# tenant: {} (lyon.social), mastodon v4.7.6\n# pieces: concatenate {{artifact}}.000, .001, … in order; check with `sha256sum -c manifest.txt`\n",
             self.slug
@@ -172,7 +186,7 @@ impl World {
             "id": export.to_string(), "outcome": "Succeeded",
             "location": format!("s3://herd-backups/herd/exports/{}/{export}/", self.slug),
             "startedAt": now, "finishedAt": now, "sizeBytes": 13_000,
-            "checksum": sha(manifest.as_bytes()),
+            "checksum": sha(manifest.as_bytes()), "secretsSealedTo": sealed_to,
         }}))
         .await;
         (manifest.into_bytes(), dump, media)
@@ -442,4 +456,191 @@ async fn a_suspended_server_can_be_exported(pool: PgPool) {
         .await
         .assert_redirect(&w.page());
     assert_eq!(count(&pool, "SELECT count(*) FROM tenant_exports").await, 1);
+}
+
+/// An owner may have an export carry the server's app secrets, sealed to an age public
+/// key of their own: only a valid public key, only an owner; a private identity pasted by
+/// mistake is refused and kept nowhere. The recipient reaches `spec.export`, the audit log
+/// and the history; the sealed file is offered with the others. The next export without
+/// a key carries none.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn an_owner_has_the_secrets_sealed_into_an_export_to_their_own_key(pool: PgPool) {
+    let w = World::new(pool.clone()).await;
+    w.running().await;
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let exports = format!("{}/exports", w.page());
+    let none = "SELECT count(*) FROM tenant_exports";
+    w.owner
+        .get(&w.page())
+        .await
+        .assert_contains("Your age public key, to include the server's secrets");
+
+    // An admin manages servers but may not take the secrets away.
+    let admin = w.app.signed_up("Ana", "ana@lyon.example", None).await;
+    w.app.join("lyon", "ana@lyon.example", "admin").await;
+    let page = admin.get(&w.page()).await;
+    page.assert_contains("Take an export");
+    assert!(
+        !page.body.contains("secrets_recipient"),
+        "no field for an admin"
+    );
+    admin
+        .post(&exports, &[("secrets_recipient", recipient.as_str())])
+        .await
+        .assert_redirect(&w.page());
+    admin
+        .get(&w.page())
+        .await
+        .assert_contains("only an owner of the organization can have an export carry");
+    assert_eq!(count(&pool, none).await, 0);
+
+    // A private identity is refused, and never kept or shown.
+    use age::secrecy::ExposeSecret;
+    let private = identity.to_string().expose_secret().to_owned();
+    w.owner
+        .post(&exports, &[("secrets_recipient", private.as_str())])
+        .await
+        .assert_redirect(&w.page());
+    let page = w.owner.get(&w.page()).await;
+    page.assert_contains("that is a private identity");
+    assert!(!page.body.contains(&private));
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM audit_log WHERE details::text ILIKE '%' || $1 || '%')
+              + (SELECT count(*) FROM instance_events WHERE message ILIKE '%' || $1 || '%')",
+    )
+    .bind(&private)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, 0);
+    // Nor anything that is not a public key.
+    for bad in [
+        "age1nope",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+    ] {
+        w.owner
+            .post(&exports, &[("secrets_recipient", bad)])
+            .await
+            .assert_redirect(&w.page());
+        w.owner
+            .get(&w.page())
+            .await
+            .assert_contains("not an age public key");
+    }
+    assert_eq!(count(&pool, none).await, 0);
+
+    // The owner's key, pasted with spaces around it.
+    w.owner
+        .post(
+            &exports,
+            &[("secrets_recipient", &format!("  {recipient}\n"))],
+        )
+        .await
+        .assert_redirect(&w.page());
+    let (export, kept): (Uuid, Option<String>) =
+        sqlx::query_as("SELECT id, secrets_recipient FROM tenant_exports")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(kept.as_deref(), Some(recipient.as_str()));
+    let details: serde_json::Value = sqlx::query_scalar(
+        "SELECT details FROM audit_log WHERE action = 'fleet.instance.export_requested'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(details["secrets_recipient"], recipient.as_str());
+    w.app.run_jobs().await;
+    let spec = w.api().get(&w.slug).await.unwrap().spec.export.unwrap();
+    assert_eq!(spec.id, export.to_string());
+    assert_eq!(spec.secrets_recipient.as_deref(), Some(recipient.as_str()));
+    w.owner.get(&w.page()).await.assert_contains(&format!(
+        "Export requested, with the app secrets sealed to {recipient}"
+    ));
+
+    // Taken: the sealed file is offered beside the others, and downloads whole.
+    let sealed = age::encrypt(&identity.to_public(), b"SECRET_KEY_BASE=abc\n").unwrap();
+    w.taken_with(export, Some(&sealed), Some(&recipient)).await;
+    w.owner
+        .get(&w.page())
+        .await
+        .assert_contains(&w.file(export, "app-secrets.env.age"))
+        .assert_contains("With the server's secrets, sealed to");
+    let d = w
+        .owner
+        .download(&w.file(export, "app-secrets.env.age"))
+        .await;
+    assert_eq!((d.status, d.body_error.as_deref()), (200, None));
+    assert_eq!(d.bytes, sealed);
+    assert_eq!(
+        age::decrypt(&identity, &d.bytes).unwrap(),
+        b"SECRET_KEY_BASE=abc\n"
+    );
+
+    // The email says so.
+    w.app.run_jobs().await;
+    let mail = w.app.last_mail_to("lea@lyon.example").await;
+    assert!(
+        mail.body.contains(&format!(
+            "app-secrets.env.age, sealed to the age key {recipient}"
+        )),
+        "{}",
+        mail.body
+    );
+
+    // A cluster that took an export asked with a key but sealed nothing (an operator
+    // older than the control plane): failed, never offered as having the secrets.
+    w.owner
+        .post(&exports, &[("secrets_recipient", recipient.as_str())])
+        .await
+        .assert_redirect(&w.page());
+    let older: Uuid =
+        sqlx::query_scalar("SELECT id FROM tenant_exports ORDER BY requested_at DESC LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_ne!(older, export);
+    w.app.run_jobs().await;
+    w.taken_with(older, None, None).await;
+    assert_eq!(outcome(&pool, older).await, "failed");
+    let why: String = sqlx::query_scalar("SELECT message FROM tenant_exports WHERE id = $1")
+        .bind(older)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(why.contains("did not seal the server's secrets"), "{why}");
+    let page = w.owner.get(&w.page()).await;
+    assert!(!page.body.contains(&w.file(older, "database.dump")));
+
+    // A GoToSocial server has none to carry: refused, and no field offered.
+    sqlx::query("UPDATE instances SET app = 'gotosocial'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert!(!w
+        .owner
+        .get(&w.page())
+        .await
+        .body
+        .contains("secrets_recipient"));
+    w.owner
+        .post(&exports, &[("secrets_recipient", recipient.as_str())])
+        .await
+        .assert_redirect(&w.page());
+    w.owner
+        .get(&w.page())
+        .await
+        .assert_contains("only a Mastodon server has secrets to carry");
+    sqlx::query("UPDATE instances SET app = 'mastodon'")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    // The next export, without a key, asks the cluster for none.
+    w.owner.post(&exports, &[]).await.assert_redirect(&w.page());
+    w.app.run_jobs().await;
+    let spec = w.api().get(&w.slug).await.unwrap().spec.export.unwrap();
+    assert_ne!(spec.id, export.to_string());
+    assert_eq!(spec.secrets_recipient, None);
 }
