@@ -7,6 +7,7 @@
 use crate::auth::OrgCtx;
 use crate::client_ip::ClientIp;
 use crate::error::AppError;
+use crate::pages::auth::{reauthenticate, Refusal};
 use crate::routes::{Access, Capability, Routes};
 use crate::session;
 use crate::state::AppState;
@@ -119,11 +120,14 @@ pub async fn rows(state: &AppState, ctx: &OrgCtx, id: Uuid) -> Result<Vec<Export
         .collect())
 }
 
-/// The export form: an owner may give an age recipient to have the app secrets in it.
-#[derive(Debug, Deserialize)]
+/// The export form: an owner may give an age recipient to have the app secrets in it,
+/// with their password.
+#[derive(Deserialize)]
 struct AskForm {
     #[serde(default)]
     secrets_recipient: String,
+    #[serde(default)]
+    credential: String,
 }
 
 async fn ask(
@@ -139,6 +143,27 @@ async fn ask(
         email: &ctx.user.email,
         ip: &ip,
     };
+    // The secrets open every account of the server: asking for them takes the password
+    // again, as turning off two-factor authentication does (a stolen session alone is not
+    // enough). The key is checked first: one refused costs no password attempt.
+    if !form.secrets_recipient.trim().is_empty() {
+        let refused = match exports::secrets_recipient(Some(&form.secrets_recipient)) {
+            Err(FleetError::Invalid(m)) => Some(m),
+            Err(e) => return Err(e.into()),
+            Ok(_) => match reauthenticate(&state, &ctx.user, &ip, &form.credential).await? {
+                Ok(_) => None,
+                Err(Refusal { message, .. }) => Some(format!(
+                    "Your password: {message} It is asked to include the server's secrets."
+                )),
+            },
+        };
+        if let Some(message) = refused {
+            session::flash(&session, "error", message).await?;
+            return Ok(
+                Redirect::to(&format!("/o/{}/servers/{id}#exports", ctx.org.slug)).into_response(),
+            );
+        }
+    }
     let result = exports::request(
         &state.pool,
         ctx.org.id(),

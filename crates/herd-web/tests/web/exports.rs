@@ -9,7 +9,7 @@
 
 use herd_k8s::crd::Instance;
 use herd_testkit::fake_cluster::FakeCluster;
-use herd_testkit::{Client, TestApp};
+use herd_testkit::{Client, TestApp, PASSWORD};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -190,6 +190,18 @@ impl World {
         }}))
         .await;
         (manifest.into_bytes(), dump, media)
+    }
+
+    /// `who` sends the export form with its key and password fields; returns the page
+    /// it lands back on.
+    async fn ask_sealed(&self, who: &Client, key: &str, password: &str) -> String {
+        who.post(
+            &format!("{}/exports", self.page()),
+            &[("secrets_recipient", key), ("credential", password)],
+        )
+        .await
+        .assert_redirect(&self.page());
+        who.get(&self.page()).await.body.clone()
     }
 
     fn file(&self, export: Uuid, name: &str) -> String {
@@ -459,7 +471,8 @@ async fn a_suspended_server_can_be_exported(pool: PgPool) {
 }
 
 /// An owner may have an export carry the server's app secrets, sealed to an age public
-/// key of their own: only a valid public key, only an owner; a private identity pasted by
+/// key of their own: only a valid public key, only an owner, only with her password; a
+/// private identity pasted by
 /// mistake is refused and kept nowhere. The recipient reaches `spec.export`, the audit log
 /// and the history; the sealed file is offered with the others. The next export without
 /// a key carries none.
@@ -485,26 +498,20 @@ async fn an_owner_has_the_secrets_sealed_into_an_export_to_their_own_key(pool: P
         !page.body.contains("secrets_recipient"),
         "no field for an admin"
     );
-    admin
-        .post(&exports, &[("secrets_recipient", recipient.as_str())])
-        .await
-        .assert_redirect(&w.page());
-    admin
-        .get(&w.page())
-        .await
-        .assert_contains("only an owner of the organization can have an export carry");
+    let page = w.ask_sealed(&admin, &recipient, PASSWORD).await;
+    assert!(
+        page.contains("only an owner of the organization can have an export carry"),
+        "{page}"
+    );
     assert_eq!(count(&pool, none).await, 0);
 
     // A private identity is refused, and never kept or shown.
     use age::secrecy::ExposeSecret;
     let private = identity.to_string().expose_secret().to_owned();
-    w.owner
-        .post(&exports, &[("secrets_recipient", private.as_str())])
-        .await
-        .assert_redirect(&w.page());
-    let page = w.owner.get(&w.page()).await;
-    page.assert_contains("that is a private identity");
-    assert!(!page.body.contains(&private));
+    // (The key is checked before the password: none is asked for a refused key.)
+    let page = w.ask_sealed(&w.owner, &private, "").await;
+    assert!(page.contains("that is a private identity"), "{page}");
+    assert!(!page.contains(&private));
     let kept: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM audit_log WHERE details::text ILIKE '%' || $1 || '%')
               + (SELECT count(*) FROM instance_events WHERE message ILIKE '%' || $1 || '%')",
@@ -519,25 +526,25 @@ async fn an_owner_has_the_secrets_sealed_into_an_export_to_their_own_key(pool: P
         "age1nope",
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
     ] {
-        w.owner
-            .post(&exports, &[("secrets_recipient", bad)])
-            .await
-            .assert_redirect(&w.page());
-        w.owner
-            .get(&w.page())
-            .await
-            .assert_contains("not an age public key");
+        let page = w.ask_sealed(&w.owner, bad, "").await;
+        assert!(page.contains("not an age public key"), "{page}");
     }
     assert_eq!(count(&pool, none).await, 0);
 
-    // The owner's key, pasted with spaces around it.
-    w.owner
-        .post(
-            &exports,
-            &[("secrets_recipient", &format!("  {recipient}\n"))],
-        )
-        .await
-        .assert_redirect(&w.page());
+    // A good key, but without the owner's password, or with a wrong one: refused, nothing
+    // asked.
+    for (credential, says) in [
+        ("", "Enter your password."),
+        ("not it", "That is not your password."),
+    ] {
+        let page = w.ask_sealed(&w.owner, &recipient, credential).await;
+        assert!(page.contains(&format!("Your password: {says}")), "{page}");
+    }
+    assert_eq!(count(&pool, none).await, 0);
+
+    // The owner's key, pasted with spaces around it, and her password.
+    w.ask_sealed(&w.owner, &format!("  {recipient}\n"), PASSWORD)
+        .await;
     let (export, kept): (Uuid, Option<String>) =
         sqlx::query_as("SELECT id, secrets_recipient FROM tenant_exports")
             .fetch_one(&pool)
@@ -591,10 +598,7 @@ async fn an_owner_has_the_secrets_sealed_into_an_export_to_their_own_key(pool: P
 
     // A cluster that took an export asked with a key but sealed nothing (an operator
     // older than the control plane): failed, never offered as having the secrets.
-    w.owner
-        .post(&exports, &[("secrets_recipient", recipient.as_str())])
-        .await
-        .assert_redirect(&w.page());
+    w.ask_sealed(&w.owner, &recipient, PASSWORD).await;
     let older: Uuid =
         sqlx::query_scalar("SELECT id FROM tenant_exports ORDER BY requested_at DESC LIMIT 1")
             .fetch_one(&pool)
@@ -624,14 +628,11 @@ async fn an_owner_has_the_secrets_sealed_into_an_export_to_their_own_key(pool: P
         .await
         .body
         .contains("secrets_recipient"));
-    w.owner
-        .post(&exports, &[("secrets_recipient", recipient.as_str())])
-        .await
-        .assert_redirect(&w.page());
-    w.owner
-        .get(&w.page())
-        .await
-        .assert_contains("only a Mastodon server has secrets to carry");
+    let page = w.ask_sealed(&w.owner, &recipient, PASSWORD).await;
+    assert!(
+        page.contains("only a Mastodon server has secrets to carry"),
+        "{page}"
+    );
     sqlx::query("UPDATE instances SET app = 'mastodon'")
         .execute(&pool)
         .await
