@@ -289,10 +289,14 @@ pub async fn record(
     // without them while the page, the history and the email said it had them.
     let missing = "the cluster did not seal the server's secrets into it (is its operator older than the control plane?); ask again once it is updated";
     let checked;
-    let reported = match store::get(&mut *conn, id).await? {
+    // (Read only for a success: the sync reports the last export on every pass.)
+    let asked = match reported.outcome {
+        ExportState::Succeeded => store::get(&mut *conn, id).await?,
+        _ => None,
+    };
+    let reported = match asked {
         Some(e)
             if e.instance_id == instance
-                && reported.outcome == ExportState::Succeeded
                 && e.secrets_recipient.is_some()
                 && e.secrets_recipient.as_deref() != reported.secrets_sealed_to =>
         {
