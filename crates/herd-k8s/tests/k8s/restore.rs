@@ -926,15 +926,7 @@ async fn an_export_with_a_recipient_carries_the_app_secrets_sealed_to_it_alone()
     h.edit(json!({ "export": { "id": "e0", "secretsRecipient": bogus } }))
         .await;
     h.ok().await;
-    let x = h.status().await.export.unwrap();
-    assert_eq!((x.id.as_str(), x.outcome), ("e0", BackupOutcome::Failed));
-    assert!(
-        x.message
-            .as_deref()
-            .unwrap()
-            .contains("not an age X25519 recipient"),
-        "{x:?}"
-    );
+    h.export_failed("e0", "not an age X25519 recipient").await;
     assert!(h.job("export-e0").await.is_none());
 
     h.edit(json!({ "export": { "id": "e3", "secretsRecipient": recipient } }))
@@ -1010,15 +1002,8 @@ async fn an_export_with_a_recipient_carries_the_app_secrets_sealed_to_it_alone()
     )
     .await;
     h.ok().await;
-    let x = h.status().await.export.unwrap();
-    assert_eq!((x.id.as_str(), x.outcome), ("e3", BackupOutcome::Failed));
-    assert!(
-        x.message
-            .as_deref()
-            .unwrap()
-            .contains("app-secrets.env.age is empty or missing"),
-        "{x:?}"
-    );
+    h.export_failed("e3", "app-secrets.env.age is empty or missing")
+        .await;
     // Ended: its URLs and its sealed copy are gone from the namespace.
     assert!(h.secret("export-e3-urls").await.is_none());
     assert!(h.secret("export-e3-sealed").await.is_none());
@@ -1069,8 +1054,8 @@ async fn an_export_with_a_recipient_carries_the_app_secrets_sealed_to_it_alone()
     assert!(h.secret("export-e6-sealed").await.is_some());
     h.delete_job("export-e6").await;
     h.ok().await;
-    let x = h.status().await.export.unwrap();
-    assert_eq!((x.id.as_str(), x.outcome), ("e6", BackupOutcome::Failed));
+    h.export_failed("e6", "gone before it was seen to finish")
+        .await;
     assert!(h.secret("export-e6-sealed").await.is_none());
     assert!(h.secret("export-e6-urls").await.is_none());
 }
@@ -1078,6 +1063,20 @@ async fn an_export_with_a_recipient_carries_the_app_secrets_sealed_to_it_alone()
 // Deadlines, cancel and the scratch space's size (issue 12's known limits).
 
 impl Harness {
+    /// The operator reports export `id` failed, its message saying `says`.
+    async fn export_failed(&self, id: &str, says: &str) {
+        let x = self.status().await.export.unwrap();
+        assert_eq!(
+            (x.id.as_str(), x.outcome),
+            (id, BackupOutcome::Failed),
+            "{x:?}"
+        );
+        assert!(
+            x.message.as_deref().unwrap_or_default().contains(says),
+            "{says}: {x:?}"
+        );
+    }
+
     /// Plays the kubelet: the pod of restore `id`'s Job, its `fetch` init container
     /// downloading or, when `replacing`, done and its `restore` container running.
     async fn restore_pod(&self, id: &str, name: &str, replacing: bool) {

@@ -103,6 +103,23 @@ async fn report(c: &FakeCluster, slug: &str, status: Value) {
         .unwrap();
 }
 
+/// The usual start: an operator, cluster eu-1, and lyon.social running there with one
+/// scheduled backup (`scheduled-1`).
+async fn lyon_with_a_backup(pool: &PgPool) -> (TestApp, Client, FakeCluster, Uuid) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let op = app.operator(OPS).await;
+    let eu = app.connect_cluster(&op, "eu-1").await;
+    let id = running(
+        &app,
+        &eu,
+        "lyon",
+        "lyon.social",
+        json!([dump("lyon-social", "scheduled-1")]),
+    )
+    .await;
+    (app, op, eu, id)
+}
+
 /// A tenant of a new organization `org`, on the cluster, running v4.7.6 and reporting
 /// `backups`.
 async fn running(app: &TestApp, c: &FakeCluster, org: &str, domain: &str, backups: Value) -> Uuid {
@@ -377,17 +394,7 @@ async fn an_operator_restores_a_tenant_in_place_and_follows_its_steps(pool: PgPo
 /// restore waits and says why; the values appear in no record.
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn a_restore_into_a_new_tenant_copies_the_app_secrets_first(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
-    let op = app.operator(OPS).await;
-    let eu1 = app.connect_cluster(&op, "eu-1").await;
-    let id = running(
-        &app,
-        &eu1,
-        "lyon",
-        "lyon.social",
-        json!([dump("lyon-social", "scheduled-1")]),
-    )
-    .await;
+    let (app, op, eu1, id) = lyon_with_a_backup(&pool).await;
     let eu2 = app.connect_cluster(&op, "eu-2").await;
     let eu2_id: Uuid = sqlx::query_scalar("SELECT id FROM clusters WHERE name = 'eu-2'")
         .fetch_one(&pool)
@@ -485,17 +492,7 @@ async fn a_restore_into_a_new_tenant_copies_the_app_secrets_first(pool: PgPool) 
 async fn a_restore_into_a_new_tenant_is_a_copy_outside_billing_or_a_move_with_the_order(
     pool: PgPool,
 ) {
-    let app = TestApp::spawn(pool.clone()).await;
-    let op = app.operator(OPS).await;
-    let eu1 = app.connect_cluster(&op, "eu-1").await;
-    let id = running(
-        &app,
-        &eu1,
-        "lyon",
-        "lyon.social",
-        json!([dump("lyon-social", "scheduled-1")]),
-    )
-    .await;
+    let (app, op, eu1, id) = lyon_with_a_backup(&pool).await;
     let order = row(&pool, id).await.order_id.expect("the server's order");
     let into = |slug: &'static str, domain: &'static str, billing: &'static str| {
         vec![
@@ -1071,17 +1068,7 @@ async fn restore_at(
 /// the apply no longer names it.
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn an_operator_cancels_a_restore_before_its_migrations(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
-    let op = app.operator(OPS).await;
-    let eu = app.connect_cluster(&op, "eu-1").await;
-    let id = running(
-        &app,
-        &eu,
-        "lyon",
-        "lyon.social",
-        json!([dump("lyon-social", "scheduled-1")]),
-    )
-    .await;
+    let (app, op, eu, id) = lyon_with_a_backup(&pool).await;
     let slug = row(&pool, id).await.slug;
     let asked = restore_at(&app, &op, &eu, id, "StoppingApp").await;
     assert!(!asked.cancel);
@@ -1201,17 +1188,7 @@ async fn an_operator_cancels_a_restore_before_its_migrations(pool: PgPool) {
 /// nothing.
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn a_migrating_restore_cannot_be_cancelled(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
-    let op = app.operator(OPS).await;
-    let eu = app.connect_cluster(&op, "eu-1").await;
-    let id = running(
-        &app,
-        &eu,
-        "lyon",
-        "lyon.social",
-        json!([dump("lyon-social", "scheduled-1")]),
-    )
-    .await;
+    let (app, op, eu, id) = lyon_with_a_backup(&pool).await;
     let slug = row(&pool, id).await.slug;
     restore_at(&app, &op, &eu, id, "Migrating").await;
     let page = op.get(&format!("/operator/instances/{id}")).await;
@@ -1256,17 +1233,7 @@ async fn a_migrating_restore_cannot_be_cancelled(pool: PgPool) {
 /// installs it fresh.
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn a_restore_into_a_new_tenant_cancelled_while_waiting_keeps_it_held(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
-    let op = app.operator(OPS).await;
-    let eu1 = app.connect_cluster(&op, "eu-1").await;
-    let id = running(
-        &app,
-        &eu1,
-        "lyon",
-        "lyon.social",
-        json!([dump("lyon-social", "scheduled-1")]),
-    )
-    .await;
+    let (app, op, _eu1, id) = lyon_with_a_backup(&pool).await;
     let eu2 = app.connect_cluster(&op, "eu-2").await;
     let eu2_id: Uuid = sqlx::query_scalar("SELECT id FROM clusters WHERE name = 'eu-2'")
         .fetch_one(&pool)
@@ -1358,17 +1325,7 @@ async fn a_restore_into_a_new_tenant_cancelled_while_waiting_keeps_it_held(pool:
 /// release it needs.
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn a_restore_asked_while_a_failed_one_held_the_tenant_cannot_be_cancelled(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
-    let op = app.operator(OPS).await;
-    let eu = app.connect_cluster(&op, "eu-1").await;
-    let id = running(
-        &app,
-        &eu,
-        "lyon",
-        "lyon.social",
-        json!([dump("lyon-social", "scheduled-1")]),
-    )
-    .await;
+    let (app, op, eu, id) = lyon_with_a_backup(&pool).await;
     let slug = row(&pool, id).await.slug;
     let failed = restore_at(&app, &op, &eu, id, "Restoring").await;
     report(
