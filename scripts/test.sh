@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Herd: starts the PostgreSQL the tests need (installing Debian's
-# package if needed), installs Debian's Chromium and chromedriver for the browser test when
-# they are missing, installs axe-core from npm for its accessibility checks, fetches
+# package if needed), installs Debian's Chromium and chromedriver for the browser test and
+# BusyBox for the backup scripts' tests when they are missing, installs axe-core from npm for its accessibility checks, fetches
 # Kubernetes' OpenAPI definitions (scripts/k8s-openapi.sh), then
 # runs the whole workspace's tests.
 #
@@ -16,6 +16,9 @@ python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 # PyYAML reads YAML 1.1 as kubectl does: the tests check Herd's YAML against it.
 python3 -c "import yaml" >/dev/null 2>&1 || need_apt+=(python3-yaml)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# BusyBox: the backup and restore scripts run in Alpine images (BusyBox's sh and tools),
+# and the tests run them with it.
+[ -x /usr/bin/busybox ] || [ -x /bin/busybox ] || need_apt+=(busybox)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}" >&2
   sudo_cmd=""

@@ -213,7 +213,7 @@ pub(crate) use count_rows_sql;
 pub const COUNT_ROWS_SQL: &str = count_rows_sql!();
 
 /// The dump init container's script (the PostgreSQL image's BusyBox `sh`; a test runs it
-/// with `dash`): one session opens a `REPEATABLE READ` transaction, exports its snapshot
+/// with BusyBox too): one session opens a `REPEATABLE READ` transaction, exports its snapshot
 /// and counts [`COUNTED_TABLES`] in it, and holds it open while `pg_dump --snapshot` dumps
 /// that same snapshot: the counts in the manifest are those of the dump, while the app
 /// writes. Leaves `database.dump` and `rows` (`accounts=… statuses=…`) in `SCRATCH`.
@@ -257,7 +257,7 @@ echo "dumped $PGDATABASE; rows in its snapshot: $(cat "$scratch/rows")"
 "##
 );
 
-/// The Job's script (BusyBox `sh`; a test runs it with GNU tools too). Directories come
+/// The Job's script (BusyBox `sh` and tools; tests run it with BusyBox too). Directories come
 /// from `SCRATCH`, `URLS`, `SEALED` and `MEDIA_DIR`. URLs are handed to curl on its
 /// standard input, never in its arguments, which every process of the node can read.
 /// With `SLOT_TOLERANCE` set (a scheduled run), the URLs must be for a run within that

@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 pub const SOURCE_FILE: &str = "source.txt";
 
 /// The fetch container's script (POSIX `sh`; BusyBox in the curl image, tests run it with
-/// `dash` and GNU tools). Environment: `URLS` (a directory, one file per object name
+/// BusyBox's `sh` and applets too). Environment: `URLS` (a directory, one file per object name
 /// holding its presigned `GET` URL), `SCRATCH`, `MEDIA_DIR`, `MEDIA` (`volume` to restore
 /// the media archive into `MEDIA_DIR` when the manifest lists one, `none`),
 /// `TERMINATION_LOG`, and optionally `MANIFEST_SHA256` (the manifest's SHA-256 as the
@@ -151,7 +151,7 @@ printf '%s\n' "$summary" > "$log"
 "##;
 
 /// The database container's script (POSIX `sh`; BusyBox in the PostgreSQL image, tests
-/// run it with `dash`). Environment: `SCRATCH`, the libpq variables (`PGHOST`, `PGPORT`,
+/// run it with BusyBox too). Environment: `SCRATCH`, the libpq variables (`PGHOST`, `PGPORT`,
 /// `PGUSER`, `PGPASSWORD`, `PGDATABASE`), `APP` (`mastodon` or `gotosocial`),
 /// `TERMINATION_LOG`. Its termination message: `source-rows accounts=N statuses=M` and
 /// `source-version …` (from the manifest, when it has them), `restored-rows accounts=N

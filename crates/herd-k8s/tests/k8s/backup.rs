@@ -298,7 +298,7 @@ fn put_server() -> (String, Received) {
     (base, received)
 }
 
-/// Runs the Job's upload script (taken from the rendered Job) with GNU tools, against the
+/// Runs the Job's upload script (taken from the rendered Job) with BusyBox, against the
 /// PUT server, with pieces of 1 MiB: what reaches the bucket can be put back together.
 #[test]
 fn the_upload_script_cuts_uploads_and_lists_every_piece() {
@@ -342,7 +342,7 @@ fn the_upload_script_cuts_uploads_and_lists_every_piece() {
     };
     write_urls(&names);
     let run = || {
-        std::process::Command::new("bash")
+        common::image_sh()
             .args(["-c", &script])
             .env("SCRATCH", &scratch)
             .env("URLS", &urls)

@@ -3,8 +3,7 @@
 //! place of the bucket: a database of Mastodon's shape is dumped and uploaded as the
 //! backup Job does (its rendered dump script, then [`UPLOAD_SCRIPT`]), then fetched,
 //! checked and restored into another database by the restore Job's scripts. The scripts
-//! run with `sh` (dash here; BusyBox `sh` in the images) and GNU tools; the upload script
-//! with `bash`, as in tests/k8s/backup.rs.
+//! run as in the Alpine images, with BusyBox's `sh` and applets (`common::image_sh`).
 //!
 //! Needs the PostgreSQL server `DATABASE_URL` names; scratch databases
 //! (`herd_rs_<pid>_…`) are created and dropped.
@@ -242,13 +241,13 @@ fn back_up(pg: &Pg, db: &str, media: &Path, root: &Root, store: &Store) -> Strin
     )
     .unwrap();
     let out = pg
-        .env(&mut Command::new("sh"), db)
+        .env(&mut common::image_sh(), db)
         .args(["-c", dump_script])
         .env("SCRATCH", &scratch)
         .output()
         .unwrap();
     assert!(out.status.success(), "dump: {}", stderr(&out));
-    let out = Command::new("bash")
+    let out = common::image_sh()
         .args(["-c", UPLOAD_SCRIPT])
         .env("SCRATCH", &scratch)
         .env("URLS", &urls)
@@ -292,7 +291,7 @@ fn restore(pg: &Pg, db: &str, root: &Root, urls: &Path, media: &Path) -> Restore
     let (fetch_log, restore_log) = (root.0.join("fetch-log"), root.0.join("restore-log"));
     let _ = std::fs::remove_file(&fetch_log);
     let _ = std::fs::remove_file(&restore_log);
-    let fetch = Command::new("sh")
+    let fetch = common::image_sh()
         .args(["-c", FETCH_SCRIPT])
         .env("URLS", urls)
         .env("SCRATCH", &scratch)
@@ -302,7 +301,7 @@ fn restore(pg: &Pg, db: &str, root: &Root, urls: &Path, media: &Path) -> Restore
         .output()
         .unwrap();
     let restore = pg
-        .env(&mut Command::new("sh"), db)
+        .env(&mut common::image_sh(), db)
         .args(["-c", RESTORE_DB_SCRIPT])
         .env("SCRATCH", &scratch)
         .env("APP", "mastodon")
@@ -545,7 +544,7 @@ fn a_restore_that_fails_midway_leaves_the_database_as_it_was() {
     std::fs::write(&dump, &bytes[..bytes.len() * 3 / 4]).unwrap();
     let log = root.0.join("restore-log");
     let out = pg
-        .env(&mut Command::new("sh"), &target.name)
+        .env(&mut common::image_sh(), &target.name)
         .args(["-c", RESTORE_DB_SCRIPT])
         .env("SCRATCH", &scratch)
         .env("APP", "mastodon")
@@ -600,4 +599,62 @@ fn the_manifest_names_the_version_the_database_is_at() {
     let env = job["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
     assert!(env.contains("# version v4.7.6"), "{env}");
     assert!(!env.contains("v4.8.0"), "{env}");
+}
+
+/// The scripts above run as in the Alpine images: every tool they call but curl and
+/// PostgreSQL's is BusyBox's (a GNU-only option would fail here as in the image), and
+/// curl and PostgreSQL's are the real ones.
+#[test]
+fn the_scripts_run_with_busybox_as_in_the_images() {
+    let which = |tool: &str| {
+        let out = common::image_sh()
+            .args([
+                "-c",
+                &format!("command -v {tool} && {tool} --help 2>&1 | head -n 1"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{tool}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shell = common::image_sh()
+        .args(["-c", "readlink -f /proc/$$/exe"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&shell.stdout).contains("busybox"),
+        "{shell:?}"
+    );
+    // Every command the five scripts of the Alpine images call, builtins aside.
+    for tool in [
+        "awk",
+        "cat",
+        "cut",
+        "date",
+        "dd",
+        "grep",
+        "head",
+        "mkdir",
+        "mkfifo",
+        "rm",
+        "sed",
+        "sha256sum",
+        "sleep",
+        "stat",
+        "tar",
+        "tr",
+    ] {
+        let found = which(tool);
+        assert!(
+            found.contains("busybox-applets/") && found.contains("BusyBox"),
+            "{tool}: {found}"
+        );
+    }
+    for tool in ["curl", "psql", "pg_dump", "pg_restore"] {
+        let found = which(tool);
+        assert!(
+            !found.contains("BusyBox") && !found.is_empty(),
+            "{tool}: {found}"
+        );
+    }
 }

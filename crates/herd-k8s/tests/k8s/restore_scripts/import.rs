@@ -5,6 +5,7 @@
 
 use super::store::Store;
 use super::{back_up, files, fill, get_urls, media_volume, pg, restore, stderr, Pg, Root, PREFIX};
+use crate::common;
 use herd_k8s::import::{self, Source};
 use herd_k8s::render::restore_scripts::{RestoreSummary, RESTORE_DB_SCRIPT};
 use std::path::{Path, PathBuf};
@@ -158,15 +159,17 @@ pub(super) fn restore_db(
 ) -> (Output, String) {
     let log = scratch.join("termination-log");
     let _ = std::fs::remove_file(&log);
-    let mut cmd = Command::new("sh");
+    let mut cmd = common::image_sh();
     pg.env(&mut cmd, db)
         .args(["-c", RESTORE_DB_SCRIPT])
         .env("SCRATCH", scratch)
         .env("APP", "mastodon")
         .env("TERMINATION_LOG", &log);
     if let Some(dir) = path {
-        let old = std::env::var("PATH").unwrap_or_default();
-        cmd.env("PATH", format!("{}:{old}", dir.display()));
+        cmd.env(
+            "PATH",
+            format!("{}:{}", dir.display(), common::image_path()),
+        );
     }
     let out = cmd.output().unwrap();
     (out, std::fs::read_to_string(&log).unwrap_or_default())
@@ -401,7 +404,7 @@ fn a_dump_of_another_database_is_rolled_back() {
     std::fs::copy(&file, scratch.join("database.dump")).unwrap();
     let log = root.0.join("log");
     let out = pg
-        .env(&mut Command::new("sh"), &target.name)
+        .env(&mut common::image_sh(), &target.name)
         .args(["-c", RESTORE_DB_SCRIPT])
         .env("SCRATCH", &scratch)
         .env("APP", "mastodon")

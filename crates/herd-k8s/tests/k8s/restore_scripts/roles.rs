@@ -6,6 +6,7 @@
 
 use super::import::{dump, restore_db};
 use super::{fill, pg, stderr, Pg, Root};
+use crate::common;
 use herd_k8s::render::data::ROLES_SCRIPT;
 use herd_k8s::render::restore_scripts::RestoreSummary;
 use std::path::{Path, PathBuf};
@@ -61,7 +62,7 @@ fn keep_roles(pg: &Pg, db: &str, role: &str, root: &Root) {
     let done: PathBuf = root.0.join(format!("roles-done-{db}"));
     let _ = std::fs::remove_file(&done);
     let mut child = pg
-        .env(&mut Command::new("sh"), db)
+        .env(&mut common::image_sh(), db)
         .args(["-c", ROLES_SCRIPT])
         .env("APP_ROLE", role)
         .env("APP_PASSWORD", PASSWORD)
