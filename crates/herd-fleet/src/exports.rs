@@ -4,7 +4,9 @@
 //! writes a database dump, a media archive and a manifest (`manifest.txt`, every piece's
 //! size and SHA-256) under `<backup prefix>exports/<slug>/<id>/`, in pieces of up to
 //! 4 GiB. The status sync records `status.export` ([`record`]); a success emails the
-//! organization's owners and whoever asked ([`ExportReadyEmail`]).
+//! organization's owners and whoever asked ([`ExportReadyEmail`]). An export that is to
+//! carry the server's secrets is announced to every owner when it is asked for
+//! ([`SecretsAskedEmail`]).
 //!
 //! The control plane reads the export straight from the bucket with read-only credentials
 //! ([`ExportStore`], `HERD_EXPORTS_URL`) and serves it ([`download`]): the manifest is
@@ -197,12 +199,22 @@ pub async fn request(
     ask: Ask<'_>,
 ) -> Result<Uuid, FleetError> {
     let recipient = secrets_recipient(ask.secrets_recipient)?;
-    if recipient.is_some() && role != Role::Owner {
-        return Err(FleetError::Invalid(
+    let not_owner = || {
+        FleetError::Invalid(
             "Age recipient: only an owner of the organization can have an export carry the server's secrets; ask for one without a recipient, or ask an owner.".into(),
-        ));
+        )
+    };
+    if recipient.is_some() && role != Role::Owner {
+        return Err(not_owner());
     }
     let mut tx = pool.begin().await?;
+    // The role the request was let in with, read again and held until the export is
+    // written: an owner demoted or removed meanwhile takes no secrets away.
+    if recipient.is_some()
+        && herd_store::orgs::held_role(&mut tx, org, who.id).await? != Some(Role::Owner)
+    {
+        return Err(not_owner());
+    }
     let inst = fleet::lock_instance(&mut tx, id)
         .await?
         .filter(|i| i.org_id == org.0)
@@ -260,6 +272,9 @@ pub async fn request(
     )
     .await?;
     herd_jobs::enqueue(&mut *tx, &ApplyInstance { instance_id: id }).await?;
+    if recipient.is_some() {
+        herd_jobs::enqueue(&mut *tx, &SecretsAskedEmail { export_id: export }).await?;
+    }
     tx.commit().await?;
     Ok(export)
 }
@@ -729,20 +744,7 @@ pub async fn ready_emails(pool: &PgPool, id: Uuid) -> Result<Vec<Email>, FleetEr
         inst.org_slug,
         inst.id
     );
-    let until = e
-        .expires_at
-        .map(|t| {
-            let t = t.to_offset(time::UtcOffset::UTC);
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-                t.year(),
-                u8::from(t.month()),
-                t.day(),
-                t.hour(),
-                t.minute()
-            )
-        })
-        .unwrap_or_default();
+    let until = e.expires_at.map(utc_minute).unwrap_or_default();
     let who = e.requested_by_email.as_deref().unwrap_or("a member");
     let secrets = match &e.secrets_recipient {
         Some(r) => format!(" It also holds the server's secrets, app-secrets.env.age, sealed to the age key {r}: only that key's identity opens it (`age -d -i key.txt app-secrets.env.age`)."),
@@ -762,8 +764,83 @@ pub async fn ready_emails(pool: &PgPool, id: Uuid) -> Result<Vec<Email>, FleetEr
         .collect())
 }
 
-/// Registers the "export ready" email's handler.
+/// Email every owner of the organization that export `export_id`, which carries the
+/// server's secrets, was asked for: the secrets open every account of the server, so no
+/// owner learns of it only when it is ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretsAskedEmail {
+    pub export_id: Uuid,
+}
+
+impl Job for SecretsAskedEmail {
+    const KIND: &'static str = "fleet.export_secrets_asked_email";
+    const MAX_ATTEMPTS: i32 = 10;
+    fn dedupe_key(&self) -> Option<String> {
+        Some(format!("export-secrets-asked:{}", self.export_id))
+    }
+}
+
+/// The notices of [`SecretsAskedEmail`]: one to each owner of the organization, for an
+/// export asked with a key; none otherwise.
+pub async fn secrets_asked_emails(pool: &PgPool, id: Uuid) -> Result<Vec<Email>, FleetError> {
+    let Some(e) = store::get(pool, id).await? else {
+        return Ok(Vec::new());
+    };
+    let Some(key) = &e.secrets_recipient else {
+        return Ok(Vec::new());
+    };
+    let Some(inst) = fleet::instance(pool, e.instance_id).await? else {
+        return Ok(Vec::new());
+    };
+    let who = e.requested_by_email.as_deref().unwrap_or("a member");
+    let at = utc_minute(e.requested_at);
+    let link = format!(
+        "{}/o/{}/servers/{}#exports",
+        e.base_url.trim_end_matches('/'),
+        inst.org_slug,
+        inst.id
+    );
+    Ok(herd_store::orgs::members(pool, OrgId(e.org_id))
+        .await?
+        .into_iter()
+        .filter(|m| m.role == Role::Owner)
+        .map(|m| Email {
+            to: m.email,
+            subject: format!("[Herd] An export of {} with its secrets was asked for", inst.domain),
+            body: format!(
+                "{who} asked on {at} for an export of {domain} that carries the server's secrets (SECRET_KEY_BASE, OTP_SECRET and the encryption keys), sealed to the age key\n\n  {key}\n\nWhoever holds that key's identity can read the export's two-factor secrets and encrypted data, and run the server elsewhere. It is listed on the server's page:\n{link}\n\nIf nobody in {org} meant to ask for it, contact support now, and have the account of {who} change its password: asking for it took that password.\n",
+                domain = inst.domain,
+                org = inst.org_name,
+            ),
+        })
+        .collect())
+}
+
+/// `t` to the minute, in UTC, as the emails write it.
+fn utc_minute(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
+}
+
+/// Registers the export emails' handlers.
 pub fn register(registry: &mut Registry, pool: &PgPool, mailer: &Mailer) {
+    let (p, m) = (pool.clone(), mailer.clone());
+    registry.register(move |job: SecretsAskedEmail| {
+        let (pool, mailer) = (p.clone(), m.clone());
+        async move {
+            for email in secrets_asked_emails(&pool, job.export_id).await? {
+                mailer.send(&email).await?;
+            }
+            Ok(())
+        }
+    });
     let (p, m) = (pool.clone(), mailer.clone());
     registry.register(move |job: ExportReadyEmail| {
         let (pool, mailer) = (p.clone(), m.clone());

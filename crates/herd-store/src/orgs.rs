@@ -217,6 +217,25 @@ pub async fn lock_for_change(
     Ok((row.role.as_deref().map(role).transpose()?, row.owners))
 }
 
+/// The role of `user` in `org`, read in the caller's transaction and held there
+/// (`FOR SHARE`): a role change or removal waits for that transaction to end, so what is
+/// decided on the role stays true until it commits.
+#[tracing::instrument(skip(conn))]
+pub async fn held_role(
+    conn: &mut PgConnection,
+    org: OrgId,
+    user: UserId,
+) -> Result<Option<Role>, StoreError> {
+    let row = sqlx::query_scalar!(
+        "SELECT role FROM memberships WHERE org_id = $1 AND user_id = $2 FOR SHARE",
+        org.0,
+        user.0
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_deref().map(role).transpose()
+}
+
 #[tracing::instrument(skip(conn))]
 pub async fn set_role(
     conn: &mut PgConnection,

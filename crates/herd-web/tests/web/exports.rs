@@ -645,3 +645,115 @@ async fn an_owner_has_the_secrets_sealed_into_an_export_to_their_own_key(pool: P
     assert_ne!(spec.id, export.to_string());
     assert_eq!(spec.secrets_recipient, None);
 }
+
+/// An export with the secrets is announced to every owner when it is asked for, naming
+/// who asked and the key; admins are not told, and an export without a key announces
+/// nothing until it is ready.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn every_owner_is_told_when_an_export_with_the_secrets_is_asked_for(pool: PgPool) {
+    let w = World::new(pool.clone()).await;
+    w.running().await;
+    w.app.signed_up("Paul", "paul@lyon.example", None).await;
+    w.app.join("lyon", "paul@lyon.example", "owner").await;
+    w.app.signed_up("Ana", "ana@lyon.example", None).await;
+    w.app.join("lyon", "ana@lyon.example", "admin").await;
+    let notices = |mails: &[herd_mail::OutboxMessage]| {
+        mails
+            .iter()
+            .filter(|m| m.subject.contains("with its secrets was asked for"))
+            .map(|m| m.to.clone())
+            .collect::<Vec<_>>()
+    };
+
+    // Without a key: no notice.
+    let exports = format!("{}/exports", w.page());
+    w.owner.post(&exports, &[]).await.assert_redirect(&w.page());
+    w.app.run_jobs().await;
+    assert_eq!(notices(&w.app.mails().await), Vec::<String>::new());
+    w.taken(
+        sqlx::query_scalar("SELECT id FROM tenant_exports")
+            .fetch_one(&pool)
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    // With one: both owners are told, the asker too, at once (before it is taken).
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    w.ask_sealed(&w.owner, &recipient, PASSWORD).await;
+    w.app.run_jobs().await;
+    let mut told = notices(&w.app.mails().await);
+    told.sort();
+    assert_eq!(told, ["lea@lyon.example", "paul@lyon.example"]);
+    let mail = w.app.last_mail_to("paul@lyon.example").await;
+    assert!(
+        mail.body.contains("lea@lyon.example asked on")
+            && mail.body.contains(&recipient)
+            && mail.body.contains(&format!("{}#exports", w.page())),
+        "{}",
+        mail.body
+    );
+}
+
+/// The owner check is made again inside the export's transaction, on the role as stored:
+/// a member demoted after the request was let in (the role it carries still says owner)
+/// is refused, and nothing is asked.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn a_demoted_owner_is_refused_the_secrets_whatever_the_request_carries(pool: PgPool) {
+    let w = World::new(pool.clone()).await;
+    w.running().await;
+    w.app.signed_up("Paul", "paul@lyon.example", None).await;
+    w.app.join("lyon", "paul@lyon.example", "admin").await;
+    let (org, paul): (Uuid, Uuid) = sqlx::query_as(
+        "SELECT o.id, u.id FROM organizations o, users u
+         WHERE o.slug = 'lyon' AND u.email = 'paul@lyon.example'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let ask = |recipient| herd_fleet::exports::Ask {
+        secrets_recipient: Some(recipient),
+        link_days: 7,
+        base_url: "https://herd.example",
+    };
+    let who = herd_fleet::clusters::Actor {
+        id: herd_domain::UserId(paul),
+        email: "paul@lyon.example",
+        ip: "192.0.2.7",
+    };
+    let refused = herd_fleet::exports::request(
+        &pool,
+        herd_domain::OrgId(org),
+        who,
+        herd_domain::Role::Owner,
+        w.id,
+        ask(&recipient),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("only an owner of the organization"),
+        "{refused}"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM tenant_exports").await, 0);
+    // An owner by the stored role is let through.
+    sqlx::query("UPDATE memberships SET role = 'owner' WHERE user_id = $1")
+        .bind(paul)
+        .execute(&pool)
+        .await
+        .unwrap();
+    herd_fleet::exports::request(
+        &pool,
+        herd_domain::OrgId(org),
+        who,
+        herd_domain::Role::Owner,
+        w.id,
+        ask(&recipient),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&pool, "SELECT count(*) FROM tenant_exports").await, 1);
+}
