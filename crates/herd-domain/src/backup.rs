@@ -35,8 +35,52 @@ text_enum!(
 );
 text_enum!(
     /// What is wrong with a tenant's backups.
-    BackupAlertKind { Missed => "missed", Failed => "failed" }
+    BackupAlertKind { Missed => "missed", Failed => "failed", MediaUnprotected => "media_unprotected" }
 );
+text_enum!(
+    /// The versioning of the bucket a tenant's media are in, as its cluster's operator
+    /// last read it (`GetBucketVersioning` with the tenant's own credentials): those media
+    /// are not copied by Herd's backups, so the bucket's versioning is their backup.
+    BucketVersioning {
+        Enabled => "enabled",
+        Suspended => "suspended",
+        Off => "off",
+        Unreadable => "unreadable",
+    }
+);
+
+/// A tenant's media bucket as last checked (see [`BucketVersioning`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaBucket {
+    pub bucket: String,
+    pub versioning: BucketVersioning,
+    /// Why it could not be read, or what the provider answered.
+    pub message: Option<String>,
+}
+
+/// The health of media in object storage: an alert unless the bucket's versioning is on
+/// (`None`: the media are on a volume, archived with each backup).
+pub fn assess_media(media: Option<&MediaBucket>) -> BackupHealth {
+    let Some(m) = media else {
+        return BackupHealth::Healthy;
+    };
+    let why = match m.versioning {
+        BucketVersioning::Enabled => return BackupHealth::Healthy,
+        BucketVersioning::Off => "versioning was never turned on".to_owned(),
+        BucketVersioning::Suspended => "versioning is suspended".to_owned(),
+        BucketVersioning::Unreadable => format!(
+            "its versioning could not be read ({})",
+            m.message.as_deref().unwrap_or("no reason given")
+        ),
+    };
+    BackupHealth::Alert {
+        kind: BackupAlertKind::MediaUnprotected,
+        message: format!(
+            "the media in bucket {} are not backed up: {why}; Herd does not copy media in object storage, the bucket's versioning is their backup (docs/BACKUPS.md, \"Media in object storage\")",
+            m.bucket
+        ),
+    }
+}
 
 /// How late a backup may be past its interval before it counts as missed: a run may start
 /// an hour late and take two.
@@ -125,6 +169,47 @@ mod tests {
             method: BackupMethod::Dump,
             outcome,
             message: Some("BackoffLimitExceeded".into()),
+        }
+    }
+
+    #[test]
+    fn media_in_a_bucket_are_safe_only_with_its_versioning_on() {
+        let bucket = |versioning, message: Option<&str>| MediaBucket {
+            bucket: "lyon-media".into(),
+            versioning,
+            message: message.map(str::to_owned),
+        };
+        assert_eq!(assess_media(None), BackupHealth::Healthy);
+        assert_eq!(
+            assess_media(Some(&bucket(BucketVersioning::Enabled, None))),
+            BackupHealth::Healthy
+        );
+        for (versioning, says) in [
+            (BucketVersioning::Off, "never turned on"),
+            (BucketVersioning::Suspended, "is suspended"),
+            (
+                BucketVersioning::Unreadable,
+                "could not be read (HTTP 403 AccessDenied)",
+            ),
+        ] {
+            let BackupHealth::Alert { kind, message } =
+                assess_media(Some(&bucket(versioning, Some("HTTP 403 AccessDenied"))))
+            else {
+                panic!("{versioning:?} is not safe");
+            };
+            assert_eq!(kind, BackupAlertKind::MediaUnprotected);
+            assert!(
+                message.contains("bucket lyon-media are not backed up") && message.contains(says),
+                "{message}"
+            );
+        }
+        for v in [
+            BucketVersioning::Enabled,
+            BucketVersioning::Suspended,
+            BucketVersioning::Off,
+            BucketVersioning::Unreadable,
+        ] {
+            assert_eq!(BucketVersioning::parse(v.as_str()), Some(v));
         }
     }
 

@@ -1,11 +1,11 @@
 //! Tenant backups on the control plane: the records the status sync copies from each
 //! cluster, the alert raised when a tenant's last backup failed or none succeeded in time
 //! (shown on its console page, emailed to operators once per incident, closed by the next
-//! success), and the age of each tenant's last good backup for Prometheus
+//! success; media in object storage without bucket versioning are an alert too), and the age of each tenant's last good backup for Prometheus
 //! (`herd_tenant_backup_age_seconds`).
 
 use crate::FleetError;
-use herd_domain::backup::{assess, BackupAlertKind, BackupHealth};
+use herd_domain::backup::{assess, assess_media, BackupAlertKind, BackupHealth, MediaBucket};
 use herd_domain::InstancePhase;
 use herd_jobs::{Job, Registry};
 use herd_mail::{Email, Mailer};
@@ -17,15 +17,19 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// Records what the cluster reports of `instance`'s backups (`interval_hours`: its
-/// schedule, from its Instance), then checks them at `now`.
+/// schedule, from its Instance) and of its media bucket (`media`, when its media are in
+/// object storage: the bucket's versioning as last read, and when), then checks them at
+/// `now`.
 pub async fn record(
     conn: &mut PgConnection,
     instance: Uuid,
     interval_hours: i32,
     backups: &[Backup],
+    media: Option<(&MediaBucket, OffsetDateTime)>,
     now: OffsetDateTime,
 ) -> Result<(), FleetError> {
     store::set_interval(&mut *conn, instance, interval_hours.max(1)).await?;
+    store::set_media_bucket(&mut *conn, instance, media).await?;
     for b in backups {
         store::upsert(&mut *conn, instance, b).await?;
     }
@@ -47,13 +51,23 @@ pub async fn check(
         && !matches!(inst.phase, InstancePhase::Deleting | InstancePhase::Deleted)
         && !herd_store::restores::is_scratch(&mut *conn, instance).await?;
     let health = if watched {
-        assess(
+        // The database's backups first; then the media in object storage, which Herd does
+        // not copy.
+        match assess(
             now,
             store::interval(&mut *conn, instance).await?,
             inst.created_at,
             store::last_success(&mut *conn, instance).await?,
             &store::latest_finished(&mut *conn, instance).await?,
-        )
+        ) {
+            BackupHealth::Healthy => assess_media(
+                store::media_bucket(&mut *conn, instance)
+                    .await?
+                    .as_ref()
+                    .map(|(m, _)| m),
+            ),
+            alert => alert,
+        }
     } else {
         BackupHealth::Healthy
     };
@@ -102,6 +116,8 @@ pub struct TenantBackups {
     pub last_success: Option<OffsetDateTime>,
     pub alert: Option<Alert>,
     pub interval_hours: i32,
+    /// The media bucket's versioning as last read, and when (media in object storage).
+    pub media_bucket: Option<(MediaBucket, OffsetDateTime)>,
 }
 
 pub async fn for_console(pool: &PgPool, instance: Uuid) -> Result<TenantBackups, FleetError> {
@@ -111,6 +127,7 @@ pub async fn for_console(pool: &PgPool, instance: Uuid) -> Result<TenantBackups,
         last_success: store::last_success(&mut *conn, instance).await?,
         alert: store::open_alert(&mut conn, instance).await?,
         interval_hours: store::interval(&mut *conn, instance).await?,
+        media_bucket: store::media_bucket(&mut conn, instance).await?,
     })
 }
 
@@ -159,6 +176,13 @@ pub async fn alert_emails(pool: &PgPool, alert_id: Uuid) -> Result<Vec<Email>, F
     let what = match a.kind {
         BackupAlertKind::Failed => "failed",
         BackupAlertKind::Missed => "missed",
+        BackupAlertKind::MediaUnprotected => "incomplete, media not protected",
+    };
+    let closes = match a.kind {
+        BackupAlertKind::MediaUnprotected => {
+            "the cluster reads the media bucket's versioning as on (it reads it every hour)"
+        }
+        BackupAlertKind::Failed | BackupAlertKind::Missed => "a backup succeeds again",
     };
     Ok(store::operator_emails(pool)
         .await?
@@ -167,7 +191,7 @@ pub async fn alert_emails(pool: &PgPool, alert_id: Uuid) -> Result<Vec<Email>, F
             to,
             subject: format!("[Herd] Backup {what}: {} ({})", inst.domain, inst.slug),
             body: format!(
-                "The backups of {} ({}, organization {}) need attention since {}:\n\n{}\n\nThe tenant's page in the console shows its recent backups: /operator/instances/{}\nRunbook: docs/BACKUPS.md, \"When a backup alert fires\".\n\nThis alert is sent once; it closes when a backup succeeds again.\n",
+                "The backups of {} ({}, organization {}) need attention since {}:\n\n{}\n\nThe tenant's page in the console shows its recent backups: /operator/instances/{}\nRunbook: docs/BACKUPS.md, \"When a backup alert fires\".\n\nThis alert is sent once; it closes when {closes}.\n",
                 inst.domain,
                 inst.slug,
                 inst.org_name,

@@ -431,6 +431,38 @@ pub struct InstanceStatus {
     /// The last export asked for (`spec.export`), as far as it went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<ExportStatus>,
+    /// With media in object storage (`spec.mediaS3`), which Herd's backups do not copy:
+    /// the bucket's versioning, their backup, as the operator last read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_bucket: Option<MediaBucketStatus>,
+}
+
+/// The versioning of a bucket, as `GetBucketVersioning` answers it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum BucketVersioning {
+    /// Every overwritten or deleted object keeps its earlier versions.
+    Enabled,
+    /// Was on, then suspended: objects written since keep no earlier version.
+    Suspended,
+    /// Never turned on.
+    Off,
+    /// Could not be read (the request failed or was refused: see `message`).
+    Unreadable,
+}
+
+/// The media bucket's versioning as the operator last read it (every
+/// [`crate::media_bucket::CHECK_EVERY`], with the tenant's own credentials).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaBucketStatus {
+    pub bucket: String,
+    pub endpoint: String,
+    pub versioning: BucketVersioning,
+    /// RFC 3339.
+    pub checked_at: String,
+    /// Why it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Where a restore is.

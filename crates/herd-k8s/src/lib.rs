@@ -8,6 +8,7 @@ pub mod diff;
 pub mod import;
 pub mod lease;
 pub mod lifecycle;
+pub mod media_bucket;
 pub mod observe;
 pub mod operator;
 pub mod presign;

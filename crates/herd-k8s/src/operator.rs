@@ -81,6 +81,8 @@ pub struct Context {
     api_server: std::sync::RwLock<Vec<std::net::SocketAddr>>,
     /// The time now: the system clock, or the tests' (see [`Context::set_clock`]).
     clock: std::sync::RwLock<Option<jiff::Timestamp>>,
+    /// For reading the versioning of media buckets ([`crate::media_bucket`]).
+    http: reqwest::Client,
 }
 
 impl Context {
@@ -110,6 +112,7 @@ impl Context {
             failures: Mutex::default(),
             api_server,
             clock: std::sync::RwLock::new(None),
+            http: reqwest::Client::new(),
         })
     }
 
@@ -334,7 +337,13 @@ async fn write_status(
         return Ok(false);
     }
     let mut value = serde_json::to_value(status).unwrap_or_default();
-    for field in ["observedGeneration", "runningVersion", "url", "lastError"] {
+    for field in [
+        "observedGeneration",
+        "runningVersion",
+        "url",
+        "lastError",
+        "mediaBucket",
+    ] {
         value
             .as_object_mut()
             .map(|o| o.entry(field).or_insert(serde_json::Value::Null));
@@ -343,6 +352,7 @@ async fn write_status(
     // fields are cleared explicitly.
     for (record, fields) in [
         ("restore", &["startedAt", "finishedAt", "message"][..]),
+        ("mediaBucket", &["message"][..]),
         (
             "export",
             &[
@@ -598,6 +608,7 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
     );
     status.owner_password_generation = plan.owner_password_generation;
     status.moderator_token_generation = plan.moderator_token_generation;
+    status.media_bucket = media_bucket_step(instance, ctx, &ns).await;
     // The restore's last step: done once the app runs again (or at once when suspended).
     let mut busy = false;
     if let Some((mut rs, _)) = starting {
@@ -2061,6 +2072,55 @@ async fn ensure_tenant_credentials(
     })?;
     reconcile::apply(&ctx.client, &[Child::Secret(secret)]).await?;
     Ok(())
+}
+
+/// The media bucket's versioning for the status: `None` without media in object storage;
+/// the last reading while it is not due ([`crate::media_bucket::due`]); else read now with
+/// the tenant's media credentials (Secret `spec.mediaS3.secretRef` in namespace `ns`).
+async fn media_bucket_step(
+    instance: &Instance,
+    ctx: &Context,
+    ns: &str,
+) -> Option<crate::crd::MediaBucketStatus> {
+    let s3 = instance.spec.media_s3.as_ref()?;
+    let last = instance
+        .status
+        .as_ref()
+        .and_then(|s| s.media_bucket.clone());
+    let now = ctx.now();
+    if let Some(last) = last.filter(|l| !crate::media_bucket::due(l, s3, now)) {
+        return Some(last);
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let credentials = match api.get_opt(&s3.secret_ref).await {
+        Ok(Some(secret)) => {
+            let mut data = reconcile::secret_strings(secret);
+            match (
+                data.remove("AWS_ACCESS_KEY_ID").filter(|v| !v.is_empty()),
+                data.remove("AWS_SECRET_ACCESS_KEY")
+                    .filter(|v| !v.is_empty()),
+            ) {
+                (Some(access_key_id), Some(secret_access_key)) => Ok(BackupCredentials {
+                    access_key_id,
+                    secret_access_key,
+                }),
+                _ => Err(format!(
+                    "Secret {ns}/{} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY",
+                    s3.secret_ref
+                )),
+            }
+        }
+        Ok(None) => Err(format!("no Secret {ns}/{}", s3.secret_ref)),
+        Err(e) => Err(format!(
+            "Secret {ns}/{} could not be read ({e})",
+            s3.secret_ref
+        )),
+    };
+    let read = crate::media_bucket::check(&ctx.http, s3, credentials, now).await;
+    if read.versioning != crate::crd::BucketVersioning::Enabled {
+        tracing::warn!(instance = %key(instance), bucket = %read.bucket, versioning = ?read.versioning, message = read.message.as_deref().unwrap_or_default(), "media bucket without versioning: its media are not backed up");
+    }
+    Some(read)
 }
 
 /// The backup target's credentials, from the Secret in the operator's namespace.

@@ -211,13 +211,13 @@ fn sign(
 
 #[cfg(test)]
 #[expect(clippy::unwrap_used, reason = "tests")]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hmac::{Hmac, Mac};
     use sha2::{Digest, Sha256};
 
-    const KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
-    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    pub(crate) const KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+    pub(crate) const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
     fn hmac(key: &[u8], data: &str) -> Vec<u8> {
         let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
@@ -228,8 +228,8 @@ mod tests {
     /// SigV4 query-string authentication written out from AWS's documentation
     /// ("Authenticating Requests: Using Query Parameters"), independently of rusty-s3:
     /// the signature of `method host path` with these (already encoded, sorted) query
-    /// parameters before `X-Amz-Signature`.
-    fn sigv4(
+    /// parameters before `X-Amz-Signature`, signed with [`SECRET`].
+    pub(crate) fn sigv4(
         method: &str,
         host: &str,
         path: &str,

@@ -424,6 +424,8 @@ pub fn compute(
         // `crate::operator`); otherwise what an earlier status said is kept.
         restore: previous.restore.clone(),
         export: previous.export.clone(),
+        // Read again by the operator when due (`crate::media_bucket`).
+        media_bucket: previous.media_bucket.clone(),
     }
 }
 

@@ -71,6 +71,30 @@ pub fn backup_of(r: &BackupRecord) -> herd_store::backups::Backup {
     }
 }
 
+/// The media bucket's versioning as the cluster reports it (`status.mediaBucket`), with
+/// when it was read; `None` when that time is unreadable (not recorded, as not read).
+pub fn media_bucket_of(
+    m: &herd_k8s::crd::MediaBucketStatus,
+) -> Option<(herd_domain::backup::MediaBucket, time::OffsetDateTime)> {
+    use herd_domain::backup::BucketVersioning as V;
+    use herd_k8s::crd::BucketVersioning as Reported;
+    let at = herd_k8s::backups::epoch_nanos(&m.checked_at)
+        .and_then(|n| time::OffsetDateTime::from_unix_timestamp_nanos(n).ok())?;
+    Some((
+        herd_domain::backup::MediaBucket {
+            bucket: m.bucket.clone(),
+            versioning: match m.versioning {
+                Reported::Enabled => V::Enabled,
+                Reported::Suspended => V::Suspended,
+                Reported::Off => V::Off,
+                Reported::Unreadable => V::Unreadable,
+            },
+            message: m.message.clone(),
+        },
+        at,
+    ))
+}
+
 /// An export as the cluster reports it (`status.export`).
 pub fn export_of(e: &herd_k8s::crd::ExportStatus) -> herd_fleet::exports::Reported<'_> {
     use herd_domain::export::ExportState;
@@ -121,7 +145,16 @@ pub async fn record_at(
     // The backups it reports, and the alert they call for.
     let backups: Vec<_> = status.backups.iter().map(backup_of).collect();
     let interval = i32::try_from(i.spec.backup.interval_hours).unwrap_or(24);
-    herd_fleet::backups::record(&mut tx, id, interval, &backups, now).await?;
+    let media = status.media_bucket.as_ref().and_then(media_bucket_of);
+    herd_fleet::backups::record(
+        &mut tx,
+        id,
+        interval,
+        &backups,
+        media.as_ref().map(|(m, at)| (m, *at)),
+        now,
+    )
+    .await?;
     if let Some(e) = &status.export {
         herd_fleet::exports::record(&mut tx, id, &e.id, &export_of(e)).await?;
     }

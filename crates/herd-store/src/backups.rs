@@ -2,7 +2,10 @@
 //! tenants whose backups went wrong (`tenant_backup_alerts`).
 
 use crate::StoreError;
-use herd_domain::backup::{BackupAlertKind, BackupMethod, BackupOutcome, BackupReason, Finished};
+use herd_domain::backup::{
+    BackupAlertKind, BackupMethod, BackupOutcome, BackupReason, BucketVersioning, Finished,
+    MediaBucket,
+};
 use sqlx::{PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -187,6 +190,75 @@ pub async fn set_interval(
         "UPDATE instances SET backup_interval_hours = $2 WHERE id = $1 AND backup_interval_hours <> $2",
         instance,
         hours
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The media bucket of `instance` as its cluster last read it, with when; `None` when its
+/// media are not in object storage (or were never read).
+#[tracing::instrument(skip(conn))]
+pub async fn media_bucket(
+    conn: &mut PgConnection,
+    instance: Uuid,
+) -> Result<Option<(MediaBucket, OffsetDateTime)>, StoreError> {
+    let row = sqlx::query!(
+        "SELECT media_bucket, media_versioning, media_versioning_message, media_versioning_checked_at
+         FROM instances WHERE id = $1",
+        instance
+    )
+    .fetch_optional(conn)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let (Some(bucket), Some(versioning), Some(at)) = (
+        r.media_bucket,
+        r.media_versioning,
+        r.media_versioning_checked_at,
+    ) else {
+        return Ok(None);
+    };
+    let versioning = BucketVersioning::parse(&versioning).ok_or_else(|| {
+        StoreError::Invalid(format!("instances.media_versioning = {versioning:?}"))
+    })?;
+    Ok(Some((
+        MediaBucket {
+            bucket,
+            versioning,
+            message: r.media_versioning_message,
+        },
+        at,
+    )))
+}
+
+/// Records what the cluster last read of `instance`'s media bucket (`None`: its media are
+/// not in object storage).
+#[tracing::instrument(skip(conn))]
+pub async fn set_media_bucket(
+    conn: &mut PgConnection,
+    instance: Uuid,
+    read: Option<(&MediaBucket, OffsetDateTime)>,
+) -> Result<(), StoreError> {
+    let (bucket, versioning, message, at) = match read {
+        Some((m, at)) => (
+            Some(m.bucket.as_str()),
+            Some(m.versioning.as_str()),
+            m.message.as_deref(),
+            Some(at),
+        ),
+        None => (None, None, None, None),
+    };
+    sqlx::query!(
+        "UPDATE instances SET media_bucket = $2, media_versioning = $3,
+                media_versioning_message = $4, media_versioning_checked_at = $5
+         WHERE id = $1
+           AND (media_bucket, media_versioning, media_versioning_message, media_versioning_checked_at)
+               IS DISTINCT FROM ($2, $3, $4, $5)",
+        instance,
+        bucket,
+        versioning,
+        message,
+        at
     )
     .execute(conn)
     .await?;

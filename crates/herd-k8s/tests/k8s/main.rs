@@ -5,6 +5,7 @@
 mod backup;
 mod common;
 mod deploy;
+mod media_bucket;
 mod moderator;
 mod network;
 mod operator;

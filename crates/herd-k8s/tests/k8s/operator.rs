@@ -94,6 +94,11 @@ impl Harness {
         self.reconcile().await.unwrap();
     }
 
+    /// Sets the time the operator sees.
+    pub(crate) fn set_clock(&self, at: jiff::Timestamp) {
+        self.ctx.set_clock(at);
+    }
+
     /// One reconcile by an operator started with other cluster settings.
     async fn reconcile_on(&self, cluster: ClusterSettings) {
         let ctx = Context::new(

@@ -865,57 +865,80 @@ fn at(s: &str) -> time::OffsetDateTime {
         .unwrap()
 }
 
+/// A running lyon.social on cluster eu-1, whose status the tests write and sync at the
+/// times they choose.
+struct Backups {
+    app: TestApp,
+    api: Api<Instance>,
+    o: herd_orchestrator::Orchestrator,
+    id: Uuid,
+    _cluster: FakeCluster,
+}
+
+impl Backups {
+    async fn new(pool: &PgPool) -> Backups {
+        let app = TestApp::spawn(pool.clone()).await;
+        let op = operator_id(pool).await;
+        let cluster = cluster_with_crd().await;
+        app.clusters.plug("eu-1", cluster.client.clone());
+        register(&app, op, "eu-1", "eu", 10).await;
+        let id = server(pool, "lyon", "lyon.social", None).await;
+        app.run_jobs().await;
+        let o = herd_orchestrator::Orchestrator {
+            pool: pool.clone(),
+            clusters: std::sync::Arc::new(app.clusters.clone()),
+            key: None,
+            moderator_email: Some("moderation@provider.example".to_owned()),
+        };
+        Backups {
+            api: instances(&cluster),
+            app,
+            o,
+            id,
+            _cluster: cluster,
+        }
+    }
+
+    /// The status sync of the Instance as it is, at `now`.
+    async fn sync(&self, now: &str) {
+        let i = self.api.get("lyon-social").await.unwrap();
+        herd_orchestrator::sync::record_at(&self.o, self.id, &i, at(now))
+            .await
+            .unwrap();
+    }
+
+    /// Every alert of the tenant, oldest first: (kind, message, closed at).
+    async fn alerts(&self) -> Vec<(String, String, Option<time::OffsetDateTime>)> {
+        sqlx::query_as(
+            "SELECT kind, message, closed_at FROM tenant_backup_alerts WHERE instance_id = $1 ORDER BY opened_at",
+        )
+        .bind(self.id)
+        .fetch_all(&self.app.pool)
+        .await
+        .unwrap()
+    }
+
+    /// The backup emails sent.
+    async fn emails(&self) -> Vec<herd_mail::OutboxMessage> {
+        herd_mail::read_outbox(&self.app.outbox)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.subject.contains("Backup"))
+            .collect()
+    }
+}
+
 /// The status sync copies each backup into `tenant_backups`; a missed or failed backup
 /// opens one alert (on the console page, in the history) and emails the operators once
 /// per incident; a success closes it; the metric gives each tenant's backup age.
 #[sqlx::test(migrator = "herd_store::MIGRATOR")]
 async fn backups_are_recorded_and_a_missed_or_failed_one_alerts_once(pool: PgPool) {
-    let app = TestApp::spawn(pool.clone()).await;
-    let op = operator_id(&pool).await;
-    let cluster = cluster_with_crd().await;
-    app.clusters.plug("eu-1", cluster.client.clone());
-    register(&app, op, "eu-1", "eu", 10).await;
-    let id = server(&pool, "lyon", "lyon.social", None).await;
-    app.run_jobs().await;
-    let api = instances(&cluster);
-    let o = herd_orchestrator::Orchestrator {
-        pool: pool.clone(),
-        clusters: std::sync::Arc::new(app.clusters.clone()),
-        key: None,
-        moderator_email: Some("moderation@provider.example".to_owned()),
-    };
-    let sync = |now: &str| {
-        let (o, api, now) = (o.clone(), api.clone(), at(now));
-        async move {
-            let i = api.get("lyon-social").await.unwrap();
-            herd_orchestrator::sync::record_at(&o, id, &i, now)
-                .await
-                .unwrap();
-        }
-    };
-    let alerts = |pool: PgPool| async move {
-        sqlx::query_as::<_, (String, String, Option<time::OffsetDateTime>)>(
-            "SELECT kind, message, closed_at FROM tenant_backup_alerts WHERE instance_id = $1 ORDER BY opened_at",
-        )
-        .bind(id)
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-    };
-    let emails = |app: &TestApp| {
-        let outbox = app.outbox.clone();
-        async move {
-            herd_mail::read_outbox(&outbox)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|m| m.subject.contains("Backup"))
-                .collect::<Vec<_>>()
-        }
-    };
+    let w = Backups::new(&pool).await;
+    let id = w.id;
 
     // A backup that succeeded: recorded with what the cluster reported.
     report_backups(
-        &api,
+        &w.api,
         json!([backup(
             "scheduled-backup-1",
             "Succeeded",
@@ -923,7 +946,7 @@ async fn backups_are_recorded_and_a_missed_or_failed_one_alerts_once(pool: PgPoo
         )]),
     )
     .await;
-    sync("2026-12-08T03:00:00Z").await;
+    w.sync("2026-12-08T03:00:00Z").await;
     let rows = herd_store::backups::recent(&pool, id, 10).await.unwrap();
     assert_eq!(rows.len(), 1);
     let b = &rows[0];
@@ -938,7 +961,7 @@ async fn backups_are_recorded_and_a_missed_or_failed_one_alerts_once(pool: PgPoo
         .as_deref()
         .unwrap()
         .starts_with("s3://herd-backups/"));
-    assert!(alerts(pool.clone()).await.is_empty());
+    assert!(w.alerts().await.is_empty());
     // The metric: the age of that backup.
     let text = herd_fleet::backups::metrics_text(&pool, at("2026-12-08T03:19:35Z"))
         .await
@@ -950,14 +973,11 @@ async fn backups_are_recorded_and_a_missed_or_failed_one_alerts_once(pool: PgPoo
 
     // A day and the grace later, no new success: missed, one alert, one email per
     // operator, however many syncs follow.
-    sync("2026-12-09T04:00:00Z").await;
-    assert!(
-        alerts(pool.clone()).await.is_empty(),
-        "not yet: within the grace"
-    );
-    sync("2026-12-09T05:30:00Z").await;
-    app.run_jobs().await;
-    let open = alerts(pool.clone()).await;
+    w.sync("2026-12-09T04:00:00Z").await;
+    assert!(w.alerts().await.is_empty(), "not yet: within the grace");
+    w.sync("2026-12-09T05:30:00Z").await;
+    w.app.run_jobs().await;
+    let open = w.alerts().await;
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].0, "missed");
     assert!(
@@ -970,11 +990,11 @@ async fn backups_are_recorded_and_a_missed_or_failed_one_alerts_once(pool: PgPoo
         "2026-12-09T08:00:00Z",
         "2026-12-10T08:00:00Z",
     ] {
-        sync(later).await;
-        app.run_jobs().await;
+        w.sync(later).await;
+        w.app.run_jobs().await;
     }
-    assert_eq!(alerts(pool.clone()).await.len(), 1, "one incident");
-    let sent = emails(&app).await;
+    assert_eq!(w.alerts().await.len(), 1, "one incident");
+    let sent = w.emails().await;
     assert_eq!(sent.len(), 1, "once per incident: {sent:?}");
     assert_eq!(sent[0].to, "ops@provider.example");
     assert!(
@@ -996,15 +1016,15 @@ async fn backups_are_recorded_and_a_missed_or_failed_one_alerts_once(pool: PgPoo
 
     // A success closes it.
     report_backups(
-        &api,
+        &w.api,
         json!([
             backup("scheduled-backup-3", "Succeeded", "2026-12-10T08:30:00Z"),
             backup("scheduled-backup-1", "Succeeded", "2026-12-08T02:19:35Z"),
         ]),
     )
     .await;
-    sync("2026-12-10T09:00:00Z").await;
-    let all = alerts(pool.clone()).await;
+    w.sync("2026-12-10T09:00:00Z").await;
+    let all = w.alerts().await;
     assert!(all[0].2.is_some(), "closed");
     let history = fleet::events(&pool, id, 50).await.unwrap();
     assert!(history
@@ -1013,21 +1033,21 @@ async fn backups_are_recorded_and_a_missed_or_failed_one_alerts_once(pool: PgPoo
 
     // A failed backup alerts at once, in its own incident, with the cluster's reason.
     report_backups(
-        &api,
+        &w.api,
         json!([
             backup("scheduled-backup-4", "Failed", "2026-12-11T02:20:00Z"),
             backup("scheduled-backup-3", "Succeeded", "2026-12-10T08:30:00Z"),
         ]),
     )
     .await;
-    sync("2026-12-11T02:30:00Z").await;
-    sync("2026-12-11T02:30:15Z").await;
-    app.run_jobs().await;
-    let all = alerts(pool.clone()).await;
+    w.sync("2026-12-11T02:30:00Z").await;
+    w.sync("2026-12-11T02:30:15Z").await;
+    w.app.run_jobs().await;
+    let all = w.alerts().await;
     assert_eq!(all.len(), 2);
     assert_eq!(all[1].0, "failed");
     assert!(all[1].1.contains("BackoffLimitExceeded"), "{}", all[1].1);
-    let sent = emails(&app).await;
+    let sent = w.emails().await;
     assert_eq!(sent.len(), 2);
     assert!(
         sent[1].subject.contains("Backup failed"),
@@ -1036,4 +1056,140 @@ async fn backups_are_recorded_and_a_missed_or_failed_one_alerts_once(pool: PgPoo
     );
     let rows = herd_store::backups::recent(&pool, id, 10).await.unwrap();
     assert_eq!(rows.len(), 3, "each backup once");
+}
+
+/// Media in object storage are not copied by the backups: their bucket's versioning, as
+/// the cluster reads it (`status.mediaBucket`), is recorded, and anything but on is the
+/// tenant's backup alert (once, emailed), after the database's own; on closes it.
+#[sqlx::test(migrator = "herd_store::MIGRATOR")]
+async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: PgPool) {
+    let w = Backups::new(&pool).await;
+    let media = |versioning: &str, message: Option<&str>, checked: &str| {
+        let api = w.api.clone();
+        let (versioning, message, checked) = (
+            versioning.to_owned(),
+            message.map(str::to_owned),
+            checked.to_owned(),
+        );
+        async move {
+            api.patch_status(
+                "lyon-social",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": { "mediaBucket": {
+                    "bucket": "lyon-media", "endpoint": "https://s3.fr-par.scw.cloud",
+                    "versioning": versioning, "checkedAt": checked, "message": message,
+                }}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    report_backups(
+        &w.api,
+        json!([backup(
+            "scheduled-backup-1",
+            "Succeeded",
+            "2026-12-08T02:19:35Z"
+        )]),
+    )
+    .await;
+
+    // On: healthy, and the console says where the media are.
+    media("Enabled", None, "2026-12-08T02:00:00Z").await;
+    w.sync("2026-12-08T03:00:00Z").await;
+    assert!(w.alerts().await.is_empty());
+    let console = herd_fleet::backups::for_console(&pool, w.id).await.unwrap();
+    let (m, checked) = console.media_bucket.unwrap();
+    assert_eq!(
+        (m.bucket.as_str(), m.versioning, checked),
+        (
+            "lyon-media",
+            herd_domain::backup::BucketVersioning::Enabled,
+            at("2026-12-08T02:00:00Z")
+        )
+    );
+
+    // Suspended at the provider: an alert naming the bucket, one email.
+    media("Suspended", None, "2026-12-08T04:00:00Z").await;
+    w.sync("2026-12-08T04:00:05Z").await;
+    w.sync("2026-12-08T04:10:00Z").await;
+    w.app.run_jobs().await;
+    let alerts = w.alerts().await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].0, "media_unprotected");
+    assert!(
+        alerts[0]
+            .1
+            .contains("media in bucket lyon-media are not backed up: versioning is suspended"),
+        "{}",
+        alerts[0].1
+    );
+    let sent = w.emails().await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].subject.contains("media not protected: lyon.social"),
+        "{}",
+        sent[0].subject
+    );
+    assert!(
+        sent[0].body.contains("versioning as on"),
+        "{}",
+        sent[0].body
+    );
+
+    // Unreadable is no better: the same incident says why now.
+    media(
+        "Unreadable",
+        Some("HTTP 403 AccessDenied"),
+        "2026-12-08T05:00:00Z",
+    )
+    .await;
+    w.sync("2026-12-08T05:00:05Z").await;
+    let alerts = w.alerts().await;
+    assert_eq!(alerts.len(), 1);
+    assert!(
+        alerts[0].1.contains("(HTTP 403 AccessDenied)"),
+        "{}",
+        alerts[0].1
+    );
+
+    // A failed database backup comes first.
+    report_backups(
+        &w.api,
+        json!([
+            backup("scheduled-backup-2", "Failed", "2026-12-09T02:20:00Z"),
+            backup("scheduled-backup-1", "Succeeded", "2026-12-08T02:19:35Z"),
+        ]),
+    )
+    .await;
+    w.sync("2026-12-09T02:30:00Z").await;
+    let alerts = w.alerts().await;
+    assert_eq!((alerts.len(), alerts[0].0.as_str()), (1, "failed"));
+
+    // The database backed up again and versioning back on: closed.
+    report_backups(
+        &w.api,
+        json!([backup(
+            "scheduled-backup-3",
+            "Succeeded",
+            "2026-12-09T03:20:00Z"
+        )]),
+    )
+    .await;
+    media("Enabled", None, "2026-12-09T03:30:00Z").await;
+    w.sync("2026-12-09T03:30:05Z").await;
+    assert!(w.alerts().await[0].2.is_some(), "closed");
+
+    // Media moved back onto a volume: nothing recorded, nothing alerted.
+    w.api
+        .patch_status(
+            "lyon-social",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "mediaBucket": null } })),
+        )
+        .await
+        .unwrap();
+    w.sync("2026-12-09T04:00:00Z").await;
+    let console = herd_fleet::backups::for_console(&pool, w.id).await.unwrap();
+    assert!(console.media_bucket.is_none() && console.alert.is_none());
 }

@@ -650,6 +650,8 @@ struct BackupsView {
     alert: Option<String>,
     last_success: String,
     interval_hours: i32,
+    /// Where media in object storage stand (their bucket's versioning is their backup).
+    media: Option<String>,
     recent: Vec<BackupLine>,
 }
 
@@ -673,6 +675,21 @@ fn backups_view(b: herd_fleet::backups::TenantBackups) -> BackupsView {
             .map(|a| format!("{} (since {})", a.message, datetime(a.opened_at))),
         last_success: b.last_success.map_or_else(|| "none yet".into(), datetime),
         interval_hours: b.interval_hours,
+        media: b.media_bucket.map(|(m, at)| {
+            use herd_domain::backup::BucketVersioning;
+            let state = match m.versioning {
+                BucketVersioning::Enabled => "on: the bucket keeps every version of its objects",
+                BucketVersioning::Suspended => "suspended",
+                BucketVersioning::Off => "off",
+                BucketVersioning::Unreadable => "unreadable",
+            };
+            let why = m.message.map(|w| format!(" ({w})")).unwrap_or_default();
+            format!(
+                "Media: in object storage, bucket {}, not copied by the backups; its versioning is {state}{why}, as read {}.",
+                m.bucket,
+                datetime(at)
+            )
+        }),
         recent: b
             .recent
             .into_iter()

@@ -83,6 +83,27 @@ async fn the_console_shows_a_tenants_backups_and_alert_and_metrics_their_age(poo
         .assert_contains("2.0 MiB")
         .assert_contains("2m 30s")
         .assert_contains("manifest sha256 efefefefefef");
+    assert!(
+        !page.body.contains("id=\"media-bucket\""),
+        "media on a volume"
+    );
+
+    // Media in object storage: where, and the bucket's versioning as last read.
+    api.patch_status(
+        &slug,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": { "mediaBucket": {
+                "bucket": "lyon-media", "endpoint": "https://s3.fr-par.scw.cloud",
+                "versioning": "Off", "checkedAt": finished_text,
+        }}})),
+    )
+    .await
+    .unwrap();
+    app.sync_clusters().await;
+    op.get(&format!("/operator/instances/{id}"))
+        .await
+        .assert_contains("id=\"media-bucket\"")
+        .assert_contains("Media: in object storage, bucket lyon-media, not copied by the backups; its versioning is off");
     // Operators only (others are told there is nothing there).
     owner
         .get(&format!("/operator/instances/{id}"))

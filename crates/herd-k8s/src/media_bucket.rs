@@ -1,0 +1,243 @@
+//! Media in object storage (`spec.mediaS3`) are not copied by Herd's backups: the
+//! bucket's versioning is their backup (a deleted or overwritten upload keeps its earlier
+//! version). The operator reads that versioning (`GetBucketVersioning`) with the tenant's
+//! own media credentials, every [`CHECK_EVERY`] and whenever the bucket changes, and
+//! reports it in `status.mediaBucket`; the control plane raises the tenant's backup alert
+//! unless it is `Enabled`. Herd does not turn versioning on: the tenant's credentials are
+//! for its media, not for its bucket's settings (docs/BACKUPS.md says how).
+
+use crate::crd::{BucketVersioning, MediaBucketStatus, S3Spec};
+use crate::presign::BackupCredentials;
+use rusty_s3::{Bucket, UrlStyle};
+use std::time::Duration;
+
+/// How often the versioning is read again.
+pub const CHECK_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// How long one read may take.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `last` is due to be read again at `now` for bucket `s3`: after
+/// [`CHECK_EVERY`], or at once when the bucket or endpoint changed or the time is
+/// unreadable.
+pub fn due(last: &MediaBucketStatus, s3: &S3Spec, now: jiff::Timestamp) -> bool {
+    if last.bucket != s3.bucket || last.endpoint != s3.endpoint {
+        return true;
+    }
+    match last.checked_at.parse::<jiff::Timestamp>() {
+        Ok(at) => now.duration_since(at).unsigned_abs() >= CHECK_EVERY,
+        Err(_) => true,
+    }
+}
+
+/// The presigned `GET …/<bucket>/?versioning` (path style, as the backup URLs), valid
+/// for a minute from `now`.
+pub fn versioning_url(
+    s3: &S3Spec,
+    credentials: &BackupCredentials,
+    now: jiff::Timestamp,
+) -> Result<url::Url, String> {
+    let endpoint: url::Url = s3
+        .endpoint
+        .parse()
+        .ok()
+        .filter(|u: &url::Url| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| format!("the endpoint {:?} is not an http(s) URL", s3.endpoint))?;
+    let region = s3.region.clone().unwrap_or_else(|| "us-east-1".to_owned());
+    let bucket = Bucket::new(endpoint, UrlStyle::Path, s3.bucket.clone(), region)
+        .map_err(|_| format!("the bucket name {:?} cannot be used in a URL", s3.bucket))?;
+    Ok(rusty_s3::signing::sign(
+        &now,
+        rusty_s3::Method::Get,
+        bucket.base_url().clone(),
+        &credentials.access_key_id,
+        &credentials.secret_access_key,
+        None,
+        bucket.region(),
+        60,
+        std::iter::once(("versioning", "")),
+        std::iter::empty(),
+    ))
+}
+
+/// The versioning a `GetBucketVersioning` answer says: `Enabled` or `Suspended` as its
+/// `Status`; `Off` for a configuration without one (a bucket whose versioning was never
+/// turned on); `None` for anything else (an error document, another body).
+pub fn parse(body: &str) -> Option<BucketVersioning> {
+    if !body.contains("<VersioningConfiguration") {
+        return None;
+    }
+    Some(match element(body, "Status") {
+        Some("Enabled") => BucketVersioning::Enabled,
+        Some("Suspended") => BucketVersioning::Suspended,
+        Some(_) => return None,
+        None => BucketVersioning::Off,
+    })
+}
+
+/// The text of the first `<name>…</name>` of `xml`, trimmed.
+fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let len = xml[start..].find(&format!("</{name}>"))?;
+    Some(xml[start..start + len].trim())
+}
+
+/// Reads the versioning of `s3`'s bucket with `credentials` (`Err`: why there are none)
+/// at `now`. Never fails: what went wrong is the status's `Unreadable` and its message
+/// (no credential, URL or signature in it).
+pub async fn check(
+    http: &reqwest::Client,
+    s3: &S3Spec,
+    credentials: Result<BackupCredentials, String>,
+    now: jiff::Timestamp,
+) -> MediaBucketStatus {
+    let read = async {
+        let credentials = credentials?;
+        let url = versioning_url(s3, &credentials, now)?;
+        let response = http
+            .get(url)
+            .timeout(TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| format!("the endpoint did not answer ({})", e.without_url()))?;
+        let status = response.status();
+        let body = response
+            .text()
+            .await
+            .map_err(|e| format!("the answer could not be read ({})", e.without_url()))?;
+        if !status.is_success() {
+            let code = element(&body, "Code").unwrap_or("no error code");
+            let code: String = code.chars().take(80).collect();
+            return Err(format!("HTTP {} {code}", status.as_u16()));
+        }
+        parse(&body).ok_or_else(|| {
+            format!(
+                "HTTP {}, but not a versioning configuration",
+                status.as_u16()
+            )
+        })
+    };
+    let (versioning, message) = match read.await {
+        Ok(v) => (v, None),
+        Err(why) => (BucketVersioning::Unreadable, Some(why)),
+    };
+    MediaBucketStatus {
+        bucket: s3.bucket.clone(),
+        endpoint: s3.endpoint.clone(),
+        versioning,
+        checked_at: now.to_string(),
+        message,
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn s3() -> S3Spec {
+        S3Spec {
+            bucket: "lyon-media".into(),
+            endpoint: "https://s3.fr-par.scw.cloud".into(),
+            region: Some("fr-par".into()),
+            alias_host: None,
+            secret_ref: "media-s3".into(),
+            permission: None,
+        }
+    }
+
+    #[test]
+    fn the_answers_of_get_bucket_versioning_are_read() {
+        let ns = r#"xmlns="http://s3.amazonaws.com/doc/2006-03-01/""#;
+        for (body, want) in [
+            (
+                format!(r#"<?xml version="1.0" encoding="UTF-8"?><VersioningConfiguration {ns}><Status>Enabled</Status></VersioningConfiguration>"#),
+                Some(BucketVersioning::Enabled),
+            ),
+            (
+                format!("<VersioningConfiguration {ns}>\n  <Status>Suspended</Status>\n  <MfaDelete>Disabled</MfaDelete>\n</VersioningConfiguration>"),
+                Some(BucketVersioning::Suspended),
+            ),
+            (format!("<VersioningConfiguration {ns}/>"), Some(BucketVersioning::Off)),
+            (
+                "<Error><Code>AccessDenied</Code><Status>Enabled</Status></Error>".to_owned(),
+                None,
+            ),
+            (
+                format!("<VersioningConfiguration {ns}><Status>Maybe</Status></VersioningConfiguration>"),
+                None,
+            ),
+        ] {
+            assert_eq!(parse(&body), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn the_url_asks_for_the_versioning_of_the_bucket_path_style_and_signed() {
+        let creds = BackupCredentials {
+            access_key_id: "AKIDMEDIA".into(),
+            secret_access_key: "s3cr3t".into(),
+        };
+        let now: jiff::Timestamp = "2026-12-07T10:00:00Z".parse().unwrap();
+        let url = versioning_url(&s3(), &creds, now).unwrap();
+        assert_eq!(url.path(), "/lyon-media/");
+        let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        assert!(
+            query.contains(&("versioning".into(), String::new())),
+            "{url}"
+        );
+        assert!(query
+            .iter()
+            .any(|(k, v)| k == "X-Amz-Credential"
+                && v == "AKIDMEDIA/20261207/fr-par/s3/aws4_request"));
+        assert!(query.iter().any(|(k, _)| k == "X-Amz-Signature"));
+        assert!(!url.as_str().contains("s3cr3t"));
+        // The signature AWS computes for this request (written out independently).
+        use crate::presign::tests::{sigv4, KEY_ID, SECRET};
+        let creds = BackupCredentials {
+            access_key_id: KEY_ID.into(),
+            secret_access_key: SECRET.into(),
+        };
+        let url = versioning_url(&s3(), &creds, now).unwrap();
+        let query = url.query().unwrap();
+        let (unsigned, signature) = query.split_once("&X-Amz-Signature=").unwrap();
+        assert!(unsigned.ends_with("&versioning="), "{unsigned}");
+        assert_eq!(
+            signature,
+            sigv4(
+                "GET",
+                "s3.fr-par.scw.cloud",
+                "/lyon-media/",
+                unsigned,
+                "20261207T100000Z",
+                "fr-par"
+            )
+        );
+        let mut bad = s3();
+        bad.endpoint = "s3.fr-par.scw.cloud".into();
+        assert!(versioning_url(&bad, &creds, now).is_err());
+    }
+
+    #[test]
+    fn it_is_read_again_hourly_and_when_the_bucket_changes() {
+        let now: jiff::Timestamp = "2026-12-07T10:00:00Z".parse().unwrap();
+        let last = MediaBucketStatus {
+            bucket: "lyon-media".into(),
+            endpoint: "https://s3.fr-par.scw.cloud".into(),
+            versioning: BucketVersioning::Enabled,
+            checked_at: "2026-12-07T09:30:00Z".into(),
+            message: None,
+        };
+        assert!(!due(&last, &s3(), now));
+        let later: jiff::Timestamp = "2026-12-07T10:30:00Z".parse().unwrap();
+        assert!(due(&last, &s3(), later));
+        let mut moved = s3();
+        moved.bucket = "lyon-media-2".into();
+        assert!(due(&last, &moved, now));
+        let garbled = MediaBucketStatus {
+            checked_at: "yesterday".into(),
+            ..last
+        };
+        assert!(due(&garbled, &s3(), now));
+    }
+}
