@@ -132,8 +132,9 @@ pub async fn for_console(pool: &PgPool, instance: Uuid) -> Result<TenantBackups,
 }
 
 /// The Prometheus text of `herd_tenant_backup_age_seconds`: per installed tenant, the age
-/// at `now` of its last successful backup (of the tenant itself while it has none). Read
-/// from the database at each scrape, so a deleted tenant's series goes with it.
+/// at `now` of its last successful backup (of the tenant itself while it has none); and
+/// of `herd_tenant_media_versioning_enabled` per tenant with media in object storage.
+/// Read from the database at each scrape, so a deleted tenant's series goes with it.
 pub async fn metrics_text(pool: &PgPool, now: OffsetDateTime) -> Result<String, FleetError> {
     let mut out = String::from(
         "# HELP herd_tenant_backup_age_seconds Seconds since the tenant's last successful backup finished (since the tenant was created while it has none).\n# TYPE herd_tenant_backup_age_seconds gauge\n",
@@ -143,6 +144,13 @@ pub async fn metrics_text(pool: &PgPool, now: OffsetDateTime) -> Result<String, 
         out.push_str(&format!(
             "herd_tenant_backup_age_seconds{{tenant=\"{slug}\"}} {}\n",
             age.max(0)
+        ));
+    }
+    out.push_str("# HELP herd_tenant_media_versioning_enabled 1 when the bucket holding the tenant's media has versioning on (their only backup), 0 otherwise; tenants with media on a volume have no series.\n# TYPE herd_tenant_media_versioning_enabled gauge\n");
+    for (slug, on) in store::media_versioning(pool).await? {
+        out.push_str(&format!(
+            "herd_tenant_media_versioning_enabled{{tenant=\"{slug}\"}} {}\n",
+            u8::from(on)
         ));
     }
     Ok(out)

@@ -424,6 +424,24 @@ pub async fn ages(
     .collect())
 }
 
+/// Per installed tenant with media in object storage (as its cluster last read them),
+/// whether its bucket's versioning is on: slug → on.
+pub async fn media_versioning(ex: impl PgExecutor<'_>) -> Result<Vec<(String, bool)>, StoreError> {
+    Ok(sqlx::query!(
+        r#"SELECT i.slug, i.media_versioning = 'enabled' AS "on!"
+           FROM instances i
+           WHERE i.media_versioning IS NOT NULL
+             AND i.running_version IS NOT NULL AND i.phase NOT IN ('deleting', 'deleted')
+             AND NOT EXISTS (SELECT 1 FROM tenant_restores r WHERE r.instance_id = i.id AND r.drill)
+           ORDER BY i.slug"#
+    )
+    .fetch_all(ex)
+    .await?
+    .into_iter()
+    .map(|r| (r.slug, r.on))
+    .collect())
+}
+
 /// The operators' email addresses.
 pub async fn operator_emails(ex: impl PgExecutor<'_>) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar!(

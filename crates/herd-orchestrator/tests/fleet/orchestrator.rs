@@ -1117,6 +1117,13 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
     let alerts = w.alerts().await;
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].0, "media_unprotected");
+    let text = herd_fleet::backups::metrics_text(&pool, at("2026-12-08T04:10:00Z"))
+        .await
+        .unwrap();
+    assert!(
+        text.contains("herd_tenant_media_versioning_enabled{tenant=\"lyon-social\"} 0\n"),
+        "{text}"
+    );
     assert!(
         alerts[0]
             .1
@@ -1179,6 +1186,13 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
     media("Enabled", None, "2026-12-09T03:30:00Z").await;
     w.sync("2026-12-09T03:30:05Z").await;
     assert!(w.alerts().await[0].2.is_some(), "closed");
+    let text = herd_fleet::backups::metrics_text(&pool, at("2026-12-09T03:30:05Z"))
+        .await
+        .unwrap();
+    assert!(
+        text.contains("herd_tenant_media_versioning_enabled{tenant=\"lyon-social\"} 1\n"),
+        "{text}"
+    );
 
     // Media moved back onto a volume: nothing recorded, nothing alerted.
     w.api
@@ -1192,4 +1206,11 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
     w.sync("2026-12-09T04:00:00Z").await;
     let console = herd_fleet::backups::for_console(&pool, w.id).await.unwrap();
     assert!(console.media_bucket.is_none() && console.alert.is_none());
+    let text = herd_fleet::backups::metrics_text(&pool, at("2026-12-09T04:00:00Z"))
+        .await
+        .unwrap();
+    assert!(
+        !text.contains("herd_tenant_media_versioning_enabled{"),
+        "{text}"
+    );
 }
