@@ -49,29 +49,78 @@ text_enum!(
     }
 );
 
-/// A tenant's media bucket as last checked (see [`BucketVersioning`]).
+impl BackupAlertKind {
+    /// Whether it is about the media in object storage (else the database's backups): a
+    /// tenant has at most one open alert of each, so a standing media alert never hides
+    /// a failed backup.
+    pub fn is_media(self) -> bool {
+        self == BackupAlertKind::MediaUnprotected
+    }
+}
+
+/// One reading of a media bucket's versioning by the cluster's operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaReading {
+    pub versioning: BucketVersioning,
+    /// Why it could not be read.
+    pub message: Option<String>,
+    pub checked_at: OffsetDateTime,
+}
+
+/// A tenant's media bucket as the control plane knows it: the bucket its Instance names
+/// (since when), and the operator's last reading of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaBucket {
     pub bucket: String,
-    pub versioning: BucketVersioning,
-    /// Why it could not be read, or what the provider answered.
-    pub message: Option<String>,
+    pub since: OffsetDateTime,
+    pub reading: Option<MediaReading>,
+    /// The first of the unreadable readings in a row, while the last one is unreadable.
+    pub unreadable_since: Option<OffsetDateTime>,
 }
 
-/// The health of media in object storage: an alert unless the bucket's versioning is on
-/// (`None`: the media are on a volume, archived with each backup).
-pub fn assess_media(media: Option<&MediaBucket>) -> BackupHealth {
+/// How long the operator may go without reading a media bucket (it reads it hourly, and
+/// retries an unreadable one every few minutes) before that is an alert itself.
+pub const MEDIA_STALE: Duration = Duration::hours(4);
+
+/// How long a bucket may stay unreadable before it is an alert: one failed read (a
+/// timeout, a provider's 503) is retried, not emailed.
+pub const MEDIA_UNREADABLE_GRACE: Duration = Duration::hours(1);
+
+/// The health at `now` of media in object storage: an alert unless the bucket's versioning
+/// was read recently and is on (`None`: the media are on a volume, archived with each
+/// backup). Never read for [`MEDIA_STALE`] since the bucket was named, or not since, or
+/// unreadable for [`MEDIA_UNREADABLE_GRACE`]: an alert too; not read yet, or unreadable
+/// for less: pending.
+pub fn assess_media(media: Option<&MediaBucket>, now: OffsetDateTime) -> BackupHealth {
     let Some(m) = media else {
         return BackupHealth::Healthy;
     };
-    let why = match m.versioning {
-        BucketVersioning::Enabled => return BackupHealth::Healthy,
-        BucketVersioning::Off => "versioning was never turned on".to_owned(),
-        BucketVersioning::Suspended => "versioning is suspended".to_owned(),
-        BucketVersioning::Unreadable => format!(
-            "its versioning could not be read ({})",
-            m.message.as_deref().unwrap_or("no reason given")
+    let why = match &m.reading {
+        None if now - m.since <= MEDIA_STALE => return BackupHealth::Pending,
+        None => format!(
+            "its versioning was never read by the cluster's operator since the bucket was named ({}; is the operator older than the control plane, or not running?)",
+            minute(m.since)
         ),
+        Some(r) if now - r.checked_at > MEDIA_STALE => format!(
+            "its versioning was last read {} and not since (is the cluster's operator running?)",
+            minute(r.checked_at)
+        ),
+        Some(r) => match r.versioning {
+            BucketVersioning::Enabled => return BackupHealth::Healthy,
+            BucketVersioning::Off => "versioning was never turned on".to_owned(),
+            BucketVersioning::Suspended => "versioning is suspended".to_owned(),
+            BucketVersioning::Unreadable => {
+                let since = m.unreadable_since.unwrap_or(r.checked_at);
+                if now - since < MEDIA_UNREADABLE_GRACE {
+                    return BackupHealth::Pending;
+                }
+                format!(
+                    "its versioning could not be read since {} ({})",
+                    minute(since),
+                    r.message.as_deref().unwrap_or("no reason given")
+                )
+            }
+        },
     };
     BackupHealth::Alert {
         kind: BackupAlertKind::MediaUnprotected,
@@ -82,6 +131,19 @@ pub fn assess_media(media: Option<&MediaBucket>) -> BackupHealth {
     }
 }
 
+/// `t` to the minute, UTC.
+fn minute(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
+}
+
 /// How late a backup may be past its interval before it counts as missed: a run may start
 /// an hour late and take two.
 pub const GRACE: Duration = Duration::hours(3);
@@ -90,6 +152,9 @@ pub const GRACE: Duration = Duration::hours(3);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackupHealth {
     Healthy,
+    /// Not known yet (a media bucket not read yet, or unreadable for a short while): an
+    /// open alert stays as it is, none opens.
+    Pending,
     Alert {
         kind: BackupAlertKind,
         message: String,
@@ -156,6 +221,7 @@ pub fn assess(
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
 
@@ -173,36 +239,56 @@ mod tests {
     }
 
     #[test]
-    fn media_in_a_bucket_are_safe_only_with_its_versioning_on() {
-        let bucket = |versioning, message: Option<&str>| MediaBucket {
-            bucket: "lyon-media".into(),
+    fn media_in_a_bucket_are_safe_only_with_its_versioning_on_and_read_lately() {
+        let reading = |versioning, checked: i64| MediaReading {
             versioning,
-            message: message.map(str::to_owned),
+            message: Some("HTTP 403 AccessDenied".into()),
+            checked_at: at(checked),
         };
-        assert_eq!(assess_media(None), BackupHealth::Healthy);
-        assert_eq!(
-            assess_media(Some(&bucket(BucketVersioning::Enabled, None))),
-            BackupHealth::Healthy
-        );
+        let bucket = |reading: Option<MediaReading>, unreadable_since: Option<i64>| MediaBucket {
+            bucket: "lyon-media".into(),
+            since: at(0),
+            reading,
+            unreadable_since: unreadable_since.map(at),
+        };
+        let alert = |m: &MediaBucket, now: i64| match assess_media(Some(m), at(now)) {
+            BackupHealth::Healthy => None,
+            BackupHealth::Pending => Some("pending".to_owned()),
+            BackupHealth::Alert { kind, message } => {
+                assert_eq!(kind, BackupAlertKind::MediaUnprotected);
+                assert!(
+                    message.contains("bucket lyon-media are not backed up"),
+                    "{message}"
+                );
+                Some(message)
+            }
+        };
+        assert_eq!(assess_media(None, at(100)), BackupHealth::Healthy);
+        let on = bucket(Some(reading(BucketVersioning::Enabled, 10)), None);
+        assert_eq!(alert(&on, 11), None);
+        assert!(alert(&on, 15)
+            .unwrap()
+            .contains("last read 1970-01-01 10:00 UTC and not since"));
         for (versioning, says) in [
             (BucketVersioning::Off, "never turned on"),
             (BucketVersioning::Suspended, "is suspended"),
-            (
-                BucketVersioning::Unreadable,
-                "could not be read (HTTP 403 AccessDenied)",
-            ),
         ] {
-            let BackupHealth::Alert { kind, message } =
-                assess_media(Some(&bucket(versioning, Some("HTTP 403 AccessDenied"))))
-            else {
-                panic!("{versioning:?} is not safe");
-            };
-            assert_eq!(kind, BackupAlertKind::MediaUnprotected);
-            assert!(
-                message.contains("bucket lyon-media are not backed up") && message.contains(says),
-                "{message}"
-            );
+            let m = bucket(Some(reading(versioning, 10)), None);
+            assert!(alert(&m, 10).unwrap().contains(says));
         }
+        // Not read yet: not an alert at once, an alert after MEDIA_STALE.
+        let unread = bucket(None, None);
+        assert_eq!(alert(&unread, 4).as_deref(), Some("pending"));
+        assert!(alert(&unread, 5)
+            .unwrap()
+            .contains("never read by the cluster's operator"));
+        // Unreadable: retried for an hour before it is an alert.
+        let m = bucket(Some(reading(BucketVersioning::Unreadable, 10)), Some(10));
+        assert_eq!(alert(&m, 10).as_deref(), Some("pending"));
+        let m = bucket(Some(reading(BucketVersioning::Unreadable, 11)), Some(10));
+        assert!(alert(&m, 11)
+            .unwrap()
+            .contains("could not be read since 1970-01-01 10:00 UTC (HTTP 403 AccessDenied)"));
         for v in [
             BucketVersioning::Enabled,
             BucketVersioning::Suspended,
@@ -211,6 +297,9 @@ mod tests {
         ] {
             assert_eq!(BucketVersioning::parse(v.as_str()), Some(v));
         }
+        assert!(
+            BackupAlertKind::MediaUnprotected.is_media() && !BackupAlertKind::Failed.is_media()
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! (`herd_tenant_backup_age_seconds`).
 
 use crate::FleetError;
-use herd_domain::backup::{assess, assess_media, BackupAlertKind, BackupHealth, MediaBucket};
+use herd_domain::backup::{
+    assess, assess_media, BackupAlertKind, BackupHealth, MediaBucket, MediaReading,
+};
 use herd_domain::InstancePhase;
 use herd_jobs::{Job, Registry};
 use herd_mail::{Email, Mailer};
@@ -16,28 +18,44 @@ use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// What the cluster reports of a tenant's media: the bucket its Instance puts them in,
+/// and the operator's last reading of that bucket's versioning (`None`: not read yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaReport<'a> {
+    pub bucket: &'a str,
+    pub reading: Option<MediaReading>,
+}
+
 /// Records what the cluster reports of `instance`'s backups (`interval_hours`: its
-/// schedule, from its Instance) and of its media bucket (`media`, when its media are in
-/// object storage: the bucket's versioning as last read, and when), then checks them at
-/// `now`.
+/// schedule, from its Instance) and of its media (`media`: `None` when they are on a
+/// volume), then checks them at `now`.
 pub async fn record(
     conn: &mut PgConnection,
     instance: Uuid,
     interval_hours: i32,
     backups: &[Backup],
-    media: Option<(&MediaBucket, OffsetDateTime)>,
+    media: Option<&MediaReport<'_>>,
     now: OffsetDateTime,
 ) -> Result<(), FleetError> {
     store::set_interval(&mut *conn, instance, interval_hours.max(1)).await?;
-    store::set_media_bucket(&mut *conn, instance, media).await?;
+    store::set_media_bucket(
+        &mut *conn,
+        instance,
+        media.map(|m| m.bucket),
+        media.and_then(|m| m.reading.as_ref()),
+        now,
+    )
+    .await?;
     for b in backups {
         store::upsert(&mut *conn, instance, b).await?;
     }
     check(conn, instance, now).await
 }
 
-/// Opens, updates or closes `instance`'s alert from its backups at `now`. A new alert
-/// queues one email to the operators; a changed one only changes what it says.
+/// Opens, updates or closes `instance`'s alerts at `now`: one on its database's backups,
+/// one on its media in object storage (each its own incident, so a standing media alert
+/// never hides a failed backup). A new alert queues one email to the operators; a changed
+/// one only changes what it says.
 pub async fn check(
     conn: &mut PgConnection,
     instance: Uuid,
@@ -50,41 +68,49 @@ pub async fn check(
     let watched = inst.running_version.is_some()
         && !matches!(inst.phase, InstancePhase::Deleting | InstancePhase::Deleted)
         && !herd_store::restores::is_scratch(&mut *conn, instance).await?;
-    let health = if watched {
-        // The database's backups first; then the media in object storage, which Herd does
-        // not copy.
-        match assess(
-            now,
-            store::interval(&mut *conn, instance).await?,
-            inst.created_at,
-            store::last_success(&mut *conn, instance).await?,
-            &store::latest_finished(&mut *conn, instance).await?,
-        ) {
-            BackupHealth::Healthy => assess_media(
-                store::media_bucket(&mut *conn, instance)
-                    .await?
-                    .as_ref()
-                    .map(|(m, _)| m),
+    let (database, media) = if watched {
+        (
+            assess(
+                now,
+                store::interval(&mut *conn, instance).await?,
+                inst.created_at,
+                store::last_success(&mut *conn, instance).await?,
+                &store::latest_finished(&mut *conn, instance).await?,
             ),
-            alert => alert,
-        }
+            assess_media(
+                store::media_bucket(&mut *conn, instance).await?.as_ref(),
+                now,
+            ),
+        )
     } else {
-        BackupHealth::Healthy
+        (BackupHealth::Healthy, BackupHealth::Healthy)
     };
-    let open = store::open_alert(&mut *conn, instance).await?;
+    settle(conn, instance, false, database, watched, now).await?;
+    settle(conn, instance, true, media, watched, now).await
+}
+
+/// Brings `instance`'s open alert on its media (`media`) or its database's backups in
+/// line with `health`.
+async fn settle(
+    conn: &mut PgConnection,
+    instance: Uuid,
+    media: bool,
+    health: BackupHealth,
+    watched: bool,
+    now: OffsetDateTime,
+) -> Result<(), FleetError> {
+    let open = store::open_alert(&mut *conn, instance, media).await?;
     match (health, open) {
-        (BackupHealth::Healthy, None) => {}
+        (BackupHealth::Healthy | BackupHealth::Pending, None)
+        | (BackupHealth::Pending, Some(_)) => {}
         (BackupHealth::Healthy, Some(a)) => {
             store::close(&mut *conn, a.id, now).await?;
             if watched {
-                fleet::add_event(
-                    &mut *conn,
-                    instance,
-                    EventKind::Phase,
-                    "Backups are healthy again",
-                    None,
-                )
-                .await?;
+                let said = match media {
+                    true => "The media in object storage are backed up again (the bucket's versioning is on)",
+                    false => "Backups are healthy again",
+                };
+                fleet::add_event(&mut *conn, instance, EventKind::Phase, said, None).await?;
             }
         }
         (BackupHealth::Alert { kind, message }, None) => {
@@ -114,10 +140,12 @@ pub async fn check(
 pub struct TenantBackups {
     pub recent: Vec<Backup>,
     pub last_success: Option<OffsetDateTime>,
-    pub alert: Option<Alert>,
+    /// Open alerts: the database's backups first, then the media's.
+    pub alerts: Vec<Alert>,
     pub interval_hours: i32,
-    /// The media bucket's versioning as last read, and when (media in object storage).
-    pub media_bucket: Option<(MediaBucket, OffsetDateTime)>,
+    /// The media bucket and the cluster's last reading of its versioning (media in object
+    /// storage).
+    pub media_bucket: Option<MediaBucket>,
 }
 
 pub async fn for_console(pool: &PgPool, instance: Uuid) -> Result<TenantBackups, FleetError> {
@@ -125,7 +153,7 @@ pub async fn for_console(pool: &PgPool, instance: Uuid) -> Result<TenantBackups,
     Ok(TenantBackups {
         recent: store::recent(&mut *conn, instance, 10).await?,
         last_success: store::last_success(&mut *conn, instance).await?,
-        alert: store::open_alert(&mut conn, instance).await?,
+        alerts: store::open_alerts(&mut *conn, instance).await?,
         interval_hours: store::interval(&mut *conn, instance).await?,
         media_bucket: store::media_bucket(&mut conn, instance).await?,
     })

@@ -457,6 +457,12 @@ pub enum BucketVersioning {
 pub struct MediaBucketStatus {
     pub bucket: String,
     pub endpoint: String,
+    /// The region it was read with (`spec.mediaS3.region`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The Secret whose key read it (`spec.mediaS3.secretRef`).
+    #[serde(default)]
+    pub secret_ref: String,
     pub versioning: BucketVersioning,
     /// RFC 3339.
     pub checked_at: String,

@@ -14,19 +14,71 @@ use std::time::Duration;
 /// How often the versioning is read again.
 pub const CHECK_EVERY: Duration = Duration::from_secs(60 * 60);
 
-/// How long one read may take.
+/// How soon an unreadable bucket is tried again (one timeout or 503 is not an alert: the
+/// control plane waits an hour of them, `herd_domain::backup::MEDIA_UNREADABLE_GRACE`).
+pub const RETRY_UNREADABLE: Duration = Duration::from_secs(5 * 60);
+
+/// How long one read may take, and its connection.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most of an answer read: a versioning configuration or an error document is a few
+/// hundred bytes.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The client the operator reads buckets with: no redirect followed (S3 answers a wrong
+/// region or endpoint with one; following it would send the signed request elsewhere),
+/// bounded times.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(TIMEOUT)
+        .build()
+        .unwrap_or_default()
+}
 
 /// Whether `last` is due to be read again at `now` for bucket `s3`: after
-/// [`CHECK_EVERY`], or at once when the bucket or endpoint changed or the time is
-/// unreadable.
+/// [`CHECK_EVERY`] ([`RETRY_UNREADABLE`] when it was unreadable), or at once when the
+/// bucket, endpoint, region or Secret changed or the time is unreadable.
 pub fn due(last: &MediaBucketStatus, s3: &S3Spec, now: jiff::Timestamp) -> bool {
-    if last.bucket != s3.bucket || last.endpoint != s3.endpoint {
+    if last.bucket != s3.bucket
+        || last.endpoint != s3.endpoint
+        || last.region != s3.region
+        || last.secret_ref != s3.secret_ref
+    {
         return true;
     }
+    let every = match last.versioning {
+        BucketVersioning::Unreadable => RETRY_UNREADABLE,
+        _ => CHECK_EVERY,
+    };
     match last.checked_at.parse::<jiff::Timestamp>() {
-        Ok(at) => now.duration_since(at).unsigned_abs() >= CHECK_EVERY,
+        Ok(at) => now.duration_since(at).unsigned_abs() >= every,
         Err(_) => true,
+    }
+}
+
+/// What went wrong with a request, without its URL (it carries the key's id and the
+/// signature), with the cause reqwest's own message leaves out.
+fn failure(what: &str, e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    let mut why = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        why = s.to_string();
+        source = s.source();
+    }
+    let why: String = why.chars().take(200).collect();
+    match why.is_empty() {
+        true => format!("{what} {kind}"),
+        false => format!("{what} {kind} ({why})"),
     }
 }
 
@@ -94,17 +146,27 @@ pub async fn check(
     let read = async {
         let credentials = credentials?;
         let url = versioning_url(s3, &credentials, now)?;
-        let response = http
+        let mut response = http
             .get(url)
-            .timeout(TIMEOUT)
             .send()
             .await
-            .map_err(|e| format!("the endpoint did not answer ({})", e.without_url()))?;
+            .map_err(|e| failure("the request", &e))?;
         let status = response.status();
-        let body = response
-            .text()
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| format!("the answer could not be read ({})", e.without_url()))?;
+            .map_err(|e| failure("reading the answer", &e))?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_BODY {
+                return Err(format!(
+                    "HTTP {}, with an answer longer than {MAX_BODY} bytes",
+                    status.as_u16()
+                ));
+            }
+        }
+        let body = String::from_utf8_lossy(&body);
         if !status.is_success() {
             let code = element(&body, "Code").unwrap_or("no error code");
             let code: String = code.chars().take(80).collect();
@@ -124,6 +186,8 @@ pub async fn check(
     MediaBucketStatus {
         bucket: s3.bucket.clone(),
         endpoint: s3.endpoint.clone(),
+        region: s3.region.clone(),
+        secret_ref: s3.secret_ref.clone(),
         versioning,
         checked_at: now.to_string(),
         message,
@@ -224,6 +288,8 @@ mod tests {
         let last = MediaBucketStatus {
             bucket: "lyon-media".into(),
             endpoint: "https://s3.fr-par.scw.cloud".into(),
+            region: Some("fr-par".into()),
+            secret_ref: "media-s3".into(),
             versioning: BucketVersioning::Enabled,
             checked_at: "2026-12-07T09:30:00Z".into(),
             message: None,
@@ -234,6 +300,20 @@ mod tests {
         let mut moved = s3();
         moved.bucket = "lyon-media-2".into();
         assert!(due(&last, &moved, now));
+        let mut region = s3();
+        region.region = Some("nl-ams".into());
+        assert!(due(&last, &region, now));
+        let mut key = s3();
+        key.secret_ref = "media-s3-rotated".into();
+        assert!(due(&last, &key, now));
+        // Unreadable: tried again within minutes.
+        let unreadable = MediaBucketStatus {
+            versioning: BucketVersioning::Unreadable,
+            ..last.clone()
+        };
+        let soon: jiff::Timestamp = "2026-12-07T09:35:00Z".parse().unwrap();
+        assert!(due(&unreadable, &s3(), soon));
+        assert!(!due(&last, &s3(), soon));
         let garbled = MediaBucketStatus {
             checked_at: "yesterday".into(),
             ..last

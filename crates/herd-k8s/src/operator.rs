@@ -112,7 +112,7 @@ impl Context {
             failures: Mutex::default(),
             api_server,
             clock: std::sync::RwLock::new(None),
-            http: reqwest::Client::new(),
+            http: crate::media_bucket::client(),
         })
     }
 

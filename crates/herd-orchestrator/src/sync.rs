@@ -71,28 +71,37 @@ pub fn backup_of(r: &BackupRecord) -> herd_store::backups::Backup {
     }
 }
 
-/// The media bucket's versioning as the cluster reports it (`status.mediaBucket`), with
-/// when it was read; `None` when that time is unreadable (not recorded, as not read).
-pub fn media_bucket_of(
-    m: &herd_k8s::crd::MediaBucketStatus,
-) -> Option<(herd_domain::backup::MediaBucket, time::OffsetDateTime)> {
+/// A tenant's media as its cluster reports them: the bucket its spec names
+/// (`spec.mediaS3`; `None` when they are on a volume) and the operator's reading of that
+/// bucket (`status.mediaBucket`), when it is of that bucket and endpoint and its time
+/// can be read.
+pub fn media_of(i: &Instance) -> Option<herd_fleet::backups::MediaReport<'_>> {
     use herd_domain::backup::BucketVersioning as V;
     use herd_k8s::crd::BucketVersioning as Reported;
-    let at = herd_k8s::backups::epoch_nanos(&m.checked_at)
-        .and_then(|n| time::OffsetDateTime::from_unix_timestamp_nanos(n).ok())?;
-    Some((
-        herd_domain::backup::MediaBucket {
-            bucket: m.bucket.clone(),
-            versioning: match m.versioning {
-                Reported::Enabled => V::Enabled,
-                Reported::Suspended => V::Suspended,
-                Reported::Off => V::Off,
-                Reported::Unreadable => V::Unreadable,
-            },
-            message: m.message.clone(),
-        },
-        at,
-    ))
+    let s3 = i.spec.media_s3.as_ref()?;
+    let reading = i
+        .status
+        .as_ref()
+        .and_then(|st| st.media_bucket.as_ref())
+        .filter(|m| m.bucket == s3.bucket && m.endpoint == s3.endpoint)
+        .and_then(|m| {
+            let checked_at = herd_k8s::backups::epoch_nanos(&m.checked_at)
+                .and_then(|n| time::OffsetDateTime::from_unix_timestamp_nanos(n).ok())?;
+            Some(herd_domain::backup::MediaReading {
+                versioning: match m.versioning {
+                    Reported::Enabled => V::Enabled,
+                    Reported::Suspended => V::Suspended,
+                    Reported::Off => V::Off,
+                    Reported::Unreadable => V::Unreadable,
+                },
+                message: m.message.clone(),
+                checked_at,
+            })
+        });
+    Some(herd_fleet::backups::MediaReport {
+        bucket: &s3.bucket,
+        reading,
+    })
 }
 
 /// An export as the cluster reports it (`status.export`).
@@ -145,16 +154,7 @@ pub async fn record_at(
     // The backups it reports, and the alert they call for.
     let backups: Vec<_> = status.backups.iter().map(backup_of).collect();
     let interval = i32::try_from(i.spec.backup.interval_hours).unwrap_or(24);
-    let media = status.media_bucket.as_ref().and_then(media_bucket_of);
-    herd_fleet::backups::record(
-        &mut tx,
-        id,
-        interval,
-        &backups,
-        media.as_ref().map(|(m, at)| (m, *at)),
-        now,
-    )
-    .await?;
+    herd_fleet::backups::record(&mut tx, id, interval, &backups, media_of(i).as_ref(), now).await?;
     if let Some(e) = &status.export {
         herd_fleet::exports::record(&mut tx, id, &e.id, &export_of(e)).await?;
     }

@@ -4,7 +4,7 @@
 use crate::StoreError;
 use herd_domain::backup::{
     BackupAlertKind, BackupMethod, BackupOutcome, BackupReason, BucketVersioning, Finished,
-    MediaBucket,
+    MediaBucket, MediaReading,
 };
 use sqlx::{PgConnection, PgExecutor};
 use time::OffsetDateTime;
@@ -196,69 +196,77 @@ pub async fn set_interval(
     Ok(())
 }
 
-/// The media bucket of `instance` as its cluster last read it, with when; `None` when its
-/// media are not in object storage (or were never read).
+/// The media bucket of `instance` and the cluster's last reading of it; `None` when its
+/// media are not in object storage.
 #[tracing::instrument(skip(conn))]
 pub async fn media_bucket(
     conn: &mut PgConnection,
     instance: Uuid,
-) -> Result<Option<(MediaBucket, OffsetDateTime)>, StoreError> {
+) -> Result<Option<MediaBucket>, StoreError> {
     let row = sqlx::query!(
-        "SELECT media_bucket, media_versioning, media_versioning_message, media_versioning_checked_at
+        "SELECT media_bucket, media_bucket_since, media_versioning, media_versioning_message,
+                media_versioning_checked_at, media_unreadable_since
          FROM instances WHERE id = $1",
         instance
     )
     .fetch_optional(conn)
     .await?;
     let Some(r) = row else { return Ok(None) };
-    let (Some(bucket), Some(versioning), Some(at)) = (
-        r.media_bucket,
-        r.media_versioning,
-        r.media_versioning_checked_at,
-    ) else {
+    let (Some(bucket), Some(since)) = (r.media_bucket, r.media_bucket_since) else {
         return Ok(None);
     };
-    let versioning = BucketVersioning::parse(&versioning).ok_or_else(|| {
-        StoreError::Invalid(format!("instances.media_versioning = {versioning:?}"))
-    })?;
-    Ok(Some((
-        MediaBucket {
-            bucket,
-            versioning,
+    let reading = match (r.media_versioning, r.media_versioning_checked_at) {
+        (Some(v), Some(checked_at)) => Some(MediaReading {
+            versioning: BucketVersioning::parse(&v).ok_or_else(|| {
+                StoreError::Invalid(format!("instances.media_versioning = {v:?}"))
+            })?,
             message: r.media_versioning_message,
-        },
-        at,
-    )))
+            checked_at,
+        }),
+        _ => None,
+    };
+    Ok(Some(MediaBucket {
+        bucket,
+        since,
+        reading,
+        unreadable_since: r.media_unreadable_since,
+    }))
 }
 
-/// Records what the cluster last read of `instance`'s media bucket (`None`: its media are
-/// not in object storage).
+/// Records `instance`'s media bucket as its Instance names it at `now` (`None`: its media
+/// are not in object storage) and the cluster's last reading of that bucket (`None`: not
+/// read yet). Unreadable readings in a row keep the time of the first.
 #[tracing::instrument(skip(conn))]
 pub async fn set_media_bucket(
     conn: &mut PgConnection,
     instance: Uuid,
-    read: Option<(&MediaBucket, OffsetDateTime)>,
+    bucket: Option<&str>,
+    reading: Option<&MediaReading>,
+    now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    let (bucket, versioning, message, at) = match read {
-        Some((m, at)) => (
-            Some(m.bucket.as_str()),
-            Some(m.versioning.as_str()),
-            m.message.as_deref(),
-            Some(at),
-        ),
-        None => (None, None, None, None),
-    };
+    let reading = bucket.and(reading);
     sqlx::query!(
-        "UPDATE instances SET media_bucket = $2, media_versioning = $3,
-                media_versioning_message = $4, media_versioning_checked_at = $5
+        "UPDATE instances SET
+             media_bucket = $2,
+             media_bucket_since = CASE WHEN $2::text IS NULL THEN NULL
+                                       WHEN media_bucket IS DISTINCT FROM $2 THEN $6
+                                       ELSE media_bucket_since END,
+             media_versioning = $3,
+             media_versioning_message = $4,
+             media_versioning_checked_at = $5,
+             media_unreadable_since = CASE WHEN $3 = 'unreadable' THEN
+                                          CASE WHEN media_versioning = 'unreadable' AND media_bucket = $2
+                                               THEN media_unreadable_since ELSE $5 END
+                                      END
          WHERE id = $1
            AND (media_bucket, media_versioning, media_versioning_message, media_versioning_checked_at)
                IS DISTINCT FROM ($2, $3, $4, $5)",
         instance,
         bucket,
-        versioning,
-        message,
-        at
+        reading.map(|r| r.versioning.as_str()),
+        reading.and_then(|r| r.message.as_deref()),
+        reading.map(|r| r.checked_at),
+        now
     )
     .execute(conn)
     .await?;
@@ -304,22 +312,47 @@ impl TryFrom<RawAlert> for Alert {
     }
 }
 
-/// The open alert of `instance`, locked when `conn` is in a transaction.
+/// The open alert of `instance` on its media in object storage (`media`) or on its
+/// database's backups, locked when `conn` is in a transaction.
 #[tracing::instrument(skip(conn))]
 pub async fn open_alert(
     conn: &mut PgConnection,
     instance: Uuid,
+    media: bool,
 ) -> Result<Option<Alert>, StoreError> {
     sqlx::query_as!(
         RawAlert,
         "SELECT id, instance_id, kind, message, opened_at, closed_at, notified_at
-         FROM tenant_backup_alerts WHERE instance_id = $1 AND closed_at IS NULL FOR UPDATE",
-        instance
+         FROM tenant_backup_alerts
+         WHERE instance_id = $1 AND closed_at IS NULL AND (kind = 'media_unprotected') = $2
+         FOR UPDATE",
+        instance,
+        media
     )
     .fetch_optional(conn)
     .await?
     .map(Alert::try_from)
     .transpose()
+}
+
+/// The open alerts of `instance` (at most one on its database's backups, then one on its
+/// media).
+pub async fn open_alerts(
+    ex: impl PgExecutor<'_>,
+    instance: Uuid,
+) -> Result<Vec<Alert>, StoreError> {
+    sqlx::query_as!(
+        RawAlert,
+        "SELECT id, instance_id, kind, message, opened_at, closed_at, notified_at
+         FROM tenant_backup_alerts WHERE instance_id = $1 AND closed_at IS NULL
+         ORDER BY kind = 'media_unprotected', opened_at",
+        instance
+    )
+    .fetch_all(ex)
+    .await?
+    .into_iter()
+    .map(Alert::try_from)
+    .collect()
 }
 
 /// One alert.

@@ -46,25 +46,38 @@ impl FakeS3 {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut line = String::new();
                 reader.read_line(&mut line).unwrap();
-                // The headers (none is needed beyond the request line: only `host` is
-                // signed, and it is the address served here).
+                // The headers: `host` is signed, so it must be the address served here.
+                let mut host = None;
                 loop {
                     let mut h = String::new();
                     if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
                         break;
                     }
+                    if let Some((name, value)) = h.split_once(':') {
+                        if name.eq_ignore_ascii_case("host") {
+                            host = Some(value.trim().to_owned());
+                        }
+                    }
                 }
                 let target = line.split(' ').nth(1).unwrap_or("").to_owned();
-                let (code, body) = answer(&base, bucket, &target, &s);
+                let (code, body) = match host.as_deref() == base.strip_prefix("http://") {
+                    true => answer(&base, bucket, &target, &s),
+                    false => (403, error("SignatureDoesNotMatch")),
+                };
                 s.lock().unwrap().requests.push(target);
-                let reason = match code {
-                    200 => "OK",
-                    403 => "Forbidden",
-                    _ => "Not Found",
+                let (reason, location) = match code {
+                    200 => ("OK", String::new()),
+                    // As S3 answers a bucket asked at another region's endpoint.
+                    301 => (
+                        "Moved Permanently",
+                        format!("location: {base}/{bucket}/?versioning\r\n"),
+                    ),
+                    403 => ("Forbidden", String::new()),
+                    _ => ("Not Found", String::new()),
                 };
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {code} {reason}\r\ncontent-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {code} {reason}\r\n{location}content-type: application/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
             }
@@ -92,11 +105,12 @@ fn error(code: &str) -> String {
 fn answer(base: &str, bucket: &str, target: &str, state: &Mutex<State>) -> (u16, String) {
     let url: url::Url = format!("{base}{target}").parse().unwrap();
     let q: std::collections::BTreeMap<String, String> = url.query_pairs().into_owned().collect();
-    let (Some(credential), Some(date), Some(expires), Some(signature)) = (
+    let (Some(credential), Some(date), Some(expires), Some(signature), Some("host")) = (
         q.get("X-Amz-Credential"),
         q.get("X-Amz-Date"),
         q.get("X-Amz-Expires"),
         q.get("X-Amz-Signature"),
+        q.get("X-Amz-SignedHeaders").map(String::as_str),
     ) else {
         return (403, error("AccessDenied"));
     };
@@ -139,6 +153,9 @@ fn answer(base: &str, bucket: &str, target: &str, state: &Mutex<State>) -> (u16,
     let valid = jiff::SignedDuration::from_secs(expires.parse().unwrap());
     if now < signed_at - jiff::SignedDuration::from_secs(900) || now > signed_at + valid {
         return (403, error("AccessDenied"));
+    }
+    if url.path() == "/lyon-media-elsewhere/" {
+        return (301, error("PermanentRedirect"));
     }
     if url.path() != format!("/{bucket}/") {
         return (404, error("NoSuchBucket"));
@@ -265,6 +282,66 @@ async fn the_operator_reads_the_media_buckets_versioning_hourly_with_the_tenants
             BucketVersioning::Unreadable,
             Some("HTTP 404 NoSuchBucket")
         )
+    );
+
+    // A bucket in another region: S3 redirects, the operator does not follow (the signed
+    // request would go elsewhere) and says so.
+    let before = s3.requests();
+    h.edit(|spec| spec["mediaS3"] = json!({ "bucket": "lyon-media-elsewhere" }))
+        .await;
+    h.ok().await;
+    let m = media(&h).await.unwrap();
+    assert_eq!(s3.requests(), before + 1, "the redirect is not followed");
+    assert_eq!(
+        (m.versioning, m.message.as_deref()),
+        (
+            BucketVersioning::Unreadable,
+            Some("HTTP 301 PermanentRedirect")
+        )
+    );
+    // Unreadable is tried again within minutes, not an hour; a rotated key at once.
+    h.edit(|spec| spec["mediaS3"] = json!({ "bucket": "lyon-media" }))
+        .await;
+    h.ok().await;
+    assert_eq!(media(&h).await.unwrap().versioning, BucketVersioning::Off);
+    now += jiff::SignedDuration::from_mins(5);
+    h.set_clock(now);
+    s3.set(Some("Enabled"), now);
+    let before = s3.requests();
+    h.ok().await;
+    assert_eq!(s3.requests(), before, "on: not before the hour");
+    h.edit(|spec| spec["mediaS3"] = json!({ "secretRef": "media-s3-rotated" }))
+        .await;
+    h.ok().await;
+    let m = media(&h).await.unwrap();
+    assert_eq!(
+        (m.versioning, m.message.as_deref(), m.checked_at),
+        (
+            BucketVersioning::Unreadable,
+            Some("no Secret herd-lyon/media-s3-rotated"),
+            now.to_string()
+        ),
+        "another key: read at once"
+    );
+    assert_eq!(s3.requests(), before, "no request without the key");
+    // Once it exists, five minutes later (unreadable is retried soon).
+    let api: Api<Secret> = Api::namespaced(h.client(), TENANT);
+    let mut rotated: Secret = api.get("media-s3").await.unwrap();
+    rotated.metadata = kube::api::ObjectMeta {
+        name: Some("media-s3-rotated".into()),
+        namespace: Some(TENANT.into()),
+        ..Default::default()
+    };
+    api.create(&kube::api::PostParams::default(), &rotated)
+        .await
+        .unwrap();
+    now += jiff::SignedDuration::from_mins(5);
+    h.set_clock(now);
+    s3.set(Some("Enabled"), now);
+    h.ok().await;
+    assert_eq!(
+        media(&h).await.unwrap().versioning,
+        BucketVersioning::Enabled
     );
 
     // Media no longer in object storage: nothing to report (once the operator decided

@@ -647,7 +647,8 @@ struct InstancePage {
 
 /// A tenant's backups as its console page shows them.
 struct BackupsView {
-    alert: Option<String>,
+    /// Open alerts: the database's backups, then the media's.
+    alerts: Vec<String>,
     last_success: String,
     interval_hours: i32,
     /// Where media in object storage stand (their bucket's versioning is their backup).
@@ -670,24 +671,33 @@ struct BackupLine {
 fn backups_view(b: herd_fleet::backups::TenantBackups) -> BackupsView {
     use herd_domain::backup::{BackupMethod, BackupOutcome, BackupReason};
     BackupsView {
-        alert: b
-            .alert
-            .map(|a| format!("{} (since {})", a.message, datetime(a.opened_at))),
+        alerts: b
+            .alerts
+            .into_iter()
+            .map(|a| format!("{} (since {})", a.message, datetime(a.opened_at)))
+            .collect(),
         last_success: b.last_success.map_or_else(|| "none yet".into(), datetime),
         interval_hours: b.interval_hours,
-        media: b.media_bucket.map(|(m, at)| {
+        media: b.media_bucket.map(|m| {
             use herd_domain::backup::BucketVersioning;
-            let state = match m.versioning {
-                BucketVersioning::Enabled => "on: the bucket keeps every version of its objects",
-                BucketVersioning::Suspended => "suspended",
-                BucketVersioning::Off => "off",
-                BucketVersioning::Unreadable => "unreadable",
+            let read = match m.reading {
+                None => "not read yet by the cluster's operator".to_owned(),
+                Some(r) => {
+                    let state = match r.versioning {
+                        BucketVersioning::Enabled => {
+                            "on: the bucket keeps every version of its objects"
+                        }
+                        BucketVersioning::Suspended => "suspended",
+                        BucketVersioning::Off => "off",
+                        BucketVersioning::Unreadable => "unreadable",
+                    };
+                    let why = r.message.map(|w| format!(" ({w})")).unwrap_or_default();
+                    format!("{state}{why}, as read {}", datetime(r.checked_at))
+                }
             };
-            let why = m.message.map(|w| format!(" ({w})")).unwrap_or_default();
             format!(
-                "Media: in object storage, bucket {}, not copied by the backups; its versioning is {state}{why}, as read {}.",
-                m.bucket,
-                datetime(at)
+                "Media: in object storage, bucket {}, not copied by the backups; its versioning is {read}.",
+                m.bucket
             )
         }),
         recent: b

@@ -89,6 +89,15 @@ async fn the_console_shows_a_tenants_backups_and_alert_and_metrics_their_age(poo
     );
 
     // Media in object storage: where, and the bucket's versioning as last read.
+    api.patch(
+        &slug,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "mediaS3": {
+            "bucket": "lyon-media", "endpoint": "https://s3.fr-par.scw.cloud", "secretRef": "media-s3",
+        }}})),
+    )
+    .await
+    .unwrap();
     api.patch_status(
         &slug,
         &PatchParams::default(),

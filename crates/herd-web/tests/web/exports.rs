@@ -703,7 +703,7 @@ async fn a_demoted_owner_is_refused_the_secrets_whatever_the_request_carries(poo
     let w = World::new(pool.clone()).await;
     w.running().await;
     w.app.signed_up("Paul", "paul@lyon.example", None).await;
-    w.app.join("lyon", "paul@lyon.example", "admin").await;
+    w.app.join("lyon", "paul@lyon.example", "owner").await;
     let (org, paul): (Uuid, Uuid) = sqlx::query_as(
         "SELECT o.id, u.id FROM organizations o, users u
          WHERE o.slug = 'lyon' AND u.email = 'paul@lyon.example'",
@@ -722,6 +722,51 @@ async fn a_demoted_owner_is_refused_the_secrets_whatever_the_request_carries(poo
         email: "paul@lyon.example",
         ip: "192.0.2.7",
     };
+    // A demotion being written when the export is asked: the export waits for it, reads
+    // the role it leaves, and is refused.
+    let mut demotion = pool.begin().await.unwrap();
+    sqlx::query("UPDATE memberships SET role = 'admin' WHERE user_id = $1")
+        .bind(paul)
+        .execute(&mut *demotion)
+        .await
+        .unwrap();
+    let asking = tokio::spawn({
+        let (pool, id, recipient) = (pool.clone(), w.id, recipient.clone());
+        async move {
+            herd_fleet::exports::request(
+                &pool,
+                herd_domain::OrgId(org),
+                herd_fleet::clusters::Actor {
+                    id: herd_domain::UserId(paul),
+                    email: "paul@lyon.example",
+                    ip: "192.0.2.7",
+                },
+                herd_domain::Role::Owner,
+                id,
+                herd_fleet::exports::Ask {
+                    secrets_recipient: Some(&recipient),
+                    link_days: 7,
+                    base_url: "https://herd.example",
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !asking.is_finished(),
+        "the export waits for the role being changed"
+    );
+    demotion.commit().await.unwrap();
+    let refused = asking.await.unwrap().unwrap_err();
+    assert!(
+        refused.contains("only an owner of the organization"),
+        "{refused}"
+    );
+    assert_eq!(count(&pool, "SELECT count(*) FROM tenant_exports").await, 0);
+
+    // Demoted, while the request still says owner.
     let refused = herd_fleet::exports::request(
         &pool,
         herd_domain::OrgId(org),
