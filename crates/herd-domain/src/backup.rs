@@ -99,11 +99,11 @@ pub fn assess_media(media: Option<&MediaBucket>, now: OffsetDateTime) -> BackupH
         None if now - m.since <= MEDIA_STALE => return BackupHealth::Pending,
         None => format!(
             "its versioning was never read by the cluster's operator since the bucket was named ({}; is the operator older than the control plane, or not running?)",
-            minute(m.since)
+            crate::utc_minute(m.since)
         ),
         Some(r) if now - r.checked_at > MEDIA_STALE => format!(
             "its versioning was last read {} and not since (is the cluster's operator running?)",
-            minute(r.checked_at)
+            crate::utc_minute(r.checked_at)
         ),
         Some(r) => match r.versioning {
             BucketVersioning::Enabled => return BackupHealth::Healthy,
@@ -116,7 +116,7 @@ pub fn assess_media(media: Option<&MediaBucket>, now: OffsetDateTime) -> BackupH
                 }
                 format!(
                     "its versioning could not be read since {} ({})",
-                    minute(since),
+                    crate::utc_minute(since),
                     r.message.as_deref().unwrap_or("no reason given")
                 )
             }
@@ -129,19 +129,6 @@ pub fn assess_media(media: Option<&MediaBucket>, now: OffsetDateTime) -> BackupH
             m.bucket
         ),
     }
-}
-
-/// `t` to the minute, UTC.
-fn minute(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute()
-    )
 }
 
 /// How late a backup may be past its interval before it counts as missed: a run may start

@@ -38,3 +38,16 @@ pub use plan::{
 pub use role::{check_change, check_invite, MembershipError, Role};
 pub use slug::{Slug, SlugError};
 pub use vat::{Country, CountryError, TaxTreatment, VatId, VatIdError};
+
+/// `t` to the minute in UTC, as pages and emails write times: `2026-11-29 14:03 UTC`.
+pub fn utc_minute(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
+}

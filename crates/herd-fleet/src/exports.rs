@@ -744,7 +744,10 @@ pub async fn ready_emails(pool: &PgPool, id: Uuid) -> Result<Vec<Email>, FleetEr
         inst.org_slug,
         inst.id
     );
-    let until = e.expires_at.map(utc_minute).unwrap_or_default();
+    let until = e
+        .expires_at
+        .map(herd_domain::utc_minute)
+        .unwrap_or_default();
     let who = e.requested_by_email.as_deref().unwrap_or("a member");
     let secrets = match &e.secrets_recipient {
         Some(r) => format!(" It also holds the server's secrets, app-secrets.env.age, sealed to the age key {r}: only that key's identity opens it (`age -d -i key.txt app-secrets.env.age`)."),
@@ -793,7 +796,7 @@ pub async fn secrets_asked_emails(pool: &PgPool, id: Uuid) -> Result<Vec<Email>,
         return Ok(Vec::new());
     };
     let who = e.requested_by_email.as_deref().unwrap_or("a member");
-    let at = utc_minute(e.requested_at);
+    let at = herd_domain::utc_minute(e.requested_at);
     let link = format!(
         "{}/o/{}/servers/{}#exports",
         e.base_url.trim_end_matches('/'),
@@ -814,19 +817,6 @@ pub async fn secrets_asked_emails(pool: &PgPool, id: Uuid) -> Result<Vec<Email>,
             ),
         })
         .collect())
-}
-
-/// `t` to the minute, in UTC, as the emails write it.
-fn utc_minute(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute()
-    )
 }
 
 /// Registers the export emails' handlers.

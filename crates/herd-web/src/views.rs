@@ -85,15 +85,7 @@ pub fn render_status(status: StatusCode, t: &impl Template) -> Result<Response, 
 
 /// `2026-11-29 14:03 UTC`
 pub fn datetime(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute()
-    )
+    herd_domain::utc_minute(t)
 }
 
 /// Links to neighbouring pages of a paginated list, keeping the other query parameters.

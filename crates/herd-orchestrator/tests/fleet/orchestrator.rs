@@ -918,6 +918,16 @@ impl Backups {
         .unwrap()
     }
 
+    /// The alerts still open: (kind, message).
+    async fn open(&self) -> Vec<(String, String)> {
+        self.alerts()
+            .await
+            .into_iter()
+            .filter(|a| a.2.is_none())
+            .map(|a| (a.0, a.1))
+            .collect()
+    }
+
     /// The backup emails sent.
     async fn emails(&self) -> Vec<herd_mail::OutboxMessage> {
         herd_mail::read_outbox(&self.app.outbox)
@@ -1160,12 +1170,7 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
     w.sync("2026-12-08T07:40:05Z").await;
     w.sync("2026-12-08T07:50:00Z").await;
     w.app.run_jobs().await;
-    let open: Vec<_> = w
-        .alerts()
-        .await
-        .into_iter()
-        .filter(|a| a.2.is_none())
-        .collect();
+    let open = w.open().await;
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].0, "media_unprotected");
     assert!(
@@ -1198,12 +1203,7 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
     )
     .await;
     w.sync("2026-12-08T08:40:05Z").await;
-    let open: Vec<_> = w
-        .alerts()
-        .await
-        .into_iter()
-        .filter(|a| a.2.is_none())
-        .collect();
+    let open = w.open().await;
     assert_eq!(open.len(), 1);
     assert!(
         open[0].1.contains("versioning is suspended"),
@@ -1217,12 +1217,7 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
     )
     .await;
     w.sync("2026-12-08T09:45:05Z").await;
-    let open: Vec<_> = w
-        .alerts()
-        .await
-        .into_iter()
-        .filter(|a| a.2.is_none())
-        .collect();
+    let open = w.open().await;
     assert!(
         open[0]
             .1
@@ -1242,13 +1237,7 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
     .await;
     w.sync("2026-12-09T02:30:00Z").await;
     w.app.run_jobs().await;
-    let mut open: Vec<_> = w
-        .alerts()
-        .await
-        .into_iter()
-        .filter(|a| a.2.is_none())
-        .map(|a| a.0)
-        .collect();
+    let mut open: Vec<_> = w.open().await.into_iter().map(|a| a.0).collect();
     open.sort();
     assert_eq!(open, ["failed", "media_unprotected"]);
     let sent = w.emails().await;
@@ -1266,12 +1255,7 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
     // Versioning back on closes the media alert only.
     reading("Enabled", None, "2026-12-09T02:40:00Z").await;
     w.sync("2026-12-09T02:40:05Z").await;
-    let open: Vec<_> = w
-        .alerts()
-        .await
-        .into_iter()
-        .filter(|a| a.2.is_none())
-        .collect();
+    let open = w.open().await;
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].0, "failed");
     let history = fleet::events(&pool, w.id, 50).await.unwrap();
