@@ -77,10 +77,15 @@ pub async fn check(
                 store::last_success(&mut *conn, instance).await?,
                 &store::latest_finished(&mut *conn, instance).await?,
             ),
-            assess_media(
-                store::media_bucket(&mut *conn, instance).await?.as_ref(),
-                now,
-            ),
+            // A restore (up to six hours) holds the operator's other work, the bucket's
+            // reading among it: not known meanwhile, rather than stale.
+            match inst.phase {
+                InstancePhase::Restoring => BackupHealth::Pending,
+                _ => assess_media(
+                    store::media_bucket(&mut *conn, instance).await?.as_ref(),
+                    now,
+                ),
+            },
         )
     } else {
         (BackupHealth::Healthy, BackupHealth::Healthy)

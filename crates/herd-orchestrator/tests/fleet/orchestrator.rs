@@ -1263,6 +1263,32 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
         .message
         .contains("The media in object storage are backed up again")));
 
+    // A long restore holds the operator's readings: not stale meanwhile; stale after.
+    let phase = |phase: &'static str| {
+        let api = w.api.clone();
+        async move {
+            api.patch_status(
+                "lyon-social",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": { "phase": phase } })),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    phase("Restoring").await;
+    w.sync("2026-12-09T08:00:00Z").await;
+    assert_eq!(w.open().await.len(), 1, "only the database's");
+    phase("Running").await;
+    w.sync("2026-12-09T08:00:05Z").await;
+    let open = w.open().await;
+    assert_eq!(open.len(), 2);
+    assert!(
+        open.iter()
+            .any(|a| a.1.contains("last read 2026-12-09 02:40 UTC and not since")),
+        "{open:?}"
+    );
+
     // Media moved back onto a volume: nothing recorded, nothing alerted about them.
     w.api
         .patch(

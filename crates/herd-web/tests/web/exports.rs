@@ -711,16 +711,33 @@ async fn a_demoted_owner_is_refused_the_secrets_whatever_the_request_carries(poo
     .fetch_one(&pool)
     .await
     .unwrap();
-    let recipient = age::x25519::Identity::generate().to_public().to_string();
-    let ask = |recipient| herd_fleet::exports::Ask {
-        secrets_recipient: Some(recipient),
-        link_days: 7,
-        base_url: "https://herd.example",
-    };
-    let who = herd_fleet::clusters::Actor {
-        id: herd_domain::UserId(paul),
-        email: "paul@lyon.example",
-        ip: "192.0.2.7",
+    // Paul asks for an export with the secrets, his request saying he is an owner.
+    let ask = {
+        let (pool, id) = (pool.clone(), w.id);
+        let recipient = age::x25519::Identity::generate().to_public().to_string();
+        move || {
+            let (pool, recipient) = (pool.clone(), recipient.clone());
+            async move {
+                herd_fleet::exports::request(
+                    &pool,
+                    herd_domain::OrgId(org),
+                    herd_fleet::clusters::Actor {
+                        id: herd_domain::UserId(paul),
+                        email: "paul@lyon.example",
+                        ip: "192.0.2.7",
+                    },
+                    herd_domain::Role::Owner,
+                    id,
+                    herd_fleet::exports::Ask {
+                        secrets_recipient: Some(&recipient),
+                        link_days: 7,
+                        base_url: "https://herd.example",
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }
+        }
     };
     // A demotion being written when the export is asked: the export waits for it, reads
     // the role it leaves, and is refused.
@@ -730,29 +747,7 @@ async fn a_demoted_owner_is_refused_the_secrets_whatever_the_request_carries(poo
         .execute(&mut *demotion)
         .await
         .unwrap();
-    let asking = tokio::spawn({
-        let (pool, id, recipient) = (pool.clone(), w.id, recipient.clone());
-        async move {
-            herd_fleet::exports::request(
-                &pool,
-                herd_domain::OrgId(org),
-                herd_fleet::clusters::Actor {
-                    id: herd_domain::UserId(paul),
-                    email: "paul@lyon.example",
-                    ip: "192.0.2.7",
-                },
-                herd_domain::Role::Owner,
-                id,
-                herd_fleet::exports::Ask {
-                    secrets_recipient: Some(&recipient),
-                    link_days: 7,
-                    base_url: "https://herd.example",
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())
-        }
-    });
+    let asking = tokio::spawn(ask());
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(
         !asking.is_finished(),
@@ -767,20 +762,9 @@ async fn a_demoted_owner_is_refused_the_secrets_whatever_the_request_carries(poo
     assert_eq!(count(&pool, "SELECT count(*) FROM tenant_exports").await, 0);
 
     // Demoted, while the request still says owner.
-    let refused = herd_fleet::exports::request(
-        &pool,
-        herd_domain::OrgId(org),
-        who,
-        herd_domain::Role::Owner,
-        w.id,
-        ask(&recipient),
-    )
-    .await
-    .unwrap_err();
+    let refused = ask().await.unwrap_err();
     assert!(
-        refused
-            .to_string()
-            .contains("only an owner of the organization"),
+        refused.contains("only an owner of the organization"),
         "{refused}"
     );
     assert_eq!(count(&pool, "SELECT count(*) FROM tenant_exports").await, 0);
@@ -790,15 +774,6 @@ async fn a_demoted_owner_is_refused_the_secrets_whatever_the_request_carries(poo
         .execute(&pool)
         .await
         .unwrap();
-    herd_fleet::exports::request(
-        &pool,
-        herd_domain::OrgId(org),
-        who,
-        herd_domain::Role::Owner,
-        w.id,
-        ask(&recipient),
-    )
-    .await
-    .unwrap();
+    ask().await.unwrap();
     assert_eq!(count(&pool, "SELECT count(*) FROM tenant_exports").await, 1);
 }
