@@ -127,6 +127,22 @@ pub fn parse(body: &str) -> Option<BucketVersioning> {
     })
 }
 
+/// The error code of an S3 error document (`<Code>AccessDenied</Code>`), as letters and
+/// digits only (it ends up in the status, the alert and the tenant's history: nothing
+/// else an endpoint says is repeated).
+fn error_code(body: &str) -> String {
+    let code: String = element(body, "Code")
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(64)
+        .collect();
+    match code.is_empty() {
+        true => "(no error code)".to_owned(),
+        false => code,
+    }
+}
+
 /// The text of the first `<name>…</name>` of `xml`, trimmed.
 fn element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
@@ -168,9 +184,7 @@ pub async fn check(
         }
         let body = String::from_utf8_lossy(&body);
         if !status.is_success() {
-            let code = element(&body, "Code").unwrap_or("no error code");
-            let code: String = code.chars().take(80).collect();
-            return Err(format!("HTTP {} {code}", status.as_u16()));
+            return Err(format!("HTTP {} {}", status.as_u16(), error_code(&body)));
         }
         parse(&body).ok_or_else(|| {
             format!(
@@ -234,6 +248,22 @@ mod tests {
         ] {
             assert_eq!(parse(&body), want, "{body}");
         }
+    }
+
+    #[test]
+    fn only_an_error_codes_letters_are_repeated() {
+        assert_eq!(
+            error_code("<Error><Code>SignatureDoesNotMatch</Code></Error>"),
+            "SignatureDoesNotMatch"
+        );
+        assert_eq!(
+            error_code("<Error><Code>Nope\n<a href=x>click</a></Code></Error>"),
+            "Nopeahrefxclicka"
+        );
+        assert_eq!(
+            error_code("<html>502 Bad Gateway</html>"),
+            "(no error code)"
+        );
     }
 
     #[test]
