@@ -9,12 +9,13 @@
 //! an Instance of the previous minor series in `herd-system`, waits for it to run, changes
 //! its plan, suspends and resumes it, upgrades it one minor series, and deletes it: with a
 //! final backup when a bucket is given (`HERD_REAL_CLUSTER_BACKUP_*`, whose manifest is then
-//! read back), else with `herd.dev/skip-final-backup`.
+//! read back), else with `herd.dev/skip-final-backup`. With a bucket, before deleting, it
+//! also restores the backup the upgrade took, in place, and takes an export.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use crate::common;
 
-use herd_k8s::crd::{App, Instance, Phase};
+use herd_k8s::crd::{App, BackupOutcome, BackupReason, Instance, Phase, RestoreStep};
 use herd_k8s::operator::{self, Settings, SKIP_BACKUP_ANNOTATION};
 use herd_k8s::presign::BackupCredentials;
 use herd_k8s::reconcile::take_owner_password;
@@ -192,6 +193,81 @@ async fn read_manifest(
     response.text().await.unwrap()
 }
 
+/// Restores, in place, the verified backup the upgrade to `version` took (the previous
+/// version's database, migrated again by the restore), compares its rows, then takes an
+/// export and reads its manifest back.
+async fn restore_and_export(
+    api: &Api<Instance>,
+    name: &str,
+    version: &str,
+    target: &BackupTarget,
+    credentials: &BackupCredentials,
+) {
+    let i = api.get(name).await.unwrap();
+    let status = i.status.clone().unwrap_or_default();
+    let before = status
+        .backups
+        .iter()
+        .find(|b| b.reason == BackupReason::BeforeUpgrade && b.outcome == BackupOutcome::Succeeded)
+        .unwrap_or_else(|| panic!("{name}: no verified backup before the upgrade: {status:#?}"));
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "restore": {
+            "id": "real-cluster-restore",
+            "source": before.location.clone().unwrap(),
+            "media": true,
+            "manifestSha256": before.checksum,
+        }}})),
+    )
+    .await
+    .unwrap();
+    let restored = wait_for(api, name, Duration::from_secs(1800), "the restore", |i| {
+        phase(i) == Some(Phase::Running)
+            && i.status
+                .as_ref()
+                .and_then(|s| s.restore.as_ref())
+                .is_some_and(|r| r.step == RestoreStep::Succeeded)
+    })
+    .await;
+    let status = restored.status.unwrap();
+    let r = status.restore.unwrap();
+    assert!(!r.restored_rows.is_empty(), "{r:#?}");
+    assert_eq!(
+        r.restored_rows, r.source_rows,
+        "the rows the backup counted"
+    );
+    assert_eq!(status.running_version.as_deref(), Some(version));
+
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "export": {
+            "id": "real-cluster-export", "secretsRecipient": null,
+        }}})),
+    )
+    .await
+    .unwrap();
+    let exported = wait_for(api, name, Duration::from_secs(1800), "the export", |i| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.export.as_ref())
+            .is_some_and(|x| x.outcome != BackupOutcome::Running)
+    })
+    .await;
+    let x = exported.status.unwrap().export.unwrap();
+    assert_eq!(x.outcome, BackupOutcome::Succeeded, "{x:#?}");
+    let dir = x
+        .location
+        .as_deref()
+        .and_then(|l| l.strip_prefix(&format!("s3://{}/", target.bucket)))
+        .unwrap_or_else(|| panic!("{x:#?}"))
+        .to_owned();
+    let manifest = read_manifest(target, credentials, &format!("{dir}manifest.txt")).await;
+    assert!(manifest.contains("  database.dump.000"), "{manifest}");
+    assert!(manifest.contains("  media.tar.000"), "{manifest}");
+}
+
 async fn lifecycle(app: App, from: &str, version: &str, name: &str, install_limit: Duration) {
     let client = client().await;
     setup(&client).await;
@@ -294,6 +370,11 @@ async fn lifecycle(app: App, from: &str, version: &str, name: &str, install_limi
             && i.status.as_ref().and_then(|s| s.running_version.as_deref()) == Some(version)
     })
     .await;
+
+    // With a bucket: the backup taken before the upgrade restored in place, then an export.
+    if let Some((target, credentials)) = backup_bucket() {
+        restore_and_export(&api, name, version, &target, &credentials).await;
+    }
 
     // Delete: with a final backup when a bucket is given, else only with the annotation.
     let backup = backup_bucket();
