@@ -68,6 +68,7 @@ pub async fn check(
     let watched = inst.running_version.is_some()
         && !matches!(inst.phase, InstancePhase::Deleting | InstancePhase::Deleted)
         && !herd_store::restores::is_scratch(&mut *conn, instance).await?;
+    let bucket = store::media_bucket(&mut *conn, instance).await?;
     let (database, media) = if watched {
         (
             assess(
@@ -81,26 +82,39 @@ pub async fn check(
             // reading among it: not known meanwhile, rather than stale.
             match inst.phase {
                 InstancePhase::Restoring => BackupHealth::Pending,
-                _ => assess_media(
-                    store::media_bucket(&mut *conn, instance).await?.as_ref(),
-                    now,
-                ),
+                _ => assess_media(bucket.as_ref(), now),
             },
         )
     } else {
         (BackupHealth::Healthy, BackupHealth::Healthy)
     };
-    settle(conn, instance, false, database, watched, now).await?;
-    settle(conn, instance, true, media, watched, now).await
+    let (closed_db, closed_media) = (closed(false, false), closed(true, bucket.is_some()));
+    settle(conn, instance, false, database, closed_db, watched, now).await?;
+    settle(conn, instance, true, media, closed_media, watched, now).await
+}
+
+/// What the history says when an alert closes: of the database's backups, or of its media
+/// (`bucket`: whether they are still in object storage).
+fn closed(media: bool, bucket: bool) -> &'static str {
+    match (media, bucket) {
+        (false, _) => "Backups are healthy again",
+        (true, true) => {
+            "The media in object storage are backed up again (the bucket's versioning is on)"
+        }
+        (true, false) => {
+            "The media are no longer in object storage (each backup archives them): their alert is closed"
+        }
+    }
 }
 
 /// Brings `instance`'s open alert on its media (`media`) or its database's backups in
-/// line with `health`.
+/// line with `health`; a closed one is noted in the history as `closes` says.
 async fn settle(
     conn: &mut PgConnection,
     instance: Uuid,
     media: bool,
     health: BackupHealth,
+    closes: &str,
     watched: bool,
     now: OffsetDateTime,
 ) -> Result<(), FleetError> {
@@ -111,11 +125,7 @@ async fn settle(
         (BackupHealth::Healthy, Some(a)) => {
             store::close(&mut *conn, a.id, now).await?;
             if watched {
-                let said = match media {
-                    true => "The media in object storage are backed up again (the bucket's versioning is on)",
-                    false => "Backups are healthy again",
-                };
-                fleet::add_event(&mut *conn, instance, EventKind::Phase, said, None).await?;
+                fleet::add_event(&mut *conn, instance, EventKind::Phase, closes, None).await?;
             }
         }
         (BackupHealth::Alert { kind, message }, None) => {

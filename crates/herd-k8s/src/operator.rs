@@ -658,10 +658,16 @@ async fn apply(instance: &Instance, ctx: &Context) -> Result<Action, OperatorErr
         ctx.event(instance, warning, &format!("{:?}", status.phase), note)
             .await;
     }
+    // An unreadable media bucket is read again in minutes (`media_bucket::due`).
+    let media_retry = status
+        .media_bucket
+        .as_ref()
+        .is_some_and(|m| m.versioning == crate::crd::BucketVersioning::Unreadable);
     Ok(match plan.step {
         Step::Ready if busy || !report.written.is_empty() => {
             Action::requeue(Duration::from_secs(15))
         }
+        Step::Ready if media_retry => Action::requeue(crate::media_bucket::RETRY_UNREADABLE),
         Step::Ready => Action::requeue(Duration::from_secs(600)),
         Step::Refused(_) | Step::JobFailed { .. } => Action::requeue(Duration::from_secs(120)),
         _ => Action::requeue(Duration::from_secs(10)),

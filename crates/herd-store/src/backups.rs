@@ -235,7 +235,8 @@ pub async fn media_bucket(
 
 /// Records `instance`'s media bucket as its Instance names it at `now` (`None`: its media
 /// are not in object storage) and the cluster's last reading of that bucket (`None`: not
-/// read yet). Unreadable readings in a row keep the time of the first.
+/// read yet). A bucket named anew, or whose reading went (its endpoint changed), counts
+/// from `now`; unreadable readings in a row keep the time of the first.
 #[tracing::instrument(skip(conn))]
 pub async fn set_media_bucket(
     conn: &mut PgConnection,
@@ -250,6 +251,7 @@ pub async fn set_media_bucket(
              media_bucket = $2,
              media_bucket_since = CASE WHEN $2::text IS NULL THEN NULL
                                        WHEN media_bucket IS DISTINCT FROM $2 THEN $6
+                                       WHEN $3::text IS NULL AND media_versioning IS NOT NULL THEN $6
                                        ELSE media_bucket_since END,
              media_versioning = $3,
              media_versioning_message = $4,

@@ -10,6 +10,7 @@ use crate::operator::{harness_with, Harness, TENANT};
 use herd_k8s::crd::{BucketVersioning, MediaBucketStatus, S3Spec};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -219,6 +220,11 @@ async fn the_operator_reads_the_media_buckets_versioning_hourly_with_the_tenants
     assert_eq!(m.versioning, BucketVersioning::Unreadable);
     assert_eq!(m.message.as_deref(), Some("no Secret herd-lyon/media-s3"));
     assert_eq!(s3.requests(), 0);
+    // Come back in minutes, not in the usual ten.
+    assert_eq!(
+        h.reconcile().await.unwrap(),
+        Action::requeue(herd_k8s::media_bucket::RETRY_UNREADABLE)
+    );
 
     // With the Secret: read at the next hour, not before.
     media_secret(&h, SECRET).await;
@@ -238,6 +244,10 @@ async fn the_operator_reads_the_media_buckets_versioning_hourly_with_the_tenants
     );
     assert_eq!(m.checked_at, now.to_string());
     assert_eq!(s3.requests(), 1);
+    assert_eq!(
+        h.reconcile().await.unwrap(),
+        Action::requeue(std::time::Duration::from_secs(600))
+    );
     h.ok().await;
     assert_eq!(s3.requests(), 1, "not read again within the hour");
 

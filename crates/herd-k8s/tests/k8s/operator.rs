@@ -86,7 +86,7 @@ impl Harness {
         api.get("lyon").await.unwrap()
     }
 
-    async fn reconcile(&self) -> Result<Action, OperatorError> {
+    pub(crate) async fn reconcile(&self) -> Result<Action, OperatorError> {
         operator::reconcile(Arc::new(self.instance().await), self.ctx.clone()).await
     }
 

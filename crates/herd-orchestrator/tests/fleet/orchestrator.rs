@@ -1263,6 +1263,36 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
         .message
         .contains("The media in object storage are backed up again")));
 
+    // Another endpoint: its reading is not the old one's, and its bucket counts as named now
+    // (not "never read" since it was first named); back at the first, its reading counts.
+    let endpoint = |endpoint: &'static str| {
+        let api = w.api.clone();
+        async move {
+            api.patch(
+                "lyon-social",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "mediaS3": { "endpoint": endpoint } } })),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    endpoint("https://s3.nl-ams.scw.cloud").await;
+    w.sync("2026-12-09T07:00:00Z").await;
+    assert_eq!(
+        w.open().await.len(),
+        1,
+        "only the database's: {:?}",
+        w.open().await
+    );
+    let m = herd_fleet::backups::for_console(&pool, w.id)
+        .await
+        .unwrap()
+        .media_bucket
+        .unwrap();
+    assert_eq!((m.reading, m.since), (None, at("2026-12-09T07:00:00Z")));
+    endpoint("https://s3.fr-par.scw.cloud").await;
+
     // A long restore holds the operator's readings: not stale meanwhile; stale after.
     let phase = |phase: &'static str| {
         let api = w.api.clone();
@@ -1298,8 +1328,13 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
         )
         .await
         .unwrap();
-    w.sync("2026-12-09T04:00:00Z").await;
+    w.sync("2026-12-09T09:00:00Z").await;
     let console = herd_fleet::backups::for_console(&pool, w.id).await.unwrap();
     assert!(console.media_bucket.is_none());
-    assert_eq!(metric("2026-12-09T04:00:00Z").await, None);
+    assert_eq!(w.open().await.len(), 1, "the database's only");
+    let history = fleet::events(&pool, w.id, 50).await.unwrap();
+    assert!(history.iter().any(|e| e
+        .message
+        .contains("The media are no longer in object storage")));
+    assert_eq!(metric("2026-12-09T09:00:00Z").await, None);
 }
