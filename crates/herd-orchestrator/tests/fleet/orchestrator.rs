@@ -918,6 +918,30 @@ impl Backups {
         .unwrap()
     }
 
+    /// Merges `spec` into the Instance's spec, as an operator editing it by hand would.
+    async fn spec(&self, spec: serde_json::Value) {
+        self.api
+            .patch(
+                "lyon-social",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Merges `status` into the Instance's status, as its operator would report it.
+    async fn status(&self, status: serde_json::Value) {
+        self.api
+            .patch_status(
+                "lyon-social",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .unwrap();
+    }
+
     /// The alerts still open: (kind, message).
     async fn open(&self) -> Vec<(String, String)> {
         self.alerts()
@@ -1077,24 +1101,10 @@ async fn backups_are_recorded_and_a_missed_or_failed_one_alerts_once(pool: PgPoo
 async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: PgPool) {
     let w = Backups::new(&pool).await;
     let reading = |versioning: &str, message: Option<&str>, checked: &str| {
-        let api = w.api.clone();
-        let (versioning, message, checked) = (
-            versioning.to_owned(),
-            message.map(str::to_owned),
-            checked.to_owned(),
-        );
-        async move {
-            api.patch_status(
-                "lyon-social",
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": { "mediaBucket": {
-                    "bucket": "lyon-media", "endpoint": "https://s3.fr-par.scw.cloud",
-                    "versioning": versioning, "checkedAt": checked, "message": message,
-                }}})),
-            )
-            .await
-            .unwrap();
-        }
+        w.status(json!({ "mediaBucket": {
+            "bucket": "lyon-media", "endpoint": "https://s3.fr-par.scw.cloud",
+            "versioning": versioning, "checkedAt": checked, "message": message,
+        }}))
     };
     let metric = |now: &'static str| {
         let pool = pool.clone();
@@ -1116,17 +1126,11 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
         )]),
     )
     .await;
-    w.api
-        .patch(
-            "lyon-social",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "mediaS3": {
-                "bucket": "lyon-media", "endpoint": "https://s3.fr-par.scw.cloud",
-                "secretRef": "media-s3",
-            }}})),
-        )
-        .await
-        .unwrap();
+    w.spec(json!({ "mediaS3": {
+        "bucket": "lyon-media", "endpoint": "https://s3.fr-par.scw.cloud",
+        "secretRef": "media-s3",
+    }}))
+    .await;
 
     // Named but not read yet: pending, then an alert once the operator stays silent.
     w.sync("2026-12-08T02:30:00Z").await;
@@ -1265,18 +1269,7 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
 
     // Another endpoint: its reading is not the old one's, and its bucket counts as named now
     // (not "never read" since it was first named); back at the first, its reading counts.
-    let endpoint = |endpoint: &'static str| {
-        let api = w.api.clone();
-        async move {
-            api.patch(
-                "lyon-social",
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "spec": { "mediaS3": { "endpoint": endpoint } } })),
-            )
-            .await
-            .unwrap();
-        }
-    };
+    let endpoint = |endpoint: &'static str| w.spec(json!({ "mediaS3": { "endpoint": endpoint } }));
     endpoint("https://s3.nl-ams.scw.cloud").await;
     w.sync("2026-12-09T07:00:00Z").await;
     assert_eq!(
@@ -1294,18 +1287,7 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
     endpoint("https://s3.fr-par.scw.cloud").await;
 
     // A long restore holds the operator's readings: not stale meanwhile; stale after.
-    let phase = |phase: &'static str| {
-        let api = w.api.clone();
-        async move {
-            api.patch_status(
-                "lyon-social",
-                &PatchParams::default(),
-                &Patch::Merge(json!({ "status": { "phase": phase } })),
-            )
-            .await
-            .unwrap();
-        }
-    };
+    let phase = |phase: &'static str| w.status(json!({ "phase": phase }));
     phase("Restoring").await;
     w.sync("2026-12-09T08:00:00Z").await;
     assert_eq!(w.open().await.len(), 1, "only the database's");
@@ -1320,14 +1302,7 @@ async fn media_in_a_bucket_without_versioning_are_an_alert_until_it_is_on(pool: 
     );
 
     // Media moved back onto a volume: nothing recorded, nothing alerted about them.
-    w.api
-        .patch(
-            "lyon-social",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "mediaS3": null } })),
-        )
-        .await
-        .unwrap();
+    w.spec(json!({ "mediaS3": null })).await;
     w.sync("2026-12-09T09:00:00Z").await;
     let console = herd_fleet::backups::for_console(&pool, w.id).await.unwrap();
     assert!(console.media_bucket.is_none());
