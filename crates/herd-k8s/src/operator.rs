@@ -2099,23 +2099,8 @@ async fn media_bucket_step(
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let credentials = match api.get_opt(&s3.secret_ref).await {
-        Ok(Some(secret)) => {
-            let mut data = reconcile::secret_strings(secret);
-            match (
-                data.remove("AWS_ACCESS_KEY_ID").filter(|v| !v.is_empty()),
-                data.remove("AWS_SECRET_ACCESS_KEY")
-                    .filter(|v| !v.is_empty()),
-            ) {
-                (Some(access_key_id), Some(secret_access_key)) => Ok(BackupCredentials {
-                    access_key_id,
-                    secret_access_key,
-                }),
-                _ => Err(format!(
-                    "Secret {ns}/{} lacks AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY",
-                    s3.secret_ref
-                )),
-            }
-        }
+        Ok(Some(secret)) => BackupCredentials::from_secret(reconcile::secret_strings(secret))
+            .map_err(|key| format!("Secret {ns}/{} has no {key}", s3.secret_ref)),
         Ok(None) => Err(format!("no Secret {ns}/{}", s3.secret_ref)),
         Err(e) => Err(format!(
             "Secret {ns}/{} could not be read ({e})",
@@ -2133,19 +2118,12 @@ async fn media_bucket_step(
 async fn backup_credentials(ctx: &Context) -> Result<BackupCredentials, OperatorError> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.settings.namespace);
     let secret = api.get(&ctx.settings.backup_credentials_secret).await?;
-    let mut data = reconcile::secret_strings(secret);
-    let mut take = |key: &'static str| {
-        data.remove(key)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| OperatorError::BackupCredentials {
-                namespace: ctx.settings.namespace.clone(),
-                secret: ctx.settings.backup_credentials_secret.clone(),
-                key,
-            })
-    };
-    Ok(BackupCredentials {
-        access_key_id: take("AWS_ACCESS_KEY_ID")?,
-        secret_access_key: take("AWS_SECRET_ACCESS_KEY")?,
+    BackupCredentials::from_secret(reconcile::secret_strings(secret)).map_err(|key| {
+        OperatorError::BackupCredentials {
+            namespace: ctx.settings.namespace.clone(),
+            secret: ctx.settings.backup_credentials_secret.clone(),
+            key,
+        }
     })
 }
 

@@ -26,6 +26,21 @@ pub struct BackupCredentials {
     pub secret_access_key: String,
 }
 
+impl BackupCredentials {
+    /// The credentials in a Secret's `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`
+    /// (as strings, from [`crate::reconcile::secret_strings`]); `Err`: the key that is
+    /// missing or empty.
+    pub fn from_secret(
+        mut data: BTreeMap<String, String>,
+    ) -> Result<BackupCredentials, &'static str> {
+        let mut take = |key: &'static str| data.remove(key).filter(|v| !v.is_empty()).ok_or(key);
+        Ok(BackupCredentials {
+            access_key_id: take("AWS_ACCESS_KEY_ID")?,
+            secret_access_key: take("AWS_SECRET_ACCESS_KEY")?,
+        })
+    }
+}
+
 impl std::fmt::Debug for BackupCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BackupCredentials")
@@ -249,6 +264,37 @@ pub(crate) mod tests {
             k = hmac(&k, part);
         }
         hex::encode(hmac(&k, &to_sign))
+    }
+
+    #[test]
+    fn credentials_come_from_a_secrets_two_keys_both_set() {
+        let data = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let c = BackupCredentials::from_secret(data(&[
+            ("AWS_ACCESS_KEY_ID", KEY_ID),
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.access_key_id.as_str(), c.secret_access_key.as_str()),
+            (KEY_ID, SECRET)
+        );
+        assert_eq!(
+            BackupCredentials::from_secret(data(&[("AWS_ACCESS_KEY_ID", KEY_ID)])).unwrap_err(),
+            "AWS_SECRET_ACCESS_KEY"
+        );
+        assert_eq!(
+            BackupCredentials::from_secret(data(&[
+                ("AWS_ACCESS_KEY_ID", ""),
+                ("AWS_SECRET_ACCESS_KEY", SECRET),
+            ]))
+            .unwrap_err(),
+            "AWS_ACCESS_KEY_ID"
+        );
     }
 
     #[test]
